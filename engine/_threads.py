@@ -1,0 +1,50 @@
+"""One helper that turns ``n_threads`` into a thread count for both backends."""
+
+import numbers
+import os
+
+from segone.errors import ParameterError
+
+
+def available_cpus():
+    """CPUs this process may run on (affinity-aware, cgroup-unaware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def effective_n_threads(n_threads=None):
+    """Resolve ``n_threads`` to a positive thread count.
+
+    ``None`` means every available CPU (or ``SEGONE_NUM_THREADS`` when set);
+    a positive int is used as is; a negative int counts back from the number
+    of CPUs as in joblib (``-1`` = all, ``-2`` = all but one).  ``0`` is an
+    error.
+    """
+    cpus = available_cpus()
+    if n_threads is None:
+        env = os.environ.get("SEGONE_NUM_THREADS")
+        if env:
+            try:
+                n_threads = int(env)
+            except ValueError:
+                raise ParameterError(
+                    f"SEGONE_NUM_THREADS={env!r} is not an integer; set it to a "
+                    "positive thread count or unset it."
+                ) from None
+        else:
+            return cpus
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise ParameterError(
+            f"n_threads must be None or an integer, got {n_threads!r} "
+            f"({type(n_threads).__name__}); use None for all {cpus} CPUs."
+        )
+    n_threads = int(n_threads)
+    if n_threads == 0:
+        raise ParameterError(
+            "n_threads=0 is not allowed; use None or -1 for all CPUs, or a positive count."
+        )
+    if n_threads < 0:
+        return max(1, cpus + 1 + n_threads)
+    return int(n_threads)

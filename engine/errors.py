@@ -1,0 +1,50 @@
+"""Errors raised by segone.
+
+Every error says what was wrong, where (column, parameter or row numbers),
+and how to fix it.  All derive from :class:`SegoneError`, so
+``except segone.errors.SegoneError`` catches everything segone raises on
+purpose.  They also derive from the matching built-in (``ValueError`` or
+``TypeError``) so that generic handlers keep working.
+"""
+
+
+class SegoneError(Exception):
+    """Base class of every error segone raises on purpose."""
+
+
+class ValidationError(SegoneError, ValueError):
+    """An argument or a piece of input data is not acceptable."""
+
+
+class ParameterError(ValidationError):
+    """A parameter (constructor argument, keyword, CLI option) is invalid."""
+
+
+class SchemaError(ValidationError, TypeError):
+    """A required column is missing or has the wrong type."""
+
+
+class DataError(ValidationError):
+    """Values in the data are invalid (NaN, infinity, nulls, out of range)."""
+
+
+class EmptyInputError(DataError):
+    """The input holds no usable rows."""
+
+
+class NotFittedError(SegoneError, AttributeError):
+    """An estimator was used before ``fit``."""
+
+
+class BackendError(SegoneError, RuntimeError):
+    """A kernel backend was requested that is unknown or unavailable."""
+
+
+class ModelFormatError(SegoneError, ValueError):
+    """A saved model or output directory cannot be read."""
+
+
+def examples(values, limit=5):
+    """Format up to ``limit`` example values for an error message."""
+    vals = list(values[:limit]) if hasattr(values, "__getitem__") else list(values)[:limit]
+    return ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in vals)

@@ -1,0 +1,48 @@
+"""Helpers shared by the Cython and Numba backends (plain Python/NumPy)."""
+
+import numpy as np
+
+# Smallest number of rows in one partial-sum chunk, and the cap on the memory
+# held by all per-chunk partial sums (in float64 values).  The chunk plan
+# depends only on (N, K, D), never on the thread count, so that sums merged in
+# chunk order are identical whatever the number of threads.
+MIN_CHUNK_ROWS = 16384
+MAX_PARTIAL_VALUES = 1 << 23  # 8M doubles = 64 MiB
+
+
+def prepare_centroids(centroids):
+    """Return (ct, cnorm): -2 * centroids.T (D, K) and ||c_k||^2 (K,), C-contiguous."""
+    c64 = centroids.astype(np.float64, copy=False)
+    ct = np.ascontiguousarray((-2.0 * c64).T, dtype=centroids.dtype)
+    cnorm = np.ascontiguousarray(np.einsum("kd,kd->k", c64, c64), dtype=centroids.dtype)
+    return ct, cnorm
+
+
+def chunk_plan(n_samples, n_clusters, n_features):
+    """Rows per partial-sum chunk and the number of chunks for an (N, K, D) pass."""
+    if n_samples == 0:
+        return MIN_CHUNK_ROWS, 0
+    max_chunks = max(64, MAX_PARTIAL_VALUES // max(1, n_clusters * (n_features + 2)))
+    n_chunks = min(-(-n_samples // MIN_CHUNK_ROWS), max_chunks)
+    chunk_rows = -(-n_samples // n_chunks)
+    n_chunks = -(-n_samples // chunk_rows)
+    return chunk_rows, n_chunks
+
+
+def partial_buffers(n_chunks, n_clusters, n_features):
+    return (
+        np.zeros((n_chunks, n_clusters, n_features), dtype=np.float64),
+        np.zeros((n_chunks, n_clusters), dtype=np.float64),
+        np.zeros(n_chunks, dtype=np.float64),
+    )
+
+
+def merge_partials(psums, pcounts, pinertia, sums, counts):
+    """Merge per-chunk partials in chunk order (deterministic) into sums/counts."""
+    if psums.shape[0] == 0:
+        sums[...] = 0.0
+        counts[...] = 0.0
+        return 0.0
+    np.sum(psums, axis=0, out=sums)
+    np.sum(pcounts, axis=0, out=counts)
+    return float(np.sum(pinertia))

@@ -1,0 +1,157 @@
+"""Numba kernels for segone (see kernels/reference.py for the oracle).
+
+Module-level ``@njit(nogil=True, parallel=True, cache=True)`` functions, one
+shared fastmath flag set that keeps NaN/inf semantics (so the finiteness
+checks are not optimised away), the same centroid layout as the Cython
+backend (``ct = -2 * centroids.T``, inner loop over centroids).
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from segone.kernels._common import chunk_plan, merge_partials, partial_buffers, prepare_centroids  # noqa: F401
+
+# reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+ASSIGN_BLOCK = 256
+
+_jit = dict(nogil=True, cache=True, fastmath=FASTMATH)
+
+
+@njit(**_jit)
+def _row_finite(X, i):
+    s = 0.0  # float64 accumulator
+    for j in range(X.shape[1]):
+        s += X[i, j] * 0.0
+    return s == 0.0
+
+
+@njit(**_jit)
+def _row_sqnorm(X, i):
+    s = 0.0
+    for j in range(X.shape[1]):
+        v = np.float64(X[i, j])
+        s += v * v
+    return s
+
+
+@njit(**_jit)
+def _row_scores(X, i, ct, cnorm, scores):
+    n_features, n_clusters = ct.shape
+    for k in range(n_clusters):
+        scores[k] = cnorm[k]
+    for j in range(n_features):
+        xv = X[i, j]
+        for k in range(n_clusters):
+            scores[k] += xv * ct[j, k]
+
+
+@njit(parallel=True, **_jit)
+def _assign_kernel(X, ct, cnorm, labels, distance, margin, want_margin):
+    n_samples = X.shape[0]
+    n_clusters = ct.shape[1]
+    n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
+    invalid = np.zeros(n_blocks, dtype=np.int64)
+    for b in prange(n_blocks):
+        scores = np.empty(n_clusters, dtype=X.dtype)
+        start = b * ASSIGN_BLOCK
+        stop = min(start + ASSIGN_BLOCK, n_samples)
+        for i in range(start, stop):
+            if not _row_finite(X, i):
+                labels[i] = -1
+                distance[i] = np.nan
+                if want_margin:
+                    margin[i] = np.nan
+                invalid[b] += 1
+                continue
+            _row_scores(X, i, ct, cnorm, scores)
+            best_k = 0
+            best = scores[0]
+            second = np.inf
+            for k in range(1, n_clusters):
+                s = scores[k]
+                if s < best:
+                    second = best
+                    best = s
+                    best_k = k
+                elif s < second:
+                    second = s
+            labels[i] = best_k
+            if want_margin:
+                margin[i] = second - best
+            d = np.float64(best) + _row_sqnorm(X, i)
+            distance[i] = d if d > 0.0 else 0.0
+    return invalid.sum()
+
+
+@njit(parallel=True, **_jit)
+def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows):
+    n_samples, n_features = X.shape
+    n_clusters = ct.shape[1]
+    n_chunks = psums.shape[0]
+    invalid = np.zeros(n_chunks, dtype=np.int64)
+    for c in prange(n_chunks):
+        scores = np.empty(n_clusters, dtype=X.dtype)
+        start = c * chunk_rows
+        stop = min(start + chunk_rows, n_samples)
+        inert = 0.0
+        for i in range(start, stop):
+            if not _row_finite(X, i):
+                labels[i] = -1
+                invalid[c] += 1
+                continue
+            _row_scores(X, i, ct, cnorm, scores)
+            best_k = 0
+            best = scores[0]
+            for k in range(1, n_clusters):
+                if scores[k] < best:
+                    best = scores[k]
+                    best_k = k
+            labels[i] = best_k
+            w = weights[i] if use_weights else 1.0
+            d = np.float64(best) + _row_sqnorm(X, i)
+            if d < 0.0:
+                d = 0.0
+            inert += w * d
+            pcounts[c, best_k] += w
+            for j in range(n_features):
+                psums[c, best_k, j] += w * np.float64(X[i, j])
+        pinertia[c] = inert
+    return invalid.sum()
+
+
+def _set_threads(n_threads):
+    prev = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+    return prev
+
+
+def assign(X, centroids, labels, distance, margin=None, n_threads=1):
+    """Nearest-centroid assignment; see ``segone.kernels.reference.assign``."""
+    ct, cnorm = prepare_centroids(centroids)
+    want = margin is not None
+    m = margin if want else np.empty(0, dtype=X.dtype)
+    prev = _set_threads(n_threads)
+    try:
+        return int(_assign_kernel(X, ct, cnorm, labels, distance, m, want))
+    finally:
+        numba.set_num_threads(prev)
+
+
+def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, n_threads=1):
+    """One Lloyd pass; see ``segone.kernels.reference.partial_sums``."""
+    n, d = X.shape
+    k = centroids.shape[0]
+    ct, cnorm = prepare_centroids(centroids)
+    n_chunks = -(-n // chunk_rows) if n else 0
+    psums, pcounts, pinertia = partial_buffers(n_chunks, k, d)
+    use_w = sample_weight is not None
+    w = sample_weight if use_w else np.empty(0, dtype=np.float64)
+    prev = _set_threads(n_threads)
+    try:
+        n_invalid = _partial_sums_kernel(X, w, use_w, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows)
+    finally:
+        numba.set_num_threads(prev)
+    inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
+    return inertia, int(n_invalid)
