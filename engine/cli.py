@@ -1,0 +1,178 @@
+"""The ``segone`` command line: synth, run, demo, info."""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import click
+
+import segone
+from segone.errors import SegoneError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SegoneError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(segone.__version__, prog_name="segone")
+def main():
+    """segone: customer segmentation compute engine.
+
+    \b
+    segone synth DIR --customers N      write synthetic customer data
+    segone run INPUT --out DIR -k K     profile, score, segment, assign, write
+    segone demo                         synth + run on 100,000 customers
+    segone info                         backends, threads, OpenMP
+    """
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--customers", "-n", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", "-s", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--tx-per-customer", default=20.0, show_default=True, type=click.FloatRange(1, 10_000))
+@click.option("--customers-per-file", default=500_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--overwrite", is_flag=True, help="Replace DIRECTORY if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, quiet):
+    """Write synthetic transactions, web events, CRM attributes and the true segments."""
+    m = segone.synth.write_dataset(
+        directory, customers, seed=seed, tx_per_customer=tx_per_customer,
+        customers_per_file=customers_per_file, overwrite=overwrite, progress=not quiet,
+    )  # fmt: skip
+    rows = m["rows"]
+    click.echo(
+        f"wrote {directory}: {rows['customers']:,} customers, {rows['transactions']:,} transactions, "
+        f"{rows['events']:,} web events, {len(m['segments'])} latent segments"
+    )
+
+
+def _print_segments(segments):
+    cols = [c for c in ("segment", "size", "share", "mean_recency_days", "mean_orders", "mean_spend_mean", "label")
+            if c in segments.column_names]  # fmt: skip
+    head = {"segment": "seg", "size": "customers", "share": "share", "mean_recency_days": "recency_d",
+            "mean_orders": "orders", "mean_spend_mean": "avg_order", "label": "label"}  # fmt: skip
+    data = segments.select(cols).to_pylist()
+    click.echo("  ".join(f"{head[c]:>10}" if c != "label" else head[c] for c in cols))
+    for row in data:
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c == "label":
+                cells.append(str(v))
+            elif c == "share":
+                cells.append(f"{v:>10.1%}")
+            elif isinstance(v, float):
+                cells.append(f"{v:>10.1f}")
+            else:
+                cells.append(f"{v:>10,}")
+        click.echo("  ".join(cells))
+
+
+@main.command()
+@click.argument("input", type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--clusters", "-k", default=8, show_default=True, type=int, help="Number of segments.")
+@click.option("--events", type=click.Path(exists=True), help="Web events (Parquet).")
+@click.option("--attributes", type=click.Path(exists=True), help="CRM attributes (Parquet).")
+@click.option("--as-of", default=None, help="Reference time (ISO date); default: latest transaction.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--n-init", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--refine", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cython", "numba"]))
+@click.option("--threads", "n_threads", default=None, type=int, help="Threads (default: all CPUs).")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--quiet", "-q", is_flag=True)
+def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite, quiet):
+    """Profile, score, segment and assign the customers in INPUT; write to --out."""
+    res = segone.run(
+        input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
+        n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite, verbose=not quiet,
+    )  # fmt: skip
+    if not quiet:
+        _print_segments(res.segments)
+    click.echo(f"{res.summary['customers']:,} customers -> {clusters} segments; outputs in {res.out}")
+
+
+@main.command()
+@click.option("--customers", "-n", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--clusters", "-k", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Keep outputs here.")
+def demo(customers, clusters, seed, out):
+    """Synthesise customers with known segments, segment them, print the summary."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    work = tempfile.mkdtemp(prefix="segone-demo-")
+    try:
+        data_dir = os.path.join(work, "data")
+        click.echo(f"synthesising {customers:,} customers (seed {seed}) ...")
+        segone.synth.write_dataset(data_dir, customers, seed=seed, progress=False)
+        out_dir = out or os.path.join(work, "out")
+        res = segone.run(data_dir, out_dir, clusters, random_state=seed, overwrite=bool(out), verbose=True)
+        _print_segments(res.segments)
+        truth = pq.read_table(os.path.join(data_dir, "truth")).sort_by("customer_id")
+        found = res.assignments.sort_by("customer_id")
+        ari = _adjusted_rand(truth.column("segment").to_numpy(), found.column("segment").to_numpy())
+        t = res.summary["timings_s"]
+        click.echo(
+            f"adjusted Rand index vs the true segments: {ari:.3f}; "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
+        )
+        if out:
+            click.echo(f"outputs in {res.out}")
+        return np.float64(ari)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _adjusted_rand(a, b):
+    """Adjusted Rand index (Hubert & Arabie) from the contingency table."""
+    import numpy as np
+
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    table = np.zeros((ai.max() + 1, bi.max() + 1), dtype=np.float64)
+    np.add.at(table, (ai, bi), 1)
+
+    def comb2(x):
+        return (x * (x - 1) / 2.0).sum()
+
+    n = a.size
+    sum_ij = comb2(table)
+    sum_a = comb2(table.sum(axis=1))
+    sum_b = comb2(table.sum(axis=0))
+    expected = sum_a * sum_b / (n * (n - 1) / 2.0)
+    max_index = (sum_a + sum_b) / 2.0
+    if max_index == expected:
+        return 1.0
+    return (sum_ij - expected) / (max_index - expected)
+
+
+@main.command()
+def info():
+    """Show backends, OpenMP and thread settings."""
+    from segone._threads import effective_n_threads
+
+    click.echo(f"segone {segone.__version__}")
+    click.echo(f"backends available: {', '.join(segone.available_backends()) or 'none'}")
+    try:
+        from segone.kernels import _cy
+
+        click.echo(f"cython kernels built with OpenMP: {_cy.openmp_enabled()}")
+    except ImportError as exc:
+        click.echo(f"cython kernels: not built ({exc})")
+    click.echo(f"threads (n_threads=None): {effective_n_threads(None)}")
+    click.echo(f"SEGONE_BACKEND={os.environ.get('SEGONE_BACKEND', '')!s}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

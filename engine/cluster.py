@@ -1,0 +1,571 @@
+"""Segmenter: mini-batch k-means with optional full-data Lloyd refinement.
+
+The estimator follows the scikit-learn API and the meaning of
+``sklearn.cluster.MiniBatchKMeans``' parameters where names coincide.  The
+heavy work runs in two kernels (Cython or Numba):
+
+* ``assign``: labels / distances / margins, used by ``predict``;
+* ``partial_sums``: one pass that labels rows and accumulates per-centroid
+  float64 sums, weighted counts and inertia in per-chunk buffers merged in a
+  fixed order.  Mini-batch updates, refine passes and (later) the Dask layer
+  all use this mergeable state.
+"""
+
+import inspect
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from segone._backend import get_kernels, resolve_backend
+from segone._threads import effective_n_threads
+from segone._validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_matrix,
+    check_random_state,
+)
+from segone.assign import assign
+from segone.errors import DataError, NotFittedError, ParameterError, examples
+from segone.kernels._common import chunk_plan
+
+
+def _finite_or_raise(X, name="X"):
+    # one cheap float64 reduction first; the row-wise check only when it fails
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(X, axis=None, dtype=np.float64)
+    if np.isfinite(total):
+        return
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DataError(
+            f"{name} has {rows.size} rows with NaN or infinite values (first rows: {examples(rows)}); "
+            "impute or drop them before fitting."
+        )
+
+
+def _sq_dists(A, B):
+    """Squared distances (len(A), len(B)) in float64 (small inputs only)."""
+    A = A.astype(np.float64, copy=False)
+    B = B.astype(np.float64, copy=False)
+    d = (A * A).sum(1)[:, None] - 2.0 * A @ B.T + (B * B).sum(1)[None, :]
+    np.maximum(d, 0.0, out=d)
+    return d
+
+
+def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, n_local_trials=None):
+    """Greedy k-means++ seeding on (a sample of) X; returns row indices.
+
+    At each step ``2 + log(k)`` candidates are drawn with probability
+    proportional to the weighted squared distance to the nearest chosen
+    centre, and the one that lowers the potential most is kept.  When every
+    remaining point coincides with a chosen centre (fewer distinct points than
+    clusters), further centres are drawn uniformly among the rows.
+    """
+    n = X.shape[0]
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    p0 = w / w.sum() if w.sum() > 0 else None
+    first = int(rng.choice(n, p=p0))
+    idx = [first]
+    closest = _sq_dists(X[[first]], X)[0]
+    pot = float((closest * w).sum())
+    for _ in range(1, n_clusters):
+        if pot <= 0.0:
+            idx.append(int(rng.integers(n)))
+            continue
+        cum = np.cumsum(closest * w)
+        cand = np.searchsorted(cum, rng.random(n_local_trials) * cum[-1], side="right")
+        np.minimum(cand, n - 1, out=cand)
+        d = _sq_dists(X[cand], X)
+        np.minimum(d, closest[None, :], out=d)
+        pots = (d * w[None, :]).sum(1)
+        best = int(np.argmin(pots))
+        idx.append(int(cand[best]))
+        closest = d[best]
+        pot = float(pots[best])
+    return np.asarray(idx)
+
+
+def _lloyd_on_sample(Xs, ws, centers, n_iter=10):
+    """A few exact Lloyd iterations on a small sample (NumPy); returns (centers, inertia)."""
+    c = centers.astype(np.float64)
+    w = np.ones(Xs.shape[0]) if ws is None else ws
+    X64 = Xs.astype(np.float64)
+    inertia = np.inf
+    for _ in range(n_iter):
+        d = _sq_dists(X64, c)
+        lab = d.argmin(axis=1)
+        inertia = float((d[np.arange(len(lab)), lab] * w).sum())
+        cnt = np.bincount(lab, weights=w, minlength=c.shape[0])
+        sums = np.zeros_like(c)
+        np.add.at(sums, lab, X64 * w[:, None])
+        nz = cnt > 0
+        new = c.copy()
+        new[nz] = sums[nz] / cnt[nz, None]
+        if np.allclose(new, c, rtol=0, atol=1e-12):
+            break
+        c = new
+    d = _sq_dists(X64, c).min(axis=1)
+    return np.ascontiguousarray(c, dtype=centers.dtype), float((d * w).sum())
+
+
+class Segmenter:
+    """Learn customer segments with mini-batch k-means.
+
+    Parameters
+    ----------
+    n_clusters : int, default 8
+        Number of segments.
+    init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
+        Greedy k-means++ on a sample of ``init_size`` rows, random rows, or
+        given centroids (warm start from a previous model).
+    batch_size : int, default 4096
+        Rows per mini-batch.
+    max_iter : int, default 1
+        Epochs of mini-batch steps: ``max_iter * n_samples // batch_size`` steps.
+    tol : float, default 0.0
+        Stop when the mean squared centre shift of a step falls below
+        ``tol`` times the mean feature variance (0 disables).
+    max_no_improvement : int or None, default 10
+        Stop after this many steps without improvement of the smoothed batch
+        inertia (None disables).
+    init_size : int or None
+        Rows sampled for the initialisation; default ``max(3 * batch_size, 3 * n_clusters)``.
+    reassignment_ratio : float, default 0.01
+        Centres whose weighted count falls below this fraction of the largest
+        are re-seeded from the current batch (points far from their centre
+        are preferred).
+    n_init : int, default 1
+        Initialisations tried.  With more than one, each seeding is refined
+        by a few Lloyd iterations on the init sample and the one with the
+        lowest sample inertia is kept (and used as the starting point).
+    refine : int, default 2
+        Full-data Lloyd passes after the mini-batch phase (0 for none).  Each
+        pass reads the data once.
+    decay : float in (0, 1] or None
+        Forgetting factor for ``partial_fit``: the weight of past data is
+        multiplied by ``decay`` before each update (Spark StreamingKMeans'
+        decayFactor).  None or 1 keeps all history.
+    random_state : int, numpy Generator or None
+    backend : {"auto", "cython", "numba"}
+    n_threads : int or None
+    verbose : bool or int
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray (n_clusters, n_features), X's dtype
+    labels_ : ndarray of int32 (n_samples,)
+    inertia_ : float
+        Weighted sum of squared distances to the nearest centre (float64).
+    counts_ : ndarray of float64 (n_clusters,)
+        Weighted members per centre (from the final pass).
+    n_iter_ : int
+        Full passes over the data (refine passes plus the final labelling pass).
+    n_steps_ : int
+        Mini-batch steps taken.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from segone import Segmenter
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(0, 1, (100, 2)), rng.normal(10, 1, (100, 2))]).astype(np.float32)
+    >>> seg = Segmenter(n_clusters=2, random_state=0).fit(X)
+    >>> sorted(np.bincount(seg.labels_).tolist())
+    [100, 100]
+    """
+
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        init="k-means++",
+        batch_size=4096,
+        max_iter=1,
+        tol=0.0,
+        max_no_improvement=10,
+        init_size=None,
+        reassignment_ratio=0.01,
+        n_init=1,
+        refine=2,
+        decay=None,
+        random_state=None,
+        backend="auto",
+        n_threads=None,
+        verbose=False,
+    ):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.max_no_improvement = max_no_improvement
+        self.init_size = init_size
+        self.reassignment_ratio = reassignment_ratio
+        self.n_init = n_init
+        self.refine = refine
+        self.decay = decay
+        self.random_state = random_state
+        self.backend = backend
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # -- scikit-learn plumbing -------------------------------------------
+    @classmethod
+    def _param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep=True):
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params):
+        valid = self._param_names()
+        for k, v in params.items():
+            if k not in valid:
+                raise ParameterError(f"Segmenter has no parameter {k!r}; valid parameters: {', '.join(valid)}.")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self):
+        default = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [
+            f"{k}={getattr(self, k)!r}"
+            for k in self._param_names()
+            if not (isinstance(getattr(self, k), np.ndarray) or getattr(self, k) == default[k])
+        ]
+        return f"Segmenter({', '.join(changed)})"
+
+    # -- validation -------------------------------------------------------
+    def _check_params(self, X):
+        n, d = X.shape
+        k = check_int(self.n_clusters, "n_clusters", low=1)
+        if k > n:
+            raise ParameterError(
+                f"n_clusters={k} is larger than the number of samples ({n}); use at most {n} clusters "
+                "or provide more customers."
+            )
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.max_iter, "max_iter", low=0)
+        check_float(self.tol, "tol", low=0.0)
+        check_int(self.max_no_improvement, "max_no_improvement", low=0, allow_none=True)
+        check_int(self.init_size, "init_size", low=1, allow_none=True)
+        check_float(self.reassignment_ratio, "reassignment_ratio", low=0.0, high=1.0)
+        check_int(self.n_init, "n_init", low=1)
+        check_int(self.refine, "refine", low=0)
+        check_float(self.decay, "decay", low=0.0, high=1.0, low_inclusive=False, allow_none=True)
+        resolve_backend(self.backend, "partial_sums")
+        if isinstance(self.init, str):
+            check_choice(self.init, "init", ("k-means++", "random"))
+        else:
+            init = np.asarray(self.init)
+            if init.shape != (k, d):
+                raise ParameterError(
+                    f"init array has shape {init.shape}, expected (n_clusters, n_features) = ({k}, {d})."
+                )
+            if not np.isfinite(init).all():
+                raise ParameterError("init array holds NaN or infinity; every initial centroid must be finite.")
+        return k
+
+    def _check_weight(self, sample_weight, n):
+        if sample_weight is None:
+            return None
+        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,):
+            raise ParameterError(f"sample_weight has shape {w.shape}, expected ({n},) (one weight per row).")
+        if not np.isfinite(w).all() or (w < 0).any():
+            bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+            raise DataError(
+                f"sample_weight has {bad.size} negative, NaN or infinite values (rows {examples(bad)}); "
+                "weights must be finite and >= 0."
+            )
+        if w.sum() <= 0:
+            raise DataError("sample_weight sums to 0; at least one row needs a positive weight.")
+        return w
+
+    def _check_fitted(self):
+        if not hasattr(self, "cluster_centers_"):
+            raise NotFittedError("this Segmenter is not fitted yet; call fit(X) or partial_fit(X) first.")
+
+    def _check_X_predict(self, X):
+        self._check_fitted()
+        X = check_matrix(X, "X")
+        if X.shape[1] != self.cluster_centers_.shape[1]:
+            raise ParameterError(
+                f"X has {X.shape[1]} features but the Segmenter was fitted with "
+                f"{self.cluster_centers_.shape[1]}; use the same feature columns."
+            )
+        return X
+
+    # -- core ---------------------------------------------------------------
+    def _log(self, msg):
+        if self.verbose:
+            print(f"[segone.Segmenter] {msg}", file=sys.stderr, flush=True)
+
+    def _init_centers(self, X, w, k, rng):
+        n = X.shape[0]
+        if not isinstance(self.init, str):
+            return np.ascontiguousarray(self.init, dtype=X.dtype)
+        init_size = self.init_size or max(3 * self.batch_size, 3 * k)
+        init_size = min(max(init_size, k), n)
+        best, best_inertia = None, np.inf
+        for _ in range(self.n_init):
+            sample = np.sort(rng.choice(n, size=init_size, replace=False)) if init_size < n else np.arange(n)
+            Xs = X[sample]
+            ws = None if w is None else w[sample]
+            if ws is not None and ws.sum() <= 0:
+                ws = None
+            if self.init == "k-means++":
+                idx = kmeans_plusplus(Xs, k, rng, ws)
+            else:
+                idx = rng.choice(init_size, size=k, replace=False)
+            centers = np.ascontiguousarray(Xs[idx], dtype=X.dtype)
+            if self.n_init == 1:
+                return centers
+            # compare candidates after a few Lloyd iterations on the sample:
+            # raw seeding inertia is a poor predictor of the final optimum
+            centers, inertia = _lloyd_on_sample(Xs, ws, centers, n_iter=10)
+            if inertia < best_inertia:
+                best, best_inertia = centers, inertia
+        return best
+
+    def _step(self, kern, Xb, wb, centers, totals, rng, nt, reassign):
+        k, d = centers.shape
+        labels = np.empty(Xb.shape[0], dtype=np.int32)
+        sums = np.empty((k, d), dtype=np.float64)
+        counts = np.empty(k, dtype=np.float64)
+        chunk_rows, _ = chunk_plan(Xb.shape[0], k, d)
+        inertia, n_invalid = kern.partial_sums(Xb, wb, centers, labels, sums, counts, chunk_rows, nt)
+        if n_invalid:
+            raise DataError("X holds NaN or infinite values; impute or drop those rows before fitting.")
+        # count-based learning rate: c <- (c * n_old + sum_batch) / (n_old + n_batch)
+        new_tot = totals + counts
+        upd = counts > 0
+        c64 = centers.astype(np.float64)
+        c64[upd] = (c64[upd] * totals[upd, None] + sums[upd]) / new_tot[upd, None]
+        totals[:] = new_tot
+        if reassign and self.reassignment_ratio > 0 and k > 1:
+            self._reassign(Xb, wb, c64, totals, labels, rng)
+        shift = float(((c64 - centers) ** 2).sum())
+        centers[...] = c64
+        return inertia, shift
+
+    def _reassign(self, Xb, wb, centers, totals, labels, rng):
+        low = totals < self.reassignment_ratio * totals.max()
+        if not low.any():
+            return
+        cand = np.flatnonzero(low)[: max(1, Xb.shape[0] // 2)]
+        d = _sq_dists(Xb, centers).min(axis=1)
+        p = d * (1.0 if wb is None else wb)
+        if p.sum() <= 0:
+            return
+        pick = rng.choice(Xb.shape[0], size=cand.size, replace=cand.size > np.count_nonzero(p), p=p / p.sum())
+        centers[cand] = Xb[pick]
+        keep = ~low
+        totals[cand] = totals[keep].min() if keep.any() else 1.0
+        self.n_reassigned_ = getattr(self, "n_reassigned_", 0) + int(cand.size)
+
+    def _full_pass(self, kern, X, w, centers, nt):
+        n, d = X.shape
+        k = centers.shape[0]
+        labels = np.empty(n, dtype=np.int32)
+        sums = np.empty((k, d), dtype=np.float64)
+        counts = np.empty(k, dtype=np.float64)
+        chunk_rows, _ = chunk_plan(n, k, d)
+        inertia, n_invalid = kern.partial_sums(X, w, centers, labels, sums, counts, chunk_rows, nt)
+        if n_invalid:
+            rows = np.flatnonzero(labels < 0)
+            raise DataError(
+                f"X has {n_invalid} rows with NaN or infinite values (first rows: {examples(rows)}); "
+                "impute or drop them before fitting."
+            )
+        return labels, sums, counts, inertia
+
+    def _relocate_empty(self, X, w, centers, counts, rng):
+        """Move centres with no members to far-away rows of a sample."""
+        empty = np.flatnonzero(counts <= 0)
+        if empty.size == 0:
+            return 0
+        n = X.shape[0]
+        sample = rng.choice(n, size=min(n, 65536), replace=False) if n > 65536 else np.arange(n)
+        d = _sq_dists(X[sample], centers).min(axis=1)
+        if w is not None:
+            d = d * w[sample]
+        order = np.argsort(-d, kind="stable")
+        far = order[: empty.size]
+        far = far[d[far] > 0]
+        centers[empty[: far.size]] = X[sample[far]]
+        return int(far.size)
+
+    def fit(self, X, sample_weight=None):
+        """Fit the segments on X (N x D, float32/float64 array or Arrow table)."""
+        X = check_matrix(X, "X", min_rows=1)
+        n, d = X.shape
+        k = self._check_params(X)
+        w = self._check_weight(sample_weight, n)
+        _finite_or_raise(X)
+        rng = check_random_state(self.random_state)
+        kern = get_kernels(self.backend, "partial_sums")
+        nt = effective_n_threads(self.n_threads)
+        t0 = time.perf_counter()
+
+        centers = self._init_centers(X, w, k, rng)
+        self._log(f"init {self.init if isinstance(self.init, str) else 'array'}: {time.perf_counter() - t0:.3f}s")
+        totals = np.zeros(k, dtype=np.float64)
+        bs = min(self.batch_size, n)
+        n_steps = (self.max_iter * n) // bs if self.max_iter else 0
+        if self.max_iter and n_steps == 0:
+            n_steps = 1
+        alpha = min(1.0, 2.0 * bs / (n + 1))
+        ewa, best_ewa, no_improve = None, np.inf, 0
+        tol = 0.0
+        if self.tol > 0:
+            tol = self.tol * float(np.mean(np.var(X[rng.choice(n, size=min(n, 65536), replace=False)], axis=0)))
+        since = 0
+        step = 0
+        self.n_reassigned_ = 0
+        report_every = max(1, n_steps // 10)
+        for step in range(1, n_steps + 1):
+            idx = rng.integers(0, n, size=bs)
+            Xb = X[idx]
+            wb = None if w is None else w[idx]
+            since += bs
+            reassign = since >= 10 * k and step > 1
+            if reassign:
+                since = 0
+            inertia, shift = self._step(kern, Xb, wb, centers, totals, rng, nt, reassign)
+            batch_inertia = inertia / bs
+            ewa = batch_inertia if ewa is None else ewa * (1 - alpha) + batch_inertia * alpha
+            if self.verbose and step % report_every == 0:
+                self._log(f"step {step}/{n_steps}: batch inertia {batch_inertia:.5g}, ewa inertia {ewa:.5g}")
+            if tol > 0 and shift / k <= tol:
+                self._log(f"converged (centre shift) at step {step}")
+                break
+            if self.max_no_improvement is not None:
+                if ewa < best_ewa:
+                    best_ewa, no_improve = ewa, 0
+                else:
+                    no_improve += 1
+                    if no_improve >= self.max_no_improvement:
+                        self._log(f"stopped after {self.max_no_improvement} steps without improvement (step {step})")
+                        break
+        self.n_steps_ = step
+        t1 = time.perf_counter()
+        self._log(f"mini-batch phase: {self.n_steps_} steps, {t1 - t0:.3f}s")
+
+        # refine passes (Lloyd) + final labelling pass
+        n_iter = 0
+        for it in range(self.refine + 1):
+            labels, sums, counts, inertia = self._full_pass(kern, X, w, centers, nt)
+            n_iter += 1
+            if it == self.refine:
+                break
+            new = centers.astype(np.float64)
+            nz = counts > 0
+            new[nz] = sums[nz] / counts[nz, None]
+            new = new.astype(X.dtype)
+            moved = self._relocate_empty(X, w, new, counts, rng)
+            if not moved and np.array_equal(new, centers):
+                centers = new
+                self._log(f"refine converged after {it + 1} passes")
+                break
+            centers = new
+            self._log(f"refine pass {it + 1}: inertia {inertia:.6g}")
+        self.cluster_centers_ = centers
+        self.labels_ = labels
+        self.inertia_ = float(inertia)
+        self.counts_ = counts
+        self.n_iter_ = n_iter
+        self.n_features_in_ = d
+        self._totals = totals
+        if (counts <= 0).any():
+            self._warn_degenerate(X, k, counts)
+        self._log(f"done: inertia {self.inertia_:.6g}, {time.perf_counter() - t0:.3f}s")
+        return self
+
+    def _warn_degenerate(self, X, k, counts):
+        n_empty = int((counts <= 0).sum())
+        n_distinct = len(np.unique(X, axis=0)) if X.shape[0] <= 1_000_000 else None
+        if n_distinct is not None and n_distinct < k:
+            warnings.warn(
+                f"the data hold only {n_distinct} distinct points but n_clusters={k}: {n_empty} segments are "
+                "empty (counts_ == 0). Use fewer clusters.",
+                stacklevel=3,
+            )
+        else:
+            warnings.warn(f"{n_empty} segments ended empty (counts_ == 0).", stacklevel=3)
+
+    def partial_fit(self, X, sample_weight=None):
+        """Update the segments with one mini-batch step on all of X.
+
+        The first call initialises the centroids on X.  With ``decay`` set,
+        the weight of earlier data is multiplied by ``decay`` before the
+        update, so that the model follows drifting segments.
+        """
+        X = check_matrix(X, "X", min_rows=1)
+        n, d = X.shape
+        w = self._check_weight(sample_weight, n)
+        _finite_or_raise(X)
+        kern = get_kernels(self.backend, "partial_sums")
+        nt = effective_n_threads(self.n_threads)
+        if not hasattr(self, "cluster_centers_"):
+            k = self._check_params(X)
+            self._rng = check_random_state(self.random_state)
+            self.cluster_centers_ = self._init_centers(X, w, k, self._rng)
+            self._totals = np.zeros(k, dtype=np.float64)
+            self.n_steps_ = 0
+            self.n_iter_ = 0
+            self.n_features_in_ = d
+        else:
+            if d != self.cluster_centers_.shape[1]:
+                raise ParameterError(
+                    f"X has {d} features but the Segmenter was fitted with {self.cluster_centers_.shape[1]}."
+                )
+            check_float(self.decay, "decay", low=0.0, high=1.0, low_inclusive=False, allow_none=True)
+            if X.dtype != self.cluster_centers_.dtype:
+                X = X.astype(self.cluster_centers_.dtype)
+        if self.decay is not None:
+            self._totals *= self.decay
+        rng = getattr(self, "_rng", None) or check_random_state(self.random_state)
+        centers = self.cluster_centers_
+        self._step(kern, X, w, centers, self._totals, rng, nt, reassign=self.n_steps_ > 0)
+        self.n_steps_ += 1
+        self.counts_ = self._totals.copy()
+        return self
+
+    def predict(self, X):
+        """Index of the nearest segment for every row (int32)."""
+        X = self._check_X_predict(X)
+        C = self.cluster_centers_.astype(X.dtype, copy=False)
+        return assign(X, C, backend=self.backend, n_threads=self.n_threads).labels
+
+    def fit_predict(self, X, sample_weight=None):
+        return self.fit(X, sample_weight).labels_
+
+    def transform(self, X):
+        """Euclidean distances (N x K) from every row to every centroid."""
+        X = self._check_X_predict(X)
+        C = self.cluster_centers_.astype(X.dtype, copy=False)
+        out = np.empty((X.shape[0], C.shape[0]), dtype=X.dtype)
+        step = 65536
+        for s in range(0, X.shape[0], step):
+            out[s : s + step] = np.sqrt(_sq_dists(X[s : s + step], C))
+        return out
+
+    def fit_transform(self, X, sample_weight=None):
+        return self.fit(X, sample_weight).transform(X)
+
+    def score(self, X, sample_weight=None):
+        """Negative inertia of X under the fitted segments."""
+        X = self._check_X_predict(X)
+        w = self._check_weight(sample_weight, X.shape[0])
+        _finite_or_raise(X)
+        kern = get_kernels(self.backend, "partial_sums")
+        C = self.cluster_centers_.astype(X.dtype, copy=False)
+        _, _, _, inertia = self._full_pass(kern, X, w, C, effective_n_threads(self.n_threads))
+        return -float(inertia)

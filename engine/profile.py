@@ -1,0 +1,445 @@
+"""One profile row per customer from transactions, web events and CRM data.
+
+The profile is computed by factorising the customer ids once (Arrow's hash
+kernels), then accumulating every aggregate over the integer customer codes
+with vectorised NumPy passes (``bincount`` and ufunc ``at``).
+
+Rules for bad or unusual input (each counted in the summary returned by
+:func:`build_profiles_with_summary` and stored in the table's schema metadata
+under ``b"segone"``):
+
+* rows with a null customer id or a null timestamp are dropped;
+* rows after ``as_of`` are excluded;
+* negative amounts are returns: kept as negative spend (``drop_returns=True``
+  drops them); shares are computed over positive spend only;
+* NaN, infinite or null amounts raise :class:`~segone.errors.DataError`;
+* a floating-point customer id column raises :class:`~segone.errors.SchemaError`;
+* timestamps without a time zone are taken as UTC; mixing a zone-aware and a
+  naive timestamp column across inputs is an error;
+* a CRM attributes table must hold one row per customer (duplicates raise).
+
+Every customer present in any input appears exactly once in the output,
+sorted by customer id.
+"""
+
+import datetime as _dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segone._validation import check_int
+from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
+from segone.io import read_table
+
+DEFAULT_SCHEMA = {
+    "customer_id": "customer_id",
+    "ts": "ts",
+    "amount": "amount",
+    "category": "category",
+    "channel": "channel",
+    "event": "event",
+}
+US_PER_DAY = 86_400 * 1_000_000
+
+
+def _schema(schema):
+    out = dict(DEFAULT_SCHEMA)
+    if schema:
+        unknown = set(schema) - set(DEFAULT_SCHEMA)
+        if unknown:
+            raise ParameterError(
+                f"schema has unknown role(s) {sorted(unknown)}; known roles: {sorted(DEFAULT_SCHEMA)}."
+            )
+        out.update(schema)
+    return out
+
+
+def _check_ids(col, where):
+    t = col.type
+    if pa.types.is_floating(t):
+        raise SchemaError(
+            f"{where}: customer id column has type {t}; ids must be integers or strings "
+            "(floats lose precision). Cast it, e.g. pc.cast(col, pa.int64())."
+        )
+    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+        if pa.types.is_dictionary(t):
+            return pc.cast(col, t.value_type)
+        raise SchemaError(f"{where}: customer id column has type {t}; expected an integer or string column.")
+    if pa.types.is_integer(t) and t != pa.int64():
+        return pc.cast(col, pa.int64())
+    if pa.types.is_large_string(t):
+        return pc.cast(col, pa.string())
+    return col
+
+
+def _ts_to_us(col, where):
+    """Timestamp column -> (int64 microseconds since epoch UTC, tz-aware flag)."""
+    t = col.type
+    if pa.types.is_date(t):
+        col = pc.cast(col, pa.timestamp("us"))
+        t = col.type
+    if not pa.types.is_timestamp(t):
+        raise SchemaError(
+            f"{where}: timestamp column has type {t}; expected a timestamp or date column. "
+            "Parse strings first, e.g. pc.strptime(col, '%Y-%m-%d %H:%M:%S', 'us')."
+        )
+    aware = t.tz is not None
+    col = pc.cast(col, pa.timestamp("us", tz=t.tz))
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr.view(pa.int64()), aware
+
+
+def _as_of_us(as_of):
+    if as_of is None:
+        return None
+    if isinstance(as_of, str):
+        try:
+            as_of = _dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise ParameterError(f"as_of={as_of!r} is not an ISO date or datetime (e.g. '2026-01-01').") from None
+    if isinstance(as_of, np.datetime64):
+        return int(as_of.astype("datetime64[us]").astype(np.int64))
+    if isinstance(as_of, _dt.datetime):
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=_dt.timezone.utc)
+        return int(round(as_of.timestamp() * 1_000_000))
+    if isinstance(as_of, _dt.date):
+        return int(_dt.datetime(as_of.year, as_of.month, as_of.day, tzinfo=_dt.timezone.utc).timestamp() * 1_000_000)
+    raise ParameterError(f"as_of must be a datetime, a date, an ISO string or None, got {type(as_of).__name__}.")
+
+
+def _codes_and_labels(col, where):
+    """Categorical column -> (int32 codes with -1 for null, list of labels)."""
+    if isinstance(col, pa.ChunkedArray):
+        if pa.types.is_dictionary(col.type):
+            col = pa.chunked_array(
+                [c for c in pa.table({"c": col}).unify_dictionaries().column("c").chunks], type=col.type
+            )
+            if col.num_chunks == 0:
+                return np.empty(0, np.int32), []
+            labels = [str(v) for v in col.chunk(0).dictionary.to_pylist()]
+            idx = pa.chunked_array([c.indices for c in col.chunks]).combine_chunks() if col.num_chunks else None
+            codes = pc.fill_null(pc.cast(idx, pa.int32()), -1).to_numpy(zero_copy_only=False)
+            return codes, labels
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        labels = [str(v) for v in col.dictionary.to_pylist()]
+        codes = pc.fill_null(pc.cast(col.indices, pa.int32()), -1).to_numpy(zero_copy_only=False)
+        return codes, labels
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_integer(col.type)):
+        raise SchemaError(f"{where}: expected a string, dictionary or integer column, found {col.type}.")
+    enc = pc.dictionary_encode(col)
+    labels = [str(v) for v in enc.dictionary.to_pylist()]
+    codes = pc.fill_null(pc.cast(enc.indices, pa.int32()), -1).to_numpy(zero_copy_only=False)
+    return codes, labels
+
+
+def _safe_name(label):
+    out = "".join(ch if ch.isalnum() else "_" for ch in str(label).strip().lower())
+    return out.strip("_") or "blank"
+
+
+def _drop_null_keys(table, id_col, ts_col, where, summary):
+    mask = None
+    for col, what in ((id_col, "null customer id"), (ts_col, "null timestamp")):
+        c = table.column(col)
+        if c.null_count:
+            summary["dropped"][f"{where}: {what}"] = summary["dropped"].get(f"{where}: {what}", 0) + c.null_count
+            valid = pc.is_valid(c)
+            mask = valid if mask is None else pc.and_(mask, valid)
+    return table.filter(mask) if mask is not None else table
+
+
+def _group_max(codes, values, n, fill):
+    out = np.full(n, fill, dtype=values.dtype)
+    np.maximum.at(out, codes, values)
+    return out
+
+
+def _group_min(codes, values, n, fill):
+    out = np.full(n, fill, dtype=values.dtype)
+    np.minimum.at(out, codes, values)
+    return out
+
+
+def build_profiles_with_summary(
+    transactions,
+    *,
+    events=None,
+    attributes=None,
+    as_of=None,
+    schema=None,
+    windows=(30, 90, 365),
+    top_categories=20,
+    drop_returns=False,
+):
+    """Like :func:`build_profiles`, returning ``(profiles, summary)``."""
+    roles = _schema(schema)
+    cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
+    windows = tuple(check_int(w, "windows[i]", low=1) for w in windows)
+    top_categories = check_int(top_categories, "top_categories", low=0)
+    summary = {"rows_read": {}, "dropped": {}, "excluded_after_as_of": {}, "returns": 0}
+
+    tx = read_table(transactions, [cid, tcol, acol], name="transactions", optional=(roles["category"], roles["channel"]))
+    summary["rows_read"]["transactions"] = tx.num_rows
+    if tx.num_rows == 0:
+        raise EmptyInputError("transactions: the input has 0 rows; nothing to profile.")
+    tx = tx.set_column(0, cid, _check_ids(tx.column(cid), f"transactions.{cid}"))
+    at = tx.column(acol).type
+    if not (pa.types.is_floating(at) or pa.types.is_integer(at) or pa.types.is_decimal(at)):
+        raise SchemaError(f"transactions.{acol}: amount column has type {at}; expected a numeric column.")
+    tx = _drop_null_keys(tx, cid, tcol, "transactions", summary)
+    if tx.num_rows == 0:
+        raise EmptyInputError(
+            f"transactions: all {summary['rows_read']['transactions']} rows have a null customer id or timestamp."
+        )
+    ts, tx_aware = _ts_to_us(tx.column(tcol), f"transactions.{tcol}")
+    ts = ts.to_numpy(zero_copy_only=False)
+    amount_col = tx.column(acol)
+    if amount_col.null_count:
+        bad = np.flatnonzero(pc.is_null(amount_col).to_numpy(zero_copy_only=False))
+        raise DataError(
+            f"transactions.{acol}: {amount_col.null_count} null amounts (first rows: {examples(bad)}); "
+            "fill them (e.g. with 0) or drop those rows."
+        )
+    amount = np.asarray(pc.cast(amount_col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    bad = ~np.isfinite(amount)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DataError(
+            f"transactions.{acol}: {rows.size} NaN or infinite amounts (first rows: {examples(rows)}, "
+            f"values: {examples(amount[rows])}); fix or drop those rows."
+        )
+
+    ev = None
+    if events is not None:
+        ecol = roles["event"]
+        ev = read_table(events, [cid, tcol, ecol], name="events")
+        summary["rows_read"]["events"] = ev.num_rows
+        ev = ev.set_column(0, cid, _check_ids(ev.column(cid), f"events.{cid}"))
+        ev = _drop_null_keys(ev, cid, tcol, "events", summary)
+    attrs = None
+    if attributes is not None:
+        attrs = read_table(attributes, name="attributes")
+        if cid not in attrs.column_names:
+            raise SchemaError(
+                f"attributes: customer id column {cid!r} not found; the input has columns "
+                f"{attrs.column_names[:20]}. Rename it or pass schema={{'customer_id': 'your_column'}}."
+            )
+        summary["rows_read"]["attributes"] = attrs.num_rows
+        attrs = attrs.set_column(attrs.column_names.index(cid), cid, _check_ids(attrs.column(cid), f"attributes.{cid}"))
+        attrs = _drop_null_keys(attrs, cid, cid, "attributes", summary)
+
+    # time reference
+    as_of_us = _as_of_us(as_of)
+    if as_of_us is None:
+        as_of_us = int(ts.max())
+        summary["as_of_source"] = "latest transaction timestamp"
+    ev_ts = None
+    if ev is not None:
+        ev_ts, ev_aware = _ts_to_us(ev.column(tcol), f"events.{tcol}")
+        if ev.num_rows and ev_aware != tx_aware:
+            raise SchemaError(
+                f"events.{tcol} is {'time-zone aware' if ev_aware else 'naive'} but transactions.{tcol} is "
+                f"{'time-zone aware' if tx_aware else 'naive'}; give both the same kind (e.g. UTC)."
+            )
+        ev_ts = ev_ts.to_numpy(zero_copy_only=False)
+    keep = ts <= as_of_us
+    n_late = int((~keep).sum())
+    summary["excluded_after_as_of"]["transactions"] = n_late
+    if n_late:
+        tx = tx.filter(pa.array(keep))
+        ts, amount = ts[keep], amount[keep]
+    if drop_returns:
+        neg = amount < 0
+        if neg.any():
+            summary["dropped"]["transactions: negative amount (drop_returns=True)"] = int(neg.sum())
+            tx = tx.filter(pa.array(~neg))
+            ts, amount = ts[~neg], amount[~neg]
+    summary["returns"] = int((amount < 0).sum())
+    if ev is not None:
+        ekeep = ev_ts <= as_of_us
+        summary["excluded_after_as_of"]["events"] = int((~ekeep).sum())
+        if not ekeep.all():
+            ev = ev.filter(pa.array(ekeep))
+            ev_ts = ev_ts[ekeep]
+
+    # customer universe: every id in any input, sorted
+    id_type = tx.column(cid).type
+    parts = [tx.column(cid)]
+    for other, where in ((ev, "events"), (attrs, "attributes")):
+        if other is not None:
+            if other.column(cid).type != id_type:
+                raise SchemaError(
+                    f"{where}.{cid} has type {other.column(cid).type} but transactions.{cid} has {id_type}; "
+                    "customer ids must have the same type in every input."
+                )
+            parts.append(other.column(cid))
+    all_ids = pa.chunked_array([c for p in parts for c in p.chunks], type=id_type)
+    uniq = pc.unique(all_ids)
+    uniq = pc.take(uniq, pc.sort_indices(uniq))
+    n = len(uniq)
+    if n == 0:
+        raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps, and after as_of.")
+
+    def codes_of(col):
+        return pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+    codes = codes_of(tx.column(cid))
+    cols = {"customer_id": uniq}
+
+    # recency, frequency, monetary
+    orders = np.bincount(codes, minlength=n)
+    has = orders > 0
+    first = _group_min(codes, ts, n, np.iinfo(np.int64).max)
+    last = _group_max(codes, ts, n, np.iinfo(np.int64).min)
+    spend = np.bincount(codes, weights=amount, minlength=n)
+    spend_max = _group_max(codes, amount, n, -np.inf)
+    cols["first_purchase"] = pa.array(np.where(has, first, 0), type=pa.timestamp("us", tz="UTC"), mask=~has)
+    cols["last_purchase"] = pa.array(np.where(has, last, 0), type=pa.timestamp("us", tz="UTC"), mask=~has)
+    cols["recency_days"] = pa.array((as_of_us - last) / US_PER_DAY, mask=~has)
+    cols["tenure_days"] = pa.array((as_of_us - first) / US_PER_DAY, mask=~has)
+    cols["orders"] = pa.array(orders.astype(np.int64))
+
+    # distinct purchase days (UTC calendar days) and spend on the first day
+    day = ts // US_PER_DAY
+    day0 = int(day.min()) if day.size else 0
+    span = int(day.max()) - day0 + 1 if day.size else 1
+    key = codes * span + (day - day0)
+    ukey = pc.unique(pa.array(key)).to_numpy(zero_copy_only=False)
+    purchase_days = np.bincount(ukey // span, minlength=n)
+    cols["purchase_days"] = pa.array(purchase_days.astype(np.int64))
+    cols["spend_total"] = pa.array(spend)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols["spend_mean"] = pa.array(np.where(has, spend / np.maximum(orders, 1), 0.0))
+    cols["spend_max"] = pa.array(np.where(has, spend_max, 0.0))
+    for w in windows:
+        m = ts > as_of_us - w * US_PER_DAY
+        cols[f"orders_{w}d"] = pa.array(np.bincount(codes[m], minlength=n).astype(np.int64))
+        cols[f"spend_{w}d"] = pa.array(np.bincount(codes[m], weights=amount[m], minlength=n))
+
+    # category spend shares and channel mix
+    pos = np.maximum(amount, 0.0)
+    gross = np.bincount(codes, weights=pos, minlength=n)
+    denom = np.where(gross > 0, gross, 1.0)
+    if roles["category"] in tx.column_names:
+        cat, cat_labels = _codes_and_labels(tx.column(roles["category"]), f"transactions.{roles['category']}")
+        ncat = len(cat_labels)
+        valid = cat >= 0
+        cat_spend = np.bincount(codes[valid] * ncat + cat[valid], weights=pos[valid], minlength=n * ncat).reshape(n, ncat)
+        cat_count = np.bincount(codes[valid] * ncat + cat[valid], minlength=n * ncat).reshape(n, ncat)
+        order = np.argsort(-cat_spend.sum(axis=0), kind="stable")[:top_categories]
+        for j in order:
+            cols[f"share_{_safe_name(cat_labels[j])}"] = pa.array(cat_spend[:, j] / denom)
+        rest = np.setdiff1d(np.arange(ncat), order)
+        other = cat_spend[:, rest].sum(axis=1) + np.bincount(codes[~valid], weights=pos[~valid], minlength=n)
+        cols["share_other"] = pa.array(other / denom)
+        cols["n_categories"] = pa.array((cat_count > 0).sum(axis=1).astype(np.int64))
+        summary["categories"] = [cat_labels[j] for j in order]
+    if roles["channel"] in tx.column_names:
+        ch, ch_labels = _codes_and_labels(tx.column(roles["channel"]), f"transactions.{roles['channel']}")
+        nch = len(ch_labels)
+        valid = ch >= 0
+        ch_count = np.bincount(codes[valid] * nch + ch[valid], minlength=n * nch).reshape(n, nch)
+        for j, lab in enumerate(ch_labels):
+            cols[f"channel_{_safe_name(lab)}"] = pa.array(ch_count[:, j] / np.maximum(orders, 1))
+
+    # web events
+    if ev is not None and ev.num_rows:
+        ecodes = codes_of(ev.column(cid))
+        et, e_labels = _codes_and_labels(ev.column(roles["event"]), f"events.{roles['event']}")
+        for j, lab in enumerate(e_labels):
+            m = et == j
+            cnt = np.bincount(ecodes[m], minlength=n)
+            lst = _group_max(ecodes[m], ev_ts[m], n, np.iinfo(np.int64).min)
+            name = _safe_name(lab)
+            cols[f"events_{name}"] = pa.array(cnt.astype(np.int64))
+            cols[f"days_since_{name}"] = pa.array((as_of_us - lst) / US_PER_DAY, mask=cnt == 0)
+
+    # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, freq="D")
+    as_of_day = as_of_us // US_PER_DAY
+    first_day = first // US_PER_DAY
+    last_day = last // US_PER_DAY
+    on_first = day == first_day[codes]
+    first_day_spend = np.bincount(codes[on_first], weights=amount[on_first], minlength=n)
+    freq = np.maximum(purchase_days - 1, 0)
+    cols["frequency"] = pa.array(freq.astype(np.float64))
+    cols["recency"] = pa.array(np.where(has, last_day - first_day, 0).astype(np.float64))
+    cols["T"] = pa.array((as_of_day - first_day).astype(np.float64), mask=~has)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols["monetary_value"] = pa.array(np.where(freq > 0, (spend - first_day_spend) / np.maximum(freq, 1), 0.0))
+
+    out = pa.table(cols)
+
+    # CRM attributes
+    if attrs is not None and attrs.num_rows:
+        a_ids = attrs.column(cid)
+        if len(pc.unique(a_ids)) != attrs.num_rows:
+            vc = pc.value_counts(a_ids)
+            dup = [d["values"] for d in vc.filter(pc.greater(vc.field("counts"), 1)).to_pylist()[:5]]
+            raise DataError(
+                f"attributes.{cid}: {attrs.num_rows - len(pc.unique(a_ids))} duplicate customer ids "
+                f"(e.g. {', '.join(map(repr, dup))}); CRM attributes need one row per customer."
+            )
+        pos_in_attrs = pc.index_in(uniq, value_set=a_ids)
+        for name in attrs.column_names:
+            if name == cid:
+                continue
+            target = name if name not in out.column_names else f"crm_{name}"
+            out = out.append_column(target, pc.take(attrs.column(name), pos_in_attrs))
+
+    summary["customers"] = n
+    summary["customers_without_purchase"] = int((~has).sum())
+    summary["as_of"] = _dt.datetime.fromtimestamp(as_of_us / 1e6, tz=_dt.timezone.utc).isoformat()
+    meta = dict(out.schema.metadata or {})
+    meta[b"segone"] = json.dumps(summary).encode()
+    return out.replace_schema_metadata(meta), summary
+
+
+def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
+                   windows=(30, 90, 365), top_categories=20, drop_returns=False):  # fmt: skip
+    """Build one profile row per customer.
+
+    Parameters
+    ----------
+    transactions : pyarrow Table / Dataset / RecordBatchReader, Parquet path, or Arrow stream
+        Purchase rows with (by default) ``customer_id``, ``ts``, ``amount`` and
+        optionally ``category`` and ``channel``.
+    events : same kinds, optional
+        Web events with ``customer_id``, ``ts``, ``event``.
+    attributes : same kinds, optional
+        CRM attributes, one row per customer (all columns are carried through).
+    as_of : datetime, date, ISO string or None
+        The reference time; defaults to the latest transaction timestamp.
+        Rows after it are excluded and counted.
+    schema : dict, optional
+        Maps roles (customer_id, ts, amount, category, channel, event) to
+        column names.
+    windows : tuple of int
+        Day windows for ``orders_{w}d`` / ``spend_{w}d``.
+    top_categories : int
+        Number of categories with their own ``share_*`` column.
+    drop_returns : bool
+        Drop negative amounts instead of keeping them as negative spend.
+
+    Returns
+    -------
+    pyarrow.Table
+        One row per customer, sorted by customer id.  The run summary (rows
+        read, dropped and why) is in ``table.schema.metadata[b"segone"]``.
+
+    Examples
+    --------
+    >>> import segone
+    >>> from segone.synth import generate
+    >>> data = generate(500, seed=0)
+    >>> prof = segone.build_profiles(data.transactions, events=data.events, attributes=data.customers)
+    >>> prof.num_rows
+    500
+    """
+    return build_profiles_with_summary(
+        transactions, events=events, attributes=attributes, as_of=as_of, schema=schema,
+        windows=windows, top_categories=top_categories, drop_returns=drop_returns,
+    )[0]  # fmt: skip

@@ -1,0 +1,371 @@
+"""Synthetic customer data with known latent segments (the ground truth).
+
+Three sources, the way a company holds them:
+
+* transactions: ``customer_id`` int64, ``ts`` timestamp[us, UTC], ``amount``
+  float64 (lognormal, level per segment and per customer), ``category``
+  (20 values, dictionary-encoded strings, preferences per segment),
+  ``channel`` (4 values);
+* web events: ``customer_id``, ``ts``, ``event`` (``visit``, ``pricing_page``,
+  ``cart``, ``email_click``);
+* CRM attributes: ``customer_id``, ``region``, ``age_band``, ``signup_ts``,
+  ``consent_marketing`` (bool);
+
+plus ``truth`` (``customer_id``, ``segment``, ``segment_name``).
+
+Customers are generated in fixed blocks of :data:`BLOCK_CUSTOMERS`, each
+from its own random stream ``default_rng([seed, block])``, so the data depend
+only on ``(n_customers, seed, ...)`` and never on how they are chunked into
+files.  :func:`write_dataset` streams block by block (bounded memory) into
+a Parquet dataset and renames it into place only when complete.
+"""
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segone._validation import check_int
+from segone.errors import ParameterError
+
+BLOCK_CUSTOMERS = 65_536
+ID_OFFSET = 10_000_000
+DEFAULT_END = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+HORIZON_DAYS = 730
+
+CATEGORIES = (
+    "grocery", "household", "baby", "pets", "beauty", "health", "apparel", "shoes",
+    "sports", "outdoor", "toys", "books", "music", "games", "electronics", "computers",
+    "phones", "furniture", "garden", "jewelry",
+)  # fmt: skip
+CHANNELS = ("store", "web", "app", "phone")
+EVENTS = ("visit", "pricing_page", "cart", "email_click")
+REGIONS = ("north", "south", "east", "west", "central")
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+
+
+def _cat(*names, base=0.05, hi=3.0):
+    a = np.full(len(CATEGORIES), base)
+    for n in names:
+        a[CATEGORIES.index(n)] = hi
+    return a
+
+
+# Latent segments.  active = (start, stop) in days before the end date, each
+# drawn uniformly from its range; rate = orders per active year (scaled so
+# the mean matches tx_per_customer); amount = lognormal (mu, sigma); web =
+# events per active year (visit, pricing_page, cart, email_click).
+SEGMENTS = (
+    dict(name="champions", weight=0.10, start=(730, 730), stop=(0, 20), rate=25.0,
+         amount=(4.3, 0.5), cats=_cat("electronics", "apparel", "beauty", "jewelry"),
+         channels=(0.10, 0.40, 0.45, 0.05), web=(12, 2.5, 4, 3), consent=0.9,
+         age=(0.10, 0.35, 0.30, 0.15, 0.07, 0.03)),
+    dict(name="loyal_in_store", weight=0.20, start=(730, 730), stop=(0, 45), rate=12.0,
+         amount=(3.6, 0.45), cats=_cat("grocery", "household", "health", "garden"),
+         channels=(0.80, 0.05, 0.05, 0.10), web=(1, 0.1, 0.1, 0.6), consent=0.6,
+         age=(0.02, 0.10, 0.20, 0.28, 0.25, 0.15)),
+    dict(name="bargain_hunters", weight=0.15, start=(730, 730), stop=(0, 30), rate=15.0,
+         amount=(2.4, 0.4), cats=_cat("grocery", "baby", "pets", "toys"),
+         channels=(0.35, 0.15, 0.50, 0.00), web=(5, 0.4, 2, 5), consent=0.8,
+         age=(0.15, 0.40, 0.30, 0.10, 0.04, 0.01)),
+    dict(name="big_ticket", weight=0.15, start=(730, 730), stop=(0, 200), rate=1.5,
+         amount=(6.2, 0.5), cats=_cat("furniture", "computers", "phones", "outdoor"),
+         channels=(0.30, 0.60, 0.05, 0.05), web=(3, 1.6, 0.6, 0.2), consent=0.5,
+         age=(0.05, 0.20, 0.30, 0.25, 0.15, 0.05)),
+    dict(name="new_customers", weight=0.15, start=(20, 90), stop=(0, 10), rate=8.0,
+         amount=(3.5, 0.6), cats=_cat("books", "music", "games", "sports"),
+         channels=(0.15, 0.35, 0.45, 0.05), web=(8, 1.2, 1.6, 0.8), consent=0.7,
+         age=(0.30, 0.35, 0.20, 0.10, 0.04, 0.01)),
+    dict(name="lapsed", weight=0.25, start=(730, 600), stop=(300, 500), rate=6.0,
+         amount=(3.8, 0.6), cats=_cat("shoes", "apparel", "sports", "outdoor"),
+         channels=(0.50, 0.30, 0.10, 0.10), web=(0.4, 0.05, 0.05, 0.1), consent=0.3,
+         age=(0.05, 0.15, 0.20, 0.25, 0.20, 0.15)),
+)  # fmt: skip
+
+
+@dataclass
+class SyntheticData:
+    """In-memory synthetic data (see :func:`generate`)."""
+
+    transactions: pa.Table
+    events: pa.Table
+    customers: pa.Table
+    truth: pa.Table
+
+    @property
+    def n_segments(self):
+        return len(SEGMENTS)
+
+
+def _expected_orders_per_customer():
+    tot = 0.0
+    for s in SEGMENTS:
+        active = np.mean(s["start"]) - np.mean(s["stop"])
+        tot += s["weight"] * (1.0 + s["rate"] * active / 365.0)
+    return tot
+
+
+def _dict_array(codes, values):
+    return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int8()), pa.array(values, type=pa.string()))
+
+
+def _block(seed, block, first, n, end_us, rate_scale, events_scale):
+    """Generate customers [first, first + n) of block ``block``."""
+    rng = np.random.default_rng([seed, block])
+    weights = np.array([s["weight"] for s in SEGMENTS])
+    seg = rng.choice(len(SEGMENTS), size=n, p=weights / weights.sum())
+    ids = np.arange(first, first + n, dtype=np.int64) + ID_OFFSET
+
+    start = np.empty(n)
+    stop = np.empty(n)
+    rate = np.empty(n)
+    mu = np.empty(n)
+    sigma = np.empty(n)
+    for s_idx, s in enumerate(SEGMENTS):
+        m = seg == s_idx
+        k = int(m.sum())
+        start[m] = rng.uniform(*sorted(s["start"]), size=k)
+        stop[m] = rng.uniform(*sorted(s["stop"]), size=k)
+        rate[m] = s["rate"] * rate_scale * rng.lognormal(0.0, 0.25, size=k)
+        mu[m] = s["amount"][0] + rng.normal(0.0, 0.25, size=k)
+        sigma[m] = s["amount"][1]
+    stop = np.minimum(stop, start - 1.0)
+    active_years = (start - stop) / 365.0
+    n_orders = 1 + rng.poisson(rate * active_years)
+
+    # per-customer category and channel preferences
+    cat_p = np.empty((n, len(CATEGORIES)))
+    chan_p = np.empty((n, len(CHANNELS)))
+    for s_idx, s in enumerate(SEGMENTS):
+        m = seg == s_idx
+        k = int(m.sum())
+        cat_p[m] = rng.dirichlet(s["cats"], size=k) if k else cat_p[m]
+        chan_p[m] = rng.dirichlet(np.asarray(s["channels"]) * 20 + 0.05, size=k) if k else chan_p[m]
+    cust = np.repeat(np.arange(n), n_orders)
+    n_tx = cust.size
+    day = stop[cust] + rng.random(n_tx) * (start - stop)[cust]  # days before end
+    ts = end_us - (day * 86_400e6).astype(np.int64)
+    amount = np.round(rng.lognormal(mu[cust], sigma[cust]), 2)
+    cat = _sample_rows(rng, np.cumsum(cat_p, axis=1), cust)
+    chan = _sample_rows(rng, np.cumsum(chan_p, axis=1), cust)
+    order = rng.permutation(n_tx)  # events arrive in no particular customer order
+    tx = pa.table(
+        {
+            "customer_id": pa.array(ids[cust][order]),
+            "ts": pa.array(ts[order], type=pa.timestamp("us", tz="UTC")),
+            "amount": pa.array(amount[order]),
+            "category": _dict_array(cat[order], CATEGORIES),
+            "channel": _dict_array(chan[order], CHANNELS),
+        }
+    )
+
+    # web events
+    web_rates = np.array([s["web"] for s in SEGMENTS])[seg] * events_scale  # (n, 4) per year
+    ev_counts = rng.poisson(web_rates * active_years[:, None])
+    ev_cust = np.repeat(np.repeat(np.arange(n), len(EVENTS)), ev_counts.ravel())
+    ev_type = np.repeat(np.tile(np.arange(len(EVENTS)), n), ev_counts.ravel())
+    ev_day = stop[ev_cust] + rng.random(ev_cust.size) * (start - stop)[ev_cust]
+    ev_ts = end_us - (ev_day * 86_400e6).astype(np.int64)
+    order = rng.permutation(ev_cust.size)
+    ev = pa.table(
+        {
+            "customer_id": pa.array(ids[ev_cust][order]),
+            "ts": pa.array(ev_ts[order], type=pa.timestamp("us", tz="UTC")),
+            "event": _dict_array(ev_type[order], EVENTS),
+        }
+    )
+
+    # CRM attributes
+    age_p = np.array([s["age"] for s in SEGMENTS])
+    age = _sample_rows(rng, np.cumsum(age_p, axis=1)[seg], np.arange(n))
+    consent_p = np.array([s["consent"] for s in SEGMENTS])[seg]
+    signup_day = start + rng.uniform(0, 30, size=n)
+    crm = pa.table(
+        {
+            "customer_id": pa.array(ids),
+            "region": _dict_array(rng.integers(0, len(REGIONS), size=n), REGIONS),
+            "age_band": _dict_array(age, AGE_BANDS),
+            "signup_ts": pa.array(end_us - (signup_day * 86_400e6).astype(np.int64), type=pa.timestamp("us", tz="UTC")),
+            "consent_marketing": pa.array(rng.random(n) < consent_p),
+        }
+    )
+    names = np.array([s["name"] for s in SEGMENTS])
+    truth = pa.table(
+        {
+            "customer_id": pa.array(ids),
+            "segment": pa.array(seg.astype(np.int32)),
+            "segment_name": _dict_array(seg, tuple(names)),
+        }
+    )
+    return tx, ev, crm, truth
+
+
+def _sample_rows(rng, cdf, rows):
+    """Draw one index per entry of ``rows`` from the row-wise CDFs ``cdf``."""
+    u = rng.random(rows.size) * cdf[rows, -1]
+    out = np.empty(rows.size, dtype=np.int8)
+    step = 1 << 20
+    for s in range(0, rows.size, step):
+        r = rows[s : s + step]
+        out[s : s + step] = (u[s : s + step, None] >= cdf[r]).sum(axis=1)
+    np.minimum(out, cdf.shape[1] - 1, out=out)
+    return out
+
+
+def _params(n_customers, seed, tx_per_customer, events_scale, end):
+    n_customers = check_int(n_customers, "n_customers", low=1)
+    seed = check_int(seed, "seed", low=0)
+    if not (isinstance(tx_per_customer, (int, float)) and 1.0 <= tx_per_customer <= 10_000):
+        raise ParameterError(f"tx_per_customer must be a number in [1, 10000], got {tx_per_customer!r}.")
+    if not (isinstance(events_scale, (int, float)) and 0.0 <= events_scale <= 1_000):
+        raise ParameterError(f"events_scale must be a number in [0, 1000], got {events_scale!r}.")
+    end = DEFAULT_END if end is None else end
+    if isinstance(end, str):
+        end = _dt.datetime.fromisoformat(end)
+    if not isinstance(end, _dt.datetime):
+        raise ParameterError(f"end must be a datetime or ISO string, got {end!r}.")
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=_dt.timezone.utc)
+    end_us = int(end.timestamp() * 1_000_000)
+    base = _expected_orders_per_customer()
+    # solve 1 + scale * (base - 1) = tx_per_customer
+    rate_scale = max(0.0, (tx_per_customer - 1.0) / (base - 1.0))
+    return n_customers, seed, end, end_us, rate_scale, float(events_scale)
+
+
+def _blocks(n_customers):
+    for b, first in enumerate(range(0, n_customers, BLOCK_CUSTOMERS)):
+        yield b, first, min(BLOCK_CUSTOMERS, n_customers - first)
+
+
+def generate(n_customers=100_000, *, seed=0, tx_per_customer=20.0, events_scale=1.0, end=None):
+    """Generate synthetic customer data in memory.
+
+    Parameters
+    ----------
+    n_customers : int
+        Number of customers (every customer has at least one purchase).
+    seed : int
+        Random seed; the same seed and sizes give the same data.
+    tx_per_customer : float, default 20
+        Mean number of transactions per customer.
+    events_scale : float, default 1
+        Multiplies the web-event rates (0 for no web events).
+    end : datetime or ISO string, default 2026-01-01 UTC
+        The end of the two-year window of the data.
+
+    Returns
+    -------
+    SyntheticData
+        ``transactions``, ``events``, ``customers`` (CRM) and ``truth``.
+
+    Examples
+    --------
+    >>> from segone.synth import generate
+    >>> data = generate(1000, seed=1)
+    >>> data.truth.num_rows
+    1000
+    """
+    n_customers, seed, _, end_us, rate_scale, events_scale = _params(
+        n_customers, seed, tx_per_customer, events_scale, end
+    )
+    parts = [_block(seed, b, first, n, end_us, rate_scale, events_scale) for b, first, n in _blocks(n_customers)]
+    return SyntheticData(*(pa.concat_tables([p[i] for p in parts]).combine_chunks() for i in range(4)))
+
+
+def write_dataset(
+    path,
+    n_customers=100_000,
+    *,
+    seed=0,
+    tx_per_customer=20.0,
+    events_scale=1.0,
+    end=None,
+    customers_per_file=500_000,
+    overwrite=False,
+    progress=False,
+):
+    """Write synthetic data as a Parquet dataset, streaming with bounded memory.
+
+    Layout: ``path/transactions/part-NNNNN.parquet``, ``path/events/...``,
+    ``path/customers/...``, ``path/truth/...`` and ``path/manifest.json``.
+    The dataset is written to a temporary directory next to ``path`` and
+    renamed into place when complete, so a failed run leaves nothing behind.
+
+    Returns the manifest (a dict of what was written).
+    """
+    n_customers, seed, end, end_us, rate_scale, events_scale = _params(
+        n_customers, seed, tx_per_customer, events_scale, end
+    )
+    customers_per_file = check_int(customers_per_file, "customers_per_file", low=1)
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        if not overwrite:
+            raise ParameterError(f"{path} already exists; choose a new directory or pass overwrite=True.")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".segone-synth-", dir=parent)
+    os.chmod(tmp, 0o755)
+    blocks_per_file = max(1, customers_per_file // BLOCK_CUSTOMERS)
+    counts = {"transactions": 0, "events": 0, "customers": 0, "truth": 0}
+    names = ("transactions", "events", "customers", "truth")
+    try:
+        for name in names:
+            os.makedirs(os.path.join(tmp, name))
+        writers = None
+        file_idx = -1
+        blocks = list(_blocks(n_customers))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_customers, unit="customers", desc="synth")
+        for i, (b, first, n) in enumerate(blocks):
+            if i % blocks_per_file == 0:
+                if writers:
+                    for w in writers:
+                        w.close()
+                file_idx += 1
+                writers = None
+            tables = _block(seed, b, first, n, end_us, rate_scale, events_scale)
+            if writers is None:
+                writers = [
+                    pq.ParquetWriter(os.path.join(tmp, name, f"part-{file_idx:05d}.parquet"), t.schema)
+                    for name, t in zip(names, tables)
+                ]
+            for name, w, t in zip(names, writers, tables):
+                w.write_table(t, row_group_size=1 << 20)
+                counts[name] += t.num_rows
+            if bar is not None:
+                bar.update(n)
+        if writers:
+            for w in writers:
+                w.close()
+        if bar is not None:
+            bar.close()
+        manifest = {
+            "format": "segone-synth",
+            "version": 1,
+            "seed": seed,
+            "n_customers": n_customers,
+            "tx_per_customer": tx_per_customer,
+            "events_scale": events_scale,
+            "end": end.isoformat(),
+            "rows": counts,
+            "segments": [s["name"] for s in SEGMENTS],
+        }
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
