@@ -1,7 +1,7 @@
 """Nearest-segment assignment: the public entry point over the kernels."""
 
 import warnings
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,8 +11,7 @@ from segone._validation import check_choice, check_matrix
 from segone.errors import DataError, ParameterError, examples
 
 
-@dataclass(frozen=True)
-class Assignment:
+class Assignment(NamedTuple):
     """Result of :func:`segone.assign`.
 
     Attributes
@@ -32,9 +31,6 @@ class Assignment:
     distance: np.ndarray
     margin: np.ndarray | None = None
     n_invalid: int = 0
-
-    def __iter__(self):  # allows ``labels, distance, margin, n = assign(...)``
-        return iter((self.labels, self.distance, self.margin, self.n_invalid))
 
 
 def _check_centroids(centroids, X):

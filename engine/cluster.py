@@ -520,6 +520,7 @@ class Segmenter:
             self._totals = np.zeros(k, dtype=np.float64)
             self.n_steps_ = 0
             self.n_iter_ = 0
+            self.n_reassigned_ = 0
             self.n_features_in_ = d
         else:
             if d != self.cluster_centers_.shape[1]:

@@ -132,6 +132,10 @@ def _assign_kernel(
     with nogil, parallel(num_threads=n_threads):
         scores = <floating*> malloc(n_clusters * sizeof(floating))
         for b in prange(n_blocks, schedule="static"):
+            # assigned here so that Cython makes them thread-private (they are
+            # otherwise only written through pointers)
+            best = 0
+            second = 0
             start = b * ASSIGN_BLOCK
             stop = start + ASSIGN_BLOCK
             if stop > n_samples:
@@ -185,6 +189,7 @@ def _partial_sums_kernel(
     with nogil, parallel(num_threads=n_threads):
         scores = <floating*> malloc(n_clusters * sizeof(floating))
         for c in prange(n_chunks, schedule="static"):
+            best = 0  # thread-private (see _assign_kernel)
             start = c * chunk_rows
             stop = start + chunk_rows
             if stop > n_samples:

@@ -53,7 +53,8 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=None):
             else:
                 d2 = d.copy()
                 d2[rows, best] = np.inf
-                m = d2.min(axis=1) - bestd
+                with np.errstate(invalid="ignore"):
+                    m = d2.min(axis=1) - bestd
             margin[start:stop] = np.where(valid, m, np.nan)
         n_invalid += int((~valid).sum())
     return n_invalid

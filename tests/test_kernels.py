@@ -1,0 +1,241 @@
+"""Both kernel backends against the NumPy reference (kernels/reference.py)."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segone.kernels import _common, _cy, _nb, reference
+
+KERNELS = {"cython": _cy, "numba": _nb}
+
+
+def run_assign(mod, X, C, margin=True, n_threads=2):
+    n = X.shape[0]
+    labels = np.full(n, -7, dtype=np.int32)
+    dist = np.full(n, -7, dtype=X.dtype)
+    marg = np.full(n, -7, dtype=X.dtype) if margin else None
+    n_invalid = mod.assign(X, C, labels, dist, marg, n_threads)
+    return labels, dist, marg, n_invalid
+
+
+def check_against_reference(X, C, backend, n_threads=2):
+    kern = KERNELS[backend]
+    rl, rd, rm, rinv = run_assign(reference, X, C)
+    kl, kd, km, kinv = run_assign(kern, X, C, n_threads=n_threads)
+    assert kinv == rinv
+    valid = rl >= 0
+    np.testing.assert_array_equal(kl[~valid], -1)
+    assert np.isnan(kd[~valid]).all()
+    # tolerance of the expanded formula in the input precision
+    eps = np.finfo(X.dtype).eps
+    X64, C64 = X.astype(np.float64), C.astype(np.float64)
+    scale = (X64**2).sum(1) + (C64**2).sum(1).max() if X.shape[0] else np.zeros(0)
+    tol = 64 * eps * (scale + 1.0) * max(1, X.shape[1])
+    # labels agree except where the reference margin is within tolerance (near-ties)
+    clear = valid & (rm > 2 * tol)
+    np.testing.assert_array_equal(kl[clear], rl[clear])
+    # distances: the kernel's distance to its own label equals the reference's best within tolerance
+    np.testing.assert_array_less(np.abs(kd[valid].astype(np.float64) - rd[valid]), tol[valid] + 1e-300)
+    assert (kd[valid] >= 0).all()
+    if C.shape[0] == 1:
+        assert np.isinf(km[valid]).all()
+    else:
+        np.testing.assert_array_less(np.abs(km[clear].astype(np.float64) - rm[clear]), 2 * tol[clear] + 1e-300)
+    return kl, kd, km
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 5), (7, 2, 1), (257, 16, 64), (1000, 5, 300), (3001, 8, 17)])
+def test_assign_random(backend, dtype, shape):
+    n, d, k = shape
+    rng = np.random.default_rng(n * 7 + d * 3 + k)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = rng.normal(size=(k, d)).astype(dtype)
+    check_against_reference(X, C, backend)
+
+
+def test_assign_empty(backend):
+    X = np.empty((0, 4), dtype=np.float32)
+    C = np.ones((3, 4), dtype=np.float32)
+    labels, dist, marg, n_invalid = run_assign(KERNELS[backend], X, C)
+    assert labels.size == 0 and n_invalid == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ties_resolve_to_lowest_index(backend, dtype):
+    # duplicate centroids: exact ties, must pick the first copy
+    C = np.array([[1, 1], [0, 0], [1, 1], [0, 0], [5, 5]], dtype=dtype)
+    X = np.array([[0, 0], [1, 1], [0.5, 0.5], [5, 5], [3, 3]], dtype=dtype)
+    labels, dist, marg, _ = run_assign(KERNELS[backend], X, C)
+    # [0.5,0.5] is equidistant from [0,0] and [1,1]; [3,3] from [1,1] and [5,5]: lowest index wins
+    np.testing.assert_array_equal(labels, [1, 0, 0, 4, 0])
+    np.testing.assert_array_equal(marg[:3], [0, 0, 0])
+    rl, _, _, _ = run_assign(reference, X, C)
+    np.testing.assert_array_equal(labels, rl)
+
+
+def test_one_centroid_margin_is_infinite(backend):
+    X = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    C = np.zeros((1, 3), dtype=np.float32)
+    labels, dist, marg, _ = run_assign(KERNELS[backend], X, C)
+    assert (labels == 0).all() and np.isinf(marg).all()
+    np.testing.assert_allclose(dist, (X.astype(np.float64) ** 2).sum(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_invalid_rows(backend, dtype):
+    X = np.arange(24, dtype=dtype).reshape(8, 3)
+    X[1, 0] = np.nan
+    X[4, 2] = np.inf
+    X[6, 1] = -np.inf
+    C = X[[0, 3]].copy()
+    labels, dist, marg, n_invalid = run_assign(KERNELS[backend], X, C)
+    assert n_invalid == 3
+    np.testing.assert_array_equal(np.flatnonzero(labels < 0), [1, 4, 6])
+    assert np.isnan(dist[[1, 4, 6]]).all() and np.isnan(marg[[1, 4, 6]]).all()
+    check_against_reference(X, C, backend)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constant_and_duplicate_rows(backend, dtype):
+    X = np.tile(np.array([[2.0, -1.0, 0.0]], dtype=dtype), (600, 1))
+    X[::3, 2] = 7
+    C = np.array([[2, -1, 0], [2, -1, 7], [2, -1, 0]], dtype=dtype)
+    labels, dist, _, _ = run_assign(KERNELS[backend], X, C)
+    np.testing.assert_array_equal(labels, np.where(np.arange(600) % 3 == 0, 1, 0))
+    np.testing.assert_array_equal(dist, 0)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e-6, 1e6, 1e15])
+def test_tiny_and_huge_magnitudes(backend, scale):
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        X = (rng.normal(size=(500, 6)) * scale).astype(dtype)
+        C = (rng.normal(size=(9, 6)) * scale).astype(dtype)
+        check_against_reference(X, C, backend)
+
+
+def test_chunk_boundaries_and_threads(backend):
+    rng = np.random.default_rng(11)
+    kern = KERNELS[backend]
+    for n in (1, 2, 255, 256, 257, 511, 513, 4099):
+        X = rng.normal(size=(n, 5)).astype(np.float32)
+        C = rng.normal(size=(13, 5)).astype(np.float32)
+        one = run_assign(kern, X, C, n_threads=1)
+        two = run_assign(kern, X, C, n_threads=2)
+        for a, b in zip(one[:3], two[:3]):
+            np.testing.assert_array_equal(a, b)
+        check_against_reference(X, C, backend)
+
+
+def test_backends_agree_exactly_on_integer_data():
+    # small integers: the expanded formula is exact, so both backends and the reference agree bit for bit
+    rng = np.random.default_rng(5)
+    X = rng.integers(-20, 20, size=(2000, 7)).astype(np.float32)
+    C = rng.integers(-20, 20, size=(40, 7)).astype(np.float32)
+    res = [run_assign(m, X, C) for m in (reference, _cy, _nb)]
+    for r in res[1:]:
+        np.testing.assert_array_equal(r[0], res[0][0])
+        np.testing.assert_array_equal(r[1], res[0][1].astype(np.float32))
+        np.testing.assert_array_equal(r[2], res[0][2].astype(np.float32))
+
+
+@st.composite
+def assign_inputs(draw):
+    n = draw(st.integers(0, 2000))
+    d = draw(st.integers(1, 64))
+    k = draw(st.integers(1, 300))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    mag = draw(st.sampled_from([1e-3, 1.0, 1e3, 1e8]))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["normal", "integers", "duplicates"]))
+    if kind == "normal":
+        X = rng.normal(size=(n, d)) * mag
+        C = rng.normal(size=(k, d)) * mag
+    elif kind == "integers":
+        X = rng.integers(-3, 4, size=(n, d)).astype(float)
+        C = rng.integers(-3, 4, size=(k, d)).astype(float)
+    else:
+        base = rng.normal(size=(max(1, min(n, 5)), d)) * mag
+        X = base[rng.integers(0, len(base), size=n)]
+        C = np.concatenate([base, base])[rng.integers(0, 2 * len(base), size=k)]
+    order = draw(st.sampled_from(["C", "F"]))
+    X = np.asarray(X, dtype=dtype, order=order)
+    return X, np.asarray(C, dtype=dtype)
+
+
+@given(assign_inputs())
+def test_assign_hypothesis(data):
+    X, C = data
+    X = np.ascontiguousarray(X)  # kernels take C order; the public API converts F order
+    for backend in KERNELS:
+        check_against_reference(X, C, backend)
+
+
+# ----------------------------------------------------------------- partial sums
+def run_partial(mod, X, w, C, n_threads=2):
+    n, d = X.shape
+    k = C.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    sums = np.empty((k, d))
+    counts = np.empty(k)
+    chunk_rows, _ = _common.chunk_plan(n, k, d)
+    inertia, n_invalid = mod.partial_sums(X, w, C, labels, sums, counts, chunk_rows, n_threads)
+    return labels, sums, counts, inertia, n_invalid
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 100, 40_000])
+def test_partial_sums_against_reference(backend, dtype, weighted, n):
+    rng = np.random.default_rng(n + weighted)
+    X = rng.integers(-50, 50, size=(n, 6)).astype(dtype)  # exact arithmetic: no near-tie ambiguity
+    C = rng.integers(-50, 50, size=(9, 6)).astype(dtype)
+    w = rng.random(n) * (rng.random(n) > 0.1) if weighted else None
+    rl, rs, rc, ri, rinv = run_partial(reference, X, w, C)
+    kl, ks, kc, ki, kinv = run_partial(KERNELS[backend], X, w, C)
+    np.testing.assert_array_equal(kl, rl)
+    np.testing.assert_allclose(ks, rs, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(kc, rc, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ki, ri, rtol=1e-10, atol=1e-9)
+    assert kinv == rinv == 0
+
+
+def test_partial_sums_deterministic_across_threads_and_backends():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100_003, 8)).astype(np.float32)
+    C = X[:16].copy()
+    w = rng.random(X.shape[0])
+    results = [run_partial(m, X, w, C, n_threads=t) for m in (_cy, _nb) for t in (1, 2)]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r[0], results[0][0])
+        np.testing.assert_allclose(r[1], results[0][1], rtol=1e-12)
+        # inertia sums float32 distances: the backends round them differently
+        np.testing.assert_allclose(r[3], results[0][3], rtol=1e-6)
+    # within one backend the chunked merge is bit-identical for any thread count
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[2][1], results[3][1])
+    assert results[0][3] == results[1][3] and results[2][3] == results[3][3]
+
+
+def test_partial_sums_skips_invalid_rows(backend):
+    X = np.ones((10, 2), dtype=np.float32)
+    X[3, 1] = np.nan
+    C = np.zeros((2, 2), dtype=np.float32)
+    labels, sums, counts, inertia, n_invalid = run_partial(KERNELS[backend], X, None, C)
+    assert n_invalid == 1 and labels[3] == -1
+    assert counts.sum() == 9 and inertia == pytest.approx(18.0)
+
+
+def test_chunk_plan_is_thread_independent_and_bounded():
+    for n, k, d in [(0, 4, 4), (1, 1, 1), (10_000_000, 64, 16), (10_000_000, 1024, 64)]:
+        rows, chunks = _common.chunk_plan(n, k, d)
+        if n:
+            assert rows * chunks >= n and rows * (chunks - 1) < n
+            assert chunks * k * (d + 2) <= max(_common.MAX_PARTIAL_VALUES, 64 * k * (d + 2))
+
+
+def test_openmp_flag_reported():
+    assert isinstance(_cy.openmp_enabled(), bool)

@@ -1,0 +1,97 @@
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import adjusted_rand_score
+
+import segone
+from segone import synth
+from segone.cli import _adjusted_rand, main
+from segone.errors import ParameterError, SchemaError
+
+
+@pytest.fixture(scope="module")
+def synth_50k(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synth"
+    synth.write_dataset(path, 50_000, seed=11)
+    return path
+
+
+def test_end_to_end_recovers_true_segments(synth_50k, tmp_path):
+    k = len(synth.SEGMENTS)
+    runner = CliRunner()
+    out = tmp_path / "out"
+    res = runner.invoke(main, ["run", str(synth_50k), "--out", str(out), "--clusters", str(k), "-q"])
+    assert res.exit_code == 0, res.output
+    a = pq.read_table(out / "assignments.parquet")
+    truth = pq.read_table(synth_50k / "truth")
+    # every customer exactly once
+    ids = a.column("customer_id").to_numpy()
+    assert len(ids) == len(np.unique(ids)) == truth.num_rows == 50_000
+    a = a.sort_by("customer_id")
+    truth = truth.sort_by("customer_id")
+    assert a.column("customer_id").equals(truth.column("customer_id"))
+    ari = adjusted_rand_score(truth.column("segment").to_numpy(), a.column("segment").to_numpy())
+    assert ari >= 0.9
+    assert _adjusted_rand(truth.column("segment").to_numpy(), a.column("segment").to_numpy()) == pytest.approx(ari)
+    segs = pq.read_table(out / "segments.parquet")
+    assert segs.num_rows == k and segs.column("size").to_numpy().sum() == 50_000
+    run = json.loads((out / "run.json").read_text())
+    assert run["customers"] == 50_000 and run["customers_assigned"] == 50_000
+    assert set(run["timings_s"]) >= {"profile", "score", "segment", "assign", "write", "total"}
+    assert run["rows_read"]["transactions"] > 0 and "rows_dropped" in run
+    centroids = np.load(out / "model" / "centroids.npy", allow_pickle=False)
+    assert centroids.shape == (k, len(run["features"]))
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".segone")]
+
+
+def test_run_python_api_and_stable_outputs(synth_50k, tmp_path):
+    r1 = segone.run(synth_50k, tmp_path / "a", clusters=4, random_state=1)
+    r2 = segone.run(synth_50k, tmp_path / "b", clusters=4, random_state=1, backend="numba", n_threads=1)
+    assert (r1.assignments.column("segment").to_numpy() == r2.assignments.column("segment").to_numpy()).mean() > 0.999
+    assert r1.segments.column("size").to_pylist() == sorted(r1.segments.column("size").to_pylist(), reverse=True)
+
+
+def test_run_errors_leave_nothing(synth_50k, tmp_path):
+    with pytest.raises(ParameterError, match="larger than the number of customers"):
+        segone.run(synth_50k / "transactions", tmp_path / "x", clusters=10**6)
+    assert not (tmp_path / "x").exists()
+    segone.run(synth_50k, tmp_path / "y", clusters=2)
+    with pytest.raises(ParameterError, match="exists and is not empty"):
+        segone.run(synth_50k, tmp_path / "y", clusters=2)
+    segone.run(synth_50k, tmp_path / "y", clusters=3, overwrite=True)
+    assert pq.read_table(tmp_path / "y" / "segments.parquet").num_rows == 3
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".segone")]
+
+
+def test_cli_errors_are_clear(tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"customer_id": [1, 2], "ts": ["a", "b"], "amount": [1.0, 2.0]}), tmp_path / "bad.parquet")
+    runner = CliRunner()
+    res = runner.invoke(main, ["run", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "o"), "-k", "2"])
+    assert res.exit_code == 2
+    assert "timestamp column has type string" in res.output
+    res = runner.invoke(main, ["run", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    with pytest.raises(SchemaError):
+        segone.run(tmp_path / "bad.parquet", tmp_path / "o2", clusters=1)
+
+
+def test_cli_synth_info_version(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["synth", str(tmp_path / "s"), "--customers", "500", "--seed", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "500 customers" in res.output
+    assert runner.invoke(main, ["info"]).exit_code == 0
+    res = runner.invoke(main, ["--version"])
+    assert segone.__version__ in res.output
+
+
+def test_demo_command():
+    res = CliRunner().invoke(main, ["demo", "--customers", "5000", "--clusters", "6"])
+    assert res.exit_code == 0, res.output
+    assert "adjusted Rand index" in res.output

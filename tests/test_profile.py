@@ -1,0 +1,194 @@
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import segone
+from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError
+from segone.profile import build_profiles_with_summary
+
+UTC = dt.timezone.utc
+
+
+def tx_table(rows, tz="UTC"):
+    cid, ts, amount, cat, ch = zip(*rows)
+    return pa.table(
+        {
+            "customer_id": pa.array(cid, pa.int64()),
+            "ts": pa.array(ts, pa.timestamp("us", tz=tz)),
+            "amount": pa.array(amount, pa.float64()),
+            "category": pa.array(cat),
+            "channel": pa.array(ch),
+        }
+    )
+
+
+def d(day, hour=12):
+    return dt.datetime(2025, 1, day, hour, tzinfo=UTC)
+
+
+def test_btyd_hand_example():
+    # customer 1: purchases on Jan 1 (two, same day), Jan 3, Jan 10; as_of Jan 20
+    # customer 2: one purchase on Jan 5
+    rows = [
+        (1, d(1, 9), 10.0, "a", "web"),
+        (1, d(1, 15), 5.0, "b", "web"),
+        (1, d(3), 20.0, "a", "store"),
+        (1, d(10), 30.0, "a", "store"),
+        (2, d(5), 7.0, "b", "web"),
+    ]
+    p = segone.build_profiles(tx_table(rows), as_of="2025-01-20").to_pylist()
+    c1, c2 = p
+    assert c1["customer_id"] == 1 and c1["orders"] == 4 and c1["purchase_days"] == 3
+    assert c1["frequency"] == 2  # three distinct days minus the first
+    assert c1["recency"] == 9  # Jan 10 - Jan 1
+    assert c1["T"] == 19  # Jan 20 - Jan 1
+    assert c1["monetary_value"] == pytest.approx(25.0)  # mean of 20 and 30: first day excluded
+    assert c1["spend_total"] == 65.0 and c1["spend_max"] == 30.0
+    assert c1["share_a"] == pytest.approx(60 / 65) and c1["n_categories"] == 2
+    assert c1["channel_web"] == pytest.approx(0.5)
+    assert c1["recency_days"] == pytest.approx(9.5)  # Jan 20 00:00 - Jan 10 12:00
+    assert c2["frequency"] == 0 and c2["recency"] == 0 and c2["monetary_value"] == 0 and c2["T"] == 15
+
+
+def pandas_profile(df, as_of):
+    g = df.groupby("customer_id")
+    out = pd.DataFrame(
+        {
+            "orders": g.size(),
+            "spend_total": g["amount"].sum(),
+            "spend_max": g["amount"].max(),
+            "recency_days": (as_of - g["ts"].max()).dt.total_seconds() / 86400,
+            "tenure_days": (as_of - g["ts"].min()).dt.total_seconds() / 86400,
+            "purchase_days": df.assign(day=df.ts.dt.floor("D")).groupby("customer_id")["day"].nunique(),
+        }
+    )
+    recent = df[df.ts > as_of - pd.Timedelta(days=30)].groupby("customer_id")["amount"].sum()
+    out["spend_30d"] = recent.reindex(out.index).fillna(0.0)
+    return out.sort_index()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_against_pandas(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    base = pd.Timestamp("2025-01-01", tz="UTC")
+    df = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 300, n).astype(np.int64),
+            "ts": base + pd.to_timedelta(rng.integers(0, 200 * 86400, n), unit="s"),
+            "amount": np.round(rng.lognormal(3, 1, n), 2),
+            "category": rng.choice(list("abcdefg"), n),
+            "channel": rng.choice(["web", "store"], n),
+        }
+    )
+    as_of = base + pd.Timedelta(days=150)
+    prof = segone.build_profiles(pa.Table.from_pandas(df, preserve_index=False), as_of=as_of.to_pydatetime())
+    got = prof.to_pandas().set_index("customer_id")
+    exp = pandas_profile(df[df.ts <= as_of], as_of)
+    got = got.loc[exp.index]
+    for col in exp.columns:
+        np.testing.assert_allclose(got[col].to_numpy(float), exp[col].to_numpy(float), rtol=1e-9, err_msg=col)
+    # customers whose purchases all fall after as_of still appear, with no purchases
+    late_only = set(df.customer_id) - set(exp.index)
+    assert set(prof.column("customer_id").to_pylist()) == set(df.customer_id)
+    for c in late_only:
+        assert got_row(prof, c)["orders"] == 0
+
+
+def got_row(prof, cid):
+    return [r for r in prof.to_pylist() if r["customer_id"] == cid][0]
+
+
+def test_all_sources_and_every_customer_once(small_synth):
+    d = small_synth
+    prof, summary = build_profiles_with_summary(d.transactions, events=d.events, attributes=d.customers)
+    ids = prof.column("customer_id").to_numpy()
+    assert len(ids) == len(np.unique(ids)) == d.customers.num_rows
+    assert (np.diff(ids) > 0).all()
+    for col in ("events_visit", "days_since_pricing_page", "consent_marketing", "region", "share_other", "orders_90d"):
+        assert col in prof.column_names
+    assert summary["rows_read"]["transactions"] == d.transactions.num_rows
+    assert b"segone" in prof.schema.metadata
+
+
+def test_crm_only_customer_and_string_ids():
+    rows = [("a", d(1), 5.0, "x", "web"), ("b", d(2), 6.0, "x", "web")]
+    cid, ts, amount, cat, ch = zip(*rows)
+    tx = pa.table({"customer_id": list(cid), "ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "amount": list(amount)})
+    attrs = pa.table({"customer_id": ["a", "c"], "consent_marketing": [True, False]})
+    prof = segone.build_profiles(tx, attributes=attrs)
+    rows = {r["customer_id"]: r for r in prof.to_pylist()}
+    assert set(rows) == {"a", "b", "c"}
+    assert rows["c"]["orders"] == 0 and rows["c"]["recency_days"] is None and rows["c"]["consent_marketing"] is False
+    assert rows["b"]["consent_marketing"] is None
+
+
+def test_null_keys_dropped_and_counted_and_returns():
+    tx = pa.table(
+        {
+            "customer_id": pa.array([1, None, 2, 2], pa.int64()),
+            "ts": pa.array([d(1), d(2), None, d(3)], pa.timestamp("us", tz="UTC")),
+            "amount": [5.0, 6.0, 7.0, -2.0],
+        }
+    )
+    prof, s = build_profiles_with_summary(tx)
+    assert s["dropped"] == {"transactions: null customer id": 1, "transactions: null timestamp": 1}
+    assert s["returns"] == 1
+    assert prof.num_rows == 2
+    _, s2 = build_profiles_with_summary(tx, drop_returns=True)
+    assert s2["returns"] == 0
+
+
+def test_rows_after_as_of_excluded_and_counted():
+    tx = tx_table([(1, d(1), 1.0, "a", "w"), (1, d(9), 1.0, "a", "w"), (2, d(2), 1.0, "a", "w")])
+    prof, s = build_profiles_with_summary(tx, as_of=dt.date(2025, 1, 5))
+    assert s["excluded_after_as_of"]["transactions"] == 1
+    assert prof.column("orders").to_pylist() == [1, 1]
+
+
+def test_bad_inputs():
+    good = tx_table([(1, d(1), 1.0, "a", "w")])
+    with pytest.raises(SchemaError, match="'amount'"):
+        segone.build_profiles(good.drop(["amount"]))
+    with pytest.raises(SchemaError, match="customer id column has type double"):
+        segone.build_profiles(good.set_column(0, "customer_id", pa.array([1.0])))
+    with pytest.raises(SchemaError, match="timestamp column has type string"):
+        segone.build_profiles(good.set_column(1, "ts", pa.array(["2025-01-01"])))
+    with pytest.raises(DataError, match=r"NaN or infinite amounts \(first rows: 1"):
+        segone.build_profiles(tx_table([(1, d(1), 1.0, "a", "w"), (1, d(2), float("nan"), "a", "w")]))
+    with pytest.raises(DataError, match="null amounts"):
+        segone.build_profiles(good.set_column(2, "amount", pa.array([None], pa.float64())))
+    with pytest.raises(EmptyInputError):
+        segone.build_profiles(good.slice(0, 0))
+    naive_events = pa.table(
+        {"customer_id": pa.array([1], pa.int64()), "ts": pa.array([dt.datetime(2025, 1, 1)]), "event": ["visit"]}
+    )
+    with pytest.raises(SchemaError, match="naive"):
+        segone.build_profiles(good, events=naive_events)
+    dup_attrs = pa.table({"customer_id": pa.array([1, 1], pa.int64()), "x": [1, 2]})
+    with pytest.raises(DataError, match="duplicate customer ids"):
+        segone.build_profiles(good, attributes=dup_attrs)
+    with pytest.raises(ParameterError, match="as_of"):
+        segone.build_profiles(good, as_of="yesterday")
+    with pytest.raises(ParameterError, match="schema has unknown role"):
+        segone.build_profiles(good, schema={"cust": "customer_id"})
+    with pytest.raises(ParameterError, match="does not exist"):
+        segone.build_profiles("/nonexistent/path.parquet")
+
+
+def test_schema_mapping_and_parquet_path(tmp_path):
+    import pyarrow.parquet as pq
+
+    t = tx_table([(1, d(1), 3.0, "a", "w"), (2, d(2), 4.0, "b", "s")]).rename_columns(
+        ["cust", "when", "value", "cat", "chan"]
+    )
+    pq.write_table(t, tmp_path / "t.parquet")
+    prof = segone.build_profiles(
+        tmp_path / "t.parquet",
+        schema={"customer_id": "cust", "ts": "when", "amount": "value", "category": "cat", "channel": "chan"},
+    )
+    assert prof.column("spend_total").to_pylist() == [3.0, 4.0]
+    assert "share_a" in prof.column_names and "channel_w" in prof.column_names
