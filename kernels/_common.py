@@ -46,3 +46,25 @@ def merge_partials(psums, pcounts, pinertia, sums, counts):
     np.sum(psums, axis=0, out=sums)
     np.sum(pcounts, axis=0, out=counts)
     return float(np.sum(pinertia))
+
+
+KC_PAD = 8  # centroids per register block in the SIMD kernels (simd_assign.h)
+
+
+def prepare_blocked(centroids, kc=KC_PAD):
+    """Centroids for the register-blocked kernels.
+
+    Returns ``(c2b, cnorm, kp)``: ``c2b`` of shape (kp // kc, D, kc) holding
+    -2 * centroids in blocks of ``kc`` (feature-major inside a block),
+    ``cnorm`` (kp,) with ||c||^2, padded centroids at +inf so they never win,
+    and ``kp`` = K rounded up to a multiple of ``kc``.
+    """
+    k, d = centroids.shape
+    kp = -(-k // kc) * kc
+    c64 = centroids.astype(np.float64, copy=False)
+    pad = np.zeros((kp, d))
+    pad[:k] = -2.0 * c64
+    c2b = np.ascontiguousarray(pad.reshape(kp // kc, kc, d).transpose(0, 2, 1), dtype=centroids.dtype)
+    cnorm = np.full(kp, np.inf)
+    cnorm[:k] = np.einsum("kd,kd->k", c64, c64)
+    return c2b, np.ascontiguousarray(cnorm, dtype=centroids.dtype), kp

@@ -27,13 +27,58 @@ cdef extern from *:
     """
     int SEGONE_OPENMP
 
-# rows per scheduling block of the assignment loop
+cdef extern from "simd_assign.h" nogil:
+    int SG_SIMD_AVAILABLE
+    int SG_GROUP_MAX
+    int sg_cpu_level()
+    Py_ssize_t sg_assign_rows_f32(
+        int level, const float* X, Py_ssize_t n, Py_ssize_t d, const float* c2b, const float* cnorm,
+        Py_ssize_t kp, int* labels, float* dist, float* margin, float* buf)
+    Py_ssize_t sg_assign_rows_f64(
+        int level, const double* X, Py_ssize_t n, Py_ssize_t d, const double* c2b, const double* cnorm,
+        Py_ssize_t kp, int* labels, double* dist, double* margin, double* buf)
+
+# rows per scheduling block of the assignment loop (a multiple of SG_GROUP_MAX)
 cdef Py_ssize_t ASSIGN_BLOCK = 256
+
+_LEVEL_NAMES = {-1: "scalar", 0: "generic", 1: "avx2", 2: "avx512"}
+cdef int _CPU_LEVEL = sg_cpu_level()
+cdef int _LEVEL = _CPU_LEVEL
 
 
 def openmp_enabled():
     """True when the extension was compiled with OpenMP."""
     return bool(SEGONE_OPENMP)
+
+
+def cpu_simd_level():
+    """Best SIMD variant this CPU and build support ("avx512", "avx2", "generic" or "scalar")."""
+    return _LEVEL_NAMES[_CPU_LEVEL]
+
+
+def simd_level():
+    """The SIMD variant in use."""
+    return _LEVEL_NAMES[_LEVEL]
+
+
+def set_simd_level(name="auto"):
+    """Select the kernel variant: "auto" (the best the CPU has), "avx512",
+    "avx2", "generic" (portable vectors) or "scalar" (plain loops).
+    Asking for more than the CPU supports raises ValueError.  Returns the
+    previous setting.  The environment variable SEGONE_SIMD sets the same at
+    import."""
+    global _LEVEL
+    prev = _LEVEL_NAMES[_LEVEL]
+    levels = {v: k for k, v in _LEVEL_NAMES.items()}
+    if name == "auto":
+        _LEVEL = _CPU_LEVEL
+        return prev
+    if name not in levels:
+        raise ValueError(f"unknown SIMD level {name!r}; use one of auto, {', '.join(levels)}")
+    if levels[name] > _CPU_LEVEL:
+        raise ValueError(f"SIMD level {name!r} is not supported here (best: {_LEVEL_NAMES[_CPU_LEVEL]})")
+    _LEVEL = levels[name]
+    return prev
 
 
 cdef inline bint _row_finite(const floating* x, Py_ssize_t n_features) noexcept nogil:
@@ -105,6 +150,109 @@ cdef inline Py_ssize_t _argmin1(const floating* scores, Py_ssize_t n_clusters, f
             best_k = k
     best_out[0] = best
     return best_k
+
+
+def _assign_simd(
+    const floating[:, ::1] X,        # IN (N, D)
+    const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8): blocked -2 * centroids
+    const floating[::1] cnorm,       # IN (Kp,): ||c||^2, +inf for padding
+    int[::1] labels,                 # OUT (N,)
+    floating[::1] distance,          # OUT (N,)
+    floating[::1] margin,            # OUT (N,) or (0,) when not wanted
+    bint want_margin,
+    int n_threads,
+):
+    cdef Py_ssize_t n_samples = X.shape[0]
+    cdef Py_ssize_t n_features = X.shape[1]
+    cdef Py_ssize_t kp = cnorm.shape[0]
+    cdef Py_ssize_t n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
+    cdef Py_ssize_t b, start, stop, inv
+    cdef floating* buf
+    cdef floating* mp
+    cdef Py_ssize_t n_invalid = 0
+    cdef int level = _LEVEL
+
+    if n_samples == 0:
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        buf = <floating*> malloc(n_features * SG_GROUP_MAX * sizeof(floating))
+        for b in prange(n_blocks, schedule="static"):
+            start = b * ASSIGN_BLOCK
+            stop = start + ASSIGN_BLOCK
+            if stop > n_samples:
+                stop = n_samples
+            mp = &margin[start] if want_margin else NULL
+            if floating is float:
+                inv = sg_assign_rows_f32(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0],
+                                         &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
+            else:
+                inv = sg_assign_rows_f64(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0],
+                                         &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
+            n_invalid += inv
+        free(buf)
+    return n_invalid
+
+
+def _partial_sums_simd(
+    const floating[:, ::1] X,        # IN (N, D)
+    const double[::1] weights,       # IN (N,) or (0,) when unweighted
+    bint use_weights,
+    const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8)
+    const floating[::1] cnorm,       # IN (Kp,)
+    int[::1] labels,                 # OUT (N,)
+    double[:, :, ::1] psums,         # OUT (n_chunks, K, D) per-chunk sums
+    double[:, ::1] pcounts,          # OUT (n_chunks, K)
+    double[::1] pinertia,            # OUT (n_chunks,)
+    Py_ssize_t chunk_rows,
+    int n_threads,
+):
+    cdef Py_ssize_t n_samples = X.shape[0]
+    cdef Py_ssize_t n_features = X.shape[1]
+    cdef Py_ssize_t kp = cnorm.shape[0]
+    cdef Py_ssize_t n_chunks = psums.shape[0]
+    cdef Py_ssize_t c, i, j, s0, s1, start, stop, lab
+    cdef double w, inert
+    cdef floating* buf
+    cdef floating* dst
+    cdef Py_ssize_t n_invalid = 0
+    cdef int level = _LEVEL
+
+    if n_samples == 0:
+        return 0
+    with nogil, parallel(num_threads=n_threads):
+        buf = <floating*> malloc(n_features * SG_GROUP_MAX * sizeof(floating))
+        dst = <floating*> malloc(ASSIGN_BLOCK * sizeof(floating))
+        for c in prange(n_chunks, schedule="static"):
+            start = c * chunk_rows
+            stop = start + chunk_rows
+            if stop > n_samples:
+                stop = n_samples
+            inert = 0.0
+            s0 = start
+            while s0 < stop:
+                s1 = s0 + ASSIGN_BLOCK
+                if s1 > stop:
+                    s1 = stop
+                if floating is float:
+                    n_invalid += sg_assign_rows_f32(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0],
+                                                    &cnorm[0], kp, &labels[s0], dst, NULL, buf)
+                else:
+                    n_invalid += sg_assign_rows_f64(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0],
+                                                    &cnorm[0], kp, &labels[s0], dst, NULL, buf)
+                for i in range(s0, s1):
+                    lab = labels[i]
+                    if lab < 0:
+                        continue
+                    w = weights[i] if use_weights else 1.0
+                    inert = inert + w * <double> dst[i - s0]
+                    pcounts[c, lab] += w
+                    for j in range(n_features):
+                        psums[c, lab, j] += w * <double> X[i, j]
+                s0 = s1
+            pinertia[c] = inert
+        free(dst)
+        free(buf)
+    return n_invalid
 
 
 def _assign_kernel(
@@ -219,14 +367,22 @@ def _partial_sums_kernel(
 # ---------------------------------------------------------------------------
 # Python-level entry points (same signature as kernels/reference.py)
 
-from segone.kernels._common import chunk_plan, merge_partials, partial_buffers, prepare_centroids
+from segone.kernels._common import merge_partials, partial_buffers, prepare_blocked, prepare_centroids
+
+import os as _os
+
+if _os.environ.get("SEGONE_SIMD"):
+    set_simd_level(_os.environ["SEGONE_SIMD"])
 
 
 def assign(X, centroids, labels, distance, margin=None, n_threads=1):
     """Nearest-centroid assignment; see ``segone.kernels.reference.assign``."""
-    ct, cnorm = prepare_centroids(centroids)
     want = margin is not None
     m = margin if want else np.empty(0, dtype=X.dtype)
+    if _LEVEL >= 0:
+        c2b, cnorm, _ = prepare_blocked(centroids)
+        return int(_assign_simd(X, c2b, cnorm, labels, distance, m, want, int(n_threads)))
+    ct, cnorm = prepare_centroids(centroids)
     return int(_assign_kernel(X, ct, cnorm, labels, distance, m, want, int(n_threads)))
 
 
@@ -234,13 +390,19 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, 
     """One Lloyd pass; see ``segone.kernels.reference.partial_sums``."""
     n, d = X.shape
     k = centroids.shape[0]
-    ct, cnorm = prepare_centroids(centroids)
     n_chunks = -(-n // chunk_rows) if n else 0
     psums, pcounts, pinertia = partial_buffers(n_chunks, k, d)
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
-    n_invalid = _partial_sums_kernel(
-        X, w, use_w, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
-    )
+    if _LEVEL >= 0:
+        c2b, cnorm, _ = prepare_blocked(centroids)
+        n_invalid = _partial_sums_simd(
+            X, w, use_w, c2b, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
+        )
+    else:
+        ct, cnorm = prepare_centroids(centroids)
+        n_invalid = _partial_sums_kernel(
+            X, w, use_w, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
+        )
     inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
     return inertia, int(n_invalid)
