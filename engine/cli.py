@@ -168,6 +168,7 @@ def info():
         from segone.kernels import _cy
 
         click.echo(f"cython kernels built with OpenMP: {_cy.openmp_enabled()}")
+        click.echo(f"SIMD variant: {_cy.simd_level()} (best this CPU supports: {_cy.cpu_simd_level()})")
     except ImportError as exc:
         click.echo(f"cython kernels: not built ({exc})")
     click.echo(f"threads (n_threads=None): {effective_n_threads(None)}")
