@@ -36,15 +36,44 @@ def _row_sqnorm(X, i):
     return s
 
 
+ROWS = 4  # rows sharing each centroid load (register blocking as far as Numba allows)
+
+
 @njit(**_jit)
-def _row_scores(X, i, ct, cnorm, scores):
+def _block_scores(X, i0, rr, ct, cnorm, sc):
+    """sc[r, k] = ||c_k||^2 - 2 x_{i0+r}.c_k for r < rr (inner loop over centroids vectorises)."""
     n_features, n_clusters = ct.shape
-    for k in range(n_clusters):
-        scores[k] = cnorm[k]
-    for j in range(n_features):
-        xv = X[i, j]
+    for r in range(rr):
         for k in range(n_clusters):
-            scores[k] += xv * ct[j, k]
+            sc[r, k] = cnorm[k]
+    for j in range(n_features):
+        row = ct[j]
+        for r in range(rr):
+            xv = X[i0 + r, j]
+            s = sc[r]
+            for k in range(n_clusters):
+                s[k] += xv * row[k]
+
+
+@njit(**_jit)
+def _argmin_first(s):
+    """(index of the first minimum, minimum): a vectorisable min, then a scan for its first position."""
+    m = s[0]
+    for k in range(1, s.shape[0]):
+        m = min(m, s[k])
+    for k in range(s.shape[0]):
+        if s[k] == m:
+            return k, m
+    return 0, m
+
+
+@njit(**_jit)
+def _second_min(s, skip):
+    m2 = np.inf
+    for k in range(s.shape[0]):
+        v = s[k] if k != skip else np.inf
+        m2 = min(m2, v)
+    return m2
 
 
 @njit(parallel=True, **_jit)
@@ -54,34 +83,28 @@ def _assign_kernel(X, ct, cnorm, labels, distance, margin, want_margin):
     n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
     invalid = np.zeros(n_blocks, dtype=np.int64)
     for b in prange(n_blocks):
-        scores = np.empty(n_clusters, dtype=X.dtype)
+        sc = np.empty((ROWS, n_clusters), dtype=X.dtype)
         start = b * ASSIGN_BLOCK
         stop = min(start + ASSIGN_BLOCK, n_samples)
-        for i in range(start, stop):
-            if not _row_finite(X, i):
-                labels[i] = -1
-                distance[i] = np.nan
+        for i0 in range(start, stop, ROWS):
+            rr = min(ROWS, stop - i0)
+            _block_scores(X, i0, rr, ct, cnorm, sc)
+            for r in range(rr):
+                i = i0 + r
+                if not _row_finite(X, i):
+                    labels[i] = -1
+                    distance[i] = np.nan
+                    if want_margin:
+                        margin[i] = np.nan
+                    invalid[b] += 1
+                    continue
+                s = sc[r]
+                best_k, best = _argmin_first(s)
+                labels[i] = best_k
                 if want_margin:
-                    margin[i] = np.nan
-                invalid[b] += 1
-                continue
-            _row_scores(X, i, ct, cnorm, scores)
-            best_k = 0
-            best = scores[0]
-            second = np.inf
-            for k in range(1, n_clusters):
-                s = scores[k]
-                if s < best:
-                    second = best
-                    best = s
-                    best_k = k
-                elif s < second:
-                    second = s
-            labels[i] = best_k
-            if want_margin:
-                margin[i] = second - best
-            d = np.float64(best) + _row_sqnorm(X, i)
-            distance[i] = d if d > 0.0 else 0.0
+                    margin[i] = _second_min(s, best_k) - best
+                d = np.float64(best) + _row_sqnorm(X, i)
+                distance[i] = d if d > 0.0 else 0.0
     return invalid.sum()
 
 
@@ -92,31 +115,29 @@ def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, labels, psums, pcou
     n_chunks = psums.shape[0]
     invalid = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
-        scores = np.empty(n_clusters, dtype=X.dtype)
+        sc = np.empty((ROWS, n_clusters), dtype=X.dtype)
         start = c * chunk_rows
         stop = min(start + chunk_rows, n_samples)
         inert = 0.0
-        for i in range(start, stop):
-            if not _row_finite(X, i):
-                labels[i] = -1
-                invalid[c] += 1
-                continue
-            _row_scores(X, i, ct, cnorm, scores)
-            best_k = 0
-            best = scores[0]
-            for k in range(1, n_clusters):
-                if scores[k] < best:
-                    best = scores[k]
-                    best_k = k
-            labels[i] = best_k
-            w = weights[i] if use_weights else 1.0
-            d = np.float64(best) + _row_sqnorm(X, i)
-            if d < 0.0:
-                d = 0.0
-            inert += w * d
-            pcounts[c, best_k] += w
-            for j in range(n_features):
-                psums[c, best_k, j] += w * np.float64(X[i, j])
+        for i0 in range(start, stop, ROWS):
+            rr = min(ROWS, stop - i0)
+            _block_scores(X, i0, rr, ct, cnorm, sc)
+            for r in range(rr):
+                i = i0 + r
+                if not _row_finite(X, i):
+                    labels[i] = -1
+                    invalid[c] += 1
+                    continue
+                best_k, best = _argmin_first(sc[r])
+                labels[i] = best_k
+                w = weights[i] if use_weights else 1.0
+                d = np.float64(best) + _row_sqnorm(X, i)
+                if d < 0.0:
+                    d = 0.0
+                inert += w * d
+                pcounts[c, best_k] += w
+                for j in range(n_features):
+                    psums[c, best_k, j] += w * np.float64(X[i, j])
         pinertia[c] = inert
     return invalid.sum()
 
