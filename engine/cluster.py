@@ -91,27 +91,27 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, n_local_trials=None)
     return np.asarray(idx)
 
 
-def _lloyd_on_sample(Xs, ws, centers, n_iter=10):
-    """A few exact Lloyd iterations on a small sample (NumPy); returns (centers, inertia)."""
-    c = centers.astype(np.float64)
-    w = np.ones(Xs.shape[0]) if ws is None else ws
-    X64 = Xs.astype(np.float64)
+def _lloyd_on_sample(kern, Xs, ws, centers, nt, n_iter=10):
+    """A few Lloyd iterations on a small sample with the partial-sums kernel;
+    returns (centers, inertia of the returned centers)."""
+    k, d = centers.shape
+    labels = np.empty(Xs.shape[0], dtype=np.int32)
+    sums = np.empty((k, d))
+    counts = np.empty(k)
+    chunk_rows, _ = chunk_plan(Xs.shape[0], k, d)
+    c = centers.copy()
     inertia = np.inf
     for _ in range(n_iter):
-        d = _sq_dists(X64, c)
-        lab = d.argmin(axis=1)
-        inertia = float((d[np.arange(len(lab)), lab] * w).sum())
-        cnt = np.bincount(lab, weights=w, minlength=c.shape[0])
-        sums = np.zeros_like(c)
-        np.add.at(sums, lab, X64 * w[:, None])
-        nz = cnt > 0
-        new = c.copy()
-        new[nz] = sums[nz] / cnt[nz, None]
-        if np.allclose(new, c, rtol=0, atol=1e-12):
-            break
+        inertia, _ = kern.partial_sums(Xs, ws, c, labels, sums, counts, chunk_rows, nt)
+        nz = counts > 0
+        new = c.astype(np.float64)
+        new[nz] = sums[nz] / counts[nz, None]
+        new = new.astype(c.dtype)
+        if np.array_equal(new, c):
+            return c, float(inertia)
         c = new
-    d = _sq_dists(X64, c).min(axis=1)
-    return np.ascontiguousarray(c, dtype=centers.dtype), float((d * w).sum())
+    inertia, _ = kern.partial_sums(Xs, ws, c, labels, sums, counts, chunk_rows, nt)
+    return np.ascontiguousarray(c), float(inertia)
 
 
 class Segmenter:
@@ -307,7 +307,7 @@ class Segmenter:
         if self.verbose:
             print(f"[segone.Segmenter] {msg}", file=sys.stderr, flush=True)
 
-    def _init_centers(self, X, w, k, rng):
+    def _init_centers(self, X, w, k, rng, kern=None, nt=1):
         n = X.shape[0]
         if not isinstance(self.init, str):
             return np.ascontiguousarray(self.init, dtype=X.dtype)
@@ -329,7 +329,8 @@ class Segmenter:
                 return centers
             # compare candidates after a few Lloyd iterations on the sample:
             # raw seeding inertia is a poor predictor of the final optimum
-            centers, inertia = _lloyd_on_sample(Xs, ws, centers, n_iter=10)
+            kern = kern or get_kernels(self.backend, "partial_sums")
+            centers, inertia = _lloyd_on_sample(kern, Xs, ws, centers, nt, n_iter=10)
             if inertia < best_inertia:
                 best, best_inertia = centers, inertia
         return best
@@ -414,7 +415,7 @@ class Segmenter:
         nt = effective_n_threads(self.n_threads)
         t0 = time.perf_counter()
 
-        centers = self._init_centers(X, w, k, rng)
+        centers = self._init_centers(X, w, k, rng, kern, nt)
         self._log(f"init {self.init if isinstance(self.init, str) else 'array'}: {time.perf_counter() - t0:.3f}s")
         totals = np.zeros(k, dtype=np.float64)
         bs = min(self.batch_size, n)
@@ -431,7 +432,7 @@ class Segmenter:
         self.n_reassigned_ = 0
         report_every = max(1, n_steps // 10)
         for step in range(1, n_steps + 1):
-            idx = rng.integers(0, n, size=bs)
+            idx = np.sort(rng.integers(0, n, size=bs))  # sorted: the gather streams through X
             Xb = X[idx]
             wb = None if w is None else w[idx]
             since += bs
@@ -516,7 +517,7 @@ class Segmenter:
         if not hasattr(self, "cluster_centers_"):
             k = self._check_params(X)
             self._rng = check_random_state(self.random_state)
-            self.cluster_centers_ = self._init_centers(X, w, k, self._rng)
+            self.cluster_centers_ = self._init_centers(X, w, k, self._rng, kern, nt)
             self._totals = np.zeros(k, dtype=np.float64)
             self.n_steps_ = 0
             self.n_iter_ = 0

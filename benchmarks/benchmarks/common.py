@@ -2,7 +2,8 @@
 
 Sizes are small by default so that ``asv run --quick`` of the whole suite
 takes a few minutes; ``SEGONE_BENCH_SCALE=full`` switches to the sizes of
-shared/WORKLOADS.md (10M rows, 1M customers).
+shared/WORKLOADS.md (10M rows, 1M customers) and ``SEGONE_BENCH_SCALE=tiny``
+to the sizes of the CI smoke test (tests/test_benchmarks.py).
 """
 
 import functools
@@ -10,11 +11,17 @@ import os
 
 import numpy as np
 
-FULL = os.environ.get("SEGONE_BENCH_SCALE", "small") == "full"
+SCALE = os.environ.get("SEGONE_BENCH_SCALE", "small")
+if SCALE not in ("tiny", "small", "full"):
+    raise ValueError(f"SEGONE_BENCH_SCALE={SCALE!r}: use tiny (CI smoke test), small (default) or full")
+FULL = SCALE == "full"
 THREADS = int(os.environ.get("SEGONE_BENCH_THREADS", "2"))
 
 
 def scaled(small, full):
+    """Size for the current scale: ``tiny`` is a tenth of ``small`` (CI smoke test)."""
+    if SCALE == "tiny":
+        return max(small // 10, 2000)
     return full if FULL else small
 
 
