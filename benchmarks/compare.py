@@ -77,7 +77,7 @@ def lazy(setup, call):
     return fn
 
 
-def measure(fn, repeat):
+def measure(fn, repeat, label=""):
     """Run fn in a forked child: (median seconds, all times, peak RSS MiB, fn's last result)."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
@@ -88,6 +88,8 @@ def measure(fn, repeat):
     p.join()
     if status != "ok":
         raise RuntimeError(times)
+    if label:
+        print(f"  {label}: {statistics.median(times):.4f} s (peak RSS {peak:.0f} MiB)", file=sys.stderr, flush=True)
     return statistics.median(times), times, peak, extra
 
 
@@ -139,7 +141,7 @@ def run_assign(quick, repeat, rows):
             c["faiss IndexFlatL2.search(k=1)"] = lazy(faiss_setup, lambda st: st[0].search(st[1], 1)[1][:, 0])
         results = {}
         for label, fn in c.items():
-            med, times, peak, lab = measure(fn, repeat)
+            med, times, peak, lab = measure(fn, repeat, label)
             if ref is None:
                 ref = np.asarray(lab)
             agree = float((np.asarray(lab) == ref).mean())
@@ -179,7 +181,7 @@ def run_fit(quick, repeat, rows, full_kmeans=False):
         c["faiss Kmeans(niter=20)"] = faiss_fit
     for label, fn in c.items():
         r = 1 if "KMeans (lloyd" in label else repeat
-        med, times, peak, centers = measure(fn, r)
+        med, times, peak, centers = measure(fn, r, label)
         rows.append(dict(workload="FIT", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak,
                          inertia=inertia64(X, np.asarray(centers))))  # fmt: skip
     _ratios(rows, "FIT", shape, "segone cython refine=0")
@@ -203,8 +205,8 @@ def _profile_peers(tx_path):
                 f"SELECT customer_id, max(ts) AS last, min(ts) AS first, count(*) AS orders, sum(amount) AS spend, "
                 f"avg(amount) AS spend_mean, {shares}, {mix} FROM read_parquet('{tx_path}/*.parquet') GROUP BY customer_id"
             )
-            res = con.execute(q)
-            table = res.to_arrow_table() if hasattr(res, "to_arrow_table") else res.fetch_arrow_table()
+            rel = con.sql(q)
+            table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
             return table.num_rows
 
         peers["DuckDB SQL (FILTER sums)"] = duck
@@ -252,7 +254,7 @@ def run_profile(quick, repeat, rows, workdir):
     c = {"segone build_profiles (transactions only)": lambda: segone.build_profiles(tx).num_rows}
     c.update(_profile_peers(tx))
     for label, fn in c.items():
-        med, times, peak, nrows = measure(fn, repeat)
+        med, times, peak, nrows = measure(fn, repeat, label)
         rows.append(dict(workload="PROFILE", shape=shape, contender=label, seconds=med, times=times,
                          peak_rss_mib=peak, rows_out=nrows))  # fmt: skip
     _ratios(rows, "PROFILE", shape, "segone build_profiles (transactions only)")
@@ -292,7 +294,7 @@ def run_pipeline(quick, repeat, rows, workdir):
 
         c["pandas + scikit-learn"] = pandas_sklearn
     for label, fn in c.items():
-        med, times, peak, nrows = measure(fn, repeat)
+        med, times, peak, nrows = measure(fn, repeat, label)
         rows.append(dict(workload="PIPELINE", shape=shape, contender=label, seconds=med, times=times,
                          peak_rss_mib=peak, rows_out=nrows))  # fmt: skip
     _ratios(rows, "PIPELINE", shape, "segone run (transactions only)")

@@ -9,6 +9,19 @@ from segone.kernels import _common, _cy, _nb, reference
 
 KERNELS = {"cython": _cy, "numba": _nb}
 
+_ORDER = ["scalar", "generic", "avx2", "avx512"]
+SIMD_LEVELS = _ORDER[: _ORDER.index(_cy.cpu_simd_level()) + 1]
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd_level(request):
+    """Run a test with every Cython kernel variant this CPU can execute."""
+    prev = _cy.set_simd_level(request.param)
+    try:
+        yield request.param
+    finally:
+        _cy.set_simd_level(prev)
+
 
 def run_assign(mod, X, C, margin=True, n_threads=2):
     n = X.shape[0]
@@ -53,6 +66,27 @@ def test_assign_random(backend, dtype, shape):
     X = rng.normal(size=(n, d)).astype(dtype)
     C = rng.normal(size=(k, d)).astype(dtype)
     check_against_reference(X, C, backend)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1), (5, 3, 9), (33, 17, 8), (100, 16, 64), (257, 20, 50), (1000, 64, 130), (70, 8, 1024)]
+)
+def test_every_simd_variant(simd_level, dtype, shape):
+    # shapes cover K and D below, at and above the vector width and block sizes
+    n, d, k = shape
+    rng = np.random.default_rng(n * 7 + d * 3 + k)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = rng.normal(size=(k, d)).astype(dtype)
+    check_against_reference(X, C, "cython")
+    Xi = rng.integers(-9, 9, size=(n, d)).astype(dtype)  # exact: partial sums must match bit for bit
+    Ci = rng.integers(-9, 9, size=(k, d)).astype(dtype)
+    rl, rs, rc, ri, _ = run_partial(reference, Xi, None, Ci)
+    kl, ks, kc, ki, _ = run_partial(_cy, Xi, None, Ci)
+    np.testing.assert_array_equal(kl, rl)
+    np.testing.assert_array_equal(ks, rs)
+    np.testing.assert_array_equal(kc, rc)
+    assert ki == ri
 
 
 def test_assign_empty(backend):
@@ -172,6 +206,27 @@ def test_assign_hypothesis(data):
     X = np.ascontiguousarray(X)  # kernels take C order; the public API converts F order
     for backend in KERNELS:
         check_against_reference(X, C, backend)
+    prev = _cy.simd_level()
+    try:
+        for level in SIMD_LEVELS:
+            _cy.set_simd_level(level)
+            check_against_reference(X, C, "cython")
+    finally:
+        _cy.set_simd_level(prev)
+
+
+def test_simd_invalid_rows_and_ties(simd_level):
+    test_invalid_rows("cython", np.float32)
+    test_invalid_rows("cython", np.float64)
+    test_ties_resolve_to_lowest_index("cython", np.float32)
+    test_ties_resolve_to_lowest_index("cython", np.float64)
+    test_partial_sums_skips_invalid_rows("cython")
+
+
+def test_set_simd_level_validation():
+    with pytest.raises(ValueError, match="unknown SIMD level"):
+        _cy.set_simd_level("sse9")
+    assert _cy.simd_level() in _ORDER
 
 
 # ----------------------------------------------------------------- partial sums
