@@ -29,7 +29,10 @@ from segone._validation import (
 )
 from segone.assign import assign
 from segone.errors import DataError, NotFittedError, ParameterError, examples
+from segone.kernels import _common
 from segone.kernels._common import chunk_plan
+
+STEPS_PER_CALL = 64
 
 
 def _finite_or_raise(X, name="X"):
@@ -317,6 +320,8 @@ class Segmenter:
         for _ in range(self.n_init):
             sample = np.sort(rng.choice(n, size=init_size, replace=False)) if init_size < n else np.arange(n)
             Xs = X[sample]
+            if not np.isfinite(Xs).all():
+                _finite_or_raise(X)  # names the rows of X
             ws = None if w is None else w[sample]
             if ws is not None and ws.sum() <= 0:
                 ws = None
@@ -351,12 +356,12 @@ class Segmenter:
         c64[upd] = (c64[upd] * totals[upd, None] + sums[upd]) / new_tot[upd, None]
         totals[:] = new_tot
         if reassign and self.reassignment_ratio > 0 and k > 1:
-            self._reassign(Xb, wb, c64, totals, labels, rng)
+            self._reassign(Xb, wb, c64, totals, rng)
         shift = float(((c64 - centers) ** 2).sum())
         centers[...] = c64
         return inertia, shift
 
-    def _reassign(self, Xb, wb, centers, totals, labels, rng):
+    def _reassign(self, Xb, wb, centers, totals, rng):
         low = totals < self.reassignment_ratio * totals.max()
         if not low.any():
             return
@@ -409,7 +414,9 @@ class Segmenter:
         n, d = X.shape
         k = self._check_params(X)
         w = self._check_weight(sample_weight, n)
-        _finite_or_raise(X)
+        # No O(N) finiteness pre-check: the kernels flag NaN / inf rows as they
+        # read them (the init sample is checked, the mini-batch kernel stops on
+        # an invalid batch, and the final full pass names the rows).
         rng = check_random_state(self.random_state)
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
@@ -423,38 +430,46 @@ class Segmenter:
         if self.max_iter and n_steps == 0:
             n_steps = 1
         alpha = min(1.0, 2.0 * bs / (n + 1))
-        ewa, best_ewa, no_improve = None, np.inf, 0
         tol = 0.0
         if self.tol > 0:
             tol = self.tol * float(np.mean(np.var(X[rng.choice(n, size=min(n, 65536), replace=False)], axis=0)))
-        since = 0
-        step = 0
         self.n_reassigned_ = 0
+        # the steps run inside the kernel, STEPS_PER_CALL at a time; Python only
+        # draws the batches (sorted row indices: the gathers stream through X)
+        # and re-seeds low-count centroids when the kernel asks for it
+        state = _common.minibatch_state(alpha, tol, self.reassignment_ratio, self.max_no_improvement, 10 * k)
+        centers64 = centers.astype(np.float64)
+        step = 0
+        stop = False
         report_every = max(1, n_steps // 10)
-        for step in range(1, n_steps + 1):
-            idx = np.sort(rng.integers(0, n, size=bs))  # sorted: the gather streams through X
-            Xb = X[idx]
-            wb = None if w is None else w[idx]
-            since += bs
-            reassign = since >= 10 * k and step > 1
-            if reassign:
-                since = 0
-            inertia, shift = self._step(kern, Xb, wb, centers, totals, rng, nt, reassign)
-            batch_inertia = inertia / bs
-            ewa = batch_inertia if ewa is None else ewa * (1 - alpha) + batch_inertia * alpha
-            if self.verbose and step % report_every == 0:
-                self._log(f"step {step}/{n_steps}: batch inertia {batch_inertia:.5g}, ewa inertia {ewa:.5g}")
-            if tol > 0 and shift / k <= tol:
-                self._log(f"converged (centre shift) at step {step}")
-                break
-            if self.max_no_improvement is not None:
-                if ewa < best_ewa:
-                    best_ewa, no_improve = ewa, 0
-                else:
-                    no_improve += 1
-                    if no_improve >= self.max_no_improvement:
-                        self._log(f"stopped after {self.max_no_improvement} steps without improvement (step {step})")
-                        break
+        next_report = report_every
+        while step < n_steps and not stop:
+            s = min(STEPS_PER_CALL, n_steps - step)
+            idx = np.sort(rng.integers(0, n, size=(s, bs)), axis=1)  # sorted: gathers stream through X
+            batch_inertia = np.empty(s)
+            pos = 0
+            while pos < s:
+                done, status = kern.minibatch(X, w, idx[pos:], centers64, totals, state, batch_inertia[pos:], nt)
+                pos += done
+                if status == _common.MB_INVALID:
+                    _finite_or_raise(X)  # names the rows
+                    raise DataError("X holds NaN or infinite values; impute or drop those rows before fitting.")
+                if status == _common.MB_REASSIGN:
+                    last = idx[pos - 1]
+                    self._reassign(X[last], None if w is None else w[last], centers64, totals, rng)
+                elif status != _common.MB_DONE:
+                    stop = True
+                    why = "no improvement" if status == _common.MB_NO_IMPROVEMENT else "centre shift below tol"
+                    self._log(f"stopped at step {step + pos}: {why}")
+                    break
+            step += pos
+            if self.verbose and step >= next_report:
+                next_report += report_every
+                self._log(
+                    f"step {step}/{n_steps}: batch inertia {batch_inertia[pos - 1]:.5g}, "
+                    f"ewa inertia {state[_common.MB_EWA]:.5g}"
+                )
+        centers = np.ascontiguousarray(centers64, dtype=X.dtype)
         self.n_steps_ = step
         t1 = time.perf_counter()
         self._log(f"mini-batch phase: {self.n_steps_} steps, {t1 - t0:.3f}s")

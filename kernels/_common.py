@@ -68,3 +68,37 @@ def prepare_blocked(centroids, kc=KC_PAD):
     cnorm = np.full(kp, np.inf)
     cnorm[:k] = np.einsum("kd,kd->k", c64, c64)
     return c2b, np.ascontiguousarray(cnorm, dtype=centroids.dtype), kp
+
+
+# Layout of the mini-batch state vector shared by the backends (float64):
+MB_EWA, MB_BEST_EWA, MB_NO_IMPROVE, MB_ALPHA, MB_TOL, MB_RATIO, MB_MAX_NO_IMPROVE, MB_SINCE, MB_EVERY, MB_STEP = range(10)
+MB_STATE_SIZE = 10
+# statuses returned by the mini-batch kernels
+MB_DONE, MB_NO_IMPROVEMENT, MB_CONVERGED, MB_REASSIGN, MB_INVALID = range(5)
+
+
+def minibatch_state(alpha, tol, reassignment_ratio, max_no_improvement, reassign_every):
+    """A fresh state vector for the mini-batch kernels."""
+    st = np.zeros(MB_STATE_SIZE)
+    st[MB_EWA] = np.nan
+    st[MB_BEST_EWA] = np.inf
+    st[MB_ALPHA] = alpha
+    st[MB_TOL] = tol
+    st[MB_RATIO] = reassignment_ratio
+    st[MB_MAX_NO_IMPROVE] = -1 if max_no_improvement is None else max_no_improvement
+    st[MB_EVERY] = reassign_every
+    return st
+
+
+def minibatch_scratch(X, bs, k, kc=KC_PAD):
+    d = X.shape[1]
+    kp = -(-k // kc) * kc
+    return dict(
+        xb=np.empty((bs, d), dtype=X.dtype),
+        c2b=np.zeros((kp // kc, d, kc), dtype=X.dtype),
+        cnorm=np.empty(kp, dtype=X.dtype),
+        dist=np.empty(bs, dtype=X.dtype),
+        lab=np.empty(bs, dtype=np.int32),
+        sums=np.empty((k, d)),
+        counts=np.empty(k),
+    )

@@ -31,6 +31,7 @@ cdef extern from "simd_assign.h" nogil:
     int SG_SIMD_AVAILABLE
     int SG_GROUP_MAX
     int sg_cpu_level()
+    void sg_prefetch(const void* p)
     Py_ssize_t sg_assign_rows_f32(
         int level, const float* X, Py_ssize_t n, Py_ssize_t d, const float* c2b, const float* cnorm,
         Py_ssize_t kp, int* labels, float* dist, float* margin, float* buf)
@@ -40,6 +41,8 @@ cdef extern from "simd_assign.h" nogil:
 
 # rows per scheduling block of the assignment loop (a multiple of SG_GROUP_MAX)
 cdef Py_ssize_t ASSIGN_BLOCK = 256
+# rows ahead that the mini-batch gather prefetches (random rows are latency-bound)
+cdef Py_ssize_t PREFETCH_ROWS = 24
 
 _LEVEL_NAMES = {-1: "scalar", 0: "generic", 1: "avx2", 2: "avx512"}
 cdef int _CPU_LEVEL = sg_cpu_level()
@@ -255,6 +258,163 @@ def _partial_sums_simd(
     return n_invalid
 
 
+def _minibatch_kernel(
+    const floating[:, ::1] X,        # IN (N, D)
+    const double[::1] weights,       # IN (N,) or (0,) when unweighted
+    bint use_weights,
+    const long long[:, ::1] idx,     # IN (S, B) row indices of S mini-batches
+    double[:, ::1] centers,          # IN/OUT (K, D) float64 master copy of the centroids
+    double[::1] totals,              # IN/OUT (K,) weighted count seen by each centroid
+    double[::1] state,               # IN/OUT see segone.kernels._common.MB_* (ewa, counters, ...)
+    double[::1] batch_inertia,       # OUT (S,) mean squared distance of each batch
+    floating[:, ::1] xb,             # scratch (B, D)
+    floating[:, :, ::1] c2b,         # scratch (Kp / 8, D, 8)
+    floating[::1] cnorm,             # scratch (Kp,)
+    floating[::1] dist,              # scratch (B,)
+    int[::1] lab,                    # scratch (B,)
+    double[:, ::1] sums,             # scratch (K, D)
+    double[::1] counts,              # scratch (K,)
+    int n_threads,
+):
+    """Run up to S mini-batch steps without returning to Python.
+
+    Each step gathers its batch, assigns it with the SIMD kernel (threads over
+    blocks of rows), accumulates float64 sums and counts serially (the same
+    order for any thread count), and moves every centroid with its own
+    count-based learning rate: c <- (c * n_old + sum_batch) / (n_old + n_batch).
+    Returns (steps done, status): 0 all done, 1 no improvement of the smoothed
+    batch inertia for max_no_improvement steps, 2 centre shift below tol,
+    3 a reassignment check found low-count centroids (Python re-seeds them
+    from the last batch and calls again), 4 a batch row holds NaN/inf.
+    """
+    cdef Py_ssize_t n_steps = idx.shape[0]
+    cdef Py_ssize_t bs = idx.shape[1]
+    cdef Py_ssize_t d = X.shape[1]
+    cdef Py_ssize_t k = centers.shape[0]
+    cdef Py_ssize_t kp = cnorm.shape[0]
+    cdef Py_ssize_t n_blocks = (bs + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
+    cdef Py_ssize_t s, b, r, r0, r1, j, c, row, l
+    cdef floating* buf
+    cdef double w, inert, wsum, nt_k, v, shift, cn, maxt
+    cdef double ewa = state[0], best_ewa = state[1], no_improve = state[2]
+    cdef double alpha = state[3], tol = state[4], ratio = state[5], max_no_improve = state[6]
+    cdef double since = state[7], reassign_every = state[8], global_step = state[9]
+    cdef int level = _LEVEL
+    cdef int status = 0
+    cdef Py_ssize_t done = 0
+    cdef int bad
+
+    if level < 0:
+        raise RuntimeError("the mini-batch kernel needs the SIMD kernels (SEGONE_SIMD=scalar is set)")
+    with nogil:
+        for c in range(k, kp):
+            cnorm[c] = INFINITY
+            for j in range(d):
+                c2b[c // 8, j, c % 8] = 0
+        for s in range(n_steps):
+            # centroids for this step, blocked for the SIMD kernel
+            for c in range(k):
+                cn = 0.0
+                for j in range(d):
+                    v = centers[c, j]
+                    cn = cn + v * v
+                    c2b[c // 8, j, c % 8] = <floating> (-2.0 * v)
+                cnorm[c] = <floating> cn
+            # gather + assign, threads over blocks of rows
+            with parallel(num_threads=n_threads):
+                buf = <floating*> malloc(d * SG_GROUP_MAX * sizeof(floating))
+                for b in prange(n_blocks, schedule="static"):
+                    r0 = b * ASSIGN_BLOCK
+                    r1 = r0 + ASSIGN_BLOCK
+                    if r1 > bs:
+                        r1 = bs
+                    for r in range(r0, min(r0 + PREFETCH_ROWS, r1)):
+                        sg_prefetch(&X[idx[s, r], 0])
+                    for r in range(r0, r1):
+                        if r + PREFETCH_ROWS < r1:
+                            sg_prefetch(&X[idx[s, r + PREFETCH_ROWS], 0])
+                        row = idx[s, r]
+                        for j in range(d):
+                            xb[r, j] = X[row, j]
+                    if floating is float:
+                        sg_assign_rows_f32(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
+                                           &lab[r0], &dist[r0], NULL, buf)
+                    else:
+                        sg_assign_rows_f64(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
+                                           &lab[r0], &dist[r0], NULL, buf)
+                free(buf)
+            # serial accumulation (fixed order: identical for any thread count)
+            for c in range(k):
+                counts[c] = 0.0
+                for j in range(d):
+                    sums[c, j] = 0.0
+            inert = 0.0
+            wsum = 0.0
+            bad = 0
+            for r in range(bs):
+                l = lab[r]
+                if l < 0:
+                    bad = 1
+                    break
+                w = weights[idx[s, r]] if use_weights else 1.0
+                counts[l] += w
+                wsum = wsum + w
+                inert = inert + w * <double> dist[r]
+                for j in range(d):
+                    sums[l, j] += w * <double> xb[r, j]
+            if bad:
+                status = 4
+                break
+            # count-based learning rate
+            shift = 0.0
+            for c in range(k):
+                if counts[c] > 0:
+                    nt_k = totals[c] + counts[c]
+                    for j in range(d):
+                        v = (centers[c, j] * totals[c] + sums[c, j]) / nt_k
+                        shift = shift + (v - centers[c, j]) * (v - centers[c, j])
+                        centers[c, j] = v
+                    totals[c] = nt_k
+            batch_inertia[s] = inert / bs
+            done = s + 1
+            global_step = global_step + 1
+            if ewa != ewa:  # NaN: first step
+                ewa = inert / bs
+            else:
+                ewa = ewa * (1.0 - alpha) + (inert / bs) * alpha
+            if tol > 0 and shift / k <= tol:
+                status = 2
+                break
+            if max_no_improve >= 0:
+                if ewa < best_ewa:
+                    best_ewa = ewa
+                    no_improve = 0
+                else:
+                    no_improve = no_improve + 1
+                    if no_improve >= max_no_improve:
+                        status = 1
+                        break
+            since = since + bs
+            if since >= reassign_every and global_step > 1 and ratio > 0 and k > 1:
+                since = 0
+                maxt = 0.0
+                for c in range(k):
+                    if totals[c] > maxt:
+                        maxt = totals[c]
+                for c in range(k):
+                    if totals[c] < ratio * maxt:
+                        status = 3
+                        break
+                if status == 3:
+                    break
+    state[0] = ewa
+    state[1] = best_ewa
+    state[2] = no_improve
+    state[7] = since
+    state[9] = global_step
+    return done, status
+
+
 def _assign_kernel(
     const floating[:, ::1] X,        # IN (N, D)
     const floating[:, ::1] ct,       # IN (D, K)
@@ -406,3 +566,21 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, 
         )
     inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
     return inertia, int(n_invalid)
+
+
+def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1):
+    """Run the mini-batch steps of ``idx`` (S, B); see ``segone.kernels.reference.minibatch``."""
+    from segone.kernels._common import minibatch_scratch
+
+    if _LEVEL < 0:  # plain-loop build or SEGONE_SIMD=scalar: the portable oracle
+        from segone.kernels import reference
+
+        return reference.minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia)
+    use_w = sample_weight is not None
+    w = sample_weight if use_w else np.empty(0, dtype=np.float64)
+    sc = minibatch_scratch(X, idx.shape[1], centers.shape[0])
+    done, status = _minibatch_kernel(
+        X, w, use_w, idx, centers, totals, state, batch_inertia,
+        sc["xb"], sc["c2b"], sc["cnorm"], sc["dist"], sc["lab"], sc["sums"], sc["counts"], int(n_threads),
+    )
+    return int(done), int(status)

@@ -142,6 +142,112 @@ def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, labels, psums, pcou
     return invalid.sum()
 
 
+@njit(**_jit)
+def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batch_inertia, ct, cnorm):
+    n_steps, bs = idx.shape
+    k, d = centers.shape
+    xb = np.empty((bs, d), dtype=X.dtype)
+    sc = np.empty((ROWS, k), dtype=X.dtype)
+    lab = np.empty(bs, dtype=np.int64)
+    dist = np.empty(bs, dtype=np.float64)
+    sums = np.empty((k, d))
+    counts = np.empty(k)
+    ewa, best_ewa, no_improve = state[0], state[1], state[2]
+    alpha, tol, ratio, max_no_improve = state[3], state[4], state[5], state[6]
+    since, every, gstep = state[7], state[8], state[9]
+    done = 0
+    status = 0
+    for s in range(n_steps):
+        for c in range(k):
+            cn = 0.0
+            for j in range(d):
+                v = centers[c, j]
+                cn += v * v
+                ct[j, c] = -2.0 * v
+            cnorm[c] = cn
+        for r in range(bs):
+            row = idx[s, r]
+            for j in range(d):
+                xb[r, j] = X[row, j]
+        bad = False
+        for i0 in range(0, bs, ROWS):
+            rr = min(ROWS, bs - i0)
+            _block_scores(xb, i0, rr, ct, cnorm, sc)
+            for r in range(rr):
+                if not _row_finite(xb, i0 + r):
+                    bad = True
+                best_k, best = _argmin_first(sc[r])
+                lab[i0 + r] = best_k
+                dd = np.float64(best) + _row_sqnorm(xb, i0 + r)
+                dist[i0 + r] = dd if dd > 0.0 else 0.0
+        if bad:
+            status = 4
+            break
+        sums[:, :] = 0.0
+        counts[:] = 0.0
+        inert = 0.0
+        for r in range(bs):
+            w = weights[idx[s, r]] if use_weights else 1.0
+            l = lab[r]
+            counts[l] += w
+            inert += w * dist[r]
+            for j in range(d):
+                sums[l, j] += w * np.float64(xb[r, j])
+        shift = 0.0
+        for c in range(k):
+            if counts[c] > 0:
+                ntk = totals[c] + counts[c]
+                for j in range(d):
+                    v = (centers[c, j] * totals[c] + sums[c, j]) / ntk
+                    shift += (v - centers[c, j]) * (v - centers[c, j])
+                    centers[c, j] = v
+                totals[c] = ntk
+        bi = inert / bs
+        batch_inertia[s] = bi
+        done = s + 1
+        gstep += 1
+        if np.isnan(ewa):
+            ewa = bi
+        else:
+            ewa = ewa * (1.0 - alpha) + bi * alpha
+        if tol > 0 and shift / k <= tol:
+            status = 2
+            break
+        if max_no_improve >= 0:
+            if ewa < best_ewa:
+                best_ewa = ewa
+                no_improve = 0.0
+            else:
+                no_improve += 1
+                if no_improve >= max_no_improve:
+                    status = 1
+                    break
+        since += bs
+        if since >= every and gstep > 1 and ratio > 0 and k > 1:
+            since = 0.0
+            maxt = totals.max()
+            low = False
+            for c in range(k):
+                if totals[c] < ratio * maxt:
+                    low = True
+            if low:
+                status = 3
+                break
+    state[0], state[1], state[2], state[7], state[9] = ewa, best_ewa, no_improve, since, gstep
+    return done, status
+
+
+def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1):
+    """Mini-batch steps; see ``segone.kernels.reference.minibatch`` (serial: batches are small)."""
+    k, d = centers.shape
+    use_w = sample_weight is not None
+    w = sample_weight if use_w else np.empty(0, dtype=np.float64)
+    ct = np.empty((d, k), dtype=X.dtype)
+    cnorm = np.empty(k, dtype=X.dtype)
+    done, status = _minibatch_kernel(X, w, use_w, idx, centers, totals, state, batch_inertia, ct, cnorm)
+    return int(done), int(status)
+
+
 def _set_threads(n_threads):
     prev = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))

@@ -94,3 +94,76 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, 
     np.add.at(sums, lab, X[ok].astype(np.float64) * wv[:, None])
     inertia = float(np.sum(dist[ok].astype(np.float64) * wv))
     return inertia, n_invalid
+
+
+def _minibatch_state_update(state, s_bi, shift, k, bs):
+    """The early-stopping / reassignment bookkeeping shared by every backend (see _common.MB_*)."""
+    from segone.kernels import _common as c
+
+    state[c.MB_STEP] += 1
+    ewa = state[c.MB_EWA]
+    state[c.MB_EWA] = s_bi if np.isnan(ewa) else ewa * (1.0 - state[c.MB_ALPHA]) + s_bi * state[c.MB_ALPHA]
+    if state[c.MB_TOL] > 0 and shift / k <= state[c.MB_TOL]:
+        return c.MB_CONVERGED
+    if state[c.MB_MAX_NO_IMPROVE] >= 0:
+        if state[c.MB_EWA] < state[c.MB_BEST_EWA]:
+            state[c.MB_BEST_EWA] = state[c.MB_EWA]
+            state[c.MB_NO_IMPROVE] = 0
+        else:
+            state[c.MB_NO_IMPROVE] += 1
+            if state[c.MB_NO_IMPROVE] >= state[c.MB_MAX_NO_IMPROVE]:
+                return c.MB_NO_IMPROVEMENT
+    return None
+
+
+def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=None):
+    """Mini-batch k-means steps (the NumPy oracle of the compiled twins).
+
+    Parameters
+    ----------
+    X : (N, D) float array                       # IN
+    sample_weight : (N,) float64 or None         # IN
+    idx : (S, B) int64                           # IN, rows of each of S batches
+    centers : (K, D) float64                     # IN/OUT
+    totals : (K,) float64                        # IN/OUT, weighted count seen per centroid
+    state : (MB_STATE_SIZE,) float64             # IN/OUT, see segone.kernels._common
+    batch_inertia : (S,) float64                 # OUT, mean squared distance of each batch
+
+    Returns
+    -------
+    (steps_done, status) : (int, int)
+        status is one of _common.MB_DONE, MB_NO_IMPROVEMENT, MB_CONVERGED,
+        MB_REASSIGN (low-count centroids found after the last step done) or
+        MB_INVALID (a batch holds NaN/inf; that step is not applied).
+    """
+    from segone.kernels import _common as c
+
+    k, d = centers.shape
+    bs = idx.shape[1]
+    for s in range(idx.shape[0]):
+        xb = X[idx[s]].astype(np.float64)
+        if not np.isfinite(xb).all():
+            return s, c.MB_INVALID
+        dd = np.einsum("bkd,bkd->bk", xb[:, None, :] - centers[None], xb[:, None, :] - centers[None])
+        lab = dd.argmin(axis=1)
+        dist = dd[np.arange(bs), lab]
+        w = np.ones(bs) if sample_weight is None else sample_weight[idx[s]]
+        counts = np.bincount(lab, weights=w, minlength=k)
+        sums = np.zeros((k, d))
+        np.add.at(sums, lab, xb * w[:, None])
+        upd = counts > 0
+        new = centers.copy()
+        new[upd] = (centers[upd] * totals[upd, None] + sums[upd]) / (totals[upd] + counts[upd])[:, None]
+        shift = float(((new - centers) ** 2).sum())
+        centers[...] = new
+        totals[upd] += counts[upd]
+        batch_inertia[s] = float((dist * w).sum()) / bs
+        status = _minibatch_state_update(state, batch_inertia[s], shift, k, bs)
+        if status is not None:
+            return s + 1, status
+        state[c.MB_SINCE] += bs
+        if state[c.MB_SINCE] >= state[c.MB_EVERY] and state[c.MB_STEP] > 1 and state[c.MB_RATIO] > 0 and k > 1:
+            state[c.MB_SINCE] = 0
+            if (totals < state[c.MB_RATIO] * totals.max()).any():
+                return s + 1, c.MB_REASSIGN
+    return idx.shape[0], c.MB_DONE

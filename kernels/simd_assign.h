@@ -176,4 +176,14 @@ static Py_ssize_t sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, P
 { return -1; }
 #endif
 
+/* software prefetch for the latency-bound row gathers of the mini-batch kernel */
+static inline void sg_prefetch(const void *p)
+{
+#if defined(__GNUC__)
+    __builtin_prefetch(p, 0, 1);
+#else
+    (void)p;
+#endif
+}
+
 #endif /* SEGONE_SIMD_ASSIGN_H */

@@ -183,3 +183,13 @@ def test_data_validation():
     seg = Segmenter(2, random_state=0).fit(np.random.default_rng(1).normal(size=(20, 3)))
     with pytest.raises(ParameterError, match="3"):
         seg.predict(np.ones((2, 4)))
+
+
+def test_nan_rows_outside_the_init_sample_are_named():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50_000, 3)).astype(np.float32)
+    X[[123, 40_000]] = np.nan
+    with pytest.raises(DataError, match="2 rows.*123, 40000"):
+        Segmenter(4, random_state=0, init_size=100, batch_size=64).fit(X)
+    with pytest.raises(DataError, match="123, 40000"):
+        Segmenter(4, random_state=0, init=X[1:5], max_iter=0).fit(X)
