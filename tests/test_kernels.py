@@ -294,3 +294,59 @@ def test_chunk_plan_is_thread_independent_and_bounded():
 
 def test_openmp_flag_reported():
     assert isinstance(_cy.openmp_enabled(), bool)
+
+
+# ------------------------------------------------------------- mini-batch steps
+def run_minibatch(mod, X, w, idx, C0, ratio=0.0, max_no_improve=None, tol=0.0, n_threads=2):
+    C = C0.astype(np.float64).copy()
+    totals = np.zeros(C.shape[0])
+    state = _common.minibatch_state(0.01, tol, ratio, max_no_improve, 10 * C.shape[0])
+    bi = np.full(idx.shape[0], np.nan)
+    done, status = mod.minibatch(X, w, idx, C, totals, state, bi, n_threads)
+    return done, status, C, totals, state, bi
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_minibatch_against_reference(backend, dtype, weighted):
+    rng = np.random.default_rng(4)
+    X = rng.integers(-30, 30, size=(3000, 5)).astype(dtype)  # exact arithmetic
+    idx = np.sort(rng.integers(0, 3000, size=(25, 300)), axis=1)
+    w = rng.random(3000) if weighted else None
+    C0 = X[:7]
+    ref = run_minibatch(reference, X, w, idx, C0)
+    got = run_minibatch(KERNELS[backend], X, w, idx, C0)
+    assert got[:2] == ref[:2] == (25, _common.MB_DONE)
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[3], ref[3], rtol=1e-12)
+    np.testing.assert_allclose(got[5], ref[5], rtol=1e-6)
+    np.testing.assert_allclose(got[4], ref[4], rtol=1e-6)
+
+
+def test_minibatch_statuses(backend):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2000, 3)).astype(np.float32)
+    idx = np.sort(rng.integers(0, 2000, size=(200, 64)), axis=1)
+    # early stop on no improvement: the same step for the kernel and the oracle
+    ref = run_minibatch(reference, X, None, idx, X[:4], max_no_improve=3)
+    got = run_minibatch(KERNELS[backend], X, None, idx, X[:4], max_no_improve=3)
+    assert got[1] == ref[1] == _common.MB_NO_IMPROVEMENT and got[0] == ref[0] < 200
+    # a far-away centroid never wins: the reassignment check reports it
+    C0 = np.vstack([X[:3], [[1e3, 1e3, 1e3]]]).astype(np.float32)
+    got = run_minibatch(KERNELS[backend], X, None, idx, C0, ratio=0.01)
+    assert got[1] == _common.MB_REASSIGN and got[3][3] == 0
+    # NaN in a batch stops before the step is applied
+    Xn = X.copy()
+    Xn[idx[2, 5]] = np.nan
+    got = run_minibatch(KERNELS[backend], Xn, None, idx, X[:4])
+    assert got[:2] == (2, _common.MB_INVALID)
+
+
+def test_minibatch_thread_independent():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(20_000, 8)).astype(np.float32)
+    idx = np.sort(rng.integers(0, 20_000, size=(10, 2048)), axis=1)
+    one = run_minibatch(_cy, X, None, idx, X[:16], n_threads=1)
+    two = run_minibatch(_cy, X, None, idx, X[:16], n_threads=2)
+    np.testing.assert_array_equal(one[2], two[2])
+    np.testing.assert_array_equal(one[5], two[5])
