@@ -152,7 +152,7 @@ def run_assign(quick, repeat, rows):
 
 
 # ------------------------------------------------------------------------ FIT
-def run_fit(quick, repeat, rows, full_kmeans=False):
+def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
     n = 1_000_000 if quick else 10_000_000
     X = blobs(n, 16)[0]
     shape = f"N={n:,} D=16 K=64 float32"
@@ -170,6 +170,18 @@ def run_fit(quick, repeat, rows, full_kmeans=False):
         ).fit(X).cluster_centers_
         if full_kmeans:
             c["scikit-learn KMeans (lloyd, 100 it)"] = lambda: KMeans(64, n_init=1, random_state=0).fit(X).cluster_centers_
+    if dask_ml and _have("dask_ml"):
+
+        def dask_ml_fit():
+            import dask.array as da
+            from dask.distributed import Client, LocalCluster
+            from dask_ml.cluster import KMeans as DaskKMeans
+
+            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+                dX = da.from_array(X, chunks=(max(1, len(X) // (4 * THREADS)), X.shape[1])).persist()
+                return DaskKMeans(n_clusters=64, random_state=0).fit(dX).cluster_centers_
+
+        c["dask-ml KMeans (LocalCluster, 2 workers)"] = dask_ml_fit
     if _have("faiss"):
         import faiss
 
@@ -180,7 +192,7 @@ def run_fit(quick, repeat, rows, full_kmeans=False):
 
         c["faiss Kmeans(niter=20)"] = faiss_fit
     for label, fn in c.items():
-        r = 1 if "KMeans (lloyd" in label else repeat
+        r = 1 if ("KMeans (lloyd" in label or "dask-ml" in label) else repeat
         med, times, peak, centers = measure(fn, r, label)
         rows.append(dict(workload="FIT", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak,
                          inertia=inertia64(X, np.asarray(centers))))  # fmt: skip
@@ -358,6 +370,7 @@ def main(argv=None):
                     help="run only these (repeatable); default all")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--full-kmeans", action="store_true", help="also run scikit-learn full KMeans (about a minute at 10M)")
+    ap.add_argument("--dask-ml", action="store_true", help="also run dask-ml KMeans on a LocalCluster (slow: minutes)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache", "segone-bench"))
     args = ap.parse_args(argv)
@@ -369,7 +382,7 @@ def main(argv=None):
     if "assign" in todo:
         run_assign(args.quick, args.repeat, rows)
     if "fit" in todo:
-        run_fit(args.quick, args.repeat, rows, args.full_kmeans)
+        run_fit(args.quick, args.repeat, rows, args.full_kmeans, args.dask_ml)
     if "profile" in todo:
         run_profile(args.quick, args.repeat, rows, args.workdir)
     if "pipeline" in todo:
