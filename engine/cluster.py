@@ -154,6 +154,9 @@ class Segmenter:
         Forgetting factor for ``partial_fit``: the weight of past data is
         multiplied by ``decay`` before each update (Spark StreamingKMeans'
         decayFactor).  None or 1 keeps all history.
+    half_life : float or None
+        Alternative to ``decay``: the number of ``partial_fit`` calls after
+        which past data weighs half (``decay = 0.5 ** (1 / half_life)``).
     random_state : int, numpy Generator or None
     backend : {"auto", "cython", "numba"}
     n_threads : int or None
@@ -197,6 +200,7 @@ class Segmenter:
         n_init=1,
         refine=2,
         decay=None,
+        half_life=None,
         random_state=None,
         backend="auto",
         n_threads=None,
@@ -213,6 +217,7 @@ class Segmenter:
         self.n_init = n_init
         self.refine = refine
         self.decay = decay
+        self.half_life = half_life
         self.random_state = random_state
         self.backend = backend
         self.n_threads = n_threads
@@ -261,7 +266,7 @@ class Segmenter:
         check_float(self.reassignment_ratio, "reassignment_ratio", low=0.0, high=1.0)
         check_int(self.n_init, "n_init", low=1)
         check_int(self.refine, "refine", low=0)
-        check_float(self.decay, "decay", low=0.0, high=1.0, low_inclusive=False, allow_none=True)
+        self._decay_factor()
         resolve_backend(self.backend, "partial_sums")
         if isinstance(self.init, str):
             check_choice(self.init, "init", ("k-means++", "random"))
@@ -339,27 +344,6 @@ class Segmenter:
             if inertia < best_inertia:
                 best, best_inertia = centers, inertia
         return best
-
-    def _step(self, kern, Xb, wb, centers, totals, rng, nt, reassign):
-        k, d = centers.shape
-        labels = np.empty(Xb.shape[0], dtype=np.int32)
-        sums = np.empty((k, d), dtype=np.float64)
-        counts = np.empty(k, dtype=np.float64)
-        chunk_rows, _ = chunk_plan(Xb.shape[0], k, d)
-        inertia, n_invalid = kern.partial_sums(Xb, wb, centers, labels, sums, counts, chunk_rows, nt)
-        if n_invalid:
-            raise DataError("X holds NaN or infinite values; impute or drop those rows before fitting.")
-        # count-based learning rate: c <- (c * n_old + sum_batch) / (n_old + n_batch)
-        new_tot = totals + counts
-        upd = counts > 0
-        c64 = centers.astype(np.float64)
-        c64[upd] = (c64[upd] * totals[upd, None] + sums[upd]) / new_tot[upd, None]
-        totals[:] = new_tot
-        if reassign and self.reassignment_ratio > 0 and k > 1:
-            self._reassign(Xb, wb, c64, totals, rng)
-        shift = float(((c64 - centers) ** 2).sum())
-        centers[...] = c64
-        return inertia, shift
 
     def _reassign(self, Xb, wb, centers, totals, rng):
         low = totals < self.reassignment_ratio * totals.max()
@@ -516,17 +500,29 @@ class Segmenter:
         else:
             warnings.warn(f"{n_empty} segments ended empty (counts_ == 0).", stacklevel=3)
 
+    def _decay_factor(self):
+        check_float(self.decay, "decay", low=0.0, high=1.0, low_inclusive=False, allow_none=True)
+        check_float(self.half_life, "half_life", low=0.0, low_inclusive=False, allow_none=True)
+        if self.decay is not None and self.half_life is not None:
+            raise ParameterError("set either decay or half_life, not both (half_life=h means decay=0.5 ** (1 / h)).")
+        if self.half_life is not None:
+            return 0.5 ** (1.0 / self.half_life)
+        return self.decay
+
     def partial_fit(self, X, sample_weight=None):
         """Update the segments with one mini-batch step on all of X.
 
-        The first call initialises the centroids on X.  With ``decay`` set,
-        the weight of earlier data is multiplied by ``decay`` before the
-        update, so that the model follows drifting segments.
+        The first call initialises the centroids on X.  With ``decay`` (or
+        ``half_life``) set, the weight of everything seen before is multiplied
+        by the decay factor before the update, so that the model follows
+        drifting segments (Spark StreamingKMeans' forgetfulness, with batches
+        as the time unit).  The step runs in the same kernel as ``fit``.
         """
         X = check_matrix(X, "X", min_rows=1)
         n, d = X.shape
         w = self._check_weight(sample_weight, n)
         _finite_or_raise(X)
+        decay = self._decay_factor()
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
         if not hasattr(self, "cluster_centers_"):
@@ -534,6 +530,7 @@ class Segmenter:
             self._rng = check_random_state(self.random_state)
             self.cluster_centers_ = self._init_centers(X, w, k, self._rng, kern, nt)
             self._totals = np.zeros(k, dtype=np.float64)
+            self._mb_state = _common.minibatch_state(1.0, 0.0, self.reassignment_ratio, None, 10 * k)
             self.n_steps_ = 0
             self.n_iter_ = 0
             self.n_reassigned_ = 0
@@ -543,14 +540,23 @@ class Segmenter:
                 raise ParameterError(
                     f"X has {d} features but the Segmenter was fitted with {self.cluster_centers_.shape[1]}."
                 )
-            check_float(self.decay, "decay", low=0.0, high=1.0, low_inclusive=False, allow_none=True)
             if X.dtype != self.cluster_centers_.dtype:
                 X = X.astype(self.cluster_centers_.dtype)
-        if self.decay is not None:
-            self._totals *= self.decay
+            if not hasattr(self, "_mb_state"):  # after fit(): continue from its state
+                self._mb_state = _common.minibatch_state(
+                    1.0, 0.0, self.reassignment_ratio, None, 10 * self.cluster_centers_.shape[0]
+                )
+        if decay is not None:
+            self._totals *= decay
         rng = getattr(self, "_rng", None) or check_random_state(self.random_state)
-        centers = self.cluster_centers_
-        self._step(kern, X, w, centers, self._totals, rng, nt, reassign=self.n_steps_ > 0)
+        centers64 = self.cluster_centers_.astype(np.float64)
+        idx = np.arange(n, dtype=np.int64)[None, :]
+        done, status = kern.minibatch(X, w, idx, centers64, self._totals, self._mb_state, np.empty(1), nt)
+        if status == _common.MB_INVALID:
+            raise DataError("X holds NaN or infinite values; impute or drop those rows.")
+        if status == _common.MB_REASSIGN:
+            self._reassign(X, w, centers64, self._totals, rng)
+        self.cluster_centers_ = np.ascontiguousarray(centers64, dtype=X.dtype)
         self.n_steps_ += 1
         self.counts_ = self._totals.copy()
         return self

@@ -193,3 +193,30 @@ def test_nan_rows_outside_the_init_sample_are_named():
         Segmenter(4, random_state=0, init_size=100, batch_size=64).fit(X)
     with pytest.raises(DataError, match="123, 40000"):
         Segmenter(4, random_state=0, init=X[1:5], max_iter=0).fit(X)
+
+
+def test_half_life_equals_decay_and_validation():
+    rng = np.random.default_rng(1)
+    chunks = [rng.normal(loc=i, size=(500, 2)) for i in range(4)]
+    a = Segmenter(2, random_state=0, half_life=2.0)
+    b = Segmenter(2, random_state=0, decay=0.5**0.5)
+    for c in chunks:
+        a.partial_fit(c)
+        b.partial_fit(c)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_allclose(a.counts_, b.counts_)
+    with pytest.raises(ParameterError, match="either decay or half_life"):
+        Segmenter(2, decay=0.5, half_life=3).partial_fit(chunks[0])
+    with pytest.raises(ParameterError, match="half_life"):
+        Segmenter(2, half_life=0).fit(chunks[0])
+
+
+def test_partial_fit_after_fit_and_backends_agree():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(3000, 4)).astype(np.float32)
+    fits = []
+    for backend in ("cython", "numba"):
+        seg = Segmenter(5, random_state=0, backend=backend).fit(X)
+        seg.partial_fit(X[:1000])
+        fits.append(seg)
+    np.testing.assert_allclose(fits[0].cluster_centers_, fits[1].cluster_centers_, rtol=1e-5, atol=1e-5)
