@@ -419,7 +419,7 @@ class Segmenter:
             tol = self.tol * float(np.mean(np.var(X[rng.choice(n, size=min(n, 65536), replace=False)], axis=0)))
         self.n_reassigned_ = 0
         # the steps run inside the kernel, STEPS_PER_CALL at a time; Python only
-        # draws the batches (sorted row indices: the gathers stream through X)
+        # draws the batches (row indices; the kernel prefetches the rows)
         # and re-seeds low-count centroids when the kernel asks for it
         state = _common.minibatch_state(alpha, tol, self.reassignment_ratio, self.max_no_improvement, 10 * k)
         centers64 = centers.astype(np.float64)
@@ -429,7 +429,7 @@ class Segmenter:
         next_report = report_every
         while step < n_steps and not stop:
             s = min(STEPS_PER_CALL, n_steps - step)
-            idx = np.sort(rng.integers(0, n, size=(s, bs)), axis=1)  # sorted: gathers stream through X
+            idx = rng.integers(0, n, size=(s, bs))  # the kernel prefetches the rows: no need to sort
             batch_inertia = np.empty(s)
             pos = 0
             while pos < s:

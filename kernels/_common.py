@@ -90,8 +90,9 @@ def minibatch_state(alpha, tol, reassignment_ratio, max_no_improvement, reassign
     return st
 
 
-def minibatch_scratch(X, bs, k, kc=KC_PAD):
+def minibatch_scratch(X, bs, k, kc=KC_PAD, block=256):
     d = X.shape[1]
+    n_blocks = -(-bs // block)
     kp = -(-k // kc) * kc
     return dict(
         xb=np.empty((bs, d), dtype=X.dtype),
@@ -101,4 +102,8 @@ def minibatch_scratch(X, bs, k, kc=KC_PAD):
         lab=np.empty(bs, dtype=np.int32),
         sums=np.empty((k, d)),
         counts=np.empty(k),
+        psum=np.empty((n_blocks, k, d)),
+        pcount=np.empty((n_blocks, k)),
+        pinert=np.empty(n_blocks),
+        pbad=np.empty(n_blocks, dtype=np.int32),
     )

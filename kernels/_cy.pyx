@@ -274,6 +274,10 @@ def _minibatch_kernel(
     int[::1] lab,                    # scratch (B,)
     double[:, ::1] sums,             # scratch (K, D)
     double[::1] counts,              # scratch (K,)
+    double[:, :, ::1] psum,          # scratch (n_blocks, K, D)
+    double[:, ::1] pcount,           # scratch (n_blocks, K)
+    double[::1] pinert,              # scratch (n_blocks,)
+    int[::1] pbad,                   # scratch (n_blocks,)
     int n_threads,
 ):
     """Run up to S mini-batch steps without returning to Python.
@@ -295,7 +299,7 @@ def _minibatch_kernel(
     cdef Py_ssize_t n_blocks = (bs + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
     cdef Py_ssize_t s, b, r, r0, r1, j, c, row, l
     cdef floating* buf
-    cdef double w, inert, wsum, nt_k, v, shift, cn, maxt
+    cdef double w, inert, nt_k, v, shift, cn, maxt
     cdef double ewa = state[0], best_ewa = state[1], no_improve = state[2]
     cdef double alpha = state[3], tol = state[4], ratio = state[5], max_no_improve = state[6]
     cdef double since = state[7], reassign_every = state[8], global_step = state[9]
@@ -336,32 +340,49 @@ def _minibatch_kernel(
                         row = idx[s, r]
                         for j in range(d):
                             xb[r, j] = X[row, j]
+                    # software pipelining: fetch this block's rows of the next step
+                    # while this step computes (the same thread takes the same block)
+                    if s + 1 < n_steps:
+                        for r in range(r0, r1):
+                            sg_prefetch(&X[idx[s + 1, r], 0])
                     if floating is float:
                         sg_assign_rows_f32(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
                                            &lab[r0], &dist[r0], NULL, buf)
                     else:
                         sg_assign_rows_f64(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
                                            &lab[r0], &dist[r0], NULL, buf)
+                    # per-block partial sums (merged below in block order: the
+                    # result does not depend on the number of threads)
+                    for c in range(k):
+                        pcount[b, c] = 0.0
+                        for j in range(d):
+                            psum[b, c, j] = 0.0
+                    pinert[b] = 0.0
+                    pbad[b] = 0
+                    for r in range(r0, r1):
+                        l = lab[r]
+                        if l < 0:
+                            pbad[b] = 1
+                            continue
+                        w = weights[idx[s, r]] if use_weights else 1.0
+                        pcount[b, l] += w
+                        pinert[b] += w * <double> dist[r]
+                        for j in range(d):
+                            psum[b, l, j] += w * <double> xb[r, j]
                 free(buf)
-            # serial accumulation (fixed order: identical for any thread count)
             for c in range(k):
                 counts[c] = 0.0
                 for j in range(d):
                     sums[c, j] = 0.0
             inert = 0.0
-            wsum = 0.0
             bad = 0
-            for r in range(bs):
-                l = lab[r]
-                if l < 0:
-                    bad = 1
-                    break
-                w = weights[idx[s, r]] if use_weights else 1.0
-                counts[l] += w
-                wsum = wsum + w
-                inert = inert + w * <double> dist[r]
-                for j in range(d):
-                    sums[l, j] += w * <double> xb[r, j]
+            for b in range(n_blocks):
+                bad = bad | pbad[b]
+                inert = inert + pinert[b]
+                for c in range(k):
+                    counts[c] += pcount[b, c]
+                    for j in range(d):
+                        sums[c, j] += psum[b, c, j]
             if bad:
                 status = 4
                 break
@@ -581,6 +602,7 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
     sc = minibatch_scratch(X, idx.shape[1], centers.shape[0])
     done, status = _minibatch_kernel(
         X, w, use_w, idx, centers, totals, state, batch_inertia,
-        sc["xb"], sc["c2b"], sc["cnorm"], sc["dist"], sc["lab"], sc["sums"], sc["counts"], int(n_threads),
+        sc["xb"], sc["c2b"], sc["cnorm"], sc["dist"], sc["lab"], sc["sums"], sc["counts"],
+        sc["psum"], sc["pcount"], sc["pinert"], sc["pbad"], int(n_threads),
     )
     return int(done), int(status)
