@@ -169,7 +169,9 @@ def run(
             print(f"[segone] {msg}", flush=True)
 
     t = time.perf_counter()
-    profiles, summary = build_profiles_with_summary(tx, events=events, attributes=attributes, as_of=as_of, schema=schema)
+    profiles, summary = build_profiles_with_summary(
+        tx, events=events, attributes=attributes, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads
+    )
     timings["profile"] = time.perf_counter() - t
     n = profiles.num_rows
     log(f"profiles: {n} customers in {timings['profile']:.2f}s")

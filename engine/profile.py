@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone._backend import get_kernels
+from segone._threads import effective_n_threads
 from segone._validation import check_int
 from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
 from segone.io import read_table
@@ -174,6 +176,8 @@ def build_profiles_with_summary(
     windows=(30, 90, 365),
     top_categories=20,
     drop_returns=False,
+    backend="auto",
+    n_threads=None,
 ):
     """Like :func:`build_profiles`, returning ``(profiles, summary)``."""
     roles = _schema(schema)
@@ -305,11 +309,8 @@ def build_profiles_with_summary(
 
     # distinct purchase days (UTC calendar days) and spend on the first day
     day = ts // US_PER_DAY
-    day0 = int(day.min()) if day.size else 0
-    span = int(day.max()) - day0 + 1 if day.size else 1
-    key = codes * span + (day - day0)
-    ukey = pc.unique(pa.array(key)).to_numpy(zero_copy_only=False)
-    purchase_days = np.bincount(ukey // span, minlength=n)
+    # distinct (customer, day) pairs: CSR grouping kernel, not a hash of N pairs
+    purchase_days = get_kernels(backend, "group").count_distinct_per_group(codes, day, n, effective_n_threads(n_threads))
     cols["purchase_days"] = pa.array(purchase_days.astype(np.int64))
     cols["spend_total"] = pa.array(spend)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -399,7 +400,8 @@ def build_profiles_with_summary(
 
 
 def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
-                   windows=(30, 90, 365), top_categories=20, drop_returns=False):  # fmt: skip
+                   windows=(30, 90, 365), top_categories=20, drop_returns=False,
+                   backend="auto", n_threads=None):  # fmt: skip
     """Build one profile row per customer.
 
     Parameters
@@ -423,6 +425,8 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
         Number of categories with their own ``share_*`` column.
     drop_returns : bool
         Drop negative amounts instead of keeping them as negative spend.
+    backend, n_threads :
+        Kernel backend and threads for the grouping kernels (see :func:`segone.assign`).
 
     Returns
     -------
@@ -442,4 +446,5 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     return build_profiles_with_summary(
         transactions, events=events, attributes=attributes, as_of=as_of, schema=schema,
         windows=windows, top_categories=top_categories, drop_returns=drop_returns,
+        backend=backend, n_threads=n_threads,
     )[0]  # fmt: skip

@@ -15,7 +15,7 @@
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, NAN
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
 
@@ -434,6 +434,68 @@ def _minibatch_kernel(
     state[7] = since
     state[9] = global_step
     return done, status
+
+
+cdef int _cmp_i64(const void* a, const void* b) noexcept nogil:
+    cdef long long x = (<const long long*> a)[0]
+    cdef long long y = (<const long long*> b)[0]
+    return (x > y) - (x < y)
+
+
+def count_distinct_per_group(const long long[::1] codes, const long long[::1] values, Py_ssize_t n_groups,
+                             int n_threads=1):
+    """Distinct values per group; see ``segone.kernels.reference.count_distinct_per_group``.
+
+    CSR grouping: count rows per group, prefix sums, one scatter pass of the
+    values into group order, then every group's (few) values are sorted in
+    place and counted, groups spread over threads.  O(N) plus small sorts,
+    instead of hashing N (group, value) pairs.
+    """
+    cdef Py_ssize_t n = codes.shape[0]
+    cdef Py_ssize_t i, g, a, e, m, q, p
+    cdef long long x
+    offsets_arr = np.zeros(n_groups + 1, dtype=np.int64)
+    out_arr = np.zeros(n_groups, dtype=np.int64)
+    grouped_arr = np.empty(n, dtype=np.int64)
+    cdef long long[::1] off = offsets_arr
+    cdef long long[::1] out = out_arr
+    cdef long long[::1] grouped = grouped_arr
+    cdef long long[::1] pos
+    for i in range(n):
+        g = codes[i]
+        if g < 0 or g >= n_groups:
+            raise ValueError(f"codes[{i}] = {g} is outside [0, {n_groups})")
+        off[g + 1] += 1
+    for g in range(n_groups):
+        off[g + 1] += off[g]
+    pos_arr = offsets_arr[:-1].copy()
+    pos = pos_arr
+    with nogil:
+        for i in range(n):
+            g = codes[i]
+            grouped[pos[g]] = values[i]
+            pos[g] += 1
+        for g in prange(n_groups, schedule="static", num_threads=n_threads):
+            a = off[g]
+            e = off[g + 1]
+            m = e - a
+            if m == 0:
+                continue
+            if m <= 32:  # insertion sort: most customers have a few rows
+                for q in range(a + 1, e):
+                    x = grouped[q]
+                    p = q - 1
+                    while p >= a and grouped[p] > x:
+                        grouped[p + 1] = grouped[p]
+                        p = p - 1
+                    grouped[p + 1] = x
+            else:
+                qsort(&grouped[a], m, sizeof(long long), _cmp_i64)
+            out[g] = 1
+            for q in range(a + 1, e):
+                if grouped[q] != grouped[q - 1]:
+                    out[g] += 1
+    return out_arr
 
 
 def _assign_kernel(

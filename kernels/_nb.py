@@ -248,6 +248,52 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
     return int(done), int(status)
 
 
+@njit(**_jit)
+def _csr_group(codes, values, n_groups):
+    off = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(codes.shape[0]):
+        off[codes[i] + 1] += 1
+    for g in range(n_groups):
+        off[g + 1] += off[g]
+    pos = off[:-1].copy()
+    grouped = np.empty(codes.shape[0], dtype=np.int64)
+    for i in range(codes.shape[0]):
+        g = codes[i]
+        grouped[pos[g]] = values[i]
+        pos[g] += 1
+    return off, grouped
+
+
+@njit(parallel=True, **_jit)
+def _count_distinct_sorted(off, grouped, out):
+    for g in prange(out.shape[0]):
+        a, e = off[g], off[g + 1]
+        if e == a:
+            continue
+        seg = np.sort(grouped[a:e])
+        cnt = 1
+        for q in range(1, seg.shape[0]):
+            if seg[q] != seg[q - 1]:
+                cnt += 1
+        out[g] = cnt
+
+
+def count_distinct_per_group(codes, values, n_groups, n_threads=1):
+    """Distinct values per group; see ``segone.kernels.reference.count_distinct_per_group``."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    if codes.size and (codes.min() < 0 or codes.max() >= n_groups):
+        raise ValueError(f"codes must lie in [0, {n_groups})")
+    off, grouped = _csr_group(codes, values, n_groups)
+    out = np.zeros(n_groups, dtype=np.int64)
+    prev = _set_threads(n_threads)
+    try:
+        _count_distinct_sorted(off, grouped, out)
+    finally:
+        numba.set_num_threads(prev)
+    return out
+
+
 def _set_threads(n_threads):
     prev = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))

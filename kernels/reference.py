@@ -167,3 +167,26 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
             if (totals < state[c.MB_RATIO] * totals.max()).any():
                 return s + 1, c.MB_REASSIGN
     return idx.shape[0], c.MB_DONE
+
+
+def count_distinct_per_group(codes, values, n_groups, n_threads=None):
+    """Number of distinct ``values`` among the rows of each group.
+
+    Parameters
+    ----------
+    codes : (N,) int64 in [0, n_groups)        # IN, group of every row
+    values : (N,) int64                        # IN
+    n_groups : int
+
+    Returns
+    -------
+    (n_groups,) int64
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int64)
+    out = np.zeros(n_groups, dtype=np.int64)
+    if codes.size == 0:
+        return out
+    pairs = np.unique(np.stack([codes, values]), axis=1)
+    np.add.at(out, pairs[0], 1)
+    return out

@@ -350,3 +350,23 @@ def test_minibatch_thread_independent():
     two = run_minibatch(_cy, X, None, idx, X[:16], n_threads=2)
     np.testing.assert_array_equal(one[2], two[2])
     np.testing.assert_array_equal(one[5], two[5])
+
+
+# ------------------------------------------------------- distinct values per group
+@pytest.mark.parametrize(
+    "n, n_groups, n_values",
+    [(0, 0, 1), (0, 5, 1), (1, 1, 1), (100, 1, 3), (5000, 700, 50), (5000, 10, 1), (20_000, 3, 100_000)],
+)
+def test_count_distinct_per_group(backend, n, n_groups, n_values):
+    rng = np.random.default_rng(n + n_groups)
+    codes = rng.integers(0, max(n_groups, 1), size=n).astype(np.int64)
+    values = rng.integers(-n_values, n_values, size=n).astype(np.int64)
+    ref = reference.count_distinct_per_group(codes, values, n_groups)
+    got = KERNELS[backend].count_distinct_per_group(codes, values, n_groups, 2)
+    np.testing.assert_array_equal(got, ref)
+    assert got.dtype == np.int64 and got.shape == (n_groups,)
+
+
+def test_count_distinct_bad_codes(backend):
+    with pytest.raises(ValueError):
+        KERNELS[backend].count_distinct_per_group(np.array([0, 3]), np.array([1, 1]), 3, 1)
