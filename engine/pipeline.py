@@ -82,6 +82,9 @@ def describe_segments(profiles, labels, k):
     cols = {"segment": pa.array(np.arange(k, dtype=np.int32)), "size": pa.array(counts.astype(np.int64))}
     cols["share"] = pa.array(counts / max(n, 1))
     means, overall = [{} for _ in range(k)], {}
+    # one sort of the customers by segment, shared by every column's medians
+    order_all = np.argsort(labels, kind="stable")
+    lab_sorted_all = labels[order_all]
     for name in SUMMARY_COLUMNS:
         if name not in profiles.column_names:
             continue
@@ -95,8 +98,8 @@ def describe_segments(profiles, labels, k):
         cols[f"mean_{name}"] = pa.array(m)
         # labels compare medians: robust to the few big spenders that drag means
         overall[name] = float(np.median(v[ok])) if ok.any() else None
-        order = np.argsort(labels[ok], kind="stable")
-        lab_sorted, v_sorted = labels[ok][order], v[ok][order]
+        keep = ok[order_all]
+        lab_sorted, v_sorted = lab_sorted_all[keep], v[order_all][keep]
         bounds = np.searchsorted(lab_sorted, np.arange(k + 1))
         for i in range(k):
             seg_v = v_sorted[bounds[i] : bounds[i + 1]]

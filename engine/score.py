@@ -201,11 +201,14 @@ class FeatureScorer:
         table = read_table(profiles, name="profiles")
         feats = self._resolve(table)
         V, nulls = self._raw(table, feats)
+        return self._state_from_raw(feats, V, nulls)
+
+    def _state_from_raw(self, feats, V, nulls):
         raw_max = np.array(
             [V[~nulls[:, j], j].max() if (~nulls[:, j]).any() else -np.inf for j in range(V.shape[1])]
         )
         # statistics over the filled values need the fill value, which needs the
-        # global max: nulls are excluded here and accounted for in _finalise.
+        # global max: nulls are excluded here and accounted for in _set_state.
         st = ScalerState(V.shape[1])
         for j in range(V.shape[1]):
             v = V[~nulls[:, j], j] if self._never(feats[j][0]) else np.where(nulls[:, j], 0.0, V[:, j])
@@ -265,6 +268,9 @@ class FeatureScorer:
             raise NotFittedError("this FeatureScorer is not fitted yet; call fit(profiles) first.")
         table = read_table(profiles, [n for n, _ in self._feats], name="profiles")
         V, nulls = self._raw(table, self._feats)
+        return self._scale(V, nulls)
+
+    def _scale(self, V, nulls):
         for j, (name, _) in enumerate(self._feats):
             if nulls[:, j].any():
                 V[nulls[:, j], j] = self.fill_[j] if self._never(name) else 0.0
@@ -276,7 +282,12 @@ class FeatureScorer:
         return np.ascontiguousarray(V, dtype=np.float32)
 
     def fit_transform(self, profiles):
-        return self.fit(profiles).transform(profiles)
+        """``fit(profiles).transform(profiles)``, reading and transforming the columns once."""
+        table = read_table(profiles, name="profiles")
+        feats = self._resolve(table)
+        V, nulls = self._raw(table, feats)
+        self._set_state(*self._state_from_raw(feats, V, nulls))
+        return self._scale(V, nulls)
 
     def to_json(self):
         if not hasattr(self, "state_"):
