@@ -402,6 +402,7 @@ class Segmenter:
         # read them (the init sample is checked, the mini-batch kernel stops on
         # an invalid batch, and the final full pass names the rows).
         rng = check_random_state(self.random_state)
+        self._rng = rng  # partial_fit after fit continues this stream
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
         t0 = time.perf_counter()

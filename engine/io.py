@@ -84,8 +84,14 @@ def atomic_directory(path, overwrite=False):
         yield tmp
         if os.path.exists(path):
             old = tempfile.mkdtemp(prefix=".segone-old-", dir=parent)
-            os.replace(path, os.path.join(old, "x"))
-            os.replace(tmp, path)
+            moved = os.path.join(old, "x")
+            os.replace(path, moved)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(moved, path)  # put the previous output back
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)

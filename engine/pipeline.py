@@ -201,6 +201,7 @@ def run(
     order = np.argsort(-np.bincount(seg.labels_, minlength=clusters), kind="stable")
     seg.cluster_centers_ = np.ascontiguousarray(seg.cluster_centers_[order])
     seg.counts_ = seg.counts_[order]
+    seg._totals = seg._totals[order]  # per-centroid weights follow the new order (partial_fit uses them)
 
     t = time.perf_counter()
     res = assign(X, seg.cluster_centers_, margin=True, backend=backend, n_threads=n_threads)

@@ -67,7 +67,7 @@ def _check_ids(col, where):
         )
     if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
         if pa.types.is_dictionary(t):
-            return pc.cast(col, t.value_type)
+            return _check_ids(pc.cast(col, t.value_type), where)
         raise SchemaError(f"{where}: customer id column has type {t}; expected an integer or string column.")
     if pa.types.is_integer(t) and t != pa.int64():
         return pc.cast(col, pa.int64())
@@ -88,7 +88,8 @@ def _ts_to_us(col, where):
             "Parse strings first, e.g. pc.strptime(col, '%Y-%m-%d %H:%M:%S', 'us')."
         )
     aware = t.tz is not None
-    col = pc.cast(col, pa.timestamp("us", tz=t.tz))
+    # truncate to microseconds (pandas-origin data is often timestamp[ns])
+    col = pc.cast(col, pa.timestamp("us", tz=t.tz), safe=False)
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     return arr.view(pa.int64()), aware
 
@@ -138,6 +139,17 @@ def _codes_and_labels(col, where):
     return codes, labels
 
 
+def _unique_name(prefix, label, taken):
+    """``prefix + safe(label)``, with a numeric suffix when it is already taken."""
+    base = f"{prefix}{_safe_name(label)}"
+    name, i = base, 2
+    while name in taken:
+        name = f"{base}_{i}"
+        i += 1
+    taken.add(name)
+    return name
+
+
 def _safe_name(label):
     out = "".join(ch if ch.isalnum() else "_" for ch in str(label).strip().lower())
     return out.strip("_") or "blank"
@@ -146,6 +158,8 @@ def _safe_name(label):
 def _drop_null_keys(table, id_col, ts_col, where, summary):
     mask = None
     for col, what in ((id_col, "null customer id"), (ts_col, "null timestamp")):
+        if col is None:
+            continue
         c = table.column(col)
         if c.null_count:
             summary["dropped"][f"{where}: {what}"] = summary["dropped"].get(f"{where}: {what}", 0) + c.null_count
@@ -234,7 +248,7 @@ def build_profiles_with_summary(
             )
         summary["rows_read"]["attributes"] = attrs.num_rows
         attrs = attrs.set_column(attrs.column_names.index(cid), cid, _check_ids(attrs.column(cid), f"attributes.{cid}"))
-        attrs = _drop_null_keys(attrs, cid, cid, "attributes", summary)
+        attrs = _drop_null_keys(attrs, cid, None, "attributes", summary)
 
     # time reference
     as_of_us = _as_of_us(as_of)
@@ -250,6 +264,24 @@ def build_profiles_with_summary(
                 f"{'time-zone aware' if tx_aware else 'naive'}; give both the same kind (e.g. UTC)."
             )
         ev_ts = ev_ts.to_numpy(zero_copy_only=False)
+    # customer universe: every id in any input (also customers whose rows all
+    # fall after as_of or are dropped as returns: they get a zero-purchase row)
+    id_type = tx.column(cid).type
+    parts = [tx.column(cid)]
+    for other, where in ((ev, "events"), (attrs, "attributes")):
+        if other is not None:
+            if other.column(cid).type != id_type:
+                raise SchemaError(
+                    f"{where}.{cid} has type {other.column(cid).type} but transactions.{cid} has {id_type}; "
+                    "customer ids must have the same type in every input."
+                )
+            parts.append(other.column(cid))
+    all_ids = pa.chunked_array([c for p in parts for c in p.chunks], type=id_type)
+    uniq = pc.unique(all_ids)
+    uniq = pc.take(uniq, pc.sort_indices(uniq))
+    n = len(uniq)
+    if n == 0:
+        raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps.")
     keep = ts <= as_of_us
     n_late = int((~keep).sum())
     summary["excluded_after_as_of"]["transactions"] = n_late
@@ -270,23 +302,6 @@ def build_profiles_with_summary(
             ev = ev.filter(pa.array(ekeep))
             ev_ts = ev_ts[ekeep]
 
-    # customer universe: every id in any input, sorted
-    id_type = tx.column(cid).type
-    parts = [tx.column(cid)]
-    for other, where in ((ev, "events"), (attrs, "attributes")):
-        if other is not None:
-            if other.column(cid).type != id_type:
-                raise SchemaError(
-                    f"{where}.{cid} has type {other.column(cid).type} but transactions.{cid} has {id_type}; "
-                    "customer ids must have the same type in every input."
-                )
-            parts.append(other.column(cid))
-    all_ids = pa.chunked_array([c for p in parts for c in p.chunks], type=id_type)
-    uniq = pc.unique(all_ids)
-    uniq = pc.take(uniq, pc.sort_indices(uniq))
-    n = len(uniq)
-    if n == 0:
-        raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps, and after as_of.")
 
     def codes_of(col):
         return pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
@@ -332,8 +347,9 @@ def build_profiles_with_summary(
         cat_spend = np.bincount(codes[valid] * ncat + cat[valid], weights=pos[valid], minlength=n * ncat).reshape(n, ncat)
         cat_count = np.bincount(codes[valid] * ncat + cat[valid], minlength=n * ncat).reshape(n, ncat)
         order = np.argsort(-cat_spend.sum(axis=0), kind="stable")[:top_categories]
+        taken = set(cols) | {"share_other"}
         for j in order:
-            cols[f"share_{_safe_name(cat_labels[j])}"] = pa.array(cat_spend[:, j] / denom)
+            cols[_unique_name("share_", cat_labels[j], taken)] = pa.array(cat_spend[:, j] / denom)
         rest = np.setdiff1d(np.arange(ncat), order)
         other = cat_spend[:, rest].sum(axis=1) + np.bincount(codes[~valid], weights=pos[~valid], minlength=n)
         cols["share_other"] = pa.array(other / denom)
@@ -344,19 +360,22 @@ def build_profiles_with_summary(
         nch = len(ch_labels)
         valid = ch >= 0
         ch_count = np.bincount(codes[valid] * nch + ch[valid], minlength=n * nch).reshape(n, nch)
+        taken = set(cols)
         for j, lab in enumerate(ch_labels):
-            cols[f"channel_{_safe_name(lab)}"] = pa.array(ch_count[:, j] / np.maximum(orders, 1))
+            cols[_unique_name("channel_", lab, taken)] = pa.array(ch_count[:, j] / np.maximum(orders, 1))
 
     # web events
     if ev is not None and ev.num_rows:
         ecodes = codes_of(ev.column(cid))
         et, e_labels = _codes_and_labels(ev.column(roles["event"]), f"events.{roles['event']}")
+        taken_ev = set(cols)
         for j, lab in enumerate(e_labels):
             m = et == j
             cnt = np.bincount(ecodes[m], minlength=n)
             lst = _group_max(ecodes[m], ev_ts[m], n, np.iinfo(np.int64).min)
-            name = _safe_name(lab)
-            cols[f"events_{name}"] = pa.array(cnt.astype(np.int64))
+            ev_name = _unique_name("events_", lab, taken_ev)
+            name = ev_name[len("events_"):]
+            cols[ev_name] = pa.array(cnt.astype(np.int64))
             cols[f"days_since_{name}"] = pa.array((as_of_us - lst) / US_PER_DAY, mask=cnt == 0)
 
     # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, freq="D")

@@ -95,3 +95,39 @@ def test_demo_command():
     res = CliRunner().invoke(main, ["demo", "--customers", "5000", "--clusters", "6"])
     assert res.exit_code == 0, res.output
     assert "adjusted Rand index" in res.output
+
+
+def test_atomic_directory_restores_previous_output(tmp_path, monkeypatch):
+    from segone import io
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous")
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the rename of the new output into place
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", flaky)
+    with pytest.raises(OSError):
+        with io.atomic_directory(out, overwrite=True) as tmp:
+            (tmp_path / tmp / "new.txt").write_text("new")
+    assert (out / "keep.txt").read_text() == "previous"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".segone")]
+
+
+def test_run_result_segmenter_is_consistent(synth_50k, tmp_path):
+    from segone.pipeline import resolve_inputs
+
+    r = segone.run(synth_50k, tmp_path / "o", clusters=4, random_state=2)
+    tx, events, attributes = resolve_inputs(synth_50k)
+    X = r.scorer.transform(segone.build_profiles(tx, events=events, attributes=attributes))
+    fresh = segone.Segmenter(4, n_init=5, random_state=2, refine=2).fit(X)
+    order = np.argsort(-np.bincount(fresh.labels_, minlength=4), kind="stable")
+    np.testing.assert_allclose(r.segmenter.cluster_centers_, fresh.cluster_centers_[order])
+    np.testing.assert_allclose(r.segmenter.counts_, fresh.counts_[order])
+    np.testing.assert_allclose(r.segmenter._totals, fresh._totals[order])  # the mini-batch weights follow too

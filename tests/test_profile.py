@@ -192,3 +192,45 @@ def test_schema_mapping_and_parquet_path(tmp_path):
     )
     assert prof.column("spend_total").to_pylist() == [3.0, 4.0]
     assert "share_a" in prof.column_names and "channel_w" in prof.column_names
+
+
+def test_nanosecond_timestamps_are_truncated():
+    ts = pa.array([1_704_103_200_000_000_001, 1_704_189_600_000_000_999], pa.timestamp("ns", tz="UTC"))
+    tx = pa.table({"customer_id": pa.array([1, 1], pa.int64()), "ts": ts, "amount": [1.0, 2.0]})
+    prof = segone.build_profiles(tx)
+    assert prof.column("orders").to_pylist() == [2] and prof.column("purchase_days").to_pylist() == [2]
+
+
+def test_generated_column_names_never_collide():
+    rows = [(1, d(1), 10.0, "Home & Garden", "web"), (1, d(2), 20.0, "home garden", "Web"),
+            (1, d(3), 30.0, "other", "store")]  # fmt: skip
+    prof = segone.build_profiles(tx_table(rows))
+    row = prof.to_pylist()[0]
+    shares = {k: v for k, v in row.items() if k.startswith("share_")}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert len([k for k in shares if k != "share_other"]) == 3
+    channels = {k: v for k, v in row.items() if k.startswith("channel_")}
+    assert len(channels) == 3 and sum(channels.values()) == pytest.approx(1.0)
+
+
+def test_dictionary_ids_normalised_and_attribute_nulls_counted_once():
+    tx = tx_table([(1, d(1), 1.0, "a", "w"), (2, d(2), 1.0, "a", "w")])
+    ids = pa.array([1, 2], pa.int32()).dictionary_encode()
+    tx = tx.set_column(0, "customer_id", ids)
+    events = pa.table({"customer_id": pa.array([2], pa.int64()), "ts": pa.array([d(1)], pa.timestamp("us", tz="UTC")),
+                       "event": ["visit"]})  # fmt: skip
+    attrs = pa.table({"customer_id": pa.array([1, None], pa.int64()), "x": [1, 2]})
+    prof, s = build_profiles_with_summary(tx, events=events, attributes=attrs)
+    assert prof.column("customer_id").to_pylist() == [1, 2]
+    assert s["dropped"] == {"attributes: null customer id": 1}
+
+
+def test_customers_with_only_late_rows_are_kept():
+    tx = tx_table([(1, d(1), 1.0, "a", "w"), (3, d(20), 5.0, "a", "w")])
+    events = pa.table({"customer_id": pa.array([4], pa.int64()), "ts": pa.array([d(25)], pa.timestamp("us", tz="UTC")),
+                       "event": ["visit"]})  # fmt: skip
+    prof, s = build_profiles_with_summary(tx, events=events, as_of="2025-01-10")
+    rows = {r["customer_id"]: r for r in prof.to_pylist()}
+    assert set(rows) == {1, 3, 4}
+    assert rows[3]["orders"] == 0 and rows[4]["orders"] == 0
+    assert s["excluded_after_as_of"] == {"transactions": 1, "events": 1}
