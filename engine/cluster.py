@@ -132,8 +132,9 @@ class Segmenter:
     max_iter : int, default 1
         Epochs of mini-batch steps: ``max_iter * n_samples // batch_size`` steps.
     tol : float, default 0.0
-        Stop when the mean squared centre shift of a step falls below
-        ``tol`` times the mean feature variance (0 disables).
+        Stop when the summed squared centre shift of a step falls below
+        ``tol`` times the mean feature variance, as in scikit-learn
+        (0 disables).
     max_no_improvement : int or None, default 10
         Stop after this many steps without improvement of the smoothed batch
         inertia (None disables).

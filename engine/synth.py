@@ -315,10 +315,10 @@ def write_dataset(
     blocks_per_file = max(1, customers_per_file // BLOCK_CUSTOMERS)
     counts = {"transactions": 0, "events": 0, "customers": 0, "truth": 0}
     names = ("transactions", "events", "customers", "truth")
+    writers = None
     try:
         for name in names:
             os.makedirs(os.path.join(tmp, name))
-        writers = None
         file_idx = -1
         blocks = list(_blocks(n_customers))
         bar = None
@@ -366,6 +366,11 @@ def write_dataset(
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
+        for w in writers or ():
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - already failing; the directory is removed next
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest

@@ -403,7 +403,7 @@ def _minibatch_kernel(
                 ewa = inert / bs
             else:
                 ewa = ewa * (1.0 - alpha) + (inert / bs) * alpha
-            if tol > 0 and shift / k <= tol:
+            if tol > 0 and shift <= tol:
                 status = 2
                 break
             if max_no_improve >= 0:

@@ -210,7 +210,7 @@ def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batc
             ewa = bi
         else:
             ewa = ewa * (1.0 - alpha) + bi * alpha
-        if tol > 0 and shift / k <= tol:
+        if tol > 0 and shift <= tol:
             status = 2
             break
         if max_no_improve >= 0:

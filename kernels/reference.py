@@ -103,7 +103,7 @@ def _minibatch_state_update(state, s_bi, shift, k, bs):
     state[c.MB_STEP] += 1
     ewa = state[c.MB_EWA]
     state[c.MB_EWA] = s_bi if np.isnan(ewa) else ewa * (1.0 - state[c.MB_ALPHA]) + s_bi * state[c.MB_ALPHA]
-    if state[c.MB_TOL] > 0 and shift / k <= state[c.MB_TOL]:
+    if state[c.MB_TOL] > 0 and shift <= state[c.MB_TOL]:
         return c.MB_CONVERGED
     if state[c.MB_MAX_NO_IMPROVE] >= 0:
         if state[c.MB_EWA] < state[c.MB_BEST_EWA]:

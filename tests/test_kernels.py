@@ -370,3 +370,12 @@ def test_count_distinct_per_group(backend, n, n_groups, n_values):
 def test_count_distinct_bad_codes(backend):
     with pytest.raises(ValueError):
         KERNELS[backend].count_distinct_per_group(np.array([0, 3]), np.array([1, 1]), 3, 1)
+
+
+def test_minibatch_tol_stops_like_the_reference(backend):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(4000, 3)).astype(np.float64)
+    idx = rng.integers(0, 4000, size=(300, 256))
+    ref = run_minibatch(reference, X, None, idx, X[:3], tol=1e-4)
+    got = run_minibatch(KERNELS[backend], X, None, idx, X[:3], tol=1e-4)
+    assert got[1] == ref[1] == _common.MB_CONVERGED and got[0] == ref[0] < 300
