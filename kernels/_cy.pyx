@@ -177,9 +177,14 @@ def _assign_simd(
 
     if n_samples == 0:
         return 0
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
     with nogil, parallel(num_threads=n_threads):
         buf = <floating*> malloc(n_features * SG_GROUP_MAX * sizeof(floating))
         for b in prange(n_blocks, schedule="static"):
+            if buf == NULL:  # out of memory: flagged, raised after the parallel region
+                oom[0] = 1
+                continue
             start = b * ASSIGN_BLOCK
             stop = start + ASSIGN_BLOCK
             if stop > n_samples:
@@ -193,6 +198,8 @@ def _assign_simd(
                                          &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
             n_invalid += inv
         free(buf)
+    if oom[0]:
+        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
     return n_invalid
 
 
@@ -222,10 +229,15 @@ def _partial_sums_simd(
 
     if n_samples == 0:
         return 0
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
     with nogil, parallel(num_threads=n_threads):
         buf = <floating*> malloc(n_features * SG_GROUP_MAX * sizeof(floating))
         dst = <floating*> malloc(ASSIGN_BLOCK * sizeof(floating))
         for c in prange(n_chunks, schedule="static"):
+            if buf == NULL or dst == NULL:  # out of memory: flagged, raised after the parallel region
+                oom[0] = 1
+                continue
             start = c * chunk_rows
             stop = start + chunk_rows
             if stop > n_samples:
@@ -255,6 +267,8 @@ def _partial_sums_simd(
             pinertia[c] = inert
         free(dst)
         free(buf)
+    if oom[0]:
+        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
     return n_invalid
 
 
@@ -310,6 +324,8 @@ def _minibatch_kernel(
 
     if level < 0:
         raise RuntimeError("the mini-batch kernel needs the SIMD kernels (SEGONE_SIMD=scalar is set)")
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
     with nogil:
         for c in range(k, kp):
             cnorm[c] = INFINITY
@@ -328,6 +344,9 @@ def _minibatch_kernel(
             with parallel(num_threads=n_threads):
                 buf = <floating*> malloc(d * SG_GROUP_MAX * sizeof(floating))
                 for b in prange(n_blocks, schedule="static"):
+                    if buf == NULL:  # out of memory: flagged, raised after the parallel region
+                        oom[0] = 1
+                        continue
                     r0 = b * ASSIGN_BLOCK
                     r1 = r0 + ASSIGN_BLOCK
                     if r1 > bs:
@@ -370,6 +389,8 @@ def _minibatch_kernel(
                         for j in range(d):
                             psum[b, l, j] += w * <double> xb[r, j]
                 free(buf)
+            if oom[0]:
+                break
             for c in range(k):
                 counts[c] = 0.0
                 for j in range(d):
@@ -428,6 +449,8 @@ def _minibatch_kernel(
                         break
                 if status == 3:
                     break
+    if oom[0]:
+        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
     state[0] = ewa
     state[1] = best_ewa
     state[2] = no_improve
@@ -520,9 +543,14 @@ def _assign_kernel(
 
     if n_samples == 0:
         return 0
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
     with nogil, parallel(num_threads=n_threads):
         scores = <floating*> malloc(n_clusters * sizeof(floating))
         for b in prange(n_blocks, schedule="static"):
+            if scores == NULL:  # out of memory: flagged, raised after the parallel region
+                oom[0] = 1
+                continue
             # assigned here so that Cython makes them thread-private (they are
             # otherwise only written through pointers)
             best = 0
@@ -549,6 +577,8 @@ def _assign_kernel(
                 d = <double> best + _row_sqnorm(&X[i, 0], n_features)
                 distance[i] = <floating> (d if d > 0.0 else 0.0)
         free(scores)
+    if oom[0]:
+        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
     return n_invalid
 
 
@@ -577,9 +607,14 @@ def _partial_sums_kernel(
 
     if n_samples == 0:
         return 0
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
     with nogil, parallel(num_threads=n_threads):
         scores = <floating*> malloc(n_clusters * sizeof(floating))
         for c in prange(n_chunks, schedule="static"):
+            if scores == NULL:  # out of memory: flagged, raised after the parallel region
+                oom[0] = 1
+                continue
             best = 0  # thread-private (see _assign_kernel)
             start = c * chunk_rows
             stop = start + chunk_rows
@@ -604,6 +639,8 @@ def _partial_sums_kernel(
                     psums[c, best_k, j] += w * <double> X[i, j]
             pinertia[c] = inert
         free(scores)
+    if oom[0]:
+        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
     return n_invalid
 
 
