@@ -22,6 +22,7 @@ from segone._backend import get_kernels, resolve_backend
 from segone._threads import effective_n_threads
 from segone._validation import (
     check_choice,
+    check_finite,
     check_float,
     check_int,
     check_matrix,
@@ -30,24 +31,8 @@ from segone._validation import (
 from segone.assign import assign
 from segone.errors import DataError, NotFittedError, ParameterError, examples
 from segone.kernels import _common
-from segone.kernels._common import chunk_plan
 
 STEPS_PER_CALL = 64
-
-
-def _finite_or_raise(X, name="X"):
-    # one cheap float64 reduction first; the row-wise check only when it fails
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(X, axis=None, dtype=np.float64)
-    if np.isfinite(total):
-        return
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise DataError(
-            f"{name} has {rows.size} rows with NaN or infinite values (first rows: {examples(rows)}); "
-            "impute or drop them before fitting."
-        )
 
 
 def _sq_dists(A, B):
@@ -94,27 +79,41 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, n_local_trials=None)
     return np.asarray(idx)
 
 
+def _full_pass(kern, X, w, centers, nt):
+    """One partial-sums pass: (labels, sums, counts, inertia); NaN / inf rows raise naming the rows."""
+    n, d = X.shape
+    k = centers.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    sums = np.empty((k, d), dtype=np.float64)
+    counts = np.empty(k, dtype=np.float64)
+    inertia, n_invalid = kern.partial_sums(X, w, centers, labels, sums, counts, nt)
+    if n_invalid:
+        rows = np.flatnonzero(labels < 0)
+        raise DataError(
+            f"X has {n_invalid} rows with NaN or infinite values (first rows: {examples(rows)}); "
+            "impute or drop them before fitting."
+        )
+    return labels, sums, counts, inertia
+
+
+def _lloyd_update(centers, sums, counts):
+    """New centroids = member means (float64), in the centroids' dtype; empty ones stay put."""
+    new = centers.astype(np.float64)
+    nz = counts > 0
+    new[nz] = sums[nz] / counts[nz, None]
+    return np.ascontiguousarray(new, dtype=centers.dtype)
+
+
 def _lloyd_on_sample(kern, Xs, ws, centers, nt, n_iter=10):
-    """A few Lloyd iterations on a small sample with the partial-sums kernel;
-    returns (centers, inertia of the returned centers)."""
-    k, d = centers.shape
-    labels = np.empty(Xs.shape[0], dtype=np.int32)
-    sums = np.empty((k, d))
-    counts = np.empty(k)
-    chunk_rows, _ = chunk_plan(Xs.shape[0], k, d)
-    c = centers.copy()
-    inertia = np.inf
+    """A few Lloyd iterations on a small sample; returns (centers, inertia of the returned centers)."""
+    c = centers
     for _ in range(n_iter):
-        inertia, _ = kern.partial_sums(Xs, ws, c, labels, sums, counts, chunk_rows, nt)
-        nz = counts > 0
-        new = c.astype(np.float64)
-        new[nz] = sums[nz] / counts[nz, None]
-        new = new.astype(c.dtype)
+        _, sums, counts, inertia = _full_pass(kern, Xs, ws, c, nt)
+        new = _lloyd_update(c, sums, counts)
         if np.array_equal(new, c):
             return c, float(inertia)
         c = new
-    inertia, _ = kern.partial_sums(Xs, ws, c, labels, sums, counts, chunk_rows, nt)
-    return np.ascontiguousarray(c), float(inertia)
+    return c, float(_full_pass(kern, Xs, ws, c, nt)[3])
 
 
 class Segmenter:
@@ -327,7 +326,7 @@ class Segmenter:
             sample = np.sort(rng.choice(n, size=init_size, replace=False)) if init_size < n else np.arange(n)
             Xs = X[sample]
             if not np.isfinite(Xs).all():
-                _finite_or_raise(X)  # names the rows of X
+                check_finite(X)  # names the rows of X
             ws = None if w is None else w[sample]
             if ws is not None and ws.sum() <= 0:
                 ws = None
@@ -360,22 +359,6 @@ class Segmenter:
         keep = ~low
         totals[cand] = totals[keep].min() if keep.any() else 1.0
         self.n_reassigned_ = getattr(self, "n_reassigned_", 0) + int(cand.size)
-
-    def _full_pass(self, kern, X, w, centers, nt):
-        n, d = X.shape
-        k = centers.shape[0]
-        labels = np.empty(n, dtype=np.int32)
-        sums = np.empty((k, d), dtype=np.float64)
-        counts = np.empty(k, dtype=np.float64)
-        chunk_rows, _ = chunk_plan(n, k, d)
-        inertia, n_invalid = kern.partial_sums(X, w, centers, labels, sums, counts, chunk_rows, nt)
-        if n_invalid:
-            rows = np.flatnonzero(labels < 0)
-            raise DataError(
-                f"X has {n_invalid} rows with NaN or infinite values (first rows: {examples(rows)}); "
-                "impute or drop them before fitting."
-            )
-        return labels, sums, counts, inertia
 
     def _relocate_empty(self, X, w, centers, counts, rng):
         """Move centres with no members to far-away rows of a sample."""
@@ -438,7 +421,7 @@ class Segmenter:
                 done, status = kern.minibatch(X, w, idx[pos:], centers64, totals, state, batch_inertia[pos:], nt)
                 pos += done
                 if status == _common.MB_INVALID:
-                    _finite_or_raise(X)  # names the rows
+                    check_finite(X)  # names the rows
                     raise DataError("X holds NaN or infinite values; impute or drop those rows before fitting.")
                 if status == _common.MB_REASSIGN:
                     last = idx[pos - 1]
@@ -463,14 +446,11 @@ class Segmenter:
         # refine passes (Lloyd) + final labelling pass
         n_iter = 0
         for it in range(self.refine + 1):
-            labels, sums, counts, inertia = self._full_pass(kern, X, w, centers, nt)
+            labels, sums, counts, inertia = _full_pass(kern, X, w, centers, nt)
             n_iter += 1
             if it == self.refine:
                 break
-            new = centers.astype(np.float64)
-            nz = counts > 0
-            new[nz] = sums[nz] / counts[nz, None]
-            new = new.astype(X.dtype)
+            new = _lloyd_update(centers, sums, counts)
             moved = self._relocate_empty(X, w, new, counts, rng)
             if not moved and np.array_equal(new, centers):
                 centers = new
@@ -523,7 +503,7 @@ class Segmenter:
         X = check_matrix(X, "X", min_rows=1)
         n, d = X.shape
         w = self._check_weight(sample_weight, n)
-        _finite_or_raise(X)
+        check_finite(X)
         decay = self._decay_factor()
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
@@ -589,8 +569,8 @@ class Segmenter:
         """Negative inertia of X under the fitted segments."""
         X = self._check_X_predict(X)
         w = self._check_weight(sample_weight, X.shape[0])
-        _finite_or_raise(X)
+        check_finite(X)
         kern = get_kernels(self.backend, "partial_sums")
         C = self.cluster_centers_.astype(X.dtype, copy=False)
-        _, _, _, inertia = self._full_pass(kern, X, w, C, effective_n_threads(self.n_threads))
+        _, _, _, inertia = _full_pass(kern, X, w, C, effective_n_threads(self.n_threads))
         return -float(inertia)

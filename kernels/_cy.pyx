@@ -7,14 +7,13 @@
 #   everything runs without the GIL; threads come from OpenMP (prange,
 #   schedule="static") when the extension was built with OpenMP.
 #
-# Layout: centroids are transposed and pre-scaled by -2 (ct[d, k] = -2 c[k, d])
-# so that the inner loop runs over centroids and vectorises; the score of
-# centroid k for row x is ||c_k||^2 - 2 x.c_k, and the squared distance is
-# score + ||x||^2 (||x||^2 accumulated in float64).
+# The row-block kernels live in C (simd_assign.h: AVX-512 / AVX2 / generic
+# vectors / plain C, chosen at run time); this module schedules row blocks
+# over OpenMP threads and accumulates the per-centroid partial sums.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, NAN
+from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
@@ -84,78 +83,7 @@ def set_simd_level(name="auto"):
     return prev
 
 
-cdef inline bint _row_finite(const floating* x, Py_ssize_t n_features) noexcept nogil:
-    # x * 0 is 0 for finite x and NaN for NaN / +-inf (no -ffast-math here)
-    cdef floating s = 0
-    cdef Py_ssize_t j
-    for j in range(n_features):
-        s = s + x[j] * 0
-    return s == 0
-
-
-cdef inline double _row_sqnorm(const floating* x, Py_ssize_t n_features) noexcept nogil:
-    cdef double s = 0.0
-    cdef Py_ssize_t j
-    for j in range(n_features):
-        s = s + <double>x[j] * <double>x[j]
-    return s
-
-
-cdef inline void _row_scores(
-    const floating* x,           # IN (D,)
-    const floating* ct,          # IN (D, K): -2 * centroids.T
-    const floating* cnorm,       # IN (K,)
-    floating* scores,            # OUT (K,)
-    Py_ssize_t n_features,
-    Py_ssize_t n_clusters,
-) noexcept nogil:
-    cdef Py_ssize_t j, k
-    cdef floating xv
-    cdef const floating* crow
-    for k in range(n_clusters):
-        scores[k] = cnorm[k]
-    for j in range(n_features):
-        xv = x[j]
-        crow = ct + j * n_clusters
-        for k in range(n_clusters):
-            scores[k] = scores[k] + xv * crow[k]
-
-
-cdef inline Py_ssize_t _argmin2(
-    const floating* scores, Py_ssize_t n_clusters, floating* best_out, floating* second_out
-) noexcept nogil:
-    # strict "<": ties resolve to the lowest centroid index
-    cdef Py_ssize_t k, best_k = 0
-    cdef floating best = scores[0]
-    cdef floating second = INFINITY
-    cdef floating s
-    for k in range(1, n_clusters):
-        s = scores[k]
-        if s < best:
-            second = best
-            best = s
-            best_k = k
-        elif s < second:
-            second = s
-    best_out[0] = best
-    second_out[0] = second
-    return best_k
-
-
-cdef inline Py_ssize_t _argmin1(const floating* scores, Py_ssize_t n_clusters, floating* best_out) noexcept nogil:
-    cdef Py_ssize_t k, best_k = 0
-    cdef floating best = scores[0]
-    cdef floating s
-    for k in range(1, n_clusters):
-        s = scores[k]
-        if s < best:
-            best = s
-            best_k = k
-    best_out[0] = best
-    return best_k
-
-
-def _assign_simd(
+def _assign_kernel(
     const floating[:, ::1] X,        # IN (N, D)
     const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8): blocked -2 * centroids
     const floating[::1] cnorm,       # IN (Kp,): ||c||^2, +inf for padding
@@ -203,7 +131,7 @@ def _assign_simd(
     return n_invalid
 
 
-def _partial_sums_simd(
+def _partial_sums_kernel(
     const floating[:, ::1] X,        # IN (N, D)
     const double[::1] weights,       # IN (N,) or (0,) when unweighted
     bint use_weights,
@@ -322,8 +250,6 @@ def _minibatch_kernel(
     cdef Py_ssize_t done = 0
     cdef int bad
 
-    if level < 0:
-        raise RuntimeError("the mini-batch kernel needs the SIMD kernels (SEGONE_SIMD=scalar is set)")
     oom_arr = np.zeros(1, dtype=np.int32)
     cdef int[::1] oom = oom_arr
     with nogil:
@@ -521,133 +447,10 @@ def count_distinct_per_group(const long long[::1] codes, const long long[::1] va
     return out_arr
 
 
-def _assign_kernel(
-    const floating[:, ::1] X,        # IN (N, D)
-    const floating[:, ::1] ct,       # IN (D, K)
-    const floating[::1] cnorm,       # IN (K,)
-    int[::1] labels,                 # OUT (N,)
-    floating[::1] distance,          # OUT (N,)
-    floating[::1] margin,            # OUT (N,) or (0,) when not wanted
-    bint want_margin,
-    int n_threads,
-):
-    cdef Py_ssize_t n_samples = X.shape[0]
-    cdef Py_ssize_t n_features = X.shape[1]
-    cdef Py_ssize_t n_clusters = ct.shape[1]
-    cdef Py_ssize_t n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
-    cdef Py_ssize_t b, i, start, stop, best_k
-    cdef floating best, second
-    cdef double d
-    cdef floating* scores
-    cdef Py_ssize_t n_invalid = 0
-
-    if n_samples == 0:
-        return 0
-    oom_arr = np.zeros(1, dtype=np.int32)
-    cdef int[::1] oom = oom_arr
-    with nogil, parallel(num_threads=n_threads):
-        scores = <floating*> malloc(n_clusters * sizeof(floating))
-        for b in prange(n_blocks, schedule="static"):
-            if scores == NULL:  # out of memory: flagged, raised after the parallel region
-                oom[0] = 1
-                continue
-            # assigned here so that Cython makes them thread-private (they are
-            # otherwise only written through pointers)
-            best = 0
-            second = 0
-            start = b * ASSIGN_BLOCK
-            stop = start + ASSIGN_BLOCK
-            if stop > n_samples:
-                stop = n_samples
-            for i in range(start, stop):
-                if not _row_finite(&X[i, 0], n_features):
-                    labels[i] = -1
-                    distance[i] = NAN
-                    if want_margin:
-                        margin[i] = NAN
-                    n_invalid += 1
-                    continue
-                _row_scores(&X[i, 0], &ct[0, 0], &cnorm[0], scores, n_features, n_clusters)
-                if want_margin:
-                    best_k = _argmin2(scores, n_clusters, &best, &second)
-                    margin[i] = second - best
-                else:
-                    best_k = _argmin1(scores, n_clusters, &best)
-                labels[i] = <int> best_k
-                d = <double> best + _row_sqnorm(&X[i, 0], n_features)
-                distance[i] = <floating> (d if d > 0.0 else 0.0)
-        free(scores)
-    if oom[0]:
-        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
-    return n_invalid
-
-
-def _partial_sums_kernel(
-    const floating[:, ::1] X,        # IN (N, D)
-    const double[::1] weights,       # IN (N,) or (0,) when unweighted
-    bint use_weights,
-    const floating[:, ::1] ct,       # IN (D, K)
-    const floating[::1] cnorm,       # IN (K,)
-    int[::1] labels,                 # OUT (N,)
-    double[:, :, ::1] psums,         # OUT (n_chunks, K, D) per-chunk sums
-    double[:, ::1] pcounts,          # OUT (n_chunks, K)
-    double[::1] pinertia,            # OUT (n_chunks,)
-    Py_ssize_t chunk_rows,
-    int n_threads,
-):
-    cdef Py_ssize_t n_samples = X.shape[0]
-    cdef Py_ssize_t n_features = X.shape[1]
-    cdef Py_ssize_t n_clusters = ct.shape[1]
-    cdef Py_ssize_t n_chunks = psums.shape[0]
-    cdef Py_ssize_t c, i, j, start, stop, best_k
-    cdef floating best
-    cdef double d, w, inert
-    cdef floating* scores
-    cdef Py_ssize_t n_invalid = 0
-
-    if n_samples == 0:
-        return 0
-    oom_arr = np.zeros(1, dtype=np.int32)
-    cdef int[::1] oom = oom_arr
-    with nogil, parallel(num_threads=n_threads):
-        scores = <floating*> malloc(n_clusters * sizeof(floating))
-        for c in prange(n_chunks, schedule="static"):
-            if scores == NULL:  # out of memory: flagged, raised after the parallel region
-                oom[0] = 1
-                continue
-            best = 0  # thread-private (see _assign_kernel)
-            start = c * chunk_rows
-            stop = start + chunk_rows
-            if stop > n_samples:
-                stop = n_samples
-            inert = 0.0
-            for i in range(start, stop):
-                if not _row_finite(&X[i, 0], n_features):
-                    labels[i] = -1
-                    n_invalid += 1
-                    continue
-                _row_scores(&X[i, 0], &ct[0, 0], &cnorm[0], scores, n_features, n_clusters)
-                best_k = _argmin1(scores, n_clusters, &best)
-                labels[i] = <int> best_k
-                w = weights[i] if use_weights else 1.0
-                d = <double> best + _row_sqnorm(&X[i, 0], n_features)
-                if d < 0.0:
-                    d = 0.0
-                inert = inert + w * d
-                pcounts[c, best_k] += w
-                for j in range(n_features):
-                    psums[c, best_k, j] += w * <double> X[i, j]
-            pinertia[c] = inert
-        free(scores)
-    if oom[0]:
-        raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
-    return n_invalid
-
-
 # ---------------------------------------------------------------------------
 # Python-level entry points (same signature as kernels/reference.py)
 
-from segone.kernels._common import merge_partials, partial_buffers, prepare_blocked, prepare_centroids
+from segone.kernels._common import chunk_plan, merge_partials, minibatch_scratch, partial_buffers, prepare_blocked
 
 import os as _os
 
@@ -659,43 +462,28 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=1):
     """Nearest-centroid assignment; see ``segone.kernels.reference.assign``."""
     want = margin is not None
     m = margin if want else np.empty(0, dtype=X.dtype)
-    if _LEVEL >= 0:
-        c2b, cnorm, _ = prepare_blocked(centroids)
-        return int(_assign_simd(X, c2b, cnorm, labels, distance, m, want, int(n_threads)))
-    ct, cnorm = prepare_centroids(centroids)
-    return int(_assign_kernel(X, ct, cnorm, labels, distance, m, want, int(n_threads)))
+    c2b, cnorm, _ = prepare_blocked(centroids)
+    return int(_assign_kernel(X, c2b, cnorm, labels, distance, m, want, int(n_threads)))
 
 
-def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, n_threads=1):
+def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=1):
     """One Lloyd pass; see ``segone.kernels.reference.partial_sums``."""
     n, d = X.shape
     k = centroids.shape[0]
-    n_chunks = -(-n // chunk_rows) if n else 0
+    chunk_rows, n_chunks = chunk_plan(n, k, d)
     psums, pcounts, pinertia = partial_buffers(n_chunks, k, d)
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
-    if _LEVEL >= 0:
-        c2b, cnorm, _ = prepare_blocked(centroids)
-        n_invalid = _partial_sums_simd(
-            X, w, use_w, c2b, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
-        )
-    else:
-        ct, cnorm = prepare_centroids(centroids)
-        n_invalid = _partial_sums_kernel(
-            X, w, use_w, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
-        )
+    c2b, cnorm, _ = prepare_blocked(centroids)
+    n_invalid = _partial_sums_kernel(
+        X, w, use_w, c2b, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
+    )
     inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
     return inertia, int(n_invalid)
 
 
 def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1):
     """Run the mini-batch steps of ``idx`` (S, B); see ``segone.kernels.reference.minibatch``."""
-    from segone.kernels._common import minibatch_scratch
-
-    if _LEVEL < 0:  # plain-loop build or SEGONE_SIMD=scalar: the portable oracle
-        from segone.kernels import reference
-
-        return reference.minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia)
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
     sc = minibatch_scratch(X, idx.shape[1], centers.shape[0])

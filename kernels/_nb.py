@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from segone.kernels._common import chunk_plan, merge_partials, partial_buffers, prepare_centroids  # noqa: F401
+from segone.kernels._common import chunk_plan, merge_partials, partial_buffers, prepare_centroids
 
 # reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -312,12 +312,12 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=1):
         numba.set_num_threads(prev)
 
 
-def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, n_threads=1):
+def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=1):
     """One Lloyd pass; see ``segone.kernels.reference.partial_sums``."""
     n, d = X.shape
     k = centroids.shape[0]
     ct, cnorm = prepare_centroids(centroids)
-    n_chunks = -(-n // chunk_rows) if n else 0
+    chunk_rows, n_chunks = chunk_plan(n, k, d)
     psums, pcounts, pinertia = partial_buffers(n_chunks, k, d)
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)

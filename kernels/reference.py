@@ -60,7 +60,7 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=None):
     return n_invalid
 
 
-def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, n_threads=None):
+def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=None):
     """One Lloyd pass: assign every row and accumulate per-centroid sums.
 
     Parameters
@@ -71,7 +71,6 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, chunk_rows, 
     labels : (N,) int32                            # OUT, -1 for invalid rows
     sums : (K, D) float64                          # OUT, weighted sum of member rows
     counts : (K,) float64                          # OUT, weighted member count
-    chunk_rows : int                               # rows per partial-sum chunk (ignored)
     n_threads : ignored
 
     Returns

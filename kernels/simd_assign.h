@@ -8,9 +8,10 @@
  *   level 1  AVX2+FMA  ( 8 float / 4 double lanes, 1 x 8 register block)
  *   level 0  generic   (16-byte vectors: SSE2 on x86-64, NEON on arm64)
  *
+ * level -1 plain C (scalar_assign_impl.h), every compiler
+ *
  * Compilers without GCC/Clang vector extensions and __builtin_convertvector
- * (MSVC, GCC < 9) get SG_SIMD_AVAILABLE 0 and the Cython code falls back to
- * its scalar loops.  The in-register transpose needs __builtin_shufflevector
+ * (MSVC, GCC < 9) get SG_SIMD_AVAILABLE 0 and run the plain-C variant.  The in-register transpose needs __builtin_shufflevector
  * (GCC >= 12, Clang); otherwise the group is transposed with scalar copies.
  */
 #ifndef SEGONE_SIMD_ASSIGN_H
@@ -28,6 +29,18 @@
 #define SG_GROUP_MAX 32
 /* centroids are padded to a multiple of this */
 #define SG_KC_PAD 8
+
+/* ---- plain C (level -1), every compiler ---- */
+#define FT float
+#define SUFFIX f32
+#include "scalar_assign_impl.h"
+#undef FT
+#undef SUFFIX
+#define FT double
+#define SUFFIX f64
+#include "scalar_assign_impl.h"
+#undef FT
+#undef SUFFIX
 
 #if defined(__GNUC__) && defined(__has_builtin) && !defined(SEGONE_NO_SIMD)
 #if __has_builtin(__builtin_convertvector)
@@ -145,6 +158,7 @@ static Py_ssize_t sg_assign_rows_f32(int level, const float *X, Py_ssize_t n, Py
                                      const float *c2b, const float *cnorm, Py_ssize_t kp,
                                      int *labels, float *dist, float *margin, float *buf)
 {
+    if (level < 0) return sg_assign_rows_scalar_f32(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
 #if SG_X86
     if (level >= 2) return sg_assign_rows_f32_avx512(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
     if (level == 1) return sg_assign_rows_f32_avx2(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
@@ -156,6 +170,7 @@ static Py_ssize_t sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, P
                                      const double *c2b, const double *cnorm, Py_ssize_t kp,
                                      int *labels, double *dist, double *margin, double *buf)
 {
+    if (level < 0) return sg_assign_rows_scalar_f64(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
 #if SG_X86
     if (level >= 2) return sg_assign_rows_f64_avx512(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
     if (level == 1) return sg_assign_rows_f64_avx2(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
@@ -163,17 +178,23 @@ static Py_ssize_t sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, P
     return sg_assign_rows_f64_generic(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
 }
 
-#else /* no vector extensions */
+#else /* no vector extensions: every level runs the plain-C variant */
 #define SG_SIMD_AVAILABLE 0
 static int sg_cpu_level(void) { return -1; }
 static Py_ssize_t sg_assign_rows_f32(int level, const float *X, Py_ssize_t n, Py_ssize_t d,
                                      const float *c2b, const float *cnorm, Py_ssize_t kp,
                                      int *labels, float *dist, float *margin, float *buf)
-{ return -1; }
+{
+    (void)level;
+    return sg_assign_rows_scalar_f32(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+}
 static Py_ssize_t sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, Py_ssize_t d,
                                      const double *c2b, const double *cnorm, Py_ssize_t kp,
                                      int *labels, double *dist, double *margin, double *buf)
-{ return -1; }
+{
+    (void)level;
+    return sg_assign_rows_scalar_f64(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+}
 #endif
 
 /* software prefetch for the latency-bound row gathers of the mini-batch kernel */

@@ -236,8 +236,7 @@ def run_partial(mod, X, w, C, n_threads=2):
     labels = np.empty(n, dtype=np.int32)
     sums = np.empty((k, d))
     counts = np.empty(k)
-    chunk_rows, _ = _common.chunk_plan(n, k, d)
-    inertia, n_invalid = mod.partial_sums(X, w, C, labels, sums, counts, chunk_rows, n_threads)
+    inertia, n_invalid = mod.partial_sums(X, w, C, labels, sums, counts, n_threads)
     return labels, sums, counts, inertia, n_invalid
 
 

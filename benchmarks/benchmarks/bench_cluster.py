@@ -3,7 +3,6 @@
 import numpy as np
 
 import segone
-from segone.kernels import _common
 
 from .common import THREADS, blobs, inertia64, scaled
 
@@ -59,8 +58,7 @@ class RefinePass:
         self.labels = np.empty(n, np.int32)
         self.sums = np.empty((k, d))
         self.counts = np.empty(k)
-        self.chunk_rows, _ = _common.chunk_plan(n, k, d)
-        self.kern.partial_sums(self.X[:1000], None, self.C, self.labels[:1000], self.sums, self.counts, 1000, THREADS)
+        self.kern.partial_sums(self.X[:1000], None, self.C, self.labels[:1000], self.sums, self.counts, THREADS)
 
     def time_partial_sums(self, backend, k):
-        self.kern.partial_sums(self.X, None, self.C, self.labels, self.sums, self.counts, self.chunk_rows, THREADS)
+        self.kern.partial_sums(self.X, None, self.C, self.labels, self.sums, self.counts, THREADS)
