@@ -76,68 +76,69 @@ def _second_min(s, skip):
     return m2
 
 
+@njit(**_jit)
+def _assign_rows(X, start, stop, ct, cnorm, labels, distance, margin, want_margin, sc):
+    """Serial assignment of rows [start, stop): the row kernel every Numba kernel shares.
+    Writes labels (-1 for NaN / inf rows), squared distances and margins; returns the invalid count."""
+    n_invalid = 0
+    for i0 in range(start, stop, ROWS):
+        rr = min(ROWS, stop - i0)
+        _block_scores(X, i0, rr, ct, cnorm, sc)
+        for r in range(rr):
+            i = i0 + r
+            if not _row_finite(X, i):
+                labels[i] = -1
+                distance[i] = np.nan
+                if want_margin:
+                    margin[i] = np.nan
+                n_invalid += 1
+                continue
+            s = sc[r]
+            best_k, best = _argmin_first(s)
+            labels[i] = best_k
+            if want_margin:
+                margin[i] = _second_min(s, best_k) - best
+            d = np.float64(best) + _row_sqnorm(X, i)
+            distance[i] = d if d > 0.0 else 0.0
+    return n_invalid
+
+
 @njit(parallel=True, **_jit)
 def _assign_kernel(X, ct, cnorm, labels, distance, margin, want_margin):
     n_samples = X.shape[0]
-    n_clusters = ct.shape[1]
     n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
     invalid = np.zeros(n_blocks, dtype=np.int64)
     for b in prange(n_blocks):
-        sc = np.empty((ROWS, n_clusters), dtype=X.dtype)
+        sc = np.empty((ROWS, ct.shape[1]), dtype=X.dtype)
         start = b * ASSIGN_BLOCK
         stop = min(start + ASSIGN_BLOCK, n_samples)
-        for i0 in range(start, stop, ROWS):
-            rr = min(ROWS, stop - i0)
-            _block_scores(X, i0, rr, ct, cnorm, sc)
-            for r in range(rr):
-                i = i0 + r
-                if not _row_finite(X, i):
-                    labels[i] = -1
-                    distance[i] = np.nan
-                    if want_margin:
-                        margin[i] = np.nan
-                    invalid[b] += 1
-                    continue
-                s = sc[r]
-                best_k, best = _argmin_first(s)
-                labels[i] = best_k
-                if want_margin:
-                    margin[i] = _second_min(s, best_k) - best
-                d = np.float64(best) + _row_sqnorm(X, i)
-                distance[i] = d if d > 0.0 else 0.0
+        invalid[b] = _assign_rows(X, start, stop, ct, cnorm, labels, distance, margin, want_margin, sc)
     return invalid.sum()
 
 
 @njit(parallel=True, **_jit)
 def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows):
     n_samples, n_features = X.shape
-    n_clusters = ct.shape[1]
     n_chunks = psums.shape[0]
     invalid = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
-        sc = np.empty((ROWS, n_clusters), dtype=X.dtype)
+        sc = np.empty((ROWS, ct.shape[1]), dtype=X.dtype)
+        dist = np.empty(chunk_rows, dtype=np.float64)
         start = c * chunk_rows
         stop = min(start + chunk_rows, n_samples)
+        # rows are assigned in place, distances go to a chunk-local buffer
+        # (offset by start); then the chunk accumulates its members
+        invalid[c] = _assign_rows(X[start:stop], 0, stop - start, ct, cnorm, labels[start:stop], dist, dist, False, sc)
         inert = 0.0
-        for i0 in range(start, stop, ROWS):
-            rr = min(ROWS, stop - i0)
-            _block_scores(X, i0, rr, ct, cnorm, sc)
-            for r in range(rr):
-                i = i0 + r
-                if not _row_finite(X, i):
-                    labels[i] = -1
-                    invalid[c] += 1
-                    continue
-                best_k, best = _argmin_first(sc[r])
-                labels[i] = best_k
-                w = weights[i] if use_weights else 1.0
-                d = np.float64(best) + _row_sqnorm(X, i)
-                if d < 0.0:
-                    d = 0.0
-                inert += w * d
-                pcounts[c, best_k] += w
-                for j in range(n_features):
-                    psums[c, best_k, j] += w * np.float64(X[i, j])
+        for i in range(start, stop):
+            best_k = labels[i]
+            if best_k < 0:
+                continue
+            w = weights[i] if use_weights else 1.0
+            inert += w * dist[i - start]
+            pcounts[c, best_k] += w
+            for j in range(n_features):
+                psums[c, best_k, j] += w * np.float64(X[i, j])
         pinertia[c] = inert
     return invalid.sum()
 
@@ -148,7 +149,7 @@ def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batc
     k, d = centers.shape
     xb = np.empty((bs, d), dtype=X.dtype)
     sc = np.empty((ROWS, k), dtype=X.dtype)
-    lab = np.empty(bs, dtype=np.int64)
+    lab = np.empty(bs, dtype=np.int32)
     dist = np.empty(bs, dtype=np.float64)
     sums = np.empty((k, d))
     counts = np.empty(k)
@@ -169,18 +170,7 @@ def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batc
             row = idx[s, r]
             for j in range(d):
                 xb[r, j] = X[row, j]
-        bad = False
-        for i0 in range(0, bs, ROWS):
-            rr = min(ROWS, bs - i0)
-            _block_scores(xb, i0, rr, ct, cnorm, sc)
-            for r in range(rr):
-                if not _row_finite(xb, i0 + r):
-                    bad = True
-                best_k, best = _argmin_first(sc[r])
-                lab[i0 + r] = best_k
-                dd = np.float64(best) + _row_sqnorm(xb, i0 + r)
-                dist[i0 + r] = dd if dd > 0.0 else 0.0
-        if bad:
+        if _assign_rows(xb, 0, bs, ct, cnorm, lab, dist, dist, False, sc) > 0:
             status = 4
             break
         sums[:, :] = 0.0
