@@ -103,6 +103,17 @@ def check_finite(X, name="X"):
         )
 
 
+def check_finite_column(values, where, fix):
+    """Raise DataError naming the rows (and values) of a 1-D column that are NaN or infinite."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DataError(
+            f"{where}: {rows.size} NaN or infinite values (first rows: {examples(rows)}, "
+            f"values: {examples(values[rows])}); {fix}"
+        )
+
+
 def check_int(value, name, *, low=None, high=None, allow_none=False):
     if value is None and allow_none:
         return None

@@ -543,6 +543,28 @@ class Segmenter:
         self.counts_ = self._totals.copy()
         return self
 
+    def reorder_clusters(self, order):
+        """Renumber the segments: new segment ``i`` is old segment ``order[i]``.
+
+        Every per-segment fitted attribute (centroids, ``counts_``, the
+        mini-batch weights used by ``partial_fit``) and ``labels_`` follow, so
+        the model stays consistent.  Returns self.
+        """
+        self._check_fitted()
+        k = self.cluster_centers_.shape[0]
+        order = np.asarray(order)
+        if order.shape != (k,) or not np.array_equal(np.sort(order), np.arange(k)):
+            raise ParameterError(f"order must be a permutation of 0..{k - 1}, got {order.tolist()[:10]}.")
+        self.cluster_centers_ = np.ascontiguousarray(self.cluster_centers_[order])
+        for name in ("counts_", "_totals"):
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name)[order])
+        if hasattr(self, "labels_"):
+            new_id = np.empty(k, dtype=np.int32)
+            new_id[order] = np.arange(k, dtype=np.int32)
+            self.labels_ = np.where(self.labels_ >= 0, new_id[np.maximum(self.labels_, 0)], -1).astype(np.int32)
+        return self
+
     def predict(self, X):
         """Index of the nearest segment for every row (int32)."""
         X = self._check_X_predict(X)
@@ -569,8 +591,7 @@ class Segmenter:
         """Negative inertia of X under the fitted segments."""
         X = self._check_X_predict(X)
         w = self._check_weight(sample_weight, X.shape[0])
-        check_finite(X)
-        kern = get_kernels(self.backend, "partial_sums")
+        kern = get_kernels(self.backend, "partial_sums")  # the pass names any NaN / inf rows
         C = self.cluster_centers_.astype(X.dtype, copy=False)
         _, _, _, inertia = _full_pass(kern, X, w, C, effective_n_threads(self.n_threads))
         return -float(inertia)

@@ -1,7 +1,6 @@
 """The end-to-end job: events -> profiles -> features -> segments -> outputs."""
 
 import datetime as _dt
-import json
 import os
 import platform
 import time
@@ -198,14 +197,10 @@ def run(
     log(f"segments: k={clusters}, inertia {seg.inertia_:.6g} in {timings['segment']:.2f}s")
 
     # order segments by size (largest first) so ids read naturally
-    order = np.argsort(-np.bincount(seg.labels_, minlength=clusters), kind="stable")
-    seg.cluster_centers_ = np.ascontiguousarray(seg.cluster_centers_[order])
-    seg.counts_ = seg.counts_[order]
-    seg._totals = seg._totals[order]  # per-centroid weights follow the new order (partial_fit uses them)
+    seg.reorder_clusters(np.argsort(-np.bincount(seg.labels_, minlength=clusters), kind="stable"))
 
     t = time.perf_counter()
     res = assign(X, seg.cluster_centers_, margin=True, backend=backend, n_threads=n_threads)
-    seg.labels_ = res.labels
     timings["assign"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -265,8 +260,3 @@ def run(
         write_json(run_info, os.path.join(tmp, "run.json"))
     log(f"wrote {out} in {timings['write']:.2f}s (total {timings['total']:.2f}s)")
     return RunResult(os.path.abspath(os.fspath(out)), assignments, segments, run_info, seg, scorer)
-
-
-def load_run_summary(out):
-    with open(os.path.join(os.fspath(out), "run.json")) as f:
-        return json.load(f)

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from segone._backend import get_kernels
 from segone._threads import effective_n_threads
-from segone._validation import check_int
+from segone._validation import check_finite_column, check_int
 from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
 from segone.io import read_table
 
@@ -223,13 +223,7 @@ def build_profiles_with_summary(
             "fill them (e.g. with 0) or drop those rows."
         )
     amount = np.asarray(pc.cast(amount_col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    bad = ~np.isfinite(amount)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise DataError(
-            f"transactions.{acol}: {rows.size} NaN or infinite amounts (first rows: {examples(rows)}, "
-            f"values: {examples(amount[rows])}); fix or drop those rows."
-        )
+    check_finite_column(amount, f"transactions.{acol} (amounts)", "fix or drop those rows.")
 
     ev = None
     if events is not None:

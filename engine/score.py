@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segone._validation import check_float
-from segone.errors import DataError, NotFittedError, ParameterError, SchemaError, examples
+from segone._validation import check_finite_column, check_float
+from segone.errors import NotFittedError, ParameterError, SchemaError
 from segone.io import read_table
 
 LOG_FEATURES = ("orders", "purchase_days", "spend_total", "spend_mean", "recency_days", "tenure_days")
@@ -175,13 +175,7 @@ class FeatureScorer:
                 nulls[:, j] = pc.is_null(col).to_numpy(zero_copy_only=False)
                 col = pc.fill_null(col, 0)
             v = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-            bad = ~np.isfinite(v)
-            if bad.any():
-                rows = np.flatnonzero(bad)
-                raise DataError(
-                    f"feature column {name!r} has {rows.size} NaN or infinite values (first rows: "
-                    f"{examples(rows)}); fix them in the profile."
-                )
+            check_finite_column(v, f"feature column {name!r}", "fix them in the profile.")
             if tr == "log1p":
                 v = np.log1p(np.maximum(v, 0.0))
             V[:, j] = v
@@ -190,11 +184,6 @@ class FeatureScorer:
     @staticmethod
     def _never(name):
         return name in NEVER_FILLED or name.startswith("days_since_")
-
-    def _fill(self, V, nulls, feats, fill):
-        for j in range(V.shape[1]):
-            if nulls[:, j].any():
-                V[nulls[:, j], j] = fill[j]
 
     def partial_state(self, profiles):
         """Statistics of one piece of data (for merging); does not change self."""
@@ -231,17 +220,10 @@ class FeatureScorer:
         self.n_never_ = np.asarray(n_never, dtype=np.float64)
         fill = np.where(np.isfinite(st.max), st.max, 0.0)
         # fold the "never" rows (filled with the max) into the statistics
-        full = ScalerState(len(feats))
-        full.count, full.mean, full.m2, full.max = st.count.copy(), st.mean.copy(), st.m2.copy(), st.max.copy()
-        for j in np.flatnonzero(self.n_never_ > 0):
-            extra = ScalerState(1)
-            extra.count[:] = self.n_never_[j]
-            extra.mean[:] = fill[j]
-            merged = ScalerState(1)
-            one = ScalerState(1)
-            one.count[:], one.mean[:], one.m2[:], one.max[:] = st.count[j], st.mean[j], st.m2[j], st.max[j]
-            merged = one.merge(extra)
-            full.count[j], full.mean[j], full.m2[j] = merged.count[0], merged.mean[0], merged.m2[0]
+        extra = ScalerState(len(feats))
+        extra.count[:] = self.n_never_
+        extra.mean[:] = fill
+        full = st.merge(extra)
         self.fill_ = fill
         self.mean_ = full.mean
         std = full.std

@@ -98,10 +98,6 @@ class SyntheticData:
     customers: pa.Table
     truth: pa.Table
 
-    @property
-    def n_segments(self):
-        return len(SEGMENTS)
-
 
 def _expected_orders_per_customer():
     tot = 0.0

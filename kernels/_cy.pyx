@@ -83,6 +83,17 @@ def set_simd_level(name="auto"):
     return prev
 
 
+cdef inline Py_ssize_t _assign_rows(
+    int level, const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* c2b, const floating* cnorm,
+    Py_ssize_t kp, int* labels, floating* dist, floating* margin, floating* buf,
+) noexcept nogil:
+    """The C row kernel of the float type at hand (simd_assign.h); returns the invalid-row count."""
+    if floating is float:
+        return sg_assign_rows_f32(level, X, n, d, c2b, cnorm, kp, labels, dist, margin, buf)
+    else:
+        return sg_assign_rows_f64(level, X, n, d, c2b, cnorm, kp, labels, dist, margin, buf)
+
+
 def _assign_kernel(
     const floating[:, ::1] X,        # IN (N, D)
     const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8): blocked -2 * centroids
@@ -97,7 +108,7 @@ def _assign_kernel(
     cdef Py_ssize_t n_features = X.shape[1]
     cdef Py_ssize_t kp = cnorm.shape[0]
     cdef Py_ssize_t n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
-    cdef Py_ssize_t b, start, stop, inv
+    cdef Py_ssize_t b, start, stop
     cdef floating* buf
     cdef floating* mp
     cdef Py_ssize_t n_invalid = 0
@@ -118,13 +129,8 @@ def _assign_kernel(
             if stop > n_samples:
                 stop = n_samples
             mp = &margin[start] if want_margin else NULL
-            if floating is float:
-                inv = sg_assign_rows_f32(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0],
-                                         &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
-            else:
-                inv = sg_assign_rows_f64(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0],
-                                         &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
-            n_invalid += inv
+            n_invalid += _assign_rows(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0],
+                                      &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
         free(buf)
     if oom[0]:
         raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
@@ -176,12 +182,8 @@ def _partial_sums_kernel(
                 s1 = s0 + ASSIGN_BLOCK
                 if s1 > stop:
                     s1 = stop
-                if floating is float:
-                    n_invalid += sg_assign_rows_f32(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0],
-                                                    &cnorm[0], kp, &labels[s0], dst, NULL, buf)
-                else:
-                    n_invalid += sg_assign_rows_f64(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0],
-                                                    &cnorm[0], kp, &labels[s0], dst, NULL, buf)
+                n_invalid += _assign_rows(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0],
+                                          &cnorm[0], kp, &labels[s0], dst, NULL, buf)
                 for i in range(s0, s1):
                     lab = labels[i]
                     if lab < 0:
@@ -290,12 +292,8 @@ def _minibatch_kernel(
                     if s + 1 < n_steps:
                         for r in range(r0, r1):
                             sg_prefetch(&X[idx[s + 1, r], 0])
-                    if floating is float:
-                        sg_assign_rows_f32(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
-                                           &lab[r0], &dist[r0], NULL, buf)
-                    else:
-                        sg_assign_rows_f64(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
-                                           &lab[r0], &dist[r0], NULL, buf)
+                    _assign_rows(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
+                                 &lab[r0], &dist[r0], NULL, buf)
                     # per-block partial sums (merged below in block order: the
                     # result does not depend on the number of threads)
                     for c in range(k):

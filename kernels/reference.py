@@ -80,7 +80,6 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=No
         and the number of rows holding NaN or infinity (skipped).
     """
     n, d = X.shape
-    k = centroids.shape[0]
     dist = np.empty(n, dtype=X.dtype)
     n_invalid = assign(X, centroids, labels, dist, None)
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)

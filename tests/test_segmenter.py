@@ -220,3 +220,20 @@ def test_partial_fit_after_fit_and_backends_agree():
         seg.partial_fit(X[:1000])
         fits.append(seg)
     np.testing.assert_allclose(fits[0].cluster_centers_, fits[1].cluster_centers_, rtol=1e-5, atol=1e-5)
+
+
+def test_reorder_clusters_keeps_the_model_consistent():
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(c, 0.1, size=(n, 2)) for c, n in ((0, 50), (5, 200), (10, 100))])
+    seg = Segmenter(3, random_state=0).fit(X)
+    before = seg.predict(X)
+    order = np.argsort(-seg.counts_)
+    counts, totals = seg.counts_.copy(), seg._totals.copy()
+    seg.reorder_clusters(order)
+    np.testing.assert_array_equal(seg.counts_, counts[order])
+    np.testing.assert_array_equal(seg._totals, totals[order])
+    np.testing.assert_array_equal(seg.predict(X), seg.labels_)
+    np.testing.assert_array_equal(order[seg.labels_], before)
+    assert (np.diff(np.bincount(seg.labels_)) <= 0).all()
+    with pytest.raises(ParameterError, match="permutation"):
+        seg.reorder_clusters([0, 0, 1])

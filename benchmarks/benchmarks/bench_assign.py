@@ -3,9 +3,7 @@
 import os
 import subprocess
 import sys
-import time
 
-import numpy as np
 
 import segone
 

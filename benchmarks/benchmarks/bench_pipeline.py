@@ -3,7 +3,6 @@
 import shutil
 import tempfile
 
-import numpy as np
 
 import segone
 from segone.synth import SEGMENTS, write_dataset
