@@ -291,9 +291,6 @@ def test_chunk_plan_is_thread_independent_and_bounded():
             assert chunks * k * (d + 2) <= max(_common.MAX_PARTIAL_VALUES, 64 * k * (d + 2))
 
 
-def test_openmp_flag_reported():
-    assert isinstance(_cy.openmp_enabled(), bool)
-
 
 # ------------------------------------------------------------- mini-batch steps
 def run_minibatch(mod, X, w, idx, C0, ratio=0.0, max_no_improve=None, tol=0.0, n_threads=2):
