@@ -18,7 +18,7 @@ _MODULES = {"cython": "segone.kernels._cy", "numba": "segone.kernels._nb", "refe
 _AUTO_ORDER = {
     "assign": ("cython", "numba"),
     "partial_sums": ("cython", "numba"),
-    # count_distinct_per_group: 0.62 s (cython) vs 0.54 s (numba) on 20M rows / 1M groups,
+    # profile_pass: 0.78 s (cython) vs 0.82 s (numba) on 20.6M rows / 1M customers,
     # within noise; cython needs no JIT compile on first use
     "group": ("cython", "numba"),
 }

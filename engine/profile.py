@@ -168,16 +168,41 @@ def _drop_null_keys(table, id_col, ts_col, where, summary):
     return table.filter(mask) if mask is not None else table
 
 
-def _group_max(codes, values, n, fill):
-    out = np.full(n, fill, dtype=values.dtype)
-    np.maximum.at(out, codes, values)
-    return out
+def _factorize(parts):
+    """Customer ids of several inputs -> (sorted unique ids, int64 codes per input).
 
-
-def _group_min(codes, values, n, fill):
-    out = np.full(n, fill, dtype=values.dtype)
-    np.minimum.at(out, codes, values)
-    return out
+    Integer ids that are dense enough (the common case: surrogate keys) are
+    ranked through a presence table in O(rows + span) without hashing;
+    other ids go through one Arrow hash pass (dictionary_encode over all
+    inputs, whose chunks share one dictionary), then the dictionary is sorted.
+    """
+    lengths = [len(p) for p in parts]
+    total = sum(lengths)
+    id_type = parts[0].type
+    if total and pa.types.is_integer(id_type):
+        arrs = [np.asarray(p.to_numpy(), dtype=np.int64) for p in parts]
+        lo = min(int(a.min()) for a in arrs if a.size)
+        hi = max(int(a.max()) for a in arrs if a.size)
+        span = hi - lo + 1
+        if 0 < span <= 4 * total + (1 << 20):
+            present = np.zeros(span, dtype=bool)
+            for a in arrs:
+                present[a - lo] = True
+            rank = np.cumsum(present, dtype=np.int64) - 1
+            uniq = pa.array(np.flatnonzero(present) + lo, type=pa.int64())
+            return uniq, [rank[a - lo] for a in arrs]
+    chunks = [c for p in parts for c in p.chunks]
+    enc = pc.dictionary_encode(pa.chunked_array(chunks, type=id_type))
+    if enc.num_chunks == 0:
+        return pa.array([], type=id_type), [np.empty(0, dtype=np.int64) for _ in parts]
+    dictionary = enc.chunk(0).dictionary
+    order = pc.sort_indices(dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    idx = np.concatenate([c.indices.to_numpy(zero_copy_only=False).astype(np.int64) for c in enc.chunks])
+    codes = rank[idx]
+    bounds = np.cumsum([0] + lengths)
+    return pc.take(dictionary, pa.array(order)), [codes[bounds[i]:bounds[i + 1]] for i in range(len(parts))]
 
 
 def build_profiles_with_summary(
@@ -270,139 +295,126 @@ def build_profiles_with_summary(
                     "customer ids must have the same type in every input."
                 )
             parts.append(other.column(cid))
-    all_ids = pa.chunked_array([c for p in parts for c in p.chunks], type=id_type)
-    uniq = pc.unique(all_ids)
-    uniq = pc.take(uniq, pc.sort_indices(uniq))
+    uniq, part_codes = _factorize(parts)
     n = len(uniq)
     if n == 0:
         raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps.")
+    codes = part_codes.pop(0)
+    ecodes = part_codes.pop(0) if ev is not None else None
+    acodes = part_codes.pop(0) if attrs is not None else None
     keep = ts <= as_of_us
     n_late = int((~keep).sum())
     summary["excluded_after_as_of"]["transactions"] = n_late
     if n_late:
         tx = tx.filter(pa.array(keep))
-        ts, amount = ts[keep], amount[keep]
+        ts, amount, codes = ts[keep], amount[keep], codes[keep]
     if drop_returns:
         neg = amount < 0
         if neg.any():
             summary["dropped"]["transactions: negative amount (drop_returns=True)"] = int(neg.sum())
             tx = tx.filter(pa.array(~neg))
-            ts, amount = ts[~neg], amount[~neg]
+            ts, amount, codes = ts[~neg], amount[~neg], codes[~neg]
     summary["returns"] = int((amount < 0).sum())
     if ev is not None:
         ekeep = ev_ts <= as_of_us
         summary["excluded_after_as_of"]["events"] = int((~ekeep).sum())
         if not ekeep.all():
             ev = ev.filter(pa.array(ekeep))
-            ev_ts = ev_ts[ekeep]
+            ev_ts, ecodes = ev_ts[ekeep], ecodes[ekeep]
 
-
-    def codes_of(col):
-        return pc.index_in(col, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-    codes = codes_of(tx.column(cid))
-    cols = {"customer_id": uniq}
+    cat = ch = np.empty(0, dtype=np.int32)
+    cat_labels, ch_labels = [], []
+    if roles["category"] in tx.column_names:
+        cat, cat_labels = _codes_and_labels(tx.column(roles["category"]), f"transactions.{roles['category']}")
+    if roles["channel"] in tx.column_names:
+        ch, ch_labels = _codes_and_labels(tx.column(roles["channel"]), f"transactions.{roles['channel']}")
+    kern = get_kernels(backend, "group")
+    nt = effective_n_threads(n_threads)
+    starts = np.array([as_of_us - w * US_PER_DAY for w in windows], dtype=np.int64)
+    agg = kern.profile_pass(codes, n, ts, amount, cat, len(cat_labels), ch, len(ch_labels), starts, US_PER_DAY, nt)
 
     # recency, frequency, monetary
-    orders = np.bincount(codes, minlength=n)
+    cols = {"customer_id": uniq}
+    orders = agg["orders"]
     has = orders > 0
-    first = _group_min(codes, ts, n, np.iinfo(np.int64).max)
-    last = _group_max(codes, ts, n, np.iinfo(np.int64).min)
-    spend = np.bincount(codes, weights=amount, minlength=n)
-    spend_max = _group_max(codes, amount, n, -np.inf)
+    first, last = agg["first"], agg["last"]
+    spend = agg["spend"]
     cols["first_purchase"] = pa.array(np.where(has, first, 0), type=pa.timestamp("us", tz="UTC"), mask=~has)
     cols["last_purchase"] = pa.array(np.where(has, last, 0), type=pa.timestamp("us", tz="UTC"), mask=~has)
     cols["recency_days"] = pa.array((as_of_us - last) / US_PER_DAY, mask=~has)
     cols["tenure_days"] = pa.array((as_of_us - first) / US_PER_DAY, mask=~has)
-    cols["orders"] = pa.array(orders.astype(np.int64))
-
-    # distinct purchase days (UTC calendar days) and spend on the first day
-    day = ts // US_PER_DAY
-    # distinct (customer, day) pairs: CSR grouping kernel, not a hash of N pairs
-    purchase_days = get_kernels(backend, "group").count_distinct_per_group(codes, day, n, effective_n_threads(n_threads))
-    cols["purchase_days"] = pa.array(purchase_days.astype(np.int64))
+    cols["orders"] = pa.array(orders)
+    # distinct UTC calendar days with a purchase
+    purchase_days = agg["purchase_days"]
+    cols["purchase_days"] = pa.array(purchase_days)
     cols["spend_total"] = pa.array(spend)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cols["spend_mean"] = pa.array(np.where(has, spend / np.maximum(orders, 1), 0.0))
-    cols["spend_max"] = pa.array(np.where(has, spend_max, 0.0))
-    for w in windows:
-        m = ts > as_of_us - w * US_PER_DAY
-        cols[f"orders_{w}d"] = pa.array(np.bincount(codes[m], minlength=n).astype(np.int64))
-        cols[f"spend_{w}d"] = pa.array(np.bincount(codes[m], weights=amount[m], minlength=n))
+    cols["spend_mean"] = pa.array(np.where(has, spend / np.maximum(orders, 1), 0.0))
+    cols["spend_max"] = pa.array(np.where(has, agg["spend_max"], 0.0))
+    for i, w in enumerate(windows):
+        cols[f"orders_{w}d"] = pa.array(agg["window_orders"][:, i])
+        cols[f"spend_{w}d"] = pa.array(agg["window_spend"][:, i])
 
-    # category spend shares and channel mix
-    pos = np.maximum(amount, 0.0)
-    gross = np.bincount(codes, weights=pos, minlength=n)
-    denom = np.where(gross > 0, gross, 1.0)
-    if roles["category"] in tx.column_names:
-        cat, cat_labels = _codes_and_labels(tx.column(roles["category"]), f"transactions.{roles['category']}")
-        ncat = len(cat_labels)
-        valid = cat >= 0
-        cat_spend = np.bincount(codes[valid] * ncat + cat[valid], weights=pos[valid], minlength=n * ncat).reshape(n, ncat)
-        cat_count = np.bincount(codes[valid] * ncat + cat[valid], minlength=n * ncat).reshape(n, ncat)
+    # category spend shares (of positive spend) and channel mix
+    denom = np.where(agg["gross"] > 0, agg["gross"], 1.0)
+    if cat_labels or roles["category"] in tx.column_names:
+        cat_spend = agg["cat_spend"]
         order = np.argsort(-cat_spend.sum(axis=0), kind="stable")[:top_categories]
         taken = set(cols) | {"share_other"}
         for j in order:
             cols[_unique_name("share_", cat_labels[j], taken)] = pa.array(cat_spend[:, j] / denom)
-        rest = np.setdiff1d(np.arange(ncat), order)
-        other = cat_spend[:, rest].sum(axis=1) + np.bincount(codes[~valid], weights=pos[~valid], minlength=n)
+        rest = np.setdiff1d(np.arange(len(cat_labels)), order)
+        other = cat_spend[:, rest].sum(axis=1) + agg["null_cat_spend"]
         cols["share_other"] = pa.array(other / denom)
-        cols["n_categories"] = pa.array((cat_count > 0).sum(axis=1).astype(np.int64))
+        cols["n_categories"] = pa.array(agg["n_categories"])
         summary["categories"] = [cat_labels[j] for j in order]
-    if roles["channel"] in tx.column_names:
-        ch, ch_labels = _codes_and_labels(tx.column(roles["channel"]), f"transactions.{roles['channel']}")
-        nch = len(ch_labels)
-        valid = ch >= 0
-        ch_count = np.bincount(codes[valid] * nch + ch[valid], minlength=n * nch).reshape(n, nch)
+    if ch_labels:
         taken = set(cols)
         for j, lab in enumerate(ch_labels):
-            cols[_unique_name("channel_", lab, taken)] = pa.array(ch_count[:, j] / np.maximum(orders, 1))
+            cols[_unique_name("channel_", lab, taken)] = pa.array(agg["channel_orders"][:, j] / np.maximum(orders, 1))
 
     # web events
     if ev is not None and ev.num_rows:
-        ecodes = codes_of(ev.column(cid))
         et, e_labels = _codes_and_labels(ev.column(roles["event"]), f"events.{roles['event']}")
+        cnt, lst = kern.event_pass(ecodes, n, ev_ts, et, len(e_labels), nt)
         taken_ev = set(cols)
         for j, lab in enumerate(e_labels):
-            m = et == j
-            cnt = np.bincount(ecodes[m], minlength=n)
-            lst = _group_max(ecodes[m], ev_ts[m], n, np.iinfo(np.int64).min)
             ev_name = _unique_name("events_", lab, taken_ev)
             name = ev_name[len("events_"):]
-            cols[ev_name] = pa.array(cnt.astype(np.int64))
-            cols[f"days_since_{name}"] = pa.array((as_of_us - lst) / US_PER_DAY, mask=cnt == 0)
+            cols[ev_name] = pa.array(cnt[:, j])
+            cols[f"days_since_{name}"] = pa.array((as_of_us - lst[:, j]) / US_PER_DAY, mask=cnt[:, j] == 0)
 
     # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, freq="D")
     as_of_day = as_of_us // US_PER_DAY
-    first_day = first // US_PER_DAY
-    last_day = last // US_PER_DAY
-    on_first = day == first_day[codes]
-    first_day_spend = np.bincount(codes[on_first], weights=amount[on_first], minlength=n)
+    first_day = np.where(has, first // US_PER_DAY, 0)
+    last_day = np.where(has, last // US_PER_DAY, 0)
     freq = np.maximum(purchase_days - 1, 0)
     cols["frequency"] = pa.array(freq.astype(np.float64))
-    cols["recency"] = pa.array(np.where(has, last_day - first_day, 0).astype(np.float64))
+    cols["recency"] = pa.array((last_day - first_day).astype(np.float64))
     cols["T"] = pa.array((as_of_day - first_day).astype(np.float64), mask=~has)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cols["monetary_value"] = pa.array(np.where(freq > 0, (spend - first_day_spend) / np.maximum(freq, 1), 0.0))
+    cols["monetary_value"] = pa.array(
+        np.where(freq > 0, (spend - agg["first_day_spend"]) / np.maximum(freq, 1), 0.0)
+    )
 
     out = pa.table(cols)
 
     # CRM attributes
     if attrs is not None and attrs.num_rows:
-        a_ids = attrs.column(cid)
-        if len(pc.unique(a_ids)) != attrs.num_rows:
-            vc = pc.value_counts(a_ids)
-            dup = [d["values"] for d in vc.filter(pc.greater(vc.field("counts"), 1)).to_pylist()[:5]]
+        per_customer = np.bincount(acodes, minlength=n)
+        if (per_customer > 1).any():
+            dup_codes = np.flatnonzero(per_customer > 1)
+            dup = pc.take(uniq, pa.array(dup_codes[:5])).to_pylist()
             raise DataError(
-                f"attributes.{cid}: {attrs.num_rows - len(pc.unique(a_ids))} duplicate customer ids "
+                f"attributes.{cid}: {int((per_customer[dup_codes] - 1).sum())} duplicate customer ids "
                 f"(e.g. {', '.join(map(repr, dup))}); CRM attributes need one row per customer."
             )
-        pos_in_attrs = pc.index_in(uniq, value_set=a_ids)
+        row_of = np.full(n, -1, dtype=np.int64)
+        row_of[acodes] = np.arange(attrs.num_rows)
+        take = pa.array(row_of, mask=row_of < 0)
         for name in attrs.column_names:
             if name == cid:
                 continue
             target = name if name not in out.column_names else f"crm_{name}"
-            out = out.append_column(target, pc.take(attrs.column(name), pos_in_attrs))
+            out = out.append_column(target, pc.take(attrs.column(name), take))
 
     summary["customers"] = n
     summary["customers_without_purchase"] = int((~has).sum())

@@ -107,3 +107,64 @@ def minibatch_scratch(X, bs, k, kc=KC_PAD, block=256):
         pinert=np.empty(n_blocks),
         pbad=np.empty(n_blocks, dtype=np.int32),
     )
+
+
+# ---------------------------------------------------------- profile kernels
+PROFILE_FIELDS = (
+    "orders", "first", "last", "spend", "spend_max", "gross", "first_day_spend", "purchase_days",
+    "window_orders", "window_spend", "cat_spend", "null_cat_spend", "n_categories", "channel_orders",
+)  # fmt: skip
+
+
+def prepare_profile_inputs(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start):
+    """Contiguous, typed inputs of the compiled profile kernels, with shape and code-range checks.
+
+    Returns ``(codes, ts, amount, cat, channel, window_start, n_cat, n_channel)``;
+    a category / channel array of length 0 means "no such column" (width 0).
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    amount = np.ascontiguousarray(amount, dtype=np.float64)
+    cat = np.ascontiguousarray(cat, dtype=np.int32)
+    channel = np.ascontiguousarray(channel, dtype=np.int32)
+    window_start = np.ascontiguousarray(window_start, dtype=np.int64)
+    n = codes.shape[0]
+    if n_groups < 0:
+        raise ValueError("n_groups must be >= 0")
+    if ts.shape[0] != n or amount.shape[0] != n:
+        raise ValueError("codes, ts and amount must have the same length")
+    widths = []
+    for name, a, width in (("cat", cat, n_cat), ("channel", channel, n_channel)):
+        if a.shape[0] not in (0, n):
+            raise ValueError(f"{name} must have length 0 (no column) or {n}")
+        width = int(width) if a.size else 0
+        if a.size and (a.min() < -1 or a.max() >= width):
+            raise ValueError(f"{name} codes must lie in [-1, {width})")
+        widths.append(width)
+    return codes, ts, amount, cat, channel, window_start, widths[0], widths[1]
+
+
+def profile_outputs(n_groups, n_windows, n_cat, n_channel):
+    """Zeroed output arrays of the profile kernel (see reference.profile_pass)."""
+    n = n_groups
+    return dict(
+        orders=np.zeros(n, dtype=np.int64),
+        first=np.full(n, np.iinfo(np.int64).max, dtype=np.int64),
+        last=np.full(n, np.iinfo(np.int64).min, dtype=np.int64),
+        spend=np.zeros(n),
+        spend_max=np.full(n, -np.inf),
+        gross=np.zeros(n),
+        first_day_spend=np.zeros(n),
+        purchase_days=np.zeros(n, dtype=np.int64),
+        window_orders=np.zeros((n, n_windows), dtype=np.int64),
+        window_spend=np.zeros((n, n_windows)),
+        cat_spend=np.zeros((n, n_cat)),
+        null_cat_spend=np.zeros(n),
+        n_categories=np.zeros(n, dtype=np.int64),
+        channel_orders=np.zeros((n, n_channel), dtype=np.int64),
+    )
+
+
+def owner_ranges(n_groups, n_parts):
+    """Split [0, n_groups) into n_parts contiguous group ranges (bounds array)."""
+    return np.linspace(0, n_groups, max(1, n_parts) + 1).astype(np.int64)

@@ -389,66 +389,216 @@ cdef int _cmp_i64(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-def count_distinct_per_group(const long long[::1] codes, const long long[::1] values, Py_ssize_t n_groups,
-                             int n_threads=1):
-    """Distinct values per group; see ``segone.kernels.reference.count_distinct_per_group``.
+# ---------------------------------------------------------------------------
+# Customer profiles: CSR grouping, then every aggregate per group in one pass
 
-    CSR grouping: count rows per group, prefix sums, one scatter pass of the
-    values into group order, then every group's (few) values are sorted in
-    place and counted, groups spread over threads.  O(N) plus small sorts,
-    instead of hashing N (group, value) pairs.
-    """
-    cdef Py_ssize_t n = codes.shape[0]
-    cdef Py_ssize_t i, g, a, e, m, q, p
+cdef struct TxRow:
+    long long ts
+    double amount
+    int cat
+    int ch
+
+
+cdef inline long long _floordiv(long long a, long long b) noexcept nogil:
+    # floor(a / b) for b > 0, whatever the cdivision setting
+    cdef long long q = a // b
+    if q * b > a:
+        q -= 1
+    return q
+
+
+cdef void _sort_i64(long long* v, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t q, p
     cdef long long x
-    offsets_arr = np.zeros(n_groups + 1, dtype=np.int64)
-    out_arr = np.zeros(n_groups, dtype=np.int64)
-    grouped_arr = np.empty(n, dtype=np.int64)
-    cdef long long[::1] off = offsets_arr
-    cdef long long[::1] out = out_arr
-    cdef long long[::1] grouped = grouped_arr
-    cdef long long[::1] pos
+    if m <= 32:  # insertion sort: most customers have a few rows
+        for q in range(1, m):
+            x = v[q]
+            p = q - 1
+            while p >= 0 and v[p] > x:
+                v[p + 1] = v[p]
+                p = p - 1
+            v[p + 1] = x
+    else:
+        qsort(v, m, sizeof(long long), _cmp_i64)
+
+
+def _profile_kernel(
+    const long long[::1] codes,      # IN (N,) group of every row, in [0, n_groups)
+    const long long[::1] ts,         # IN (N,)
+    const double[::1] amount,        # IN (N,)
+    const int[::1] cat,              # IN (N,) or (0,)
+    const int[::1] ch,               # IN (N,) or (0,)
+    const long long[::1] wstart,     # IN (W,)
+    long long day_us,
+    const long long[::1] bounds,     # IN (T + 1,) owner group ranges for the scatter
+    long long[::1] off,              # OUT (G + 1,) CSR offsets
+    long long[::1] o_orders, long long[::1] o_first, long long[::1] o_last,
+    double[::1] o_spend, double[::1] o_smax, double[::1] o_gross, double[::1] o_fds,
+    long long[::1] o_pdays, long long[:, ::1] o_word, double[:, ::1] o_wsp,
+    double[:, ::1] o_cat, double[::1] o_nullcat, long long[::1] o_ncat, long long[:, ::1] o_ch,
+    int n_threads,
+):
+    cdef Py_ssize_t n = codes.shape[0]
+    cdef Py_ssize_t n_groups = o_orders.shape[0]
+    cdef Py_ssize_t n_cat = o_cat.shape[1]
+    cdef Py_ssize_t n_w = wstart.shape[0]
+    cdef Py_ssize_t n_parts = bounds.shape[0] - 1
+    cdef bint has_cat = cat.shape[0] > 0
+    cdef bint has_ch = ch.shape[0] > 0
+    cdef Py_ssize_t i, g, t, a, e, m, q, w, u, maxm = 0
+    cdef long long g0, g1, c, day, fday, prev, first, last, nd, ncats
+    cdef double amt, pos_amt, sp, smax, gross, fds, nullc
+    cdef TxRow* rows
+    cdef TxRow* r
+    cdef long long* days
+    cdef long long* mark
     for i in range(n):
         g = codes[i]
         if g < 0 or g >= n_groups:
             raise ValueError(f"codes[{i}] = {g} is outside [0, {n_groups})")
         off[g + 1] += 1
     for g in range(n_groups):
+        if off[g + 1] > maxm:
+            maxm = off[g + 1]
         off[g + 1] += off[g]
-    pos_arr = offsets_arr[:-1].copy()
-    pos = pos_arr
+    rows = <TxRow*> malloc(max(n, 1) * sizeof(TxRow))
+    if rows == NULL:
+        raise MemoryError("segone profile kernel: could not allocate the grouped rows")
+    pos_arr = np.asarray(off[:n_groups]).copy()
+    cdef long long[::1] pos = pos_arr
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
+    try:
+        with nogil:
+            # scatter into group order; thread t owns the groups [bounds[t], bounds[t+1]),
+            # so no two threads write the same slot and row order is kept in a group
+            for t in prange(n_parts, schedule="static", chunksize=1, num_threads=n_threads):
+                g0 = bounds[t]
+                g1 = bounds[t + 1]
+                for i in range(n):
+                    c = codes[i]
+                    if c >= g0 and c < g1:
+                        r = &rows[pos[c]]
+                        r.ts = ts[i]
+                        r.amount = amount[i]
+                        r.cat = cat[i] if has_cat else -1
+                        r.ch = ch[i] if has_ch else -1
+                        pos[c] += 1
+            with parallel(num_threads=n_threads):
+                days = <long long*> malloc(max(maxm, 1) * sizeof(long long))
+                mark = <long long*> malloc(max(n_cat, 1) * sizeof(long long))
+                if mark != NULL:
+                    for u in range(n_cat):
+                        mark[u] = -1
+                for g in prange(n_groups, schedule="dynamic", chunksize=4096):
+                    if days == NULL or mark == NULL:
+                        oom[0] = 1
+                        continue
+                    a = off[g]
+                    e = off[g + 1]
+                    m = e - a
+                    if m == 0:
+                        continue
+                    first = rows[a].ts
+                    last = rows[a].ts
+                    sp = 0.0
+                    smax = -INFINITY
+                    gross = 0.0
+                    nullc = 0.0
+                    ncats = 0
+                    for q in range(a, e):
+                        r = &rows[q]
+                        amt = r.amount
+                        if r.ts < first:
+                            first = r.ts
+                        if r.ts > last:
+                            last = r.ts
+                        sp = sp + amt
+                        if amt > smax:
+                            smax = amt
+                        pos_amt = amt if amt > 0.0 else 0.0
+                        gross = gross + pos_amt
+                        days[q - a] = _floordiv(r.ts, day_us)
+                        for w in range(n_w):
+                            if r.ts > wstart[w]:
+                                o_word[g, w] += 1
+                                o_wsp[g, w] += amt
+                        if r.cat >= 0:
+                            o_cat[g, r.cat] += pos_amt
+                            if mark[r.cat] != g:
+                                mark[r.cat] = g
+                                ncats = ncats + 1
+                        else:
+                            nullc = nullc + pos_amt
+                        if r.ch >= 0:
+                            o_ch[g, r.ch] += 1
+                    # spend on the first purchase day (row order, like the reference)
+                    fday = _floordiv(first, day_us)
+                    fds = 0.0
+                    for q in range(a, e):
+                        if days[q - a] == fday:
+                            fds = fds + rows[q].amount
+                    _sort_i64(days, m)
+                    nd = 1
+                    for q in range(1, m):
+                        if days[q] != days[q - 1]:
+                            nd = nd + 1
+                    o_orders[g] = m
+                    o_first[g] = first
+                    o_last[g] = last
+                    o_spend[g] = sp
+                    o_smax[g] = smax
+                    o_gross[g] = gross
+                    o_fds[g] = fds
+                    o_pdays[g] = nd
+                    o_nullcat[g] = nullc
+                    o_ncat[g] = ncats
+                free(days)
+                free(mark)
+    finally:
+        free(rows)
+    if oom[0]:
+        raise MemoryError("segone profile kernel: could not allocate per-thread scratch memory")
+
+
+def _event_kernel(
+    const long long[::1] codes,      # IN (N,)
+    const long long[::1] ts,         # IN (N,)
+    const int[::1] etype,            # IN (N,), -1 = null
+    long long[:, ::1] counts,        # OUT (G, E) zeroed
+    long long[:, ::1] last,          # OUT (G, E) filled with int64 min
+    const long long[::1] bounds,     # IN (T + 1,) owner group ranges
+    int n_threads,
+):
+    cdef Py_ssize_t n = codes.shape[0]
+    cdef Py_ssize_t n_groups = counts.shape[0]
+    cdef Py_ssize_t n_parts = bounds.shape[0] - 1
+    cdef Py_ssize_t i, t
+    cdef long long c, g0, g1
+    cdef int e
+    for i in range(n):
+        if codes[i] < 0 or codes[i] >= n_groups:
+            raise ValueError(f"codes[{i}] = {codes[i]} is outside [0, {n_groups})")
     with nogil:
-        for i in range(n):
-            g = codes[i]
-            grouped[pos[g]] = values[i]
-            pos[g] += 1
-        for g in prange(n_groups, schedule="static", num_threads=n_threads):
-            a = off[g]
-            e = off[g + 1]
-            m = e - a
-            if m == 0:
-                continue
-            if m <= 32:  # insertion sort: most customers have a few rows
-                for q in range(a + 1, e):
-                    x = grouped[q]
-                    p = q - 1
-                    while p >= a and grouped[p] > x:
-                        grouped[p + 1] = grouped[p]
-                        p = p - 1
-                    grouped[p + 1] = x
-            else:
-                qsort(&grouped[a], m, sizeof(long long), _cmp_i64)
-            out[g] = 1
-            for q in range(a + 1, e):
-                if grouped[q] != grouped[q - 1]:
-                    out[g] += 1
-    return out_arr
+        for t in prange(n_parts, schedule="static", chunksize=1, num_threads=n_threads):
+            g0 = bounds[t]
+            g1 = bounds[t + 1]
+            for i in range(n):
+                c = codes[i]
+                e = etype[i]
+                if c >= g0 and c < g1 and e >= 0:
+                    counts[c, e] += 1
+                    if ts[i] > last[c, e]:
+                        last[c, e] = ts[i]
 
 
 # ---------------------------------------------------------------------------
 # Python-level entry points (same signature as kernels/reference.py)
 
-from segone.kernels._common import chunk_plan, merge_partials, minibatch_scratch, partial_buffers, prepare_blocked
+from segone.kernels._common import (
+    chunk_plan, merge_partials, minibatch_scratch, owner_ranges, partial_buffers,
+    prepare_blocked, prepare_profile_inputs, profile_outputs,
+)
 
 import os as _os
 
@@ -491,3 +641,36 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
         sc["psum"], sc["pcount"], sc["pinert"], sc["pbad"], int(n_threads),
     )
     return int(done), int(status)
+
+
+def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start, day_us, n_threads=1):
+    """Per-customer aggregates; see ``segone.kernels.reference.profile_pass``."""
+    codes, ts, amount, cat, channel, window_start, n_cat, n_channel = prepare_profile_inputs(
+        codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start
+    )
+    nt = max(1, int(n_threads))
+    out = profile_outputs(int(n_groups), window_start.shape[0], n_cat, n_channel)
+    off = np.zeros(int(n_groups) + 1, dtype=np.int64)
+    _profile_kernel(
+        codes, ts, amount, cat, channel, window_start, int(day_us), owner_ranges(int(n_groups), nt), off,
+        out["orders"], out["first"], out["last"], out["spend"], out["spend_max"], out["gross"],
+        out["first_day_spend"], out["purchase_days"], out["window_orders"], out["window_spend"],
+        out["cat_spend"], out["null_cat_spend"], out["n_categories"], out["channel_orders"], nt,
+    )
+    return out
+
+
+def event_pass(codes, n_groups, ts, etype, n_types, n_threads=1):
+    """Per-customer event counts and latest times; see ``segone.kernels.reference.event_pass``."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    etype = np.ascontiguousarray(etype, dtype=np.int32)
+    if ts.shape[0] != codes.shape[0] or etype.shape[0] != codes.shape[0]:
+        raise ValueError("codes, ts and etype must have the same length")
+    if etype.size and (etype >= n_types).any():
+        raise ValueError(f"event type codes must lie in [-1, {n_types})")
+    nt = max(1, int(n_threads))
+    counts = np.zeros((int(n_groups), int(n_types)), dtype=np.int64)
+    last = np.full((int(n_groups), int(n_types)), np.iinfo(np.int64).min, dtype=np.int64)
+    _event_kernel(codes, ts, etype, counts, last, owner_ranges(int(n_groups), nt), nt)
+    return counts, last

@@ -10,7 +10,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from segone.kernels._common import chunk_plan, merge_partials, partial_buffers, prepare_centroids
+from segone.kernels._common import (
+    chunk_plan, merge_partials, owner_ranges, partial_buffers, prepare_centroids, prepare_profile_inputs,
+    profile_outputs,
+)
 
 # reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -238,52 +241,6 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
     return int(done), int(status)
 
 
-@njit(**_jit)
-def _csr_group(codes, values, n_groups):
-    off = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in range(codes.shape[0]):
-        off[codes[i] + 1] += 1
-    for g in range(n_groups):
-        off[g + 1] += off[g]
-    pos = off[:-1].copy()
-    grouped = np.empty(codes.shape[0], dtype=np.int64)
-    for i in range(codes.shape[0]):
-        g = codes[i]
-        grouped[pos[g]] = values[i]
-        pos[g] += 1
-    return off, grouped
-
-
-@njit(parallel=True, **_jit)
-def _count_distinct_sorted(off, grouped, out):
-    for g in prange(out.shape[0]):
-        a, e = off[g], off[g + 1]
-        if e == a:
-            continue
-        seg = np.sort(grouped[a:e])
-        cnt = 1
-        for q in range(1, seg.shape[0]):
-            if seg[q] != seg[q - 1]:
-                cnt += 1
-        out[g] = cnt
-
-
-def count_distinct_per_group(codes, values, n_groups, n_threads=1):
-    """Distinct values per group; see ``segone.kernels.reference.count_distinct_per_group``."""
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    if codes.size and (codes.min() < 0 or codes.max() >= n_groups):
-        raise ValueError(f"codes must lie in [0, {n_groups})")
-    off, grouped = _csr_group(codes, values, n_groups)
-    out = np.zeros(n_groups, dtype=np.int64)
-    prev = _set_threads(n_threads)
-    try:
-        _count_distinct_sorted(off, grouped, out)
-    finally:
-        numba.set_num_threads(prev)
-    return out
-
-
 def _set_threads(n_threads):
     prev = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
@@ -318,3 +275,175 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=1)
         numba.set_num_threads(prev)
     inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
     return inertia, int(n_invalid)
+
+
+# ---------------------------------------------------------------------------
+# Customer profiles (see the Cython twin): CSR grouping, then every aggregate
+# per group.  No fastmath here: the sums must match the reference bit for bit.
+_jit_exact = dict(nogil=True, cache=True)
+
+
+@njit(**_jit_exact)
+def _floordiv(a, b):
+    q = a // b  # numba follows Python: floor division
+    return q
+
+
+@njit(parallel=True, **_jit_exact)
+def _profile_scatter(codes, ts, amount, cat, ch, off, bounds, g_ts, g_amt, g_cat, g_ch):
+    has_cat = cat.shape[0] > 0
+    has_ch = ch.shape[0] > 0
+    pos = off[:-1].copy()
+    for t in prange(bounds.shape[0] - 1):
+        g0, g1 = bounds[t], bounds[t + 1]
+        for i in range(codes.shape[0]):
+            c = codes[i]
+            if c >= g0 and c < g1:
+                p = pos[c]
+                g_ts[p] = ts[i]
+                g_amt[p] = amount[i]
+                g_cat[p] = cat[i] if has_cat else -1
+                g_ch[p] = ch[i] if has_ch else -1
+                pos[c] = p + 1
+
+
+@njit(parallel=True, **_jit_exact)
+def _profile_groups(off, g_ts, g_amt, g_cat, g_ch, wstart, day_us, o_orders, o_first, o_last, o_spend, o_smax,
+                    o_gross, o_fds, o_pdays, o_word, o_wsp, o_cat, o_nullcat, o_ncat, o_ch):  # fmt: skip
+    n_groups = o_orders.shape[0]
+    n_cat = o_cat.shape[1]
+    for g in prange(n_groups):
+        a, e = off[g], off[g + 1]
+        m = e - a
+        if m == 0:
+            continue
+        first = g_ts[a]
+        last = g_ts[a]
+        sp = 0.0
+        smax = -np.inf
+        gross = 0.0
+        nullc = 0.0
+        seen = np.zeros(n_cat, dtype=np.bool_)
+        days = np.empty(m, dtype=np.int64)
+        for q in range(a, e):
+            t = g_ts[q]
+            amt = g_amt[q]
+            first = min(first, t)
+            last = max(last, t)
+            sp += amt
+            if amt > smax:
+                smax = amt
+            pos_amt = amt if amt > 0.0 else 0.0
+            gross += pos_amt
+            days[q - a] = _floordiv(t, day_us)
+            for w in range(wstart.shape[0]):
+                if t > wstart[w]:
+                    o_word[g, w] += 1
+                    o_wsp[g, w] += amt
+            c = g_cat[q]
+            if c >= 0:
+                o_cat[g, c] += pos_amt
+                seen[c] = True
+            else:
+                nullc += pos_amt
+            if g_ch[q] >= 0:
+                o_ch[g, g_ch[q]] += 1
+        fday = _floordiv(first, day_us)
+        fds = 0.0
+        for q in range(a, e):
+            if days[q - a] == fday:
+                fds += g_amt[q]
+        days.sort()
+        nd = 1
+        for q in range(1, m):
+            if days[q] != days[q - 1]:
+                nd += 1
+        o_orders[g] = m
+        o_first[g] = first
+        o_last[g] = last
+        o_spend[g] = sp
+        o_smax[g] = smax
+        o_gross[g] = gross
+        o_fds[g] = fds
+        o_pdays[g] = nd
+        o_nullcat[g] = nullc
+        o_ncat[g] = seen.sum()
+
+
+@njit(**_jit_exact)
+def _group_offsets(codes, n_groups):
+    off = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        if c < 0 or c >= n_groups:
+            return off, i
+        off[c + 1] += 1
+    for g in range(n_groups):
+        off[g + 1] += off[g]
+    return off, -1
+
+
+def _offsets_or_raise(codes, n_groups):
+    off, bad = _group_offsets(codes, n_groups)
+    if bad >= 0:
+        raise ValueError(f"codes[{bad}] = {codes[bad]} is outside [0, {n_groups})")
+    return off
+
+
+def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start, day_us, n_threads=1):
+    """Per-customer aggregates; see ``segone.kernels.reference.profile_pass``."""
+    codes, ts, amount, cat, channel, window_start, n_cat, n_channel = prepare_profile_inputs(
+        codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start
+    )
+    n_groups = int(n_groups)
+    out = profile_outputs(n_groups, window_start.shape[0], n_cat, n_channel)
+    off = _offsets_or_raise(codes, n_groups)
+    n = codes.shape[0]
+    g_ts, g_amt = np.empty(n, dtype=np.int64), np.empty(n)
+    g_cat, g_ch = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
+    prev = _set_threads(n_threads)
+    try:
+        nt = numba.get_num_threads()
+        _profile_scatter(codes, ts, amount, cat, channel, off, owner_ranges(n_groups, nt), g_ts, g_amt, g_cat, g_ch)
+        _profile_groups(
+            off, g_ts, g_amt, g_cat, g_ch, window_start, int(day_us), out["orders"], out["first"], out["last"],
+            out["spend"], out["spend_max"], out["gross"], out["first_day_spend"], out["purchase_days"],
+            out["window_orders"], out["window_spend"], out["cat_spend"], out["null_cat_spend"],
+            out["n_categories"], out["channel_orders"],
+        )
+    finally:
+        numba.set_num_threads(prev)
+    return out
+
+
+@njit(parallel=True, **_jit_exact)
+def _event_kernel(codes, ts, etype, counts, last, bounds):
+    for t in prange(bounds.shape[0] - 1):
+        g0, g1 = bounds[t], bounds[t + 1]
+        for i in range(codes.shape[0]):
+            c = codes[i]
+            e = etype[i]
+            if c >= g0 and c < g1 and e >= 0:
+                counts[c, e] += 1
+                if ts[i] > last[c, e]:
+                    last[c, e] = ts[i]
+
+
+def event_pass(codes, n_groups, ts, etype, n_types, n_threads=1):
+    """Per-customer event counts and latest times; see ``segone.kernels.reference.event_pass``."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    etype = np.ascontiguousarray(etype, dtype=np.int32)
+    if ts.shape[0] != codes.shape[0] or etype.shape[0] != codes.shape[0]:
+        raise ValueError("codes, ts and etype must have the same length")
+    if etype.size and (etype >= n_types).any():
+        raise ValueError(f"event type codes must lie in [-1, {n_types})")
+    _offsets_or_raise(codes, int(n_groups))
+    counts = np.zeros((int(n_groups), int(n_types)), dtype=np.int64)
+    last = np.full((int(n_groups), int(n_types)), np.iinfo(np.int64).min, dtype=np.int64)
+    prev = _set_threads(n_threads)
+    try:
+        _event_kernel(codes, ts, etype, counts, last, owner_ranges(int(n_groups), numba.get_num_threads()))
+    finally:
+        numba.set_num_threads(prev)
+    return counts, last

@@ -9,6 +9,8 @@ differ at near-ties only.
 
 import numpy as np
 
+from segone.kernels._common import prepare_profile_inputs
+
 _BLOCK = 512
 
 
@@ -188,3 +190,112 @@ def count_distinct_per_group(codes, values, n_groups, n_threads=None):
     pairs = np.unique(np.stack([codes, values]), axis=1)
     np.add.at(out, pairs[0], 1)
     return out
+
+
+# -------------------------------------------------------------------- profiles
+def _wsum(codes, weights, n):
+    """Weighted bincount, float64 even when empty; sums in row order."""
+    return np.bincount(codes, weights=weights, minlength=n).astype(np.float64, copy=False)
+
+
+def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start, day_us, n_threads=None):
+    """Per-customer aggregates of transaction rows (the profile kernel).
+
+    Parameters
+    ----------
+    codes : (N,) int64 in [0, n_groups)      # IN, customer of every row
+    ts : (N,) int64                          # IN, timestamps (any unit; ``day_us`` units per day)
+    amount : (N,) float64                    # IN, finite
+    cat : (N,) int32 or (0,)                 # IN, category code, -1 = null; (0,) = no category column
+    channel : (N,) int32 or (0,)             # IN, channel code, -1 = null; (0,) = no channel column
+    window_start : (W,) int64                # IN, a row counts in window w when ts > window_start[w]
+    day_us : int                             # ts units per day (days are floor(ts / day_us))
+
+    Returns
+    -------
+    dict of arrays, the names of ``_common.PROFILE_FIELDS`` (n = n_groups):
+    orders, purchase_days, n_categories (n,) int64; first, last (n,) int64
+    (int64 max / min for a group without rows); spend, gross (positive
+    spend), first_day_spend (spend on the first purchase day), null_cat_spend
+    (positive spend with a null category) (n,) float64; spend_max (n,)
+    float64 (-inf without rows); window_orders (n, W) int64; window_spend
+    (n, W) float64; cat_spend (n, n_cat) float64 positive spend per category;
+    channel_orders (n, n_channel) int64.  Sums run over a group's rows in
+    row order, so every backend gives the same bits.
+    """
+    codes, ts, amount, cat, channel, window_start, n_cat, n_channel = prepare_profile_inputs(
+        codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start
+    )
+    n = int(n_groups)
+    if codes.size and (codes.min() < 0 or codes.max() >= n):
+        raise ValueError(f"codes must lie in [0, {n})")
+    out = {}
+    out["orders"] = np.bincount(codes, minlength=n).astype(np.int64)
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, codes, ts)
+    last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last, codes, ts)
+    out["first"], out["last"] = first, last
+    out["spend"] = _wsum(codes, amount, n)
+    smax = np.full(n, -np.inf)
+    np.maximum.at(smax, codes, amount)
+    out["spend_max"] = smax
+    pos = np.maximum(amount, 0.0)
+    out["gross"] = _wsum(codes, pos, n)
+    day = np.floor_divide(ts, day_us)
+    has = out["orders"] > 0
+    first_day = np.where(has, np.floor_divide(first, day_us), 0)
+    on_first = day == first_day[codes]
+    out["first_day_spend"] = _wsum(codes[on_first], amount[on_first], n)
+    out["purchase_days"] = count_distinct_per_group(codes, day, n)
+    ws = np.asarray(window_start, dtype=np.int64)
+    out["window_orders"] = np.zeros((n, ws.size), dtype=np.int64)
+    out["window_spend"] = np.zeros((n, ws.size))
+    for w, start in enumerate(ws):
+        m = ts > start
+        out["window_orders"][:, w] = np.bincount(codes[m], minlength=n)
+        out["window_spend"][:, w] = _wsum(codes[m], amount[m], n)
+    if cat.size:
+        valid = cat >= 0
+        key = codes[valid] * n_cat + cat[valid]
+        out["cat_spend"] = _wsum(key, pos[valid], n * n_cat).reshape(n, n_cat)
+        out["n_categories"] = (np.bincount(key, minlength=n * n_cat).reshape(n, n_cat) > 0).sum(1).astype(np.int64)
+        out["null_cat_spend"] = _wsum(codes[~valid], pos[~valid], n)
+    else:
+        out["cat_spend"] = np.zeros((n, 0))
+        out["n_categories"] = np.zeros(n, dtype=np.int64)
+        out["null_cat_spend"] = out["gross"].copy()
+    if channel.size:
+        valid = channel >= 0
+        key = codes[valid] * n_channel + channel[valid]
+        out["channel_orders"] = np.bincount(key, minlength=n * n_channel).reshape(n, n_channel).astype(np.int64)
+    else:
+        out["channel_orders"] = np.zeros((n, 0), dtype=np.int64)
+    return out
+
+
+def event_pass(codes, n_groups, ts, etype, n_types, n_threads=None):
+    """Per-customer counts and latest timestamp of each event type.
+
+    Parameters
+    ----------
+    codes : (N,) int64 in [0, n_groups)      # IN
+    ts : (N,) int64                          # IN
+    etype : (N,) int32, -1 = null (ignored)  # IN
+
+    Returns
+    -------
+    counts : (n_groups, n_types) int64
+    last : (n_groups, n_types) int64, int64 min where the count is 0
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    n = int(n_groups)
+    if codes.size and (codes.min() < 0 or codes.max() >= n):
+        raise ValueError(f"codes must lie in [0, {n})")
+    etype = np.asarray(etype, dtype=np.int32)
+    valid = etype >= 0
+    key = codes[valid] * n_types + etype[valid]
+    counts = np.bincount(key, minlength=n * n_types).reshape(n, n_types).astype(np.int64)
+    last = np.full(n * n_types, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last, key, np.asarray(ts, dtype=np.int64)[valid])
+    return counts, last.reshape(n, n_types)

@@ -348,26 +348,6 @@ def test_minibatch_thread_independent():
     np.testing.assert_array_equal(one[5], two[5])
 
 
-# ------------------------------------------------------- distinct values per group
-@pytest.mark.parametrize(
-    "n, n_groups, n_values",
-    [(0, 0, 1), (0, 5, 1), (1, 1, 1), (100, 1, 3), (5000, 700, 50), (5000, 10, 1), (20_000, 3, 100_000)],
-)
-def test_count_distinct_per_group(backend, n, n_groups, n_values):
-    rng = np.random.default_rng(n + n_groups)
-    codes = rng.integers(0, max(n_groups, 1), size=n).astype(np.int64)
-    values = rng.integers(-n_values, n_values, size=n).astype(np.int64)
-    ref = reference.count_distinct_per_group(codes, values, n_groups)
-    got = KERNELS[backend].count_distinct_per_group(codes, values, n_groups, 2)
-    np.testing.assert_array_equal(got, ref)
-    assert got.dtype == np.int64 and got.shape == (n_groups,)
-
-
-def test_count_distinct_bad_codes(backend):
-    with pytest.raises(ValueError):
-        KERNELS[backend].count_distinct_per_group(np.array([0, 3]), np.array([1, 1]), 3, 1)
-
-
 def test_minibatch_tol_stops_like_the_reference(backend):
     rng = np.random.default_rng(8)
     X = rng.normal(size=(4000, 3)).astype(np.float64)
@@ -375,3 +355,105 @@ def test_minibatch_tol_stops_like_the_reference(backend):
     ref = run_minibatch(reference, X, None, idx, X[:3], tol=1e-4)
     got = run_minibatch(KERNELS[backend], X, None, idx, X[:3], tol=1e-4)
     assert got[1] == ref[1] == _common.MB_CONVERGED and got[0] == ref[0] < 300
+
+
+# ------------------------------------------------------------ profile kernels
+DAY = 86_400 * 1_000_000
+
+
+def profile_inputs(rng, n, n_groups, n_cat=5, n_channel=3, ts_range=10**12):
+    codes = rng.integers(0, max(n_groups, 1), size=n).astype(np.int64)
+    ts = rng.integers(-ts_range, ts_range, size=n).astype(np.int64)
+    amount = np.round(rng.normal(20, 40, size=n), 2)
+    cat = rng.integers(-1, n_cat, size=n).astype(np.int32) if n_cat else np.empty(0, np.int32)
+    ch = rng.integers(-1, n_channel, size=n).astype(np.int32) if n_channel else np.empty(0, np.int32)
+    starts = np.array([-ts_range // 2, 0, ts_range // 2], dtype=np.int64)
+    return codes, n_groups, ts, amount, cat, n_cat, ch, n_channel, starts, DAY
+
+
+def check_profile(backend, args, n_threads=2):
+    ref = reference.profile_pass(*args)
+    got = KERNELS[backend].profile_pass(*args, n_threads)
+    assert set(got) == set(_common.PROFILE_FIELDS) == set(ref)
+    for name in ref:
+        assert got[name].dtype == ref[name].dtype and got[name].shape == ref[name].shape, name
+        # sums run over each customer's rows in row order in every backend: exact
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+    return ref
+
+
+@pytest.mark.parametrize(
+    "n, n_groups, n_cat, n_channel",
+    [(0, 0, 5, 3), (0, 4, 5, 3), (1, 1, 5, 3), (500, 1, 5, 3), (5000, 700, 5, 3), (5000, 9000, 5, 3),
+     (3000, 40, 0, 0), (3000, 40, 70, 1)],
+)  # fmt: skip
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_profile_pass_matches_reference(backend, n, n_groups, n_cat, n_channel, n_threads):
+    rng = np.random.default_rng(n + n_groups + n_cat)
+    check_profile(backend, profile_inputs(rng, n, n_groups, n_cat, n_channel), n_threads)
+
+
+def test_profile_pass_adversarial(backend):
+    """Ties, duplicate rows, one day, negative / huge / zero amounts, null categories, epoch edges."""
+    codes = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3], dtype=np.int64)
+    ts = np.array([DAY, DAY, DAY + 5, -1, -DAY, 0, 0, 0, 0, 2**62, -(2**62)], dtype=np.int64)
+    amount = np.array([5.0, 5.0, -3.0, 1e300, -1e300, 0.0, 0.0, -0.0, 1e-300, 7.5, 2.5])
+    cat = np.array([0, 0, -1, 1, 1, -1, -1, -1, -1, 2, 0], dtype=np.int32)
+    ch = np.array([-1, 0, 0, 1, 1, -1, -1, -1, -1, 0, 0], dtype=np.int32)
+    starts = np.array([-1, 0, DAY], dtype=np.int64)
+    ref = check_profile(backend, (codes, 5, ts, amount, cat, 3, ch, 2, starts, DAY))
+    # hand-checked: customer 0 buys twice on day 1 (the same row twice) and returns once
+    assert ref["orders"][0] == 3 and ref["purchase_days"][0] == 1 and ref["first_day_spend"][0] == 7.0
+    assert ref["n_categories"][0] == 1 and ref["null_cat_spend"][0] == 0.0 and ref["gross"][0] == 10.0
+    # customer 1: -1 us is day -1, -DAY is day -1 too (floor, not truncation)
+    assert ref["purchase_days"][1] == 1
+    assert ref["purchase_days"][2] == 1 and ref["spend_max"][2] == 1e-300
+    assert ref["purchase_days"][3] == 2 and ref["first"][3] == -(2**62)
+    # customer 4 has no rows: the documented fill values
+    assert ref["orders"][4] == 0 and ref["first"][4] == np.iinfo(np.int64).max and ref["spend_max"][4] == -np.inf
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.integers(-5 * DAY, 5 * DAY), st.floats(-1e6, 1e6), st.integers(-1, 2)),
+        max_size=60,
+    )
+)
+def test_profile_pass_hypothesis(rows):
+    codes = np.array([r[0] for r in rows], dtype=np.int64)
+    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    amount = np.array([r[2] for r in rows], dtype=np.float64)
+    cat = np.array([r[3] for r in rows], dtype=np.int32)
+    args = (codes, 7, ts, amount, cat, 3, cat, 3, np.array([0], dtype=np.int64), DAY)
+    for backend in KERNELS:
+        check_profile(backend, args)
+
+
+def test_profile_pass_bad_codes(backend):
+    kern = KERNELS[backend]
+    codes, _, ts, amount, cat, n_cat, ch, n_ch, starts, day = profile_inputs(np.random.default_rng(0), 10, 4)
+    codes[3] = 4
+    with pytest.raises(ValueError, match="outside"):
+        kern.profile_pass(codes, 4, ts, amount, cat, n_cat, ch, n_ch, starts, day, 2)
+    codes[3] = 0
+    cat[2] = n_cat
+    with pytest.raises(ValueError, match="cat codes"):
+        kern.profile_pass(codes, 4, ts, amount, cat, n_cat, ch, n_ch, starts, day, 2)
+    with pytest.raises(ValueError, match="same length"):
+        kern.profile_pass(codes, 4, ts[:-1], amount, cat, n_cat, ch, n_ch, starts, day, 2)
+
+
+@pytest.mark.parametrize("n, n_groups, n_types", [(0, 0, 2), (0, 3, 2), (1, 1, 1), (4000, 300, 4), (4000, 5000, 9)])
+def test_event_pass_matches_reference(backend, n, n_groups, n_types):
+    rng = np.random.default_rng(n + n_types)
+    codes = rng.integers(0, max(n_groups, 1), size=n).astype(np.int64)
+    ts = rng.integers(-(10**12), 10**12, size=n).astype(np.int64)
+    ts[: n // 2] = ts[0] if n else 0  # many ties
+    etype = rng.integers(-1, n_types, size=n).astype(np.int32)
+    rc, rl = reference.event_pass(codes, n_groups, ts, etype, n_types)
+    for n_threads in (1, 2, 3):
+        gc, gl = KERNELS[backend].event_pass(codes, n_groups, ts, etype, n_types, n_threads)
+        np.testing.assert_array_equal(gc, rc)
+        np.testing.assert_array_equal(gl, rl)
+    with pytest.raises(ValueError):
+        KERNELS[backend].event_pass(np.array([0, 5]), 3, np.zeros(2, np.int64), np.zeros(2, np.int32), 1, 1)
