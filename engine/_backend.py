@@ -21,6 +21,7 @@ _AUTO_ORDER = {
     # profile_pass: 0.78 s (cython) vs 0.82 s (numba) on 20.6M rows / 1M customers,
     # within noise; cython needs no JIT compile on first use
     "group": ("cython", "numba"),
+    "score": ("cython", "numba"),
 }
 _loaded = {}
 

@@ -1,10 +1,27 @@
 """FeatureScorer: customer profiles -> float32 feature matrix.
 
-Per feature: fill nulls, an optional ``log1p`` (values clipped at 0 first),
-standard scaling with statistics that merge exactly (count, mean, M2 as in
-Chan et al.), clipping to ``[-clip, clip]`` and a weight.  The fitted state is
-mergeable: fitting two halves and merging equals fitting the whole (up to
-float rounding), which the Dask layer relies on.
+Per feature, in this order:
+
+1. nulls are filled (see below), NaN / infinite values raise;
+2. an optional ``log1p`` (values clipped at 0 first);
+3. optional winsorising at the quantiles ``clip_quantiles`` of the fitted data;
+4. scaling: ``"standard"`` (mean / standard deviation), ``"robust"``
+   (median / interquartile range, as scikit-learn's ``RobustScaler``),
+   ``"quantile"`` (the value's rank in the fitted data, as a score
+   ``(rank - 0.5) * sqrt(12)`` that has mean 0 and variance 1 like the
+   other scalings; tied values share one score) or ``"none"``;
+5. clipping of the scaled value to ``[-clip, clip]`` and a weight.
+
+Steps 1-5 run in one fused kernel (Cython or Numba, with a NumPy reference)
+that reads every Arrow column once and writes the row-major float32 matrix.
+
+The fitted state is mergeable: fitting on pieces of the data and merging the
+states (:meth:`FeatureScorer.merge_states`) gives the same scorer as fitting
+on the whole.  Means and variances merge exactly (Chan et al.); medians,
+quartiles and quantile grids come from a :class:`~segone.sketch.QuantileSketch`
+(relative error ``alpha``, 0.5% by default) whose merge is exact, so the
+merged result equals the whole-data result, and both are within the sketch
+error of the exact quantiles.
 
 Default features (those present in the profile are used):
 
@@ -25,12 +42,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segone._validation import check_finite_column, check_float
-from segone.errors import NotFittedError, ParameterError, SchemaError
+from segone._backend import get_kernels
+from segone._threads import effective_n_threads
+from segone._validation import check_choice, check_finite_column, check_float, check_int
+from segone.errors import DataError, NotFittedError, ParameterError, SchemaError, examples
 from segone.io import read_table
+from segone.sketch import QuantileSketch
 
 LOG_FEATURES = ("orders", "purchase_days", "spend_total", "spend_mean", "recency_days", "tenure_days")
 NEVER_FILLED = ("recency_days",)
+TRANSFORMS = ("identity", "log1p")
+SCALINGS = ("standard", "robust", "quantile", "none")
+N_KNOTS = 257  # quantile grid of the "quantile" scaling: ranks in steps of 1/256
+FORMAT_VERSION = 2
 
 
 def default_features(columns):
@@ -55,6 +79,10 @@ def _default_weights(names):
     return w
 
 
+def _never(name):
+    return name in NEVER_FILLED or name.startswith("days_since_")
+
+
 class ScalerState:
     """Mergeable per-feature statistics: count, mean, M2, max (float64)."""
 
@@ -63,17 +91,6 @@ class ScalerState:
         self.mean = np.zeros(n_features)
         self.m2 = np.zeros(n_features)
         self.max = np.full(n_features, -np.inf)
-
-    @classmethod
-    def from_values(cls, V, raw_max):
-        st = cls(V.shape[1])
-        n = V.shape[0]
-        st.count[:] = n
-        if n:
-            st.mean[:] = V.mean(axis=0)
-            st.m2[:] = ((V - st.mean) ** 2).sum(axis=0)
-        st.max[:] = raw_max
-        return st
 
     def merge(self, other):
         """Combine two states (Chan's parallel update); returns a new state."""
@@ -104,25 +121,80 @@ class ScalerState:
         return st
 
 
+class ScorerState:
+    """The mergeable statistics a :class:`FeatureScorer` fits on some rows.
+
+    ``features`` is the list of (name, transform, scaling); ``moments`` the
+    per-feature :class:`ScalerState` of the transformed values (the rows of a
+    "never" column that are null are left out and counted in ``n_never``);
+    ``sketches`` a :class:`~segone.sketch.QuantileSketch` per feature (None
+    where no quantile is needed).
+    """
+
+    def __init__(self, features, moments, n_never, sketches):
+        self.features = [tuple(f) for f in features]
+        self.moments = moments
+        self.n_never = np.asarray(n_never, dtype=np.float64)
+        self.sketches = list(sketches)
+
+    def merge(self, other):
+        if self.features != other.features:
+            raise ParameterError(
+                "cannot merge scorer states fitted on different feature lists "
+                f"({[f[0] for f in self.features]} vs {[f[0] for f in other.features]})."
+            )
+        sketches = [None if a is None else a.merge(b) for a, b in zip(self.sketches, other.sketches)]
+        return ScorerState(self.features, self.moments.merge(other.moments), self.n_never + other.n_never, sketches)
+
+    def to_dict(self):
+        return {
+            "features": [list(f) for f in self.features],
+            "moments": self.moments.to_dict(),
+            "n_never": self.n_never.tolist(),
+            "sketches": [None if s is None else s.to_dict() for s in self.sketches],
+        }
+
+    @classmethod
+    def from_dict(cls, d):
+        sketches = [None if s is None else QuantileSketch.from_dict(s) for s in d["sketches"]]
+        return cls(d["features"], ScalerState.from_dict(d["moments"]), d["n_never"], sketches)
+
+
 class FeatureScorer:
     """Turn profiles into a float32, C-contiguous N x D feature matrix.
 
     Parameters
     ----------
-    features : list of str or list of (str, transform) or None
-        Profile columns to use and their transform (``"log1p"`` or
-        ``"identity"``); None uses :func:`default_features`.
+    features : list or None
+        Profile columns to use.  Each entry is a column name, a
+        ``(name, transform)`` or a ``(name, transform, scaling)`` tuple, with
+        transform ``"identity"`` or ``"log1p"`` and scaling one of
+        ``"standard"``, ``"robust"``, ``"quantile"``, ``"none"`` (default:
+        the ``scaling`` parameter).  None uses :func:`default_features`.
+    scaling : {"standard", "robust", "quantile", "none"}, default "standard"
+        Scaling of the features that do not name their own.
     weights : dict or None
         Weight per feature (multiplies the scaled value); None uses the
         default group weights.
     clip : float or None, default 5.0
         Clip scaled values to ``[-clip, clip]`` (robust to outliers).
+    clip_quantiles : (float, float) or None
+        Winsorise every feature at these quantiles of the fitted data (after
+        ``log1p``, before scaling), e.g. ``(0.01, 0.99)``.  The standard
+        scaling's mean and deviation are those of the values before clipping.
+    sketch_alpha : float, default 0.005
+        Relative error of the quantile sketch (robust and quantile scaling,
+        ``clip_quantiles``).
+    backend : {"auto", "cython", "numba"}
+    n_threads : int or None
 
     Attributes
     ----------
     feature_names_out_ : list of str
-    state_ : ScalerState
+    state_ : ScorerState
         The mergeable fitted statistics.
+    center_, scale_, weights_, fill_, lower_, upper_ : ndarray (D,)
+        What the transform applies per feature.
 
     Examples
     --------
@@ -132,17 +204,42 @@ class FeatureScorer:
     >>> X = segone.FeatureScorer().fit_transform(prof)
     >>> X.dtype, X.shape[0]
     (dtype('float32'), 300)
+    >>> Xq = segone.FeatureScorer(scaling="quantile").fit_transform(prof)
+    >>> bool(abs(Xq).max() <= 3 ** 0.5 + 1e-6)
+    True
     """
 
-    def __init__(self, features=None, *, weights=None, clip=5.0):
+    def __init__(self, features=None, *, scaling="standard", weights=None, clip=5.0, clip_quantiles=None,
+                 sketch_alpha=0.005, backend="auto", n_threads=None):  # fmt: skip
         self.features = features
+        self.scaling = scaling
         self.weights = weights
         self.clip = clip
+        self.clip_quantiles = clip_quantiles
+        self.sketch_alpha = sketch_alpha
+        self.backend = backend
+        self.n_threads = n_threads
+
+    # -- parameters and columns --------------------------------------------
+    def _check_params(self):
+        check_choice(self.scaling, "scaling", SCALINGS)
+        if self.clip is not None:
+            check_float(self.clip, "clip", low=0.0, low_inclusive=False)
+        check_float(self.sketch_alpha, "sketch_alpha", low=0.0, high=0.5, low_inclusive=False)
+        if self.clip_quantiles is not None:
+            try:
+                lo, hi = (float(q) for q in self.clip_quantiles)
+            except (TypeError, ValueError):
+                raise ParameterError(
+                    f"clip_quantiles must be a pair (low, high) such as (0.01, 0.99), got {self.clip_quantiles!r}."
+                ) from None
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ParameterError(f"clip_quantiles must satisfy 0 <= low < high <= 1, got ({lo}, {hi}).")
 
     def _resolve(self, table):
         cols = table.column_names
         if self.features is None:
-            feats = default_features(cols)
+            feats = [(n, tr, self.scaling) for n, tr in default_features(cols)]
             if not feats:
                 raise SchemaError(
                     "profiles hold none of the default feature columns (orders, spend_*, recency_days, "
@@ -151,138 +248,192 @@ class FeatureScorer:
         else:
             feats = []
             for f in self.features:
-                name, tr = (f, "identity") if isinstance(f, str) else tuple(f)
-                if tr not in ("identity", "log1p"):
+                spec = (f,) if isinstance(f, str) else tuple(f)
+                if not 1 <= len(spec) <= 3 or not isinstance(spec[0], str):
+                    raise ParameterError(
+                        f"feature entry {f!r} is not a name, (name, transform) or (name, transform, scaling)."
+                    )
+                name, tr, sc = (spec + ("identity", self.scaling)[len(spec) - 1 :])[:3]
+                if tr not in TRANSFORMS:
                     raise ParameterError(f"transform {tr!r} for feature {name!r} is not known; use 'identity' or 'log1p'.")
-                feats.append((name, tr))
-            missing = [n for n, _ in feats if n not in cols]
+                if sc not in SCALINGS:
+                    raise ParameterError(f"scaling {sc!r} for feature {name!r} is not known; use one of {SCALINGS}.")
+                feats.append((name, tr, sc))
+            missing = [n for n, _, _ in feats if n not in cols]
             if missing:
                 raise SchemaError(f"profiles lack the feature column(s) {missing}; available: {cols[:30]}.")
-        for name, _ in feats:
+        for name, _, _ in feats:
             t = table.schema.field(name).type
             if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
                 raise SchemaError(f"feature column {name!r} has type {t}; expected a numeric column.")
         return feats
 
-    def _raw(self, table, feats):
-        """Raw float64 matrix (N x D) with transforms applied, and null masks."""
-        n = table.num_rows
-        V = np.empty((n, len(feats)), dtype=np.float64)
-        nulls = np.zeros((n, len(feats)), dtype=bool)
-        for j, (name, tr) in enumerate(feats):
-            col = table.column(name)
-            if col.null_count:
-                nulls[:, j] = pc.is_null(col).to_numpy(zero_copy_only=False)
-                col = pc.fill_null(col, 0)
-            v = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    @staticmethod
+    def _column(table, name):
+        """(float64 values with nulls as 0, uint8 null mask or empty) of one column, zero-copy when possible."""
+        col = table.column(name)
+        mask = np.empty(0, dtype=np.uint8)
+        if col.null_count:
+            mask = pc.is_null(col).to_numpy(zero_copy_only=False).view(np.uint8)
+            col = pc.fill_null(col, 0)
+        if col.type != pa.float64():
+            col = pc.cast(col, pa.float64())
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        return col.to_numpy(zero_copy_only=False), mask
+
+    # -- fitting -------------------------------------------------------------
+    def _needs_sketch(self, scaling):
+        return scaling in ("robust", "quantile") or self.clip_quantiles is not None
+
+    def partial_state(self, profiles):
+        """The mergeable statistics of one piece of data (:class:`ScorerState`); does not change self."""
+        self._check_params()
+        table = read_table(profiles, name="profiles")
+        return self._state(table, self._resolve(table))
+
+    def _state(self, table, feats):
+        d = len(feats)
+        moments = ScalerState(d)
+        n_never = np.zeros(d)
+        sketches = []
+        for j, (name, tr, sc) in enumerate(feats):
+            v, mask = self._column(table, name)
             check_finite_column(v, f"feature column {name!r}", "fix them in the profile.")
             if tr == "log1p":
                 v = np.log1p(np.maximum(v, 0.0))
-            V[:, j] = v
-        return V, nulls
-
-    @staticmethod
-    def _never(name):
-        return name in NEVER_FILLED or name.startswith("days_since_")
-
-    def partial_state(self, profiles):
-        """Statistics of one piece of data (for merging); does not change self."""
-        table = read_table(profiles, name="profiles")
-        feats = self._resolve(table)
-        V, nulls = self._raw(table, feats)
-        return self._state_from_raw(feats, V, nulls)
-
-    def _state_from_raw(self, feats, V, nulls):
-        raw_max = np.array(
-            [V[~nulls[:, j], j].max() if (~nulls[:, j]).any() else -np.inf for j in range(V.shape[1])]
-        )
-        # statistics over the filled values need the fill value, which needs the
-        # global max: nulls are excluded here and accounted for in _set_state.
-        st = ScalerState(V.shape[1])
-        for j in range(V.shape[1]):
-            v = V[~nulls[:, j], j] if self._never(feats[j][0]) else np.where(nulls[:, j], 0.0, V[:, j])
-            part = ScalerState.from_values(v[:, None], raw_max[j])
-            st.count[j], st.mean[j], st.m2[j], st.max[j] = part.count[0], part.mean[0], part.m2[0], part.max[0]
-        n_never = np.array([nulls[:, j].sum() if self._never(feats[j][0]) else 0 for j in range(V.shape[1])])
-        return feats, st, n_never
+            if mask.size and _never(name):
+                # "never" rows are filled with the global max, known only after merging
+                n_never[j] = int(mask.sum())
+                v = v[mask == 0]
+            if v.size:
+                moments.count[j] = v.size
+                moments.mean[j] = v.mean()
+                moments.m2[j] = ((v - moments.mean[j]) ** 2).sum()
+                moments.max[j] = v.max()
+            sketches.append(QuantileSketch(self.sketch_alpha).update(v) if self._needs_sketch(sc) else None)
+        return ScorerState(feats, moments, n_never, sketches)
 
     def fit(self, profiles):
         """Fit the per-feature statistics on the profiles."""
-        feats, st, n_never = self.partial_state(profiles)
-        return self._set_state(feats, st, n_never)
-
-    def _set_state(self, feats, st, n_never):
-        if self.clip is not None:
-            check_float(self.clip, "clip", low=0.0, low_inclusive=False)
-        self._feats = feats
-        self.feature_names_out_ = [n for n, _ in feats]
-        self.state_ = st
-        self.n_never_ = np.asarray(n_never, dtype=np.float64)
-        fill = np.where(np.isfinite(st.max), st.max, 0.0)
-        # fold the "never" rows (filled with the max) into the statistics
-        extra = ScalerState(len(feats))
-        extra.count[:] = self.n_never_
-        extra.mean[:] = fill
-        full = st.merge(extra)
-        self.fill_ = fill
-        self.mean_ = full.mean
-        std = full.std
-        self.scale_ = np.where(std > 1e-12, std, 1.0)  # constant columns: scale 1 (value becomes 0)
-        w = _default_weights(self.feature_names_out_) if self.weights is None else dict(self.weights)
-        unknown = set(w) - set(self.feature_names_out_)
-        if unknown:
-            raise ParameterError(f"weights name unknown feature(s) {sorted(unknown)}; features: {self.feature_names_out_}.")
-        self.weights_ = np.array([float(w.get(n, 1.0)) for n in self.feature_names_out_])
-        return self
+        return self.fit_state(self.partial_state(profiles))
 
     @staticmethod
     def merge_states(a, b):
-        """Merge two ``partial_state`` results (feature lists must agree)."""
-        fa, sa, na = a
-        fb, sb, nb = b
-        if fa != fb:
-            raise ParameterError("cannot merge scorer states fitted on different feature lists.")
-        return fa, sa.merge(sb), na + nb
+        """Merge two :meth:`partial_state` results (feature lists must agree)."""
+        return a.merge(b)
 
+    def fit_state(self, state):
+        """Set the fitted transform from a (merged) :class:`ScorerState`; returns self."""
+        self._check_params()
+        feats = state.features
+        d = len(feats)
+        names = [f[0] for f in feats]
+        st = state.moments
+        fill = np.where([_never(n) for n in names], np.where(np.isfinite(st.max), st.max, 0.0), 0.0)
+        # fold the "never" rows (filled with the max) into the statistics
+        extra = ScalerState(d)
+        extra.count[:] = state.n_never
+        extra.mean[:] = fill
+        full = st.merge(extra)
+        std = full.std
+        lower, upper = np.full(d, -np.inf), np.full(d, np.inf)
+        center, scale = full.mean.copy(), np.where(std > 1e-12, std, 1.0)
+        quantile = np.zeros(d, dtype=np.int8)
+        grid = np.linspace(0.0, 1.0, N_KNOTS)
+        knots = np.tile(grid, (d, 1))  # unused rows for the features without quantile scaling
+        for j, (name, _, sc) in enumerate(feats):
+            sk = state.sketches[j]
+            if sk is not None and state.n_never[j]:
+                sk = sk.merge(QuantileSketch(sk.alpha, sk.min_value).update(np.full(int(state.n_never[j]), fill[j])))
+            if sk is not None and sk.count == 0:
+                sk = None
+            if self.clip_quantiles is not None and sk is not None:
+                lower[j], upper[j] = sk.quantiles(self.clip_quantiles)
+            if sc == "robust" and sk is not None:
+                q1, med, q3 = sk.quantiles([0.25, 0.5, 0.75])
+                center[j] = med
+                if q3 - q1 > 1e-12:  # else (a constant middle half) keep the standard deviation
+                    scale[j] = q3 - q1
+            elif sc in ("quantile", "none"):
+                center[j], scale[j] = 0.0, 1.0
+                if sc == "quantile" and sk is not None:
+                    quantile[j] = 1
+                    # ranks are taken on bucket coordinates: values the sketch cannot tell
+                    # apart tie exactly and share the middle rank of their bucket
+                    knots[j] = sk.quantiles(grid, as_coords=True)
+        w = _default_weights(names) if self.weights is None else dict(self.weights)
+        unknown = set(w) - set(names)
+        if unknown:
+            raise ParameterError(f"weights name unknown feature(s) {sorted(unknown)}; features: {names}.")
+        self.state_ = state
+        self._feats = feats
+        self.feature_names_out_ = names
+        self.fill_, self.center_, self.scale_ = fill, center, scale
+        self.lower_, self.upper_ = lower, upper
+        self.quantile_, self.knots_ = quantile, knots
+        ref = QuantileSketch(self.sketch_alpha)
+        self.bucket_ = (ref.log_gamma, ref.min_value, float(ref.min_key))
+        self.weights_ = np.array([float(w.get(n, 1.0)) for n in names])
+        return self
+
+    # -- transform ---------------------------------------------------------
     def transform(self, profiles):
         """Scored features: float32, C-contiguous, N x D."""
         if not hasattr(self, "state_"):
             raise NotFittedError("this FeatureScorer is not fitted yet; call fit(profiles) first.")
-        table = read_table(profiles, [n for n, _ in self._feats], name="profiles")
-        V, nulls = self._raw(table, self._feats)
-        return self._scale(V, nulls)
+        table = read_table(profiles, self.feature_names_out_, name="profiles")
+        return self._transform_table(table)
 
-    def _scale(self, V, nulls):
-        for j, (name, _) in enumerate(self._feats):
-            if nulls[:, j].any():
-                V[nulls[:, j], j] = self.fill_[j] if self._never(name) else 0.0
-        V -= self.mean_
-        V /= self.scale_
-        if self.clip is not None:
-            np.clip(V, -self.clip, self.clip, out=V)
-        V *= self.weights_
-        return np.ascontiguousarray(V, dtype=np.float32)
+    def _transform_table(self, table):
+        for name, _, _ in self._feats:
+            t = table.schema.field(name).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                raise SchemaError(f"feature column {name!r} has type {t}; expected a numeric column.")
+        cols, masks = zip(*(self._column(table, n) for n in self.feature_names_out_)) if self._feats else ((), ())
+        X = np.empty((table.num_rows, len(self._feats)), dtype=np.float32)
+        if X.size == 0:
+            return X
+        kern = get_kernels(self.backend, "score")
+        log1p = np.array([tr == "log1p" for _, tr, _ in self._feats], dtype=np.int8)
+        clip = np.inf if self.clip is None else float(self.clip)
+        bad = kern.score_columns(
+            list(cols), list(masks), log1p, self.fill_, self.lower_, self.upper_, self.quantile_, self.knots_,
+            self.center_, self.scale_, self.weights_, clip, self.bucket_, X, effective_n_threads(self.n_threads),
+        )  # fmt: skip
+        if bad >= 0:
+            for j, c in enumerate(cols):
+                if not np.isfinite(c[bad]) and not (masks[j].size and masks[j][bad]):
+                    rows = np.flatnonzero(~np.isfinite(c) & ~(masks[j].astype(bool) if masks[j].size else False))
+                    raise DataError(
+                        f"feature column {self.feature_names_out_[j]!r} has {rows.size} NaN or infinite values "
+                        f"(rows {examples(rows)}); fix them in the profile."
+                    )
+        return X
 
     def fit_transform(self, profiles):
-        """``fit(profiles).transform(profiles)``, reading and transforming the columns once."""
+        """``fit(profiles).transform(profiles)``, reading the input once."""
+        self._check_params()
         table = read_table(profiles, name="profiles")
-        feats = self._resolve(table)
-        V, nulls = self._raw(table, feats)
-        self._set_state(*self._state_from_raw(feats, V, nulls))
-        return self._scale(V, nulls)
+        self.fit_state(self._state(table, self._resolve(table)))
+        return self._transform_table(table)
 
+    # -- persistence -----------------------------------------------------------
     def to_json(self):
         if not hasattr(self, "state_"):
             raise NotFittedError("this FeatureScorer is not fitted yet.")
         return json.dumps(
             {
                 "format": "segone-scorer",
-                "version": 1,
-                "features": self._feats,
-                "clip": self.clip,
-                "weights": dict(zip(self.feature_names_out_, self.weights_.tolist())),
+                "version": FORMAT_VERSION,
+                "params": {
+                    "scaling": self.scaling,
+                    "clip": self.clip,
+                    "clip_quantiles": None if self.clip_quantiles is None else list(self.clip_quantiles),
+                    "sketch_alpha": self.sketch_alpha,
+                    "weights": dict(zip(self.feature_names_out_, self.weights_.tolist())),
+                },
                 "state": self.state_.to_dict(),
-                "n_never": self.n_never_.tolist(),
             }
         )
 
@@ -291,5 +442,11 @@ class FeatureScorer:
         d = json.loads(text)
         if d.get("format") != "segone-scorer":
             raise ParameterError("not a segone scorer document (format field missing or wrong).")
-        sc = cls([tuple(f) for f in d["features"]], weights=d["weights"], clip=d["clip"])
-        return sc._set_state([tuple(f) for f in d["features"]], ScalerState.from_dict(d["state"]), d["n_never"])
+        if d.get("version") != FORMAT_VERSION:
+            raise ParameterError(
+                f"scorer document version {d.get('version')} is not supported (this segone reads version "
+                f"{FORMAT_VERSION}); refit the scorer."
+            )
+        state = ScorerState.from_dict(d["state"])
+        sc = cls([tuple(f) for f in state.features], **d["params"])
+        return sc.fit_state(state)

@@ -168,3 +168,36 @@ def profile_outputs(n_groups, n_windows, n_cat, n_channel):
 def owner_ranges(n_groups, n_parts):
     """Split [0, n_groups) into n_parts contiguous group ranges (bounds array)."""
     return np.linspace(0, n_groups, max(1, n_parts) + 1).astype(np.int64)
+
+
+# ------------------------------------------------------------- scoring kernel
+def prepare_score_inputs(cols, masks, X, log1p, fill, lo, hi, quantile, knots, center, scale, weight):
+    """Checked, typed inputs of the compiled scoring kernels.
+
+    Returns ``(cols, masks, params)``: float64 contiguous columns, uint8
+    masks (length 0 = no nulls) and the per-feature parameters in kernel order.
+    """
+    n, d = X.shape
+    if X.dtype != np.float32 or not X.flags.c_contiguous:
+        raise ValueError("X must be a C-contiguous float32 array")
+    if len(cols) != d or len(masks) != d:
+        raise ValueError(f"expected {d} columns and {d} masks")
+    cols = [np.ascontiguousarray(c, dtype=np.float64) for c in cols]
+    masks = [np.ascontiguousarray(mk, dtype=np.uint8) for mk in masks]
+    for c, mk in zip(cols, masks):
+        if c.shape != (n,) or mk.shape[0] not in (0, n):
+            raise ValueError(f"every column must have shape ({n},) and every mask length 0 or {n}")
+    knots = np.ascontiguousarray(knots, dtype=np.float64)
+    if knots.ndim != 2 or knots.shape[0] != d or knots.shape[1] < 2:
+        raise ValueError(f"knots must have shape ({d}, M) with M >= 2")
+    params = [
+        np.ascontiguousarray(log1p, dtype=np.int8),
+        *(np.ascontiguousarray(a, dtype=np.float64) for a in (fill, lo, hi)),
+        np.ascontiguousarray(quantile, dtype=np.int8),
+        knots,
+        *(np.ascontiguousarray(a, dtype=np.float64) for a in (center, scale, weight)),
+    ]
+    for p in params:
+        if p.shape[0] != d:
+            raise ValueError(f"per-feature parameters must have length {d}")
+    return cols, masks, params

@@ -13,7 +13,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, ceil, fabs, log, log1p
 from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
@@ -593,11 +593,108 @@ def _event_kernel(
 
 
 # ---------------------------------------------------------------------------
+# Feature scoring: every column of a row block transformed into row-major X
+
+cdef double SQRT12 = 3.4641016151377544
+
+
+cdef inline double _quantile_rank(double v, const double* k, Py_ssize_t m) noexcept nogil:
+    # lower / upper bound by binary search, then the reference's rule (ties: middle of the run)
+    cdef Py_ssize_t a = 0, b = m, mid, lo, hi
+    while a < b:
+        mid = (a + b) >> 1
+        if k[mid] < v:
+            a = mid + 1
+        else:
+            b = mid
+    lo = a
+    b = m
+    while a < b:
+        mid = (a + b) >> 1
+        if k[mid] <= v:
+            a = mid + 1
+        else:
+            b = mid
+    hi = a
+    cdef double r
+    if hi > lo:
+        r = (lo + hi - 1) * 0.5
+    elif lo == 0:
+        r = 0.0
+    elif lo == m:
+        r = m - 1
+    else:
+        r = (lo - 1) + (v - k[lo - 1]) / (k[lo] - k[lo - 1])
+    return r / (m - 1)
+
+
+cdef inline double _bucket_coord(double v, double lg, double min_value, double min_key) noexcept nogil:
+    cdef double mag = fabs(v)
+    if mag < min_value:
+        return 0.0
+    cdef double c = ceil(log(mag) / lg) - min_key + 1.0
+    return c if v > 0 else -c
+
+
+def _score_kernel(
+    const unsigned long long[::1] col_ptrs,   # IN (D,) addresses of (N,) float64 columns
+    const unsigned long long[::1] mask_ptrs,  # IN (D,) addresses of (N,) uint8 null masks, 0 = none
+    const signed char[::1] log1p_flag, const double[::1] fill, const double[::1] lo, const double[::1] hi,
+    const signed char[::1] quantile, const double[:, ::1] knots, const double[::1] center,
+    const double[::1] scale, const double[::1] weight, double clip,
+    double log_gamma, double min_value, double min_key,
+    float[:, ::1] X,                          # OUT (N, D)
+    long long[::1] block_bad,                 # OUT (n_blocks,) first bad row per block, or N
+    int n_threads,
+):
+    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t d = X.shape[1]
+    cdef Py_ssize_t m = knots.shape[1]
+    cdef Py_ssize_t n_blocks = block_bad.shape[0]
+    cdef Py_ssize_t b, i, j, r0, r1
+    cdef const double* col
+    cdef const unsigned char* msk
+    cdef double v
+    with nogil:
+        for b in prange(n_blocks, schedule="static", num_threads=n_threads):
+            r0 = b * ASSIGN_BLOCK
+            r1 = min(r0 + ASSIGN_BLOCK, n)
+            block_bad[b] = n
+            for j in range(d):
+                col = <const double*> col_ptrs[j]
+                msk = <const unsigned char*> mask_ptrs[j]
+                for i in range(r0, r1):
+                    if msk != NULL and msk[i]:
+                        v = fill[j]
+                    else:
+                        v = col[i]
+                        if not (v - v == 0.0):  # NaN or +-inf
+                            if i < block_bad[b]:
+                                block_bad[b] = i
+                            v = 0.0
+                        if log1p_flag[j]:
+                            v = log1p(v if v > 0.0 else 0.0)
+                    if v < lo[j]:
+                        v = lo[j]
+                    if v > hi[j]:
+                        v = hi[j]
+                    if quantile[j]:
+                        v = (_quantile_rank(_bucket_coord(v, log_gamma, min_value, min_key), &knots[j, 0], m)
+                             - 0.5) * SQRT12
+                    v = (v - center[j]) / scale[j]
+                    if v < -clip:
+                        v = -clip
+                    if v > clip:
+                        v = clip
+                    X[i, j] = <float> (v * weight[j])
+
+
+# ---------------------------------------------------------------------------
 # Python-level entry points (same signature as kernels/reference.py)
 
 from segone.kernels._common import (
     chunk_plan, merge_partials, minibatch_scratch, owner_ranges, partial_buffers,
-    prepare_blocked, prepare_profile_inputs, profile_outputs,
+    prepare_blocked, prepare_profile_inputs, prepare_score_inputs, profile_outputs,
 )
 
 import os as _os
@@ -674,3 +771,18 @@ def event_pass(codes, n_groups, ts, etype, n_types, n_threads=1):
     last = np.full((int(n_groups), int(n_types)), np.iinfo(np.int64).min, dtype=np.int64)
     _event_kernel(codes, ts, etype, counts, last, owner_ranges(int(n_groups), nt), nt)
     return counts, last
+
+
+def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, scale, weight, clip, bucket, X,
+                  n_threads=1):
+    """Fused feature transform; see ``segone.kernels.reference.score_columns``."""
+    cols, masks, params = prepare_score_inputs(cols, masks, X, log1p, fill, lo, hi, quantile, knots, center, scale,
+                                               weight)  # fmt: skip
+    col_ptrs = np.array([c.ctypes.data for c in cols], dtype=np.uint64)
+    mask_ptrs = np.array([mk.ctypes.data if mk.size else 0 for mk in masks], dtype=np.uint64)
+    n = X.shape[0]
+    block_bad = np.empty(-(-n // ASSIGN_BLOCK), dtype=np.int64)
+    lg, mv, mk = (float(b) for b in bucket)
+    _score_kernel(col_ptrs, mask_ptrs, *params, float(clip), lg, mv, mk, X, block_bad, max(1, int(n_threads)))
+    bad = int(block_bad.min()) if block_bad.size else n
+    return -1 if bad >= n else bad

@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from segone.kernels._common import (
     chunk_plan, merge_partials, owner_ranges, partial_buffers, prepare_centroids, prepare_profile_inputs,
-    profile_outputs,
+    prepare_score_inputs, profile_outputs,
 )
 
 # reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
@@ -447,3 +447,83 @@ def event_pass(codes, n_groups, ts, etype, n_types, n_threads=1):
     finally:
         numba.set_num_threads(prev)
     return counts, last
+
+
+# ---------------------------------------------------------------------------
+# Feature scoring (see the Cython twin): row blocks over threads, every column
+# of a block written into row-major X.
+SQRT12 = np.sqrt(12.0)
+
+
+@njit(**_jit_exact)
+def _quantile_rank(v, k):
+    m = k.shape[0]
+    lo = np.searchsorted(k, v, side="left")
+    hi = np.searchsorted(k, v, side="right")
+    if hi > lo:
+        r = (lo + hi - 1) * 0.5
+    elif lo == 0:
+        r = 0.0
+    elif lo == m:
+        r = m - 1.0
+    else:
+        r = (lo - 1) + (v - k[lo - 1]) / (k[lo] - k[lo - 1])
+    return r / (m - 1)
+
+
+@njit(**_jit_exact)
+def _bucket_coord(v, lg, min_value, min_key):
+    mag = abs(v)
+    if mag < min_value:
+        return 0.0
+    c = np.ceil(np.log(mag) / lg) - min_key + 1.0
+    return c if v > 0 else -c
+
+
+@njit(parallel=True, **_jit_exact)
+def _score_kernel(cols, masks, log1p_flag, fill, lo, hi, quantile, knots, center, scale, weight, clip, lg, min_value,
+                  min_key, X, block_bad):  # fmt: skip
+    n, d = X.shape
+    for b in prange(block_bad.shape[0]):
+        r0 = b * ASSIGN_BLOCK
+        r1 = min(r0 + ASSIGN_BLOCK, n)
+        first_bad = n
+        for j in range(d):
+            col = cols[j]
+            msk = masks[j]
+            has_mask = msk.shape[0] > 0
+            for i in range(r0, r1):
+                if has_mask and msk[i]:
+                    v = fill[j]
+                else:
+                    v = col[i]
+                    if not np.isfinite(v):
+                        first_bad = min(first_bad, i)
+                        v = 0.0
+                    if log1p_flag[j]:
+                        v = np.log1p(max(v, 0.0))
+                v = min(max(v, lo[j]), hi[j])
+                if quantile[j]:
+                    v = (_quantile_rank(_bucket_coord(v, lg, min_value, min_key), knots[j]) - 0.5) * SQRT12
+                v = (v - center[j]) / scale[j]
+                v = min(max(v, -clip), clip)
+                X[i, j] = v * weight[j]
+        block_bad[b] = first_bad
+
+
+def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, scale, weight, clip, bucket, X,
+                  n_threads=1):
+    """Fused feature transform; see ``segone.kernels.reference.score_columns``."""
+    cols, masks, params = prepare_score_inputs(cols, masks, X, log1p, fill, lo, hi, quantile, knots, center, scale,
+                                               weight)  # fmt: skip
+    n = X.shape[0]
+    block_bad = np.empty(-(-n // ASSIGN_BLOCK), dtype=np.int64)
+    tcols, tmasks = numba.typed.List(cols), numba.typed.List(masks)
+    prev = _set_threads(n_threads)
+    try:
+        lg, mv, mk = (float(b) for b in bucket)
+        _score_kernel(tcols, tmasks, *params, float(clip), lg, mv, mk, X, block_bad)
+    finally:
+        numba.set_num_threads(prev)
+    bad = int(block_bad.min()) if block_bad.size else n
+    return -1 if bad >= n else bad

@@ -299,3 +299,80 @@ def event_pass(codes, n_groups, ts, etype, n_types, n_threads=None):
     last = np.full(n * n_types, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(last, key, np.asarray(ts, dtype=np.int64)[valid])
     return counts, last.reshape(n, n_types)
+
+
+# --------------------------------------------------------------------- scoring
+def quantile_rank(v, knots):
+    """Rank in [0, 1] of each value of ``v`` on a sorted quantile grid ``knots`` (M >= 2).
+
+    Linear interpolation between knots; a value equal to a run of equal knots
+    (a tie in the data) gets the middle of the run, so tied values share one
+    score; values outside the grid get 0 or 1.
+    """
+    m = knots.shape[0]
+    lo = np.searchsorted(knots, v, side="left")
+    hi = np.searchsorted(knots, v, side="right")
+    r = np.empty(v.shape)
+    tie = hi > lo
+    r[tie] = (lo[tie] + hi[tie] - 1) * 0.5
+    below, above = ~tie & (lo == 0), ~tie & (lo == m)
+    r[below], r[above] = 0.0, m - 1
+    mid = ~tie & ~below & ~above
+    a = lo[mid] - 1
+    r[mid] = a + (v[mid] - knots[a]) / (knots[a + 1] - knots[a])
+    return r / (m - 1)
+
+
+SQRT12 = np.sqrt(12.0)
+
+
+def bucket_coords(v, log_gamma, min_value, min_key):
+    """Quantile-sketch bucket coordinate of each value (see ``segone.sketch.QuantileSketch.coords``)."""
+    mag = np.abs(v)
+    out = np.zeros(v.shape)
+    big = mag >= min_value
+    out[big] = np.sign(v[big]) * (np.ceil(np.log(mag[big]) / log_gamma) - min_key + 1)
+    return out
+
+
+def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, scale, weight, clip, bucket, X,
+                  n_threads=None):  # fmt: skip
+    """Fused feature transform: Arrow-backed columns -> row-major float32 X.
+
+    Parameters
+    ----------
+    cols : list of D (N,) float64 arrays     # IN, one per feature (zero-copy from Arrow)
+    masks : list of D (N,) uint8 or (0,)     # IN, 1 = null (filled), (0,) = no nulls
+    log1p : (D,) int8                        # 1: v <- log1p(max(v, 0))
+    fill : (D,) float64                      # value of a null, after the log1p step
+    lo, hi : (D,) float64                    # winsorising bounds (+-inf for none)
+    quantile : (D,) int8, knots : (D, M)     # 1: v <- (rank(coord(v), knots[j]) - 0.5) * sqrt(12)
+    center, scale, weight : (D,) float64     # v <- clip((v - center) / scale) * weight
+    clip : float                             # +-clip after scaling (inf for none)
+    bucket : (log_gamma, min_value, min_key) # the quantile sketch's buckets: values are ranked by
+                                             # bucket coordinate, so equal-bucket values tie exactly
+    X : (N, D) float32                       # OUT
+
+    Returns
+    -------
+    int : the first row holding a NaN / infinite (non-null) value, or -1.
+    """
+    n, d = X.shape
+    bad = n
+    for j in range(d):
+        v = np.array(cols[j], dtype=np.float64)
+        nulls = masks[j].astype(bool) if masks[j].size else np.zeros(n, dtype=bool)
+        nonfinite = ~np.isfinite(v) & ~nulls
+        if nonfinite.any():
+            bad = min(bad, int(np.flatnonzero(nonfinite)[0]))
+            v[nonfinite] = 0.0
+        if log1p[j]:
+            v = np.log1p(np.maximum(v, 0.0))
+        v[nulls] = fill[j]
+        v = np.minimum(np.maximum(v, lo[j]), hi[j])
+        if quantile[j]:
+            v = (quantile_rank(bucket_coords(v, *bucket), knots[j]) - 0.5) * SQRT12
+        v = (v - center[j]) / scale[j]
+        v = np.minimum(np.maximum(v, -clip), clip)
+        X[:, j] = v * weight[j]
+    return -1 if bad == n else bad

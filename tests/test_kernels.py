@@ -457,3 +457,78 @@ def test_event_pass_matches_reference(backend, n, n_groups, n_types):
         np.testing.assert_array_equal(gl, rl)
     with pytest.raises(ValueError):
         KERNELS[backend].event_pass(np.array([0, 5]), 3, np.zeros(2, np.int64), np.zeros(2, np.int32), 1, 1)
+
+
+# ------------------------------------------------------------- scoring kernel
+def score_params(rng, d, m=9):
+    knots = np.sort(rng.normal(size=(d, m)).round(1), axis=1)  # rounded: runs of equal knots (ties)
+    knots[0] = 0.0  # one constant grid
+    return dict(
+        log1p=rng.integers(0, 2, d).astype(np.int8),
+        fill=rng.normal(size=d),
+        lo=np.where(rng.random(d) < 0.5, -np.inf, -1.0),
+        hi=np.where(rng.random(d) < 0.5, np.inf, 1.5),
+        quantile=rng.integers(0, 2, d).astype(np.int8),
+        knots=knots,
+        center=rng.normal(size=d),
+        scale=rng.uniform(0.5, 2, size=d),
+        weight=rng.uniform(0, 2, size=d),
+    )
+
+
+BUCKET = (np.log(1.01 / 0.99), 1e-9, float(np.ceil(np.log(1e-9) / np.log(1.01 / 0.99))))
+
+
+def run_score(mod, cols, masks, p, clip, n_threads=2):
+    X = np.full((cols[0].shape[0] if cols else 0, len(cols)), -7, dtype=np.float32)
+    bad = mod.score_columns(cols, masks, p["log1p"], p["fill"], p["lo"], p["hi"], p["quantile"], p["knots"],
+                            p["center"], p["scale"], p["weight"], clip, BUCKET, X, n_threads)  # fmt: skip
+    return X, bad
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+@pytest.mark.parametrize("clip", [np.inf, 2.0])
+def test_score_columns_matches_reference(backend, n, clip):
+    rng = np.random.default_rng(n)
+    d = 6
+    cols = [rng.normal(size=n) * 10.0 ** rng.integers(-3, 4) for _ in range(d)]
+    cols[1] = np.full(n, 3.0)  # constant column
+    cols[2] = np.round(cols[2])  # ties
+    masks = [np.empty(0, np.uint8) if j % 2 else (rng.random(n) < 0.3).astype(np.uint8) for j in range(d)]
+    p = score_params(rng, d)
+    rX, rbad = run_score(reference, cols, masks, p, clip)
+    for nt in (1, 2, 3):
+        kX, kbad = run_score(KERNELS[backend], cols, masks, p, clip, nt)
+        assert kbad == rbad == -1
+        np.testing.assert_allclose(kX, rX, rtol=1e-6, atol=1e-6)
+
+
+def test_score_columns_adversarial(backend):
+    """NaN / inf (reported, first row), nulls over NaN (not reported), huge values, all-null column."""
+    big = np.array([1e308, -1e308, 0.0, np.nan, 5.0, np.inf])
+    cols = [big, np.array([np.nan, 1.0, 2.0, 3.0, 4.0, 5.0]), np.zeros(6)]
+    masks = [np.empty(0, np.uint8), np.array([1, 0, 0, 0, 0, 0], np.uint8), np.ones(6, np.uint8)]
+    p = score_params(np.random.default_rng(1), 3)
+    rX, rbad = run_score(reference, cols, masks, p, 5.0)
+    kX, kbad = run_score(KERNELS[backend], cols, masks, p, 5.0)
+    assert rbad == kbad == 3  # the masked NaN in row 0 of column 1 is a null, not an error
+    np.testing.assert_allclose(kX, rX, rtol=1e-6, atol=1e-6)
+    assert np.isfinite(kX).all()
+
+
+def test_score_columns_bad_inputs(backend):
+    p = score_params(np.random.default_rng(2), 2)
+    X = np.empty((3, 2), np.float32)
+    args = [p[k] for k in ("log1p", "fill", "lo", "hi", "quantile", "knots", "center", "scale", "weight")]
+    with pytest.raises(ValueError, match="columns"):
+        KERNELS[backend].score_columns([np.zeros(3)], [np.empty(0, np.uint8)], *args, 1.0, BUCKET, X, 1)
+    with pytest.raises(ValueError, match="shape"):
+        KERNELS[backend].score_columns([np.zeros(3), np.zeros(4)], [np.empty(0, np.uint8)] * 2, *args, 1.0, BUCKET, X)
+    with pytest.raises(ValueError, match="float32"):
+        KERNELS[backend].score_columns([np.zeros(3)] * 2, [np.empty(0, np.uint8)] * 2, *args, 1.0, BUCKET, X.astype(float))
+
+
+def test_quantile_rank_ties_and_bounds():
+    k = np.array([0.0, 1.0, 1.0, 1.0, 2.0])
+    r = reference.quantile_rank(np.array([-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0]), k)
+    np.testing.assert_allclose(r, [0.0, 0.0, 0.125, 0.5, 0.875, 1.0, 1.0])
