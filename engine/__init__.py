@@ -7,6 +7,8 @@ Public API
 ----------
 build_profiles    events -> one profile row per customer (pyarrow.Table)
 FeatureScorer     profiles -> float32 feature matrix (mergeable state)
+rfm_scores        R, F, M scores, RFM code and named RFM segment per customer
+QuantileSketch    mergeable quantile sketch (relative error, exact merge)
 Segmenter         mini-batch k-means (scikit-learn estimator API)
 assign            nearest-segment assignment (labels, distance, margin)
 run               the whole job, outputs written atomically
@@ -22,11 +24,15 @@ from segone.assign import Assignment, assign
 from segone.cluster import Segmenter
 from segone.pipeline import RunResult, describe_segments, run
 from segone.profile import build_profiles
+from segone.rfm import DEFAULT_RFM_RULES, rfm_scores
 from segone.score import FeatureScorer
+from segone.sketch import QuantileSketch
 
 __all__ = [
+    "DEFAULT_RFM_RULES",
     "Assignment",
     "FeatureScorer",
+    "QuantileSketch",
     "RunResult",
     "Segmenter",
     "assign",
@@ -34,6 +40,7 @@ __all__ = [
     "build_profiles",
     "describe_segments",
     "errors",
+    "rfm_scores",
     "run",
     "synth",
     "__version__",

@@ -1,0 +1,16 @@
+"""The Examples sections of the public docstrings run and give what they show."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["segone.assign", "segone.cluster", "segone.profile", "segone.score", "segone.sketch", "segone.rfm"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    mod = importlib.import_module(name)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{name} has no docstring examples"
+    assert result.failed == 0
