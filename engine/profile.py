@@ -115,6 +115,8 @@ def _as_of_us(as_of):
 
 def _codes_and_labels(col, where):
     """Categorical column -> (int32 codes with -1 for null, list of labels)."""
+    if pa.types.is_null(col.type):  # every value null (e.g. from pandas with only None)
+        return np.full(len(col), -1, dtype=np.int32), []
     if isinstance(col, pa.ChunkedArray):
         if pa.types.is_dictionary(col.type):
             col = pa.chunked_array(

@@ -234,3 +234,74 @@ def test_customers_with_only_late_rows_are_kept():
     assert set(rows) == {1, 3, 4}
     assert rows[3]["orders"] == 0 and rows[4]["orders"] == 0
     assert s["excluded_after_as_of"] == {"transactions": 1, "events": 1}
+
+
+# ------------------------------------------------ hypothesis: every column vs pandas
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_BASE = pd.Timestamp("2025-01-01", tz="UTC")
+_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["c1", "c2", "c3", "c4", "c5"]),
+        st.integers(0, 40 * 86400),  # seconds after the base: several purchases per day happen
+        st.integers(-5000, 50000).map(lambda c: c / 100),  # cents, returns included
+        st.sampled_from(["a", "b", "c", None]),
+        st.sampled_from(["web", "store"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def full_pandas_profile(df, as_of):
+    """Every transaction-derived profile column, the obvious pandas way."""
+    df = df.assign(day=df.ts.dt.floor("D"), pos=df.amount.clip(lower=0))
+    g = df.groupby("customer_id")
+    out = pd.DataFrame({"orders": g.size(), "spend_total": g.amount.sum(), "spend_max": g.amount.max()})
+    out["spend_mean"] = out.spend_total / out.orders
+    out["recency_days"] = (as_of - g.ts.max()).dt.total_seconds() / 86400
+    out["tenure_days"] = (as_of - g.ts.min()).dt.total_seconds() / 86400
+    out["purchase_days"] = g.day.nunique()
+    recent = df[df.ts > as_of - pd.Timedelta(days=7)].groupby("customer_id")
+    out["orders_7d"] = recent.size().reindex(out.index).fillna(0)
+    out["spend_7d"] = recent.amount.sum().reindex(out.index).fillna(0.0)
+    gross = g.pos.sum()
+    denom = gross.where(gross > 0, 1.0)
+    for cat in ("a", "b", "c"):
+        out[f"share_{cat}"] = df[df.category == cat].groupby("customer_id").pos.sum().reindex(out.index).fillna(0) / denom
+    out["share_other"] = df[df.category.isna()].groupby("customer_id").pos.sum().reindex(out.index).fillna(0) / denom
+    out["n_categories"] = g.category.nunique()
+    for ch in ("web", "store"):
+        out[f"channel_{ch}"] = df[df.channel == ch].groupby("customer_id").size().reindex(out.index).fillna(0) / out.orders
+    # lifetimes' summary_data_from_transaction_data(freq="D"): per-day totals
+    per_day = df.groupby(["customer_id", "day"]).amount.sum().reset_index()
+    first_day = per_day.groupby("customer_id").day.min()
+    out["frequency"] = per_day.groupby("customer_id").size() - 1
+    out["recency"] = (per_day.groupby("customer_id").day.max() - first_day).dt.days
+    out["T"] = (as_of.floor("D") - first_day).dt.days
+    repeat = per_day[per_day.day != per_day.customer_id.map(first_day)]
+    out["monetary_value"] = repeat.groupby("customer_id").amount.mean().reindex(out.index).fillna(0.0)
+    return out.sort_index()
+
+
+@settings(deadline=None)
+@given(_rows, st.integers(0, 45 * 86400))
+def test_every_column_against_pandas_hypothesis(rows, as_of_s):
+    df = pd.DataFrame(rows, columns=["customer_id", "ts", "amount", "category", "channel"])
+    df["ts"] = _BASE + pd.to_timedelta(df.ts, unit="s")
+    as_of = _BASE + pd.Timedelta(seconds=as_of_s)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    prof = segone.build_profiles(table, as_of=as_of.to_pydatetime(), windows=(7,), top_categories=10)
+    got = prof.to_pandas().set_index("customer_id")
+    assert sorted(got.index) == sorted(set(df.customer_id))  # every customer once, even if all rows are late
+    kept = df[df.ts <= as_of]
+    if kept.empty:
+        assert (got.orders == 0).all()
+        return
+    exp = full_pandas_profile(kept, as_of)
+    assert (got.drop(exp.index).orders == 0).all()
+    got = got.loc[exp.index]
+    for col in exp.columns:
+        g = got[col].to_numpy(float) if col in got else np.zeros(len(exp))  # a category nobody bought
+        np.testing.assert_allclose(g, exp[col].to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=col)
