@@ -52,6 +52,49 @@ def read_table(source, columns=None, *, name="input", optional=()):
     return source.select(cols)
 
 
+# read-ahead of the Parquet scans in iter_batches (batches, files)
+SCAN_READAHEAD = {"batch_readahead": 4, "fragment_readahead": 2}
+
+
+def iter_batches(source, columns=None, *, name="input", optional=(), batch_size=1 << 20):
+    """Yield the ``columns`` of ``source`` as RecordBatches, without materialising the whole input.
+
+    Accepts what :func:`read_table` accepts.  A Parquet dataset is scanned
+    batch by batch (only the requested columns are read); an Arrow C stream
+    or RecordBatchReader is consumed as a stream; in-memory tables are
+    sliced without copying.  Every batch has the same schema.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ParameterError(f"{name}: path {path!r} does not exist.")
+        try:
+            source = ds.dataset(path, format="parquet")
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ParameterError(f"{name}: cannot open {path!r} as a Parquet dataset: {exc}") from None
+    if isinstance(source, ds.Dataset):
+        cols = _pick_columns(source.schema.names, columns, optional, name)
+        # modest read-ahead: memory stays a few batches, the scan stays parallel
+        yield from source.to_batches(columns=cols, batch_size=batch_size, **SCAN_READAHEAD)
+        return
+    if isinstance(source, pa.RecordBatchReader) or (
+        hasattr(source, "__arrow_c_stream__") and not isinstance(source, (pa.Table, pa.RecordBatch))
+        and hasattr(pa.RecordBatchReader, "from_stream")
+    ):  # fmt: skip
+        reader = source if isinstance(source, pa.RecordBatchReader) else pa.RecordBatchReader.from_stream(source)
+        cols = _pick_columns(reader.schema.names, columns, optional, name)
+        for batch in reader:
+            yield batch.select(cols)
+        return
+    table = read_table(source, columns, name=name, optional=optional)
+    yield from table.to_batches(max_chunksize=batch_size)
+
+
+def release_arrow_memory():
+    """Hand memory that Arrow's allocator holds but no longer uses back to the OS."""
+    pa.default_memory_pool().release_unused()
+
+
 def _pick_columns(names, columns, optional, name):
     if columns is None:
         return list(names)

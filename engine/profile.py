@@ -33,7 +33,7 @@ from segone._backend import get_kernels
 from segone._threads import effective_n_threads
 from segone._validation import check_finite_column, check_int
 from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
-from segone.io import read_table
+from segone.io import iter_batches, read_table, release_arrow_memory
 
 DEFAULT_SCHEMA = {
     "customer_id": "customer_id",
@@ -170,6 +170,107 @@ def _drop_null_keys(table, id_col, ts_col, where, summary):
     return table.filter(mask) if mask is not None else table
 
 
+class _Labels:
+    """Category labels merged across record batches: batch codes -> one global code space."""
+
+    def __init__(self):
+        self.labels = []
+        self._index = {}
+
+    def add(self, codes, labels):
+        if not labels:
+            return codes
+        remap = np.empty(len(labels) + 1, dtype=np.int32)
+        for i, lab in enumerate(labels):
+            remap[i] = self._index.setdefault(lab, len(self.labels))
+            if remap[i] == len(self.labels):
+                self.labels.append(lab)
+        remap[-1] = -1  # code -1 (null) indexes the last slot
+        if np.array_equal(remap[:-1], np.arange(len(labels))):
+            return codes  # the batch uses the global codes already (the usual case)
+        return remap[codes]
+
+
+def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=()):
+    """Stream ``source`` batch by batch into compact arrays, validating as it goes.
+
+    Rows with a null id or timestamp are dropped and counted.  Returns a dict
+    with ``ids`` (pyarrow ChunkedArray), ``ts`` (int64 us), ``aware``,
+    ``amount`` (float64, when asked) and ``cats`` ({column: (int32 codes,
+    labels)} for the categorical columns present).  Errors name rows of the
+    input as read (0-based, before any dropping).
+    """
+    needed = [cid, tcol] + ([amount] if amount else [])
+    ids, ts_parts, amt_parts = [], [], []
+    cat_parts = {c: [] for c in categorical}
+    cat_labels = {c: _Labels() for c in categorical}
+    present = None
+    aware = None
+    offset = 0
+    batch = None
+    for batch in iter_batches(source, needed, name=where, optional=categorical):
+        if present is None:
+            present = [c for c in categorical if c in batch.schema.names]
+            if amount:
+                at = batch.schema.field(amount).type
+                if not (pa.types.is_floating(at) or pa.types.is_integer(at) or pa.types.is_decimal(at)):
+                    raise SchemaError(f"{where}.{amount}: amount column has type {at}; expected a numeric column.")
+        n = batch.num_rows
+        keep = None
+        for col, what in ((cid, "null customer id"), (tcol, "null timestamp")):
+            c = batch.column(col)
+            if c.null_count:
+                key = f"{where}: {what}"
+                summary["dropped"][key] = summary["dropped"].get(key, 0) + c.null_count
+                valid = pc.is_valid(c)
+                keep = valid if keep is None else pc.and_(keep, valid)
+        rows = np.arange(offset, offset + n)
+        if keep is not None:
+            batch = batch.filter(keep)
+            rows = rows[keep.to_numpy(zero_copy_only=False)]
+        offset += n
+        ids.append(_check_ids(batch.column(cid), f"{where}.{cid}"))
+        t, a = _ts_to_us(batch.column(tcol), f"{where}.{tcol}")
+        aware = a
+        ts_parts.append(t.to_numpy(zero_copy_only=False))
+        if amount:
+            ac = batch.column(amount)
+            if ac.null_count:
+                bad = rows[pc.is_null(ac).to_numpy(zero_copy_only=False)]
+                raise DataError(
+                    f"{where}.{amount}: null amounts (first rows: {examples(bad)}); "
+                    "fill them (e.g. with 0) or drop those rows."
+                )
+            v = np.asarray(pc.cast(ac, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            if not np.isfinite(v).all():
+                bad = np.flatnonzero(~np.isfinite(v))
+                raise DataError(
+                    f"{where}.{amount} (amounts): NaN or infinite values (first rows: {examples(rows[bad])}, "
+                    f"values: {examples(v[bad])}); fix or drop those rows."
+                )
+            amt_parts.append(v)
+        for c in present:
+            codes, labels = _codes_and_labels(batch.column(c), f"{where}.{c}")
+            cat_parts[c].append(cat_labels[c].add(codes, labels))
+    if present is None:  # no batch at all: an empty input
+        present = []
+    summary["rows_read"][where] = offset
+    out = {
+        "ids": pa.chunked_array(ids, type=ids[0].type) if ids else None,
+        "ts": np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64),
+        "aware": aware,
+        "cats": {},
+    }
+    del ts_parts, batch
+    release_arrow_memory()  # the batches are gone: give their memory back before the next stage
+    if amount:
+        out["amount"] = np.concatenate(amt_parts) if amt_parts else np.empty(0)
+    for c in present:
+        codes = np.concatenate(cat_parts.pop(c)) if ids else np.empty(0, dtype=np.int32)
+        out["cats"][c] = (codes.astype(np.int32, copy=False), cat_labels[c].labels)
+    return out
+
+
 def _factorize(parts):
     """Customer ids of several inputs -> (sorted unique ids, int64 codes per input).
 
@@ -182,17 +283,18 @@ def _factorize(parts):
     total = sum(lengths)
     id_type = parts[0].type
     if total and pa.types.is_integer(id_type):
-        arrs = [np.asarray(p.to_numpy(), dtype=np.int64) for p in parts]
+        arrs = [np.array(p.to_numpy(), dtype=np.int64) for p in parts]  # writable copies
         lo = min(int(a.min()) for a in arrs if a.size)
         hi = max(int(a.max()) for a in arrs if a.size)
         span = hi - lo + 1
         if 0 < span <= 4 * total + (1 << 20):
             present = np.zeros(span, dtype=bool)
             for a in arrs:
-                present[a - lo] = True
+                a -= lo  # in place: offsets into the presence table
+                present[a] = True
             rank = np.cumsum(present, dtype=np.int64) - 1
             uniq = pa.array(np.flatnonzero(present) + lo, type=pa.int64())
-            return uniq, [rank[a - lo] for a in arrs]
+            return uniq, [rank[a] for a in arrs]
     chunks = [c for p in parts for c in p.chunks]
     enc = pc.dictionary_encode(pa.chunked_array(chunks, type=id_type))
     if enc.num_chunks == 0:
@@ -227,38 +329,21 @@ def build_profiles_with_summary(
     top_categories = check_int(top_categories, "top_categories", low=0)
     summary = {"rows_read": {}, "dropped": {}, "excluded_after_as_of": {}, "returns": 0}
 
-    tx = read_table(transactions, [cid, tcol, acol], name="transactions", optional=(roles["category"], roles["channel"]))
-    summary["rows_read"]["transactions"] = tx.num_rows
-    if tx.num_rows == 0:
+    cat_role, ch_role = roles["category"], roles["channel"]
+    tx = _collect(transactions, "transactions", cid, tcol, summary, amount=acol, categorical=(cat_role, ch_role))
+    if summary["rows_read"]["transactions"] == 0:
         raise EmptyInputError("transactions: the input has 0 rows; nothing to profile.")
-    tx = tx.set_column(0, cid, _check_ids(tx.column(cid), f"transactions.{cid}"))
-    at = tx.column(acol).type
-    if not (pa.types.is_floating(at) or pa.types.is_integer(at) or pa.types.is_decimal(at)):
-        raise SchemaError(f"transactions.{acol}: amount column has type {at}; expected a numeric column.")
-    tx = _drop_null_keys(tx, cid, tcol, "transactions", summary)
-    if tx.num_rows == 0:
+    ts, amount, tx_aware = tx["ts"], tx["amount"], tx["aware"]
+    if ts.size == 0:
         raise EmptyInputError(
             f"transactions: all {summary['rows_read']['transactions']} rows have a null customer id or timestamp."
         )
-    ts, tx_aware = _ts_to_us(tx.column(tcol), f"transactions.{tcol}")
-    ts = ts.to_numpy(zero_copy_only=False)
-    amount_col = tx.column(acol)
-    if amount_col.null_count:
-        bad = np.flatnonzero(pc.is_null(amount_col).to_numpy(zero_copy_only=False))
-        raise DataError(
-            f"transactions.{acol}: {amount_col.null_count} null amounts (first rows: {examples(bad)}); "
-            "fill them (e.g. with 0) or drop those rows."
-        )
-    amount = np.asarray(pc.cast(amount_col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    check_finite_column(amount, f"transactions.{acol} (amounts)", "fix or drop those rows.")
 
     ev = None
     if events is not None:
-        ecol = roles["event"]
-        ev = read_table(events, [cid, tcol, ecol], name="events")
-        summary["rows_read"]["events"] = ev.num_rows
-        ev = ev.set_column(0, cid, _check_ids(ev.column(cid), f"events.{cid}"))
-        ev = _drop_null_keys(ev, cid, tcol, "events", summary)
+        ev = _collect(events, "events", cid, tcol, summary, categorical=(roles["event"],))
+        if ev["ids"] is None:
+            ev = None
     attrs = None
     if attributes is not None:
         attrs = read_table(attributes, name="attributes")
@@ -278,58 +363,56 @@ def build_profiles_with_summary(
         summary["as_of_source"] = "latest transaction timestamp"
     ev_ts = None
     if ev is not None:
-        ev_ts, ev_aware = _ts_to_us(ev.column(tcol), f"events.{tcol}")
-        if ev.num_rows and ev_aware != tx_aware:
+        ev_ts = ev["ts"]
+        if ev_ts.size and ev["aware"] != tx_aware:
             raise SchemaError(
-                f"events.{tcol} is {'time-zone aware' if ev_aware else 'naive'} but transactions.{tcol} is "
+                f"events.{tcol} is {'time-zone aware' if ev['aware'] else 'naive'} but transactions.{tcol} is "
                 f"{'time-zone aware' if tx_aware else 'naive'}; give both the same kind (e.g. UTC)."
             )
-        ev_ts = ev_ts.to_numpy(zero_copy_only=False)
     # customer universe: every id in any input (also customers whose rows all
     # fall after as_of or are dropped as returns: they get a zero-purchase row)
-    id_type = tx.column(cid).type
-    parts = [tx.column(cid)]
+    id_type = tx["ids"].type
+    parts = [tx.pop("ids")]
     for other, where in ((ev, "events"), (attrs, "attributes")):
         if other is not None:
-            if other.column(cid).type != id_type:
+            oid = other.pop("ids") if isinstance(other, dict) else other.column(cid)
+            if oid.type != id_type:
                 raise SchemaError(
-                    f"{where}.{cid} has type {other.column(cid).type} but transactions.{cid} has {id_type}; "
+                    f"{where}.{cid} has type {oid.type} but transactions.{cid} has {id_type}; "
                     "customer ids must have the same type in every input."
                 )
-            parts.append(other.column(cid))
+            parts.append(oid)
     uniq, part_codes = _factorize(parts)
+    del parts
+    release_arrow_memory()
     n = len(uniq)
     if n == 0:
         raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps.")
     codes = part_codes.pop(0)
     ecodes = part_codes.pop(0) if ev is not None else None
     acodes = part_codes.pop(0) if attrs is not None else None
+    cat, cat_labels = tx["cats"].get(cat_role, (np.empty(0, dtype=np.int32), []))
+    ch, ch_labels = tx["cats"].get(ch_role, (np.empty(0, dtype=np.int32), []))
     keep = ts <= as_of_us
     n_late = int((~keep).sum())
     summary["excluded_after_as_of"]["transactions"] = n_late
-    if n_late:
-        tx = tx.filter(pa.array(keep))
-        ts, amount, codes = ts[keep], amount[keep], codes[keep]
     if drop_returns:
         neg = amount < 0
         if neg.any():
-            summary["dropped"]["transactions: negative amount (drop_returns=True)"] = int(neg.sum())
-            tx = tx.filter(pa.array(~neg))
-            ts, amount, codes = ts[~neg], amount[~neg], codes[~neg]
+            summary["dropped"]["transactions: negative amount (drop_returns=True)"] = int((neg & keep).sum())
+            keep &= ~neg
+    if not keep.all():
+        ts, amount, codes = ts[keep], amount[keep], codes[keep]
+        cat = cat[keep] if cat.size else cat
+        ch = ch[keep] if ch.size else ch
     summary["returns"] = int((amount < 0).sum())
     if ev is not None:
         ekeep = ev_ts <= as_of_us
         summary["excluded_after_as_of"]["events"] = int((~ekeep).sum())
+        et, e_labels = ev["cats"].get(roles["event"], (np.empty(0, dtype=np.int32), []))
         if not ekeep.all():
-            ev = ev.filter(pa.array(ekeep))
-            ev_ts, ecodes = ev_ts[ekeep], ecodes[ekeep]
+            ev_ts, ecodes, et = ev_ts[ekeep], ecodes[ekeep], et[ekeep]
 
-    cat = ch = np.empty(0, dtype=np.int32)
-    cat_labels, ch_labels = [], []
-    if roles["category"] in tx.column_names:
-        cat, cat_labels = _codes_and_labels(tx.column(roles["category"]), f"transactions.{roles['category']}")
-    if roles["channel"] in tx.column_names:
-        ch, ch_labels = _codes_and_labels(tx.column(roles["channel"]), f"transactions.{roles['channel']}")
     kern = get_kernels(backend, "group")
     nt = effective_n_threads(n_threads)
     starts = np.array([as_of_us - w * US_PER_DAY for w in windows], dtype=np.int64)
@@ -358,7 +441,7 @@ def build_profiles_with_summary(
 
     # category spend shares (of positive spend) and channel mix
     denom = np.where(agg["gross"] > 0, agg["gross"], 1.0)
-    if cat_labels or roles["category"] in tx.column_names:
+    if cat_role in tx["cats"]:
         cat_spend = agg["cat_spend"]
         order = np.argsort(-cat_spend.sum(axis=0), kind="stable")[:top_categories]
         taken = set(cols) | {"share_other"}
@@ -375,8 +458,7 @@ def build_profiles_with_summary(
             cols[_unique_name("channel_", lab, taken)] = pa.array(agg["channel_orders"][:, j] / np.maximum(orders, 1))
 
     # web events
-    if ev is not None and ev.num_rows:
-        et, e_labels = _codes_and_labels(ev.column(roles["event"]), f"events.{roles['event']}")
+    if ev is not None and ev_ts.size:
         cnt, lst = kern.event_pass(ecodes, n, ev_ts, et, len(e_labels), nt)
         taken_ev = set(cols)
         for j, lab in enumerate(e_labels):

@@ -137,7 +137,8 @@ def prepare_profile_inputs(codes, n_groups, ts, amount, cat, n_cat, channel, n_c
     for name, a, width in (("cat", cat, n_cat), ("channel", channel, n_channel)):
         if a.shape[0] not in (0, n):
             raise ValueError(f"{name} must have length 0 (no column) or {n}")
-        width = int(width) if a.size else 0
+        # no column (length 0 while there are rows): width 0; no rows: the width asked for
+        width = int(width) if (a.size or n == 0) else 0
         if a.size and (a.min() < -1 or a.max() >= width):
             raise ValueError(f"{name} codes must lie in [-1, {width})")
         widths.append(width)

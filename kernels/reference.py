@@ -262,7 +262,7 @@ def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, wi
         out["n_categories"] = (np.bincount(key, minlength=n * n_cat).reshape(n, n_cat) > 0).sum(1).astype(np.int64)
         out["null_cat_spend"] = _wsum(codes[~valid], pos[~valid], n)
     else:
-        out["cat_spend"] = np.zeros((n, 0))
+        out["cat_spend"] = np.zeros((n, n_cat))
         out["n_categories"] = np.zeros(n, dtype=np.int64)
         out["null_cat_spend"] = out["gross"].copy()
     if channel.size:
@@ -270,7 +270,7 @@ def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, wi
         key = codes[valid] * n_channel + channel[valid]
         out["channel_orders"] = np.bincount(key, minlength=n * n_channel).reshape(n, n_channel).astype(np.int64)
     else:
-        out["channel_orders"] = np.zeros((n, 0), dtype=np.int64)
+        out["channel_orders"] = np.zeros((n, n_channel), dtype=np.int64)
     return out
 
 
