@@ -272,6 +272,54 @@ def run_profile(quick, repeat, rows, workdir):
     _ratios(rows, "PROFILE", shape, "segone build_profiles (transactions only)")
 
 
+# ---------------------------------------------------------------------- SCORE
+def run_score(quick, repeat, rows, workdir):
+    """FeatureScorer.fit_transform per scaling vs the scikit-learn scaler on the same columns."""
+    n = 50_000 if quick else 1_000_000
+    path = os.path.join(workdir, f"synth-{n}")
+    if not os.path.exists(path):
+        segone.synth.write_dataset(path, n, seed=0)
+
+    def profiles():  # built in the child (the parent must not run OpenMP code before forking)
+        return segone.build_profiles(os.path.join(path, "transactions"), events=os.path.join(path, "events"))
+
+    def sk_matrix(prof):
+        import pyarrow.compute as pc
+
+        feats = segone.score.default_features(prof.column_names)
+        cols = []
+        for name, tr in feats:
+            v = pc.cast(pc.fill_null(prof.column(name), 0), "float64").to_numpy()
+            cols.append(np.log1p(np.maximum(v, 0)) if tr == "log1p" else v)
+        return np.column_stack(cols)
+
+    shape = None
+    c = {}
+    for scaling in ("standard", "robust", "quantile"):
+        c[f"segone FeatureScorer({scaling})"] = lazy(
+            profiles, lambda p, s=scaling: segone.FeatureScorer(scaling=s, n_threads=THREADS).fit_transform(p).shape
+        )
+    if _have("sklearn"):
+        from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
+
+        peers = {"standard": StandardScaler, "robust": RobustScaler,
+                 "quantile": lambda: QuantileTransformer(n_quantiles=257, subsample=None)}  # fmt: skip
+        for scaling, make in peers.items():
+            c[f"scikit-learn {scaling} (Arrow -> NumPy -> scaler)"] = lazy(
+                profiles, lambda p, mk=make: mk().fit_transform(sk_matrix(p)).astype(np.float32).shape
+            )
+    for label, fn in c.items():
+        med, times, peak, out_shape = measure(fn, repeat, label)
+        shape = shape or f"{out_shape[0]:,} profiles x {out_shape[1]} features"
+        rows.append(dict(workload="SCORE", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak))
+    for scaling in ("standard", "robust", "quantile"):
+        base = next(r for r in rows if r["contender"] == f"segone FeatureScorer({scaling})")
+        for r in rows:
+            if r["workload"] == "SCORE" and r["contender"].startswith(f"scikit-learn {scaling}"):
+                r["speedup_vs_this"] = r["seconds"] / base["seconds"]
+        base["speedup_vs_this"] = 1.0
+
+
 # ------------------------------------------------------------------- PIPELINE
 def run_pipeline(quick, repeat, rows, workdir):
     n = 50_000 if quick else 1_000_000
@@ -366,7 +414,7 @@ def machine_info():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
-    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "pipeline"],
+    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline"],
                     help="run only these (repeatable); default all")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--full-kmeans", action="store_true", help="also run scikit-learn full KMeans (about a minute at 10M)")
@@ -375,7 +423,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache", "segone-bench"))
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
-    todo = args.workload or ["assign", "fit", "profile", "pipeline"]
+    todo = args.workload or ["assign", "fit", "profile", "score", "pipeline"]
     rows = []
     info = machine_info()
     print(f"# segone {segone.__version__} vs peers, {info['date']}, {info['cpu']}, {THREADS} threads", flush=True)
@@ -385,6 +433,8 @@ def main(argv=None):
         run_fit(args.quick, args.repeat, rows, args.full_kmeans, args.dask_ml)
     if "profile" in todo:
         run_profile(args.quick, args.repeat, rows, args.workdir)
+    if "score" in todo:
+        run_score(args.quick, args.repeat, rows, args.workdir)
     if "pipeline" in todo:
         run_pipeline(args.quick, args.repeat, rows, args.workdir)
     print_table(rows)

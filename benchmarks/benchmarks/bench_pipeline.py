@@ -3,11 +3,10 @@
 import shutil
 import tempfile
 
-
 import segone
 from segone.synth import SEGMENTS, write_dataset
 
-from .common import scaled, synth_data
+from .common import THREADS, scaled, synth_data
 
 
 class Profiles:
@@ -23,17 +22,62 @@ class Profiles:
         segone.build_profiles(self.data.transactions, events=self.data.events, attributes=self.data.customers)
 
 
+class ProfileKernel:
+    """The grouped profile kernel alone (CSR scatter + per-customer pass), per backend."""
+
+    params = ["cython", "numba"]
+    param_names = ["backend"]
+    timeout = 300
+
+    def setup(self, backend):
+        import numpy as np
+
+        from segone._backend import get_kernels
+
+        rng = np.random.default_rng(0)
+        n_cust = scaled(50_000, 1_000_000)
+        n = 20 * n_cust
+        self.kern = get_kernels(backend, "group")
+        self.args = (
+            rng.integers(0, n_cust, n), n_cust, rng.integers(0, 400 * 86_400 * 10**6, n),
+            np.round(rng.lognormal(3, 1, n), 2), rng.integers(-1, 20, n).astype(np.int32), 20,
+            rng.integers(0, 4, n).astype(np.int32), 4, np.array([300, 200, 100]) * 86_400 * 10**6, 86_400 * 10**6,
+        )  # fmt: skip
+        self.kern.profile_pass(*self.args, THREADS)  # JIT warm-up
+
+    def time_profile_pass(self, backend):
+        self.kern.profile_pass(*self.args, THREADS)
+
+    def peakmem_profile_pass(self, backend):
+        self.kern.profile_pass(*self.args, THREADS)
+
+
 class Score:
-    def setup(self):
+    """Scorer fit and the fused transform kernel, per scaling and backend."""
+
+    params = (["standard", "robust", "quantile"], ["cython", "numba"])
+    param_names = ["scaling", "backend"]
+
+    def setup(self, scaling, backend):
         d = synth_data(scaled(50_000, 1_000_000))
         self.profiles = segone.build_profiles(d.transactions, events=d.events, attributes=d.customers)
-        self.scorer = segone.FeatureScorer().fit(self.profiles)
+        self.scorer = segone.FeatureScorer(scaling=scaling, backend=backend, n_threads=THREADS).fit(self.profiles)
+        self.scorer.transform(self.profiles)  # JIT warm-up
 
-    def time_fit(self):
-        segone.FeatureScorer().fit(self.profiles)
+    def time_fit(self, scaling, backend):
+        segone.FeatureScorer(scaling=scaling, backend=backend).fit(self.profiles)
 
-    def time_transform(self):
+    def time_transform(self, scaling, backend):
         self.scorer.transform(self.profiles)
+
+
+class RFM:
+    def setup(self):
+        d = synth_data(scaled(50_000, 1_000_000))
+        self.profiles = segone.build_profiles(d.transactions)
+
+    def time_rfm_scores(self):
+        segone.rfm_scores(self.profiles)
 
 
 class Pipeline:
