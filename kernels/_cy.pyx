@@ -461,102 +461,101 @@ def _profile_kernel(
         if off[g + 1] > maxm:
             maxm = off[g + 1]
         off[g + 1] += off[g]
-    rows = <TxRow*> malloc(max(n, 1) * sizeof(TxRow))
-    if rows == NULL:
-        raise MemoryError("segone profile kernel: could not allocate the grouped rows")
+    # the grouped rows live in a NumPy buffer: NumPy asks the OS for huge pages
+    # on large allocations, which makes first-touch page faults ~100x rarer
+    rows_arr = np.empty(max(n, 1) * sizeof(TxRow), dtype=np.uint8)
+    cdef unsigned char[::1] rows_mem = rows_arr
+    rows = <TxRow*> &rows_mem[0]
     pos_arr = np.asarray(off[:n_groups]).copy()
     cdef long long[::1] pos = pos_arr
     oom_arr = np.zeros(1, dtype=np.int32)
     cdef int[::1] oom = oom_arr
-    try:
-        with nogil:
-            # scatter into group order; thread t owns the groups [bounds[t], bounds[t+1]),
-            # so no two threads write the same slot and row order is kept in a group
-            for t in prange(n_parts, schedule="static", chunksize=1, num_threads=n_threads):
-                g0 = bounds[t]
-                g1 = bounds[t + 1]
-                for i in range(n):
-                    c = codes[i]
-                    if c >= g0 and c < g1:
-                        r = &rows[pos[c]]
-                        r.ts = ts[i]
-                        r.amount = amount[i]
-                        r.cat = cat[i] if has_cat else -1
-                        r.ch = ch[i] if has_ch else -1
-                        pos[c] += 1
-            with parallel(num_threads=n_threads):
-                days = <long long*> malloc(max(maxm, 1) * sizeof(long long))
-                mark = <long long*> malloc(max(n_cat, 1) * sizeof(long long))
-                if mark != NULL:
-                    for u in range(n_cat):
-                        mark[u] = -1
-                for g in prange(n_groups, schedule="dynamic", chunksize=4096):
-                    if days == NULL or mark == NULL:
-                        oom[0] = 1
-                        continue
-                    a = off[g]
-                    e = off[g + 1]
-                    m = e - a
-                    if m == 0:
-                        continue
-                    first = rows[a].ts
-                    last = rows[a].ts
-                    sp = 0.0
-                    smax = -INFINITY
-                    gross = 0.0
-                    nullc = 0.0
-                    ncats = 0
-                    for q in range(a, e):
-                        r = &rows[q]
-                        amt = r.amount
-                        if r.ts < first:
-                            first = r.ts
-                        if r.ts > last:
-                            last = r.ts
-                        sp = sp + amt
-                        if amt > smax:
-                            smax = amt
-                        pos_amt = amt if amt > 0.0 else 0.0
-                        gross = gross + pos_amt
-                        days[q - a] = _floordiv(r.ts, day_us)
-                        for w in range(n_w):
-                            if r.ts > wstart[w]:
-                                o_word[g, w] += 1
-                                o_wsp[g, w] += amt
-                        if r.cat >= 0:
-                            o_cat[g, r.cat] += pos_amt
-                            if mark[r.cat] != g:
-                                mark[r.cat] = g
-                                ncats = ncats + 1
-                        else:
-                            nullc = nullc + pos_amt
-                        if r.ch >= 0:
-                            o_ch[g, r.ch] += 1
-                    # spend on the first purchase day (row order, like the reference)
-                    fday = _floordiv(first, day_us)
-                    fds = 0.0
-                    for q in range(a, e):
-                        if days[q - a] == fday:
-                            fds = fds + rows[q].amount
-                    _sort_i64(days, m)
-                    nd = 1
-                    for q in range(1, m):
-                        if days[q] != days[q - 1]:
-                            nd = nd + 1
-                    o_orders[g] = m
-                    o_first[g] = first
-                    o_last[g] = last
-                    o_spend[g] = sp
-                    o_smax[g] = smax
-                    o_gross[g] = gross
-                    o_fds[g] = fds
-                    o_pdays[g] = nd
-                    o_nullcat[g] = nullc
-                    o_ncat[g] = ncats
-                free(days)
-                free(mark)
-    finally:
-        free(rows)
+    with nogil:
+        # scatter into group order; thread t owns the groups [bounds[t], bounds[t+1]),
+        # so no two threads write the same slot and row order is kept in a group
+        for t in prange(n_parts, schedule="static", chunksize=1, num_threads=n_threads):
+            g0 = bounds[t]
+            g1 = bounds[t + 1]
+            for i in range(n):
+                c = codes[i]
+                if c >= g0 and c < g1:
+                    r = &rows[pos[c]]
+                    r.ts = ts[i]
+                    r.amount = amount[i]
+                    r.cat = cat[i] if has_cat else -1
+                    r.ch = ch[i] if has_ch else -1
+                    pos[c] += 1
+        with parallel(num_threads=n_threads):
+            days = <long long*> malloc(max(maxm, 1) * sizeof(long long))
+            mark = <long long*> malloc(max(n_cat, 1) * sizeof(long long))
+            if mark != NULL:
+                for u in range(n_cat):
+                    mark[u] = -1
+            for g in prange(n_groups, schedule="dynamic", chunksize=4096):
+                if days == NULL or mark == NULL:
+                    oom[0] = 1
+                    continue
+                a = off[g]
+                e = off[g + 1]
+                m = e - a
+                if m == 0:
+                    continue
+                first = rows[a].ts
+                last = rows[a].ts
+                sp = 0.0
+                smax = -INFINITY
+                gross = 0.0
+                nullc = 0.0
+                ncats = 0
+                for q in range(a, e):
+                    r = &rows[q]
+                    amt = r.amount
+                    if r.ts < first:
+                        first = r.ts
+                    if r.ts > last:
+                        last = r.ts
+                    sp = sp + amt
+                    if amt > smax:
+                        smax = amt
+                    pos_amt = amt if amt > 0.0 else 0.0
+                    gross = gross + pos_amt
+                    days[q - a] = _floordiv(r.ts, day_us)
+                    for w in range(n_w):
+                        if r.ts > wstart[w]:
+                            o_word[g, w] += 1
+                            o_wsp[g, w] += amt
+                    if r.cat >= 0:
+                        o_cat[g, r.cat] += pos_amt
+                        if mark[r.cat] != g:
+                            mark[r.cat] = g
+                            ncats = ncats + 1
+                    else:
+                        nullc = nullc + pos_amt
+                    if r.ch >= 0:
+                        o_ch[g, r.ch] += 1
+                # spend on the first purchase day (row order, like the reference)
+                fday = _floordiv(first, day_us)
+                fds = 0.0
+                for q in range(a, e):
+                    if days[q - a] == fday:
+                        fds = fds + rows[q].amount
+                _sort_i64(days, m)
+                nd = 1
+                for q in range(1, m):
+                    if days[q] != days[q - 1]:
+                        nd = nd + 1
+                o_orders[g] = m
+                o_first[g] = first
+                o_last[g] = last
+                o_spend[g] = sp
+                o_smax[g] = smax
+                o_gross[g] = gross
+                o_fds[g] = fds
+                o_pdays[g] = nd
+                o_nullcat[g] = nullc
+                o_ncat[g] = ncats
+            free(days)
+            free(mark)
     if oom[0]:
         raise MemoryError("segone profile kernel: could not allocate per-thread scratch memory")
 
