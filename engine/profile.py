@@ -20,6 +20,25 @@ under ``b"segone"``):
 
 Every customer present in any input appears exactly once in the output,
 sorted by customer id.
+
+BTYD columns (``frequency``, ``recency``, ``T``, ``monetary_value``) follow
+the *code* of lifetimes' ``summary_data_from_transaction_data`` (freq="D",
+the convention pymc-marketing keeps), where it differs from its docstring:
+
+* the docstring calls ``frequency`` the number of repeat purchases; the code
+  counts repeat *periods*: purchases on the same (UTC) day count once, so
+  ``frequency`` = distinct purchase days - 1;
+* the docstring calls ``monetary_value`` the average value of the purchases;
+  the code sums each period's purchases and averages the repeat periods only
+  (the first day is left out), 0 for a customer without repeat periods;
+* ``recency`` and ``T`` are whole days between period starts (the first and
+  last purchase days, and the day of ``as_of``).
+
+One deliberate difference: ``as_of`` is an instant, and rows after it are
+left out of every column.  lifetimes truncates both the rows and
+``observation_period_end`` to the start of their day, so it also keeps the
+purchases made later on the ``as_of`` day.  Pass the end of the day (or leave
+``as_of`` to default to the latest timestamp) to get identical BTYD columns.
 """
 
 import datetime as _dt
