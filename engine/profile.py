@@ -340,8 +340,15 @@ def build_profiles_with_summary(
     drop_returns=False,
     backend="auto",
     n_threads=None,
+    labels=None,
 ):
-    """Like :func:`build_profiles`, returning ``(profiles, summary)``."""
+    """Like :func:`build_profiles`, returning ``(profiles, summary)``.
+
+    ``labels`` ({"category": [...], "channel": [...], "event": [...]}, each
+    optional) fixes the category / channel / event labels that get their own
+    columns, in that order, whatever the data holds: the Dask layer passes the
+    global labels so that every partition has the same columns.
+    """
     roles = _schema(schema)
     cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
     windows = tuple(check_int(w, "windows[i]", low=1) for w in windows)
@@ -458,33 +465,52 @@ def build_profiles_with_summary(
         cols[f"orders_{w}d"] = pa.array(agg["window_orders"][:, i])
         cols[f"spend_{w}d"] = pa.array(agg["window_spend"][:, i])
 
-    # category spend shares (of positive spend) and channel mix
+    # category spend shares (of positive spend) and channel mix; with fixed
+    # labels (the Dask layer) every partition gets the same columns
+    fixed = labels or {}
     denom = np.where(agg["gross"] > 0, agg["gross"], 1.0)
-    if cat_role in tx["cats"]:
+    if cat_role in tx["cats"] or "category" in fixed:
         cat_spend = agg["cat_spend"]
-        order = np.argsort(-cat_spend.sum(axis=0), kind="stable")[:top_categories]
+        where = {lab: j for j, lab in enumerate(cat_labels)}
+        if "category" in fixed:
+            chosen = [str(lab) for lab in fixed["category"]]
+        else:
+            chosen = [cat_labels[j] for j in np.argsort(-cat_spend.sum(axis=0), kind="stable")[:top_categories]]
         taken = set(cols) | {"share_other"}
-        for j in order:
-            cols[_unique_name("share_", cat_labels[j], taken)] = pa.array(cat_spend[:, j] / denom)
-        rest = np.setdiff1d(np.arange(len(cat_labels)), order)
+        for lab in chosen:
+            v = cat_spend[:, where[lab]] if lab in where else np.zeros(n)
+            cols[_unique_name("share_", lab, taken)] = pa.array(v / denom)
+        rest = [j for j, lab in enumerate(cat_labels) if lab not in set(chosen)]
         other = cat_spend[:, rest].sum(axis=1) + agg["null_cat_spend"]
         cols["share_other"] = pa.array(other / denom)
         cols["n_categories"] = pa.array(agg["n_categories"])
-        summary["categories"] = [cat_labels[j] for j in order]
-    if ch_labels:
+        summary["categories"] = chosen
+    ch_chosen = [str(lab) for lab in fixed.get("channel", ch_labels)]
+    if ch_chosen:
+        where = {lab: j for j, lab in enumerate(ch_labels)}
         taken = set(cols)
-        for j, lab in enumerate(ch_labels):
-            cols[_unique_name("channel_", lab, taken)] = pa.array(agg["channel_orders"][:, j] / np.maximum(orders, 1))
+        for lab in ch_chosen:
+            v = agg["channel_orders"][:, where[lab]] if lab in where else np.zeros(n, dtype=np.int64)
+            cols[_unique_name("channel_", lab, taken)] = pa.array(v / np.maximum(orders, 1))
 
     # web events
+    ev_chosen = fixed.get("event")
     if ev is not None and ev_ts.size:
         cnt, lst = kern.event_pass(ecodes, n, ev_ts, et, len(e_labels), nt)
-        taken_ev = set(cols)
-        for j, lab in enumerate(e_labels):
-            ev_name = _unique_name("events_", lab, taken_ev)
-            name = ev_name[len("events_"):]
-            cols[ev_name] = pa.array(cnt[:, j])
-            cols[f"days_since_{name}"] = pa.array((as_of_us - lst[:, j]) / US_PER_DAY, mask=cnt[:, j] == 0)
+    else:
+        cnt, lst, e_labels = np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.int64), []
+    if ev_chosen is None:
+        ev_chosen = e_labels
+    where = {lab: j for j, lab in enumerate(e_labels)}
+    taken_ev = set(cols)
+    for lab in (str(x) for x in ev_chosen):
+        j = where.get(lab)
+        c = cnt[:, j] if j is not None else np.zeros(n, dtype=np.int64)
+        last_ts = lst[:, j] if j is not None else np.zeros(n, dtype=np.int64)
+        ev_name = _unique_name("events_", lab, taken_ev)
+        name = ev_name[len("events_"):]
+        cols[ev_name] = pa.array(c)
+        cols[f"days_since_{name}"] = pa.array((as_of_us - last_ts) / US_PER_DAY, mask=c == 0)
 
     # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, freq="D")
     as_of_day = as_of_us // US_PER_DAY

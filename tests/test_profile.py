@@ -305,3 +305,36 @@ def test_every_column_against_pandas_hypothesis(rows, as_of_s):
     for col in exp.columns:
         g = got[col].to_numpy(float) if col in got else np.zeros(len(exp))  # a category nobody bought
         np.testing.assert_allclose(g, exp[col].to_numpy(float), rtol=1e-9, atol=1e-9, err_msg=col)
+
+
+def test_fixed_labels_make_customer_partitions_add_up(small_synth):
+    """Profiles of customer-disjoint pieces with the global labels == the whole (the Dask contract)."""
+    d = small_synth
+    whole, summary = build_profiles_with_summary(d.transactions, events=d.events, attributes=d.customers)
+    labels = {
+        "category": summary["categories"],
+        "channel": sorted({c for c in d.transactions.column("channel").to_pylist() if c is not None}),
+        "event": sorted({e for e in d.events.column("event").to_pylist() if e is not None}),
+    }
+    as_of = summary["as_of"]
+    parts = []
+    for keep in (lambda c: c % 3 == 0, lambda c: c % 3 != 0):
+        def sel(t):
+            return t.filter(pa.array([keep(c) for c in t.column("customer_id").to_pylist()]))
+        parts.append(segone.profile.build_profiles_with_summary(
+            sel(d.transactions), events=sel(d.events), attributes=sel(d.customers), as_of=as_of, labels=labels,
+        )[0])  # fmt: skip
+    assert parts[0].schema.names == parts[1].schema.names
+    joined = pa.concat_tables(parts).sort_by("customer_id")
+    expected = whole.select(joined.schema.names)
+    for name in joined.schema.names:
+        a, b = joined.column(name).to_pylist(), expected.column(name).to_pylist()
+        if pa.types.is_floating(joined.schema.field(name).type):
+            np.testing.assert_allclose(np.array(a, dtype=float), np.array(b, dtype=float), rtol=1e-12, err_msg=name)
+        else:
+            assert a == b, name
+    # a piece without a given channel / event / category still has its column, all zero
+    one = build_profiles_with_summary(d.transactions.slice(0, 1), as_of=as_of,
+                                      labels={**labels, "category": labels["category"] + ["zzz"]})[0]  # fmt: skip
+    assert one.column("share_zzz").to_pylist() == [0.0]
+    assert set(f"events_{e}" for e in labels["event"]) <= set(one.schema.names)
