@@ -87,6 +87,9 @@ def iter_batches(source, columns=None, *, name="input", optional=(), batch_size=
             yield batch.select(cols)
         return
     table = read_table(source, columns, name=name, optional=optional)
+    if table.num_rows == 0:  # one empty batch: the schema still reaches the reader
+        yield pa.RecordBatch.from_pylist([], schema=table.schema)
+        return
     yield from table.to_batches(max_chunksize=batch_size)
 
 

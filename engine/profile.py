@@ -341,13 +341,17 @@ def build_profiles_with_summary(
     backend="auto",
     n_threads=None,
     labels=None,
+    _partition=False,
 ):
     """Like :func:`build_profiles`, returning ``(profiles, summary)``.
 
     ``labels`` ({"category": [...], "channel": [...], "event": [...]}, each
     optional) fixes the category / channel / event labels that get their own
     columns, in that order, whatever the data holds: the Dask layer passes the
-    global labels so that every partition has the same columns.
+    global labels so that every partition has the same columns.  With
+    ``_partition=True`` (the Dask layer, which also fixes ``as_of``) a piece
+    without transactions is not an error: its customers come from the events
+    and attributes.
     """
     roles = _schema(schema)
     cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
@@ -357,10 +361,10 @@ def build_profiles_with_summary(
 
     cat_role, ch_role = roles["category"], roles["channel"]
     tx = _collect(transactions, "transactions", cid, tcol, summary, amount=acol, categorical=(cat_role, ch_role))
-    if summary["rows_read"]["transactions"] == 0:
+    if summary["rows_read"]["transactions"] == 0 and not _partition:
         raise EmptyInputError("transactions: the input has 0 rows; nothing to profile.")
     ts, amount, tx_aware = tx["ts"], tx["amount"], tx["aware"]
-    if ts.size == 0:
+    if ts.size == 0 and not _partition:
         raise EmptyInputError(
             f"transactions: all {summary['rows_read']['transactions']} rows have a null customer id or timestamp."
         )
@@ -527,7 +531,7 @@ def build_profiles_with_summary(
     out = pa.table(cols)
 
     # CRM attributes
-    if attrs is not None and attrs.num_rows:
+    if attrs is not None:  # also when empty: every piece gets the same columns
         per_customer = np.bincount(acodes, minlength=n)
         if (per_customer > 1).any():
             dup_codes = np.flatnonzero(per_customer > 1)

@@ -1,0 +1,428 @@
+"""segone on Dask: the same stages for data that outgrows one process.
+
+This module mirrors the single-process API on Dask collections, the way
+``xgboost.dask`` and ``lightgbm.dask`` do, and keeps one implementation of
+every computation: the Dask layer only partitions, reduces and broadcasts.
+
+* :func:`build_profiles` takes Dask DataFrames (or Parquet paths) of events,
+  finds the global labels and ``as_of`` in one light pass, shuffles every
+  input by a hash of the customer id so that a customer's rows meet in one
+  partition, and runs the single-process profile kernel per partition with
+  the global labels (so every partition has the same columns).
+* :class:`FeatureScorer` fits per-partition mergeable states, tree-reduced
+  (``split_every``), and transforms partition by partition.
+* :class:`Segmenter` fits mini-batch k-means on a uniform sample drawn across
+  the chunks, then runs full-data Lloyd refine passes: each pass is one
+  partial-sums kernel call per chunk, tree-reduced to ``(sums, counts,
+  inertia)``.  A fit costs a few passes over the data, not a task per batch.
+* :func:`assign` maps the assignment kernel over the chunks, centroids
+  broadcast once.
+
+Work runs on the current ``distributed`` client when there is one (or the one
+passed as ``client=``), else on Dask's local threaded scheduler.
+"""
+
+import os
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from dask import delayed
+
+from segone import cluster as _cluster
+from segone import profile as _profile
+from segone import score as _score
+from segone._backend import get_kernels
+from segone._threads import effective_n_threads
+from segone._validation import check_int, check_random_state
+from segone.assign import Assignment
+from segone.assign import assign as _assign
+from segone.errors import EmptyInputError, NotFittedError, ParameterError
+
+PART = "_segone_part"
+
+
+def _compute(*objs, client=None):
+    """dask.compute on ``client`` when given, else on the default (current client or threads)."""
+    if client is not None:
+        return dask.compute(*objs, scheduler=client)
+    return dask.compute(*objs)
+
+
+def _shuffle_method(client):
+    """p2p on a distributed client (bounded memory), the task shuffle on the local schedulers."""
+    if client is not None:
+        return "p2p"
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return "tasks"
+    try:
+        from distributed import default_client
+
+        default_client()
+        return "p2p"
+    except (ImportError, ValueError):
+        return "tasks"
+
+
+def _tree_reduce(items, fn, split_every=8):
+    """Delayed pairwise-or-wider reduction: ``fn(a, b)`` folded in groups of ``split_every``."""
+    split_every = check_int(split_every, "split_every", low=2)
+
+    def fold(*xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = fn(out, x)
+        return out
+
+    items = list(items)
+    if not items:
+        raise EmptyInputError("nothing to reduce: the collection has no partitions.")
+    while len(items) > 1:
+        items = [delayed(fold)(*items[i : i + split_every]) for i in range(0, len(items), split_every)]
+    return items[0]
+
+
+# ------------------------------------------------------------------ profiles
+def _frame(x, name, npartitions=None):
+    if x is None:
+        return None
+    if isinstance(x, dd.DataFrame):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        path = os.fspath(x)
+        if not os.path.exists(path):
+            raise ParameterError(f"{name}: path {path!r} does not exist.")
+        return dd.read_parquet(path)
+    if isinstance(x, pa.Table):
+        x = x.to_pandas(types_mapper=pd.ArrowDtype)
+    if isinstance(x, pd.DataFrame):
+        return dd.from_pandas(x, npartitions=npartitions or 1)
+    raise ParameterError(
+        f"{name}: expected a Dask DataFrame, a Parquet path, a pandas DataFrame or a pyarrow Table, "
+        f"got {type(x).__name__}."
+    )
+
+
+def _arrow(pdf):
+    if PART in pdf.columns:
+        pdf = pdf.drop(columns=PART)
+    # an empty categorical (e.g. the meta of a Parquet dictionary column) has no
+    # Arrow dictionary type: give it plain values
+    empty_cats = [c for c, t in pdf.dtypes.items() if isinstance(t, pd.CategoricalDtype) and len(t.categories) == 0]
+    if empty_cats:
+        pdf = pdf.astype({c: object for c in empty_cats})
+    return pa.Table.from_pandas(pdf, preserve_index=False)
+
+
+def _with_part(pdf, cid, n_parts):
+    """Add the partition key: a hash of the customer id (same id -> same key in every input)."""
+    ids = pdf[cid]
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        ids = ids.astype("int64")
+    else:
+        ids = ids.astype(object)
+    h = pd.util.hash_pandas_object(ids, index=False).to_numpy()
+    return pdf.assign(**{PART: (h % np.uint64(n_parts)).astype(np.int64)})
+
+
+def _label_stats(pdf, cid, tcol, acol, cat_role, ch_role, as_of_us, drop_returns):
+    """One partition's share of the global pass: latest timestamp, positive spend per category, labels."""
+    summary = {"rows_read": {}, "dropped": {}}
+    got = _profile._collect(_arrow(pdf), "transactions", cid, tcol, summary, amount=acol,
+                            categorical=(cat_role, ch_role))  # fmt: skip
+    ts, amount = got["ts"], got["amount"]
+    out = {"max_ts": int(ts.max()) if ts.size else None, "aware": got["aware"], "cat": {}, "channel": []}
+    keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
+    if drop_returns:
+        keep &= amount >= 0
+    if cat_role in got["cats"]:
+        codes, labels = got["cats"][cat_role]
+        valid = keep & (codes >= 0)
+        spend = np.bincount(codes[valid], weights=np.maximum(amount[valid], 0.0), minlength=len(labels))
+        out["cat"] = dict(zip(labels, spend.tolist()))
+    if ch_role in got["cats"]:
+        out["channel"] = list(got["cats"][ch_role][1])
+    return out
+
+
+def _event_labels(pdf, cid, tcol, ecol):
+    summary = {"rows_read": {}, "dropped": {}}
+    got = _profile._collect(_arrow(pdf), "events", cid, tcol, summary, categorical=(ecol,))
+    return list(got["cats"].get(ecol, (None, []))[1])
+
+
+def _merge_ordered(lists):
+    seen = {}
+    for lst in lists:
+        for x in lst:
+            seen.setdefault(x, None)
+    return list(seen)
+
+
+def _profile_part(tx, ev, at, kwargs, meta=None):
+    try:
+        prof, _ = _profile.build_profiles_with_summary(
+            _arrow(tx), events=None if ev is None else _arrow(ev), attributes=None if at is None else _arrow(at),
+            _partition=True, **kwargs,
+        )  # fmt: skip
+    except EmptyInputError:
+        if meta is None:
+            raise
+        return meta
+    out = prof.to_pandas(types_mapper=pd.ArrowDtype)
+    if meta is not None:
+        out = out[list(meta.columns)].astype(meta.dtypes.to_dict())
+    return out
+
+
+def _profile_parts(*frames, which, kwargs, out_meta):
+    it = iter(frames)
+    tx, ev, at = (next(it) if present else None for present in which)
+    return _profile_part(tx, ev, at, kwargs, out_meta)
+
+
+def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
+                   windows=(30, 90, 365), top_categories=20, drop_returns=False, npartitions=None,
+                   client=None, n_threads=1):  # fmt: skip
+    """:func:`segone.build_profiles` on Dask collections; returns a Dask DataFrame.
+
+    Parameters are those of :func:`segone.build_profiles`, plus:
+
+    npartitions : int or None
+        Partitions of the output (customers are hashed into them); default:
+        the number of partitions of ``transactions``.
+    client : distributed.Client or None
+        Where the global pass (labels, ``as_of``) runs; default: the current one.
+    n_threads : int
+        Kernel threads per task (1: Dask's workers supply the parallelism).
+
+    Every customer of any input lands in exactly one partition and appears
+    exactly once; columns (and their order) are the same in every partition.
+    Inside a partition rows are sorted by customer id; partitions are not.
+
+    Examples
+    --------
+    >>> import segone.dask
+    >>> from segone.synth import generate
+    >>> d = generate(1000, seed=0)
+    >>> prof = segone.dask.build_profiles(d.transactions, npartitions=3)
+    >>> int(prof.shape[0].compute())
+    1000
+    """
+    roles = _profile._schema(schema)
+    cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
+    tx = _frame(transactions, "transactions")
+    ev = _frame(events, "events")
+    at = _frame(attributes, "attributes")
+    n_parts = check_int(npartitions or tx.npartitions, "npartitions", low=1)
+    as_of_us = _profile._as_of_us(as_of)
+
+    # one light pass: as_of, the top categories, the channel and event labels
+    stats = [delayed(_label_stats)(p, cid, tcol, acol, roles["category"], roles["channel"], as_of_us, drop_returns)
+             for p in tx.to_delayed()]  # fmt: skip
+    ev_stats = [delayed(_event_labels)(p, cid, tcol, roles["event"]) for p in ev.to_delayed()] if ev is not None else []
+    stats, ev_stats = _compute(stats, ev_stats, client=client)
+    if as_of_us is None:
+        latest = [s["max_ts"] for s in stats if s["max_ts"] is not None]
+        if not latest:
+            raise EmptyInputError("transactions: no row with a customer id and a timestamp; nothing to profile.")
+        as_of_us = max(latest)
+    cat_spend = {}
+    for s in stats:
+        for lab, v in s["cat"].items():
+            cat_spend[lab] = cat_spend.get(lab, 0.0) + v
+    cat_order = sorted(cat_spend, key=lambda lab: -cat_spend[lab])  # stable: first appearance breaks ties
+    labels = {
+        "category": cat_order[:top_categories],
+        "channel": _merge_ordered(s["channel"] for s in stats),
+        "event": _merge_ordered(ev_stats),
+    }
+    if not any(s["cat"] or s["max_ts"] is not None for s in stats) and not cat_spend:
+        labels.pop("category")
+    kwargs = dict(as_of=np.datetime64(int(as_of_us), "us"), schema=schema, windows=windows,
+                  top_categories=top_categories, drop_returns=drop_returns, n_threads=n_threads, labels=labels)  # fmt: skip
+
+    # meta from a small sample of the real inputs
+    sample = tx.head(5, npartitions=-1)
+    meta = _profile_part(
+        sample, None if ev is None else ev._meta, None if at is None else at.head(1, npartitions=-1), kwargs
+    ).iloc[:0]
+
+    method = _shuffle_method(client)
+
+    def shuffled(frame):
+        keyed = frame.map_partitions(_with_part, cid, n_parts, meta=frame._meta.assign(**{PART: np.int64(0)}))
+        return keyed.shuffle(on=PART, npartitions=n_parts, shuffle_method=method)
+
+    # partition i of every shuffled input holds the same customers: map them side by side
+    frames = [shuffled(f) for f in (tx, ev, at) if f is not None]
+    which = (True, ev is not None, at is not None)
+    return dd.map_partitions(_profile_parts, *frames, which=which, kwargs=kwargs, out_meta=meta, meta=meta,
+                             align_dataframes=False, enforce_metadata=False)  # fmt: skip
+
+
+# ------------------------------------------------------------------- scoring
+def _table(pdf):
+    return pa.Table.from_pandas(pdf, preserve_index=False)
+
+
+def _transform_part(pdf, scorer):
+    return _score.FeatureScorer.transform(scorer, _table(pdf))
+
+
+class FeatureScorer(_score.FeatureScorer):
+    """:class:`segone.FeatureScorer` that also fits and transforms Dask DataFrames.
+
+    ``fit`` computes one mergeable state per partition and tree-reduces them
+    (``split_every`` at a time); ``transform`` returns a Dask Array (float32,
+    one chunk per partition).  NumPy / Arrow inputs behave as in the parent.
+    """
+
+    split_every = 8
+
+    def fit(self, profiles, client=None):
+        if not isinstance(profiles, dd.DataFrame):
+            return super().fit(profiles)
+        self._check_params()
+        states = [delayed(self._part_state)(p) for p in profiles.to_delayed()]
+        (state,) = _compute(_tree_reduce(states, _score.ScorerState.merge, self.split_every), client=client)
+        return self.fit_state(state)
+
+    def _part_state(self, pdf):
+        table = _table(pdf)
+        return self._state(table, self._resolve(table))
+
+    def transform(self, profiles):
+        if not isinstance(profiles, dd.DataFrame):
+            return super().transform(profiles)
+        if not hasattr(self, "state_"):
+            raise NotFittedError("this FeatureScorer is not fitted yet; call fit(profiles) first.")
+        d = len(self.feature_names_out_)
+        # one float32 block per partition (row counts unknown until computed)
+        return profiles.map_partitions(_transform_part, self, meta=np.empty((0, d), dtype=np.float32))
+
+    def fit_transform(self, profiles, client=None):
+        if not isinstance(profiles, dd.DataFrame):
+            return super().fit_transform(profiles)
+        return self.fit(profiles, client=client).transform(profiles)
+
+
+# ---------------------------------------------------------------- clustering
+def _chunk_partial_sums(X, centers, backend, n_threads):
+    kern = get_kernels(backend, "partial_sums")
+    _, sums, counts, inertia = _cluster._full_pass(kern, np.ascontiguousarray(X), None, centers, n_threads)
+    return sums, counts, float(inertia)
+
+
+def _add_partials(a, b):
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def _take_rows(X, idx):
+    return np.ascontiguousarray(X[idx])
+
+
+class Segmenter(_cluster.Segmenter):
+    """:class:`segone.Segmenter` that also fits Dask Arrays.
+
+    On a Dask Array, ``fit`` draws a uniform sample of ``sample_size`` rows
+    across the chunks (default ``max(200 * n_clusters, 20 * batch_size)``,
+    at most all rows), runs the single-process fit on it (k-means++ and the
+    mini-batch steps), then ``refine`` full-data Lloyd passes: each pass is one
+    partial-sums kernel call per chunk, tree-reduced (``split_every``).
+    Centroids that lose all members move to far-away rows of the sample.
+    ``labels_`` is a lazy Dask Array; ``predict`` / ``transform`` map the
+    kernels over the chunks.
+    """
+
+    split_every = 8
+    sample_size = None
+
+    def fit(self, X, sample_weight=None, client=None):
+        if not isinstance(X, da.Array):
+            return super().fit(X, sample_weight=sample_weight)
+        if sample_weight is not None:
+            raise ParameterError("sample_weight is not supported for Dask inputs yet; fit without it.")
+        if X.ndim != 2:
+            raise ParameterError(f"X must be 2-D, got shape {X.shape}.")
+        if np.isnan(X.shape[0]):
+            X = X.compute_chunk_sizes()
+        n, d = X.shape
+        k = check_int(self.n_clusters, "n_clusters", low=1)
+        if k > n:
+            raise ParameterError(f"n_clusters={k} is larger than the number of samples ({n}).")
+        rng = check_random_state(self.random_state)
+        m = self.sample_size or max(200 * k, 20 * self.batch_size)
+        m = min(int(m), n)
+        rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        bounds = np.cumsum((0,) + X.chunks[0])
+        takes = []
+        for i, blk in enumerate(X.to_delayed().ravel()):
+            sel = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
+            if sel.size:
+                takes.append(delayed(_take_rows)(blk, sel))
+        (sample_parts,) = _compute(takes, client=client)
+        sample = np.concatenate(sample_parts)
+        local = _cluster.Segmenter(**{**self.get_params(), "refine": 0, "random_state": rng})
+        local.fit(sample)
+        centers = local.cluster_centers_
+        self.n_steps_ = local.n_steps_
+        nt = effective_n_threads(self.n_threads)
+        blocks = X.to_delayed().ravel()
+        n_iter = 0
+        for it in range(self.refine + 1):
+            parts = [delayed(_chunk_partial_sums)(b, centers, self.backend, nt) for b in blocks]
+            ((sums, counts, inertia),) = _compute(_tree_reduce(parts, _add_partials, self.split_every), client=client)
+            n_iter += 1
+            if it == self.refine:
+                break
+            new = _cluster._lloyd_update(centers, sums, counts)
+            moved = self._relocate_empty(sample, None, new, counts, rng)
+            if not moved and np.array_equal(new, centers):
+                break
+            centers = new
+            self._log(f"refine pass {it + 1}: inertia {inertia:.6g}")
+        self.cluster_centers_ = centers
+        self.inertia_ = float(inertia)
+        self.counts_ = counts
+        self.n_iter_ = n_iter
+        self.n_features_in_ = d
+        self.labels_ = self.predict(X)
+        return self
+
+    def predict(self, X):
+        if not isinstance(X, da.Array):
+            return super().predict(X)
+        return assign(X, self.cluster_centers_, backend=self.backend, n_threads=self.n_threads).labels
+
+
+def _assign_block(X, centroids, margin, backend, n_threads):
+    res = _assign(np.ascontiguousarray(X), centroids, margin=margin, backend=backend, n_threads=n_threads)
+    cols = [res.labels.astype(np.float64), res.distance.astype(np.float64)]
+    if margin:
+        cols.append(res.margin.astype(np.float64))
+    return np.column_stack(cols)
+
+
+def assign(X, centroids, *, margin=False, backend="auto", n_threads=1):
+    """:func:`segone.assign` over the chunks of a Dask Array (centroids broadcast once).
+
+    Returns an :class:`~segone.Assignment` of lazy Dask Arrays (``n_invalid``
+    is None: NaN rows raise when the chunk is computed).
+    """
+    if not isinstance(X, da.Array):
+        return _assign(X, centroids, margin=margin, backend=backend, n_threads=n_threads)
+    centroids = np.ascontiguousarray(centroids, dtype=X.dtype)
+    c = delayed(centroids)  # one copy in the graph, shared by every chunk
+    if X.chunks[1] != (X.shape[1],):
+        X = X.rechunk({1: -1})
+    width = 3 if margin else 2
+    out = X.map_blocks(_assign_block, c, margin, backend, n_threads, dtype=np.float64,
+                       chunks=(X.chunks[0], (width,)))  # fmt: skip
+    labels = out[:, 0].astype(np.int32)
+    dist = out[:, 1].astype(X.dtype)
+    marg = out[:, 2].astype(X.dtype) if margin else None
+    return Assignment(labels, dist, marg, None)

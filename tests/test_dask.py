@@ -1,0 +1,159 @@
+"""The Dask layer on a real distributed.LocalCluster equals the single-process results."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import segone  # noqa: E402
+import segone.dask as sd  # noqa: E402
+from segone.synth import generate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate(6000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def dask_profiles(client, data):
+    tx = dd.from_pandas(data.transactions.to_pandas(), npartitions=4)
+    ev = dd.from_pandas(data.events.to_pandas(), npartitions=3)
+    at = dd.from_pandas(data.customers.to_pandas(), npartitions=2)
+    return sd.build_profiles(tx, events=ev, attributes=at, npartitions=5).persist()
+
+
+@pytest.fixture(scope="module")
+def whole(data):
+    return segone.build_profiles(data.transactions, events=data.events, attributes=data.customers)
+
+
+def test_profiles_identical_and_every_customer_once(dask_profiles, whole):
+    got = dask_profiles.compute()
+    assert got.customer_id.is_unique and len(got) == whole.num_rows
+    assert set(got.columns) == set(whole.column_names)
+    got = got.sort_values("customer_id").reset_index(drop=True)
+    exp = whole.to_pandas()
+    for c in exp.columns:
+        a, b = exp[c], got[c]
+        if a.dtype.kind in "fiu":
+            np.testing.assert_allclose(b.to_numpy(float, na_value=np.nan), a.to_numpy(float), rtol=1e-12, err_msg=c)
+        else:
+            assert (a.astype(str).to_numpy() == b.astype(str).to_numpy()).all(), c
+    # customers were hashed into partitions: no customer in two partitions
+    per_part = dask_profiles.map_partitions(lambda p: pd.Series([set(p.customer_id)])).compute()
+    assert sum(len(s) for s in per_part) == len(set().union(*per_part))
+
+
+def test_scorer_state_equals_single_process(dask_profiles, whole):
+    for kw in ({}, {"scaling": "quantile", "clip_quantiles": (0.01, 0.99)}):
+        d = sd.FeatureScorer(**kw)
+        d.split_every = 2  # a real tree: 5 partitions -> 3 -> 2 -> 1
+        d.fit(dask_profiles)
+        s = segone.FeatureScorer(**kw).fit(whole)
+        np.testing.assert_allclose(d.center_, s.center_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(d.scale_, s.scale_, rtol=1e-10)
+        np.testing.assert_array_equal(d.knots_, s.knots_)
+        X = d.transform(dask_profiles).compute()
+        ids = dask_profiles.customer_id.compute().to_numpy()
+        Xs = s.transform(whole)
+        order = np.searchsorted(whole.column("customer_id").to_numpy(), ids)
+        np.testing.assert_allclose(X, Xs[order], rtol=1e-6, atol=1e-6)
+
+
+def _match(a_centers, b_centers):
+    """Permutation p with a_centers[i] ~ b_centers[p[i]] (greedy on distances)."""
+    d = ((a_centers[:, None, :] - b_centers[None, :, :]) ** 2).sum(-1)
+    perm = np.full(len(a_centers), -1)
+    for _ in range(len(a_centers)):
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        perm[i] = j
+        d[i, :] = np.inf
+        d[:, j] = np.inf
+    return perm
+
+
+def test_segmenter_and_assign_agree_with_single_process(dask_profiles, whole):
+    sc = segone.FeatureScorer().fit(whole)
+    Xs = sc.transform(whole)
+    ds = sd.FeatureScorer.from_json(sc.to_json())
+    X = ds.transform(dask_profiles)
+    params = dict(n_clusters=6, n_init=5, refine=30, random_state=0)
+    single = segone.Segmenter(**params).fit(Xs)
+    dseg = sd.Segmenter(**params)
+    dseg.split_every = 2
+    dseg.fit(X)
+    perm = _match(dseg.cluster_centers_, single.cluster_centers_)
+    ids = dask_profiles.customer_id.compute().to_numpy()
+    order = np.searchsorted(whole.column("customer_id").to_numpy(), ids)
+    labels = perm[dseg.labels_.compute()]
+    agree = (labels == single.labels_[order]).mean()
+    assert agree >= 0.999, agree
+    assert dseg.inertia_ == pytest.approx(single.inertia_, rel=1e-3)
+    res = sd.assign(X, dseg.cluster_centers_, margin=True)
+    lab, dist, marg = (a.compute() for a in (res.labels, res.distance, res.margin))
+    ref = segone.assign(X.compute(), dseg.cluster_centers_, margin=True)
+    np.testing.assert_array_equal(lab, ref.labels)
+    np.testing.assert_allclose(dist, ref.distance, rtol=1e-6)
+    np.testing.assert_allclose(marg, ref.margin, rtol=1e-6, atol=1e-6)
+
+
+def test_parquet_paths_and_threaded_scheduler(tmp_path, data):
+    """Without a client the local scheduler runs it; Parquet paths are read with read_parquet."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(data.transactions, tmp_path / "tx.parquet", row_group_size=5000)
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        prof = sd.build_profiles(str(tmp_path / "tx.parquet"), npartitions=3).compute()
+    assert len(prof) == len(set(data.transactions.column("customer_id").to_pylist()))
+
+
+def test_errors(client):
+    with pytest.raises(segone.errors.ParameterError, match="expected a Dask DataFrame"):
+        sd.build_profiles(42)
+    with pytest.raises(segone.errors.ParameterError, match="does not exist"):
+        sd.build_profiles("/nonexistent/path")
+    with pytest.raises(segone.errors.NotFittedError):
+        sd.FeatureScorer().transform(dd.from_pandas(pd.DataFrame({"orders": [1]}), npartitions=1))
+    X = dd.from_pandas(pd.DataFrame({"a": [1.0, 2.0]}), npartitions=1).to_dask_array(lengths=True)
+    with pytest.raises(segone.errors.ParameterError, match="larger than the number of samples"):
+        sd.Segmenter(n_clusters=3).fit(X)
+
+
+def test_run_survives_a_killed_worker(data, whole):
+    """A worker process dies while profiles are computed: distributed recomputes, results are exact."""
+    import os
+    import signal
+    import time
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        tx = dd.from_pandas(data.transactions.to_pandas(), npartitions=8)
+        prof = sd.build_profiles(tx, npartitions=8)
+        fut = c.compute(prof)
+        victim = sorted(c.scheduler_info()["workers"])[0]
+        deadline = time.time() + 30
+        while not c.processing(workers=[victim]).get(victim) and time.time() < deadline:
+            time.sleep(0.01)
+        pid = c.run(os.getpid, workers=[victim])[victim]
+        assert fut.status == "pending"  # the kill lands mid-run, or the test proves nothing
+        os.kill(pid, signal.SIGKILL)  # hard kill; the nanny starts a new worker process
+        got = fut.result(timeout=120)
+        assert victim not in c.scheduler_info()["workers"]  # the worker really died
+    exp = segone.build_profiles(data.transactions).to_pandas()
+    got = got.sort_values("customer_id").reset_index(drop=True)
+    assert len(got) == len(exp) and got.customer_id.is_unique
+    np.testing.assert_allclose(got.spend_total.to_numpy(float), exp.spend_total.to_numpy(float), rtol=1e-12)
+    np.testing.assert_array_equal(got.orders.to_numpy(int), exp.orders.to_numpy(int))
