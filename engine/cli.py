@@ -89,9 +89,27 @@ def _print_segments(segments):
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cython", "numba"]))
 @click.option("--threads", "n_threads", default=None, type=int, help="Threads (default: all CPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on the Dask cluster at this address (e.g. tcp://10.0.0.5:8786).")  # fmt: skip
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Run on Dask with a LocalCluster of this many worker processes.")  # fmt: skip
+@click.option("--partitions", default=None, type=click.IntRange(min=1),
+              help="Dask: customer partitions (default: those of the transactions).")  # fmt: skip
+@click.option("--memory-limit", default="auto", show_default=True, help="Dask LocalCluster: memory per worker.")
 @click.option("--quiet", "-q", is_flag=True)
-def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite, quiet):
-    """Profile, score, segment and assign the customers in INPUT; write to --out."""
+def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
+        scheduler, workers, partitions, memory_limit, quiet):  # fmt: skip
+    """Profile, score, segment and assign the customers in INPUT; write to --out.
+
+    With --scheduler or --workers the job runs on Dask (segone.dask.run):
+    assignments.parquet is then a directory of Parquet files, one per partition.
+    """
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local one), not both.")
+    if scheduler or workers:
+        _run_dask(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, overwrite,
+                  scheduler, workers, partitions, memory_limit, quiet)  # fmt: skip
+        return
     res = segone.run(
         input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
         n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite, verbose=not quiet,
@@ -99,6 +117,37 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
     if not quiet:
         _print_segments(res.segments)
     click.echo(f"{res.summary['customers']:,} customers -> {clusters} segments; outputs in {res.out}")
+
+
+def _run_dask(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, overwrite,
+              scheduler, workers, partitions, memory_limit, quiet):  # fmt: skip
+    import segone.dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        ctx_cluster = None
+        client = Client(scheduler)
+    else:
+        ctx_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
+                                   memory_limit=memory_limit)  # fmt: skip
+        client = Client(ctx_cluster)
+    try:
+        if not quiet:
+            click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+        info = segone.dask.run(
+            input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
+            n_init=n_init, refine=refine, npartitions=partitions, backend=backend, client=client,
+            overwrite=overwrite, verbose=not quiet,
+        )  # fmt: skip
+    finally:
+        client.close()
+        if ctx_cluster is not None:
+            ctx_cluster.close()
+    if not quiet:
+        import pyarrow.parquet as pq
+
+        _print_segments(pq.read_table(os.path.join(out, "segments.parquet")))
+    click.echo(f"{info['customers']:,} customers -> {clusters} segments; outputs in {os.path.abspath(out)}")
 
 
 @main.command()

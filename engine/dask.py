@@ -134,10 +134,14 @@ def _label_stats(pdf, cid, tcol, acol, cat_role, ch_role, as_of_us, drop_returns
     got = _profile._collect(_arrow(pdf), "transactions", cid, tcol, summary, amount=acol,
                             categorical=(cat_role, ch_role))  # fmt: skip
     ts, amount = got["ts"], got["amount"]
-    out = {"max_ts": int(ts.max()) if ts.size else None, "aware": got["aware"], "cat": {}, "channel": []}
+    out = {"max_ts": int(ts.max()) if ts.size else None, "aware": got["aware"], "cat": {}, "channel": [],
+           "rows_read": summary["rows_read"].get("transactions", 0), "dropped": summary["dropped"]}  # fmt: skip
     keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
+    out["late"] = int((~keep).sum())
     if drop_returns:
+        out["dropped_returns"] = int((keep & (amount < 0)).sum())
         keep &= amount >= 0
+    out["returns"] = int((keep & (amount < 0)).sum())
     if cat_role in got["cats"]:
         codes, labels = got["cats"][cat_role]
         valid = keep & (codes >= 0)
@@ -148,10 +152,13 @@ def _label_stats(pdf, cid, tcol, acol, cat_role, ch_role, as_of_us, drop_returns
     return out
 
 
-def _event_labels(pdf, cid, tcol, ecol):
+def _event_labels(pdf, cid, tcol, ecol, as_of_us):
     summary = {"rows_read": {}, "dropped": {}}
     got = _profile._collect(_arrow(pdf), "events", cid, tcol, summary, categorical=(ecol,))
-    return list(got["cats"].get(ecol, (None, []))[1])
+    late = int((got["ts"] > as_of_us).sum()) if as_of_us is not None else None
+    return {"labels": list(got["cats"].get(ecol, (None, []))[1]), "rows_read": summary["rows_read"].get("events", 0),
+            "dropped": summary["dropped"], "max_ts": int(got["ts"].max()) if got["ts"].size else None,
+            "late": late}  # fmt: skip
 
 
 def _merge_ordered(lists):
@@ -186,7 +193,7 @@ def _profile_parts(*frames, which, kwargs, out_meta):
 
 def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
                    windows=(30, 90, 365), top_categories=20, drop_returns=False, npartitions=None,
-                   client=None, n_threads=1):  # fmt: skip
+                   client=None, n_threads=1, _with_summary=False):  # fmt: skip
     """:func:`segone.build_profiles` on Dask collections; returns a Dask DataFrame.
 
     Parameters are those of :func:`segone.build_profiles`, plus:
@@ -223,8 +230,10 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     # one light pass: as_of, the top categories, the channel and event labels
     stats = [delayed(_label_stats)(p, cid, tcol, acol, roles["category"], roles["channel"], as_of_us, drop_returns)
              for p in tx.to_delayed()]  # fmt: skip
-    ev_stats = [delayed(_event_labels)(p, cid, tcol, roles["event"]) for p in ev.to_delayed()] if ev is not None else []
-    stats, ev_stats = _compute(stats, ev_stats, client=client)
+    ev_stats = ([delayed(_event_labels)(p, cid, tcol, roles["event"], as_of_us) for p in ev.to_delayed()]
+                if ev is not None else [])  # fmt: skip
+    at_rows = at.shape[0] if at is not None else 0
+    stats, ev_stats, at_rows = _compute(stats, ev_stats, at_rows, client=client)
     if as_of_us is None:
         latest = [s["max_ts"] for s in stats if s["max_ts"] is not None]
         if not latest:
@@ -238,10 +247,27 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     labels = {
         "category": cat_order[:top_categories],
         "channel": _merge_ordered(s["channel"] for s in stats),
-        "event": _merge_ordered(ev_stats),
+        "event": _merge_ordered(s["labels"] for s in ev_stats),
     }
     if not any(s["cat"] or s["max_ts"] is not None for s in stats) and not cat_spend:
         labels.pop("category")
+    summary = {"rows_read": {"transactions": sum(s["rows_read"] for s in stats)}, "dropped": {},
+               "excluded_after_as_of": {"transactions": sum(s["late"] for s in stats)},
+               "returns": sum(s["returns"] for s in stats), "categories": labels["category"],
+               "as_of": _profile._dt.datetime.fromtimestamp(as_of_us / 1e6, tz=_profile._dt.timezone.utc).isoformat()}  # fmt: skip
+    for s in stats + ev_stats:
+        for key, v in s["dropped"].items():
+            summary["dropped"][key] = summary["dropped"].get(key, 0) + v
+    if drop_returns:
+        summary["dropped"]["transactions: negative amount (drop_returns=True)"] = sum(s["dropped_returns"] for s in stats)
+    if at is not None:
+        summary["rows_read"]["attributes"] = int(at_rows)
+    if ev is not None:
+        summary["rows_read"]["events"] = sum(s["rows_read"] for s in ev_stats)
+        late = [s["late"] for s in ev_stats]
+        if None in late:  # as_of was the default: the latest transaction, known only now
+            late = [0 if s["max_ts"] is None or s["max_ts"] <= as_of_us else None for s in ev_stats]
+        summary["excluded_after_as_of"]["events"] = None if None in late else sum(late)
     kwargs = dict(as_of=np.datetime64(int(as_of_us), "us"), schema=schema, windows=windows,
                   top_categories=top_categories, drop_returns=drop_returns, n_threads=n_threads, labels=labels)  # fmt: skip
 
@@ -260,8 +286,9 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     # partition i of every shuffled input holds the same customers: map them side by side
     frames = [shuffled(f) for f in (tx, ev, at) if f is not None]
     which = (True, ev is not None, at is not None)
-    return dd.map_partitions(_profile_parts, *frames, which=which, kwargs=kwargs, out_meta=meta, meta=meta,
-                             align_dataframes=False, enforce_metadata=False)  # fmt: skip
+    out = dd.map_partitions(_profile_parts, *frames, which=which, kwargs=kwargs, out_meta=meta, meta=meta,
+                            align_dataframes=False, enforce_metadata=False)  # fmt: skip
+    return (out, summary) if _with_summary else out
 
 
 # ------------------------------------------------------------------- scoring
@@ -341,7 +368,15 @@ class Segmenter(_cluster.Segmenter):
     split_every = 8
     sample_size = None
 
-    def fit(self, X, sample_weight=None, client=None):
+    def fit(self, X, sample_weight=None, client=None, order_key=None):
+        """Fit on a NumPy array or Arrow table (as the parent) or a Dask Array.
+
+        ``order_key`` (a Dask Array with one value per row, e.g. the customer
+        ids) puts the sample in key order before the local fit, so the result
+        does not depend on how the rows are partitioned: when the sample is
+        the whole data, the fit equals ``segone.Segmenter`` on rows sorted by
+        that key (the order ``segone.build_profiles`` returns).
+        """
         if not isinstance(X, da.Array):
             return super().fit(X, sample_weight=sample_weight)
         if sample_weight is not None:
@@ -359,13 +394,22 @@ class Segmenter(_cluster.Segmenter):
         m = min(int(m), n)
         rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
         bounds = np.cumsum((0,) + X.chunks[0])
-        takes = []
+        takes, keys = [], []
+        key_blocks = None
+        if order_key is not None:
+            if order_key.shape[0] != n and not np.isnan(order_key.shape[0]):
+                raise ParameterError(f"order_key has {order_key.shape[0]} values for {n} rows.")
+            key_blocks = order_key.rechunk((X.chunks[0],)).to_delayed().ravel()
         for i, blk in enumerate(X.to_delayed().ravel()):
             sel = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
             if sel.size:
                 takes.append(delayed(_take_rows)(blk, sel))
-        (sample_parts,) = _compute(takes, client=client)
+                if key_blocks is not None:
+                    keys.append(delayed(_take_rows)(key_blocks[i], sel))
+        sample_parts, key_parts = _compute(takes, keys, client=client)
         sample = np.concatenate(sample_parts)
+        if key_parts:
+            sample = np.ascontiguousarray(sample[np.argsort(np.concatenate(key_parts), kind="stable")])
         local = _cluster.Segmenter(**{**self.get_params(), "refine": 0, "random_state": rng})
         local.fit(sample)
         centers = local.cluster_centers_
@@ -426,3 +470,133 @@ def assign(X, centroids, *, margin=False, backend="auto", n_threads=1):
     dist = out[:, 1].astype(X.dtype)
     marg = out[:, 2].astype(X.dtype) if margin else None
     return Assignment(labels, dist, marg, None)
+
+
+# ------------------------------------------------------------------ the job
+def _assign_part(pdf, scorer, centers, backend):
+    X = _score.FeatureScorer.transform(scorer, _table(pdf))
+    res = _assign(X, centers, margin=True, backend=backend, n_threads=1)
+    return pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(), "segment": res.labels,
+                         "distance": res.distance, "margin": res.margin})  # fmt: skip
+
+
+def _segment_stats(pdf, asg, k):
+    from segone.pipeline import SegmentStats
+
+    return SegmentStats.of(_table(pdf), asg["segment"].to_numpy(), k)
+
+
+def run(input, out, clusters=8, **kwargs):
+    """:func:`segone.run` on Dask: the same stages and outputs, partition by partition.
+
+    Parameters are those of :func:`segone.run` (``input``, ``out``,
+    ``clusters``, ``events``, ``attributes``, ``as_of``, ``schema``,
+    ``random_state``, ``n_init``, ``refine``, ``backend``, ``overwrite``,
+    ``verbose``), plus ``npartitions`` (customer partitions; default: those
+    of the transactions) and ``client`` (default: the current one, else the
+    local threaded scheduler).
+
+    ``assignments.parquet`` is a directory of Parquet files (one per
+    partition, written by the workers, so ``out`` must be on storage that the
+    workers and the client share); the other outputs are as in
+    :func:`segone.run`.  The whole output directory is still written under a
+    temporary name and renamed when complete.  Returns the run summary
+    (``run.json``) as a dict.
+    """
+    client = kwargs.get("client")
+    if client is not None:
+        with client.as_current():  # every computation below runs on this client
+            return _run(input, out, clusters, **kwargs)
+    return _run(input, out, clusters, **kwargs)
+
+
+def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, schema=None, random_state=0,
+        n_init=5, refine=2, npartitions=None, backend="auto", client=None, overwrite=False, verbose=False):  # fmt: skip
+    import datetime as _dt
+    import platform
+    import time
+
+    from segone.io import atomic_directory, write_json, write_parquet
+    from segone.pipeline import SegmentStats, resolve_inputs
+
+    clusters = check_int(clusters, "clusters", low=1)
+    t_all = time.perf_counter()
+    timings = {}
+
+    def log(msg):
+        if verbose:
+            print(f"[segone.dask] {msg}", flush=True)
+
+    tx, events, attributes = resolve_inputs(input, events, attributes)
+    t = time.perf_counter()
+    profiles, summary = build_profiles(tx, events=events, attributes=attributes, as_of=as_of, schema=schema,
+                                       npartitions=npartitions, client=client, _with_summary=True)  # fmt: skip
+    profiles = profiles.persist() if client is None else client.persist(profiles)
+    n, no_purchase = _compute(profiles.shape[0], (profiles["orders"] == 0).sum(), client=client)
+    n, no_purchase = int(n), int(no_purchase)
+    timings["profile"] = time.perf_counter() - t
+    log(f"profiles: {n} customers in {timings['profile']:.2f}s")
+    if clusters > n:
+        raise ParameterError(f"clusters={clusters} is larger than the number of customers ({n}).")
+
+    t = time.perf_counter()
+    scorer = FeatureScorer().fit(profiles, client=client)
+    X = scorer.transform(profiles)
+    X = X.persist() if client is None else client.persist(X)
+    timings["score"] = time.perf_counter() - t
+    log(f"features: {len(scorer.feature_names_out_)} columns in {timings['score']:.2f}s")
+
+    t = time.perf_counter()
+    seg = Segmenter(clusters, n_init=n_init, random_state=random_state, refine=refine, backend=backend)
+    ids = profiles["customer_id"]
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        ids = ids.astype("int64")
+    ids = ids.to_dask_array(lengths=True)
+    seg.fit(X, client=client, order_key=ids)
+    order = np.argsort(-seg.counts_, kind="stable")  # largest segment first, as in segone.run
+    seg.cluster_centers_ = np.ascontiguousarray(seg.cluster_centers_[order])
+    seg.counts_ = seg.counts_[order]
+    timings["segment"] = time.perf_counter() - t
+    log(f"segments: k={clusters}, inertia {seg.inertia_:.6g} in {timings['segment']:.2f}s")
+
+    t = time.perf_counter()
+    meta = pd.DataFrame({"customer_id": profiles._meta["customer_id"], "segment": np.empty(0, np.int32),
+                         "distance": np.empty(0, np.float32), "margin": np.empty(0, np.float32)})  # fmt: skip
+    assignments = profiles.map_partitions(_assign_part, scorer, seg.cluster_centers_, backend, meta=meta)
+    assignments = assignments.persist() if client is None else client.persist(assignments)
+    stats = [delayed(_segment_stats)(p, a, clusters)
+             for p, a in zip(profiles.to_delayed(), assignments.to_delayed())]  # fmt: skip
+    (seg_stats,) = _compute(_tree_reduce(stats, SegmentStats.merge, 8), client=client)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        assignments.to_parquet(os.path.join(tmp, "assignments.parquet"), write_index=False, compute=True)
+        segments = seg_stats.table()
+        n_assigned = int(seg_stats.size.sum())
+        timings["assign_write"] = time.perf_counter() - t
+        write_parquet(segments, os.path.join(tmp, "segments.parquet"))
+        os.makedirs(os.path.join(tmp, "model"))
+        np.save(os.path.join(tmp, "model", "centroids.npy"), seg.cluster_centers_, allow_pickle=False)
+        with open(os.path.join(tmp, "model", "scorer.json"), "w") as f:
+            f.write(scorer.to_json())
+        write_json(
+            {"format": "segone-model", "version": 1, "n_clusters": clusters, "features": scorer.feature_names_out_,
+             "params": {k: v for k, v in seg.get_params().items() if not isinstance(v, np.ndarray)}},
+            os.path.join(tmp, "model", "model.json"),
+        )  # fmt: skip
+        timings["total"] = time.perf_counter() - t_all
+        run_info = {
+            "format": "segone-run", "version": 1, "engine": "dask",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "segone_version": __import__("segone").__version__,
+            "input": os.fspath(input) if isinstance(input, (str, os.PathLike)) else type(input).__name__,
+            "rows_read": summary["rows_read"], "rows_dropped": summary["dropped"],
+            "rows_excluded_after_as_of": summary["excluded_after_as_of"], "returns": summary["returns"],
+            "as_of": summary["as_of"], "customers": n, "customers_without_purchase": no_purchase,
+            "customers_assigned": n_assigned, "segments": clusters, "features": scorer.feature_names_out_,
+            "inertia": seg.inertia_, "mini_batch_steps": seg.n_steps_, "passes": seg.n_iter_,
+            "partitions": profiles.npartitions, "random_state": random_state, "n_init": n_init, "refine": refine,
+            "machine": {"python": platform.python_version(), "platform": platform.platform()},
+            "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        }  # fmt: skip
+        write_json(run_info, os.path.join(tmp, "run.json"))
+    log(f"wrote {out} (total {timings['total']:.2f}s)")
+    return run_info

@@ -157,3 +157,54 @@ def test_run_survives_a_killed_worker(data, whole):
     assert len(got) == len(exp) and got.customer_id.is_unique
     np.testing.assert_allclose(got.spend_total.to_numpy(float), exp.spend_total.to_numpy(float), rtol=1e-12)
     np.testing.assert_array_equal(got.orders.to_numpy(int), exp.orders.to_numpy(int))
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dask-synth") / "data"
+    segone.synth.write_dataset(str(path), 8000, seed=5, progress=False)
+    return str(path)
+
+
+def test_run_every_customer_once_and_finds_the_segments(client, synth_dir, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from segone.cli import _adjusted_rand
+
+    out = tmp_path / "out"
+    info = sd.run(synth_dir, str(out), clusters=6, npartitions=3, client=client)
+    asg = pq.read_table(out / "assignments.parquet").sort_by("customer_id")
+    truth = pq.read_table(f"{synth_dir}/truth").sort_by("customer_id")
+    assert asg.column("customer_id").equals(truth.column("customer_id"))  # each customer exactly once
+    assert _adjusted_rand(truth.column("segment").to_numpy(), asg.column("segment").to_numpy()) >= 0.9
+    seg = pq.read_table(out / "segments.parquet")
+    assert seg.column("size").to_pylist() == sorted(seg.column("size").to_pylist(), reverse=True)
+    assert sum(seg.column("size").to_pylist()) == 8000
+    run_json = json.loads((out / "run.json").read_text())
+    single = segone.run(synth_dir, str(tmp_path / "single"), clusters=6).summary
+    for key in ("rows_read", "rows_dropped", "rows_excluded_after_as_of", "returns", "as_of", "customers",
+                "customers_without_purchase", "customers_assigned", "features"):  # fmt: skip
+        assert run_json[key] == single[key], key
+    assert info["engine"] == "dask" and (out / "model" / "centroids.npy").exists()
+
+
+def test_failed_run_leaves_no_output(client, synth_dir, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(segone.errors.ParameterError, match="larger than the number of customers"):
+        sd.run(synth_dir, str(out), clusters=10**6, client=client)
+    assert not out.exists()
+
+
+def test_cli_runs_on_a_local_cluster(synth_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from segone.cli import main
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(main, ["run", synth_dir, "-o", str(out), "-k", "6", "--workers", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "8,000 customers -> 6 segments" in res.output
+    bad = CliRunner().invoke(main, ["run", synth_dir, "-o", str(out), "--workers", "2", "--scheduler", "tcp://x:1"])
+    assert bad.exit_code == 2 and "not both" in bad.output
