@@ -30,6 +30,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from dask import delayed
 
 from segone import cluster as _cluster
@@ -135,7 +136,8 @@ def _label_stats(pdf, cid, tcol, acol, cat_role, ch_role, as_of_us, drop_returns
                             categorical=(cat_role, ch_role))  # fmt: skip
     ts, amount = got["ts"], got["amount"]
     out = {"max_ts": int(ts.max()) if ts.size else None, "aware": got["aware"], "cat": {}, "channel": [],
-           "rows_read": summary["rows_read"].get("transactions", 0), "dropped": summary["dropped"]}  # fmt: skip
+           "rows_read": summary["rows_read"].get("transactions", 0), "dropped": summary["dropped"],
+           "ids": _id_range(got["ids"])}  # fmt: skip
     keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
     out["late"] = int((~keep).sum())
     if drop_returns:
@@ -158,7 +160,43 @@ def _event_labels(pdf, cid, tcol, ecol, as_of_us):
     late = int((got["ts"] > as_of_us).sum()) if as_of_us is not None else None
     return {"labels": list(got["cats"].get(ecol, (None, []))[1]), "rows_read": summary["rows_read"].get("events", 0),
             "dropped": summary["dropped"], "max_ts": int(got["ts"].max()) if got["ts"].size else None,
-            "late": late}  # fmt: skip
+            "late": late, "ids": _id_range(got["ids"])}  # fmt: skip
+
+
+def _id_range(ids):
+    """(min, max) of a partition's customer ids, None when empty or not comparable as integers."""
+    if ids is None or len(ids) == 0 or not pa.types.is_integer(ids.type):
+        return None
+    mm = pc.min_max(ids)
+    return int(mm["min"].as_py()), int(mm["max"].as_py())
+
+
+def _attr_range(pdf, cid):
+    col = pdf[cid].dropna()
+    if col.empty or not pd.api.types.is_integer_dtype(col.dtype):
+        return {"ids": None, "rows": len(pdf)}
+    return {"ids": (int(col.min()), int(col.max())), "rows": len(pdf)}
+
+
+def _aligned(tx_ranges, others):
+    """True when partition i of every input holds the same customers: the transaction
+    partitions cover disjoint increasing id ranges and every other input has the same
+    number of partitions, partition i inside the i-th range (so no shuffle is needed)."""
+    if any(r is None for r in tx_ranges):
+        return False
+    for a, b in zip(tx_ranges, tx_ranges[1:]):
+        if a[1] >= b[0]:
+            return False
+    lows = [r[0] for r in tx_ranges][1:]
+    for ranges in others:
+        if len(ranges) != len(tx_ranges):
+            return False
+        for i, r in enumerate(ranges):
+            if r is None:
+                continue  # an empty partition fits anywhere (a non-integer id was caught above)
+            if (i > 0 and r[0] < lows[i - 1]) or (i < len(lows) and r[1] >= lows[i]):
+                return False
+    return True
 
 
 def _merge_ordered(lists):
@@ -193,7 +231,7 @@ def _profile_parts(*frames, which, kwargs, out_meta):
 
 def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
                    windows=(30, 90, 365), top_categories=20, drop_returns=False, npartitions=None,
-                   client=None, n_threads=1, _with_summary=False):  # fmt: skip
+                   client=None, n_threads=1, partitioned_by_customer=None, _with_summary=False):  # fmt: skip
     """:func:`segone.build_profiles` on Dask collections; returns a Dask DataFrame.
 
     Parameters are those of :func:`segone.build_profiles`, plus:
@@ -205,6 +243,11 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
         Where the global pass (labels, ``as_of``) runs; default: the current one.
     n_threads : int
         Kernel threads per task (1: Dask's workers supply the parallelism).
+    partitioned_by_customer : bool or None
+        True: partition i of every input holds the same customers (no
+        shuffle); False: always shuffle by customer; None (default): detect
+        it from the per-partition id ranges (integer ids), as a dataset
+        written by ``segone synth`` or partitioned by customer range has it.
 
     Every customer of any input lands in exactly one partition and appears
     exactly once; columns (and their order) are the same in every partition.
@@ -232,8 +275,12 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
              for p in tx.to_delayed()]  # fmt: skip
     ev_stats = ([delayed(_event_labels)(p, cid, tcol, roles["event"], as_of_us) for p in ev.to_delayed()]
                 if ev is not None else [])  # fmt: skip
-    at_rows = at.shape[0] if at is not None else 0
-    stats, ev_stats, at_rows = _compute(stats, ev_stats, at_rows, client=client)
+    # (all delayed: dask 2026.8 mis-orders results when one compute mixes expression
+    # scalars with delayed objects)
+    at_info = [delayed(_attr_range)(p, cid) for p in at.to_delayed()] if at is not None else []
+    stats, ev_stats, at_info = _compute(stats, ev_stats, at_info, client=client)
+    at_ranges = [a["ids"] for a in at_info]
+    at_rows = sum(a["rows"] for a in at_info)
     if as_of_us is None:
         latest = [s["max_ts"] for s in stats if s["max_ts"] is not None]
         if not latest:
@@ -278,12 +325,24 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     ).iloc[:0]
 
     method = _shuffle_method(client)
+    others = [[s["ids"] for s in ev_stats]] + ([at_ranges] if at is not None else [])
+    if partitioned_by_customer is None:
+        partitioned_by_customer = npartitions in (None, tx.npartitions) and _aligned([s["ids"] for s in stats], others)
+    summary["shuffled"] = not partitioned_by_customer
 
     def shuffled(frame):
+        if partitioned_by_customer:
+            return frame  # partition i of every input already holds the same customers
         keyed = frame.map_partitions(_with_part, cid, n_parts, meta=frame._meta.assign(**{PART: np.int64(0)}))
         return keyed.shuffle(on=PART, npartitions=n_parts, shuffle_method=method)
 
     # partition i of every shuffled input holds the same customers: map them side by side
+    if partitioned_by_customer and any(f.npartitions != tx.npartitions for f in (ev, at) if f is not None):
+        raise ParameterError(
+            "partitioned_by_customer=True needs the same number of partitions in every input "
+            f"(transactions {tx.npartitions}, events {None if ev is None else ev.npartitions}, "
+            f"attributes {None if at is None else at.npartitions}); leave it to None to shuffle."
+        )
     frames = [shuffled(f) for f in (tx, ev, at) if f is not None]
     which = (True, ev is not None, at is not None)
     out = dd.map_partitions(_profile_parts, *frames, which=which, kwargs=kwargs, out_meta=meta, meta=meta,
@@ -406,7 +465,8 @@ class Segmenter(_cluster.Segmenter):
                 takes.append(delayed(_take_rows)(blk, sel))
                 if key_blocks is not None:
                     keys.append(delayed(_take_rows)(key_blocks[i], sel))
-        sample_parts, key_parts = _compute(takes, keys, client=client)
+        (sample_parts,) = _compute(takes, client=client)
+        (key_parts,) = _compute(keys, client=client) if keys else ([],)
         sample = np.concatenate(sample_parts)
         if key_parts:
             sample = np.ascontiguousarray(sample[np.argsort(np.concatenate(key_parts), kind="stable")])
@@ -593,7 +653,7 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
             "as_of": summary["as_of"], "customers": n, "customers_without_purchase": no_purchase,
             "customers_assigned": n_assigned, "segments": clusters, "features": scorer.feature_names_out_,
             "inertia": seg.inertia_, "mini_batch_steps": seg.n_steps_, "passes": seg.n_iter_,
-            "partitions": profiles.npartitions, "random_state": random_state, "n_init": n_init, "refine": refine,
+            "partitions": profiles.npartitions, "shuffled": summary["shuffled"], "random_state": random_state, "n_init": n_init, "refine": refine,
             "machine": {"python": platform.python_version(), "platform": platform.platform()},
             "timings_s": {k: round(v, 4) for k, v in timings.items()},
         }  # fmt: skip

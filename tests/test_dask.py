@@ -208,3 +208,29 @@ def test_cli_runs_on_a_local_cluster(synth_dir, tmp_path):
     assert "8,000 customers -> 6 segments" in res.output
     bad = CliRunner().invoke(main, ["run", synth_dir, "-o", str(out), "--workers", "2", "--scheduler", "tcp://x:1"])
     assert bad.exit_code == 2 and "not both" in bad.output
+
+
+@pytest.mark.parametrize("declared", [None, False])
+def test_customer_partitioned_dataset_skips_the_shuffle(client, synth_dir, declared):
+    """segone synth writes every source in the same customer blocks: detected, no shuffle, same profiles."""
+    import pyarrow.dataset as pads
+
+    src = {s: f"{synth_dir}/{s}" for s in ("transactions", "events", "customers")}
+    frames = {s: dd.read_parquet(p, split_row_groups=True) for s, p in src.items()}
+    prof, summary = sd.build_profiles(frames["transactions"], events=frames["events"], attributes=frames["customers"],
+                                      partitioned_by_customer=declared, _with_summary=True)  # fmt: skip
+    assert summary["shuffled"] is (declared is False)
+    got = prof.compute().sort_values("customer_id").reset_index(drop=True)
+    exp = segone.build_profiles(pads.dataset(src["transactions"]), events=src["events"],
+                                attributes=src["customers"]).to_pandas()  # fmt: skip
+    assert got.customer_id.tolist() == exp.customer_id.tolist()
+    for c in ("orders", "spend_total", "frequency", "monetary_value", "events_pricing_page", "region"):
+        if c in exp:
+            assert (got[c].astype(str).to_numpy() == exp[c].astype(str).to_numpy()).all(), c
+
+
+def test_declared_partitioning_is_checked(client, data):
+    tx = dd.from_pandas(data.transactions.to_pandas(), npartitions=4)
+    ev = dd.from_pandas(data.events.to_pandas(), npartitions=3)
+    with pytest.raises(segone.errors.ParameterError, match="same number of partitions"):
+        sd.build_profiles(tx, events=ev, partitioned_by_customer=True)
