@@ -360,6 +360,37 @@ def run_pipeline(quick, repeat, rows, workdir):
     _ratios(rows, "PIPELINE", shape, "segone run (transactions only)")
 
 
+# ---------------------------------------------------------------------- DASK
+def run_dask(quick, repeat, rows, workdir):
+    """segone.dask.run on a LocalCluster of 1 and of 2 worker processes, next to segone.run."""
+    n = 50_000 if quick else 1_000_000
+    path = os.path.join(workdir, f"synth-{n}")
+    if not os.path.exists(path):
+        segone.synth.write_dataset(path, n, seed=0)
+    shape = f"{n:,} customers (transactions, events, CRM), K=32"
+    out = os.path.join(workdir, "out-dask")
+
+    def on_cluster(workers):
+        def fn():
+            import segone.dask
+            from distributed import Client, LocalCluster
+
+            with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cl, Client(cl) as c:
+                return segone.dask.run(path, out, 32, overwrite=True, client=c)["customers"]
+
+        return fn
+
+    c = {
+        "segone run (one process)": lambda: segone.run(path, out, 32, overwrite=True).summary["customers"],
+        "segone.dask.run, 1 worker": on_cluster(1),
+        "segone.dask.run, 2 workers": on_cluster(2),
+    }
+    for label, fn in c.items():
+        med, times, peak, _ = measure(fn, repeat, label)
+        rows.append(dict(workload="DASK", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak))
+    _ratios(rows, "DASK", shape, "segone.dask.run, 2 workers")
+
+
 def _ratios(rows, workload, shape, base_label):
     group = [r for r in rows if r["workload"] == workload and r["shape"] == shape]
     base = next((r for r in group if r["contender"] == base_label), None)
@@ -414,7 +445,7 @@ def machine_info():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
-    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline"],
+    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline", "dask"],
                     help="run only these (repeatable); default all")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--full-kmeans", action="store_true", help="also run scikit-learn full KMeans (about a minute at 10M)")
@@ -437,6 +468,8 @@ def main(argv=None):
         run_score(args.quick, args.repeat, rows, args.workdir)
     if "pipeline" in todo:
         run_pipeline(args.quick, args.repeat, rows, args.workdir)
+    if "dask" in todo:
+        run_dask(args.quick, args.repeat, rows, args.workdir)
     print_table(rows)
     print(f"\nmachine: {json.dumps(info)}")
     if args.json:

@@ -110,3 +110,42 @@ class Pipeline:
         truth = pq.read_table(path + "/data/truth").sort_by("customer_id").column("segment").to_numpy()
         found = res.assignments.sort_by("customer_id").column("segment").to_numpy()
         return _adjusted_rand(truth, found)
+
+
+class DaskPipeline:
+    """segone.dask.run on a LocalCluster of 2 worker processes (the same job as Pipeline)."""
+
+    timeout = 900
+
+    def setup_cache(self):
+        path = tempfile.mkdtemp(prefix="segone-asv-dask-")
+        write_dataset(path + "/data", scaled(50_000, 1_000_000), seed=0)
+        return path
+
+    def setup(self, path):
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        self.client = Client(self.cluster)
+        self.out = tempfile.mkdtemp(prefix="segone-asv-dask-out-")
+
+    def teardown(self, path):
+        self.client.close()
+        self.cluster.close()
+        shutil.rmtree(self.out, ignore_errors=True)
+
+    def time_run(self, path):
+        import segone.dask
+
+        segone.dask.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True, client=self.client)
+
+    def track_ari(self, path):
+        import pyarrow.parquet as pq
+
+        import segone.dask
+        from segone.cli import _adjusted_rand
+
+        segone.dask.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True, client=self.client)
+        truth = pq.read_table(path + "/data/truth").sort_by("customer_id").column("segment").to_numpy()
+        found = pq.read_table(self.out + "/o/assignments.parquet").sort_by("customer_id").column("segment").to_numpy()
+        return _adjusted_rand(truth, found)
