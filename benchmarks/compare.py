@@ -182,6 +182,18 @@ def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
                 return DaskKMeans(n_clusters=64, random_state=0).fit(dX).cluster_centers_
 
         c["dask-ml KMeans (LocalCluster, 2 workers)"] = dask_ml_fit
+
+        def segone_dask_fit():
+            import dask.array as da
+            from dask.distributed import Client, LocalCluster
+
+            import segone.dask
+
+            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+                dX = da.from_array(X, chunks=(max(1, len(X) // (4 * THREADS)), X.shape[1])).persist()
+                return segone.dask.Segmenter(64, random_state=0, refine=2).fit(dX).cluster_centers_
+
+        c["segone.dask Segmenter (LocalCluster, 2 workers)"] = segone_dask_fit
     if _have("faiss"):
         import faiss
 
@@ -192,7 +204,7 @@ def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
 
         c["faiss Kmeans(niter=20)"] = faiss_fit
     for label, fn in c.items():
-        r = 1 if ("KMeans (lloyd" in label or "dask-ml" in label) else repeat
+        r = 1 if ("KMeans (lloyd" in label or "dask-ml" in label or "LocalCluster" in label) else repeat
         med, times, peak, centers = measure(fn, r, label)
         rows.append(dict(workload="FIT", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak,
                          inertia=inertia64(X, np.asarray(centers))))  # fmt: skip

@@ -533,6 +533,24 @@ def assign(X, centroids, *, margin=False, backend="auto", n_threads=1):
 
 
 # ------------------------------------------------------------------ the job
+def _persist(obj, client, verbose):
+    """Persist on the workers; with ``verbose`` show distributed's progress bar while it runs."""
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            return obj.persist()  # local scheduler: nothing to show a bar for
+    obj = client.persist(obj)
+    if verbose:
+        from distributed import progress, wait
+
+        progress(obj)
+        wait(obj)
+    return obj
+
+
 def _assign_part(pdf, scorer, centers, backend):
     X = _score.FeatureScorer.transform(scorer, _table(pdf))
     res = _assign(X, centers, margin=True, backend=backend, n_threads=1)
@@ -591,7 +609,7 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
     t = time.perf_counter()
     profiles, summary = build_profiles(tx, events=events, attributes=attributes, as_of=as_of, schema=schema,
                                        npartitions=npartitions, client=client, _with_summary=True)  # fmt: skip
-    profiles = profiles.persist() if client is None else client.persist(profiles)
+    profiles = _persist(profiles, client, verbose)
     n, no_purchase = _compute(profiles.shape[0], (profiles["orders"] == 0).sum(), client=client)
     n, no_purchase = int(n), int(no_purchase)
     timings["profile"] = time.perf_counter() - t
@@ -602,7 +620,7 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
     t = time.perf_counter()
     scorer = FeatureScorer().fit(profiles, client=client)
     X = scorer.transform(profiles)
-    X = X.persist() if client is None else client.persist(X)
+    X = _persist(X, client, verbose)
     timings["score"] = time.perf_counter() - t
     log(f"features: {len(scorer.feature_names_out_)} columns in {timings['score']:.2f}s")
 
@@ -623,7 +641,7 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
     meta = pd.DataFrame({"customer_id": profiles._meta["customer_id"], "segment": np.empty(0, np.int32),
                          "distance": np.empty(0, np.float32), "margin": np.empty(0, np.float32)})  # fmt: skip
     assignments = profiles.map_partitions(_assign_part, scorer, seg.cluster_centers_, backend, meta=meta)
-    assignments = assignments.persist() if client is None else client.persist(assignments)
+    assignments = _persist(assignments, client, verbose)
     stats = [delayed(_segment_stats)(p, a, clusters)
              for p, a in zip(profiles.to_delayed(), assignments.to_delayed())]  # fmt: skip
     (seg_stats,) = _compute(_tree_reduce(stats, SegmentStats.merge, 8), client=client)
