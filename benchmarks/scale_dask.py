@@ -30,6 +30,7 @@ def main(argv=None):
     ap.add_argument("--memory-limit", default="6GiB")
     ap.add_argument("--clusters", type=int, default=32)
     ap.add_argument("--partitions", type=int, default=None)
+    ap.add_argument("--shuffle", action="store_true", help="shuffle by customer even if the data is partitioned so")
     args = ap.parse_args(argv)
 
     import pyarrow.compute as pc
@@ -56,7 +57,7 @@ def main(argv=None):
         th.start()
         t = time.perf_counter()
         info = segone.dask.run(args.data, args.out, args.clusters, npartitions=args.partitions, overwrite=True,
-                               client=client, verbose=True)  # fmt: skip
+                               client=client, verbose=True, partitioned_by_customer=False if args.shuffle else None)  # fmt: skip
         wall = time.perf_counter() - t
         stop.set()
         th.join()

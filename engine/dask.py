@@ -589,7 +589,8 @@ def run(input, out, clusters=8, **kwargs):
 
 
 def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, schema=None, random_state=0,
-        n_init=5, refine=2, npartitions=None, backend="auto", client=None, overwrite=False, verbose=False):  # fmt: skip
+        n_init=5, refine=2, npartitions=None, backend="auto", client=None, overwrite=False, verbose=False,
+        partitioned_by_customer=None):  # fmt: skip
     import datetime as _dt
     import platform
     import time
@@ -608,7 +609,8 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
     tx, events, attributes = resolve_inputs(input, events, attributes)
     t = time.perf_counter()
     profiles, summary = build_profiles(tx, events=events, attributes=attributes, as_of=as_of, schema=schema,
-                                       npartitions=npartitions, client=client, _with_summary=True)  # fmt: skip
+                                       npartitions=npartitions, client=client, _with_summary=True,
+                                       partitioned_by_customer=partitioned_by_customer)  # fmt: skip
     profiles = _persist(profiles, client, verbose)
     n, no_purchase = _compute(profiles.shape[0], (profiles["orders"] == 0).sum(), client=client)
     n, no_purchase = int(n), int(no_purchase)
