@@ -132,31 +132,41 @@ def test_errors(client):
         sd.Segmenter(n_clusters=3).fit(X)
 
 
-def test_run_survives_a_killed_worker(data, whole):
-    """A worker process dies while profiles are computed: distributed recomputes, results are exact."""
+def test_run_survives_a_killed_worker(synth_dir, tmp_path):
+    """A worker process is killed in the middle of segone.dask.run: distributed recomputes, results are exact."""
     import os
     import signal
+    import threading
     import time
 
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "killed"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
-        tx = dd.from_pandas(data.transactions.to_pandas(), npartitions=8)
-        prof = sd.build_profiles(tx, npartitions=8)
-        fut = c.compute(prof)
         victim = sorted(c.scheduler_info()["workers"])[0]
-        deadline = time.time() + 30
-        while not c.processing(workers=[victim]).get(victim) and time.time() < deadline:
-            time.sleep(0.01)
         pid = c.run(os.getpid, workers=[victim])[victim]
-        assert fut.status == "pending"  # the kill lands mid-run, or the test proves nothing
-        os.kill(pid, signal.SIGKILL)  # hard kill; the nanny starts a new worker process
-        got = fut.result(timeout=120)
-        assert victim not in c.scheduler_info()["workers"]  # the worker really died
-    exp = segone.build_profiles(data.transactions).to_pandas()
-    got = got.sort_values("customer_id").reset_index(drop=True)
-    assert len(got) == len(exp) and got.customer_id.is_unique
-    np.testing.assert_allclose(got.spend_total.to_numpy(float), exp.spend_total.to_numpy(float), rtol=1e-12)
-    np.testing.assert_array_equal(got.orders.to_numpy(int), exp.orders.to_numpy(int))
+        killed = threading.Event()
+
+        def killer():  # kill the first time the victim has tasks, i.e. mid-run
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                if c.processing(workers=[victim]).get(victim):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.005)
+
+        th = threading.Thread(target=killer)
+        th.start()
+        info = sd.run(synth_dir, str(out), clusters=6, npartitions=4, partitioned_by_customer=False, client=c)
+        th.join()
+        assert killed.is_set() and victim not in c.scheduler_info()["workers"]  # it really died mid-run
+    single = segone.run(synth_dir, str(tmp_path / "single"), clusters=6)
+    asg = pq.read_table(out / "assignments.parquet").sort_by("customer_id")
+    assert asg.column("customer_id").equals(single.assignments.column("customer_id"))  # every customer once
+    assert info["customers_assigned"] == single.summary["customers_assigned"]
+    assert info["rows_read"] == single.summary["rows_read"]
 
 
 @pytest.fixture(scope="module")
