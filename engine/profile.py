@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 
 from segone._backend import get_kernels
 from segone._threads import effective_n_threads
-from segone._validation import check_finite_column, check_int
+from segone._validation import check_int
 from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
 from segone.io import iter_batches, read_table, release_arrow_memory
 

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 from segone._backend import get_kernels
 from segone._threads import effective_n_threads
-from segone._validation import check_choice, check_finite_column, check_float, check_int
+from segone._validation import check_choice, check_finite_column, check_float
 from segone.errors import DataError, NotFittedError, ParameterError, SchemaError, examples
 from segone.io import read_table
 from segone.sketch import QuantileSketch
