@@ -172,6 +172,54 @@ def owner_ranges(n_groups, n_parts):
 
 
 # ------------------------------------------------------------- scoring kernel
+def quantile_rank(v, knots):
+    """Rank in [0, 1] of each value of ``v`` on a sorted quantile grid ``knots`` (M >= 2).
+
+    Linear interpolation between knots; a value equal to a run of equal knots
+    (a tie in the data) gets the middle of the run, so tied values share one
+    score; values outside the grid get 0 or 1.
+    """
+    m = knots.shape[0]
+    lo = np.searchsorted(knots, v, side="left")
+    hi = np.searchsorted(knots, v, side="right")
+    r = np.empty(v.shape)
+    tie = hi > lo
+    r[tie] = (lo[tie] + hi[tie] - 1) * 0.5
+    below, above = ~tie & (lo == 0), ~tie & (lo == m)
+    r[below], r[above] = 0.0, m - 1
+    mid = ~tie & ~below & ~above
+    a = lo[mid] - 1
+    r[mid] = a + (v[mid] - knots[a]) / (knots[a + 1] - knots[a])
+    return r / (m - 1)
+
+
+MAX_RANK_TABLE = 1 << 22
+
+
+def rank_tables(quantile, knots):
+    """Lookup tables for the compiled scoring kernels: ``(lut, offset, low, length)``.
+
+    The kernels rank a value by its integer bucket coordinate, so for each
+    quantile feature ``j`` the rank of every integer between ``floor(knots[j,
+    0])`` and ``ceil(knots[j, -1])`` is tabulated once (``quantile_rank``,
+    exactly); a coordinate below the table ranks 0, above it 1.  This replaces
+    two binary searches per value with one load.
+    """
+    d = len(quantile)
+    offset, low, length = np.zeros(d, dtype=np.int64), np.zeros(d), np.zeros(d, dtype=np.int64)
+    parts, pos = [], 0
+    for j in np.flatnonzero(quantile):
+        a, b = np.floor(knots[j, 0]), np.ceil(knots[j, -1])
+        n = int(b - a) + 1
+        if not np.isfinite(a + b) or n > MAX_RANK_TABLE:
+            raise ValueError(f"knots[{j}] span {n} integer coordinates; at most {MAX_RANK_TABLE} are supported")
+        parts.append(quantile_rank(np.arange(n) + a, knots[j]))
+        offset[j], low[j], length[j] = pos, a, n
+        pos += n
+    lut = np.concatenate(parts) if parts else np.zeros(1)
+    return lut, offset, low, length
+
+
 def prepare_score_inputs(cols, masks, X, log1p, fill, lo, hi, quantile, knots, center, scale, weight):
     """Checked, typed inputs of the compiled scoring kernels.
 
@@ -191,14 +239,15 @@ def prepare_score_inputs(cols, masks, X, log1p, fill, lo, hi, quantile, knots, c
     knots = np.ascontiguousarray(knots, dtype=np.float64)
     if knots.ndim != 2 or knots.shape[0] != d or knots.shape[1] < 2:
         raise ValueError(f"knots must have shape ({d}, M) with M >= 2")
-    params = [
+    per_feature = [
         np.ascontiguousarray(log1p, dtype=np.int8),
         *(np.ascontiguousarray(a, dtype=np.float64) for a in (fill, lo, hi)),
         np.ascontiguousarray(quantile, dtype=np.int8),
-        knots,
         *(np.ascontiguousarray(a, dtype=np.float64) for a in (center, scale, weight)),
     ]
-    for p in params:
+    for p in per_feature:
         if p.shape[0] != d:
             raise ValueError(f"per-feature parameters must have length {d}")
-    return cols, masks, params
+    lut, lut_off, lut_low, lut_len = rank_tables(per_feature[4], knots)
+    # kernel order: log1p, fill, lo, hi, quantile, lut, lut_off, lut_low, lut_len, center, scale, weight
+    return cols, masks, per_feature[:5] + [lut, lut_off, lut_low, lut_len] + per_feature[5:]

@@ -597,36 +597,6 @@ def _event_kernel(
 cdef double SQRT12 = 3.4641016151377544
 
 
-cdef inline double _quantile_rank(double v, const double* k, Py_ssize_t m) noexcept nogil:
-    # lower / upper bound by binary search, then the reference's rule (ties: middle of the run)
-    cdef Py_ssize_t a = 0, b = m, mid, lo, hi
-    while a < b:
-        mid = (a + b) >> 1
-        if k[mid] < v:
-            a = mid + 1
-        else:
-            b = mid
-    lo = a
-    b = m
-    while a < b:
-        mid = (a + b) >> 1
-        if k[mid] <= v:
-            a = mid + 1
-        else:
-            b = mid
-    hi = a
-    cdef double r
-    if hi > lo:
-        r = (lo + hi - 1) * 0.5
-    elif lo == 0:
-        r = 0.0
-    elif lo == m:
-        r = m - 1
-    else:
-        r = (lo - 1) + (v - k[lo - 1]) / (k[lo] - k[lo - 1])
-    return r / (m - 1)
-
-
 cdef inline double _bucket_coord(double v, double lg, double min_value, double min_key) noexcept nogil:
     cdef double mag = fabs(v)
     if mag < min_value:
@@ -639,7 +609,9 @@ def _score_kernel(
     const unsigned long long[::1] col_ptrs,   # IN (D,) addresses of (N,) float64 columns
     const unsigned long long[::1] mask_ptrs,  # IN (D,) addresses of (N,) uint8 null masks, 0 = none
     const signed char[::1] log1p_flag, const double[::1] fill, const double[::1] lo, const double[::1] hi,
-    const signed char[::1] quantile, const double[:, ::1] knots, const double[::1] center,
+    const signed char[::1] quantile,
+    const double[::1] lut, const long long[::1] lut_off, const double[::1] lut_low, const long long[::1] lut_len,
+    const double[::1] center,
     const double[::1] scale, const double[::1] weight, double clip,
     double log_gamma, double min_value, double min_key,
     float[:, ::1] X,                          # OUT (N, D)
@@ -648,7 +620,7 @@ def _score_kernel(
 ):
     cdef Py_ssize_t n = X.shape[0]
     cdef Py_ssize_t d = X.shape[1]
-    cdef Py_ssize_t m = knots.shape[1]
+    cdef long long ci
     cdef Py_ssize_t n_blocks = block_bad.shape[0]
     cdef Py_ssize_t b, i, j, r0, r1
     cdef const double* col
@@ -678,8 +650,14 @@ def _score_kernel(
                     if v > hi[j]:
                         v = hi[j]
                     if quantile[j]:
-                        v = (_quantile_rank(_bucket_coord(v, log_gamma, min_value, min_key), &knots[j, 0], m)
-                             - 0.5) * SQRT12
+                        # rank of the bucket coordinate: one table load (see _common.rank_tables)
+                        ci = <long long> (_bucket_coord(v, log_gamma, min_value, min_key) - lut_low[j])
+                        if ci < 0:
+                            v = -0.5 * SQRT12
+                        elif ci >= lut_len[j]:
+                            v = 0.5 * SQRT12
+                        else:
+                            v = (lut[lut_off[j] + ci] - 0.5) * SQRT12
                     v = (v - center[j]) / scale[j]
                     if v < -clip:
                         v = -clip

@@ -456,22 +456,6 @@ SQRT12 = np.sqrt(12.0)
 
 
 @njit(**_jit_exact)
-def _quantile_rank(v, k):
-    m = k.shape[0]
-    lo = np.searchsorted(k, v, side="left")
-    hi = np.searchsorted(k, v, side="right")
-    if hi > lo:
-        r = (lo + hi - 1) * 0.5
-    elif lo == 0:
-        r = 0.0
-    elif lo == m:
-        r = m - 1.0
-    else:
-        r = (lo - 1) + (v - k[lo - 1]) / (k[lo] - k[lo - 1])
-    return r / (m - 1)
-
-
-@njit(**_jit_exact)
 def _bucket_coord(v, lg, min_value, min_key):
     mag = abs(v)
     if mag < min_value:
@@ -481,8 +465,8 @@ def _bucket_coord(v, lg, min_value, min_key):
 
 
 @njit(parallel=True, **_jit_exact)
-def _score_kernel(cols, masks, log1p_flag, fill, lo, hi, quantile, knots, center, scale, weight, clip, lg, min_value,
-                  min_key, X, block_bad):  # fmt: skip
+def _score_kernel(cols, masks, log1p_flag, fill, lo, hi, quantile, lut, lut_off, lut_low, lut_len, center, scale,
+                  weight, clip, lg, min_value, min_key, X, block_bad):  # fmt: skip
     n, d = X.shape
     for b in prange(block_bad.shape[0]):
         r0 = b * ASSIGN_BLOCK
@@ -504,7 +488,14 @@ def _score_kernel(cols, masks, log1p_flag, fill, lo, hi, quantile, knots, center
                         v = np.log1p(max(v, 0.0))
                 v = min(max(v, lo[j]), hi[j])
                 if quantile[j]:
-                    v = (_quantile_rank(_bucket_coord(v, lg, min_value, min_key), knots[j]) - 0.5) * SQRT12
+                    ci = np.int64(_bucket_coord(v, lg, min_value, min_key) - lut_low[j])
+                    if ci < 0:
+                        r = 0.0
+                    elif ci >= lut_len[j]:
+                        r = 1.0
+                    else:
+                        r = lut[lut_off[j] + ci]
+                    v = (r - 0.5) * SQRT12
                 v = (v - center[j]) / scale[j]
                 v = min(max(v, -clip), clip)
                 X[i, j] = v * weight[j]

@@ -9,7 +9,7 @@ differ at near-ties only.
 
 import numpy as np
 
-from segone.kernels._common import prepare_profile_inputs
+from segone.kernels._common import prepare_profile_inputs, quantile_rank
 
 _BLOCK = 512
 
@@ -302,27 +302,6 @@ def event_pass(codes, n_groups, ts, etype, n_types, n_threads=None):
 
 
 # --------------------------------------------------------------------- scoring
-def quantile_rank(v, knots):
-    """Rank in [0, 1] of each value of ``v`` on a sorted quantile grid ``knots`` (M >= 2).
-
-    Linear interpolation between knots; a value equal to a run of equal knots
-    (a tie in the data) gets the middle of the run, so tied values share one
-    score; values outside the grid get 0 or 1.
-    """
-    m = knots.shape[0]
-    lo = np.searchsorted(knots, v, side="left")
-    hi = np.searchsorted(knots, v, side="right")
-    r = np.empty(v.shape)
-    tie = hi > lo
-    r[tie] = (lo[tie] + hi[tie] - 1) * 0.5
-    below, above = ~tie & (lo == 0), ~tie & (lo == m)
-    r[below], r[above] = 0.0, m - 1
-    mid = ~tie & ~below & ~above
-    a = lo[mid] - 1
-    r[mid] = a + (v[mid] - knots[a]) / (knots[a + 1] - knots[a])
-    return r / (m - 1)
-
-
 SQRT12 = np.sqrt(12.0)
 
 

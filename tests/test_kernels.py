@@ -532,3 +532,22 @@ def test_quantile_rank_ties_and_bounds():
     k = np.array([0.0, 1.0, 1.0, 1.0, 2.0])
     r = reference.quantile_rank(np.array([-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0]), k)
     np.testing.assert_allclose(r, [0.0, 0.0, 0.125, 0.5, 0.875, 1.0, 1.0])
+
+
+def test_score_columns_quantile_tables_match_the_searches(backend):
+    """Realistic grids (bucket coordinates of the data, with ties): the kernels' rank tables == binary searches."""
+    rng = np.random.default_rng(11)
+    n, d = 3000, 3
+    cols = [rng.lognormal(2, 2, n), np.round(rng.normal(0, 50, n)), np.where(rng.random(n) < 0.6, 0.0, rng.random(n))]
+    knots = np.vstack([
+        np.quantile(reference.bucket_coords(c, *BUCKET), np.linspace(0, 1, 33), method="lower") for c in cols
+    ])  # fmt: skip
+    p = score_params(rng, d)
+    p.update(quantile=np.ones(d, np.int8), knots=knots, log1p=np.zeros(d, np.int8), lo=np.full(d, -np.inf),
+             hi=np.full(d, np.inf), center=np.zeros(d), scale=np.ones(d), weight=np.ones(d))  # fmt: skip
+    masks = [np.empty(0, np.uint8)] * d
+    rX, _ = run_score(reference, cols, masks, p, np.inf)
+    kX, _ = run_score(KERNELS[backend], cols, masks, p, np.inf)
+    np.testing.assert_allclose(kX, rX, rtol=1e-6, atol=1e-6)
+    assert len(np.unique(rX[:, 0])) > 20  # the interior of the tables is exercised, not only 0 / 1
+    assert len(np.unique(rX[cols[2] == 0.0, 2])) == 1  # the tied zeros share one score
