@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 dd = pytest.importorskip("dask.dataframe")
@@ -243,3 +244,19 @@ def test_declared_partitioning_is_checked(client, data):
     ev = dd.from_pandas(data.events.to_pandas(), npartitions=3)
     with pytest.raises(segone.errors.ParameterError, match="same number of partitions"):
         sd.build_profiles(tx, events=ev, partitioned_by_customer=True)
+
+
+def test_string_ids_crm_only_customers_and_empty_partitions(client):
+    """String ids are hashed, CRM-only customers appear, and partitions without rows are fine."""
+    tx = pd.DataFrame({"customer_id": ["a", "b", "a", "c"], "ts": pd.to_datetime(["2025-01-01", "2025-01-02",
+                       "2025-01-05", "2025-01-03"], utc=True), "amount": [1.0, 2.0, 3.0, -1.0],
+                       "category": ["x", "y", "x", None], "channel": ["web", "web", "store", "web"]})  # fmt: skip
+    crm = pd.DataFrame({"customer_id": ["a", "z"], "region": ["n", "s"]})
+    prof = sd.build_profiles(dd.from_pandas(tx, npartitions=2), attributes=dd.from_pandas(crm, npartitions=1),
+                             npartitions=7).compute()  # fmt: skip
+    exp = segone.build_profiles(pa.Table.from_pandas(tx), attributes=pa.Table.from_pandas(crm)).to_pandas()
+    got = prof.sort_values("customer_id").reset_index(drop=True)
+    assert got.customer_id.tolist() == ["a", "b", "c", "z"] == exp.customer_id.tolist()
+    for c in ("orders", "spend_total", "frequency", "share_x", "channel_web"):
+        np.testing.assert_allclose(got[c].to_numpy(float), exp[c].to_numpy(float), err_msg=c)
+    assert got.region.astype(str).tolist() == exp.region.astype(str).tolist()
