@@ -325,7 +325,7 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     ).iloc[:0]
 
     method = _shuffle_method(client)
-    others = [[s["ids"] for s in ev_stats]] + ([at_ranges] if at is not None else [])
+    others = ([[s["ids"] for s in ev_stats]] if ev is not None else []) + ([at_ranges] if at is not None else [])
     if partitioned_by_customer is None:
         partitioned_by_customer = npartitions in (None, tx.npartitions) and _aligned([s["ids"] for s in stats], others)
     summary["shuffled"] = not partitioned_by_customer

@@ -260,3 +260,9 @@ def test_string_ids_crm_only_customers_and_empty_partitions(client):
     for c in ("orders", "spend_total", "frequency", "share_x", "channel_web"):
         np.testing.assert_allclose(got[c].to_numpy(float), exp[c].to_numpy(float), err_msg=c)
     assert got.region.astype(str).tolist() == exp.region.astype(str).tolist()
+
+
+def test_transactions_only_partitioned_input_is_detected(client, synth_dir):
+    prof, summary = sd.build_profiles(dd.read_parquet(f"{synth_dir}/transactions"), _with_summary=True)
+    assert summary["shuffled"] is False
+    assert int(prof.shape[0].compute()) == 8000
