@@ -199,6 +199,15 @@ def _aligned(tx_ranges, others):
     return True
 
 
+def _per_partition(frame, fn, *args):
+    """A Series with ``fn(partition, *args)`` (any object) per partition, in partition order."""
+
+    def wrap(pdf):
+        return pd.Series([fn(pdf, *args)], dtype=object)
+
+    return frame.map_partitions(wrap, meta=pd.Series([], dtype=object), enforce_metadata=False)
+
+
 def _merge_ordered(lists):
     seen = {}
     for lst in lists:
@@ -270,15 +279,20 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     n_parts = check_int(npartitions or tx.npartitions, "npartitions", low=1)
     as_of_us = _profile._as_of_us(as_of)
 
-    # one light pass: as_of, the top categories, the channel and event labels
-    stats = [delayed(_label_stats)(p, cid, tcol, acol, roles["category"], roles["channel"], as_of_us, drop_returns)
-             for p in tx.to_delayed()]  # fmt: skip
-    ev_stats = ([delayed(_event_labels)(p, cid, tcol, roles["event"], as_of_us) for p in ev.to_delayed()]
-                if ev is not None else [])  # fmt: skip
-    # (all delayed: dask 2026.8 mis-orders results when one compute mixes expression
-    # scalars with delayed objects)
-    at_info = [delayed(_attr_range)(p, cid) for p in at.to_delayed()] if at is not None else []
-    stats, ev_stats, at_info = _compute(stats, ev_stats, at_info, client=client)
+    # one light pass: as_of, the top categories, the channel and event labels.
+    # map_partitions (not to_delayed) so that each statistic fuses with the read of
+    # its partition: no partition is materialised as a task result and shipped
+    per_part = []
+    per_part.append(_per_partition(tx, _label_stats, cid, tcol, acol, roles["category"], roles["channel"], as_of_us,
+                                   drop_returns))  # fmt: skip
+    if ev is not None:
+        per_part.append(_per_partition(ev, _event_labels, cid, tcol, roles["event"], as_of_us))
+    if at is not None:
+        per_part.append(_per_partition(at, _attr_range, cid))
+    results = [list(r) for r in _compute(*per_part, client=client)]
+    stats = results.pop(0)
+    ev_stats = results.pop(0) if ev is not None else []
+    at_info = results.pop(0) if at is not None else []
     at_ranges = [a["ids"] for a in at_info]
     at_rows = sum(a["rows"] for a in at_info)
     if as_of_us is None:
