@@ -211,6 +211,15 @@ def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
     _ratios(rows, "FIT", shape, "segone cython refine=0")
 
 
+def synth_dataset(quick, workdir):
+    """(customers, path) of the synthetic dataset of the PROFILE / SCORE / PIPELINE / DASK workloads, written once."""
+    n = 50_000 if quick else 1_000_000
+    path = os.path.join(workdir, f"synth-{n}")
+    if not os.path.exists(path):
+        segone.synth.write_dataset(path, n, seed=0)
+    return n, path
+
+
 # -------------------------------------------------------------------- PROFILE
 def _profile_peers(tx_path):
     """RFM + tenure + category spend shares + channel mix, per peer."""
@@ -266,10 +275,7 @@ def _profile_peers(tx_path):
 
 
 def run_profile(quick, repeat, rows, workdir):
-    n = 50_000 if quick else 1_000_000
-    path = os.path.join(workdir, f"synth-{n}")
-    if not os.path.exists(path):
-        segone.synth.write_dataset(path, n, seed=0)
+    n, path = synth_dataset(quick, workdir)
     tx = os.path.join(path, "transactions")
     import pyarrow.dataset as ds
 
@@ -287,10 +293,7 @@ def run_profile(quick, repeat, rows, workdir):
 # ---------------------------------------------------------------------- SCORE
 def run_score(quick, repeat, rows, workdir):
     """FeatureScorer.fit_transform per scaling vs the scikit-learn scaler on the same columns."""
-    n = 50_000 if quick else 1_000_000
-    path = os.path.join(workdir, f"synth-{n}")
-    if not os.path.exists(path):
-        segone.synth.write_dataset(path, n, seed=0)
+    n, path = synth_dataset(quick, workdir)
 
     def profiles():  # built in the child (the parent must not run OpenMP code before forking)
         return segone.build_profiles(os.path.join(path, "transactions"), events=os.path.join(path, "events"))
@@ -334,10 +337,7 @@ def run_score(quick, repeat, rows, workdir):
 
 # ------------------------------------------------------------------- PIPELINE
 def run_pipeline(quick, repeat, rows, workdir):
-    n = 50_000 if quick else 1_000_000
-    path = os.path.join(workdir, f"synth-{n}")
-    if not os.path.exists(path):
-        segone.synth.write_dataset(path, n, seed=0)
+    n, path = synth_dataset(quick, workdir)
     shape = f"{n:,} customers, K=32"
     out = os.path.join(workdir, "out")
 
@@ -375,10 +375,7 @@ def run_pipeline(quick, repeat, rows, workdir):
 # ---------------------------------------------------------------------- DASK
 def run_dask(quick, repeat, rows, workdir):
     """segone.dask.run on a LocalCluster of 1 and of 2 worker processes, next to segone.run."""
-    n = 50_000 if quick else 1_000_000
-    path = os.path.join(workdir, f"synth-{n}")
-    if not os.path.exists(path):
-        segone.synth.write_dataset(path, n, seed=0)
+    n, path = synth_dataset(quick, workdir)
     shape = f"{n:,} customers (transactions, events, CRM), K=32"
     out = os.path.join(workdir, "out-dask")
 

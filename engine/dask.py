@@ -610,7 +610,7 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
     import time
 
     from segone.io import atomic_directory, write_json, write_parquet
-    from segone.pipeline import SegmentStats, resolve_inputs
+    from segone.pipeline import SegmentStats, resolve_inputs, write_model
 
     clusters = check_int(clusters, "clusters", low=1)
     t_all = time.perf_counter()
@@ -667,15 +667,7 @@ def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, sc
         n_assigned = int(seg_stats.size.sum())
         timings["assign_write"] = time.perf_counter() - t
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
-        os.makedirs(os.path.join(tmp, "model"))
-        np.save(os.path.join(tmp, "model", "centroids.npy"), seg.cluster_centers_, allow_pickle=False)
-        with open(os.path.join(tmp, "model", "scorer.json"), "w") as f:
-            f.write(scorer.to_json())
-        write_json(
-            {"format": "segone-model", "version": 1, "n_clusters": clusters, "features": scorer.feature_names_out_,
-             "params": {k: v for k, v in seg.get_params().items() if not isinstance(v, np.ndarray)}},
-            os.path.join(tmp, "model", "model.json"),
-        )  # fmt: skip
+        write_model(os.path.join(tmp, "model"), seg, scorer)
         timings["total"] = time.perf_counter() - t_all
         run_info = {
             "format": "segone-run", "version": 1, "engine": "dask",

@@ -13,6 +13,19 @@ import pyarrow.parquet as pq
 from segone.errors import ParameterError, SchemaError
 
 
+def _open_path(source, name):
+    """A file or directory path -> its Parquet dataset; anything else unchanged."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ParameterError(f"{name}: path {path!r} does not exist.")
+    try:
+        return ds.dataset(path, format="parquet")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ParameterError(f"{name}: cannot open {path!r} as a Parquet dataset: {exc}") from None
+
+
 def read_table(source, columns=None, *, name="input", optional=()):
     """Read ``source`` into a pyarrow Table holding ``columns``.
 
@@ -22,14 +35,7 @@ def read_table(source, columns=None, *, name="input", optional=()):
     DuckDB results).  Only the requested columns are read from Parquet.
     Columns listed in ``optional`` are read when present.
     """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise ParameterError(f"{name}: path {path!r} does not exist.")
-        try:
-            source = ds.dataset(path, format="parquet")
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ParameterError(f"{name}: cannot open {path!r} as a Parquet dataset: {exc}") from None
+    source = _open_path(source, name)
     if isinstance(source, ds.Dataset):
         names = source.schema.names
         cols = _pick_columns(names, columns, optional, name)
@@ -64,14 +70,7 @@ def iter_batches(source, columns=None, *, name="input", optional=(), batch_size=
     or RecordBatchReader is consumed as a stream; in-memory tables are
     sliced without copying.  Every batch has the same schema.
     """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise ParameterError(f"{name}: path {path!r} does not exist.")
-        try:
-            source = ds.dataset(path, format="parquet")
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ParameterError(f"{name}: cannot open {path!r} as a Parquet dataset: {exc}") from None
+    source = _open_path(source, name)
     if isinstance(source, ds.Dataset):
         cols = _pick_columns(source.schema.names, columns, optional, name)
         # modest read-ahead: memory stays a few batches, the scan stays parallel

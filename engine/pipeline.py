@@ -151,6 +151,20 @@ def describe_segments(profiles, labels, k):
     return SegmentStats.of(profiles, labels, k).table()
 
 
+def write_model(directory, seg, scorer):
+    """The fitted model as plain data (never pickle): centroids.npy, scorer.json, model.json."""
+    os.makedirs(directory)
+    np.save(os.path.join(directory, "centroids.npy"), seg.cluster_centers_, allow_pickle=False)
+    with open(os.path.join(directory, "scorer.json"), "w") as f:
+        f.write(scorer.to_json())
+    write_json(
+        {"format": "segone-model", "version": 1, "n_clusters": len(seg.cluster_centers_),
+         "features": scorer.feature_names_out_,
+         "params": {k: v for k, v in seg.get_params().items() if not isinstance(v, np.ndarray)}},
+        os.path.join(directory, "model.json"),
+    )  # fmt: skip
+
+
 def run(
     input,
     out,
@@ -289,15 +303,7 @@ def run(
     with atomic_directory(out, overwrite=overwrite) as tmp:
         write_parquet(assignments, os.path.join(tmp, "assignments.parquet"))
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
-        os.makedirs(os.path.join(tmp, "model"))
-        np.save(os.path.join(tmp, "model", "centroids.npy"), seg.cluster_centers_, allow_pickle=False)
-        with open(os.path.join(tmp, "model", "scorer.json"), "w") as f:
-            f.write(scorer.to_json())
-        write_json(
-            {"format": "segone-model", "version": 1, "n_clusters": clusters, "features": scorer.feature_names_out_,
-             "params": {k: v for k, v in seg.get_params().items() if not isinstance(v, np.ndarray)}},
-            os.path.join(tmp, "model", "model.json"),
-        )  # fmt: skip
+        write_model(os.path.join(tmp, "model"), seg, scorer)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         run_info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}

@@ -79,6 +79,13 @@ def _default_weights(names):
     return w
 
 
+def _check_numeric(table, names):
+    for name in names:
+        t = table.schema.field(name).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+            raise SchemaError(f"feature column {name!r} has type {t}; expected a numeric column.")
+
+
 def _never(name):
     return name in NEVER_FILLED or name.startswith("days_since_")
 
@@ -262,10 +269,7 @@ class FeatureScorer:
             missing = [n for n, _, _ in feats if n not in cols]
             if missing:
                 raise SchemaError(f"profiles lack the feature column(s) {missing}; available: {cols[:30]}.")
-        for name, _, _ in feats:
-            t = table.schema.field(name).type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-                raise SchemaError(f"feature column {name!r} has type {t}; expected a numeric column.")
+        _check_numeric(table, [n for n, _, _ in feats])
         return feats
 
     @staticmethod
@@ -386,10 +390,7 @@ class FeatureScorer:
         return self._transform_table(table)
 
     def _transform_table(self, table):
-        for name, _, _ in self._feats:
-            t = table.schema.field(name).type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-                raise SchemaError(f"feature column {name!r} has type {t}; expected a numeric column.")
+        _check_numeric(table, self.feature_names_out_)
         cols, masks = zip(*(self._column(table, n) for n in self.feature_names_out_)) if self._feats else ((), ())
         X = np.empty((table.num_rows, len(self._feats)), dtype=np.float32)
         if X.size == 0:
