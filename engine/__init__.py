@@ -21,8 +21,9 @@ __version__ = "0.1.0"
 from segone import errors, synth
 from segone._backend import available_backends
 from segone.assign import Assignment, assign
-from segone.cluster import Segmenter
-from segone.pipeline import RunResult, describe_segments, run
+from segone.describe import describe_segments
+from segone.pipeline import RunResult, run
+from segone.segment import Segmenter
 from segone.profile import build_profiles
 from segone.rfm import DEFAULT_RFM_RULES, rfm_scores
 from segone.score import FeatureScorer

@@ -2,6 +2,7 @@
 
 import numbers
 import os
+import sys
 
 from segone.errors import ParameterError
 
@@ -17,7 +18,10 @@ def available_cpus():
 def effective_n_threads(n_threads=None):
     """Resolve ``n_threads`` to a positive thread count.
 
-    ``None`` means every available CPU (or ``SEGONE_NUM_THREADS`` when set);
+    ``None`` means every available CPU (or ``SEGONE_NUM_THREADS`` when set),
+    except inside a Dask worker task, where it means one thread: the workers'
+    own threads supply the parallelism.  The count is resolved where the
+    kernel runs (on the worker), never on the client and shipped;
     a positive int is used as is; a negative int counts back from the number
     of CPUs as in joblib (``-1`` = all, ``-2`` = all but one).  ``0`` is an
     error.
@@ -34,7 +38,7 @@ def effective_n_threads(n_threads=None):
                     "positive thread count or unset it."
                 ) from None
         else:
-            return cpus
+            return 1 if _in_dask_worker() else cpus
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise ParameterError(
             f"n_threads must be None or an integer, got {n_threads!r} "
@@ -48,3 +52,15 @@ def effective_n_threads(n_threads=None):
     if n_threads < 0:
         return max(1, cpus + 1 + n_threads)
     return int(n_threads)
+
+
+def _in_dask_worker():
+    """True inside a task running on a ``distributed`` worker."""
+    dist = sys.modules.get("distributed")  # never import it just to ask
+    if dist is None:
+        return False
+    try:
+        dist.get_worker()
+        return True
+    except (ValueError, AttributeError):
+        return False

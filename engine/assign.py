@@ -103,3 +103,16 @@ def assign(X, centroids, *, margin=False, on_invalid="raise", backend="auto", n_
             "impute or drop them, or pass on_invalid='skip' to label them -1."
         )
     return Assignment(labels, dist, marg, int(n_invalid))
+
+
+def assign_piece(profiles, X, centroids, *, id_column="customer_id", backend="auto", n_threads=None):
+    """ASSIGN per piece: a table of ``id_column``, segment, distance and margin for the rows of X."""
+    import pyarrow as pa
+
+    res = assign(X, centroids, margin=True, backend=backend, n_threads=n_threads)
+    return pa.table({
+        id_column: profiles.column(id_column),
+        "segment": pa.array(res.labels),
+        "distance": pa.array(res.distance),
+        "margin": pa.array(res.margin),
+    })  # fmt: skip

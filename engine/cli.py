@@ -106,48 +106,27 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
     """
     if scheduler and workers:
         raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local one), not both.")
+    engine = None
     if scheduler or workers:
-        _run_dask(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, overwrite,
-                  scheduler, workers, partitions, memory_limit, quiet)  # fmt: skip
-        return
-    res = segone.run(
-        input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
-        n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite, verbose=not quiet,
-    )  # fmt: skip
+        from segone.dask import DaskEngine
+
+        engine = DaskEngine(scheduler, n_workers=workers, memory_limit=memory_limit, npartitions=partitions,
+                            n_threads=n_threads, verbose=not quiet)  # fmt: skip
+        if not quiet:
+            facts = engine.facts()
+            click.echo(f"dask: {facts['workers']} workers at {engine.client.scheduler.address}")
+    try:
+        res = segone.run(
+            input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
+            n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite,
+            verbose=not quiet, engine=engine,
+        )  # fmt: skip
+    finally:
+        if engine is not None:
+            engine.close()
     if not quiet:
         _print_segments(res.segments)
     click.echo(f"{res.summary['customers']:,} customers -> {clusters} segments; outputs in {res.out}")
-
-
-def _run_dask(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, overwrite,
-              scheduler, workers, partitions, memory_limit, quiet):  # fmt: skip
-    import segone.dask
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        ctx_cluster = None
-        client = Client(scheduler)
-    else:
-        ctx_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
-                                   memory_limit=memory_limit)  # fmt: skip
-        client = Client(ctx_cluster)
-    try:
-        if not quiet:
-            click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
-        info = segone.dask.run(
-            input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
-            n_init=n_init, refine=refine, npartitions=partitions, backend=backend, client=client,
-            overwrite=overwrite, verbose=not quiet,
-        )  # fmt: skip
-    finally:
-        client.close()
-        if ctx_cluster is not None:
-            ctx_cluster.close()
-    if not quiet:
-        import pyarrow.parquet as pq
-
-        _print_segments(pq.read_table(os.path.join(out, "segments.parquet")))
-    click.echo(f"{info['customers']:,} customers -> {clusters} segments; outputs in {os.path.abspath(out)}")
 
 
 @main.command()

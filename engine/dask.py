@@ -1,25 +1,25 @@
-"""segone on Dask: the same stages for data that outgrows one process.
+"""segone on Dask: the same job, partition by partition.
 
-This module mirrors the single-process API on Dask collections, the way
-``xgboost.dask`` and ``lightgbm.dask`` do, and keeps one implementation of
-every computation: the Dask layer only partitions, reduces and broadcasts.
+:class:`DaskEngine` is the engine :func:`segone.run` uses on a cluster.  It
+holds one *part* per partition on the workers as a pyarrow Table (Arrow end
+to end: Parquet files are read by the workers with pyarrow; a Dask DataFrame
+partition is converted once, with the null and type rules of
+:func:`segone.io.read_table`), and it only
 
-* :func:`build_profiles` takes Dask DataFrames (or Parquet paths) of events,
-  finds the global labels and ``as_of`` in one light pass, shuffles every
-  input by a hash of the customer id so that a customer's rows meet in one
-  partition, and runs the single-process profile kernel per partition with
-  the global labels (so every partition has the same columns).
-* :class:`FeatureScorer` fits per-partition mergeable states, tree-reduced
-  (``split_every``), and transforms partition by partition.
-* :class:`Segmenter` fits mini-batch k-means on a uniform sample drawn across
-  the chunks, then runs full-data Lloyd refine passes: each pass is one
-  partial-sums kernel call per chunk, tree-reduced to ``(sums, counts,
-  inertia)``.  A fit costs a few passes over the data, not a task per batch.
-* :func:`assign` maps the assignment kernel over the chunks, centroids
-  broadcast once.
+* reads the inputs into parts (a Parquet dataset: one part per file),
+* brings each customer's rows into one piece (a hash shuffle of Arrow tables,
+  skipped when the inputs are already split by customer),
+* maps a stage function over the parts, tree-reduces mergeable states
+  (``split_every`` at a time), persists parts, gathers small results and
+  writes parts.
 
-Work runs on the current ``distributed`` client when there is one (or the one
-passed as ``client=``), else on Dask's local threaded scheduler.
+Every computation is the single-process code of the stage's own module.  The
+rest of this module keeps the Dask-collection API (``build_profiles`` ->
+Dask DataFrame, ``FeatureScorer`` on Dask DataFrames, ``Segmenter`` and
+``assign`` on Dask Arrays) as thin layers over the same stage functions.
+
+Work runs on the given client, the current ``distributed`` client, or Dask's
+local threaded scheduler.
 """
 
 import os
@@ -30,233 +30,270 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from dask import delayed
 
-from segone import cluster as _cluster
+from segone import io as _io
+from segone import pipeline as _pipeline
 from segone import profile as _profile
 from segone import score as _score
-from segone._backend import get_kernels
-from segone._threads import effective_n_threads
+from segone import segment as _segment
+from segone._engine import ROLES
+from segone._state import merge_all
 from segone._validation import check_int, check_random_state
 from segone.assign import Assignment
 from segone.assign import assign as _assign
 from segone.errors import EmptyInputError, NotFittedError, ParameterError
 
-PART = "_segone_part"
+
+# ------------------------------------------------------------------- engine
+def _to_arrow(pdf):
+    """A pandas partition -> pyarrow Table (ArrowDtype, nullable and NumPy columns alike)."""
+    if isinstance(pdf, pa.Table):
+        return pdf
+    return _io.read_table(pdf, name="partition")
 
 
-def _compute(*objs, client=None):
-    """dask.compute on ``client`` when given, else on the default (current client or threads)."""
-    if client is not None:
-        return dask.compute(*objs, scheduler=client)
-    return dask.compute(*objs)
+def _fold(*states):
+    return merge_all(states, len(states) or 1)
 
 
-def _shuffle_method(client):
-    """p2p on a distributed client (bounded memory), the task shuffle on the local schedulers."""
-    if client is not None:
-        return "p2p"
+def _split_part(part, role, cid, n_parts):
+    """One input part -> ``n_parts`` tables by a hash of the customer id (null ids go to piece 0)."""
+    t = _io.read_table(part, name=role)
+    if cid not in t.column_names:
+        return tuple([t] * 1 + [t.slice(0, 0)] * (n_parts - 1))  # the profile names the missing column
+    ids = t.column(cid)
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.cast(ids.type.value_type)
+    valid = ids.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(ids.type) or pa.types.is_floating(ids.type):
+        # the same id hashes the same in every input (int32 or int64); float ids are
+        # refused by the profile, which names the column: any bucket will do for them
+        vals = np.nan_to_num(ids.to_numpy(zero_copy_only=False).astype(np.float64)) if pa.types.is_floating(
+            ids.type) else ids.fill_null(0).to_numpy(zero_copy_only=False)  # fmt: skip
+        h = _segment.customer_hash(np.asarray(vals).astype(np.int64))
+    else:
+        h = _segment.customer_hash(ids.cast(pa.string()))
+    bucket = np.where(valid, h % np.uint64(n_parts), 0).astype(np.int64)
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(n_parts + 1))
+    return tuple(t.take(order[bounds[i] : bounds[i + 1]]) for i in range(n_parts))
+
+
+def _concat(*tables):
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _piece(n_tx, n_ev, *tables):
+    tx = _concat(*tables[:n_tx])
+    ev = _concat(*tables[n_tx : n_tx + n_ev]) if n_ev else None
+    at = _concat(*tables[n_tx + n_ev :]) if len(tables) > n_tx + n_ev else None
+    return tx, ev, at
+
+
+def _zip_piece(tx, ev, at):
+    return tx, ev, at
+
+
+def _write_part(table, path):
+    _io.write_parquet(table, path)
+    return table.num_rows
+
+
+class DaskEngine:
+    """Run the stages of :func:`segone.run` on Dask, one part per partition.
+
+    Parameters
+    ----------
+    client : distributed.Client, str or None
+        A client, a scheduler address (a client is opened and closed by the
+        engine), or None: the current client when there is one, else Dask's
+        threaded scheduler.
+    n_workers : int or None
+        Start a ``LocalCluster`` with this many single-threaded worker
+        processes (owned and closed by the engine); only without ``client``.
+    memory_limit : str, default "auto"
+        Memory per worker of the started LocalCluster.
+    npartitions : int or None
+        Customer partitions after a shuffle (default: the parts of the
+        transactions).  In-memory tables are split into this many parts.
+    n_threads : int or None
+        Kernel threads per task (None: one; resolved on the worker).
+    split_every : int, default 8
+        Width of the reduction tree.
+    verbose : bool
+        Show distributed's progress bar while parts are persisted.
+
+    Examples
+    --------
+    >>> import segone, segone.dask, tempfile, os
+    >>> from segone.synth import generate
+    >>> d = generate(1000, seed=0)
+    >>> with segone.dask.DaskEngine(npartitions=2) as eng:   # threaded scheduler
+    ...     res = segone.run(d.transactions, os.path.join(tempfile.mkdtemp(), "o"), 3, engine=eng)
+    >>> res.summary["engine"]["engine"], res.summary["customers"]
+    ('dask', 1000)
+    """
+
+    name = "dask"
+
+    def __init__(self, client=None, *, n_workers=None, memory_limit="auto", npartitions=None, n_threads=None,
+                 split_every=8, verbose=False):  # fmt: skip
+        self.npartitions = check_int(npartitions, "npartitions", low=1, allow_none=True)
+        self.split_every = check_int(split_every, "split_every", low=2)
+        self.n_threads = n_threads
+        self.verbose = verbose
+        self._owned = []
+        if client is not None and n_workers is not None:
+            raise ParameterError("give a client or n_workers (a local cluster), not both.")
+        if isinstance(client, str):
+            from distributed import Client
+
+            client = Client(client)
+            self._owned.append(client)
+        elif client is None and n_workers is not None:
+            from distributed import Client, LocalCluster
+
+            cluster = LocalCluster(n_workers=check_int(n_workers, "n_workers", low=1), threads_per_worker=1,
+                                   dashboard_address=None, memory_limit=memory_limit)  # fmt: skip
+            client = Client(cluster)
+            self._owned += [client, cluster]
+        elif client is None:
+            client = _current_client()
+        self.client = client
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close the client and cluster this engine started (never one it was given)."""
+        while self._owned:
+            self._owned.pop(0).close()
+
+    def facts(self):
+        workers = len(self.client.scheduler_info()["workers"]) if self.client is not None else None
+        return {"engine": self.name, "scheduler": "distributed" if self.client is not None else "threads",
+                "workers": workers}  # fmt: skip
+
+    def _compute(self, *objs):
+        if self.client is not None:
+            return dask.compute(*objs, scheduler=self.client)
+        return dask.compute(*objs)
+
+    # -- the verbs ------------------------------------------------------------------
+    def read(self, sources):
+        return {role: self._parts(src, role) for role, src in sources.items() if src is not None}
+
+    def _parts(self, src, role):
+        if isinstance(src, (str, os.PathLike)):
+            return _io.parquet_files(src, role)  # read by the workers, only the columns a stage needs
+        if isinstance(src, dd.DataFrame):
+            return [delayed(_to_arrow, pure=False)(p) for p in src.to_delayed()]
+        table = _io.read_table(src, name=role)
+        n = self.npartitions or 1
+        step = -(-table.num_rows // n) if table.num_rows else 1
+        slices = [table.slice(i * step, step) for i in range(n)]
+        if self.client is not None:
+            return self.client.scatter(slices)
+        return slices
+
+    def by_customer(self, parts, split, npartitions=None, cid="customer_id"):
+        tx = parts["transactions"]
+        others = [r for r in ROLES[1:] if r in parts]
+        if split:
+            bad = {r: len(parts[r]) for r in others if len(parts[r]) != len(tx)}
+            if bad:
+                raise ParameterError(
+                    "partitioned_by_customer=True needs the same number of partitions in every input "
+                    f"(transactions {len(tx)}, {', '.join(f'{r} {n}' for r, n in bad.items())}); "
+                    "leave it to None to shuffle."
+                )
+            cols = [parts.get(r, [None] * len(tx)) for r in ROLES]
+            return [delayed(_zip_piece, pure=False)(*p) for p in zip(*cols)]
+        n = check_int(npartitions or self.npartitions or len(tx), "npartitions", low=1)
+        buckets = {}
+        for r in ROLES:
+            if r in parts:
+                buckets[r] = [delayed(_split_part, nout=n, pure=False)(p, r, cid, n) for p in parts[r]]
+        counts = [len(buckets.get(r, [])) for r in ROLES]
+        pieces = []
+        for i in range(n):
+            tables = [b[i] for r in ROLES for b in buckets.get(r, [])]
+            pieces.append(delayed(_piece, pure=False)(counts[0], counts[1], *tables))
+        return pieces
+
+    def map(self, fn, *part_lists, **kwargs):
+        f = delayed(fn, pure=False)
+        return [f(*args, **kwargs) for args in zip(*part_lists)]
+
+    def reduce(self, states, split_every=None):
+        items = list(states)
+        if not items:
+            raise EmptyInputError("nothing to reduce: the input has no partitions.")
+        width = split_every or self.split_every
+        while len(items) > 1:
+            items = [delayed(_fold, pure=False)(*items[i : i + width]) for i in range(0, len(items), width)]
+        (out,) = self._compute(items[0])
+        return out
+
+    def gather(self, parts):
+        return list(self._compute(*parts))
+
+    def persist(self, parts, what=None):
+        if self.client is None:  # threaded scheduler: the parts live in this process anyway
+            return list(self._compute(*parts))
+        parts = self.client.persist(list(parts))
+        if self.verbose:
+            from distributed import progress, wait
+
+            progress(parts)
+            wait(parts)
+        return parts
+
+    def write_parts(self, parts, path):
+        os.makedirs(path)
+        tasks = [delayed(_write_part, pure=False)(p, os.path.join(path, f"part-{i:05d}.parquet"))
+                 for i, p in enumerate(parts)]  # fmt: skip
+        self._compute(*tasks)
+
+    def count(self, parts):
+        return len(parts)
+
+
+def _current_client():
+    """The current distributed client, unless dask's config asks for another scheduler."""
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
-        return "tasks"
+        return None
     try:
         from distributed import default_client
 
-        default_client()
-        return "p2p"
+        return default_client()
     except (ImportError, ValueError):
-        return "tasks"
-
-
-def _tree_reduce(items, fn, split_every=8):
-    """Delayed pairwise-or-wider reduction: ``fn(a, b)`` folded in groups of ``split_every``."""
-    split_every = check_int(split_every, "split_every", low=2)
-
-    def fold(*xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = fn(out, x)
-        return out
-
-    items = list(items)
-    if not items:
-        raise EmptyInputError("nothing to reduce: the collection has no partitions.")
-    while len(items) > 1:
-        items = [delayed(fold)(*items[i : i + split_every]) for i in range(0, len(items), split_every)]
-    return items[0]
+        return None
 
 
 # ------------------------------------------------------------------ profiles
-def _frame(x, name, npartitions=None):
-    if x is None:
-        return None
-    if isinstance(x, dd.DataFrame):
-        return x
-    if isinstance(x, (str, os.PathLike)):
-        path = os.fspath(x)
-        if not os.path.exists(path):
-            raise ParameterError(f"{name}: path {path!r} does not exist.")
-        return dd.read_parquet(path)
-    if isinstance(x, pa.Table):
-        x = x.to_pandas(types_mapper=pd.ArrowDtype)
-    if isinstance(x, pd.DataFrame):
-        return dd.from_pandas(x, npartitions=npartitions or 1)
-    raise ParameterError(
-        f"{name}: expected a Dask DataFrame, a Parquet path, a pandas DataFrame or a pyarrow Table, "
-        f"got {type(x).__name__}."
-    )
-
-
-def _arrow(pdf):
-    if PART in pdf.columns:
-        pdf = pdf.drop(columns=PART)
-    # an empty categorical (e.g. the meta of a Parquet dictionary column) has no
-    # Arrow dictionary type: give it plain values
-    empty_cats = [c for c, t in pdf.dtypes.items() if isinstance(t, pd.CategoricalDtype) and len(t.categories) == 0]
-    if empty_cats:
-        pdf = pdf.astype({c: object for c in empty_cats})
-    return pa.Table.from_pandas(pdf, preserve_index=False)
-
-
-def _with_part(pdf, cid, n_parts):
-    """Add the partition key: a hash of the customer id (same id -> same key in every input)."""
-    ids = pdf[cid]
-    if pd.api.types.is_integer_dtype(ids.dtype):
-        ids = ids.astype("int64")
-    else:
-        ids = ids.astype(object)
-    h = pd.util.hash_pandas_object(ids, index=False).to_numpy()
-    return pdf.assign(**{PART: (h % np.uint64(n_parts)).astype(np.int64)})
-
-
-def _label_stats(pdf, cid, tcol, acol, cat_role, ch_role, as_of_us, drop_returns):
-    """One partition's share of the global pass: latest timestamp, positive spend per category, labels."""
-    summary = {"rows_read": {}, "dropped": {}}
-    got = _profile._collect(_arrow(pdf), "transactions", cid, tcol, summary, amount=acol,
-                            categorical=(cat_role, ch_role))  # fmt: skip
-    ts, amount = got["ts"], got["amount"]
-    out = {"max_ts": int(ts.max()) if ts.size else None, "aware": got["aware"], "cat": {}, "channel": [],
-           "rows_read": summary["rows_read"].get("transactions", 0), "dropped": summary["dropped"],
-           "ids": _id_range(got["ids"])}  # fmt: skip
-    keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
-    out["late"] = int((~keep).sum())
-    if drop_returns:
-        out["dropped_returns"] = int((keep & (amount < 0)).sum())
-        keep &= amount >= 0
-    out["returns"] = int((keep & (amount < 0)).sum())
-    if cat_role in got["cats"]:
-        codes, labels = got["cats"][cat_role]
-        valid = keep & (codes >= 0)
-        spend = np.bincount(codes[valid], weights=np.maximum(amount[valid], 0.0), minlength=len(labels))
-        out["cat"] = dict(zip(labels, spend.tolist()))
-    if ch_role in got["cats"]:
-        out["channel"] = list(got["cats"][ch_role][1])
-    return out
-
-
-def _event_labels(pdf, cid, tcol, ecol, as_of_us):
-    summary = {"rows_read": {}, "dropped": {}}
-    got = _profile._collect(_arrow(pdf), "events", cid, tcol, summary, categorical=(ecol,))
-    late = int((got["ts"] > as_of_us).sum()) if as_of_us is not None else None
-    return {"labels": list(got["cats"].get(ecol, (None, []))[1]), "rows_read": summary["rows_read"].get("events", 0),
-            "dropped": summary["dropped"], "max_ts": int(got["ts"].max()) if got["ts"].size else None,
-            "late": late, "ids": _id_range(got["ids"])}  # fmt: skip
-
-
-def _id_range(ids):
-    """(min, max) of a partition's customer ids, None when empty or not comparable as integers."""
-    if ids is None or len(ids) == 0 or not pa.types.is_integer(ids.type):
-        return None
-    mm = pc.min_max(ids)
-    return int(mm["min"].as_py()), int(mm["max"].as_py())
-
-
-def _attr_range(pdf, cid):
-    col = pdf[cid].dropna()
-    if col.empty or not pd.api.types.is_integer_dtype(col.dtype):
-        return {"ids": None, "rows": len(pdf)}
-    return {"ids": (int(col.min()), int(col.max())), "rows": len(pdf)}
-
-
-def _aligned(tx_ranges, others):
-    """True when partition i of every input holds the same customers: the transaction
-    partitions cover disjoint increasing id ranges and every other input has the same
-    number of partitions, partition i inside the i-th range (so no shuffle is needed)."""
-    if any(r is None for r in tx_ranges):
-        return False
-    for a, b in zip(tx_ranges, tx_ranges[1:]):
-        if a[1] >= b[0]:
-            return False
-    lows = [r[0] for r in tx_ranges][1:]
-    for ranges in others:
-        if len(ranges) != len(tx_ranges):
-            return False
-        for i, r in enumerate(ranges):
-            if r is None:
-                continue  # an empty partition fits anywhere (a non-integer id was caught above)
-            if (i > 0 and r[0] < lows[i - 1]) or (i < len(lows) and r[1] >= lows[i]):
-                return False
-    return True
-
-
-def _per_partition(frame, fn, *args):
-    """A Series with ``fn(partition, *args)`` (any object) per partition, in partition order."""
-
-    def wrap(pdf):
-        return pd.Series([fn(pdf, *args)], dtype=object)
-
-    return frame.map_partitions(wrap, meta=pd.Series([], dtype=object), enforce_metadata=False)
-
-
-def _merge_ordered(lists):
-    seen = {}
-    for lst in lists:
-        for x in lst:
-            seen.setdefault(x, None)
-    return list(seen)
-
-
-def _profile_part(tx, ev, at, kwargs, meta=None):
-    try:
-        prof, _ = _profile.build_profiles_with_summary(
-            _arrow(tx), events=None if ev is None else _arrow(ev), attributes=None if at is None else _arrow(at),
-            _partition=True, **kwargs,
-        )  # fmt: skip
-    except EmptyInputError:
-        if meta is None:
-            raise
-        return meta
-    out = prof.to_pandas(types_mapper=pd.ArrowDtype)
-    if meta is not None:
-        out = out[list(meta.columns)].astype(meta.dtypes.to_dict())
-    return out
-
-
-def _profile_parts(*frames, which, kwargs, out_meta):
-    it = iter(frames)
-    tx, ev, at = (next(it) if present else None for present in which)
-    return _profile_part(tx, ev, at, kwargs, out_meta)
+def _to_pandas(table):
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
 
 
 def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
                    windows=(30, 90, 365), top_categories=20, drop_returns=False, npartitions=None,
-                   client=None, n_threads=1, partitioned_by_customer=None, _with_summary=False):  # fmt: skip
-    """:func:`segone.build_profiles` on Dask collections; returns a Dask DataFrame.
+                   client=None, n_threads=None, backend="auto", partitioned_by_customer=None,
+                   _with_summary=False):  # fmt: skip
+    """:func:`segone.build_profiles` on Dask; returns a Dask DataFrame (Arrow-backed columns).
 
-    Parameters are those of :func:`segone.build_profiles`, plus:
-
-    npartitions : int or None
-        Partitions of the output (customers are hashed into them); default:
-        the number of partitions of ``transactions``.
-    client : distributed.Client or None
-        Where the global pass (labels, ``as_of``) runs; default: the current one.
-    n_threads : int
-        Kernel threads per task (1: Dask's workers supply the parallelism).
-    partitioned_by_customer : bool or None
-        True: partition i of every input holds the same customers (no
-        shuffle); False: always shuffle by customer; None (default): detect
-        it from the per-partition id ranges (integer ids), as a dataset
-        written by ``segone synth`` or partitioned by customer range has it.
+    Inputs are Dask DataFrames, Parquet paths (read by the workers) or
+    in-memory tables.  Runs the PROFILE stage of :func:`segone.run` on a
+    :class:`DaskEngine`; the parameters are those of
+    :func:`segone.build_profiles`, plus ``npartitions``, ``client`` and
+    ``partitioned_by_customer`` (see :class:`DaskEngine` and :func:`segone.run`).
 
     Every customer of any input lands in exactly one partition and appears
     exactly once; columns (and their order) are the same in every partition.
@@ -271,102 +308,29 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     >>> int(prof.shape[0].compute())
     1000
     """
-    roles = _profile._schema(schema)
-    cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
-    tx = _frame(transactions, "transactions")
-    ev = _frame(events, "events")
-    at = _frame(attributes, "attributes")
-    n_parts = check_int(npartitions or tx.npartitions, "npartitions", low=1)
-    as_of_us = _profile._as_of_us(as_of)
-
-    # one light pass: as_of, the top categories, the channel and event labels.
-    # map_partitions (not to_delayed) so that each statistic fuses with the read of
-    # its partition: no partition is materialised as a task result and shipped
-    per_part = []
-    per_part.append(_per_partition(tx, _label_stats, cid, tcol, acol, roles["category"], roles["channel"], as_of_us,
-                                   drop_returns))  # fmt: skip
-    if ev is not None:
-        per_part.append(_per_partition(ev, _event_labels, cid, tcol, roles["event"], as_of_us))
-    if at is not None:
-        per_part.append(_per_partition(at, _attr_range, cid))
-    results = [list(r) for r in _compute(*per_part, client=client)]
-    stats = results.pop(0)
-    ev_stats = results.pop(0) if ev is not None else []
-    at_info = results.pop(0) if at is not None else []
-    at_ranges = [a["ids"] for a in at_info]
-    at_rows = sum(a["rows"] for a in at_info)
-    if as_of_us is None:
-        latest = [s["max_ts"] for s in stats if s["max_ts"] is not None]
-        if not latest:
-            raise EmptyInputError("transactions: no row with a customer id and a timestamp; nothing to profile.")
-        as_of_us = max(latest)
-    cat_spend = {}
-    for s in stats:
-        for lab, v in s["cat"].items():
-            cat_spend[lab] = cat_spend.get(lab, 0.0) + v
-    cat_order = sorted(cat_spend, key=lambda lab: -cat_spend[lab])  # stable: first appearance breaks ties
-    labels = {
-        "category": cat_order[:top_categories],
-        "channel": _merge_ordered(s["channel"] for s in stats),
-        "event": _merge_ordered(s["labels"] for s in ev_stats),
-    }
-    if not any(s["cat"] or s["max_ts"] is not None for s in stats) and not cat_spend:
-        labels.pop("category")
-    summary = {"rows_read": {"transactions": sum(s["rows_read"] for s in stats)}, "dropped": {},
-               "excluded_after_as_of": {"transactions": sum(s["late"] for s in stats)},
-               "returns": sum(s["returns"] for s in stats), "categories": labels["category"],
-               "as_of": _profile._dt.datetime.fromtimestamp(as_of_us / 1e6, tz=_profile._dt.timezone.utc).isoformat()}  # fmt: skip
-    for s in stats + ev_stats:
-        for key, v in s["dropped"].items():
-            summary["dropped"][key] = summary["dropped"].get(key, 0) + v
-    if drop_returns:
-        summary["dropped"]["transactions: negative amount (drop_returns=True)"] = sum(s["dropped_returns"] for s in stats)
-    if at is not None:
-        summary["rows_read"]["attributes"] = int(at_rows)
-    if ev is not None:
-        summary["rows_read"]["events"] = sum(s["rows_read"] for s in ev_stats)
-        late = [s["late"] for s in ev_stats]
-        if None in late:  # as_of was the default: the latest transaction, known only now
-            late = [0 if s["max_ts"] is None or s["max_ts"] <= as_of_us else None for s in ev_stats]
-        summary["excluded_after_as_of"]["events"] = None if None in late else sum(late)
-    kwargs = dict(as_of=np.datetime64(int(as_of_us), "us"), schema=schema, windows=windows,
-                  top_categories=top_categories, drop_returns=drop_returns, n_threads=n_threads, labels=labels)  # fmt: skip
-
-    # meta from a small sample of the real inputs
-    sample = tx.head(5, npartitions=-1)
-    meta = _profile_part(
-        sample, None if ev is None else ev._meta, None if at is None else at.head(1, npartitions=-1), kwargs
-    ).iloc[:0]
-
-    method = _shuffle_method(client)
-    others = ([[s["ids"] for s in ev_stats]] if ev is not None else []) + ([at_ranges] if at is not None else [])
-    if partitioned_by_customer is None:
-        partitioned_by_customer = npartitions in (None, tx.npartitions) and _aligned([s["ids"] for s in stats], others)
-    summary["shuffled"] = not partitioned_by_customer
-
-    def shuffled(frame):
-        if partitioned_by_customer:
-            return frame  # partition i of every input already holds the same customers
-        keyed = frame.map_partitions(_with_part, cid, n_parts, meta=frame._meta.assign(**{PART: np.int64(0)}))
-        return keyed.shuffle(on=PART, npartitions=n_parts, shuffle_method=method)
-
-    # partition i of every shuffled input holds the same customers: map them side by side
-    if partitioned_by_customer and any(f.npartitions != tx.npartitions for f in (ev, at) if f is not None):
-        raise ParameterError(
-            "partitioned_by_customer=True needs the same number of partitions in every input "
-            f"(transactions {tx.npartitions}, events {None if ev is None else ev.npartitions}, "
-            f"attributes {None if at is None else at.npartitions}); leave it to None to shuffle."
-        )
-    frames = [shuffled(f) for f in (tx, ev, at) if f is not None]
-    which = (True, ev is not None, at is not None)
-    out = dd.map_partitions(_profile_parts, *frames, which=which, kwargs=kwargs, out_meta=meta, meta=meta,
-                            align_dataframes=False, enforce_metadata=False)  # fmt: skip
-    return (out, summary) if _with_summary else out
+    for name, x in (("transactions", transactions), ("events", events), ("attributes", attributes)):
+        if x is not None and not isinstance(x, (str, os.PathLike, dd.DataFrame, pd.DataFrame, pa.Table)) \
+                and not hasattr(x, "__arrow_c_stream__"):  # fmt: skip
+            raise ParameterError(
+                f"{name}: expected a Dask DataFrame, a Parquet path, a pandas DataFrame or a pyarrow Table, "
+                f"got {type(x).__name__}."
+            )
+    eng = DaskEngine(client, npartitions=npartitions, n_threads=n_threads)
+    sources = {"transactions": transactions, "events": events, "attributes": attributes}
+    parts, summary, facts = _pipeline.profile_stage(
+        eng, sources, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads,
+        partitioned_by_customer=partitioned_by_customer, npartitions=npartitions,
+        windows=windows, top_categories=top_categories, drop_returns=drop_returns,
+    )  # fmt: skip
+    frames = [delayed(_to_pandas, pure=False)(p) for p in parts]
+    (head,) = eng._compute(frames[0])
+    out = dd.from_delayed(frames, meta=head.iloc[:0], verify_meta=False)
+    return (out, summary | facts) if _with_summary else out
 
 
 # ------------------------------------------------------------------- scoring
 def _table(pdf):
-    return pa.Table.from_pandas(pdf, preserve_index=False)
+    return _to_arrow(pdf)
 
 
 def _transform_part(pdf, scorer):
@@ -376,9 +340,10 @@ def _transform_part(pdf, scorer):
 class FeatureScorer(_score.FeatureScorer):
     """:class:`segone.FeatureScorer` that also fits and transforms Dask DataFrames.
 
-    ``fit`` computes one mergeable state per partition and tree-reduces them
-    (``split_every`` at a time); ``transform`` returns a Dask Array (float32,
-    one chunk per partition).  NumPy / Arrow inputs behave as in the parent.
+    ``fit`` computes one mergeable :class:`~segone.score.ScorerState` per
+    partition and tree-reduces them (``split_every`` at a time);
+    ``transform`` returns a Dask Array (float32, one chunk per partition).
+    NumPy / Arrow inputs behave as in the parent.
     """
 
     split_every = 8
@@ -387,13 +352,9 @@ class FeatureScorer(_score.FeatureScorer):
         if not isinstance(profiles, dd.DataFrame):
             return super().fit(profiles)
         self._check_params()
-        states = [delayed(self._part_state)(p) for p in profiles.to_delayed()]
-        (state,) = _compute(_tree_reduce(states, _score.ScorerState.merge, self.split_every), client=client)
-        return self.fit_state(state)
-
-    def _part_state(self, pdf):
-        table = _table(pdf)
-        return self._state(table, self._resolve(table))
+        eng = DaskEngine(client, split_every=self.split_every)
+        parts = [delayed(_table, pure=False)(p) for p in profiles.to_delayed()]
+        return self.fit_state(eng.reduce(eng.map(_score.ScorerState.of, parts, scorer=self)))
 
     def transform(self, profiles):
         if not isinstance(profiles, dd.DataFrame):
@@ -411,31 +372,25 @@ class FeatureScorer(_score.FeatureScorer):
 
 
 # ---------------------------------------------------------------- clustering
-def _chunk_partial_sums(X, centers, backend, n_threads):
-    kern = get_kernels(backend, "partial_sums")
-    _, sums, counts, inertia = _cluster._full_pass(kern, np.ascontiguousarray(X), None, centers, n_threads)
-    return sums, counts, float(inertia)
-
-
-def _add_partials(a, b):
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
-
-
 def _take_rows(X, idx):
     return np.ascontiguousarray(X[idx])
 
 
-class Segmenter(_cluster.Segmenter):
+def _block(X):
+    return np.ascontiguousarray(X)
+
+
+class Segmenter(_segment.Segmenter):
     """:class:`segone.Segmenter` that also fits Dask Arrays.
 
     On a Dask Array, ``fit`` draws a uniform sample of ``sample_size`` rows
     across the chunks (default ``max(200 * n_clusters, 20 * batch_size)``,
-    at most all rows), runs the single-process fit on it (k-means++ and the
-    mini-batch steps), then ``refine`` full-data Lloyd passes: each pass is one
-    partial-sums kernel call per chunk, tree-reduced (``split_every``).
-    Centroids that lose all members move to far-away rows of the sample.
-    ``labels_`` is a lazy Dask Array; ``predict`` / ``transform`` map the
-    kernels over the chunks.
+    at most all rows) and runs the shared driver
+    (:meth:`segone.Segmenter.fit_passes`): seeding and mini-batch steps on the
+    sample, then ``refine`` full-data Lloyd passes, each one
+    :class:`~segone.segment.PartialSums` per chunk, tree-reduced.
+    ``labels_`` is a lazy Dask Array; ``predict`` maps the kernels over the
+    chunks.
     """
 
     split_every = 8
@@ -446,9 +401,7 @@ class Segmenter(_cluster.Segmenter):
 
         ``order_key`` (a Dask Array with one value per row, e.g. the customer
         ids) puts the sample in key order before the local fit, so the result
-        does not depend on how the rows are partitioned: when the sample is
-        the whole data, the fit equals ``segone.Segmenter`` on rows sorted by
-        that key (the order ``segone.build_profiles`` returns).
+        does not depend on how the rows are partitioned.
         """
         if not isinstance(X, da.Array):
             return super().fit(X, sample_weight=sample_weight)
@@ -458,56 +411,39 @@ class Segmenter(_cluster.Segmenter):
             raise ParameterError(f"X must be 2-D, got shape {X.shape}.")
         if np.isnan(X.shape[0]):
             X = X.compute_chunk_sizes()
-        n, d = X.shape
+        n = X.shape[0]
         k = check_int(self.n_clusters, "n_clusters", low=1)
         if k > n:
             raise ParameterError(f"n_clusters={k} is larger than the number of samples ({n}).")
+        eng = DaskEngine(client, split_every=self.split_every)
         rng = check_random_state(self.random_state)
-        m = self.sample_size or max(200 * k, 20 * self.batch_size)
-        m = min(int(m), n)
+        m = min(int(self.sample_size or max(200 * k, 20 * self.batch_size)), n)
         rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
         bounds = np.cumsum((0,) + X.chunks[0])
-        takes, keys = [], []
+        blocks = list(X.to_delayed().ravel())
         key_blocks = None
         if order_key is not None:
             if order_key.shape[0] != n and not np.isnan(order_key.shape[0]):
                 raise ParameterError(f"order_key has {order_key.shape[0]} values for {n} rows.")
-            key_blocks = order_key.rechunk((X.chunks[0],)).to_delayed().ravel()
-        for i, blk in enumerate(X.to_delayed().ravel()):
-            sel = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
-            if sel.size:
-                takes.append(delayed(_take_rows)(blk, sel))
-                if key_blocks is not None:
-                    keys.append(delayed(_take_rows)(key_blocks[i], sel))
-        (sample_parts,) = _compute(takes, client=client)
-        (key_parts,) = _compute(keys, client=client) if keys else ([],)
-        sample = np.concatenate(sample_parts)
-        if key_parts:
-            sample = np.ascontiguousarray(sample[np.argsort(np.concatenate(key_parts), kind="stable")])
-        local = _cluster.Segmenter(**{**self.get_params(), "refine": 0, "random_state": rng})
-        local.fit(sample)
-        centers = local.cluster_centers_
-        self.n_steps_ = local.n_steps_
-        nt = effective_n_threads(self.n_threads)
-        blocks = X.to_delayed().ravel()
-        n_iter = 0
-        for it in range(self.refine + 1):
-            parts = [delayed(_chunk_partial_sums)(b, centers, self.backend, nt) for b in blocks]
-            ((sums, counts, inertia),) = _compute(_tree_reduce(parts, _add_partials, self.split_every), client=client)
-            n_iter += 1
-            if it == self.refine:
-                break
-            new = _cluster._lloyd_update(centers, sums, counts)
-            moved = self._relocate_empty(sample, None, new, counts, rng)
-            if not moved and np.array_equal(new, centers):
-                break
-            centers = new
-            self._log(f"refine pass {it + 1}: inertia {inertia:.6g}")
-        self.cluster_centers_ = centers
-        self.inertia_ = float(inertia)
-        self.counts_ = counts
-        self.n_iter_ = n_iter
-        self.n_features_in_ = d
+            key_blocks = list(order_key.rechunk((X.chunks[0],)).to_delayed().ravel())
+        sels = [rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i] for i in range(len(blocks))]
+        takes = [delayed(_take_rows)(b, s) for b, s in zip(blocks, sels) if s.size]
+        sample = np.concatenate(eng.gather(takes))
+        if key_blocks is not None:
+            keys = eng.gather([delayed(_take_rows)(b, s) for b, s in zip(key_blocks, sels) if s.size])
+            sample = np.ascontiguousarray(sample[np.argsort(np.concatenate(keys), kind="stable")])
+        parts = [delayed(_block)(b) for b in blocks]
+
+        def full_pass(centers):
+            return eng.reduce(eng.map(_segment.PartialSums.of, parts, centers=centers, backend=self.backend,
+                                      n_threads=self.n_threads))  # fmt: skip
+
+        saved = self.random_state
+        self.random_state = rng  # the sample draw and the fit share one stream
+        try:
+            self.fit_passes(sample, full_pass)
+        finally:
+            self.random_state = saved
         self.labels_ = self.predict(X)
         return self
 
@@ -515,6 +451,18 @@ class Segmenter(_cluster.Segmenter):
         if not isinstance(X, da.Array):
             return super().predict(X)
         return assign(X, self.cluster_centers_, backend=self.backend, n_threads=self.n_threads).labels
+
+    def reorder_clusters(self, order):
+        labels = getattr(self, "labels_", None)
+        if isinstance(labels, da.Array):
+            del self.labels_
+            super().reorder_clusters(order)
+            new_id = np.empty(len(order), dtype=np.int32)
+            new_id[np.asarray(order)] = np.arange(len(order), dtype=np.int32)
+            self.labels_ = labels.map_blocks(lambda b: np.where(b >= 0, new_id[np.maximum(b, 0)], -1),
+                                             dtype=np.int32)  # fmt: skip
+            return self
+        return super().reorder_clusters(order)
 
 
 def _assign_block(X, centroids, margin, backend, n_threads):
@@ -525,7 +473,7 @@ def _assign_block(X, centroids, margin, backend, n_threads):
     return np.column_stack(cols)
 
 
-def assign(X, centroids, *, margin=False, backend="auto", n_threads=1):
+def assign(X, centroids, *, margin=False, backend="auto", n_threads=None):
     """:func:`segone.assign` over the chunks of a Dask Array (centroids broadcast once).
 
     Returns an :class:`~segone.Assignment` of lazy Dask Arrays (``n_invalid``
@@ -547,142 +495,20 @@ def assign(X, centroids, *, margin=False, backend="auto", n_threads=1):
 
 
 # ------------------------------------------------------------------ the job
-def _persist(obj, client, verbose):
-    """Persist on the workers; with ``verbose`` show distributed's progress bar while it runs."""
-    if client is None:
-        try:
-            from distributed import default_client
+def run(input, out, clusters=8, *, client=None, npartitions=None, **kwargs):
+    """:func:`segone.run` on Dask: the same job, on a :class:`DaskEngine`.
 
-            client = default_client()
-        except (ImportError, ValueError):
-            return obj.persist()  # local scheduler: nothing to show a bar for
-    obj = client.persist(obj)
-    if verbose:
-        from distributed import progress, wait
-
-        progress(obj)
-        wait(obj)
-    return obj
-
-
-def _assign_part(pdf, scorer, centers, backend):
-    X = _score.FeatureScorer.transform(scorer, _table(pdf))
-    res = _assign(X, centers, margin=True, backend=backend, n_threads=1)
-    return pd.DataFrame({"customer_id": pdf["customer_id"].to_numpy(), "segment": res.labels,
-                         "distance": res.distance, "margin": res.margin})  # fmt: skip
-
-
-def _segment_stats(pdf, asg, k):
-    from segone.pipeline import SegmentStats
-
-    return SegmentStats.of(_table(pdf), asg["segment"].to_numpy(), k)
-
-
-def run(input, out, clusters=8, **kwargs):
-    """:func:`segone.run` on Dask: the same stages and outputs, partition by partition.
-
-    Parameters are those of :func:`segone.run` (``input``, ``out``,
-    ``clusters``, ``events``, ``attributes``, ``as_of``, ``schema``,
-    ``random_state``, ``n_init``, ``refine``, ``backend``, ``overwrite``,
-    ``verbose``), plus ``npartitions`` (customer partitions; default: those
-    of the transactions) and ``client`` (default: the current one, else the
-    local threaded scheduler).
-
-    ``assignments.parquet`` is a directory of Parquet files (one per
-    partition, written by the workers, so ``out`` must be on storage that the
-    workers and the client share); the other outputs are as in
-    :func:`segone.run`.  The whole output directory is still written under a
-    temporary name and renamed when complete.  Returns the run summary
-    (``run.json``) as a dict.
+    ``client`` is a ``distributed.Client``, a scheduler address, or None
+    (the current client, else the threaded scheduler); ``npartitions`` the
+    customer partitions.  Every other parameter is that of
+    :func:`segone.run`.  ``assignments.parquet`` is a directory of Parquet
+    files (one per partition, written by the workers, so ``out`` must be on
+    storage that the workers and the client share).  Returns the
+    :class:`~segone.RunResult`.
     """
-    client = kwargs.get("client")
-    if client is not None:
-        with client.as_current():  # every computation below runs on this client
-            return _run(input, out, clusters, **kwargs)
-    return _run(input, out, clusters, **kwargs)
-
-
-def _run(input, out, clusters=8, *, events=None, attributes=None, as_of=None, schema=None, random_state=0,
-        n_init=5, refine=2, npartitions=None, backend="auto", client=None, overwrite=False, verbose=False,
-        partitioned_by_customer=None):  # fmt: skip
-    import datetime as _dt
-    import platform
-    import time
-
-    from segone.io import atomic_directory, write_json, write_parquet
-    from segone.pipeline import SegmentStats, resolve_inputs, write_model
-
-    clusters = check_int(clusters, "clusters", low=1)
-    t_all = time.perf_counter()
-    timings = {}
-
-    def log(msg):
-        if verbose:
-            print(f"[segone.dask] {msg}", flush=True)
-
-    tx, events, attributes = resolve_inputs(input, events, attributes)
-    t = time.perf_counter()
-    profiles, summary = build_profiles(tx, events=events, attributes=attributes, as_of=as_of, schema=schema,
-                                       npartitions=npartitions, client=client, _with_summary=True,
-                                       partitioned_by_customer=partitioned_by_customer)  # fmt: skip
-    profiles = _persist(profiles, client, verbose)
-    n, no_purchase = _compute(profiles.shape[0], (profiles["orders"] == 0).sum(), client=client)
-    n, no_purchase = int(n), int(no_purchase)
-    timings["profile"] = time.perf_counter() - t
-    log(f"profiles: {n} customers in {timings['profile']:.2f}s")
-    if clusters > n:
-        raise ParameterError(f"clusters={clusters} is larger than the number of customers ({n}).")
-
-    t = time.perf_counter()
-    scorer = FeatureScorer().fit(profiles, client=client)
-    X = scorer.transform(profiles)
-    X = _persist(X, client, verbose)
-    timings["score"] = time.perf_counter() - t
-    log(f"features: {len(scorer.feature_names_out_)} columns in {timings['score']:.2f}s")
-
-    t = time.perf_counter()
-    seg = Segmenter(clusters, n_init=n_init, random_state=random_state, refine=refine, backend=backend)
-    ids = profiles["customer_id"]
-    if pd.api.types.is_integer_dtype(ids.dtype):
-        ids = ids.astype("int64")
-    ids = ids.to_dask_array(lengths=True)
-    seg.fit(X, client=client, order_key=ids)
-    order = np.argsort(-seg.counts_, kind="stable")  # largest segment first, as in segone.run
-    seg.cluster_centers_ = np.ascontiguousarray(seg.cluster_centers_[order])
-    seg.counts_ = seg.counts_[order]
-    timings["segment"] = time.perf_counter() - t
-    log(f"segments: k={clusters}, inertia {seg.inertia_:.6g} in {timings['segment']:.2f}s")
-
-    t = time.perf_counter()
-    meta = pd.DataFrame({"customer_id": profiles._meta["customer_id"], "segment": np.empty(0, np.int32),
-                         "distance": np.empty(0, np.float32), "margin": np.empty(0, np.float32)})  # fmt: skip
-    assignments = profiles.map_partitions(_assign_part, scorer, seg.cluster_centers_, backend, meta=meta)
-    assignments = _persist(assignments, client, verbose)
-    stats = [delayed(_segment_stats)(p, a, clusters)
-             for p, a in zip(profiles.to_delayed(), assignments.to_delayed())]  # fmt: skip
-    (seg_stats,) = _compute(_tree_reduce(stats, SegmentStats.merge, 8), client=client)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        assignments.to_parquet(os.path.join(tmp, "assignments.parquet"), write_index=False, compute=True)
-        segments = seg_stats.table()
-        n_assigned = int(seg_stats.size.sum())
-        timings["assign_write"] = time.perf_counter() - t
-        write_parquet(segments, os.path.join(tmp, "segments.parquet"))
-        write_model(os.path.join(tmp, "model"), seg, scorer)
-        timings["total"] = time.perf_counter() - t_all
-        run_info = {
-            "format": "segone-run", "version": 1, "engine": "dask",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "segone_version": __import__("segone").__version__,
-            "input": os.fspath(input) if isinstance(input, (str, os.PathLike)) else type(input).__name__,
-            "rows_read": summary["rows_read"], "rows_dropped": summary["dropped"],
-            "rows_excluded_after_as_of": summary["excluded_after_as_of"], "returns": summary["returns"],
-            "as_of": summary["as_of"], "customers": n, "customers_without_purchase": no_purchase,
-            "customers_assigned": n_assigned, "segments": clusters, "features": scorer.feature_names_out_,
-            "inertia": seg.inertia_, "mini_batch_steps": seg.n_steps_, "passes": seg.n_iter_,
-            "partitions": profiles.npartitions, "shuffled": summary["shuffled"], "random_state": random_state, "n_init": n_init, "refine": refine,
-            "machine": {"python": platform.python_version(), "platform": platform.platform()},
-            "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        }  # fmt: skip
-        write_json(run_info, os.path.join(tmp, "run.json"))
-    log(f"wrote {out} (total {timings['total']:.2f}s)")
-    return run_info
+    eng = DaskEngine(client, npartitions=npartitions, n_threads=kwargs.get("n_threads"),
+                     verbose=kwargs.get("verbose", False))  # fmt: skip
+    try:
+        return _pipeline.run(input, out, clusters, engine=eng, **kwargs)
+    finally:
+        eng.close()

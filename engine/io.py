@@ -13,6 +13,30 @@ import pyarrow.parquet as pq
 from segone.errors import ParameterError, SchemaError
 
 
+def resolve_inputs(path, events=None, attributes=None):
+    """EVENTS IN: (transactions, events, attributes) sources from what the user gave.
+
+    A directory written by ``segone synth`` (``transactions/``, ``events/``,
+    ``customers/``) gives all three; anything else is the transactions input,
+    with ``events`` and ``attributes`` as given.
+    """
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(os.path.join(os.fspath(path), "transactions")):
+        base = os.fspath(path)
+        tx = os.path.join(base, "transactions")
+        if events is None and os.path.isdir(os.path.join(base, "events")):
+            events = os.path.join(base, "events")
+        if attributes is None and os.path.isdir(os.path.join(base, "customers")):
+            attributes = os.path.join(base, "customers")
+        return tx, events, attributes
+    return path, events, attributes
+
+
+def parquet_files(source, name):
+    """The files of a Parquet path (a file, or a directory dataset), in dataset order."""
+    dataset = _open_path(source, name)
+    return [frag.path for frag in dataset.get_fragments()]
+
+
 def _open_path(source, name):
     """A file or directory path -> its Parquet dataset; anything else unchanged."""
     if not isinstance(source, (str, os.PathLike)):

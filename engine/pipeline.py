@@ -1,4 +1,14 @@
-"""The end-to-end job: events -> profiles -> features -> segments -> outputs."""
+"""The job: the one sequence of stages, over any engine.
+
+``run`` reads the inputs through an engine, then runs PROFILE -> SCORE ->
+SEGMENT -> ASSIGN -> DESCRIBE -> WRITE.  Every computation is a function or a
+mergeable state (:mod:`segone._state`) of the stage's own module; the engine
+(:class:`~segone._engine.LocalEngine` in this process,
+:class:`segone.dask.DaskEngine` on a cluster) only maps those functions over
+its parts, tree-reduces the states and writes the parts.  This module computes
+nothing itself: it decides the order of the stages and what goes into
+run.json.
+"""
 
 import datetime as _dt
 import os
@@ -8,161 +18,54 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from segone._threads import effective_n_threads
+from segone import profile as _profile
+from segone._engine import LocalEngine
 from segone._validation import check_int
-from segone.assign import assign
-from segone.cluster import Segmenter
+from segone.assign import assign_piece
+from segone.describe import SegmentStats
 from segone.errors import ParameterError
-from segone.io import atomic_directory, write_json, write_parquet
-from segone.profile import build_profiles_with_summary
-from segone.score import FeatureScorer
-from segone.sketch import QuantileSketch
+from segone.io import atomic_directory, resolve_inputs, write_json, write_parquet
+from segone.model import write_model
+from segone.score import FeatureScorer, ScorerState
+from segone.segment import PartialSums, Segmenter, sample_piece
 
-# profile columns summarised per segment (those present are used)
-SUMMARY_COLUMNS = (
-    "recency_days", "tenure_days", "orders", "spend_total", "spend_mean",
-    "orders_90d", "spend_365d", "n_categories", "frequency", "monetary_value",
-)  # fmt: skip
+# the segmenter learns on at most this many customers (a uniform sample chosen
+# by a hash of the customer id), then refines on all of them
+DEFAULT_SAMPLE_SIZE = 1_000_000
 
 
 @dataclass
 class RunResult:
-    """What :func:`run` produced."""
+    """What :func:`run` produced.
+
+    ``assignments`` is the assignments table when the engine is local (None
+    on Dask, where it stays distributed and is written part by part).
+    """
 
     out: str
-    assignments: pa.Table
+    assignments: pa.Table | None
     segments: pa.Table
     summary: dict
     segmenter: Segmenter = field(repr=False)
     scorer: FeatureScorer = field(repr=False)
 
 
-def resolve_inputs(path, events=None, attributes=None):
-    """A directory written by ``segone synth`` (transactions/, events/,
-    customers/) or a transactions Parquet file / dataset."""
-    if isinstance(path, (str, os.PathLike)) and os.path.isdir(os.path.join(os.fspath(path), "transactions")):
-        base = os.fspath(path)
-        tx = os.path.join(base, "transactions")
-        if events is None and os.path.isdir(os.path.join(base, "events")):
-            events = os.path.join(base, "events")
-        if attributes is None and os.path.isdir(os.path.join(base, "customers")):
-            attributes = os.path.join(base, "customers")
-        return tx, events, attributes
-    return path, events, attributes
+def _engine_for(engine, client, n_threads, npartitions):
+    if engine is None and client is None:
+        return LocalEngine(n_threads=n_threads), True
+    if engine in (None, "dask") or client is not None and engine in (None, "dask"):
+        from segone.dask import DaskEngine
 
-
-def _label_segments(seg_means, overall):
-    """Plain labels: a segment's median recency, orders and order value
-    relative to the median customer (x1.5 or /1.5 sets a word)."""
-    labels = []
-    for row in seg_means:
-        parts = []
-        r, o, m = row.get("recency_days"), row.get("orders"), row.get("spend_mean")
-        if m is not None and overall.get("spend_mean"):
-            ratio = m / overall["spend_mean"]
-            parts.append("high-value" if ratio > 1.5 else "low-value" if ratio < 0.67 else "mid-value")
-        if r is not None and overall.get("recency_days"):
-            ratio = r / overall["recency_days"]
-            parts.append("recent" if ratio < 0.67 else "lapsed" if ratio > 1.5 else "")
-        if o is not None and overall.get("orders"):
-            ratio = o / overall["orders"]
-            parts.append("frequent" if ratio > 1.5 else "occasional" if ratio < 0.67 else "")
-        t = row.get("tenure_days")
-        if t is not None and overall.get("tenure_days") and t / overall["tenure_days"] < 0.33:
-            parts.append("new")
-        labels.append(", ".join(p for p in parts if p) or "average")
-    return labels
-
-
-class SegmentStats:
-    """Mergeable per-segment statistics of the profile columns (sizes, sums, median sketches).
-
-    Built per piece of data (:meth:`of`), merged exactly (:meth:`merge`), and
-    turned into the segment table (:meth:`table`); the Dask layer builds one
-    per partition.  Medians come from :class:`~segone.sketch.QuantileSketch`
-    (0.5% relative error).
-    """
-
-    def __init__(self, k, columns):
-        self.k, self.columns = k, list(columns)
-        self.n = 0
-        self.size = np.zeros(k, dtype=np.int64)
-        self.sums = np.zeros((k, len(self.columns)))
-        self.counts = np.zeros((k, len(self.columns)), dtype=np.int64)
-        self.seg_sketch = [[QuantileSketch() for _ in range(k)] for _ in self.columns]
-        self.all_sketch = [QuantileSketch() for _ in self.columns]
-
-    @classmethod
-    def of(cls, profiles, labels, k):
-        cols = [c for c in SUMMARY_COLUMNS if c in profiles.column_names]
-        st = cls(k, cols)
-        labels = np.asarray(labels)
-        st.n = profiles.num_rows
-        st.size = np.bincount(labels[labels >= 0], minlength=k).astype(np.int64)
-        order = np.argsort(labels, kind="stable")  # one sort by segment, shared by every column
-        lab_sorted = labels[order]
-        for j, name in enumerate(cols):
-            v = np.asarray(profiles.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-            ok = np.isfinite(v) & (labels >= 0)
-            st.sums[:, j] = np.bincount(labels[ok], weights=v[ok], minlength=k)
-            st.counts[:, j] = np.bincount(labels[ok], minlength=k)
-            st.all_sketch[j].update(v[ok])
-            keep = ok[order]
-            ls, vs = lab_sorted[keep], v[order][keep]
-            bounds = np.searchsorted(ls, np.arange(k + 1))
-            for i in range(k):
-                st.seg_sketch[j][i].update(vs[bounds[i] : bounds[i + 1]])
-        return st
-
-    def merge(self, other):
-        if (self.k, self.columns) != (other.k, other.columns):
-            raise ParameterError("cannot merge segment statistics of different segments or columns.")
-        out = SegmentStats(self.k, self.columns)
-        out.n = self.n + other.n
-        out.size = self.size + other.size
-        out.sums = self.sums + other.sums
-        out.counts = self.counts + other.counts
-        out.seg_sketch = [[a.merge(b) for a, b in zip(ra, rb)] for ra, rb in zip(self.seg_sketch, other.seg_sketch)]
-        out.all_sketch = [a.merge(b) for a, b in zip(self.all_sketch, other.all_sketch)]
-        return out
-
-    def table(self):
-        k = self.k
-        cols = {"segment": pa.array(np.arange(k, dtype=np.int32)), "size": pa.array(self.size)}
-        cols["share"] = pa.array(self.size / max(self.n, 1))
-        medians, overall = [{} for _ in range(k)], {}
-        for j, name in enumerate(self.columns):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = np.where(self.counts[:, j] > 0, self.sums[:, j] / np.maximum(self.counts[:, j], 1), np.nan)
-            cols[f"mean_{name}"] = pa.array(m)
-            # labels compare medians: robust to the few big spenders that drag means
-            sk = self.all_sketch[j]
-            overall[name] = sk.quantile(0.5) if sk.count else None
-            for i in range(k):
-                s = self.seg_sketch[j][i]
-                medians[i][name] = s.quantile(0.5) if s.count else None
-        cols["label"] = pa.array(_label_segments(medians, overall))
-        return pa.table(cols)
-
-
-def describe_segments(profiles, labels, k):
-    """One row per segment: size, share and mean profile, with a plain label (from medians)."""
-    return SegmentStats.of(profiles, labels, k).table()
-
-
-def write_model(directory, seg, scorer):
-    """The fitted model as plain data (never pickle): centroids.npy, scorer.json, model.json."""
-    os.makedirs(directory)
-    np.save(os.path.join(directory, "centroids.npy"), seg.cluster_centers_, allow_pickle=False)
-    with open(os.path.join(directory, "scorer.json"), "w") as f:
-        f.write(scorer.to_json())
-    write_json(
-        {"format": "segone-model", "version": 1, "n_clusters": len(seg.cluster_centers_),
-         "features": scorer.feature_names_out_,
-         "params": {k: v for k, v in seg.get_params().items() if not isinstance(v, np.ndarray)}},
-        os.path.join(directory, "model.json"),
-    )  # fmt: skip
+        return DaskEngine(client=client, npartitions=npartitions, n_threads=n_threads), True
+    if engine == "local":
+        return LocalEngine(n_threads=n_threads), True
+    if hasattr(engine, "map") and hasattr(engine, "reduce"):
+        return engine, False
+    raise ParameterError(
+        f"engine={engine!r} is not an engine; use 'local', 'dask', a segone.dask.DaskEngine or a LocalEngine."
+    )
 
 
 def run(
@@ -177,8 +80,13 @@ def run(
     random_state=0,
     n_init=5,
     refine=2,
+    sample_size=DEFAULT_SAMPLE_SIZE,
     backend="auto",
     n_threads=None,
+    engine=None,
+    client=None,
+    npartitions=None,
+    partitioned_by_customer=None,
     overwrite=False,
     verbose=False,
 ):
@@ -187,13 +95,20 @@ def run(
     Outputs: ``assignments.parquet`` (customer_id, segment, distance,
     margin), ``segments.parquet`` (one row per segment: size, share, mean
     profile, label), ``run.json`` (rows read and dropped and why, customers,
-    segments, timings per stage), and ``model/`` (centroids as ``.npy``,
-    scorer and model metadata as JSON; never pickle).
+    segments, timings per stage, the engine), and ``model/`` (centroids as
+    ``.npy``, scorer and model metadata as JSON; never pickle).
+
+    The same job runs in this process (default) or on Dask (``engine="dask"``
+    or a ``client``), with the same stages and the same results: on Dask,
+    ``assignments.parquet`` is a directory of Parquet files, one per
+    partition, written by the workers.
 
     Parameters
     ----------
     input : str, path or Arrow-compatible table
-        A directory written by ``segone synth`` or a transactions dataset.
+        A directory written by ``segone synth`` or a transactions input (a
+        Parquet file or directory, a pyarrow Table, anything with
+        ``__arrow_c_stream__``; on Dask also a Dask DataFrame).
     out : str or path
         Output directory (must not exist or be empty unless ``overwrite``).
     clusters : int
@@ -202,14 +117,34 @@ def run(
         Web events and CRM attributes (found automatically in a synth directory).
     as_of : datetime, date or ISO string, optional
         Reference time of the profiles (default: latest transaction).
+    schema : dict, optional
+        Maps roles (customer_id, ts, amount, category, channel, event) to
+        your column names, e.g. ``{"customer_id": "user", "ts": "time"}``.
     random_state : int
         Seed of the segmenter; the same seed gives the same segments.
     n_init : int, default 5
         Seedings tried by the segmenter (cheap: each is compared on a sample).
     refine : int, default 2
         Full-data Lloyd passes after the mini-batch phase.
+    sample_size : int, default 1,000,000
+        The segmenter's seeding and mini-batch phase see at most this many
+        customers, chosen by a hash of the customer id (all of them when there
+        are fewer); the refine passes see every customer.  The sample does not
+        depend on the engine or the partitioning.
     backend, n_threads :
-        Kernel backend and thread count (see :func:`segone.assign`).
+        Kernel backend and thread count (see :func:`segone.assign`).  On Dask
+        the thread count is resolved on each worker (default 1 per task).
+    engine : None, "local", "dask", or an engine object
+        Where the job runs (default: this process, or Dask when ``client`` is
+        given).
+    client : distributed.Client, scheduler address or None
+        The Dask cluster (``engine="dask"`` without a client uses the current
+        client, else Dask's threaded scheduler).
+    npartitions : int, optional
+        Dask: customer partitions (default: the pieces of the transactions).
+    partitioned_by_customer : bool or None
+        Dask: True when piece i of every input holds the same customers (no
+        shuffle), False to always shuffle, None to detect it.
     overwrite : bool
         Replace an existing output directory.
     verbose : bool
@@ -218,65 +153,182 @@ def run(
     Returns
     -------
     RunResult
+
+    Examples
+    --------
+    >>> import segone, tempfile, os
+    >>> from segone.synth import generate
+    >>> d = generate(2000, seed=0)
+    >>> res = segone.run(d.transactions, os.path.join(tempfile.mkdtemp(), "out"), 4,
+    ...                  events=d.events, attributes=d.customers)
+    >>> res.summary["customers"], res.segments.num_rows
+    (2000, 4)
     """
     clusters = check_int(clusters, "clusters", low=1)
+    sample_size = check_int(sample_size, "sample_size", low=1)
+    eng, owned = _engine_for(engine, client, n_threads, npartitions)
+    try:
+        return _run(
+            eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
+            random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, backend=backend,
+            n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
+            verbose=verbose,
+        )  # fmt: skip
+    finally:
+        if owned:
+            eng.close()
+
+
+def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
+         backend, n_threads, partitioned_by_customer, overwrite, verbose):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
-    tx, events, attributes = resolve_inputs(input, events, attributes)
 
     def log(msg):
         if verbose:
-            print(f"[segone] {msg}", flush=True)
+            print(f"[segone:{eng.name}] {msg}", flush=True)
 
-    t = time.perf_counter()
-    profiles, summary = build_profiles_with_summary(
-        tx, events=events, attributes=attributes, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads
-    )
-    timings["profile"] = time.perf_counter() - t
-    n = profiles.num_rows
-    log(f"profiles: {n} customers in {timings['profile']:.2f}s")
+    def stage(name):
+        timings[name] = time.perf_counter() - t0
+        return timings[name]
+
+    # EVENTS IN + PROFILE
+    t0 = time.perf_counter()
+    sources = dict(zip(("transactions", "events", "attributes"), resolve_inputs(input, events, attributes)))
+    profiles, summary, facts = profile_stage(
+        eng, sources, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads,
+        partitioned_by_customer=partitioned_by_customer, verbose=verbose,
+    )  # fmt: skip
+    n = summary["customers"]
+    log(f"profiles: {n} customers in {stage('profile'):.2f}s")
     if clusters > n:
         raise ParameterError(
             f"clusters={clusters} is larger than the number of customers ({n}); use --clusters {n} or fewer."
         )
 
-    t = time.perf_counter()
-    scorer = FeatureScorer()
-    X = scorer.fit_transform(profiles)
-    timings["score"] = time.perf_counter() - t
-    log(f"features: {X.shape[1]} columns in {timings['score']:.2f}s")
+    # SCORE
+    t0 = time.perf_counter()
+    scorer = FeatureScorer(backend=backend, n_threads=n_threads)
+    scorer.fit_state(eng.reduce(eng.map(ScorerState.of, profiles, scorer=scorer)))
+    X = eng.persist(eng.map(scorer.transform, profiles), "features")
+    log(f"features: {len(scorer.feature_names_out_)} columns in {stage('score'):.2f}s")
 
-    t = time.perf_counter()
-    seg = Segmenter(
-        clusters, n_init=n_init, random_state=random_state, refine=refine, backend=backend, n_threads=n_threads
-    )
-    seg.fit(X)
-    timings["segment"] = time.perf_counter() - t
-    log(f"segments: k={clusters}, inertia {seg.inertia_:.6g} in {timings['segment']:.2f}s")
+    # SEGMENT: learn on a customer-hash sample in customer-id order, refine on every part
+    t0 = time.perf_counter()
+    seg = Segmenter(clusters, n_init=n_init, random_state=random_state, refine=refine, backend=backend,
+                    n_threads=n_threads)  # fmt: skip
+    sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
 
-    # order segments by size (largest first) so ids read naturally
-    seg.reorder_clusters(np.argsort(-np.bincount(seg.labels_, minlength=clusters), kind="stable"))
+    def full_pass(centers):
+        return eng.reduce(eng.map(PartialSums.of, X, centers=centers, backend=backend, n_threads=n_threads))
 
-    t = time.perf_counter()
-    res = assign(X, seg.cluster_centers_, margin=True, backend=backend, n_threads=n_threads)
-    timings["assign"] = time.perf_counter() - t
+    seg.fit_passes(sample, full_pass)
+    del sample
+    # largest segment first, so that ids read naturally
+    seg.reorder_clusters(np.argsort(-seg.counts_, kind="stable"))
+    log(f"segments: k={clusters}, inertia {seg.inertia_:.6g} in {stage('segment'):.2f}s")
 
-    t = time.perf_counter()
-    assignments = pa.table(
-        {
-            "customer_id": profiles.column("customer_id"),
-            "segment": pa.array(res.labels),
-            "distance": pa.array(res.distance),
-            "margin": pa.array(res.margin),
-        }
-    )
-    segments = describe_segments(profiles, res.labels, clusters)
-    timings["describe"] = time.perf_counter() - t
+    # ASSIGN
+    t0 = time.perf_counter()
+    cid = _profile._schema(schema)["customer_id"]
+    assignments = eng.persist(
+        eng.map(assign_piece, profiles, X, centroids=seg.cluster_centers_, id_column=cid, backend=backend,
+                n_threads=n_threads), "assignments")  # fmt: skip
+    stage("assign")
 
-    t = time.perf_counter()
-    run_info = {
+    # DESCRIBE
+    t0 = time.perf_counter()
+    stats = eng.reduce(eng.map(_segment_stats, profiles, assignments, k=clusters))
+    segments = stats.finish()
+    stage("describe")
+
+    # WRITE
+    t0 = time.perf_counter()
+    info = run_summary(input, summary, scorer, seg, stats, eng.facts() | facts, backend=backend,
+                       random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size)  # fmt: skip
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        eng.write_parts(assignments, os.path.join(tmp, "assignments.parquet"))
+        write_parquet(segments, os.path.join(tmp, "segments.parquet"))
+        write_model(os.path.join(tmp, "model"), seg, scorer)
+        stage("write")
+        timings["total"] = time.perf_counter() - t_all
+        info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+        write_json(info, os.path.join(tmp, "run.json"))
+    log(f"wrote {out} in {timings['write']:.2f}s (total {timings['total']:.2f}s)")
+    local = eng.gather(assignments) if eng.name == "local" else None
+    return RunResult(os.path.abspath(os.fspath(out)), local[0] if local else None, segments, info, seg, scorer)
+
+
+def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_threads=None,
+                  partitioned_by_customer=None, npartitions=None, verbose=False, **params):  # fmt: skip
+    """PROFILE over an engine: (profile parts, run-summary dict, engine facts).
+
+    With more than one part per input, a light scan fixes what every piece
+    must share (the category, channel and event columns, ``as_of``) and tells
+    whether the inputs are already split by customer; the engine then brings
+    each customer's rows into one piece (a shuffle, unless they already are)
+    and the profile kernel runs per piece.  With one part, the piece is the
+    whole input and the kernel finds all of that itself in its one pass.
+    """
+    parts = eng.read(sources)
+    labels, as_of_us, split = None, None, True
+    if any(eng.count(p) > 1 for p in parts.values()) or partitioned_by_customer is False:
+        scans = {role: eng.reduce(eng.map(_profile.ScanState.of, p, role=role, schema=schema, as_of=as_of,
+                                          drop_returns=params.get("drop_returns", False)))
+                 for role, p in parts.items()}  # fmt: skip
+        top = params.get("top_categories", 20)
+        labels, as_of_us = _profile.global_labels(scans, as_of=as_of, top_categories=top)
+        split = _profile.split_by_customer(scans) if partitioned_by_customer is None else partitioned_by_customer
+    elif as_of is not None:
+        as_of_us = _profile._as_of_us(as_of)
+    pieces = eng.by_customer(parts, split, npartitions, cid=_profile._schema(schema)["customer_id"])
+    results = eng.map(_profile_piece, pieces, labels=labels, as_of_us=as_of_us, schema=schema, backend=backend,
+                      n_threads=n_threads, **params)  # fmt: skip
+    results = eng.persist(results, "profiles")
+    summary = eng.reduce(eng.map(_second, results)).finish()
+    facts = {} if eng.name == "local" else {"partitions": eng.count(pieces), "shuffled": not split}
+    return eng.map(_first, results), summary, facts
+
+
+def _profile_piece(piece, **kwargs):
+    tx, ev, at = piece
+    return _profile.profile_piece(tx, ev, at, **kwargs)
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _second(pair):
+    return pair[1]
+
+
+def _fit_sample(eng, profiles, X, fraction, seed, schema):
+    """The segmenter's fit rows: the customer-hash sample of every part, in customer-id order."""
+    cid = _profile._schema(schema)["customer_id"]
+    parts = eng.gather(eng.map(_sample_part, profiles, X, fraction=fraction, seed=seed, cid=cid))
+    if len(parts) == 1:
+        return parts[0][0]  # one part: its rows are in customer-id order already
+    rows = np.concatenate([p[0] for p in parts])
+    ids = pa.chunked_array([p[1] for p in parts])
+    return np.ascontiguousarray(rows[pc.sort_indices(ids).to_numpy()])
+
+
+def _sample_part(profiles, X, *, fraction, seed, cid):
+    ids = profiles.column(cid)
+    rows, ids = sample_piece(X, ids, fraction, seed)
+    return rows, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+
+
+def _segment_stats(profiles, assignments, *, k):
+    return SegmentStats.of(profiles, assignments.column("segment").to_numpy(), k)
+
+
+def run_summary(input, summary, scorer, seg, stats, engine_facts, **settings):
+    """run.json: the one summary builder of every engine (engine facts under their own keys)."""
+    return {
         "format": "segone-run",
-        "version": 1,
+        "version": 2,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "segone_version": __import__("segone").__version__,
         "input": os.fspath(input) if isinstance(input, (str, os.PathLike)) else type(input).__name__,
@@ -285,28 +337,15 @@ def run(
         "rows_excluded_after_as_of": summary["excluded_after_as_of"],
         "returns": summary["returns"],
         "as_of": summary["as_of"],
-        "customers": n,
+        "customers": summary["customers"],
         "customers_without_purchase": summary["customers_without_purchase"],
-        "customers_assigned": int((res.labels >= 0).sum()),
-        "segments": clusters,
+        "customers_assigned": int(stats.size.sum()),
+        "segments": seg.cluster_centers_.shape[0],
         "features": scorer.feature_names_out_,
         "inertia": seg.inertia_,
         "mini_batch_steps": seg.n_steps_,
         "passes": seg.n_iter_,
-        "backend": backend,
-        "n_threads": effective_n_threads(n_threads),
-        "random_state": random_state,
-        "n_init": n_init,
-        "refine": refine,
+        **settings,
+        "engine": engine_facts,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_parquet(assignments, os.path.join(tmp, "assignments.parquet"))
-        write_parquet(segments, os.path.join(tmp, "segments.parquet"))
-        write_model(os.path.join(tmp, "model"), seg, scorer)
-        timings["write"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t_all
-        run_info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
-        write_json(run_info, os.path.join(tmp, "run.json"))
-    log(f"wrote {out} in {timings['write']:.2f}s (total {timings['total']:.2f}s)")
-    return RunResult(os.path.abspath(os.fspath(out)), assignments, segments, run_info, seg, scorer)

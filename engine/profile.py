@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone._backend import get_kernels
+from segone._state import State
 from segone._threads import effective_n_threads
 from segone._validation import check_int
 from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
@@ -416,7 +417,7 @@ def build_profiles_with_summary(
     del parts
     release_arrow_memory()
     n = len(uniq)
-    if n == 0:
+    if n == 0 and not _partition:
         raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps.")
     codes = part_codes.pop(0)
     ecodes = part_codes.pop(0) if ev is not None else None
@@ -606,3 +607,226 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
         windows=windows, top_categories=top_categories, drop_returns=drop_returns,
         backend=backend, n_threads=n_threads,
     )[0]  # fmt: skip
+
+
+# ------------------------------------------------------------ the stage states
+def _add_counts(a, b):
+    """Add two {key: count} dicts (keys of ``a`` first, then new keys of ``b``, in order)."""
+    out = dict(a)
+    for key, v in b.items():
+        out[key] = out.get(key, 0) + v
+    return out
+
+
+class ProfileSummary(State):
+    """What the profile stage read, dropped and built: the mergeable run-summary part.
+
+    ``ProfileSummary.of(summary)`` wraps the summary dict that
+    :func:`build_profiles_with_summary` returns for one piece; pieces hold
+    disjoint customers, so counts add up (rows read / dropped / excluded per
+    input and reason, returns, customers, customers without purchase).
+    ``as_of`` and the category columns must agree between pieces (the
+    pipeline fixes them before profiling pieces).
+    """
+
+    kind = "profile_summary"
+    COUNTS = ("rows_read", "dropped", "excluded_after_as_of")
+    SCALARS = ("returns", "customers", "customers_without_purchase")
+
+    def __init__(self, summary):
+        self.summary = {k: dict(summary.get(k, {})) for k in self.COUNTS}
+        for k in self.SCALARS:
+            self.summary[k] = int(summary.get(k, 0))
+        for k in ("as_of", "as_of_source", "categories"):
+            if summary.get(k) is not None:
+                self.summary[k] = summary[k]
+
+    @classmethod
+    def of(cls, summary):
+        return cls(summary)
+
+    def merge(self, other):
+        self._check_same(other)
+        a, b = self.summary, other.summary
+        for k in ("as_of", "categories"):
+            if k in a and k in b and a[k] != b[k]:
+                raise ParameterError(f"cannot merge profile summaries with different {k}: {a[k]!r} vs {b[k]!r}.")
+        out = {k: _add_counts(a[k], b[k]) for k in self.COUNTS}
+        for k in self.SCALARS:
+            out[k] = a[k] + b[k]
+        for k in ("as_of", "as_of_source", "categories"):
+            if k in a or k in b:
+                out[k] = a.get(k, b.get(k))
+        return ProfileSummary(out)
+
+    def finish(self):
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.summary.items()}
+
+    def _data(self):
+        return {"summary": self.finish()}
+
+    @classmethod
+    def _from_data(cls, d):
+        return cls(d["summary"])
+
+
+class ScanState(State):
+    """The light global pass over one input that fixes what every piece must share.
+
+    For transactions: the latest timestamp (the default ``as_of``), positive
+    spend per category (the top categories), channel labels; for events: the
+    event labels; for every input: the (min, max) customer id of each piece,
+    which tells whether the inputs are already split by customer.  Labels keep
+    their order of first appearance, so merging pieces in order gives the
+    order one pass over the whole input gives.
+    """
+
+    kind = "profile_scan"
+
+    def __init__(self, role, max_ts=None, aware=None, has_category=False, cat_spend=None, channels=(), events=(),
+                 id_ranges=()):  # fmt: skip
+        self.role = role
+        self.max_ts = max_ts
+        self.aware = aware
+        self.has_category = bool(has_category)
+        self.cat_spend = dict(cat_spend or {})
+        self.channels = list(channels)
+        self.events = list(events)
+        self.id_ranges = [None if r is None else tuple(r) for r in id_ranges]
+
+    @classmethod
+    def of(cls, source, role, *, schema=None, as_of=None, drop_returns=False):
+        """Scan one piece of the ``role`` input ("transactions", "events" or "attributes")."""
+        roles = _schema(schema)
+        cid, tcol = roles["customer_id"], roles["ts"]
+        summary = {"rows_read": {}, "dropped": {}}
+        if role == "attributes":
+            ids = read_table(source, [cid], name="attributes").column(cid)
+            return cls(role, id_ranges=[_id_range(_check_ids(ids, f"attributes.{cid}"))])
+        if role == "events":
+            got = _collect(source, "events", cid, tcol, summary, categorical=(roles["event"],))
+            return cls(role, events=got["cats"].get(roles["event"], (None, []))[1], id_ranges=[_id_range(got["ids"])])
+        cat_role, ch_role = roles["category"], roles["channel"]
+        got = _collect(source, "transactions", cid, tcol, summary, amount=roles["amount"], categorical=(cat_role, ch_role))
+        ts, amount = got["ts"], got["amount"]
+        as_of_us = _as_of_us(as_of)
+        keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
+        if drop_returns:
+            keep &= amount >= 0
+        cat_spend = {}
+        if cat_role in got["cats"]:
+            codes, labels = got["cats"][cat_role]
+            valid = keep & (codes >= 0)
+            spend = np.bincount(codes[valid], weights=np.maximum(amount[valid], 0.0), minlength=len(labels))
+            cat_spend = dict(zip(labels, spend.tolist()))
+        return cls(
+            role, max_ts=int(ts.max()) if ts.size else None, aware=got["aware"] if ts.size else None,
+            has_category=cat_role in got["cats"], cat_spend=cat_spend,
+            channels=got["cats"].get(ch_role, (None, []))[1], id_ranges=[_id_range(got["ids"])],
+        )  # fmt: skip
+
+    def merge(self, other):
+        self._check_same(other, "role")
+        cat = dict(self.cat_spend)
+        for lab, v in other.cat_spend.items():
+            cat[lab] = cat.get(lab, 0.0) + v
+        maxes = [m for m in (self.max_ts, other.max_ts) if m is not None]
+        if self.aware is not None and other.aware is not None and self.aware != other.aware:
+            raise SchemaError(f"{self.role}: some pieces have time-zone aware timestamps and others naive ones.")
+        return ScanState(
+            self.role, max(maxes) if maxes else None, self.aware if self.aware is not None else other.aware,
+            self.has_category or other.has_category, cat, _merge_ordered([self.channels, other.channels]),
+            _merge_ordered([self.events, other.events]), self.id_ranges + other.id_ranges,
+        )  # fmt: skip
+
+    def finish(self):
+        return self
+
+    def _data(self):
+        return {"role": self.role, "max_ts": self.max_ts, "aware": self.aware, "has_category": self.has_category,
+                "cat_spend": [[k, v] for k, v in self.cat_spend.items()], "channels": self.channels,
+                "events": self.events, "id_ranges": [None if r is None else list(r) for r in self.id_ranges]}  # fmt: skip
+
+    @classmethod
+    def _from_data(cls, d):
+        return cls(d["role"], d["max_ts"], d["aware"], d["has_category"], dict(map(tuple, d["cat_spend"])),
+                   d["channels"], d["events"], d["id_ranges"])  # fmt: skip
+
+
+def _merge_ordered(lists):
+    seen = {}
+    for lst in lists:
+        for x in lst:
+            seen.setdefault(x, None)
+    return list(seen)
+
+
+def _id_range(ids):
+    """(min, max) of a piece's customer ids, None when empty or not integers."""
+    if ids is None or len(ids) == 0 or not pa.types.is_integer(ids.type):
+        return None
+    mm = pc.min_max(ids)
+    if mm["min"].as_py() is None:
+        return None
+    return int(mm["min"].as_py()), int(mm["max"].as_py())
+
+
+def global_labels(scans, *, as_of=None, top_categories=20):
+    """From the merged scans ({role: ScanState}): (labels dict, as_of in us since the epoch).
+
+    The labels are those one pass over the whole input picks: the
+    ``top_categories`` categories by positive spend (first appearance breaks
+    ties), every channel and every event type, in order of first appearance.
+    """
+    tx = scans["transactions"]
+    as_of_us = _as_of_us(as_of)
+    if as_of_us is None:
+        if tx.max_ts is None:
+            raise EmptyInputError("transactions: no row with a customer id and a timestamp; nothing to profile.")
+        as_of_us = tx.max_ts
+    labels = {"channel": tx.channels, "event": scans["events"].events if "events" in scans else []}
+    if tx.has_category:
+        order = sorted(tx.cat_spend, key=lambda lab: -tx.cat_spend[lab])  # stable: first appearance breaks ties
+        labels["category"] = order[: check_int(top_categories, "top_categories", low=0)]
+    return labels, as_of_us
+
+
+def split_by_customer(scans):
+    """True when piece i of every input holds the same customers (no shuffle needed).
+
+    The transaction pieces must cover disjoint increasing integer id ranges
+    and every other input must have as many pieces, piece i inside the i-th
+    range (an empty piece fits anywhere).
+    """
+    tx_ranges = scans["transactions"].id_ranges
+    if any(r is None for r in tx_ranges):
+        return False
+    for a, b in zip(tx_ranges, tx_ranges[1:]):
+        if a[1] >= b[0]:
+            return False
+    lows = [r[0] for r in tx_ranges][1:]
+    for role, st in scans.items():
+        if role == "transactions":
+            continue
+        if len(st.id_ranges) != len(tx_ranges):
+            return False
+        for i, r in enumerate(st.id_ranges):
+            if r is None:
+                continue
+            if (i > 0 and r[0] < lows[i - 1]) or (i < len(lows) and r[1] >= lows[i]):
+                return False
+    return True
+
+
+def profile_piece(transactions, events=None, attributes=None, *, labels=None, as_of_us=None, **params):
+    """PROFILE per piece: ``(profiles table, ProfileSummary)`` for customer-disjoint inputs.
+
+    With ``labels`` and ``as_of_us`` fixed (several pieces), a piece may be
+    empty or hold customers with events or attributes only.
+    """
+    fixed = labels is not None
+    as_of = None if as_of_us is None else np.datetime64(int(as_of_us), "us")
+    table, summary = build_profiles_with_summary(
+        transactions, events=events, attributes=attributes, as_of=as_of, labels=labels, _partition=fixed, **params
+    )
+    return table, ProfileSummary.of(summary)

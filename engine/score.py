@@ -46,6 +46,7 @@ from segone._backend import get_kernels
 from segone._threads import effective_n_threads
 from segone._validation import check_choice, check_finite_column, check_float
 from segone.errors import DataError, NotFittedError, ParameterError, SchemaError, examples
+from segone._state import State
 from segone.io import read_table
 from segone.sketch import QuantileSketch
 
@@ -54,7 +55,7 @@ NEVER_FILLED = ("recency_days",)
 TRANSFORMS = ("identity", "log1p")
 SCALINGS = ("standard", "robust", "quantile", "none")
 N_KNOTS = 257  # quantile grid of the "quantile" scaling: ranks in steps of 1/256
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the state carries its kind and version (stage protocol)
 
 
 def default_features(columns):
@@ -128,8 +129,12 @@ class ScalerState:
         return st
 
 
-class ScorerState:
+class ScorerState(State):
     """The mergeable statistics a :class:`FeatureScorer` fits on some rows.
+
+    ``ScorerState.of(profiles, scorer)`` is the state of one piece (the same
+    as ``scorer.partial_state(profiles)``); ``finish(scorer)`` fits the
+    scorer from the merged state.
 
     ``features`` is the list of (name, transform, scaling); ``moments`` the
     per-feature :class:`ScalerState` of the transformed values (the rows of a
@@ -138,13 +143,23 @@ class ScorerState:
     where no quantile is needed).
     """
 
+    kind = "scorer_state"
+
     def __init__(self, features, moments, n_never, sketches):
         self.features = [tuple(f) for f in features]
         self.moments = moments
         self.n_never = np.asarray(n_never, dtype=np.float64)
         self.sketches = list(sketches)
 
+    @classmethod
+    def of(cls, profiles, scorer):
+        return scorer.partial_state(profiles)
+
+    def finish(self, scorer):
+        return scorer.fit_state(self)
+
     def merge(self, other):
+        self._check_same(other)
         if self.features != other.features:
             raise ParameterError(
                 "cannot merge scorer states fitted on different feature lists "
@@ -153,7 +168,7 @@ class ScorerState:
         sketches = [None if a is None else a.merge(b) for a, b in zip(self.sketches, other.sketches)]
         return ScorerState(self.features, self.moments.merge(other.moments), self.n_never + other.n_never, sketches)
 
-    def to_dict(self):
+    def _data(self):
         return {
             "features": [list(f) for f in self.features],
             "moments": self.moments.to_dict(),
@@ -162,7 +177,7 @@ class ScorerState:
         }
 
     @classmethod
-    def from_dict(cls, d):
+    def _from_data(cls, d):
         sketches = [None if s is None else QuantileSketch.from_dict(s) for s in d["sketches"]]
         return cls(d["features"], ScalerState.from_dict(d["moments"]), d["n_never"], sketches)
 

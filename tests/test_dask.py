@@ -159,7 +159,7 @@ def test_run_survives_a_killed_worker(synth_dir, tmp_path):
 
         th = threading.Thread(target=killer)
         th.start()
-        info = sd.run(synth_dir, str(out), clusters=6, npartitions=4, partitioned_by_customer=False, client=c)
+        info = sd.run(synth_dir, str(out), clusters=6, npartitions=4, partitioned_by_customer=False, client=c).summary
         th.join()
         assert killed.is_set() and victim not in c.scheduler_info()["workers"]  # it really died mid-run
     single = segone.run(synth_dir, str(tmp_path / "single"), clusters=6)
@@ -167,6 +167,8 @@ def test_run_survives_a_killed_worker(synth_dir, tmp_path):
     assert asg.column("customer_id").equals(single.assignments.column("customer_id"))  # every customer once
     assert info["customers_assigned"] == single.summary["customers_assigned"]
     assert info["rows_read"] == single.summary["rows_read"]
+    # the same job on both engines: the same segments for every customer
+    assert asg.column("segment").equals(single.assignments.column("segment"))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +186,7 @@ def test_run_every_customer_once_and_finds_the_segments(client, synth_dir, tmp_p
     from segone.cli import _adjusted_rand
 
     out = tmp_path / "out"
-    info = sd.run(synth_dir, str(out), clusters=6, npartitions=3, client=client)
+    res = sd.run(synth_dir, str(out), clusters=6, npartitions=3, client=client)
     asg = pq.read_table(out / "assignments.parquet").sort_by("customer_id")
     truth = pq.read_table(f"{synth_dir}/truth").sort_by("customer_id")
     assert asg.column("customer_id").equals(truth.column("customer_id"))  # each customer exactly once
@@ -197,7 +199,7 @@ def test_run_every_customer_once_and_finds_the_segments(client, synth_dir, tmp_p
     for key in ("rows_read", "rows_dropped", "rows_excluded_after_as_of", "returns", "as_of", "customers",
                 "customers_without_purchase", "customers_assigned", "features"):  # fmt: skip
         assert run_json[key] == single[key], key
-    assert info["engine"] == "dask" and (out / "model" / "centroids.npy").exists()
+    assert res.summary["engine"]["engine"] == "dask" and (out / "model" / "centroids.npy").exists()
 
 
 def test_failed_run_leaves_no_output(client, synth_dir, tmp_path):

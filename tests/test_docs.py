@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["segone.assign", "segone.cluster", "segone.profile", "segone.score", "segone.sketch", "segone.rfm"]
+MODULES = ["segone.assign", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.dask", "segone.profile", "segone.score", "segone.sketch", "segone.rfm"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,4 +1,4 @@
-"""Segmenter: mini-batch k-means with optional full-data Lloyd refinement.
+"""SEGMENT: mini-batch k-means with optional full-data Lloyd refinement.
 
 The estimator follows the scikit-learn API and the meaning of
 ``sklearn.cluster.MiniBatchKMeans``' parameters where names coincide.  The
@@ -7,8 +7,15 @@ heavy work runs in two kernels (Cython or Numba):
 * ``assign``: labels / distances / margins, used by ``predict``;
 * ``partial_sums``: one pass that labels rows and accumulates per-centroid
   float64 sums, weighted counts and inertia in per-chunk buffers merged in a
-  fixed order.  Mini-batch updates, refine passes and (later) the Dask layer
-  all use this mergeable state.
+  fixed order.
+
+The fit is written as drivers that any engine reuses: the mini-batch phase
+runs on rows held in memory (all rows, or a sample), and the refine passes
+(:func:`refine_passes`) take a *full pass* callable that returns the
+mergeable :class:`PartialSums` of the centroids over all the data, one
+kernel call per piece merged by the engine.  ``Segmenter.fit`` is that
+sequence over one in-memory array; the pipeline and :mod:`segone.dask` run
+the same sequence over partitions (:meth:`Segmenter.fit_passes`).
 """
 
 import inspect
@@ -19,6 +26,7 @@ import warnings
 import numpy as np
 
 from segone._backend import get_kernels, resolve_backend
+from segone._state import State, array_from_data, array_to_data
 from segone._threads import effective_n_threads
 from segone._validation import (
     check_choice,
@@ -104,6 +112,80 @@ def _lloyd_update(centers, sums, counts):
     return np.ascontiguousarray(new, dtype=centers.dtype)
 
 
+class PartialSums(State):
+    """Mergeable state of one full pass: per-centroid float64 sums, weighted counts, inertia.
+
+    ``PartialSums.of(X, centers)`` runs the partial-sums kernel over one
+    piece; states of disjoint pieces add up exactly to the state of their
+    union (up to float64 rounding of the additions).
+    """
+
+    kind = "partial_sums"
+
+    def __init__(self, sums, counts, inertia):
+        self.sums = np.asarray(sums, dtype=np.float64)
+        self.counts = np.asarray(counts, dtype=np.float64)
+        self.inertia = float(inertia)
+
+    @classmethod
+    def of(cls, X, centers, *, sample_weight=None, backend="auto", n_threads=None):
+        X = np.ascontiguousarray(X)
+        centers = np.ascontiguousarray(centers, dtype=X.dtype)
+        if X.shape[0] == 0:
+            return cls.empty(*centers.shape)
+        kern = get_kernels(backend, "partial_sums")
+        _, sums, counts, inertia = _full_pass(kern, X, sample_weight, centers, effective_n_threads(n_threads))
+        return cls(sums, counts, inertia)
+
+    @classmethod
+    def empty(cls, k, d):
+        return cls(np.zeros((k, d)), np.zeros(k), 0.0)
+
+    def merge(self, other):
+        self._check_same(other)
+        if self.sums.shape != other.sums.shape:
+            raise ParameterError(f"cannot merge partial sums of shapes {self.sums.shape} and {other.sums.shape}.")
+        return PartialSums(self.sums + other.sums, self.counts + other.counts, self.inertia + other.inertia)
+
+    def finish(self):
+        return self.sums, self.counts, self.inertia
+
+    def _data(self):
+        return {"sums": array_to_data(self.sums), "counts": array_to_data(self.counts), "inertia": self.inertia}
+
+    @classmethod
+    def _from_data(cls, d):
+        return cls(array_from_data(d["sums"], "sums"), array_from_data(d["counts"], "counts"), d["inertia"])
+
+
+def refine_passes(centers, full_pass, n_passes, relocate=None, log=None):
+    """Lloyd passes over all the data, through ``full_pass(centers) -> PartialSums``.
+
+    Runs ``n_passes`` updates (stopping early when the centroids no longer
+    move) and one final pass with the final centroids.  ``relocate(new,
+    counts)`` may move centroids that lost every member and returns how many
+    it moved.  Returns ``(centers, final PartialSums, passes run)``.  The
+    engine decides what a full pass is: one kernel call over an in-memory
+    array, or one per partition tree-reduced on Dask.
+    """
+    n_iter = 0
+    for it in range(n_passes + 1):
+        ps = full_pass(centers)
+        n_iter += 1
+        if it == n_passes:
+            break
+        new = _lloyd_update(centers, ps.sums, ps.counts)
+        moved = relocate(new, ps.counts) if relocate is not None else 0
+        if not moved and np.array_equal(new, centers):
+            if log:
+                log(f"refine converged after {it + 1} passes")
+            break
+        centers = new
+        if log:
+            log(f"refine pass {it + 1}: inertia {ps.inertia:.6g}")
+    return centers, ps, n_iter
+
+
 def _lloyd_on_sample(kern, Xs, ws, centers, nt, n_iter=10):
     """A few Lloyd iterations on a small sample; returns (centers, inertia of the returned centers)."""
     c = centers
@@ -114,6 +196,52 @@ def _lloyd_on_sample(kern, Xs, ws, centers, nt, n_iter=10):
             return c, float(inertia)
         c = new
     return c, float(_full_pass(kern, Xs, ws, c, nt)[3])
+
+
+# -- the fit sample, the same whatever the partitioning -------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x):
+    """splitmix64 finaliser over uint64 (wrapping arithmetic)."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def customer_hash(ids, seed=0):
+    """A uint64 hash of every customer id (integers or strings), stable across runs and processes."""
+    import pyarrow as pa
+
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)) and not pa.types.is_integer(ids.type):
+        import pandas as pd
+
+        vals = ids.to_numpy(zero_copy_only=False).astype(object)
+        h = pd.util.hash_array(vals, categorize=False)
+    else:
+        arr = ids.to_numpy(zero_copy_only=False) if isinstance(ids, (pa.Array, pa.ChunkedArray)) else ids
+        h = np.asarray(arr).astype(np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix64(h + _GOLDEN * np.uint64(int(seed) + 1))
+
+
+def sample_piece(X, ids, fraction, seed=0):
+    """The fit sample's rows of one piece: ``(rows of X, their ids)``.
+
+    A customer is in the sample when its id hash falls below ``fraction``, so
+    the sample depends on the customers only, never on how they are split in
+    pieces; ``fraction >= 1`` keeps every row.
+    """
+    if fraction >= 1.0:
+        return X, ids
+    keep = customer_hash(ids, seed) < np.uint64(min(fraction, 1.0) * 2.0**64)
+    idx = np.flatnonzero(keep)
+    return np.ascontiguousarray(X[idx]), ids.take(idx)
 
 
 class Segmenter:
@@ -379,18 +507,63 @@ class Segmenter:
     def fit(self, X, sample_weight=None):
         """Fit the segments on X (N x D, float32/float64 array or Arrow table)."""
         X = check_matrix(X, "X", min_rows=1)
-        n, d = X.shape
-        k = self._check_params(X)
-        w = self._check_weight(sample_weight, n)
+        w = self._check_weight(sample_weight, X.shape[0])
         # No O(N) finiteness pre-check: the kernels flag NaN / inf rows as they
         # read them (the init sample is checked, the mini-batch kernel stops on
         # an invalid batch, and the final full pass names the rows).
+        kern = get_kernels(self.backend, "partial_sums")
+        nt = effective_n_threads(self.n_threads)
+        last = {}
+
+        def full_pass(centers):
+            last["labels"], sums, counts, inertia = _full_pass(kern, X, w, centers, nt)
+            return PartialSums(sums, counts, inertia)
+
+        self.fit_passes(X, full_pass, sample_weight=w)
+        self.labels_ = last["labels"]
+        return self
+
+    def fit_passes(self, sample, full_pass, sample_weight=None):
+        """Fit on in-memory rows, then refine with full passes over all the data.
+
+        The driver every engine shares: seeding and the mini-batch phase run on
+        ``sample`` (all the rows, or a uniform sample of them, in a fixed
+        order), then ``refine`` Lloyd passes call ``full_pass(centers)``,
+        which returns the :class:`PartialSums` of the centroids over *all* the
+        data (one kernel call over an array, or one per partition merged by an
+        engine).  Centroids that lose every member move to far-away rows of
+        ``sample``.  Sets every fitted attribute except ``labels_`` (the
+        caller has the data); returns self.
+        """
+        X = check_matrix(sample, "X", min_rows=1)
+        n, d = X.shape
+        k = self._check_params(X)
+        w = self._check_weight(sample_weight, n)
         rng = check_random_state(self.random_state)
         self._rng = rng  # partial_fit after fit continues this stream
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
         t0 = time.perf_counter()
+        centers, totals = self._minibatch_phase(X, w, k, rng, kern, nt, t0)
 
+        # refine passes (Lloyd) + final labelling pass
+        centers, ps, n_iter = refine_passes(
+            centers, full_pass, self.refine, lambda new, counts: self._relocate_empty(X, w, new, counts, rng), self._log
+        )
+        self.cluster_centers_ = np.ascontiguousarray(centers, dtype=X.dtype)
+        self.inertia_ = float(ps.inertia)
+        self.counts_ = ps.counts
+        self.n_iter_ = n_iter
+        self.n_features_in_ = d
+        self._totals = totals
+        if (ps.counts <= 0).any():
+            self._warn_degenerate(X, k, ps.counts)
+        self._log(f"done: inertia {self.inertia_:.6g}, {time.perf_counter() - t0:.3f}s")
+        return self
+
+    def _minibatch_phase(self, X, w, k, rng, kern, nt, t0):
+        """Seeding and the mini-batch steps on the rows of X; returns (centers, weighted totals)."""
+        n = X.shape[0]
         centers = self._init_centers(X, w, k, rng, kern, nt)
         self._log(f"init {self.init if isinstance(self.init, str) else 'array'}: {time.perf_counter() - t0:.3f}s")
         totals = np.zeros(k, dtype=np.float64)
@@ -443,32 +616,7 @@ class Segmenter:
         t1 = time.perf_counter()
         self._log(f"mini-batch phase: {self.n_steps_} steps, {t1 - t0:.3f}s")
 
-        # refine passes (Lloyd) + final labelling pass
-        n_iter = 0
-        for it in range(self.refine + 1):
-            labels, sums, counts, inertia = _full_pass(kern, X, w, centers, nt)
-            n_iter += 1
-            if it == self.refine:
-                break
-            new = _lloyd_update(centers, sums, counts)
-            moved = self._relocate_empty(X, w, new, counts, rng)
-            if not moved and np.array_equal(new, centers):
-                centers = new
-                self._log(f"refine converged after {it + 1} passes")
-                break
-            centers = new
-            self._log(f"refine pass {it + 1}: inertia {inertia:.6g}")
-        self.cluster_centers_ = centers
-        self.labels_ = labels
-        self.inertia_ = float(inertia)
-        self.counts_ = counts
-        self.n_iter_ = n_iter
-        self.n_features_in_ = d
-        self._totals = totals
-        if (counts <= 0).any():
-            self._warn_degenerate(X, k, counts)
-        self._log(f"done: inertia {self.inertia_:.6g}, {time.perf_counter() - t0:.3f}s")
-        return self
+        return centers, totals
 
     def _warn_degenerate(self, X, k, counts):
         n_empty = int((counts <= 0).sum())
