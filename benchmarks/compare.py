@@ -47,9 +47,10 @@ def _have(mod):
         return False
 
 
-def _child(conn, fn, repeat):
+def _child(conn, fn, repeat, warm=True):
     try:
-        fn()  # warm-up (JIT, page cache)
+        if warm:
+            fn()  # warm-up (JIT, page cache)
         times = []
         extra = None
         for _ in range(repeat):
@@ -77,11 +78,11 @@ def lazy(setup, call):
     return fn
 
 
-def measure(fn, repeat, label=""):
+def measure(fn, repeat, label="", warm=True):
     """Run fn in a forked child: (median seconds, all times, peak RSS MiB, fn's last result)."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_child, args=(child, fn, repeat))
+    p = ctx.Process(target=_child, args=(child, fn, repeat, warm))
     p.start()
     child.close()
     status, times, peak, extra = parent.recv()
@@ -374,30 +375,59 @@ def run_pipeline(quick, repeat, rows, workdir):
 
 # ---------------------------------------------------------------------- DASK
 def run_dask(quick, repeat, rows, workdir):
-    """segone.dask.run on a LocalCluster of 1 and of 2 worker processes, next to segone.run."""
+    """segone.run in one process and on a LocalCluster of 1 and of 2 worker processes, interleaved.
+
+    The clusters are started once (a user's cluster is already running) and
+    kept for the whole measurement; after one warm-up of each contender the
+    rounds alternate one process, 2 workers, 1 worker, ... in one child
+    process; the ratios are medians of the per-round ratios.
+    """
     n, path = synth_dataset(quick, workdir)
     shape = f"{n:,} customers (transactions, events, CRM), K=32"
     out = os.path.join(workdir, "out-dask")
 
-    def on_cluster(workers):
-        def fn():
-            import segone.dask
-            from distributed import Client, LocalCluster
+    def body():
+        from distributed import Client, LocalCluster
 
-            with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cl, Client(cl) as c:
-                return segone.dask.run(path, out, 32, overwrite=True, client=c)["customers"]
+        import segone.dask
 
-        return fn
+        clusters = {w: LocalCluster(n_workers=w, threads_per_worker=1, dashboard_address=None) for w in (1, 2)}
+        clients = {w: Client(c) for w, c in clusters.items()}
+        try:
+            c = {
+                "segone run (one process)": lambda: segone.run(path, out, 32, overwrite=True).summary["customers"],
+                "segone.run on Dask, 2 workers": lambda: segone.dask.run(path, out, 32, overwrite=True,
+                                                                          client=clients[2]).summary["customers"],
+                "segone.run on Dask, 1 worker": lambda: segone.dask.run(path, out, 32, overwrite=True,
+                                                                         client=clients[1]).summary["customers"],
+            }
+            for fn in c.values():
+                fn()  # warm-up
+            times = {k: [] for k in c}
+            for _ in range(repeat):
+                for k, fn in c.items():
+                    t = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t)
+            return times
+        finally:
+            for cl in clients.values():
+                cl.close()
+            for cl in clusters.values():
+                cl.close()
 
-    c = {
-        "segone run (one process)": lambda: segone.run(path, out, 32, overwrite=True).summary["customers"],
-        "segone.dask.run, 1 worker": on_cluster(1),
-        "segone.dask.run, 2 workers": on_cluster(2),
-    }
-    for label, fn in c.items():
-        med, times, peak, _ = measure(fn, repeat, label)
-        rows.append(dict(workload="DASK", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak))
-    _ratios(rows, "DASK", shape, "segone.dask.run, 2 workers")
+    _, _, peak, times = measure(body, 1, "", warm=False)
+    one, two, single = (times[k] for k in times)
+    for label, ts in times.items():
+        print(f"  {label}: {statistics.median(ts):.3f} s {[round(t, 3) for t in ts]}", file=sys.stderr, flush=True)
+        rows.append(dict(workload="DASK", shape=shape, contender=label, seconds=statistics.median(ts), times=ts,
+                         peak_rss_mib=peak))  # fmt: skip
+    r2 = statistics.median(b / a for a, b in zip(one, two))
+    r21 = statistics.median(c / b for b, c in zip(two, single))
+    print(f"  DASK: 2 workers / one process = {r2:.2f}x (goal <= 1.5x); 1 worker / 2 workers = {r21:.2f}x "
+          "(goal >= 1.8x); medians of per-round ratios", file=sys.stderr, flush=True)  # fmt: skip
+    rows[-1]["ratios"] = {"two_workers_over_one_process": r2, "one_worker_over_two_workers": r21}
+    _ratios(rows, "DASK", shape, "segone.run on Dask, 2 workers")
 
 
 def _ratios(rows, workload, shape, base_label):

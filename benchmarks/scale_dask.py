@@ -57,7 +57,8 @@ def main(argv=None):
         th.start()
         t = time.perf_counter()
         info = segone.dask.run(args.data, args.out, args.clusters, npartitions=args.partitions, overwrite=True,
-                               client=client, verbose=True, partitioned_by_customer=False if args.shuffle else None)  # fmt: skip
+                               client=client, verbose=True,
+                               partitioned_by_customer=False if args.shuffle else None).summary  # fmt: skip
         wall = time.perf_counter() - t
         stop.set()
         th.join()
@@ -71,8 +72,8 @@ def main(argv=None):
         "distinct_customers_out": pc.count_distinct(ids).as_py(),
         "wall_s": round(wall, 2),
         "timings_s": info["timings_s"],
-        "shuffled": info["shuffled"],
-        "partitions": info["partitions"],
+        "shuffled": info["engine"]["shuffled"],
+        "partitions": info["engine"]["partitions"],
         "memory_limit_per_worker": args.memory_limit,
         "peak_rss_per_worker_gib": {w: round(v / 2**30, 2) for w, v in sorted(peaks.items())},
         "peak_rss_client_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),

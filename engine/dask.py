@@ -248,12 +248,12 @@ class DaskEngine:
     def persist(self, parts, what=None):
         if self.client is None:  # threaded scheduler: the parts live in this process anyway
             return list(self._compute(*parts))
+        from distributed import progress, wait
+
         parts = self.client.persist(list(parts))
         if self.verbose:
-            from distributed import progress, wait
-
             progress(parts)
-            wait(parts)
+        wait(parts)  # a stage ends when its parts exist: stage timings mean what they say
         return parts
 
     def write_parts(self, parts, path):

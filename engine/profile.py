@@ -83,7 +83,8 @@ def _check_ids(col, where):
     if pa.types.is_floating(t):
         raise SchemaError(
             f"{where}: customer id column has type {t}; ids must be integers or strings "
-            "(floats lose precision). Cast it, e.g. pc.cast(col, pa.int64())."
+            "(floats lose precision). Cast it, e.g. pc.cast(col, pa.int64()); integer ids with nulls read "
+            "through pandas become floats: pass the Parquet path, or read with dtype_backend='pyarrow'."
         )
     if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
         if pa.types.is_dictionary(t):
@@ -240,9 +241,12 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=()):
         for col, what in ((cid, "null customer id"), (tcol, "null timestamp")):
             c = batch.column(col)
             if c.null_count:
-                key = f"{where}: {what}"
-                summary["dropped"][key] = summary["dropped"].get(key, 0) + c.null_count
                 valid = pc.is_valid(c)
+                # a row is dropped once, for its first reason
+                n_new = c.null_count if keep is None else pc.sum(pc.and_(keep, pc.invert(valid))).as_py() or 0
+                if n_new:
+                    key = f"{where}: {what}"
+                    summary["dropped"][key] = summary["dropped"].get(key, 0) + n_new
                 keep = valid if keep is None else pc.and_(keep, valid)
         rows = np.arange(offset, offset + n)
         if keep is not None:

@@ -34,9 +34,10 @@ if __name__ == "__main__":  # LocalCluster starts worker processes: keep the ent
         seg = segone.dask.Segmenter(6, n_init=5, random_state=0).fit(X)  # sample fit + distributed Lloyd passes
         print("inertia", seg.inertia_, "segment sizes", seg.counts_.astype(int).tolist())
 
-        # or the whole job, outputs written atomically (same as `segone run --scheduler ADDRESS`)
-        info = segone.dask.run(data_dir, out_dir, clusters=6, overwrite=True, verbose=True)
-        print("customers", info["customers"], "timings", info["timings_s"])
+        # or the whole job, outputs written atomically (same as `segone run --scheduler ADDRESS`):
+        # the same segone.run as in one process, on the Dask engine
+        res = segone.run(data_dir, out_dir, clusters=6, engine="dask", client=client, overwrite=True, verbose=True)
+        print("customers", res.summary["customers"], "timings", res.summary["timings_s"])
     finally:
         client.close()
         if cluster is not None:

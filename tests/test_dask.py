@@ -268,3 +268,87 @@ def test_transactions_only_partitioned_input_is_detected(client, synth_dir):
     prof, summary = sd.build_profiles(dd.read_parquet(f"{synth_dir}/transactions"), _with_summary=True)
     assert summary["shuffled"] is False
     assert int(prof.shape[0].compute()) == 8000
+
+
+def _tricky_inputs(tmp_path, string_ids):
+    """Three Parquet files of transactions (nullable int64 or string ids with nulls, null timestamps, one
+    empty file), events after the last purchase, CRM-only customers and a CRM row with a null id."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    n_tx = 3000
+    ids = rng.integers(0, 400, n_tx)
+    ts = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 300 * 86400, n_tx), unit="s")
+    conv = (lambda a: pa.array([None if v is None else f"c{v:04d}" for v in a], type=pa.string())) if string_ids \
+        else (lambda a: pa.array(a, type=pa.int64()))  # fmt: skip
+    id_list = [None if i % 97 == 0 else int(v) for i, v in enumerate(ids)]
+    ts_arr = pa.array([None if i % 89 == 0 else t for i, t in enumerate(ts)], type=pa.timestamp("us", tz="UTC"))
+    tx = pa.table({"customer_id": conv(id_list), "ts": ts_arr, "amount": rng.lognormal(3, 1, n_tx),
+                   "category": pa.array(rng.choice(["a", "b", "c", "d"], n_tx)),
+                   "channel": pa.array(rng.choice(["web", "store"], n_tx))})  # fmt: skip
+    d = tmp_path / ("s" if string_ids else "i")
+    for sub in ("transactions", "events", "customers"):
+        (d / sub).mkdir(parents=True)
+    pq.write_table(tx.slice(0, 1200), d / "transactions" / "part-0.parquet")
+    pq.write_table(tx.slice(0, 0), d / "transactions" / "part-1.parquet")  # an empty file
+    pq.write_table(tx.slice(1200), d / "transactions" / "part-2.parquet")
+    n_ev = 2000
+    ev_ids = [int(v) for v in rng.integers(0, 450, n_ev)]  # customers 400..449: events only
+    ev_ts = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 330 * 86400, n_ev), unit="s")
+    ev = pa.table({"customer_id": conv(ev_ids), "ts": pa.array(ev_ts, type=pa.timestamp("us", tz="UTC")),
+                   "event": pa.array(rng.choice(["pricing_page", "login"], n_ev))})  # fmt: skip
+    pq.write_table(ev.slice(0, 1000), d / "events" / "part-0.parquet")
+    pq.write_table(ev.slice(1000), d / "events" / "part-1.parquet")
+    crm_ids = [None] + list(range(380, 470))  # 450..469: CRM only
+    crm = pa.table({"customer_id": conv(crm_ids), "region": pa.array(rng.choice(["n", "s"], len(crm_ids)))})
+    pq.write_table(crm, d / "customers" / "part-0.parquet")
+    return str(d)
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_local_and_dask_engines_give_the_same_run(client, tmp_path, string_ids):
+    """The same job on both engines: same assignments and the same run.json (but the engine facts)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    src = _tricky_inputs(tmp_path, string_ids)
+    local = segone.run(src, str(tmp_path / "local"), clusters=5)
+    dask_res = segone.run(src, str(tmp_path / "dask"), clusters=5, engine="dask", client=client, npartitions=4)
+    a = local.assignments.sort_by("customer_id")
+    b = pq.read_table(tmp_path / "dask" / "assignments.parquet").sort_by("customer_id")
+    assert a.column("customer_id").equals(b.column("customer_id"))  # every customer once, on both
+    assert a.column("segment").equals(b.column("segment"))
+    np.testing.assert_allclose(b.column("distance").to_numpy(), a.column("distance").to_numpy(), rtol=1e-4, atol=1e-5)
+    ja, jb = (json.loads((tmp_path / w / "run.json").read_text()) for w in ("local", "dask"))
+    assert ja.keys() == jb.keys()
+    for key in ja:
+        if key in ("created", "timings_s", "engine"):
+            continue
+        if key == "inertia":
+            assert ja[key] == pytest.approx(jb[key], rel=1e-5)
+        else:
+            assert ja[key] == jb[key], key
+    assert ja["rows_dropped"] == {"transactions: null customer id": 31, "transactions: null timestamp": 33,
+                                  "attributes: null customer id": 1}  # fmt: skip
+    assert ja["rows_excluded_after_as_of"]["events"] > 0
+    assert ja["customers"] == 470 and ja["engine"]["engine"] == "local" and jb["engine"]["engine"] == "dask"
+    assert jb["engine"]["partitions"] == 4 and jb["engine"]["shuffled"] is True
+    sa, sb = local.segments, pq.read_table(tmp_path / "dask" / "segments.parquet")
+    assert sa.column("size").equals(sb.column("size")) and sa.column("label").equals(sb.column("label"))
+
+
+def test_dask_dataframe_with_nullable_ids_follows_the_same_rules(client, tmp_path):
+    """Arrow-backed Dask DataFrames keep nullable int64 ids: nulls dropped and counted as in one process;
+    NumPy-backed frames (ids turned float by pandas) get the SchemaError that says what to do."""
+    src = _tricky_inputs(tmp_path, False)
+    frame = dd.read_parquet(f"{src}/transactions", dtype_backend="pyarrow")
+    _, summary = sd.build_profiles(frame, npartitions=3, _with_summary=True)
+    _, single = segone.profile.build_profiles_with_summary(f"{src}/transactions")
+    assert summary["dropped"] == single["dropped"] and summary["customers"] == single["customers"]
+    import pyarrow.parquet as pq
+
+    floats = dd.from_pandas(pq.read_table(f"{src}/transactions").to_pandas(), npartitions=2)
+    assert floats.customer_id.dtype.kind == "f"
+    with pytest.raises(segone.errors.SchemaError, match="dtype_backend='pyarrow'"):
+        sd.build_profiles(floats).compute()
