@@ -156,3 +156,14 @@ def check_random_state(seed):
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ParameterError(f"random_state must be None, a non-negative int or a numpy Generator, got {seed!r}.")
     return np.random.default_rng(int(seed))
+
+
+def check_n_clusters(k, n, name="n_clusters", rows="samples"):
+    """``k`` segments for ``n`` rows: an int in 1..n (one wording for the estimator, the job and Dask)."""
+    k = check_int(k, name, low=1)
+    if k > n:
+        raise ParameterError(
+            f"{name}={k} is larger than the number of {rows} ({n}); use at most {n} segments "
+            "or provide more customers."
+        )
+    return k

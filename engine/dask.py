@@ -39,7 +39,7 @@ from segone import score as _score
 from segone import segment as _segment
 from segone._engine import ROLES
 from segone._state import merge_all
-from segone._validation import check_int, check_random_state
+from segone._validation import check_int, check_n_clusters, check_random_state
 from segone.assign import Assignment
 from segone.assign import assign as _assign
 from segone.errors import EmptyInputError, NotFittedError, ParameterError
@@ -412,9 +412,7 @@ class Segmenter(_segment.Segmenter):
         if np.isnan(X.shape[0]):
             X = X.compute_chunk_sizes()
         n = X.shape[0]
-        k = check_int(self.n_clusters, "n_clusters", low=1)
-        if k > n:
-            raise ParameterError(f"n_clusters={k} is larger than the number of samples ({n}).")
+        k = check_n_clusters(self.n_clusters, n)
         eng = DaskEngine(client, split_every=self.split_every)
         rng = check_random_state(self.random_state)
         m = min(int(self.sample_size or max(200 * k, 20 * self.batch_size)), n)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from segone import profile as _profile
 from segone._engine import LocalEngine
-from segone._validation import check_int
+from segone._validation import check_int, check_n_clusters
 from segone.assign import assign_piece
 from segone.describe import SegmentStats
 from segone.errors import ParameterError
@@ -201,10 +201,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     )  # fmt: skip
     n = summary["customers"]
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
-    if clusters > n:
-        raise ParameterError(
-            f"clusters={clusters} is larger than the number of customers ({n}); use --clusters {n} or fewer."
-        )
+    check_n_clusters(clusters, n, "clusters", "customers")
 
     # SCORE
     t0 = time.perf_counter()
@@ -230,7 +227,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
 
     # ASSIGN
     t0 = time.perf_counter()
-    cid = _profile._schema(schema)["customer_id"]
+    cid = _profile.resolve_schema(schema)["customer_id"]
     assignments = eng.persist(
         eng.map(assign_piece, profiles, X, centroids=seg.cluster_centers_, id_column=cid, backend=backend,
                 n_threads=n_threads), "assignments")  # fmt: skip
@@ -280,8 +277,8 @@ def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_th
         labels, as_of_us = _profile.global_labels(scans, as_of=as_of, top_categories=top)
         split = _profile.split_by_customer(scans) if partitioned_by_customer is None else partitioned_by_customer
     elif as_of is not None:
-        as_of_us = _profile._as_of_us(as_of)
-    pieces = eng.by_customer(parts, split, npartitions, cid=_profile._schema(schema)["customer_id"])
+        as_of_us = _profile.parse_as_of(as_of)
+    pieces = eng.by_customer(parts, split, npartitions, cid=_profile.resolve_schema(schema)["customer_id"])
     results = eng.map(_profile_piece, pieces, labels=labels, as_of_us=as_of_us, schema=schema, backend=backend,
                       n_threads=n_threads, **params)  # fmt: skip
     results = eng.persist(results, "profiles")
@@ -305,7 +302,7 @@ def _second(pair):
 
 def _fit_sample(eng, profiles, X, fraction, seed, schema):
     """The segmenter's fit rows: the customer-hash sample of every part, in customer-id order."""
-    cid = _profile._schema(schema)["customer_id"]
+    cid = _profile.resolve_schema(schema)["customer_id"]
     parts = eng.gather(eng.map(_sample_part, profiles, X, fraction=fraction, seed=seed, cid=cid))
     if len(parts) == 1:
         return parts[0][0]  # one part: its rows are in customer-id order already

@@ -66,7 +66,8 @@ DEFAULT_SCHEMA = {
 US_PER_DAY = 86_400 * 1_000_000
 
 
-def _schema(schema):
+def resolve_schema(schema):
+    """The column name of every role: the defaults updated with ``schema``."""
     out = dict(DEFAULT_SCHEMA)
     if schema:
         unknown = set(schema) - set(DEFAULT_SCHEMA)
@@ -115,7 +116,8 @@ def _ts_to_us(col, where):
     return arr.view(pa.int64()), aware
 
 
-def _as_of_us(as_of):
+def parse_as_of(as_of):
+    """``as_of`` (datetime, date, ISO string, datetime64 or None) -> microseconds since the epoch (UTC)."""
     if as_of is None:
         return None
     if isinstance(as_of, str):
@@ -358,7 +360,7 @@ def build_profiles_with_summary(
     without transactions is not an error: its customers come from the events
     and attributes.
     """
-    roles = _schema(schema)
+    roles = resolve_schema(schema)
     cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
     windows = tuple(check_int(w, "windows[i]", low=1) for w in windows)
     top_categories = check_int(top_categories, "top_categories", low=0)
@@ -392,7 +394,7 @@ def build_profiles_with_summary(
         attrs = _drop_null_keys(attrs, cid, None, "attributes", summary)
 
     # time reference
-    as_of_us = _as_of_us(as_of)
+    as_of_us = parse_as_of(as_of)
     if as_of_us is None:
         as_of_us = int(ts.max())
         summary["as_of_source"] = "latest transaction timestamp"
@@ -701,7 +703,7 @@ class ScanState(State):
     @classmethod
     def of(cls, source, role, *, schema=None, as_of=None, drop_returns=False):
         """Scan one piece of the ``role`` input ("transactions", "events" or "attributes")."""
-        roles = _schema(schema)
+        roles = resolve_schema(schema)
         cid, tcol = roles["customer_id"], roles["ts"]
         summary = {"rows_read": {}, "dropped": {}}
         if role == "attributes":
@@ -713,7 +715,7 @@ class ScanState(State):
         cat_role, ch_role = roles["category"], roles["channel"]
         got = _collect(source, "transactions", cid, tcol, summary, amount=roles["amount"], categorical=(cat_role, ch_role))
         ts, amount = got["ts"], got["amount"]
-        as_of_us = _as_of_us(as_of)
+        as_of_us = parse_as_of(as_of)
         keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
         if drop_returns:
             keep &= amount >= 0
@@ -783,7 +785,7 @@ def global_labels(scans, *, as_of=None, top_categories=20):
     ties), every channel and every event type, in order of first appearance.
     """
     tx = scans["transactions"]
-    as_of_us = _as_of_us(as_of)
+    as_of_us = parse_as_of(as_of)
     if as_of_us is None:
         if tx.max_ts is None:
             raise EmptyInputError("transactions: no row with a customer id and a timestamp; nothing to profile.")

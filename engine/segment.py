@@ -34,6 +34,7 @@ from segone._validation import (
     check_float,
     check_int,
     check_matrix,
+    check_n_clusters,
     check_random_state,
 )
 from segone.assign import assign
@@ -380,12 +381,7 @@ class Segmenter:
     # -- validation -------------------------------------------------------
     def _check_params(self, X):
         n, d = X.shape
-        k = check_int(self.n_clusters, "n_clusters", low=1)
-        if k > n:
-            raise ParameterError(
-                f"n_clusters={k} is larger than the number of samples ({n}); use at most {n} clusters "
-                "or provide more customers."
-            )
+        k = check_n_clusters(self.n_clusters, n)
         check_int(self.batch_size, "batch_size", low=1)
         check_int(self.max_iter, "max_iter", low=0)
         check_float(self.tol, "tol", low=0.0)
