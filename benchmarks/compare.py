@@ -178,7 +178,7 @@ def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
             from dask.distributed import Client, LocalCluster
             from dask_ml.cluster import KMeans as DaskKMeans
 
-            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster):
                 dX = da.from_array(X, chunks=(max(1, len(X) // (4 * THREADS)), X.shape[1])).persist()
                 return DaskKMeans(n_clusters=64, random_state=0).fit(dX).cluster_centers_
 
@@ -190,7 +190,7 @@ def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
 
             import segone.dask
 
-            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster):
+            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster):
                 dX = da.from_array(X, chunks=(max(1, len(X) // (4 * THREADS)), X.shape[1])).persist()
                 return segone.dask.Segmenter(64, random_state=0, refine=2).fit(dX).cluster_centers_
 
@@ -391,7 +391,7 @@ def run_dask(quick, repeat, rows, workdir):
 
         import segone.dask
 
-        clusters = {w: LocalCluster(n_workers=w, threads_per_worker=1, dashboard_address=None) for w in (1, 2)}
+        clusters = {w: LocalCluster(n_workers=w, threads_per_worker=1, dashboard_address=":0") for w in (1, 2)}
         clients = {w: Client(c) for w, c in clusters.items()}
         try:
             c = {

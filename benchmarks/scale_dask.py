@@ -40,7 +40,7 @@ def main(argv=None):
     import segone.dask
 
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit,
-                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+                      dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
         peaks = {}
         stop = threading.Event()
 

@@ -22,6 +22,7 @@ _AUTO_ORDER = {
     # within noise; cython needs no JIT compile on first use
     "group": ("cython", "numba"),
     "score": ("cython", "numba"),
+    "persona": ("cython", "numba"),
 }
 _loaded = {}
 

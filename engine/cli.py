@@ -55,10 +55,10 @@ def synth(directory, customers, seed, tx_per_customer, customers_per_file, overw
 
 
 def _print_segments(segments):
-    cols = [c for c in ("segment", "size", "share", "mean_recency_days", "mean_orders", "mean_spend_mean", "label")
-            if c in segments.column_names]  # fmt: skip
-    head = {"segment": "seg", "size": "customers", "share": "share", "mean_recency_days": "recency_d",
-            "mean_orders": "orders", "mean_spend_mean": "avg_order", "label": "label"}  # fmt: skip
+    cols = [c for c in ("segment", "size", "share", "value_share", "median_recency_days", "median_orders",
+                        "median_spend_mean", "label") if c in segments.column_names]  # fmt: skip
+    head = {"segment": "seg", "size": "customers", "share": "share", "value_share": "spend", "median_recency_days":
+            "recency_d", "median_orders": "orders", "median_spend_mean": "avg_order", "label": "label"}  # fmt: skip
     data = segments.select(cols).to_pylist()
     click.echo("  ".join(f"{head[c]:>10}" if c != "label" else head[c] for c in cols))
     for row in data:
@@ -67,7 +67,7 @@ def _print_segments(segments):
             v = row[c]
             if c == "label":
                 cells.append(str(v))
-            elif c == "share":
+            elif c in ("share", "value_share"):
                 cells.append(f"{v:>10.1%}")
             elif isinstance(v, float):
                 cells.append(f"{v:>10.1f}")
@@ -183,6 +183,46 @@ def _adjusted_rand(a, b):
     if max_index == expected:
         return 1.0
     return (sum_ij - expected) / (max_index - expected)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("customer_id")
+def persona(out, customer_id):
+    """Print the persona of CUSTOMER_ID from the output directory OUT of `segone run`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from segone.errors import DataError, ModelFormatError
+
+    path = os.path.join(out, "personas.parquet")
+    if not os.path.exists(path):
+        raise ModelFormatError(f"{out!r} has no personas.parquet; give the output directory of `segone run`.")
+    data = ds.dataset(path)
+    id_type = data.schema.field(data.schema.names[0]).type
+    try:
+        key = pa.scalar(int(customer_id) if pa.types.is_integer(id_type) else customer_id, id_type)
+    except ValueError:
+        raise DataError(f"customer id {customer_id!r} is not an integer, but the ids in {path} are.") from None
+    rows = data.to_table(filter=pc.field(data.schema.names[0]) == key).to_pylist()
+    if not rows:
+        raise DataError(f"customer {customer_id!r} is not in {path}.")
+    row = rows[0]
+    seg = row.get("segment")
+    label = ""
+    seg_path = os.path.join(out, "segments.parquet")
+    if seg is not None and os.path.exists(seg_path):
+        import pyarrow.parquet as pq
+
+        segs = pq.read_table(seg_path, columns=["segment", "label"]).to_pylist()
+        label = next((s["label"] for s in segs if s["segment"] == seg), "")
+    click.echo(f"customer {customer_id}: segment {seg}" + (f" ({label})" if label else ""))
+    click.echo(f"  {row['summary']}")
+    for t in row["traits"]:
+        value = "" if t["value"] is None else f"{t['value']:.4g}"
+        pct = "" if t["percentile"] is None else f"percentile {t['percentile']:.0%}"
+        click.echo(f"  - {t['feature']:<28} {value:>10}  {pct:<16} strength {t['strength']:+.2f}")
 
 
 @main.command()

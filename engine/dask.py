@@ -158,7 +158,7 @@ class DaskEngine:
             from distributed import Client, LocalCluster
 
             cluster = LocalCluster(n_workers=check_int(n_workers, "n_workers", low=1), threads_per_worker=1,
-                                   dashboard_address=None, memory_limit=memory_limit)  # fmt: skip
+                                   dashboard_address=":0", memory_limit=memory_limit)  # fmt: skip
             client = Client(cluster)
             self._owned += [client, cluster]
         elif client is None:

@@ -24,7 +24,7 @@ from segone import profile as _profile
 from segone._engine import LocalEngine
 from segone._validation import check_int, check_n_clusters
 from segone.assign import assign_piece
-from segone.describe import SegmentStats
+from segone.describe import PersonaModel, PersonaState, SegmentStats
 from segone.errors import ParameterError
 from segone.io import atomic_directory, resolve_inputs, write_json, write_parquet
 from segone.model import write_model
@@ -81,6 +81,9 @@ def run(
     n_init=5,
     refine=2,
     sample_size=DEFAULT_SAMPLE_SIZE,
+    n_traits=3,
+    phrases=None,
+    label_rules=None,
     backend="auto",
     n_threads=None,
     engine=None,
@@ -93,8 +96,10 @@ def run(
     """Run the whole job and write the outputs atomically to ``out``.
 
     Outputs: ``assignments.parquet`` (customer_id, segment, distance,
-    margin), ``segments.parquet`` (one row per segment: size, share, mean
-    profile, label), ``run.json`` (rows read and dropped and why, customers,
+    margin), ``personas.parquet`` (customer_id, segment, traits, summary:
+    what sets each customer apart), ``segments.parquet`` (one row per
+    segment: size, shares of customers and of spend, medians, means and lifts
+    of every feature, attribute mixes, traits, a unique label), ``run.json`` (rows read and dropped and why, customers,
     segments, timings per stage, the engine), and ``model/`` (centroids as
     ``.npy``, scorer and model metadata as JSON; never pickle).
 
@@ -126,6 +131,12 @@ def run(
         Seedings tried by the segmenter (cheap: each is compared on a sample).
     refine : int, default 2
         Full-data Lloyd passes after the mini-batch phase.
+    n_traits : int, default 3
+        Traits per customer in personas.parquet.
+    phrases : list of dict, optional
+        The persona vocabulary (default :data:`segone.DEFAULT_PHRASES`).
+    label_rules : dict, optional
+        The segment label rules (default :data:`segone.DEFAULT_LABEL_RULES`).
     sample_size : int, default 1,000,000
         The segmenter's seeding and mini-batch phase see at most this many
         customers, chosen by a hash of the customer id (all of them when there
@@ -170,7 +181,8 @@ def run(
     try:
         return _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
-            random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, backend=backend,
+            random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, n_traits=n_traits,
+            phrases=phrases, label_rules=label_rules, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
             verbose=verbose,
         )  # fmt: skip
@@ -180,7 +192,7 @@ def run(
 
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
-         backend, n_threads, partitioned_by_customer, overwrite, verbose):  # fmt: skip
+         n_traits, phrases, label_rules, backend, n_threads, partitioned_by_customer, overwrite, verbose):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -233,18 +245,26 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                 n_threads=n_threads), "assignments")  # fmt: skip
     stage("assign")
 
-    # DESCRIBE
+    # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()
     stats = eng.reduce(eng.map(_segment_stats, profiles, assignments, k=clusters))
-    segments = stats.finish()
+    segments = stats.finish(label_rules)
     stage("describe")
+    t0 = time.perf_counter()
+    persona_model = PersonaModel(n_traits, phrases=phrases, backend=backend, n_threads=n_threads)
+    persona_model.fit_state(eng.reduce(eng.map(PersonaState.of, profiles, model=persona_model)))
+    personas = eng.persist(eng.map(_personas_piece, profiles, assignments, model=persona_model, id_column=cid),
+                           "personas")  # fmt: skip
+    log(f"personas: {n} customers in {stage('personas'):.2f}s")
 
     # WRITE
     t0 = time.perf_counter()
     info = run_summary(input, summary, scorer, seg, stats, eng.facts() | facts, backend=backend,
-                       random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size)  # fmt: skip
+                       random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size,
+                       n_traits=n_traits)  # fmt: skip
     with atomic_directory(out, overwrite=overwrite) as tmp:
         eng.write_parts(assignments, os.path.join(tmp, "assignments.parquet"))
+        eng.write_parts(personas, os.path.join(tmp, "personas.parquet"))
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
         write_model(os.path.join(tmp, "model"), seg, scorer)
         stage("write")
@@ -319,6 +339,10 @@ def _sample_part(profiles, X, *, fraction, seed, cid):
 
 def _segment_stats(profiles, assignments, *, k):
     return SegmentStats.of(profiles, assignments.column("segment").to_numpy(), k)
+
+
+def _personas_piece(profiles, assignments, *, model, id_column):
+    return model.personas(profiles, assignments.column("segment").to_numpy(), id_column=id_column)
 
 
 def run_summary(input, summary, scorer, seg, stats, engine_facts, **settings):

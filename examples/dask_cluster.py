@@ -20,7 +20,7 @@ address = sys.argv[3] if len(sys.argv) > 3 else None
 if __name__ == "__main__":  # LocalCluster starts worker processes: keep the entry point guarded
     if address is None:
         segone.synth.write_dataset(data_dir, 200_000, seed=0, overwrite=True, progress=True)
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="4GiB", dashboard_address=None)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="4GiB", dashboard_address=":0")
         client = Client(cluster)
     else:
         cluster, client = None, Client(address)

@@ -667,6 +667,46 @@ def _score_kernel(
 
 
 # ---------------------------------------------------------------------------
+# Personas: the k strongest traits (largest |strength|) of every row
+
+def _top_traits_kernel(
+    const float[:, ::1] S,    # IN  (N, D) signed strengths, NaN = no trait
+    int[:, ::1] idx,          # OUT (N, k) column indices, strongest first, -1 past the last
+    float[:, ::1] val,        # OUT (N, k) strengths, NaN past the last
+    int n_threads,
+):
+    cdef Py_ssize_t n = S.shape[0]
+    cdef Py_ssize_t d = S.shape[1]
+    cdef Py_ssize_t k = idx.shape[1]
+    cdef Py_ssize_t i, j, m, p
+    cdef float a, v
+    cdef float NAN_F = <float> (INFINITY - INFINITY)
+    with nogil:
+        for i in prange(n, schedule="static", num_threads=n_threads):
+            m = 0  # traits held so far, sorted by descending |strength|
+            for j in range(d):
+                v = S[i, j]
+                if v != v:
+                    continue
+                a = fabs(v)
+                if m == k and not (a > fabs(val[i, k - 1])):
+                    continue  # ties keep the earlier (lower) column
+                p = m if m < k else k - 1
+                while p > 0 and a > fabs(val[i, p - 1]):
+                    if p < k:
+                        idx[i, p] = idx[i, p - 1]
+                        val[i, p] = val[i, p - 1]
+                    p = p - 1
+                idx[i, p] = <int> j
+                val[i, p] = v
+                if m < k:
+                    m = m + 1
+            for p in range(m, k):
+                idx[i, p] = -1
+                val[i, p] = NAN_F
+
+
+# ---------------------------------------------------------------------------
 # Python-level entry points (same signature as kernels/reference.py)
 
 from segone.kernels._common import (
@@ -763,3 +803,10 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
     _score_kernel(col_ptrs, mask_ptrs, *params, float(clip), lg, mv, mk, X, block_bad, max(1, int(n_threads)))
     bad = int(block_bad.min()) if block_bad.size else n
     return -1 if bad >= n else bad
+
+
+def top_traits(S, k, idx, val, n_threads=1):
+    """The k strongest traits per row; see ``segone.kernels.reference.top_traits``."""
+    if idx.shape[1] == 0 or S.shape[0] == 0:
+        return
+    _top_traits_kernel(S, idx, val, max(1, int(n_threads)))

@@ -518,3 +518,44 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
         numba.set_num_threads(prev)
     bad = int(block_bad.min()) if block_bad.size else n
     return -1 if bad >= n else bad
+
+
+# ---------------------------------------------------------------------------
+# Personas (see the Cython twin): insertion into a k-slot list per row
+@njit(parallel=True, **_jit_exact)
+def _top_traits_kernel(S, idx, val):
+    n, d = S.shape
+    k = idx.shape[1]
+    for i in prange(n):
+        m = 0
+        for j in range(d):
+            v = S[i, j]
+            if v != v:
+                continue
+            a = abs(v)
+            if m == k and not (a > abs(val[i, k - 1])):
+                continue
+            p = m if m < k else k - 1
+            while p > 0 and a > abs(val[i, p - 1]):
+                if p < k:
+                    idx[i, p] = idx[i, p - 1]
+                    val[i, p] = val[i, p - 1]
+                p -= 1
+            idx[i, p] = j
+            val[i, p] = v
+            if m < k:
+                m += 1
+        for p in range(m, k):
+            idx[i, p] = -1
+            val[i, p] = np.nan
+
+
+def top_traits(S, k, idx, val, n_threads=1):
+    """The k strongest traits per row; see ``segone.kernels.reference.top_traits``."""
+    if idx.shape[1] == 0 or S.shape[0] == 0:
+        return
+    prev = _set_threads(n_threads)
+    try:
+        _top_traits_kernel(S, idx, val)
+    finally:
+        numba.set_num_threads(prev)

@@ -355,3 +355,32 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
         v = np.minimum(np.maximum(v, -clip), clip)
         X[:, j] = v * weight[j]
     return -1 if bad == n else bad
+
+
+# --------------------------------------------------------------------- personas
+def top_traits(S, k, idx, val, n_threads=None):
+    """The ``k`` strongest traits of every row: columns with the largest ``|S[i, j]|``.
+
+    Parameters
+    ----------
+    S : (N, D) float32                       # IN  signed strengths; NaN = no trait
+    k : int                                  # traits per row
+    idx : (N, k) int32                       # OUT column indices, strongest first, -1 past the last trait
+    val : (N, k) float32                     # OUT their strengths (NaN past the last trait)
+
+    Ties in ``|S|`` go to the lower column index; NaN entries are never picked.
+    """
+    n, d = S.shape
+    idx[:] = -1
+    val[:] = np.nan
+    if n == 0 or k == 0 or d == 0:
+        return
+    a = np.abs(S.astype(np.float64))
+    a[np.isnan(a)] = -1.0
+    # stable sort by descending |S|: ties keep the lower column first
+    order = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)[:, None]
+    ok = a[rows, order] >= 0
+    m = min(k, d)
+    idx[:, :m] = np.where(ok, order, -1)
+    val[:, :m] = np.where(ok, S[rows, order], np.nan)

@@ -15,7 +15,7 @@ from segone.synth import generate  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
         yield c
 
@@ -142,7 +142,7 @@ def test_run_survives_a_killed_worker(synth_dir, tmp_path):
     import pyarrow.parquet as pq
 
     out = tmp_path / "killed"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
         victim = sorted(c.scheduler_info()["workers"])[0]
         pid = c.run(os.getpid, workers=[victim])[victim]

@@ -125,7 +125,7 @@ class DaskPipeline:
     def setup(self, path):
         from distributed import Client, LocalCluster
 
-        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
         self.client = Client(self.cluster)
         self.out = tempfile.mkdtemp(prefix="segone-asv-dask-out-")
 

@@ -1,5 +1,22 @@
-"""DESCRIBE: what each segment is (statistics, label) and, later, each customer."""
+"""DESCRIBE: what each segment is (statistics, lift, label) and what sets each customer apart (personas)."""
 
-from segone.describe.segments import SUMMARY_COLUMNS, SegmentStats, describe_segments, label_segments
+from segone.describe.personas import DEFAULT_PHRASES, PersonaModel, PersonaState, personas
+from segone.describe.segments import (
+    DEFAULT_LABEL_RULES,
+    SUMMARY_COLUMNS,
+    SegmentStats,
+    describe_segments,
+    label_segments,
+)
 
-__all__ = ["SUMMARY_COLUMNS", "SegmentStats", "describe_segments", "label_segments"]
+__all__ = [
+    "DEFAULT_LABEL_RULES",
+    "DEFAULT_PHRASES",
+    "SUMMARY_COLUMNS",
+    "PersonaModel",
+    "PersonaState",
+    "SegmentStats",
+    "describe_segments",
+    "label_segments",
+    "personas",
+]

@@ -1,11 +1,33 @@
-"""Segment statistics as a mergeable state, and the segment table.
+"""Segment statistics as a mergeable state, the segment table, and plain, unique labels.
 
 :class:`SegmentStats` is built per piece of data (profiles and the segment of
 every customer), merged exactly, and finished into the segment table: one row
-per segment with its size, share, mean profile and a plain label.  Medians
-come from :class:`~segone.sketch.QuantileSketch` (0.5% relative error), so
-the table is the same whether the customers were seen in one piece or in
+per segment with its size, share of customers, share of spend (value share),
+the mean and lift against the whole base of every numeric profile feature
+(category, channel and event mixes included), medians of the headline
+columns (from :class:`~segone.sketch.QuantileSketch`, 0.5% relative error),
+the mix of every categorical attribute, the top distinguishing traits and a
+label.  The table is the same whether the customers came in one piece or in
 many.
+
+Labels follow :data:`DEFAULT_LABEL_RULES`, plain data a user can replace:
+
+* **value** is judged on spend per customer over a stated window (default
+  ``spend_365d``): the segment's value index is its share of that spend
+  divided by its share of customers;
+* **recency** is judged against the base's typical time between purchases
+  (the median over repeat customers of ``recency / frequency``, the BTYD
+  columns), so a 10-day gap is not "lapsed" in a grocery and a 200-day gap
+  is not "recent" for a record shop;
+* **frequency**: "one-time buyers" when the segment's median customer bought
+  on one day, "regulars" when it buys at least ``regular_ratio`` times as
+  often as the base over the window;
+* **mix**: ", mostly {category}" when one category holds at least
+  ``min_share`` of the segment's spend and ``min_lift`` times the base's
+  share; the same for channels (", mostly via {channel}").
+
+Labels are unique within a run: segments that would share a label get their
+strongest distinguishing trait added, then a number.
 """
 
 import numpy as np
@@ -16,58 +38,68 @@ from segone.errors import ParameterError
 from segone.io import read_table
 from segone.sketch import QuantileSketch
 
-# profile columns summarised per segment (those present are used)
+# columns whose per-segment median is reported (those present are used)
 SUMMARY_COLUMNS = (
     "recency_days", "tenure_days", "orders", "spend_total", "spend_mean",
     "orders_90d", "spend_365d", "n_categories", "frequency", "monetary_value",
 )  # fmt: skip
+_SKIP = ("customer_id", "first_purchase", "last_purchase")
+MAX_CATEGORIES = 50  # categorical attributes with more distinct values get no mix columns
+
+DEFAULT_LABEL_RULES = {
+    "value_column": "spend_365d",          # spend per customer over this window judges "value"
+    "value": [(2.0, "big-spending"), (1.25, "high-spending"), (0.5, ""), (0.0, "low-spending")],
+    "recency": [(1.5, "active"), (4.0, "cooling"), (float("inf"), "lapsed")],  # x the typical gap
+    "new_tenure": 2.0,                     # median tenure below this many typical gaps: "new"
+    "frequency_column": "orders_365d",
+    "regular_ratio": 2.0,                  # buys this many times as often as the base: "regulars"
+    "nouns": {"one_time": "one-time buyers", "regular": "regulars", "default": "customers"},
+    "mix": {"prefix": "share_", "min_share": 0.3, "min_lift": 1.5, "phrase": "mostly {label}"},
+    "channel": {"prefix": "channel_", "min_share": 0.6, "min_lift": 1.3, "phrase": "via {label}"},
+}  # fmt: skip
 
 
-def label_segments(seg_medians, overall):
-    """Plain labels: a segment's median recency, orders and order value
-    relative to the median customer (x1.5 or /1.5 sets a word)."""
-    labels = []
-    for row in seg_medians:
-        parts = []
-        r, o, m = row.get("recency_days"), row.get("orders"), row.get("spend_mean")
-        if m is not None and overall.get("spend_mean"):
-            ratio = m / overall["spend_mean"]
-            parts.append("high-value" if ratio > 1.5 else "low-value" if ratio < 0.67 else "mid-value")
-        if r is not None and overall.get("recency_days"):
-            ratio = r / overall["recency_days"]
-            parts.append("recent" if ratio < 0.67 else "lapsed" if ratio > 1.5 else "")
-        if o is not None and overall.get("orders"):
-            ratio = o / overall["orders"]
-            parts.append("frequent" if ratio > 1.5 else "occasional" if ratio < 0.67 else "")
-        t = row.get("tenure_days")
-        if t is not None and overall.get("tenure_days") and t / overall["tenure_days"] < 0.33:
-            parts.append("new")
-        labels.append(", ".join(p for p in parts if p) or "average")
-    return labels
+def _numeric_columns(table):
+    return [f.name for f in table.schema if f.name not in _SKIP and
+            (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]  # fmt: skip
+
+
+def _categorical_columns(table):
+    return [f.name for f in table.schema if f.name not in _SKIP and (
+        pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
+        or pa.types.is_boolean(f.type))]  # fmt: skip
 
 
 class SegmentStats(State):
-    """Mergeable per-segment statistics of the profile columns (sizes, sums, median sketches).
+    """Mergeable per-segment statistics of the profiles.
 
-    Built per piece (:meth:`of`), merged exactly (:meth:`merge`), finished
-    into the segment table (:meth:`finish`).  Customers with segment -1 (not
-    assigned) count in ``n`` but in no segment.
+    Per segment and numeric column: sums and counts of finite values (means
+    and lifts); per segment and headline column: a median sketch; per segment
+    and categorical column: value counts; for the base: the sketch of the
+    typical time between purchases.  Built per piece (:meth:`of`), merged
+    exactly (:meth:`merge`), finished into the segment table
+    (:meth:`finish`).  Customers with segment -1 (not assigned) count in
+    ``n`` only.
     """
 
     kind = "segment_stats"
 
-    def __init__(self, k, columns):
+    def __init__(self, k, columns, median_columns=(), categorical=()):
         self.k, self.columns = int(k), list(columns)
+        self.median_columns = list(median_columns)
+        self.categorical = list(categorical)
         self.n = 0
         self.size = np.zeros(self.k, dtype=np.int64)
         self.sums = np.zeros((self.k, len(self.columns)))
         self.counts = np.zeros((self.k, len(self.columns)), dtype=np.int64)
-        self.seg_sketch = [[QuantileSketch() for _ in range(self.k)] for _ in self.columns]
-        self.all_sketch = [QuantileSketch() for _ in self.columns]
+        self.seg_sketch = [[QuantileSketch() for _ in range(self.k)] for _ in self.median_columns]
+        self.all_sketch = [QuantileSketch() for _ in self.median_columns]
+        self.cat_counts = {c: [{} for _ in range(self.k)] for c in self.categorical}
+        self.gap = QuantileSketch()
 
     @classmethod
-    def of(cls, profiles, labels, k, columns=None):
-        """The statistics of one piece: ``profiles`` (a table) and the segment of each row."""
+    def of(cls, profiles, labels, k, columns=None, categorical=None):
+        """The statistics of one piece: ``profiles`` (a table) and the segment of each row (-1: none)."""
         profiles = read_table(profiles, name="profiles")
         labels = np.asarray(labels)
         if labels.shape != (profiles.num_rows,):
@@ -77,82 +109,268 @@ class SegmentStats(State):
             )
         if labels.size and (labels.max() >= k or labels.min() < -1):
             raise ParameterError(f"labels must lie in -1..{k - 1}; found {labels.min()}..{labels.max()}.")
-        cols = columns if columns is not None else [c for c in SUMMARY_COLUMNS if c in profiles.column_names]
-        st = cls(k, cols)
+        cols = list(columns) if columns is not None else _numeric_columns(profiles)
+        med = [c for c in SUMMARY_COLUMNS if c in cols]
+        cats = list(categorical) if categorical is not None else _categorical_columns(profiles)
+        missing = [c for c in cols + cats if c not in profiles.column_names]
+        if missing:
+            raise ParameterError(f"profiles lack the column(s) {missing}; found {profiles.column_names[:30]}.")
+        st = cls(k, cols, med, cats)
         st.n = profiles.num_rows
-        st.size = np.bincount(labels[labels >= 0], minlength=k).astype(np.int64)
-        order = np.argsort(labels, kind="stable")  # one sort by segment, shared by every column
+        assigned = labels >= 0
+        st.size = np.bincount(labels[assigned], minlength=k).astype(np.int64)
+        order = np.argsort(labels, kind="stable")  # one sort by segment, shared by the sketches
         lab_sorted = labels[order]
         for j, name in enumerate(cols):
             v = np.asarray(profiles.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-            ok = np.isfinite(v) & (labels >= 0)
+            ok = np.isfinite(v) & assigned
             st.sums[:, j] = np.bincount(labels[ok], weights=v[ok], minlength=k)
             st.counts[:, j] = np.bincount(labels[ok], minlength=k)
-            st.all_sketch[j].update(v[ok])
-            keep = ok[order]
-            ls, vs = lab_sorted[keep], v[order][keep]
-            bounds = np.searchsorted(ls, np.arange(k + 1))
-            for i in range(k):
-                st.seg_sketch[j][i].update(vs[bounds[i] : bounds[i + 1]])
+            if name in med:
+                m = med.index(name)
+                st.all_sketch[m].update(v[ok])
+                keep = ok[order]
+                ls, vs = lab_sorted[keep], v[order][keep]
+                bounds = np.searchsorted(ls, np.arange(k + 1))
+                for i in range(k):
+                    st.seg_sketch[m][i].update(vs[bounds[i] : bounds[i + 1]])
+        for c in cats:
+            col = profiles.column(c)
+            vals = col.cast(pa.string()) if not pa.types.is_string(col.type) else col
+            t = pa.table({"s": pa.array(labels), "v": vals}).filter(pa.array(assigned))
+            grouped = t.group_by(["s", "v"]).aggregate([([], "count_all")])
+            for s, v, cnt in zip(*(grouped.column(x).to_pylist() for x in ("s", "v", "count_all"))):
+                key = "(null)" if v is None else str(v)
+                st.cat_counts[c][s][key] = st.cat_counts[c][s].get(key, 0) + cnt
+        if "recency" in profiles.column_names and "frequency" in profiles.column_names:
+            rec = np.asarray(profiles.column("recency").to_numpy(zero_copy_only=False), dtype=np.float64)
+            frq = np.asarray(profiles.column("frequency").to_numpy(zero_copy_only=False), dtype=np.float64)
+            rep = np.isfinite(rec) & (frq > 0)
+            st.gap.update(rec[rep] / frq[rep])
         return st
 
     def merge(self, other):
-        self._check_same(other, "k", "columns")
-        out = SegmentStats(self.k, self.columns)
+        self._check_same(other, "k", "columns", "median_columns", "categorical")
+        out = SegmentStats(self.k, self.columns, self.median_columns, self.categorical)
         out.n = self.n + other.n
         out.size = self.size + other.size
         out.sums = self.sums + other.sums
         out.counts = self.counts + other.counts
         out.seg_sketch = [[a.merge(b) for a, b in zip(ra, rb)] for ra, rb in zip(self.seg_sketch, other.seg_sketch)]
         out.all_sketch = [a.merge(b) for a, b in zip(self.all_sketch, other.all_sketch)]
+        for c in self.categorical:
+            for i in range(self.k):
+                d = dict(self.cat_counts[c][i])
+                for key, v in other.cat_counts[c][i].items():
+                    d[key] = d.get(key, 0) + v
+                out.cat_counts[c][i] = d
+        out.gap = self.gap.merge(other.gap)
         return out
 
-    def finish(self):
-        """The segment table: segment, size, share, ``mean_*`` per column and a plain label."""
+    # -- the table ------------------------------------------------------------------
+    def means(self):
+        """(segment means k x D, base means D) of the numeric columns; NaN where nothing was counted."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            seg = np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
+            tot = self.counts.sum(axis=0)
+            base = np.where(tot > 0, self.sums.sum(axis=0) / np.maximum(tot, 1), np.nan)
+        return seg, base
+
+    def finish(self, rules=None):
+        """The segment table (see the module docstring); ``rules`` replaces :data:`DEFAULT_LABEL_RULES`."""
         k = self.k
+        seg_mean, base_mean = self.means()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lift = np.where(np.abs(base_mean) > 1e-12, seg_mean / base_mean, np.nan)
         cols = {"segment": pa.array(np.arange(k, dtype=np.int32)), "size": pa.array(self.size)}
+        n_assigned = max(int(self.size.sum()), 1)
         cols["share"] = pa.array(self.size / max(self.n, 1))
-        medians, overall = [{} for _ in range(k)], {}
-        for j, name in enumerate(self.columns):
+        vcol = (rules or DEFAULT_LABEL_RULES).get("value_column", "spend_365d")
+        vcol = vcol if vcol in self.columns else ("spend_total" if "spend_total" in self.columns else None)
+        value_index = np.full(k, np.nan)
+        if vcol is not None:
+            j = self.columns.index(vcol)
+            total = self.sums[:, j].sum()
+            vshare = self.sums[:, j] / total if total > 0 else np.full(k, np.nan)
+            cols["value_share"] = pa.array(vshare)
             with np.errstate(invalid="ignore", divide="ignore"):
-                m = np.where(self.counts[:, j] > 0, self.sums[:, j] / np.maximum(self.counts[:, j], 1), np.nan)
-            cols[f"mean_{name}"] = pa.array(m)
-            # labels compare medians: robust to the few big spenders that drag means
-            sk = self.all_sketch[j]
-            overall[name] = sk.quantile(0.5) if sk.count else None
+                value_index = vshare / (self.size / n_assigned)
+        medians = {}
+        for m, name in enumerate(self.median_columns):
+            medians[name] = np.array([s.quantile(0.5) if s.count else np.nan for s in self.seg_sketch[m]])
+            cols[f"median_{name}"] = pa.array(medians[name])
+        for j, name in enumerate(self.columns):
+            cols[f"mean_{name}"] = pa.array(seg_mean[:, j])
+        for j, name in enumerate(self.columns):
+            cols[f"lift_{name}"] = pa.array(lift[:, j])
+        for c in self.categorical:
+            values = {}
             for i in range(k):
-                s = self.seg_sketch[j][i]
-                medians[i][name] = s.quantile(0.5) if s.count else None
-        cols["label"] = pa.array(label_segments(medians, overall))
+                for key, v in self.cat_counts[c][i].items():
+                    values[key] = values.get(key, 0) + v
+            if len(values) > MAX_CATEGORIES:
+                continue
+            for key in sorted(values, key=lambda x: -values[x]):
+                cols[f"{c}={key}"] = pa.array([self.cat_counts[c][i].get(key, 0) / max(self.size[i], 1)
+                                               for i in range(k)])  # fmt: skip
+        traits = self._traits(lift, seg_mean)
+        cols["traits"] = pa.array(traits, pa.list_(pa.string()))
+        gap = self.gap.quantile(0.5) if self.gap.count else np.nan
+        cols["label"] = pa.array(label_segments(self, medians, value_index, seg_mean, base_mean, gap, traits,
+                                                rules))  # fmt: skip
         return pa.table(cols)
 
     table = finish
 
+    def _traits(self, lift, seg_mean, n=3):
+        """Per segment: what sets it apart, as "feature xLIFT" (mean / base mean).
+
+        Features well above the base come first (largest lift); features far
+        below it fill the remaining places, except mix columns (a segment that
+        does not buy garden tools is not described by that).
+        """
+        out = []
+        skip = ("frequency", "recency", "T", "monetary_value", "purchase_days")
+        for i in range(self.k):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lg = np.log(lift[i])
+            ok = np.isfinite(lg) & np.array([c not in skip for c in self.columns])
+            up = [j for j in np.argsort(-np.where(ok, lg, -np.inf), kind="stable") if ok[j] and lg[j] > np.log(1.25)]
+            mix = np.array([c.startswith(("share_", "channel_", "events_", "days_since_")) for c in self.columns])
+            down = [j for j in np.argsort(np.where(ok & ~mix, lg, np.inf), kind="stable")
+                    if ok[j] and not mix[j] and lg[j] < -np.log(1.25)]  # fmt: skip
+            pick = (up + down)[:n]
+            out.append([f"{self.columns[j]} x{lift[i, j]:.2f}" for j in pick])
+        return out
+
     def _data(self):
         return {
-            "k": self.k, "columns": self.columns, "n": int(self.n),
+            "k": self.k, "columns": self.columns, "median_columns": self.median_columns,
+            "categorical": self.categorical, "n": int(self.n),
             "size": array_to_data(self.size), "sums": array_to_data(self.sums), "counts": array_to_data(self.counts),
             "seg_sketch": [[s.to_dict() for s in row] for row in self.seg_sketch],
             "all_sketch": [s.to_dict() for s in self.all_sketch],
+            "cat_counts": {c: [[[k, v] for k, v in d.items()] for d in seg] for c, seg in self.cat_counts.items()},
+            "gap": self.gap.to_dict(),
         }  # fmt: skip
 
     @classmethod
     def _from_data(cls, d):
-        st = cls(d["k"], d["columns"])
+        st = cls(d["k"], d["columns"], d["median_columns"], d["categorical"])
         st.n = int(d["n"])
         st.size = array_from_data(d["size"], "size")
         st.sums = array_from_data(d["sums"], "sums")
         st.counts = array_from_data(d["counts"], "counts")
         st.seg_sketch = [[QuantileSketch.from_dict(s) for s in row] for row in d["seg_sketch"]]
         st.all_sketch = [QuantileSketch.from_dict(s) for s in d["all_sketch"]]
+        st.cat_counts = {c: [dict(map(tuple, seg)) for seg in v] for c, v in d["cat_counts"].items()}
+        st.gap = QuantileSketch.from_dict(d["gap"])
         return st
 
 
-def describe_segments(profiles, labels, k):
-    """One row per segment: size, share and mean profile, with a plain label (from medians).
+def _level(x, levels, above=True):
+    """The word of the first level whose threshold ``x`` reaches (levels sorted as given)."""
+    if not np.isfinite(x):
+        return ""
+    for threshold, word in levels:
+        if (x >= threshold) if above else (x <= threshold):
+            return word
+    return ""
+
+
+def _check_rules(rules):
+    missing = set(DEFAULT_LABEL_RULES) - set(rules)
+    if missing:
+        raise ParameterError(
+            f"label rules lack {sorted(missing)}; start from a copy of segone.DEFAULT_LABEL_RULES and change "
+            "what you need."
+        )
+
+
+def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits=None, rules=None):
+    """Unique plain labels, one per segment (see the module docstring for the rules)."""
+    rules = DEFAULT_LABEL_RULES if rules is None else rules
+    _check_rules(rules)
+    k, cols = stats.k, stats.columns
+    col = {c: j for j, c in enumerate(cols)}
+    fcol = rules["frequency_column"]
+    labels, words = [], []
+    for i in range(k):
+        if stats.size[i] == 0:
+            labels.append("empty segment")
+            words.append(None)
+            continue
+        rec = medians.get("recency_days", np.full(k, np.nan))[i]
+        ten = medians.get("tenure_days", np.full(k, np.nan))[i]
+        pdays = seg_mean[i, col["purchase_days"]] if "purchase_days" in col else np.nan
+        med_orders = medians.get("orders", np.full(k, np.nan))[i]
+        head = []
+        if np.isfinite(gap) and gap > 0 and np.isfinite(ten) and ten < rules["new_tenure"] * gap:
+            head.append("new")
+        elif np.isfinite(gap) and gap > 0 and np.isfinite(rec):
+            head.append(_level(rec / gap, rules["recency"], above=False))
+        head.append(_level(value_index[i], rules["value"]))
+        one_time = (np.isfinite(med_orders) and med_orders <= 1) or (np.isfinite(pdays) and pdays < 1.5)
+        if one_time:
+            noun = rules["nouns"]["one_time"]
+        elif fcol in col and base_mean[col[fcol]] > 0 and \
+                seg_mean[i, col[fcol]] >= rules["regular_ratio"] * base_mean[col[fcol]]:  # fmt: skip
+            noun = rules["nouns"]["regular"]
+        else:
+            noun = rules["nouns"]["default"]
+        text = " ".join(w for w in head + [noun] if w)
+        tails = []
+        for key in ("mix", "channel"):
+            r = rules.get(key)
+            if not r:
+                continue
+            # the categories (up to max_labels) over-represented min_lift times that together hold min_share
+            cands = []
+            for j, c in enumerate(cols):
+                if not c.startswith(r["prefix"]) or c.endswith("_other"):
+                    continue
+                s, b = seg_mean[i, j], base_mean[j]
+                if np.isfinite(s) and b > 0 and s / b >= r["min_lift"]:
+                    cands.append((-s, c[len(r["prefix"]) :].replace("_", " ")))
+            chosen, total = [], 0.0
+            for neg, name in sorted(cands)[: r.get("max_labels", 3)]:
+                chosen.append(name)
+                total -= neg
+                if total >= r["min_share"]:
+                    break
+            if chosen and total >= r["min_share"]:
+                both = chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
+                tails.append(r["phrase"].format(label=both))
+        labels.append(", ".join([text[:1].upper() + text[1:]] + tails))
+        words.append(text)
+    # unique: add the strongest distinguishing trait, then a number
+    for attempt in range(2):
+        seen = {}
+        for i, lab in enumerate(labels):
+            seen.setdefault(lab, []).append(i)
+        dups = [idx for idx in seen.values() if len(idx) > 1]
+        if not dups:
+            break
+        for idx in dups:
+            for n_i, i in enumerate(idx):
+                if attempt == 0 and traits is not None and traits[i]:
+                    feat, lift = traits[i][0].rsplit(" x", 1)
+                    labels[i] += f" ({'high' if float(lift) > 1 else 'low'} {feat.replace('_', ' ')})"
+                elif attempt == 1:
+                    labels[i] += f" #{n_i + 1}"
+    seen = set()
+    for i, lab in enumerate(labels):  # a last guarantee
+        while labels[i] in seen:
+            labels[i] += "'"
+        seen.add(labels[i])
+    return labels
+
+
+def describe_segments(profiles, labels, k, rules=None):
+    """The segment table of ``profiles`` whose rows belong to segments ``labels`` (-1: not assigned).
 
     ``profiles`` is any table segone reads (pyarrow, pandas, polars, Parquet
-    path); ``labels`` the segment of each row (-1: not assigned).
+    path); ``rules`` replaces :data:`DEFAULT_LABEL_RULES`.
 
     Examples
     --------
@@ -161,4 +379,4 @@ def describe_segments(profiles, labels, k):
     >>> describe_segments(prof, np.array([0, 0, 1, 1]), 2).column("size").to_pylist()
     [2, 2]
     """
-    return SegmentStats.of(profiles, labels, k).finish()
+    return SegmentStats.of(profiles, labels, k).finish(rules)

@@ -1,0 +1,493 @@
+"""Segments of one: a persona for every customer.
+
+A persona is the few traits that set one customer apart from the whole
+customer base, and one plain sentence that says them.  For every numeric
+profile feature the customer's population percentile ``p`` comes from the
+mergeable quantile sketch of the feature (:class:`PersonaState` holds a
+:class:`~segone.score.ScorerState`, so it merges across partitions), and the
+trait's signed strength is ``2 p - 1`` (-1: lowest in the base, +1:
+highest).  A categorical attribute value is a trait as strong as it is rare
+(``1 - 2 x the share of customers holding it``; values held by half the base
+or more are never traits).
+
+Features are grouped (orders, purchase days and the order windows all say
+"buys often"); a group contributes its strongest member only.  The compiled
+``top_traits`` kernel (Cython or Numba, tested against the NumPy reference)
+picks the ``n_traits`` strongest groups per customer, and traits weaker than
+``min_strength`` are left out: a customer at the median of everything reads
+"A typical customer: nothing stands out from the base."
+
+The phrasing is data: :data:`DEFAULT_PHRASES` is a list of rules (a glob
+pattern over feature names, the feature group, and a phrase for a high and
+for a low value, None to never say it); pass ``phrases=`` to replace it.
+Placeholders: ``{value}`` (the customer's value), ``{ratio}`` (value / the
+base's median), ``{pct}`` (value x 100), ``{top}`` / ``{bottom}`` (how far
+into the top or bottom of the base, in %), each with an optional ``:.Nf``
+format; ``{label}`` (what the feature name holds after its prefix, e.g.
+"jazz" for share_jazz) and ``{name}`` (the feature name).  Sentences are
+built with Arrow's string kernels, column by column, never row by row.
+"""
+
+import fnmatch
+import string
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segone._backend import get_kernels
+from segone._state import State
+from segone._threads import effective_n_threads
+from segone._validation import check_float, check_int
+from segone.errors import NotFittedError, ParameterError, SchemaError
+from segone.io import read_table
+from segone.score import FeatureScorer, ScorerState
+
+SQRT12 = float(np.sqrt(12.0))
+
+# (pattern, group, phrase when high, phrase when low); the first matching rule wins
+DEFAULT_PHRASES = [
+    {"match": "recency_days", "group": "recency", "high": "last bought {value:.0f} days ago",
+     "low": "bought recently ({value:.0f} days ago)"},
+    {"match": "tenure_days", "group": "tenure", "high": "a customer for {value:.0f} days",
+     "low": "first bought only {value:.0f} days ago"},
+    {"match": "orders", "group": "frequency", "high": "{value:.0f} orders, {ratio:.1f}x the typical customer",
+     "low": "{value:.0f} order(s) only"},
+    {"match": "purchase_days", "group": "frequency", "high": "bought on {value:.0f} different days",
+     "low": "bought on only {value:.0f} days"},
+    {"match": "orders_*d", "group": "frequency", "high": "{value:.0f} orders in the last {label} days", "low": None},
+    {"match": "spend_total", "group": "spend", "high": "spends {ratio:.1f}x the typical customer",
+     "low": "spends little ({value:.0f} in all)"},
+    {"match": "spend_*d", "group": "spend", "high": "spent {value:.0f} in the last {label} days", "low": None},
+    {"match": "spend_mean", "group": "basket", "high": "big baskets ({value:.0f} per order, {ratio:.1f}x typical)",
+     "low": "small baskets ({value:.0f} per order)"},
+    {"match": "spend_max", "group": "basket", "high": "a top order of {value:.0f}", "low": None},
+    {"match": "n_categories", "group": "breadth", "high": "buys across {value:.0f} categories",
+     "low": "sticks to {value:.0f} category"},
+    {"match": "share_other", "group": "share_other", "high": "{pct:.0f}% of spend outside the top categories",
+     "low": None},
+    {"match": "share_*", "group": "category mix", "high": "{pct:.0f}% of spend on {label}", "low": None},
+    {"match": "channel_*", "group": "channel", "high": "{pct:.0f}% of orders via {label}", "low": None},
+    {"match": "events_*", "group": "event:{label}", "high": "{label}: {value:.0f} times (top {top:.0f}%)",
+     "low": None},
+    {"match": "days_since_*", "group": "event:{label}", "high": None, "low": "{label} seen {value:.0f} days ago"},
+    # the BTYD columns repeat the columns above in lifetimes' units: never traits of their own
+    {"match": "frequency", "group": "frequency", "high": None, "low": None},
+    {"match": "recency", "group": "recency", "high": None, "low": None},
+    {"match": "T", "group": "tenure", "high": None, "low": None},
+    {"match": "monetary_value", "group": "basket", "high": None, "low": None},
+    {"match": "*", "group": None, "high": "high {name}: {value:.1f} (top {top:.0f}%)",
+     "low": "low {name}: {value:.1f} (bottom {bottom:.0f}%)"},
+]  # fmt: skip
+CATEGORY_PHRASE = "{name}: "  # followed by the customer's value
+NOTHING = "A typical customer: nothing stands out from the base."
+_SKIP = ("customer_id", "first_purchase", "last_purchase")  # never described
+_KINDS = ("none", "value", "ratio", "pct", "top", "bottom", "category")
+
+
+def _compile_phrase(template, feature, label, where):
+    """'text {kind:.Nf} text ...' -> (literals, kinds, decimals), with {name} / {label} filled in.
+
+    ``literals`` has one more entry than ``kinds``: the text around the numbers.
+    """
+    if template is None:
+        return None
+    if not isinstance(template, str):
+        raise ParameterError(f"{where}: a phrase must be a string or None, got {template!r}.")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ParameterError(f"{where}: phrase {template!r} is not a valid template ({exc}).") from None
+    lits, kinds, decs = [""], [], []
+    for lit, field, spec, _ in parsed:
+        lits[-1] += lit
+        if field is None:
+            continue
+        if field in ("name", "label"):
+            lits[-1] += feature if field == "name" else label
+        elif field in _KINDS[1:-1]:
+            d = 0
+            if spec:
+                if not (spec.startswith(".") and spec.endswith("f") and spec[1:-1].isdigit()):
+                    raise ParameterError(f"{where}: format {spec!r} in {template!r}; use .0f, .1f, ...")
+                d = int(spec[1:-1])
+            kinds.append(field)
+            decs.append(d)
+            lits.append("")
+        else:
+            raise ParameterError(
+                f"{where}: phrase {template!r} names {{{field}}}; known placeholders: value, ratio, pct, top, "
+                "bottom, label, name."
+            )
+    return lits, kinds, decs
+
+
+def _pct_rank(q):
+    """A share of the base as a whole percentage for "top N%": at least 1, never 0."""
+    return np.clip(np.ceil(100.0 * q - 1e-9), 1.0, 100.0)
+
+
+def _rule_for(name, phrases):
+    for i, rule in enumerate(phrases):
+        if fnmatch.fnmatchcase(name, rule["match"]):
+            return i, rule
+    return None, None
+
+
+def _label_of(name, pattern):
+    """What a glob pattern's ``*`` stands for in ``name``, made readable (share_home_garden -> home garden)."""
+    if "*" in pattern:
+        head, tail = pattern.split("*", 1)
+        rest = name[len(head) : len(name) - len(tail) if tail else None]
+    else:
+        rest = name
+    return rest.replace("_", " ").strip() or name
+
+
+def _check_phrases(phrases):
+    if not isinstance(phrases, (list, tuple)) or not phrases:
+        raise ParameterError("phrases must be a non-empty list of rules (see segone.DEFAULT_PHRASES).")
+    for i, rule in enumerate(phrases):
+        if not isinstance(rule, dict) or "match" not in rule or not {"high", "low"} <= set(rule):
+            raise ParameterError(
+                f"phrases[{i}] = {rule!r}: each rule needs 'match' (a feature name or glob), 'high' and 'low' "
+                "(a phrase or None), and optionally 'group'."
+            )
+
+
+class PersonaState(State):
+    """Mergeable state of a :class:`PersonaModel`: the quantile scorer state and category counts."""
+
+    kind = "persona_state"
+
+    def __init__(self, scorer, categories, n):
+        self.scorer, self.categories, self.n = scorer, categories, int(n)
+
+    @classmethod
+    def of(cls, profiles, model):
+        return model.partial_state(profiles)
+
+    def merge(self, other):
+        self._check_same(other)
+        cats = {c: dict(v) for c, v in self.categories.items()}
+        for c, v in other.categories.items():
+            d = cats.setdefault(c, {})
+            for key, cnt in v.items():
+                d[key] = d.get(key, 0) + cnt
+        if self.scorer is None or other.scorer is None:
+            sc = self.scorer or other.scorer
+        else:
+            sc = self.scorer.merge(other.scorer)
+        return PersonaState(sc, cats, self.n + other.n)
+
+    def finish(self, model):
+        return model.fit_state(self)
+
+    def _data(self):
+        return {"scorer": None if self.scorer is None else self.scorer.to_dict(),
+                "categories": {c: [[k, v] for k, v in d.items()] for c, d in self.categories.items()}, "n": self.n}  # fmt: skip
+
+    @classmethod
+    def _from_data(cls, d):
+        sc = None if d["scorer"] is None else ScorerState.from_dict(d["scorer"])
+        return cls(sc, {c: dict(map(tuple, v)) for c, v in d["categories"].items()}, d["n"])
+
+
+class PersonaModel:
+    """Fitted population percentiles of the profile features, and the vocabulary that phrases them.
+
+    Parameters
+    ----------
+    n_traits : int, default 3
+        Traits per customer.
+    min_strength : float in [0, 1], default 0.5
+        Traits weaker than this are left out (|2 p - 1| < 0.5: inside the
+        middle half of the base).
+    phrases : list of dict, optional
+        The vocabulary (default :data:`DEFAULT_PHRASES`).
+    categorical : list of str or None
+        Categorical (string, dictionary or boolean) profile columns to use as
+        traits; default: every such column with at most ``max_categories``
+        distinct values.
+    max_categories : int, default 50
+    backend, n_threads :
+        Kernel backend and threads.
+
+    Examples
+    --------
+    >>> import segone
+    >>> from segone.synth import generate
+    >>> d = generate(2000, seed=0)
+    >>> prof = segone.build_profiles(d.transactions, events=d.events, attributes=d.customers)
+    >>> t = PersonaModel().fit(prof).personas(prof)
+    >>> t.num_rows, t.column_names
+    (2000, ['customer_id', 'traits', 'summary'])
+    """
+
+    def __init__(self, n_traits=3, *, min_strength=0.5, phrases=None, categorical=None, max_categories=50,
+                 backend="auto", n_threads=None):  # fmt: skip
+        self.n_traits = n_traits
+        self.min_strength = min_strength
+        self.phrases = phrases
+        self.categorical = categorical
+        self.max_categories = max_categories
+        self.backend = backend
+        self.n_threads = n_threads
+
+    # -- features -------------------------------------------------------------
+    @staticmethod
+    def numeric_columns(table):
+        """The profile columns described by percentiles (every integer or float column but ids and times)."""
+        return [f.name for f in table.schema if f.name not in _SKIP and
+                (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]  # fmt: skip
+
+    def _categorical_columns(self, table):
+        if self.categorical is not None:
+            missing = [c for c in self.categorical if c not in table.column_names]
+            if missing:
+                raise SchemaError(
+                    f"categorical column(s) {missing} are not in the profiles; found {table.column_names[:30]}."
+                )
+            return list(self.categorical)
+        return [f.name for f in table.schema if f.name not in _SKIP and (
+            pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
+            or pa.types.is_boolean(f.type))]  # fmt: skip
+
+    def _scorer(self, names):
+        return FeatureScorer([(n, "identity", "quantile") for n in names], clip=None,
+                             weights={n: 1.0 for n in names}, backend=self.backend, n_threads=self.n_threads)  # fmt: skip
+
+    def partial_state(self, profiles):
+        """The mergeable :class:`PersonaState` of one piece of profiles."""
+        self._check_params()
+        table = read_table(profiles, name="profiles")
+        names = self.numeric_columns(table)
+        cats = {}
+        for c in self._categorical_columns(table):
+            col = table.column(c)
+            vc = pc.value_counts(col if pa.types.is_string(col.type) else pc.cast(col, pa.string()))
+            cats[c] = {str(v["values"]): int(v["counts"]) for v in vc.to_pylist() if v["values"] is not None}
+        return PersonaState(ScorerState.of(table, self._scorer(names)) if names else None, cats, table.num_rows)
+
+    def fit(self, profiles):
+        """Fit the percentiles on the profiles (one piece); see :meth:`fit_state`."""
+        return self.fit_state(self.partial_state(profiles))
+
+    def fit_state(self, state):
+        """Fit from a (merged) :class:`PersonaState`; returns self."""
+        self._check_params()
+        phrases = DEFAULT_PHRASES if self.phrases is None else self.phrases
+        _check_phrases(phrases)
+        self.state_ = state
+        names = [] if state.scorer is None else [f[0] for f in state.scorer.features]
+        self.scorer_ = self._scorer(names).fit_state(state.scorer) if names else None
+        self.features_ = names
+        medians = {}
+        if state.scorer is not None:
+            for j, sk in enumerate(state.scorer.sketches):
+                medians[names[j]] = sk.quantile(0.5) if sk is not None and sk.count else np.nan
+        groups, table = [], []
+        for name in names:
+            i, rule = _rule_for(name, phrases)
+            if rule is None:  # a vocabulary without a catch-all rule: the feature is never a trait
+                groups.append(f"feature:{name}")
+                table.append((None, None))
+                continue
+            label = _label_of(name, rule["match"])
+            where = f"phrases[{i}] ({rule['match']!r}, feature {name!r})"
+            groups.append((rule.get("group") or f"feature:{name}").replace("{label}", label))
+            hi = _compile_phrase(rule["high"], name, label, where)
+            lo = _compile_phrase(rule["low"], name, label, where)
+            if not medians.get(name, 0) > 0:  # a ratio to a median of 0 means nothing: say the value instead
+                hi, lo = (e and (e[0], ["value" if x == "ratio" else x for x in e[1]], e[2]) for e in (hi, lo))
+            table.append((hi, lo))
+        self.groups_ = groups
+        self._phrase_table = table
+        self.medians_ = np.array([medians.get(n, np.nan) for n in names])
+        limit = check_int(self.max_categories, "max_categories", low=1)
+        self.categorical_ = {c: counts for c, counts in state.categories.items() if len(counts) <= limit}
+        return self
+
+    def _check_params(self):
+        check_int(self.n_traits, "n_traits", low=1, high=64)
+        check_float(self.min_strength, "min_strength", low=0.0, high=1.0)
+
+    # -- personas ---------------------------------------------------------------
+    def _strengths(self, table):
+        """(S, V): N x D float32 strengths of the numeric features (NaN: no trait) and their float64 values."""
+        n, names = table.num_rows, self.features_
+        if not names:
+            return np.empty((n, 0), np.float32), np.empty((n, 0))
+        S = self.scorer_.transform(table)  # (rank - 0.5) * sqrt(12)
+        S *= np.float32(2.0 / SQRT12)
+        V = np.empty((n, len(names)))
+        for j, name in enumerate(names):
+            col = table.column(name)
+            V[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
+            if col.null_count:
+                S[np.isnan(V[:, j]), j] = np.nan  # no value, no trait (e.g. never visited)
+            hi, lo = self._phrase_table[j]
+            if hi is None:
+                S[S[:, j] > 0, j] = np.nan
+            if lo is None:
+                S[S[:, j] < 0, j] = np.nan
+        return S, V
+
+    def personas(self, profiles, segments=None, *, id_column="customer_id"):
+        """A table with ``id_column``, ``segment`` (when given), ``traits`` and ``summary``, one row per customer.
+
+        ``traits`` is a list of structs (feature, value, percentile,
+        strength), strongest first; ``summary`` is the sentence.
+        """
+        if not hasattr(self, "state_"):
+            raise NotFittedError("this PersonaModel is not fitted yet; call fit(profiles) first.")
+        table = read_table(profiles, name="profiles")
+        if id_column not in table.column_names:
+            raise SchemaError(f"profiles have no {id_column!r} column; found {table.column_names[:20]}.")
+        n, k = table.num_rows, int(self.n_traits)
+        S, V = self._strengths(table)
+        names = list(self.features_)
+        cat_cols = []  # (column, values as strings, strengths)
+        for c, counts in self.categorical_.items():
+            if c not in table.column_names:
+                continue
+            total = sum(counts.values()) or 1
+            vals = table.column(c)
+            vals = vals if pa.types.is_string(vals.type) else pc.cast(vals, pa.string())
+            vals = vals.combine_chunks() if isinstance(vals, pa.ChunkedArray) else vals
+            keys = list(counts)
+            freq = np.array([counts[v] / total for v in keys] + [1.0])
+            code = pc.fill_null(pc.index_in(vals, value_set=pa.array(keys, pa.string())), len(keys))
+            s = 1.0 - 2.0 * freq[code.to_numpy(zero_copy_only=False)]
+            s[s <= 0] = np.nan
+            cat_cols.append((c, vals, s.astype(np.float32)))
+        # the strongest member of each group, per row
+        G = list(dict.fromkeys(self.groups_))
+        width = len(G) + len(cat_cols)
+        gS = np.full((n, width), np.nan, dtype=np.float32)
+        gJ = np.full((n, width), -1, dtype=np.int64)
+        rows = np.arange(n)
+        for g_i, g in enumerate(G):
+            members = np.array([j for j, gg in enumerate(self.groups_) if gg == g])
+            if members.size == 1:
+                gS[:, g_i], gJ[:, g_i] = S[:, members[0]], members[0]
+                continue
+            sub = np.abs(S[:, members])
+            best = members[np.argmax(np.where(np.isnan(sub), -1.0, sub), axis=1)]  # ties: the earlier rule
+            gS[:, g_i], gJ[:, g_i] = S[rows, best], best
+        for c_i, (_, _, s) in enumerate(cat_cols):
+            gS[:, len(G) + c_i], gJ[:, len(G) + c_i] = s, len(names) + c_i
+        with np.errstate(invalid="ignore"):
+            gS[np.abs(gS) < self.min_strength] = np.nan
+        idx = np.empty((n, k), dtype=np.int32)
+        val = np.empty((n, k), dtype=np.float32)
+        get_kernels(self.backend, "persona").top_traits(np.ascontiguousarray(gS), k, idx, val,
+                                                        effective_n_threads(self.n_threads))  # fmt: skip
+        feat = np.where(idx >= 0, gJ[rows[:, None], np.maximum(idx, 0)], -1)
+        return self._assemble(table, id_column, segments, feat, val, V, names, cat_cols)
+
+    def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols):
+        n, k = feat.shape
+        all_names = np.asarray(names + [c for c, _, _ in cat_cols] + [""], dtype=object)
+        n_num = len(names)
+        texts, f_names, f_vals, f_pct, f_str = [], [], [], [], []
+        for s in range(k):
+            j = feat[:, s]
+            is_num = (j >= 0) & (j < n_num)
+            v = np.full(n, np.nan)
+            if n_num:
+                v[is_num] = V[np.flatnonzero(is_num), j[is_num]]
+            strength = val[:, s].astype(np.float64)
+            pct = np.where(is_num, (strength + 1.0) / 2.0, np.nan)
+            f_names.append(all_names[np.where(j >= 0, j, len(all_names) - 1)])
+            f_vals.append(v)
+            f_pct.append(pct)
+            f_str.append(strength)
+            texts.append(self._phrases(j, strength, v, pct, cat_cols, n_num))
+        # traits: list<struct> of the valid slots of each row, strongest first
+        okm = feat >= 0
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(okm.sum(axis=1), out=offsets[1:])
+        flat = okm.ravel()
+
+        def flat_of(parts):
+            return np.column_stack(parts).ravel()[flat]
+
+        traits = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
+            [pa.array(flat_of(f_names), pa.string()), pa.array(flat_of(f_vals), pa.float64()),
+             pa.array(flat_of(f_pct), pa.float64()), pa.array(flat_of(f_str), pa.float64())],
+            names=["feature", "value", "percentile", "strength"]))  # fmt: skip
+        # the sentence: slots joined by "; ", first letter capitalised
+        summary = pa.array([""] * n, pa.string())
+        for t in texts:
+            empty_t, empty_s = pc.equal(pc.utf8_length(t), 0), pc.equal(pc.utf8_length(summary), 0)
+            summary = pc.if_else(empty_t, summary,
+                                 pc.if_else(empty_s, t, pc.binary_join_element_wise(summary, t, "; ")))  # fmt: skip
+        capital = pc.binary_join_element_wise(pc.utf8_upper(pc.utf8_slice_codeunits(summary, 0, 1)),
+                                              pc.utf8_slice_codeunits(summary, 1), "")  # fmt: skip
+        summary = pc.if_else(pc.equal(pc.utf8_length(summary), 0), pa.scalar(NOTHING), capital)
+        cols = {id_column: table.column(id_column)}
+        if segments is not None:
+            seg = np.asarray(segments)
+            if seg.shape != (n,):
+                raise ParameterError(f"segments has shape {seg.shape}; give one segment per profile row ({n}).")
+            cols["segment"] = pa.array(seg)
+        cols["traits"] = traits
+        cols["summary"] = summary
+        return pa.table(cols)
+
+    def _phrases(self, j, strength, v, pct, cat_cols, n_num):
+        """The phrase of one trait slot for every row, as an Arrow string array (built column-wise)."""
+        n = j.size
+        entries = []  # (low, high) per feature, then per categorical column
+        for hi, lo in self._phrase_table:
+            entries += [lo, hi]
+        for c, _, _ in cat_cols:
+            entries += [None, ([CATEGORY_PHRASE.format(name=c.replace("_", " ")), ""], ["category"], [0])]
+        entries.append(None)  # code m: no trait
+        code = np.where(j >= 0, 2 * np.maximum(j, 0) + (strength > 0), len(entries) - 1)
+        width = max((len(e[1]) for e in entries if e), default=0)
+        med = np.concatenate([self.medians_, [np.nan]])[np.where((j >= 0) & (j < n_num), j, n_num)]
+        cat_text = pa.array([""] * n, pa.string())
+        for c_i, (_, vals, _) in enumerate(cat_cols):
+            cat_text = pc.if_else(pa.array(j == n_num + c_i), pc.fill_null(vals, ""), cat_text)
+        pieces = []
+        for p in range(width + 1):
+            lit = pa.array([(e[0][p] if e and p < len(e[0]) else "") for e in entries], pa.string())
+            pieces.append(pc.take(lit, pa.array(code)))
+            if p == width:
+                break
+            kind = np.array([_KINDS.index(e[1][p]) if e and p < len(e[1]) else 0 for e in entries])[code]
+            dec = np.array([e[2][p] if e and p < len(e[2]) else 0 for e in entries])[code]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                num = np.select([kind == 1, kind == 2, kind == 3, kind == 4, kind == 5],
+                                [v, v / med, v * 100.0, _pct_rank(1.0 - pct), _pct_rank(pct)], np.nan)  # fmt: skip
+            text = pc.if_else(pa.array(kind == 6), cat_text, pa.scalar(""))
+            ok = np.isfinite(num) & (kind > 0) & (kind < 6)
+            for d in (np.unique(dec[ok]) if ok.any() else []):
+                sel = ok & (dec == d)
+                r = np.where(sel, np.round(num, int(d)), 0.0)
+                s = pc.cast(pa.array(r.astype(np.int64) if d == 0 else r), pa.string())
+                text = pc.if_else(pa.array(sel), s, text)
+            pieces.append(text)
+        out = pc.binary_join_element_wise(*pieces, "")
+        return pc.if_else(pa.array(j >= 0), out, pa.scalar(""))
+
+
+def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
+             n_threads=None):  # fmt: skip
+    """Personas of the customers in ``profiles``, against the base they form (see :class:`PersonaModel`).
+
+    ``segments`` (optional, one per row) is carried into the output.
+
+    Examples
+    --------
+    >>> import segone
+    >>> from segone.synth import generate
+    >>> prof = segone.build_profiles(generate(1000, seed=1).transactions)
+    >>> p = segone.personas(prof)
+    >>> p.column("summary")[0].as_py()[0].isupper()
+    True
+    """
+    pm = PersonaModel(n_traits, min_strength=min_strength, phrases=phrases, backend=backend, n_threads=n_threads)
+    return pm.fit(profiles).personas(profiles, segments)
