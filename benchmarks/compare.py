@@ -430,6 +430,63 @@ def run_dask(quick, repeat, rows, workdir):
     _ratios(rows, "DASK", shape, "segone.run on Dask, 2 workers")
 
 
+# -------------------------------------------------------------------- PERSONA
+def run_persona(quick, repeat, rows, workdir):
+    """Personas (fit the percentiles, top 3 traits and a sentence per customer) next to a pandas baseline
+    and to the profile stage of the same data; interleaved rounds in one child process."""
+    n, path = synth_dataset(quick, workdir)
+
+    def body():
+        import pandas as pd
+
+        from segone.describe import PersonaModel
+
+        t = time.perf_counter()
+        prof = segone.build_profiles(f"{path}/transactions", events=f"{path}/events", attributes=f"{path}/customers")
+        t_profile = time.perf_counter() - t
+        num = PersonaModel.numeric_columns(prof)
+
+        def segone_personas():
+            return PersonaModel().fit(prof).personas(prof).num_rows
+
+        def pandas_personas():  # rank(pct) per column, 3 strongest per row, an f-string per row
+            df = prof.select(num).to_pandas()
+            s = (2 * df.rank(pct=True) - 1).to_numpy()
+            a = np.abs(np.nan_to_num(s, nan=0.0))
+            top = np.argsort(-a, axis=1)[:, :3]
+            names = np.array(num)
+            vals = df.to_numpy()
+            rows_ = np.arange(len(df))[:, None]
+            tv, tn = vals[rows_, top], names[top]
+            return len([f"{tn[i, 0]} {tv[i, 0]:.1f}; {tn[i, 1]} {tv[i, 1]:.1f}; {tn[i, 2]} {tv[i, 2]:.1f}"
+                        for i in range(len(df))])  # fmt: skip
+
+        c = {"segone personas": segone_personas, "pandas rank + argsort + f-strings": pandas_personas}
+        for fn in c.values():
+            fn()
+        times = {k: [] for k in c}
+        for _ in range(repeat):
+            for k, fn in c.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+        return {"times": times, "profile_s": t_profile, "features": len(num)}
+
+    _, _, peak, out = measure(body, 1, "", warm=False)
+    times = out["times"]
+    shape = f"{n:,} customers x {out['features']} features, 3 traits + sentence"
+    a, b = (times[k] for k in times)
+    ratio = statistics.median(y / x for x, y in zip(a, b))
+    for label, ts in times.items():
+        print(f"  {label}: {statistics.median(ts):.3f} s {[round(t, 3) for t in ts]}", file=sys.stderr, flush=True)
+        rows.append(dict(workload="PERSONA", shape=shape, contender=label, seconds=statistics.median(ts), times=ts,
+                         peak_rss_mib=peak))  # fmt: skip
+    print(f"  PERSONA: segone {statistics.median(a):.3f} s (goal <= 1 s and <= the profile stage, "
+          f"{out['profile_s']:.3f} s here); pandas / segone = {ratio:.2f}x (median of per-round ratios)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    _ratios(rows, "PERSONA", shape, "segone personas")
+
+
 def _ratios(rows, workload, shape, base_label):
     group = [r for r in rows if r["workload"] == workload and r["shape"] == shape]
     base = next((r for r in group if r["contender"] == base_label), None)
@@ -484,7 +541,7 @@ def machine_info():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
-    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline", "dask"],
+    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline", "dask", "persona"],
                     help="run only these (repeatable); default all")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--full-kmeans", action="store_true", help="also run scikit-learn full KMeans (about a minute at 10M)")
@@ -493,7 +550,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache", "segone-bench"))
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
-    todo = args.workload or ["assign", "fit", "profile", "score", "pipeline"]
+    todo = args.workload or ["assign", "fit", "profile", "score", "pipeline", "persona"]
     rows = []
     info = machine_info()
     print(f"# segone {segone.__version__} vs peers, {info['date']}, {info['cpu']}, {THREADS} threads", flush=True)
@@ -509,6 +566,8 @@ def main(argv=None):
         run_pipeline(args.quick, args.repeat, rows, args.workdir)
     if "dask" in todo:
         run_dask(args.quick, args.repeat, rows, args.workdir)
+    if "persona" in todo:
+        run_persona(args.quick, args.repeat, rows, args.workdir)
     print_table(rows)
     print(f"\nmachine: {json.dumps(info)}")
     if args.json:

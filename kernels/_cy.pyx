@@ -667,10 +667,13 @@ def _score_kernel(
 
 
 # ---------------------------------------------------------------------------
-# Personas: the k strongest traits (largest |strength|) of every row
+# Personas: the k strongest traits of every row, one per feature group
 
 def _top_traits_kernel(
     const float[:, ::1] S,    # IN  (N, D) signed strengths, NaN = no trait
+    const int[::1] group,     # IN  (D,) group of each column
+    int n_groups,
+    float min_strength,
     int[:, ::1] idx,          # OUT (N, k) column indices, strongest first, -1 past the last
     float[:, ::1] val,        # OUT (N, k) strengths, NaN past the last
     int n_threads,
@@ -678,32 +681,55 @@ def _top_traits_kernel(
     cdef Py_ssize_t n = S.shape[0]
     cdef Py_ssize_t d = S.shape[1]
     cdef Py_ssize_t k = idx.shape[1]
-    cdef Py_ssize_t i, j, m, p
+    cdef Py_ssize_t i, j, m, p, g
     cdef float a, v
     cdef float NAN_F = <float> (INFINITY - INFINITY)
-    with nogil:
-        for i in prange(n, schedule="static", num_threads=n_threads):
-            m = 0  # traits held so far, sorted by descending |strength|
-            for j in range(d):
+    cdef float* best
+    cdef int* col
+    oom_arr = np.zeros(1, dtype=np.int32)
+    cdef int[::1] oom = oom_arr
+    with nogil, parallel(num_threads=n_threads):
+        best = <float*> malloc(max(n_groups, 1) * sizeof(float))
+        col = <int*> malloc(max(n_groups, 1) * sizeof(int))
+        for i in prange(n, schedule="static"):
+            if best == NULL or col == NULL:
+                oom[0] = 1
+                continue
+            for g in range(n_groups):
+                best[g] = -1.0
+                col[g] = -1
+            for j in range(d):  # each group's strongest member (ties: the lower column)
                 v = S[i, j]
                 if v != v:
                     continue
                 a = fabs(v)
+                if a >= min_strength and a > best[group[j]]:
+                    best[group[j]] = a
+                    col[group[j]] = <int> j
+            m = 0  # insertion of the groups into the k slots (ties: the lower group)
+            for g in range(n_groups):
+                if col[g] < 0:
+                    continue
+                a = best[g]
                 if m == k and not (a > fabs(val[i, k - 1])):
-                    continue  # ties keep the earlier (lower) column
+                    continue
                 p = m if m < k else k - 1
                 while p > 0 and a > fabs(val[i, p - 1]):
                     if p < k:
                         idx[i, p] = idx[i, p - 1]
                         val[i, p] = val[i, p - 1]
                     p = p - 1
-                idx[i, p] = <int> j
-                val[i, p] = v
+                idx[i, p] = col[g]
+                val[i, p] = S[i, col[g]]
                 if m < k:
                     m = m + 1
             for p in range(m, k):
                 idx[i, p] = -1
                 val[i, p] = NAN_F
+        free(best)
+        free(col)
+    if oom[0]:
+        raise MemoryError("top_traits: could not allocate per-thread scratch")
 
 
 # ---------------------------------------------------------------------------
@@ -805,8 +831,9 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
     return -1 if bad >= n else bad
 
 
-def top_traits(S, k, idx, val, n_threads=1):
-    """The k strongest traits per row; see ``segone.kernels.reference.top_traits``."""
+def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=1):
+    """The k strongest traits per row, one per group; see ``segone.kernels.reference.top_traits``."""
     if idx.shape[1] == 0 or S.shape[0] == 0:
         return
-    _top_traits_kernel(S, idx, val, max(1, int(n_threads)))
+    _top_traits_kernel(S, np.ascontiguousarray(group, dtype=np.int32), int(n_groups), float(min_strength), idx,
+                       val, max(1, int(n_threads)))

@@ -521,18 +521,27 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
 
 
 # ---------------------------------------------------------------------------
-# Personas (see the Cython twin): insertion into a k-slot list per row
+# Personas (see the Cython twin): each group's strongest member, then insertion into k slots
 @njit(parallel=True, **_jit_exact)
-def _top_traits_kernel(S, idx, val):
+def _top_traits_kernel(S, group, n_groups, min_strength, idx, val):
     n, d = S.shape
     k = idx.shape[1]
     for i in prange(n):
-        m = 0
+        best = np.full(max(n_groups, 1), np.float32(-1.0))
+        col = np.full(max(n_groups, 1), -1, dtype=np.int64)
         for j in range(d):
             v = S[i, j]
             if v != v:
                 continue
             a = abs(v)
+            if a >= min_strength and a > best[group[j]]:
+                best[group[j]] = a
+                col[group[j]] = j
+        m = 0
+        for g in range(n_groups):
+            if col[g] < 0:
+                continue
+            a = best[g]
             if m == k and not (a > abs(val[i, k - 1])):
                 continue
             p = m if m < k else k - 1
@@ -541,8 +550,8 @@ def _top_traits_kernel(S, idx, val):
                     idx[i, p] = idx[i, p - 1]
                     val[i, p] = val[i, p - 1]
                 p -= 1
-            idx[i, p] = j
-            val[i, p] = v
+            idx[i, p] = col[g]
+            val[i, p] = S[i, col[g]]
             if m < k:
                 m += 1
         for p in range(m, k):
@@ -550,12 +559,13 @@ def _top_traits_kernel(S, idx, val):
             val[i, p] = np.nan
 
 
-def top_traits(S, k, idx, val, n_threads=1):
-    """The k strongest traits per row; see ``segone.kernels.reference.top_traits``."""
+def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=1):
+    """The k strongest traits per row, one per group; see ``segone.kernels.reference.top_traits``."""
     if idx.shape[1] == 0 or S.shape[0] == 0:
         return
     prev = _set_threads(n_threads)
     try:
-        _top_traits_kernel(S, idx, val)
+        _top_traits_kernel(S, np.ascontiguousarray(group, dtype=np.int32), int(n_groups), np.float32(min_strength),
+                           idx, val)
     finally:
         numba.set_num_threads(prev)

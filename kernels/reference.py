@@ -358,29 +358,43 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
 
 
 # --------------------------------------------------------------------- personas
-def top_traits(S, k, idx, val, n_threads=None):
-    """The ``k`` strongest traits of every row: columns with the largest ``|S[i, j]|``.
+def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=None):
+    """The ``k`` strongest traits of every row, at most one per feature group.
 
     Parameters
     ----------
     S : (N, D) float32                       # IN  signed strengths; NaN = no trait
+    group : (D,) int32                       # IN  group of each column, in [0, n_groups)
+    n_groups : int
+    min_strength : float                     # |S| below this is no trait
     k : int                                  # traits per row
     idx : (N, k) int32                       # OUT column indices, strongest first, -1 past the last trait
     val : (N, k) float32                     # OUT their strengths (NaN past the last trait)
 
-    Ties in ``|S|`` go to the lower column index; NaN entries are never picked.
+    Per row, each group is represented by its member with the largest |S|
+    (ties: the lower column); groups are ranked by that |S| (ties: the lower
+    group).  NaN entries and entries weaker than ``min_strength`` are never
+    picked.
     """
     n, d = S.shape
     idx[:] = -1
     val[:] = np.nan
     if n == 0 or k == 0 or d == 0:
         return
-    a = np.abs(S.astype(np.float64))
-    a[np.isnan(a)] = -1.0
-    # stable sort by descending |S|: ties keep the lower column first
-    order = np.argsort(-a, axis=1, kind="stable")[:, :k]
-    rows = np.arange(n)[:, None]
-    ok = a[rows, order] >= 0
-    m = min(k, d)
-    idx[:, :m] = np.where(ok, order, -1)
-    val[:, :m] = np.where(ok, S[rows, order], np.nan)
+    a = np.abs(S).astype(np.float32)  # compared in float32, as the compiled kernels do
+    a[np.isnan(a) | (a < np.float32(min_strength))] = -1.0
+    for i in range(n):
+        best = np.full(n_groups, -1.0)
+        col = np.full(n_groups, -1)
+        for j in range(d):
+            g = group[j]
+            if a[i, j] >= 0 and a[i, j] > best[g]:
+                best[g], col[g] = a[i, j], j
+        order = np.argsort(-best, kind="stable")
+        m = 0
+        for g in order:
+            if m == k or best[g] < 0:
+                break
+            idx[i, m] = col[g]
+            val[i, m] = S[i, col[g]]
+            m += 1

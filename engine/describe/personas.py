@@ -41,7 +41,8 @@ from segone._threads import effective_n_threads
 from segone._validation import check_float, check_int
 from segone.errors import NotFittedError, ParameterError, SchemaError
 from segone.io import read_table
-from segone.score import FeatureScorer, ScorerState
+from segone.score import FeatureScorer, ScalerState, ScorerState
+from segone.sketch import QuantileSketch
 
 SQRT12 = float(np.sqrt(12.0))
 
@@ -120,6 +121,26 @@ def _compile_phrase(template, feature, label, where):
                 "bottom, label, name."
             )
     return lits, kinds, decs
+
+
+_TABLE_SIZE = 100_000
+_tables = {}
+
+
+def _format(x, decimals):
+    """Numbers -> strings with ``decimals`` decimals, through a cached table for the common small values."""
+    scaled = np.round(np.asarray(x, dtype=np.float64) * 10.0**decimals)
+    if decimals not in _tables:
+        i = np.arange(_TABLE_SIZE)
+        _tables[decimals] = pa.array([str(v) for v in i] if decimals == 0 else
+                                     [f"{v / 10 ** decimals:.{decimals}f}" for v in i])  # fmt: skip
+    inside = (scaled >= 0) & (scaled < _TABLE_SIZE)
+    out = pc.take(_tables[decimals], pa.array(np.where(inside, scaled, 0).astype(np.int64)))
+    if not inside.all():
+        rest = scaled / 10.0**decimals
+        other = pc.cast(pa.array(rest.astype(np.int64) if decimals == 0 else np.round(rest, decimals)), pa.string())
+        out = pc.if_else(pa.array(inside), out, other)
+    return out
 
 
 def _pct_rank(q):
@@ -258,16 +279,32 @@ class PersonaModel:
                              weights={n: 1.0 for n in names}, backend=self.backend, n_threads=self.n_threads)  # fmt: skip
 
     def partial_state(self, profiles):
-        """The mergeable :class:`PersonaState` of one piece of profiles."""
+        """The mergeable :class:`PersonaState` of one piece of profiles.
+
+        Percentiles are taken over the finite, non-null values of each
+        feature: a missing value (null or NaN) is never a trait and never
+        shifts anyone else's percentile.
+        """
         self._check_params()
         table = read_table(profiles, name="profiles")
         names = self.numeric_columns(table)
+        moments = ScalerState(len(names))
+        sketches = []
+        for j, name in enumerate(names):
+            v = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+            v = v[np.isfinite(v)]
+            if v.size:
+                moments.count[j], moments.mean[j] = v.size, v.mean()
+                moments.m2[j], moments.max[j] = ((v - v.mean()) ** 2).sum(), v.max()
+            sketches.append(QuantileSketch().update(v))
+        feats = [(n, "identity", "quantile") for n in names]
         cats = {}
         for c in self._categorical_columns(table):
             col = table.column(c)
             vc = pc.value_counts(col if pa.types.is_string(col.type) else pc.cast(col, pa.string()))
             cats[c] = {str(v["values"]): int(v["counts"]) for v in vc.to_pylist() if v["values"] is not None}
-        return PersonaState(ScorerState.of(table, self._scorer(names)) if names else None, cats, table.num_rows)
+        scorer = ScorerState(feats, moments, np.zeros(len(names)), sketches) if names else None
+        return PersonaState(scorer, cats, table.num_rows)
 
     def fit(self, profiles):
         """Fit the percentiles on the profiles (one piece); see :meth:`fit_state`."""
@@ -314,24 +351,34 @@ class PersonaModel:
 
     # -- personas ---------------------------------------------------------------
     def _strengths(self, table):
-        """(S, V): N x D float32 strengths of the numeric features (NaN: no trait) and their float64 values."""
+        """(S, cols): N x D float32 strengths of the numeric features (NaN: no trait) and their float64 columns."""
         n, names = table.num_rows, self.features_
         if not names:
-            return np.empty((n, 0), np.float32), np.empty((n, 0))
+            return np.empty((n, 0), np.float32), []
+        cols, clean = [], {}
+        for name in names:
+            c = table.column(name)
+            c = c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+            v = (c if c.type == pa.float64() else pc.cast(c, pa.float64())).to_numpy(zero_copy_only=False)
+            if c.null_count or (pa.types.is_floating(c.type) and not np.isfinite(v).all()):
+                clean[name] = np.flatnonzero(~np.isfinite(v))
+                v = v.copy()
+                v[clean[name]] = np.nan
+            cols.append(v)
+        if clean:  # the transform ranks every value: give it finite ones (the missing get no trait below)
+            table = pa.table({nm: np.where(np.isfinite(cols[j]), cols[j], 0.0) if nm in clean else table.column(nm)
+                              for j, nm in enumerate(names)})  # fmt: skip
         S = self.scorer_.transform(table)  # (rank - 0.5) * sqrt(12)
         S *= np.float32(2.0 / SQRT12)
-        V = np.empty((n, len(names)))
         for j, name in enumerate(names):
-            col = table.column(name)
-            V[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
-            if col.null_count:
-                S[np.isnan(V[:, j]), j] = np.nan  # no value, no trait (e.g. never visited)
-            hi, lo = self._phrase_table[j]
-            if hi is None:
-                S[S[:, j] > 0, j] = np.nan
-            if lo is None:
-                S[S[:, j] < 0, j] = np.nan
-        return S, V
+            if name in clean:
+                S[clean[name], j] = np.nan  # no value, no trait (e.g. never visited)
+        no_hi = np.array([hi is None for hi, _ in self._phrase_table])
+        no_lo = np.array([lo is None for _, lo in self._phrase_table])
+        if no_hi.any() or no_lo.any():  # one pass over S: directions the vocabulary never says
+            with np.errstate(invalid="ignore"):
+                S[((S > 0) & no_hi) | ((S < 0) & no_lo)] = np.nan
+        return S, cols
 
     def personas(self, profiles, segments=None, *, id_column="customer_id"):
         """A table with ``id_column``, ``segment`` (when given), ``traits`` and ``summary``, one row per customer.
@@ -361,30 +408,17 @@ class PersonaModel:
             s = 1.0 - 2.0 * freq[code.to_numpy(zero_copy_only=False)]
             s[s <= 0] = np.nan
             cat_cols.append((c, vals, s.astype(np.float32)))
-        # the strongest member of each group, per row
-        G = list(dict.fromkeys(self.groups_))
-        width = len(G) + len(cat_cols)
-        gS = np.full((n, width), np.nan, dtype=np.float32)
-        gJ = np.full((n, width), -1, dtype=np.int64)
-        rows = np.arange(n)
-        for g_i, g in enumerate(G):
-            members = np.array([j for j, gg in enumerate(self.groups_) if gg == g])
-            if members.size == 1:
-                gS[:, g_i], gJ[:, g_i] = S[:, members[0]], members[0]
-                continue
-            sub = np.abs(S[:, members])
-            best = members[np.argmax(np.where(np.isnan(sub), -1.0, sub), axis=1)]  # ties: the earlier rule
-            gS[:, g_i], gJ[:, g_i] = S[rows, best], best
-        for c_i, (_, _, s) in enumerate(cat_cols):
-            gS[:, len(G) + c_i], gJ[:, len(G) + c_i] = s, len(names) + c_i
-        with np.errstate(invalid="ignore"):
-            gS[np.abs(gS) < self.min_strength] = np.nan
+        # one matrix: numeric strengths, then categorical ones; the kernel keeps each group's strongest
+        groups = list(self.groups_) + [f"category:{c}" for c, _, _ in cat_cols]
+        gid = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        if cat_cols:
+            S = np.concatenate([S, np.column_stack([s for _, _, s in cat_cols])], axis=1)
         idx = np.empty((n, k), dtype=np.int32)
         val = np.empty((n, k), dtype=np.float32)
-        get_kernels(self.backend, "persona").top_traits(np.ascontiguousarray(gS), k, idx, val,
-                                                        effective_n_threads(self.n_threads))  # fmt: skip
-        feat = np.where(idx >= 0, gJ[rows[:, None], np.maximum(idx, 0)], -1)
-        return self._assemble(table, id_column, segments, feat, val, V, names, cat_cols)
+        get_kernels(self.backend, "persona").top_traits(
+            np.ascontiguousarray(S, dtype=np.float32), np.array([gid[g] for g in groups], dtype=np.int32), len(gid),
+            float(self.min_strength), k, idx, val, effective_n_threads(self.n_threads))  # fmt: skip
+        return self._assemble(table, id_column, segments, idx, val, V, names, cat_cols)
 
     def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols):
         n, k = feat.shape
@@ -395,8 +429,9 @@ class PersonaModel:
             j = feat[:, s]
             is_num = (j >= 0) & (j < n_num)
             v = np.full(n, np.nan)
-            if n_num:
-                v[is_num] = V[np.flatnonzero(is_num), j[is_num]]
+            for jj in np.unique(j[is_num]) if is_num.any() else []:
+                sel = np.flatnonzero(j == jj)
+                v[sel] = V[jj][sel]
             strength = val[:, s].astype(np.float64)
             pct = np.where(is_num, (strength + 1.0) / 2.0, np.nan)
             f_names.append(all_names[np.where(j >= 0, j, len(all_names) - 1)])
@@ -414,15 +449,14 @@ class PersonaModel:
             return np.column_stack(parts).ravel()[flat]
 
         traits = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
-            [pa.array(flat_of(f_names), pa.string()), pa.array(flat_of(f_vals), pa.float64()),
-             pa.array(flat_of(f_pct), pa.float64()), pa.array(flat_of(f_str), pa.float64())],
+            [pa.array(flat_of(f_names), pa.string()), pa.array(flat_of(f_vals), pa.float64(), from_pandas=True),
+             pa.array(flat_of(f_pct), pa.float64(), from_pandas=True), pa.array(flat_of(f_str), pa.float64())],
             names=["feature", "value", "percentile", "strength"]))  # fmt: skip
         # the sentence: slots joined by "; ", first letter capitalised
-        summary = pa.array([""] * n, pa.string())
-        for t in texts:
-            empty_t, empty_s = pc.equal(pc.utf8_length(t), 0), pc.equal(pc.utf8_length(summary), 0)
-            summary = pc.if_else(empty_t, summary,
-                                 pc.if_else(empty_s, t, pc.binary_join_element_wise(summary, t, "; ")))  # fmt: skip
+        if texts:  # missing slots are empty and come last: join all, trim their separators
+            summary = pc.utf8_rtrim(pc.binary_join_element_wise(*texts, "; "), characters="; ")
+        else:
+            summary = pa.array([""] * n, pa.string())
         capital = pc.binary_join_element_wise(pc.utf8_upper(pc.utf8_slice_codeunits(summary, 0, 1)),
                                               pc.utf8_slice_codeunits(summary, 1), "")  # fmt: skip
         summary = pc.if_else(pc.equal(pc.utf8_length(summary), 0), pa.scalar(NOTHING), capital)
@@ -466,9 +500,7 @@ class PersonaModel:
             ok = np.isfinite(num) & (kind > 0) & (kind < 6)
             for d in (np.unique(dec[ok]) if ok.any() else []):
                 sel = ok & (dec == d)
-                r = np.where(sel, np.round(num, int(d)), 0.0)
-                s = pc.cast(pa.array(r.astype(np.int64) if d == 0 else r), pa.string())
-                text = pc.if_else(pa.array(sel), s, text)
+                text = pc.if_else(pa.array(sel), _format(np.where(sel, num, 0.0), int(d)), text)
             pieces.append(text)
         out = pc.binary_join_element_wise(*pieces, "")
         return pc.if_else(pa.array(j >= 0), out, pa.scalar(""))
@@ -486,8 +518,8 @@ def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=N
     >>> from segone.synth import generate
     >>> prof = segone.build_profiles(generate(1000, seed=1).transactions)
     >>> p = segone.personas(prof)
-    >>> p.column("summary")[0].as_py()[0].isupper()
-    True
+    >>> p.column("summary")[0].as_py()[0].islower()
+    False
     """
     pm = PersonaModel(n_traits, min_strength=min_strength, phrases=phrases, backend=backend, n_threads=n_threads)
     return pm.fit(profiles).personas(profiles, segments)

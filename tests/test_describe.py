@@ -1,0 +1,248 @@
+"""DESCRIBE: personas (kernel parity, traits, sentences, vocabulary) and the segment table and labels."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import segone
+from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, PersonaState, SegmentStats
+from segone.describe.personas import NOTHING
+from segone.errors import NotFittedError, ParameterError, SchemaError
+from segone.kernels import reference as ref
+from segone.synth import generate
+
+
+def _kern(backend):
+    from segone._backend import get_kernels
+
+    return get_kernels(backend, "persona")
+
+
+def _run_top(mod, S, k, group=None, min_strength=0.0):
+    d = S.shape[1]
+    group = np.arange(d, dtype=np.int32) if group is None else np.asarray(group, dtype=np.int32)
+    idx = np.empty((S.shape[0], k), dtype=np.int32)
+    val = np.empty((S.shape[0], k), dtype=np.float32)
+    mod.top_traits(np.ascontiguousarray(S, dtype=np.float32), group, int(group.max()) + 1 if d else 0,
+                   min_strength, k, idx, val, 2)  # fmt: skip
+    return idx, val
+
+
+ADVERSARIAL = {
+    "ties": np.tile(np.array([0.5, -0.5, 0.5, 0.25, -0.5], np.float32), (7, 1)),
+    "nan_rows": np.array([[np.nan, np.nan, np.nan], [np.nan, 0.1, np.nan], [0.0, -0.0, np.nan]], np.float32),
+    "constant": np.zeros((5, 4), np.float32),
+    "one_row": np.array([[0.3, -0.9, 0.9, 0.1]], np.float32),
+    "empty": np.empty((0, 6), np.float32),
+    "no_features": np.empty((4, 0), np.float32),
+    "huge": np.array([[3e38, -3e38, np.inf, -np.inf, 1.0]], np.float32),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADVERSARIAL))
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_top_traits_backends_equal_reference_on_adversarial_inputs(backend, case, k, grouped):
+    S = ADVERSARIAL[case]
+    group = (np.arange(S.shape[1]) // 2) if grouped else None
+    for ms in (0.0, 0.5):
+        want = _run_top(ref, S, k, group, ms)
+        got = _run_top(_kern(backend), S, k, group, ms)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40),
+                  elements=st.one_of(st.floats(-1, 1, width=32), st.just(np.nan), st.sampled_from([0.5, -0.5]))),
+       st.integers(1, 6), st.integers(1, 4), st.sampled_from([0.0, 0.3, 0.5]))  # fmt: skip
+def test_top_traits_property(S, k, n_groups, min_strength):
+    group = np.arange(S.shape[1]) % n_groups
+    idx, val = _run_top(ref, S, k, group, min_strength)
+    for backend in ("cython", "numba"):
+        got = _run_top(_kern(backend), S, k, group, min_strength)
+        np.testing.assert_array_equal(got[0], idx)
+        np.testing.assert_array_equal(got[1], val)
+    # strongest first, one per group, NaN and weak entries never picked
+    a = np.abs(val)
+    assert (np.nan_to_num(a[:, :-1], nan=-1) >= np.nan_to_num(a[:, 1:], nan=-1)).all()
+    for i in range(S.shape[0]):
+        picked = [j for j in idx[i] if j >= 0]
+        ok = np.isfinite(S[i]) & (np.abs(S[i]) >= np.float32(min_strength))
+        assert len(picked) == min(k, len({group[j] for j in np.flatnonzero(ok)}))
+        assert len({group[j] for j in picked}) == len(picked)
+        assert all(ok[j] for j in picked)
+
+
+@pytest.fixture(scope="module")
+def prof():
+    d = generate(4000, seed=2)
+    return segone.build_profiles(d.transactions, events=d.events, attributes=d.customers)
+
+
+def test_personas_every_customer_once_with_ranked_traits(prof):
+    p = segone.personas(prof, np.zeros(prof.num_rows, dtype=np.int32), n_traits=4)
+    assert p.column_names == ["customer_id", "segment", "traits", "summary"]
+    assert p.column("customer_id").equals(prof.column("customer_id"))
+    for row in p.slice(0, 300).to_pylist():
+        s = [abs(t["strength"]) for t in row["traits"]]
+        assert s == sorted(s, reverse=True) and len(s) <= 4
+        assert all(0.5 <= x <= 1.0 for x in s)
+        assert row["summary"] and not row["summary"][0].islower()
+        for t in row["traits"]:
+            if t["percentile"] is not None:  # numeric trait: strength = 2 p - 1
+                assert t["strength"] == pytest.approx(2 * t["percentile"] - 1)
+        groups = [t["feature"].split("_")[0] for t in row["traits"] if t["feature"].startswith("share_")]
+        assert len(groups) <= 1  # category mix is one group
+
+
+def test_percentiles_match_the_empirical_rank(prof):
+    pm = PersonaModel(n_traits=40, min_strength=0.0).fit(prof)
+    p = pm.personas(prof)
+    spend = prof.column("spend_total").to_numpy()
+    for row in p.slice(0, 200).to_pylist():
+        for t in row["traits"]:
+            if t["feature"] == "spend_total":
+                emp = ((spend < t["value"]).mean() + (spend <= t["value"]).mean()) / 2
+                assert abs(emp - t["percentile"]) < 0.02
+
+
+def test_a_typical_customer_and_missing_values():
+    n = 101
+    t = pa.table({"customer_id": np.arange(n), "orders": np.arange(n, dtype=float),
+                  "spend_total": np.where(np.arange(n) == 50, np.nan, np.arange(n) * 2.0),
+                  "constant": np.ones(n)})  # fmt: skip
+    p = segone.personas(t)
+    row = p.slice(50, 1).to_pylist()[0]  # the median customer, with a NaN spend
+    assert row["traits"] == [] and row["summary"] == NOTHING
+    top = p.slice(n - 1, 1).to_pylist()[0]
+    assert [t["feature"] for t in top["traits"]][:1] == ["orders"]
+    assert all(t["feature"] != "constant" for r in p.to_pylist() for t in r["traits"])
+
+
+def test_vocabulary_is_data_and_checked(prof):
+    rules = [{"match": "spend_total", "group": "spend", "high": "VIP: {value:.0f} spent ({ratio:.1f}x)", "low": None},
+             {"match": "*", "high": None, "low": None}]  # fmt: skip
+    p = segone.personas(prof, phrases=rules, min_strength=0.9)
+    sums = p.column("summary").to_pylist()
+    assert any(s.startswith("VIP: ") and "x)" in s for s in sums)
+    assert all(s.startswith("VIP: ") or s == NOTHING for s in sums)
+    with pytest.raises(ParameterError, match="known placeholders"):
+        segone.personas(prof, phrases=[{"match": "*", "high": "{bogus}", "low": None}])
+    with pytest.raises(ParameterError, match="needs 'match'"):
+        segone.personas(prof, phrases=[{"high": "x"}])
+    with pytest.raises(ParameterError, match="format"):
+        segone.personas(prof, phrases=[{"match": "*", "high": "{value:,}", "low": None}])
+    with pytest.raises(NotFittedError):
+        PersonaModel().personas(prof)
+    with pytest.raises(SchemaError, match="no 'nobody' column"):
+        PersonaModel().fit(prof).personas(prof, id_column="nobody")
+    assert DEFAULT_PHRASES[-1]["match"] == "*"  # every feature has a phrase
+
+
+def test_rare_categorical_values_are_traits():
+    n = 200
+    region = np.array(["north"] * 190 + ["island"] * 10)
+    t = pa.table({"customer_id": np.arange(n), "orders": np.full(n, 3.0), "region": region})
+    p = segone.personas(t)
+    rows = p.to_pylist()
+    assert all(r["summary"] == "Region: island" for r in rows[190:])
+    assert all(r["summary"] == NOTHING for r in rows[:190])
+
+
+def test_persona_state_merges_to_the_whole(prof):
+    pm = PersonaModel()
+    whole = pm.partial_state(prof)
+    parts = [pm.partial_state(prof.slice(a, b - a)) for a, b in ((0, 0), (0, 1000), (1000, 4000))]
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    again = PersonaState.from_dict(json.loads(json.dumps(merged.to_dict())))
+    assert again.categories == whole.categories and again.n == whole.n
+    a = PersonaModel().fit_state(again).personas(prof)
+    b = PersonaModel().fit_state(whole).personas(prof)
+    assert a.column("summary").equals(b.column("summary"))
+
+
+# ------------------------------------------------------------------ segment labels
+def _profiles(gap_days, recency, spend, n=300, seed=0):
+    """Customers with a typical gap between purchases and given recency / yearly spend per group."""
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in ("customer_id", "recency_days", "tenure_days", "orders", "purchase_days", "spend_total",
+                            "spend_mean", "orders_365d", "spend_365d", "frequency", "recency")}  # fmt: skip
+    cid = 0
+    for rec, sp in zip(recency, spend):
+        for _ in range(n):
+            f = 20 + rng.integers(0, 5)
+            rows["customer_id"].append(cid)
+            cid += 1
+            rows["recency_days"].append(rec * rng.uniform(0.9, 1.1))
+            rows["tenure_days"].append(f * gap_days + rec)
+            rows["orders"].append(f + 1)
+            rows["purchase_days"].append(f + 1)
+            rows["spend_total"].append(sp * 2)
+            rows["spend_mean"].append(sp * 2 / (f + 1))
+            rows["orders_365d"].append(f / 2)
+            rows["spend_365d"].append(sp * rng.uniform(0.9, 1.1))
+            rows["frequency"].append(float(f))
+            rows["recency"].append(f * gap_days * rng.uniform(0.95, 1.05))
+    return pa.table(rows), np.repeat(np.arange(len(recency)), n)
+
+
+def test_recency_words_follow_the_typical_gap():
+    # a grocery (gap 7 days): 10 days since the last trip is active, 60 is lapsed
+    t, lab = _profiles(7, [10, 60], [500, 500])
+    labels = segone.describe_segments(t, lab, 2).column("label").to_pylist()
+    assert labels[0].startswith("Active") and labels[1].startswith("Lapsed"), labels
+    # a record shop (gap 100 days): 200 days is cooling, not lapsed; 30 days is active
+    t, lab = _profiles(100, [30, 200], [80, 80])
+    labels = segone.describe_segments(t, lab, 2).column("label").to_pylist()
+    assert labels[0].startswith("Active") and labels[1].startswith("Cooling"), labels
+
+
+def test_value_is_spend_per_customer_over_the_window():
+    t, lab = _profiles(7, [10, 10, 10], [4000, 1000, 100])
+    seg = segone.describe_segments(t, lab, 3)
+    labels = seg.column("label").to_pylist()
+    assert "big-spending" in labels[0] and "low-spending" in labels[2], labels
+    assert sum(seg.column("value_share").to_pylist()) == pytest.approx(1.0)
+    assert len(set(labels)) == 3
+
+
+def test_labels_are_unique_and_lifts_are_means_over_the_base():
+    t, lab = _profiles(7, [10, 10, 10, 10], [500, 500, 500, 500])  # four identical segments
+    seg = segone.describe_segments(t, lab, 4)
+    labels = seg.column("label").to_pylist()
+    assert len(set(labels)) == 4, labels
+    orders = t.column("orders").to_numpy()
+    lift0 = orders[lab == 0].mean() / orders.mean()
+    assert seg.column("lift_orders")[0].as_py() == pytest.approx(lift0)
+    with pytest.raises(ParameterError, match="DEFAULT_LABEL_RULES"):
+        SegmentStats.of(t, lab, 4).finish({"value": []})
+    assert set(DEFAULT_LABEL_RULES) >= {"value", "recency", "mix"}
+
+
+def test_empty_segment_and_unassigned_rows():
+    t, lab = _profiles(7, [10, 60], [500, 500], n=50)
+    lab = lab.copy()
+    lab[:5] = -1
+    seg = segone.describe_segments(t, lab, 3)
+    assert seg.column("size").to_pylist() == [45, 50, 0]
+    assert seg.column("label")[2].as_py() == "empty segment"
+
+
+def test_run_writes_personas_and_the_richer_segment_table(tmp_path):
+    import pyarrow.parquet as pq
+
+    d = generate(3000, seed=4)
+    res = segone.run(d.transactions, tmp_path / "o", 4, events=d.events, attributes=d.customers)
+    per = pq.read_table(tmp_path / "o" / "personas.parquet")
+    assert per.num_rows == 3000 and per.column("customer_id").equals(res.assignments.column("customer_id"))
+    assert per.column("segment").equals(res.assignments.column("segment"))
+    seg = res.segments
+    for c in ("value_share", "median_recency_days", "lift_share_apparel", "lift_channel_web", "region=north",
+              "traits", "label"):  # fmt: skip
+        assert c in seg.column_names, c
+    assert len(set(seg.column("label").to_pylist())) == 4
