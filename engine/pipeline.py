@@ -293,8 +293,8 @@ def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_th
         scans = {role: eng.reduce(eng.map(_profile.ScanState.of, p, role=role, schema=schema, as_of=as_of,
                                           drop_returns=params.get("drop_returns", False)))
                  for role, p in parts.items()}  # fmt: skip
-        top = params.get("top_categories", 20)
-        labels, as_of_us = _profile.global_labels(scans, as_of=as_of, top_categories=top)
+        labels, as_of_us = _profile.global_labels(scans, as_of=as_of, top_categories=params.get("top_categories", 20),
+                                                  top_channels=params.get("top_channels", 10))  # fmt: skip
         split = _profile.split_by_customer(scans) if partitioned_by_customer is None else partitioned_by_customer
     elif as_of is not None:
         as_of_us = _profile.parse_as_of(as_of)
@@ -360,6 +360,8 @@ def run_summary(input, summary, scorer, seg, stats, engine_facts, **settings):
         "as_of": summary["as_of"],
         "customers": summary["customers"],
         "customers_without_purchase": summary["customers_without_purchase"],
+        "orders_from": summary.get("orders_from", "rows"),
+        "folded_into_other": summary.get("folded", {}),
         "customers_assigned": int(stats.size.sum()),
         "segments": seg.cluster_centers_.shape[0],
         "features": scorer.feature_names_out_,

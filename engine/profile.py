@@ -62,6 +62,7 @@ DEFAULT_SCHEMA = {
     "category": "category",
     "channel": "channel",
     "event": "event",
+    "order_id": "order_id",
 }
 US_PER_DAY = 86_400 * 1_000_000
 
@@ -214,13 +215,14 @@ class _Labels:
         return remap[codes]
 
 
-def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=()):
+def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), raw=()):
     """Stream ``source`` batch by batch into compact arrays, validating as it goes.
 
     Rows with a null id or timestamp are dropped and counted.  Returns a dict
     with ``ids`` (pyarrow ChunkedArray), ``ts`` (int64 us), ``aware``,
-    ``amount`` (float64, when asked) and ``cats`` ({column: (int32 codes,
-    labels)} for the categorical columns present).  Errors name rows of the
+    ``amount`` (float64, when asked), ``cats`` ({column: (int32 codes,
+    labels)} for the categorical columns present) and ``raw`` ({column:
+    ChunkedArray} for the ``raw`` columns present, e.g. order ids).  Errors name rows of the
     input as read (0-based, before any dropping).
     """
     needed = [cid, tcol] + ([amount] if amount else [])
@@ -231,7 +233,8 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=()):
     aware = None
     offset = 0
     batch = None
-    for batch in iter_batches(source, needed, name=where, optional=categorical):
+    raw_parts = {c: [] for c in raw}
+    for batch in iter_batches(source, needed, name=where, optional=tuple(categorical) + tuple(raw)):
         if present is None:
             present = [c for c in categorical if c in batch.schema.names]
             if amount:
@@ -278,6 +281,9 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=()):
         for c in present:
             codes, labels = _codes_and_labels(batch.column(c), f"{where}.{c}")
             cat_parts[c].append(cat_labels[c].add(codes, labels))
+        for c in raw:
+            if c in batch.schema.names:
+                raw_parts[c].append(batch.column(c))
     if present is None:  # no batch at all: an empty input
         present = []
     summary["rows_read"][where] = offset
@@ -286,6 +292,7 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=()):
         "ts": np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64),
         "aware": aware,
         "cats": {},
+        "raw": {c: pa.chunked_array(v) for c, v in raw_parts.items() if v},
     }
     del ts_parts, batch
     release_arrow_memory()  # the batches are gone: give their memory back before the next stage
@@ -344,6 +351,7 @@ def build_profiles_with_summary(
     schema=None,
     windows=(30, 90, 365),
     top_categories=20,
+    top_channels=10,
     drop_returns=False,
     backend="auto",
     n_threads=None,
@@ -364,10 +372,14 @@ def build_profiles_with_summary(
     cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
     windows = tuple(check_int(w, "windows[i]", low=1) for w in windows)
     top_categories = check_int(top_categories, "top_categories", low=0)
-    summary = {"rows_read": {}, "dropped": {}, "excluded_after_as_of": {}, "returns": 0}
+    top_channels = check_int(top_channels, "top_channels", low=0)
+    summary = {"rows_read": {}, "dropped": {}, "excluded_after_as_of": {}, "returns": 0, "folded": {}}
 
     cat_role, ch_role = roles["category"], roles["channel"]
-    tx = _collect(transactions, "transactions", cid, tcol, summary, amount=acol, categorical=(cat_role, ch_role))
+    order_role = roles["order_id"]
+    tx = _collect(transactions, "transactions", cid, tcol, summary, amount=acol, categorical=(cat_role, ch_role),
+                  raw=(order_role,))  # fmt: skip
+    order_ids = tx["raw"].get(order_role)
     if summary["rows_read"]["transactions"] == 0 and not _partition:
         raise EmptyInputError("transactions: the input has 0 rows; nothing to profile.")
     ts, amount, tx_aware = tx["ts"], tx["amount"], tx["aware"]
@@ -442,6 +454,8 @@ def build_profiles_with_summary(
         ts, amount, codes = ts[keep], amount[keep], codes[keep]
         cat = cat[keep] if cat.size else cat
         ch = ch[keep] if ch.size else ch
+        if order_ids is not None:
+            order_ids = order_ids.filter(pa.array(keep))
     summary["returns"] = int((amount < 0).sum())
     if ev is not None:
         ekeep = ev_ts <= as_of_us
@@ -454,6 +468,13 @@ def build_profiles_with_summary(
     nt = effective_n_threads(n_threads)
     starts = np.array([as_of_us - w * US_PER_DAY for w in windows], dtype=np.int64)
     agg = kern.profile_pass(codes, n, ts, amount, cat, len(cat_labels), ch, len(ch_labels), starts, US_PER_DAY, nt)
+
+    rows_per_customer = agg["orders"]  # rows (line items); orders unless an order id says otherwise
+    if order_ids is not None:
+        _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n)
+        summary["orders_from"] = f"distinct {order_role}"
+    else:
+        summary["orders_from"] = "rows"
 
     # recency, frequency, monetary
     cols = {"customer_id": uniq}
@@ -496,13 +517,28 @@ def build_profiles_with_summary(
         cols["share_other"] = pa.array(other / denom)
         cols["n_categories"] = pa.array(agg["n_categories"])
         summary["categories"] = chosen
-    ch_chosen = [str(lab) for lab in fixed.get("channel", ch_labels)]
-    if ch_chosen:
+        if "category" not in fixed:
+            summary["folded"]["category"] = len(rest)
+    if fixed:  # pieces of a larger input: the global fold counts
+        summary["folded"] = dict(fixed.get("folded", {}))
+    if "channel" in fixed:
+        ch_chosen = [str(lab) for lab in fixed["channel"]]
+        ch_other = bool(fixed.get("channel_other"))
+    else:  # the top_channels most frequent, the rest folded into channel_other
+        counts = agg["channel_orders"].sum(axis=0) if len(ch_labels) else np.zeros(0)
+        ch_chosen = [ch_labels[j] for j in np.argsort(-counts, kind="stable")[:top_channels]]
+        ch_other = len(ch_labels) > len(ch_chosen)
+        summary["folded"]["channel"] = len(ch_labels) - len(ch_chosen)
+    if ch_chosen or ch_other:
         where = {lab: j for j, lab in enumerate(ch_labels)}
-        taken = set(cols)
+        taken = set(cols) | {"channel_other"}
         for lab in ch_chosen:
             v = agg["channel_orders"][:, where[lab]] if lab in where else np.zeros(n, dtype=np.int64)
-            cols[_unique_name("channel_", lab, taken)] = pa.array(v / np.maximum(orders, 1))
+            cols[_unique_name("channel_", lab, taken)] = pa.array(v / np.maximum(rows_per_customer, 1))
+        if ch_other:
+            rest = [j for j, lab in enumerate(ch_labels) if lab not in set(ch_chosen)]
+            other = agg["channel_orders"][:, rest].sum(axis=1) if rest else np.zeros(n, dtype=np.int64)
+            cols["channel_other"] = pa.array(other / np.maximum(rows_per_customer, 1))
 
     # web events
     ev_chosen = fixed.get("event")
@@ -564,8 +600,33 @@ def build_profiles_with_summary(
     return out.replace_schema_metadata(meta), summary
 
 
+def _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n):
+    """Line items -> orders: orders, window orders and the largest basket per customer from the order ids."""
+    valid = order_ids.is_valid().to_numpy(zero_copy_only=False) if order_ids.null_count else None
+    t = pa.table({"c": codes, "o": order_ids, "ts": ts, "a": amount})
+    if valid is not None:
+        t = t.filter(pa.array(valid))
+    g = t.group_by(["c", "o"], use_threads=True).aggregate([("ts", "min"), ("a", "sum")])
+    gc = g.column("c").to_numpy()
+    gts, basket = g.column("ts_min").to_numpy(), g.column("a_sum").to_numpy()
+    orders = np.bincount(gc, minlength=n)
+    smax = np.full(n, -np.inf)
+    np.maximum.at(smax, gc, basket)
+    worders = np.stack([np.bincount(gc[gts >= s], minlength=n) for s in starts], axis=1) if len(starts) else \
+        np.zeros((n, 0), dtype=np.int64)  # fmt: skip
+    if valid is not None:  # a row without an order id is an order of its own
+        lone = ~valid
+        orders = orders + np.bincount(codes[lone], minlength=n)
+        np.maximum.at(smax, codes[lone], amount[lone])
+        for i, s in enumerate(starts):
+            worders[:, i] += np.bincount(codes[lone & (ts >= s)], minlength=n)
+    agg["orders"] = orders.astype(agg["orders"].dtype)
+    agg["window_orders"] = worders.astype(agg["window_orders"].dtype)
+    agg["spend_max"] = np.where(orders > 0, smax, 0.0)
+
+
 def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
-                   windows=(30, 90, 365), top_categories=20, drop_returns=False,
+                   windows=(30, 90, 365), top_categories=20, top_channels=10, drop_returns=False,
                    backend="auto", n_threads=None):  # fmt: skip
     """Build one profile row per customer.
 
@@ -582,12 +643,20 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
         The reference time; defaults to the latest transaction timestamp.
         Rows after it are excluded and counted.
     schema : dict, optional
-        Maps roles (customer_id, ts, amount, category, channel, event) to
-        column names.
+        Maps roles (customer_id, ts, amount, category, channel, event,
+        order_id) to column names.  With an ``order_id`` column, ``orders``
+        counts distinct order ids per customer (rows with a null order id
+        count one order each) and ``spend_mean`` / ``spend_max`` are per
+        basket; without it every row is an order.
     windows : tuple of int
         Day windows for ``orders_{w}d`` / ``spend_{w}d``.
     top_categories : int
-        Number of categories with their own ``share_*`` column.
+        Number of categories with their own ``share_*`` column (by spend);
+        the others are folded into ``share_other``.
+    top_channels : int
+        Number of channels with their own ``channel_*`` column (by rows); the
+        others are folded into ``channel_other``.  Folded counts are in the
+        summary (``folded``).
     drop_returns : bool
         Drop negative amounts instead of keeping them as negative spend.
     backend, n_threads :
@@ -610,7 +679,7 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     """
     return build_profiles_with_summary(
         transactions, events=events, attributes=attributes, as_of=as_of, schema=schema,
-        windows=windows, top_categories=top_categories, drop_returns=drop_returns,
+        windows=windows, top_categories=top_categories, top_channels=top_channels, drop_returns=drop_returns,
         backend=backend, n_threads=n_threads,
     )[0]  # fmt: skip
 
@@ -638,12 +707,13 @@ class ProfileSummary(State):
     kind = "profile_summary"
     COUNTS = ("rows_read", "dropped", "excluded_after_as_of")
     SCALARS = ("returns", "customers", "customers_without_purchase")
+    SHARED = ("as_of", "as_of_source", "categories", "folded", "orders_from")  # the same in every piece
 
     def __init__(self, summary):
         self.summary = {k: dict(summary.get(k, {})) for k in self.COUNTS}
         for k in self.SCALARS:
             self.summary[k] = int(summary.get(k, 0))
-        for k in ("as_of", "as_of_source", "categories"):
+        for k in self.SHARED:
             if summary.get(k) is not None:
                 self.summary[k] = summary[k]
 
@@ -654,13 +724,13 @@ class ProfileSummary(State):
     def merge(self, other):
         self._check_same(other)
         a, b = self.summary, other.summary
-        for k in ("as_of", "categories"):
+        for k in ("as_of", "categories", "folded", "orders_from"):
             if k in a and k in b and a[k] != b[k]:
                 raise ParameterError(f"cannot merge profile summaries with different {k}: {a[k]!r} vs {b[k]!r}.")
         out = {k: _add_counts(a[k], b[k]) for k in self.COUNTS}
         for k in self.SCALARS:
             out[k] = a[k] + b[k]
-        for k in ("as_of", "as_of_source", "categories"):
+        for k in self.SHARED:
             if k in a or k in b:
                 out[k] = a.get(k, b.get(k))
         return ProfileSummary(out)
@@ -696,7 +766,7 @@ class ScanState(State):
         self.aware = aware
         self.has_category = bool(has_category)
         self.cat_spend = dict(cat_spend or {})
-        self.channels = list(channels)
+        self.channels = dict(channels) if isinstance(channels, dict) else dict.fromkeys(channels, 0)
         self.events = list(events)
         self.id_ranges = [None if r is None else tuple(r) for r in id_ranges]
 
@@ -725,10 +795,15 @@ class ScanState(State):
             valid = keep & (codes >= 0)
             spend = np.bincount(codes[valid], weights=np.maximum(amount[valid], 0.0), minlength=len(labels))
             cat_spend = dict(zip(labels, spend.tolist()))
+        channels = {}
+        if ch_role in got["cats"]:
+            codes, labels = got["cats"][ch_role]
+            valid = keep & (codes >= 0)
+            channels = dict(zip(labels, np.bincount(codes[valid], minlength=len(labels)).tolist()))
         return cls(
             role, max_ts=int(ts.max()) if ts.size else None, aware=got["aware"] if ts.size else None,
             has_category=cat_role in got["cats"], cat_spend=cat_spend,
-            channels=got["cats"].get(ch_role, (None, []))[1], id_ranges=[_id_range(got["ids"])],
+            channels=channels, id_ranges=[_id_range(got["ids"])],
         )  # fmt: skip
 
     def merge(self, other):
@@ -736,12 +811,15 @@ class ScanState(State):
         cat = dict(self.cat_spend)
         for lab, v in other.cat_spend.items():
             cat[lab] = cat.get(lab, 0.0) + v
+        chans = dict(self.channels)
+        for lab, v in other.channels.items():
+            chans[lab] = chans.get(lab, 0) + v
         maxes = [m for m in (self.max_ts, other.max_ts) if m is not None]
         if self.aware is not None and other.aware is not None and self.aware != other.aware:
             raise SchemaError(f"{self.role}: some pieces have time-zone aware timestamps and others naive ones.")
         return ScanState(
             self.role, max(maxes) if maxes else None, self.aware if self.aware is not None else other.aware,
-            self.has_category or other.has_category, cat, _merge_ordered([self.channels, other.channels]),
+            self.has_category or other.has_category, cat, chans,
             _merge_ordered([self.events, other.events]), self.id_ranges + other.id_ranges,
         )  # fmt: skip
 
@@ -750,13 +828,14 @@ class ScanState(State):
 
     def _data(self):
         return {"role": self.role, "max_ts": self.max_ts, "aware": self.aware, "has_category": self.has_category,
-                "cat_spend": [[k, v] for k, v in self.cat_spend.items()], "channels": self.channels,
+                "cat_spend": [[k, v] for k, v in self.cat_spend.items()],
+                "channels": [[k, v] for k, v in self.channels.items()],
                 "events": self.events, "id_ranges": [None if r is None else list(r) for r in self.id_ranges]}  # fmt: skip
 
     @classmethod
     def _from_data(cls, d):
         return cls(d["role"], d["max_ts"], d["aware"], d["has_category"], dict(map(tuple, d["cat_spend"])),
-                   d["channels"], d["events"], d["id_ranges"])  # fmt: skip
+                   dict(map(tuple, d["channels"])), d["events"], d["id_ranges"])  # fmt: skip
 
 
 def _merge_ordered(lists):
@@ -777,12 +856,13 @@ def _id_range(ids):
     return int(mm["min"].as_py()), int(mm["max"].as_py())
 
 
-def global_labels(scans, *, as_of=None, top_categories=20):
+def global_labels(scans, *, as_of=None, top_categories=20, top_channels=10):
     """From the merged scans ({role: ScanState}): (labels dict, as_of in us since the epoch).
 
     The labels are those one pass over the whole input picks: the
-    ``top_categories`` categories by positive spend (first appearance breaks
-    ties), every channel and every event type, in order of first appearance.
+    ``top_categories`` categories by positive spend and the ``top_channels``
+    channels by rows (first appearance breaks ties, the rest folded into
+    "other"), and every event type, in order of first appearance.
     """
     tx = scans["transactions"]
     as_of_us = parse_as_of(as_of)
@@ -790,10 +870,15 @@ def global_labels(scans, *, as_of=None, top_categories=20):
         if tx.max_ts is None:
             raise EmptyInputError("transactions: no row with a customer id and a timestamp; nothing to profile.")
         as_of_us = tx.max_ts
-    labels = {"channel": tx.channels, "event": scans["events"].events if "events" in scans else []}
+    ch = tx.channels
+    ch_top = sorted(ch, key=lambda lab: -ch[lab])[: check_int(top_channels, "top_channels", low=0)]  # stable
+    labels = {"channel": ch_top, "channel_other": len(ch) > len(ch_top),
+              "event": scans["events"].events if "events" in scans else [],
+              "folded": {"channel": len(ch) - len(ch_top)}}  # fmt: skip
     if tx.has_category:
         order = sorted(tx.cat_spend, key=lambda lab: -tx.cat_spend[lab])  # stable: first appearance breaks ties
         labels["category"] = order[: check_int(top_categories, "top_categories", low=0)]
+        labels["folded"]["category"] = len(order) - len(labels["category"])
     return labels, as_of_us
 
 

@@ -338,3 +338,56 @@ def test_fixed_labels_make_customer_partitions_add_up(small_synth):
                                       labels={**labels, "category": labels["category"] + ["zzz"]})[0]  # fmt: skip
     assert one.column("share_zzz").to_pylist() == [0.0]
     assert set(f"events_{e}" for e in labels["event"]) <= set(one.schema.names)
+
+
+def test_order_ids_make_orders_and_baskets():
+    """With an order id, orders are distinct order ids and spend_mean / spend_max are per basket (vs pandas)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    cust = rng.integers(0, 200, n)
+    order = cust * 1000 + rng.integers(0, 6, n)  # a few baskets per customer, several lines each
+    ts = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(order % 1000 * 30 + cust % 7, unit="D")
+    amount = rng.lognormal(2, 1, n)
+    oid = pa.array([None if i % 50 == 0 else int(o) for i, o in enumerate(order)], pa.int64())
+    t = pa.table({"customer_id": cust, "ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "amount": amount,
+                  "basket": oid, "channel": pa.array(rng.choice(["web", "store"], n))})  # fmt: skip
+    prof, summary = segone.profile.build_profiles_with_summary(t, schema={"order_id": "basket"})
+    assert summary["orders_from"] == "distinct basket"
+    df = t.to_pandas()
+    df["okey"] = df["basket"].astype("Int64").astype(str)
+    df.loc[df["basket"].isna(), "okey"] = "row" + df.index[df["basket"].isna()].astype(str)
+    baskets = df.groupby(["customer_id", "okey"]).agg(a=("amount", "sum"), ts=("ts", "min")).reset_index()
+    exp = baskets.groupby("customer_id").agg(orders=("a", "size"), smax=("a", "max"), spend=("a", "sum"))
+    got = prof.to_pandas().set_index("customer_id")
+    np.testing.assert_array_equal(got["orders"].to_numpy(), exp["orders"].to_numpy())
+    np.testing.assert_allclose(got["spend_max"].to_numpy(), exp["smax"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got["spend_mean"].to_numpy(), (exp["spend"] / exp["orders"]).to_numpy(), rtol=1e-12)
+    as_of = df["ts"].max()
+    w90 = baskets[baskets.ts >= as_of - pd.Timedelta(days=90)].groupby("customer_id").size()
+    np.testing.assert_array_equal(got["orders_90d"].to_numpy(), w90.reindex(got.index, fill_value=0).to_numpy())
+    # channel shares stay shares of rows
+    np.testing.assert_allclose((got["channel_web"] + got["channel_store"]).to_numpy(), 1.0)
+    plain, s2 = segone.profile.build_profiles_with_summary(t)  # no order id role mapped: rows are orders
+    assert s2["orders_from"] == "rows" and plain.column("orders").to_numpy().sum() == n
+
+
+def test_high_cardinality_channels_fold_into_other():
+    rng = np.random.default_rng(0)
+    n = 5000
+    store = rng.zipf(1.5, n) % 457  # a store id used as the channel: 457 possible values
+    t = pa.table({"customer_id": rng.integers(0, 300, n), "ts": pa.array(np.arange(n) * 10**9, pa.timestamp("us")),
+                  "amount": np.ones(n), "channel": pa.array([f"s{v}" for v in store])})  # fmt: skip
+    prof, summary = segone.profile.build_profiles_with_summary(t, top_channels=10)
+    ch = [c for c in prof.column_names if c.startswith("channel_")]
+    assert len(ch) == 11 and ch[-1] == "channel_other"
+    assert summary["folded"]["channel"] == len(set(store.tolist())) - 10
+    total = sum(prof.column(c).to_numpy() for c in ch)
+    np.testing.assert_allclose(total, 1.0)
+    # the ten kept are the ten most frequent
+    counts = pd_counts = {}
+    for v in store:
+        pd_counts[v] = pd_counts.get(v, 0) + 1
+    top = sorted(counts, key=lambda v: -counts[v])[:10]
+    assert {c[len("channel_"):] for c in ch[:-1]} == {f"s{v}" for v in top}
