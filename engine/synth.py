@@ -111,11 +111,17 @@ def _dict_array(codes, values):
     return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int8()), pa.array(values, type=pa.string()))
 
 
-def _block(seed, block, first, n, end_us, rate_scale, events_scale):
-    """Generate customers [first, first + n) of block ``block``."""
-    rng = np.random.default_rng([seed, block])
+def _block(seed, block, first, n, end_us, rate_scale, events_scale, seg=None, stream=None):
+    """Generate customers [first, first + n) of block ``block``.
+
+    ``seg`` fixes the latent segment of every customer (default: drawn from
+    the segment weights); ``stream`` replaces the random stream
+    ``[seed, block]`` (the periods of :func:`generate_periods`).
+    """
+    rng = np.random.default_rng([seed, block] if stream is None else stream)
     weights = np.array([s["weight"] for s in SEGMENTS])
-    seg = rng.choice(len(SEGMENTS), size=n, p=weights / weights.sum())
+    if seg is None:
+        seg = rng.choice(len(SEGMENTS), size=n, p=weights / weights.sum())
     ids = np.arange(first, first + n, dtype=np.int64) + ID_OFFSET
 
     start = np.empty(n)
@@ -370,3 +376,202 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+# ------------------------------------------------------------------ periods
+def _shift_ts(table, columns, delta_us):
+    """The table with ``delta_us`` microseconds added to the timestamp ``columns``."""
+    if not delta_us:
+        return table
+    for name in columns:
+        i = table.column_names.index(name)
+        col = table.column(i)
+        vals = col.cast(pa.int64()).to_numpy() + np.int64(delta_us)
+        table = table.set_column(i, name, pa.array(vals).cast(col.type))
+    return table
+
+
+def _other_segments(rng, current):
+    """A new latent segment for every entry of ``current``, drawn by weight among the other segments."""
+    weights = np.array([s["weight"] for s in SEGMENTS])
+    out = np.empty_like(current)
+    for s in np.unique(current):
+        m = current == s
+        others = np.array([j for j in range(len(SEGMENTS)) if j != s])
+        p = weights[others] / weights[others].sum()
+        out[m] = rng.choice(others, size=int(m.sum()), p=p)
+    return out
+
+
+def _period_rows(tables, keep_local, first):
+    """Rows of a block's (tx, events, crm, truth) tables whose customers are kept."""
+    out = []
+    for t in tables:
+        local = t.column("customer_id").to_numpy() - ID_OFFSET - first
+        out.append(t.filter(pa.array(keep_local[local])))
+    return out
+
+
+def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_share=0.0, new_share=0.0,
+                     period_days=90, redraw=False, seed=0, tx_per_customer=20.0, events_scale=1.0,
+                     end=None):  # fmt: skip
+    """Synthetic data for several periods, with a known share of customers switching latent segment.
+
+    Period 0 is exactly :func:`generate` ``(n_customers, seed=seed, ...)``.
+    Before each later period:
+
+    * a share ``churn_share`` of the customers present leave for good;
+    * a share ``switch_share`` of the remaining customers switch to another
+      latent segment (drawn by the segments' weights among the others); their
+      whole history is drawn again from the new segment's behaviour;
+    * ``new_share * n_customers`` new customers join (new ids, above the others).
+
+    Customers who do not switch keep exactly their history (unless
+    ``redraw``); every timestamp of period ``p`` is shifted by ``p *
+    period_days`` days (the data end ``p * period_days`` days after
+    ``end``), so their profiles relative to the end of the data stay the
+    same.  With ``redraw=True`` every customer's history is drawn again each
+    period from its (possibly new) segment: customers who stay in their
+    segment then differ by sampling noise, as real customers do, and some of
+    them cross segment boundaries.  The per-period ``truth`` tables
+    (customer_id, segment, segment_name of the customers present) give the
+    true moves: a customer present in two periods switched when its
+    segment differs.
+
+    Parameters
+    ----------
+    n_customers : int
+        Customers in period 0.
+    periods : int, default 2
+    switch_share : float in [0, 1], default 0.1
+    churn_share, new_share : float in [0, 1], default 0
+    period_days : int, default 90
+    redraw : bool, default False
+    seed, tx_per_customer, events_scale, end :
+        As for :func:`generate`.
+
+    Returns
+    -------
+    list of SyntheticData
+        One per period.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from segone.synth import generate_periods
+    >>> p0, p1 = generate_periods(2000, periods=2, switch_share=0.1, seed=3)
+    >>> s0, s1 = (p.truth.column("segment").to_numpy() for p in (p0, p1))
+    >>> float((s0 != s1).mean())
+    0.1
+    """
+    n_customers, seed, _, end_us, rate_scale, events_scale = _params(
+        n_customers, seed, tx_per_customer, events_scale, end
+    )
+    periods = check_int(periods, "periods", low=1)
+    period_days = check_int(period_days, "period_days", low=0)
+    for name, v in (("switch_share", switch_share), ("churn_share", churn_share), ("new_share", new_share)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ParameterError(f"{name} must be a number in [0, 1], got {v!r}.")
+    # groups of customers: the first n_customers, then those joining at period g
+    groups = [(0, 0, n_customers)]
+    first = n_customers
+    for g in range(1, periods):
+        n_new = int(round(new_share * n_customers))
+        if n_new:
+            groups.append((g, first, n_new))
+            first += n_new
+    names = np.array([s["name"] for s in SEGMENTS])
+    out = [[[] for _ in range(4)] for _ in range(periods)]
+    for g, start, size in groups:
+        for b, off, n in _blocks(size):
+            lo = start + off
+
+            def gen(version, seg=None, b=b, lo=lo, n=n, g=g):
+                stream = None if (g, version) == (0, 0) else [seed, b, version, g + 1000]
+                return _block(seed, b, lo, n, end_us, rate_scale, events_scale, seg=seg, stream=stream)
+
+            cache = {g: gen(g)}
+            seg = cache[g][3].column("segment").to_numpy().astype(np.int64)
+            version = np.full(n, g)
+            present = np.ones(n, dtype=bool)
+            for p in range(g, periods):
+                if p > g:
+                    rng = np.random.default_rng([seed, b, p, g + 2000])
+                    idx = np.flatnonzero(present)
+                    present[rng.choice(idx, size=int(round(churn_share * idx.size)), replace=False)] = False
+                    idx = np.flatnonzero(present)
+                    sw = np.sort(rng.choice(idx, size=int(round(switch_share * idx.size)), replace=False))
+                    if sw.size:
+                        seg[sw] = _other_segments(rng, seg[sw])
+                        version[sw] = p
+                    if redraw:
+                        version[present] = p
+                    if sw.size or redraw:
+                        cache[p] = gen(p, seg.astype(np.int64))
+                delta = p * period_days * 86_400 * 1_000_000
+                for v in np.unique(version[present]):
+                    keep = present & (version == v)
+                    parts = _period_rows(cache[int(v)], keep, lo) if not keep.all() else list(cache[int(v)])
+                    tx, ev, crm, _ = parts
+                    out[p][0].append(_shift_ts(tx, ["ts"], delta))
+                    out[p][1].append(_shift_ts(ev, ["ts"], delta))
+                    out[p][2].append(_shift_ts(crm, ["signup_ts"], delta))
+                ids = np.flatnonzero(present).astype(np.int64) + lo + ID_OFFSET
+                s = seg[present]
+                out[p][3].append(pa.table({
+                    "customer_id": pa.array(ids),
+                    "segment": pa.array(s.astype(np.int32)),
+                    "segment_name": _dict_array(s, tuple(names)),
+                }))  # fmt: skip
+    result = []
+    for p in range(periods):
+        tables = [pa.concat_tables(t).combine_chunks() for t in out[p]]
+        tables[3] = tables[3].sort_by("customer_id") if p else tables[3]
+        if p:  # a customer's rows may come from several versions: keep the truth sorted, the rest as drawn
+            tables[2] = tables[2].sort_by("customer_id")
+        result.append(SyntheticData(*tables))
+    return result
+
+
+def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kwargs):
+    """Write :func:`generate_periods` data as ``path/period-0``, ``path/period-1``, ... (atomically).
+
+    Each period directory has the layout of :func:`write_dataset`
+    (``transactions/``, ``events/``, ``customers/``, ``truth/`` and
+    ``manifest.json``), so ``segone run path/period-1 ...`` reads it.
+    Keyword arguments are those of :func:`generate_periods`.  Returns the
+    list of manifests.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not overwrite:
+        raise ParameterError(f"{path} already exists; choose a new directory or pass overwrite=True.")
+    data = generate_periods(n_customers, periods=periods, **kwargs)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".segone-synth-", dir=parent)
+    os.chmod(tmp, 0o755)
+    manifests = []
+    try:
+        for p, d in enumerate(data):
+            base = os.path.join(tmp, f"period-{p}")
+            counts = {}
+            for name, t in zip(("transactions", "events", "customers", "truth"),
+                               (d.transactions, d.events, d.customers, d.truth)):  # fmt: skip
+                os.makedirs(os.path.join(base, name))
+                pq.write_table(t, os.path.join(base, name, "part-00000.parquet"), row_group_size=1 << 20)
+                counts[name] = t.num_rows
+            manifest = {"format": "segone-synth", "version": 1, "period": p, "periods": periods,
+                        "n_customers": d.truth.num_rows, "rows": counts,
+                        "segments": [s["name"] for s in SEGMENTS],
+                        "generate_periods": {"n_customers": n_customers, **{k: v for k, v in kwargs.items()
+                                                                             if k != "end"}}}  # fmt: skip
+            with open(os.path.join(base, "manifest.json"), "w") as f:
+                json.dump(manifest, f, indent=2)
+            manifests.append(manifest)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifests
