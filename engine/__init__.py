@@ -13,6 +13,9 @@ Segmenter         mini-batch k-means (scikit-learn estimator API)
 assign            nearest-segment assignment (labels, distance, margin)
 personas          what sets each customer apart: top traits and a sentence per customer
 describe_segments the segment table: sizes, value share, lifts, traits, unique labels
+BetaGeo, GammaGamma, predict_value   predicted customer value (lifetimes' definitions, fast)
+save_model, load_model, apply_model  versioned model directories (plain data), applied without refitting
+compare_outputs, match_segments      who moved where between two runs, stable segment ids
 run               the whole job (in this process or on Dask), outputs written atomically
 synth             synthetic customer data with known segments
 errors            the exceptions segone raises
@@ -20,16 +23,19 @@ errors            the exceptions segone raises
 
 __version__ = "0.1.0"
 
-from segone import errors, synth
+from segone import clv, errors, model, synth, track
 from segone._backend import available_backends
 from segone.assign import Assignment, assign
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
+from segone.clv import BetaGeo, GammaGamma, predict_value
+from segone.model import Model, apply_model, load_model, save_model
 from segone.pipeline import RunResult, run
 from segone.segment import Segmenter
 from segone.profile import build_profiles
 from segone.rfm import DEFAULT_RFM_RULES, rfm_scores
 from segone.score import FeatureScorer
 from segone.sketch import QuantileSketch
+from segone.track import compare_outputs, match_segments
 
 __all__ = [
     "DEFAULT_LABEL_RULES",
@@ -37,18 +43,30 @@ __all__ = [
     "DEFAULT_RFM_RULES",
     "PersonaModel",
     "Assignment",
+    "BetaGeo",
+    "GammaGamma",
+    "Model",
     "FeatureScorer",
     "QuantileSketch",
     "RunResult",
     "Segmenter",
+    "apply_model",
     "assign",
+    "clv",
+    "compare_outputs",
     "available_backends",
     "build_profiles",
     "describe_segments",
     "errors",
+    "load_model",
+    "match_segments",
+    "model",
     "personas",
+    "predict_value",
     "rfm_scores",
     "run",
+    "save_model",
     "synth",
+    "track",
     "__version__",
 ]

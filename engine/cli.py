@@ -96,9 +96,14 @@ def _print_segments(segments):
 @click.option("--partitions", default=None, type=click.IntRange(min=1),
               help="Dask: customer partitions (default: those of the transactions).")  # fmt: skip
 @click.option("--memory-limit", default="auto", show_default=True, help="Dask LocalCluster: memory per worker.")
+@click.option("--previous", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Output directory of an earlier run: keep its segment ids, write who moved where.")  # fmt: skip
+@click.option("--no-value", is_flag=True, help="Skip the predicted customer value (BG/NBD + Gamma-Gamma).")
+@click.option("--horizon-months", default=12, show_default=True, type=click.IntRange(min=0),
+              help="Horizon of the predicted purchases and value.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
-        scheduler, workers, partitions, memory_limit, quiet):  # fmt: skip
+        scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, quiet):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.dask.run):
@@ -119,7 +124,7 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
         res = segone.run(
             input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
             n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite,
-            verbose=not quiet, engine=engine,
+            verbose=not quiet, engine=engine, previous=previous, value=not no_value, horizon_months=horizon_months,
         )  # fmt: skip
     finally:
         if engine is not None:
@@ -127,6 +132,47 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
     if not quiet:
         _print_segments(res.segments)
     click.echo(f"{res.summary['customers']:,} customers -> {clusters} segments; outputs in {res.out}")
+    tr = res.summary.get("tracking")
+    if tr and not quiet:
+        click.echo(f"tracking against {previous}: {_pct(tr.get('stayed_share'))} of common customers stayed, "
+                   f"ARI {tr.get('adjusted_rand_common', float('nan')):.3f}, segment PSI {tr.get('segment_psi', 0):.3f}")
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+@main.command()
+@click.argument("old", type=click.Path(exists=True, file_okay=False))
+@click.argument("new", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--no-match", is_flag=True, help="Compare segment ids as they are (no one-to-one matching).")
+@click.option("--spend", default=None, help="Spend column of the assignments, if any.")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+def track(old, new, out, no_match, spend, overwrite):
+    """Compare two outputs of `segone run` (OLD, NEW) without refitting: migration.parquet, moves.parquet."""
+    cmp = segone.track.compare_outputs(old, new, out, match=not no_match, spend=spend, overwrite=overwrite)
+    s = cmp.summary
+    c = s.get("customers", {})
+    click.echo(f"customers: {c.get('previous', 0):,} before, {c.get('now', 0):,} now, {c.get('common', 0):,} in both")
+    click.echo(f"stayed: {_pct(s.get('stayed_share'))}; adjusted Rand index {s.get('adjusted_rand_common')}; "
+               f"segment PSI {s.get('segment_psi')}")
+    click.echo(f"outputs in {os.path.abspath(out)}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("input", type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--events", type=click.Path(exists=True), help="Web events.")
+@click.option("--attributes", type=click.Path(exists=True), help="CRM attributes.")
+@click.option("--as-of", default=None, help="Reference time (ISO date); default: latest transaction.")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+def apply(model_dir, input, out, events, attributes, as_of, overwrite):
+    """Assign the customers in INPUT to the segments of a saved model (MODEL_DIR), without refitting."""
+    res = segone.model.apply_model(model_dir, input, out, events=events, attributes=attributes, as_of=as_of,
+                                   overwrite=overwrite)  # fmt: skip
+    click.echo(f"{res.assignments.num_rows:,} customers assigned; outputs in {res.out}")
 
 
 @main.command()

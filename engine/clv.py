@@ -1635,3 +1635,137 @@ def predict_value(profiles, *, horizon_months=12, discount_rate=0.01, freq="D", 
         },
     }
     return pa.table(dict(zip(names, arrays))), info
+
+
+# ------------------------------------------------------------- the PREDICT stage
+class ValueState(State):
+    """The PREDICT stage's mergeable state: the BG/NBD pattern histogram and the Gamma-Gamma one.
+
+    ``ValueState.of(profiles)`` reads the BTYD columns of one piece of
+    profiles; states of customer-disjoint pieces merge exactly.
+    :func:`fit_value` turns the merged state into the two fitted models and
+    :func:`value_piece` predicts per piece, so the stage runs the same in one
+    process and on Dask.
+    """
+
+    kind = "value_state"
+
+    def __init__(self, patterns, monetary):
+        self.patterns, self.monetary = patterns, monetary
+
+    @classmethod
+    def of(cls, profiles):
+        pat = PatternHistogram.of(profiles)
+        mon = MonetaryHistogram.empty()
+        if "monetary_value" in profiles.column_names:
+            t = profiles.select(["frequency", "monetary_value", "T"])
+            if t.column("T").null_count:
+                import pyarrow.compute as pc
+
+                t = t.filter(pc.is_valid(t.column("T")))
+            mon = MonetaryHistogram.of(t.select(["frequency", "monetary_value"]))
+        return cls(pat, mon)
+
+    def merge(self, other):
+        self._check_same(other)
+        return ValueState(self.patterns.merge(other.patterns), self.monetary.merge(other.monetary))
+
+    def finish(self, **kwargs):
+        return fit_value(self, **kwargs)
+
+    def _data(self):
+        return {"patterns": self.patterns.to_dict(), "monetary": self.monetary.to_dict()}
+
+    @classmethod
+    def _from_data(cls, d):
+        return cls(PatternHistogram.from_dict(d["patterns"]), MonetaryHistogram.from_dict(d["monetary"]))
+
+
+def fit_value(state, *, penalizer=0.0, gg_penalizer=0.0, fallback_penalizer=1e-3):
+    """Fit BG/NBD and Gamma-Gamma on a merged :class:`ValueState`: ``(beta_geo, gamma_gamma, info)``.
+
+    Defined behaviour, recorded in ``info["skipped"]`` / ``info["notes"]``:
+    a fit that does not converge is retried once with ``fallback_penalizer``
+    (and says so); a model that still cannot be fitted (no repeat customer,
+    all customers identical, no usable spend, ``q <= 1``) is None, and its
+    prediction columns are null in the outputs, never NaN.
+    """
+    info = {"skipped": {"rows_without_purchase": state.patterns.n_without_purchase, "bg_nbd": None,
+                        "gamma_gamma": None}, "notes": []}  # fmt: skip
+
+    def attempt(model, fit, what):
+        try:
+            return fit(model)
+        except ConvergenceError as exc:
+            if model.penalizer == 0 and fallback_penalizer:
+                info["notes"].append(f"{what} did not converge unpenalized; refitted with penalizer "
+                                     f"{fallback_penalizer:g} ({exc})")  # fmt: skip
+                model = type(model)(fallback_penalizer)
+                try:
+                    return fit(model)
+                except (ConvergenceError, DataError) as exc2:
+                    info["skipped"][what] = str(exc2)
+                    return None
+            info["skipped"][what] = str(exc)
+            return None
+        except DataError as exc:  # EmptyInputError is a DataError
+            info["skipped"][what] = str(exc)
+            return None
+
+    bg = attempt(BetaGeo(penalizer), lambda m: m.fit_histogram(state.patterns), "bg_nbd")
+    gg = None
+    if bg is not None:
+        gg = attempt(GammaGamma(gg_penalizer), lambda m: m.fit_histogram(state.monetary), "gamma_gamma")
+        if gg is not None and gg.params_["q"] <= 1.0:
+            info["skipped"]["gamma_gamma"] = (
+                f"Gamma-Gamma q = {gg.params_['q']:.4g} <= 1: the mean order value is not finite; the CLV is left "
+                "empty (raise gg_penalizer or remove outlying spend)")  # fmt: skip
+            gg = None
+    else:
+        info["skipped"]["gamma_gamma"] = "needs the BG/NBD model"
+    for name, m in (("bg_nbd", bg), ("gamma_gamma", gg)):
+        info[name] = None if m is None else {
+            "params": m.params_, "standard_errors": m.standard_errors_, "log_likelihood": m.log_likelihood_,
+            "n_customers": m.n_customers_, "penalizer": m.penalizer}  # fmt: skip
+    return bg, gg, info
+
+
+VALUE_COLUMNS = ("expected_purchases", "p_alive", "expected_order_value", "clv")
+
+
+def value_piece(profiles, *, beta_geo, gamma_gamma, horizon_months=12, discount_rate=0.01, freq="D"):
+    """PREDICT per piece: ``profiles`` with the four value columns appended (null where not predictable).
+
+    ``expected_purchases`` over the next ``horizon_months``, ``p_alive``,
+    ``expected_order_value`` and ``clv`` (lifetimes' definition, monthly
+    ``discount_rate``); customers without a purchase (null ``T``) get nulls.
+    """
+    import pyarrow as pa
+
+    n = profiles.num_rows
+    factor = FREQ_FACTORS[check_choice(freq, "freq", tuple(FREQ_FACTORS))]
+    cols = {name: pa.nulls(n, pa.float64()) for name in VALUE_COLUMNS}
+    if beta_geo is not None and n:
+        c = _table_columns(profiles, ["frequency", "recency", "T", "monetary_value"], "value_piece",
+                           optional=("monetary_value",))
+        x, tx, (t_age, tmask) = c["frequency"][0], c["recency"][0], c["T"]
+        keep = np.ones(n, dtype=bool) if tmask is None else ~tmask
+        pa_, exp_p, disc = beta_geo._value_terms(x[keep], tx[keep], t_age[keep], horizon_months, discount_rate,
+                                                 factor)  # fmt: skip
+
+        def full(v):
+            out = np.zeros(n)
+            out[keep] = v
+            return pa.array(out, mask=~keep)
+
+        cols["expected_purchases"], cols["p_alive"] = full(exp_p), full(pa_)
+        if gamma_gamma is not None and "monetary_value" in profiles.column_names:
+            m = c["monetary_value"][0][keep]
+            eov = gamma_gamma._eov(x[keep], m)
+            cols["expected_order_value"], cols["clv"] = full(eov), full(eov * disc)
+    out = profiles
+    for name in VALUE_COLUMNS:
+        if name in out.column_names:
+            out = out.drop_columns([name])
+        out = out.append_column(name, cols[name])
+    return out

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone import clv as _clv
 from segone import profile as _profile
+from segone import track as _track
 from segone._engine import LocalEngine
 from segone._validation import check_int, check_n_clusters
 from segone.assign import assign_piece
@@ -84,6 +86,10 @@ def run(
     n_traits=3,
     phrases=None,
     label_rules=None,
+    value=True,
+    horizon_months=12,
+    discount_rate=0.01,
+    previous=None,
     backend="auto",
     n_threads=None,
     engine=None,
@@ -137,6 +143,20 @@ def run(
         The persona vocabulary (default :data:`segone.DEFAULT_PHRASES`).
     label_rules : dict, optional
         The segment label rules (default :data:`segone.DEFAULT_LABEL_RULES`).
+    value : bool, default True
+        Predict every customer's value (BG/NBD + Gamma-Gamma on the BTYD
+        columns): ``expected_purchases`` over ``horizon_months``, ``p_alive``,
+        ``expected_order_value`` and ``clv`` (monthly ``discount_rate``) in
+        assignments.parquet, their means and totals in segments.parquet, the
+        fitted parameters in run.json.  A model the data cannot support is
+        skipped (its columns null) and run.json says why.
+    horizon_months : int, default 12
+    discount_rate : float, default 0.01
+    previous : str or path, optional
+        The output directory of an earlier run: the fit warm-starts from its
+        segments (same features and number of segments), segments keep their
+        ids (matched one-to-one on the customers both runs share), and
+        ``migration.parquet`` / ``moves.parquet`` say who moved where.
     sample_size : int, default 1,000,000
         The segmenter's seeding and mini-batch phase see at most this many
         customers, chosen by a hash of the customer id (all of them when there
@@ -177,12 +197,15 @@ def run(
     """
     clusters = check_int(clusters, "clusters", low=1)
     sample_size = check_int(sample_size, "sample_size", low=1)
+    if previous is not None and not os.path.isdir(os.fspath(previous)):
+        raise ParameterError(f"previous={os.fspath(previous)!r} is not a directory; give the --out of an earlier run.")
     eng, owned = _engine_for(engine, client, n_threads, npartitions)
     try:
         return _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
             random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, n_traits=n_traits,
-            phrases=phrases, label_rules=label_rules, backend=backend,
+            phrases=phrases, label_rules=label_rules, value=value, horizon_months=horizon_months,
+            discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
             verbose=verbose,
         )  # fmt: skip
@@ -192,7 +215,8 @@ def run(
 
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
-         n_traits, phrases, label_rules, backend, n_threads, partitioned_by_customer, overwrite, verbose):  # fmt: skip
+         n_traits, phrases, label_rules, value, horizon_months, discount_rate, previous, backend, n_threads,
+         partitioned_by_customer, overwrite, verbose):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -222,10 +246,15 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     X = eng.persist(eng.map(scorer.transform, profiles), "features")
     log(f"features: {len(scorer.feature_names_out_)} columns in {stage('score'):.2f}s")
 
-    # SEGMENT: learn on a customer-hash sample in customer-id order, refine on every part
+    # SEGMENT: learn on a customer-hash sample in customer-id order, refine on every part;
+    # with a previous run, start from its segments
     t0 = time.perf_counter()
-    seg = Segmenter(clusters, n_init=n_init, random_state=random_state, refine=refine, backend=backend,
-                    n_threads=n_threads)  # fmt: skip
+    cid = _profile.resolve_schema(schema)["customer_id"]
+    prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
+                                                              id_column=cid, spend="spend")  # fmt: skip
+    init = None if prev is None else prev.warm_start(scorer, clusters)
+    seg = Segmenter(clusters, init="k-means++" if init is None else init, n_init=n_init if init is None else 1,
+                    random_state=random_state, refine=refine, backend=backend, n_threads=n_threads)  # fmt: skip
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
 
     def full_pass(centers):
@@ -239,11 +268,32 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
 
     # ASSIGN
     t0 = time.perf_counter()
-    cid = _profile.resolve_schema(schema)["customer_id"]
     assignments = eng.persist(
         eng.map(assign_piece, profiles, X, centroids=seg.cluster_centers_, id_column=cid, backend=backend,
                 n_threads=n_threads), "assignments")  # fmt: skip
     stage("assign")
+
+    # PREDICT: customer value from the mergeable BTYD pattern histograms, predicted per piece
+    t0 = time.perf_counter()
+    value_info = None
+    if value:
+        bg, gg, value_info = _clv.fit_value(eng.reduce(eng.map(_clv.ValueState.of, profiles)))
+        value_info.update(horizon_months=horizon_months, discount_rate=discount_rate, unit="days")
+        profiles = eng.persist(eng.map(_clv.value_piece, profiles, beta_geo=bg, gamma_gamma=gg,
+                                       horizon_months=horizon_months, discount_rate=discount_rate), "profiles")  # fmt: skip
+        assignments = eng.persist(eng.map(_with_value, assignments, profiles), "assignments")
+        log(f"customer value in {stage('predict'):.2f}s")
+
+    # TRACK: stable ids against the previous run, who moved where
+    t0 = time.perf_counter()
+    hist = eng.reduce(eng.map(_track.FeatureHistogram.of, profiles, features=scorer.feature_names_out_))
+    tracked, seg_ids, next_id = None, np.arange(clusters), clusters
+    if prev is not None:
+        parts = eng.gather(eng.map(_track.tracking_columns, profiles, assignments, id_column=cid))
+        tracked = _track.track_assignments(prev, pa.concat_tables(parts), centroids=seg.cluster_centers_,
+                                           scorer=scorer, spend="spend", histogram=hist)  # fmt: skip
+        seg_ids, next_id = tracked.segment_ids, tracked.next_id
+        log(f"tracking: {tracked.figures.get('stayed_share')} stayed in {stage('track'):.2f}s")
 
     # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()
@@ -256,17 +306,33 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     personas = eng.persist(eng.map(_personas_piece, profiles, assignments, model=persona_model, id_column=cid),
                            "personas")  # fmt: skip
     log(f"personas: {n} customers in {stage('personas'):.2f}s")
+    if tracked is not None:  # cluster indices -> stable ids in every output
+        assignments = eng.persist(eng.map(_track.relabel_piece, assignments, segment_ids=seg_ids), "assignments")
+        personas = eng.map(_track.relabel_piece, personas, segment_ids=seg_ids)
+        segments = _track.relabel_piece(segments, segment_ids=seg_ids)
 
     # WRITE
     t0 = time.perf_counter()
     info = run_summary(input, summary, scorer, seg, stats, eng.facts() | facts, backend=backend,
                        random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size,
                        n_traits=n_traits)  # fmt: skip
+    info["segment_ids"] = [int(i) for i in seg_ids]
+    if value_info is not None:
+        info["clv"] = value_info
+    if prev is not None:
+        info["tracking"] = {"previous": os.path.abspath(os.fspath(previous)), "warm_start": init is not None,
+                            "notes": list(prev.notes), **tracked.figures}  # fmt: skip
     with atomic_directory(out, overwrite=overwrite) as tmp:
         eng.write_parts(assignments, os.path.join(tmp, "assignments.parquet"))
         eng.write_parts(personas, os.path.join(tmp, "personas.parquet"))
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
-        write_model(os.path.join(tmp, "model"), seg, scorer)
+        write_model(os.path.join(tmp, "model"), seg, scorer, segment_ids=seg_ids,
+                    labels=segments.column("label").to_pylist(), next_id=next_id, histogram=hist,
+                    settings={"id_column": cid, "random_state": random_state,
+                              "previous": None if prev is None else prev.path})  # fmt: skip
+        if tracked is not None:
+            write_parquet(tracked.moves, os.path.join(tmp, "moves.parquet"))
+            write_parquet(tracked.migration, os.path.join(tmp, "migration.parquet"))
         stage("write")
         timings["total"] = time.perf_counter() - t_all
         info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
@@ -339,6 +405,13 @@ def _sample_part(profiles, X, *, fraction, seed, cid):
 
 def _segment_stats(profiles, assignments, *, k):
     return SegmentStats.of(profiles, assignments.column("segment").to_numpy(), k)
+
+
+def _with_value(assignments, profiles):
+    """The predicted value columns of a profile piece appended to its assignments."""
+    for name in ("expected_purchases", "p_alive", "clv"):
+        assignments = assignments.append_column(name, profiles.column(name))
+    return assignments
 
 
 def _personas_piece(profiles, assignments, *, model, id_column):

@@ -5,7 +5,11 @@ import importlib
 
 import pytest
 
-MODULES = ["segone.assign", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.dask", "segone.profile", "segone.score", "segone.sketch", "segone.rfm"]
+MODULES = [
+    "segone.assign", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.describe.personas",
+    "segone.dask", "segone.profile", "segone.score", "segone.sketch", "segone.rfm", "segone.clv", "segone.model",
+    "segone.track", "segone.synth",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

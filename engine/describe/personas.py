@@ -72,6 +72,13 @@ DEFAULT_PHRASES = [
     {"match": "events_*", "group": "event:{label}", "high": "{label}: {value:.0f} times (top {top:.0f}%)",
      "low": None},
     {"match": "days_since_*", "group": "event:{label}", "high": None, "low": "{label} seen {value:.0f} days ago"},
+    # predicted value (segone run's PREDICT stage)
+    {"match": "clv", "group": "value", "high": "predicted value {value:.0f} (top {top:.0f}%)",
+     "low": "low predicted value ({value:.0f})"},
+    {"match": "p_alive", "group": "value", "high": None, "low": "probably lapsed ({pct:.0f}% chance still active)"},
+    {"match": "expected_purchases", "group": "value", "high": "expected to buy {value:.1f} more times soon",
+     "low": None},
+    {"match": "expected_order_value", "group": "basket", "high": None, "low": None},
     # the BTYD columns repeat the columns above in lifetimes' units: never traits of their own
     {"match": "frequency", "group": "frequency", "high": None, "low": None},
     {"match": "recency", "group": "recency", "high": None, "low": None},

@@ -203,6 +203,9 @@ class SegmentStats(State):
             cols[f"mean_{name}"] = pa.array(seg_mean[:, j])
         for j, name in enumerate(self.columns):
             cols[f"lift_{name}"] = pa.array(lift[:, j])
+        for name in ("clv", "expected_purchases"):  # predicted value: the segment's total too
+            if name in self.columns:
+                cols[f"total_{name}"] = pa.array(self.sums[:, self.columns.index(name)])
         for c in self.categorical:
             values = {}
             for i in range(k):
@@ -230,7 +233,7 @@ class SegmentStats(State):
         does not buy garden tools is not described by that).
         """
         out = []
-        skip = ("frequency", "recency", "T", "monetary_value", "purchase_days")
+        skip = ("frequency", "recency", "T", "monetary_value", "purchase_days", "expected_order_value")
         for i in range(self.k):
             with np.errstate(invalid="ignore", divide="ignore"):
                 lg = np.log(lift[i])
