@@ -87,6 +87,7 @@ def run(
     phrases=None,
     label_rules=None,
     value=True,
+    freq="D",
     horizon_months=12,
     discount_rate=0.01,
     previous=None,
@@ -150,6 +151,9 @@ def run(
         assignments.parquet, their means and totals in segments.parquet, the
         fitted parameters in run.json.  A model the data cannot support is
         skipped (its columns null) and run.json says why.
+    freq : {"D", "W", "M"}, default "D"
+        Period of the BTYD columns the value models are fitted on (days,
+        weeks or months, as lifetimes' ``freq``).
     horizon_months : int, default 12
     discount_rate : float, default 0.01
     previous : str or path, optional
@@ -204,7 +208,7 @@ def run(
         return _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
             random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, n_traits=n_traits,
-            phrases=phrases, label_rules=label_rules, value=value, horizon_months=horizon_months,
+            phrases=phrases, label_rules=label_rules, value=value, freq=freq, horizon_months=horizon_months,
             discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
             verbose=verbose,
@@ -215,7 +219,7 @@ def run(
 
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
-         n_traits, phrases, label_rules, value, horizon_months, discount_rate, previous, backend, n_threads,
+         n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
          partitioned_by_customer, overwrite, verbose):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
@@ -233,7 +237,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     sources = dict(zip(("transactions", "events", "attributes"), resolve_inputs(input, events, attributes)))
     profiles, summary, facts = profile_stage(
         eng, sources, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads,
-        partitioned_by_customer=partitioned_by_customer, verbose=verbose,
+        partitioned_by_customer=partitioned_by_customer, verbose=verbose, freq=freq,
     )  # fmt: skip
     n = summary["customers"]
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
@@ -278,8 +282,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     value_info = None
     if value:
         bg, gg, value_info = _clv.fit_value(eng.reduce(eng.map(_clv.ValueState.of, profiles)))
-        value_info.update(horizon_months=horizon_months, discount_rate=discount_rate, unit="days")
-        profiles = eng.persist(eng.map(_clv.value_piece, profiles, beta_geo=bg, gamma_gamma=gg,
+        value_info.update(horizon_months=horizon_months, discount_rate=discount_rate, unit=_profile.BTYD_UNITS[freq])
+        profiles = eng.persist(eng.map(_clv.value_piece, profiles, beta_geo=bg, gamma_gamma=gg, freq=freq,
                                        horizon_months=horizon_months, discount_rate=discount_rate), "profiles")  # fmt: skip
         assignments = eng.persist(eng.map(_with_value, assignments, profiles), "assignments")
         log(f"customer value in {stage('predict'):.2f}s")

@@ -65,6 +65,31 @@ DEFAULT_SCHEMA = {
     "order_id": "order_id",
 }
 US_PER_DAY = 86_400 * 1_000_000
+BTYD_UNITS = {"D": "days", "W": "weeks", "M": "months"}
+
+
+def _period_of(ts_us, freq):
+    """Period index of UTC instants: weeks run Monday to Sunday (pandas' "W"), months are calendar months."""
+    ts_us = np.asarray(ts_us, dtype=np.int64)
+    if freq == "W":  # 1970-01-01 was a Thursday: day -3 is the Monday that starts week 0
+        return np.floor_divide(np.floor_divide(ts_us, US_PER_DAY) + 3, 7)
+    return ts_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+
+
+def _btyd_periods(codes, ts, amount, n, freq, as_of_us):
+    """Per customer: (as_of period, first period, last period, distinct periods, spend of the first period)."""
+    per = _period_of(ts, freq)
+    g = pa.table({"c": codes, "p": per, "a": amount}).group_by(["c", "p"]).aggregate([("a", "sum")])
+    gc, gp, ga = (g.column(x).to_numpy() for x in ("c", "p", "a_sum"))
+    n_periods = np.bincount(gc, minlength=n)
+    first_p = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first_p, gc, gp)
+    last_p = np.full(n, np.iinfo(np.int64).min)
+    np.maximum.at(last_p, gc, gp)
+    first_spend = np.bincount(gc, weights=np.where(gp == first_p[gc], ga, 0.0), minlength=n)
+    has = n_periods > 0
+    return (int(_period_of([as_of_us], freq)[0]), np.where(has, first_p, 0), np.where(has, last_p, 0), n_periods,
+            first_spend)  # fmt: skip
 
 
 def resolve_schema(schema):
@@ -356,6 +381,7 @@ def build_profiles_with_summary(
     backend="auto",
     n_threads=None,
     labels=None,
+    freq="D",
     _partition=False,
 ):
     """Like :func:`build_profiles`, returning ``(profiles, summary)``.
@@ -373,6 +399,8 @@ def build_profiles_with_summary(
     windows = tuple(check_int(w, "windows[i]", low=1) for w in windows)
     top_categories = check_int(top_categories, "top_categories", low=0)
     top_channels = check_int(top_channels, "top_channels", low=0)
+    if freq not in BTYD_UNITS:
+        raise ParameterError(f"freq={freq!r} is not a BTYD period; use one of {sorted(BTYD_UNITS)} (day, week, month).")
     summary = {"rows_read": {}, "dropped": {}, "excluded_after_as_of": {}, "returns": 0, "folded": {}}
 
     cat_role, ch_role = roles["category"], roles["channel"]
@@ -559,17 +587,20 @@ def build_profiles_with_summary(
         cols[ev_name] = pa.array(c)
         cols[f"days_since_{name}"] = pa.array((as_of_us - last_ts) / US_PER_DAY, mask=c == 0)
 
-    # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, freq="D")
-    as_of_day = as_of_us // US_PER_DAY
-    first_day = np.where(has, first // US_PER_DAY, 0)
-    last_day = np.where(has, last // US_PER_DAY, 0)
-    freq = np.maximum(purchase_days - 1, 0)
-    cols["frequency"] = pa.array(freq.astype(np.float64))
-    cols["recency"] = pa.array((last_day - first_day).astype(np.float64))
-    cols["T"] = pa.array((as_of_day - first_day).astype(np.float64), mask=~has)
-    cols["monetary_value"] = pa.array(
-        np.where(freq > 0, (spend - agg["first_day_spend"]) / np.maximum(freq, 1), 0.0)
-    )
+    # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, in periods of `freq`)
+    if freq == "D":
+        as_of_p = as_of_us // US_PER_DAY
+        first_p = np.where(has, first // US_PER_DAY, 0)
+        last_p = np.where(has, last // US_PER_DAY, 0)
+        n_periods, first_spend = purchase_days, agg["first_day_spend"]
+    else:
+        as_of_p, first_p, last_p, n_periods, first_spend = _btyd_periods(codes, ts, amount, n, freq, as_of_us)
+    repeat = np.maximum(n_periods - 1, 0)
+    cols["frequency"] = pa.array(repeat.astype(np.float64))
+    cols["recency"] = pa.array(np.where(has, last_p - first_p, 0).astype(np.float64))
+    cols["T"] = pa.array(np.where(has, as_of_p - first_p, 0).astype(np.float64), mask=~has)
+    cols["monetary_value"] = pa.array(np.where(repeat > 0, (spend - first_spend) / np.maximum(repeat, 1), 0.0))
+    summary["btyd_unit"] = BTYD_UNITS[freq]
 
     out = pa.table(cols)
 
@@ -627,7 +658,7 @@ def _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n):
 
 def build_profiles(transactions, *, events=None, attributes=None, as_of=None, schema=None,
                    windows=(30, 90, 365), top_categories=20, top_channels=10, drop_returns=False,
-                   backend="auto", n_threads=None):  # fmt: skip
+                   freq="D", backend="auto", n_threads=None):  # fmt: skip
     """Build one profile row per customer.
 
     Parameters
@@ -659,6 +690,10 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
         summary (``folded``).
     drop_returns : bool
         Drop negative amounts instead of keeping them as negative spend.
+    freq : {"D", "W", "M"}, default "D"
+        Period of the BTYD columns (``frequency``, ``recency``, ``T``,
+        ``monetary_value``): days, weeks (Monday to Sunday, as pandas' "W")
+        or calendar months, as lifetimes' ``freq``; the literature uses weeks.
     backend, n_threads :
         Kernel backend and threads for the grouping kernels (see :func:`segone.assign`).
 
@@ -680,7 +715,7 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
     return build_profiles_with_summary(
         transactions, events=events, attributes=attributes, as_of=as_of, schema=schema,
         windows=windows, top_categories=top_categories, top_channels=top_channels, drop_returns=drop_returns,
-        backend=backend, n_threads=n_threads,
+        freq=freq, backend=backend, n_threads=n_threads,
     )[0]  # fmt: skip
 
 

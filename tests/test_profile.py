@@ -391,3 +391,34 @@ def test_high_cardinality_channels_fold_into_other():
         pd_counts[v] = pd_counts.get(v, 0) + 1
     top = sorted(counts, key=lambda v: -counts[v])[:10]
     assert {c[len("channel_"):] for c in ch[:-1]} == {f"s{v}" for v in top}
+
+
+def test_btyd_columns_in_weeks_and_months():
+    """freq="W" equals lifetimes' summary (weeks Monday-Sunday); freq="M" counts calendar months."""
+    import warnings
+
+    t = pa.table({"customer_id": [1, 1, 1, 2, 2],
+                  "ts": pa.array(["2025-01-06 10:00", "2025-01-12 09:00", "2025-03-31 12:00", "2025-02-28 08:00",
+                                  "2025-03-01 08:00"]).cast(pa.timestamp("us")),  # fmt: skip
+                  "amount": [10.0, 5.0, 7.0, 3.0, 4.0]})
+    w = segone.build_profiles(t, freq="W", as_of="2025-04-02").to_pydict()
+    # customer 1: Jan 6 (Mon) and Jan 12 (Sun) share a week, Mar 31 is 12 weeks later;
+    # customer 2: Feb 28 (Fri) and Mar 1 (Sat) share a week, 5 weeks before the week of as_of
+    assert w["frequency"] == [1.0, 0.0] and w["recency"] == [12.0, 0.0] and w["T"] == [12.0, 5.0]
+    assert w["monetary_value"] == [7.0, 0.0]
+    m = segone.build_profiles(t, freq="M", as_of="2025-04-02").to_pydict()
+    assert m["frequency"] == [1.0, 1.0] and m["recency"] == [2.0, 1.0] and m["T"] == [3.0, 2.0]
+    assert m["monetary_value"] == [7.0, 4.0]
+    with pytest.raises(segone.errors.ParameterError, match="freq"):
+        segone.build_profiles(t, freq="Q")
+    lifetimes_utils = pytest.importorskip("lifetimes.utils")
+    d = segone.synth.generate(500, seed=1)
+    prof = segone.build_profiles(d.transactions, freq="W").to_pandas().set_index("customer_id")
+    df = d.transactions.select(["customer_id", "ts", "amount"]).to_pandas()
+    df["ts"] = df["ts"].dt.tz_convert(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = lifetimes_utils.summary_data_from_transaction_data(df, "customer_id", "ts", monetary_value_col="amount",
+                                                               observation_period_end=df["ts"].max(), freq="W")
+    for c in ("frequency", "recency", "T", "monetary_value"):
+        np.testing.assert_allclose(prof.loc[s.index, c].to_numpy(), s[c].to_numpy(), rtol=1e-12, err_msg=c)
