@@ -1681,14 +1681,18 @@ class ValueState(State):
         return cls(PatternHistogram.from_dict(d["patterns"]), MonetaryHistogram.from_dict(d["monetary"]))
 
 
-def fit_value(state, *, penalizer=0.0, gg_penalizer=0.0, fallback_penalizer=1e-3):
+def fit_value(state, *, penalizer=0.0, gg_penalizer=0.0, fallback_penalizer=1e-3, max_mean_ratio=3.0):
     """Fit BG/NBD and Gamma-Gamma on a merged :class:`ValueState`: ``(beta_geo, gamma_gamma, info)``.
 
     Defined behaviour, recorded in ``info["skipped"]`` / ``info["notes"]``:
     a fit that does not converge is retried once with ``fallback_penalizer``
     (and says so); a model that still cannot be fitted (no repeat customer,
     all customers identical, no usable spend, ``q <= 1``) is None, and its
-    prediction columns are null in the outputs, never NaN.
+    prediction columns are null in the outputs, never NaN.  A Gamma-Gamma fit
+    whose implied mean order value ``v p / (q - 1)`` exceeds
+    ``max_mean_ratio`` times the observed mean of the repeat customers' order
+    values is not used either (q close to 1: the tail would dominate every
+    CLV); on CDNOW the two means agree within 1%.
     """
     info = {"skipped": {"rows_without_purchase": state.patterns.n_without_purchase, "bg_nbd": None,
                         "gamma_gamma": None}, "notes": []}  # fmt: skip
@@ -1721,6 +1725,18 @@ def fit_value(state, *, penalizer=0.0, gg_penalizer=0.0, fallback_penalizer=1e-3
                 f"Gamma-Gamma q = {gg.params_['q']:.4g} <= 1: the mean order value is not finite; the CLV is left "
                 "empty (raise gg_penalizer or remove outlying spend)")  # fmt: skip
             gg = None
+        elif gg is not None:
+            x, m, c = state.monetary.finish()
+            observed = float((m * c).sum() / c.sum())
+            implied = gg.population_mean()
+            if implied > max_mean_ratio * observed:
+                info["skipped"]["gamma_gamma"] = (
+                    f"the fitted spend model implies a mean order value of {implied:.4g}, {implied / observed:.1f}x "
+                    f"the observed mean of the repeat customers ({observed:.4g}; q = {gg.params_['q']:.4g} is close "
+                    "to 1): its heavy tail would dominate every CLV, so the CLV is left empty. Spend that is "
+                    "far from gamma-shaped (e.g. a few huge orders) causes this; cap outlying amounts or raise "
+                    "gg_penalizer.")  # fmt: skip
+                gg = None
     else:
         info["skipped"]["gamma_gamma"] = "needs the BG/NBD model"
     for name, m in (("bg_nbd", bg), ("gamma_gamma", gg)):
