@@ -26,7 +26,7 @@ from segone import track as _track
 from segone._engine import LocalEngine
 from segone._validation import check_int, check_n_clusters
 from segone.assign import assign_piece
-from segone.describe import PersonaModel, PersonaState, SegmentStats
+from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ParameterError
 from segone.io import atomic_directory, resolve_inputs, write_json, write_parquet
 from segone.model import write_model
@@ -307,8 +307,11 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     t0 = time.perf_counter()
     persona_model = PersonaModel(n_traits, phrases=phrases, backend=backend, n_threads=n_threads)
     persona_model.fit_state(eng.reduce(eng.map(PersonaState.of, profiles, model=persona_model)))
-    personas = eng.persist(eng.map(_personas_piece, profiles, assignments, model=persona_model, id_column=cid),
-                           "personas")  # fmt: skip
+    both = eng.persist(eng.map(_personas_piece, profiles, assignments, model=persona_model, id_column=cid),
+                       "personas")  # fmt: skip
+    personas = eng.map(_first, both)
+    assignments = eng.map(_second, both)  # with the R, F, M scores and the RFM segment
+    rfm_grid = eng.reduce(eng.map(_rfm_grid, both, profiles)).finish()
     log(f"personas: {n} customers in {stage('personas'):.2f}s")
     if tracked is not None:  # cluster indices -> stable ids in every output
         assignments = eng.persist(eng.map(_track.relabel_piece, assignments, segment_ids=seg_ids), "assignments")
@@ -330,6 +333,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         eng.write_parts(assignments, os.path.join(tmp, "assignments.parquet"))
         eng.write_parts(personas, os.path.join(tmp, "personas.parquet"))
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
+        write_parquet(rfm_grid, os.path.join(tmp, "rfm.parquet"))
         write_model(os.path.join(tmp, "model"), seg, scorer, segment_ids=seg_ids,
                     labels=segments.column("label").to_pylist(), next_id=next_id, histogram=hist,
                     settings={"id_column": cid, "random_state": random_state,
@@ -419,7 +423,18 @@ def _with_value(assignments, profiles):
 
 
 def _personas_piece(profiles, assignments, *, model, id_column):
-    return model.personas(profiles, assignments.column("segment").to_numpy(), id_column=id_column)
+    """(personas, assignments with the RFM columns) of one piece."""
+    t = model.personas(profiles, assignments.column("segment").to_numpy(), id_column=id_column, rfm=True)
+    rfm = ("r_score", "f_score", "m_score", "rfm_code", "rfm_segment")
+    for name in rfm:
+        assignments = assignments.append_column(name, t.column(name))
+    return t.drop_columns(list(rfm)), assignments
+
+
+def _rfm_grid(both, profiles):
+    spend = profiles.column("spend_total").to_numpy(zero_copy_only=False) if "spend_total" in \
+        profiles.column_names else None  # fmt: skip
+    return RFMGrid.of(both[1], spend)
 
 
 def run_summary(input, summary, scorer, seg, stats, engine_facts, **settings):

@@ -4,6 +4,7 @@ from segone.describe.personas import DEFAULT_PHRASES, PersonaModel, PersonaState
 from segone.describe.segments import (
     DEFAULT_LABEL_RULES,
     SUMMARY_COLUMNS,
+    RFMGrid,
     SegmentStats,
     describe_segments,
     label_segments,
@@ -15,6 +16,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "PersonaModel",
     "PersonaState",
+    "RFMGrid",
     "SegmentStats",
     "describe_segments",
     "label_segments",

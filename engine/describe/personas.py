@@ -387,11 +387,13 @@ class PersonaModel:
                 S[((S > 0) & no_hi) | ((S < 0) & no_lo)] = np.nan
         return S, cols
 
-    def personas(self, profiles, segments=None, *, id_column="customer_id"):
+    def personas(self, profiles, segments=None, *, id_column="customer_id", rfm=False):
         """A table with ``id_column``, ``segment`` (when given), ``traits`` and ``summary``, one row per customer.
 
         ``traits`` is a list of structs (feature, value, percentile,
-        strength), strongest first; ``summary`` is the sentence.
+        strength), strongest first; ``summary`` is the sentence.  With
+        ``rfm=True`` also ``r_score``, ``f_score``, ``m_score`` (1..5),
+        ``rfm_code`` and ``rfm_segment`` (see :meth:`rfm_columns`).
         """
         if not hasattr(self, "state_"):
             raise NotFittedError("this PersonaModel is not fitted yet; call fit(profiles) first.")
@@ -401,6 +403,7 @@ class PersonaModel:
         n, k = table.num_rows, int(self.n_traits)
         S, V = self._strengths(table)
         names = list(self.features_)
+        rfm_cols = self.rfm_columns(S) if rfm else {}
         cat_cols = []  # (column, values as strings, strengths)
         for c, counts in self.categorical_.items():
             if c not in table.column_names:
@@ -425,7 +428,40 @@ class PersonaModel:
         get_kernels(self.backend, "persona").top_traits(
             np.ascontiguousarray(S, dtype=np.float32), np.array([gid[g] for g in groups], dtype=np.int32), len(gid),
             float(self.min_strength), k, idx, val, effective_n_threads(self.n_threads))  # fmt: skip
-        return self._assemble(table, id_column, segments, idx, val, V, names, cat_cols)
+        out = self._assemble(table, id_column, segments, idx, val, V, names, cat_cols)
+        for name, col in rfm_cols.items():
+            out = out.append_column(name, col)
+        return out
+
+    def rfm_columns(self, S, bins=5, recency="recency_days", frequency="orders", monetary="spend_total"):
+        """R, F, M scores 1..``bins`` from the fitted population percentiles, the code and the named segment.
+
+        The score is ``1 + floor(bins * p)`` with ``p`` the percentile (the
+        mid-rank of the value's sketch bucket; for recency, of being more
+        recent), so it follows :func:`segone.rfm_scores` up to the sketch's
+        resolution (ranks in steps of 1/256, values within 0.5%), the same on
+        every engine; customers without a value score 1.  The segment comes
+        from :data:`segone.DEFAULT_RFM_RULES`.
+        """
+        from segone.rfm import UNCLASSIFIED, rule_grid
+
+        names = list(self.features_)
+        missing = [c for c in (recency, frequency, monetary) if c not in names]
+        if missing:
+            raise SchemaError(f"RFM scores need the profile column(s) {missing}; build the profiles with segone.")
+        scores = []
+        for c, better_high in ((recency, False), (frequency, True), (monetary, True)):
+            p = (S[:, names.index(c)].astype(np.float64) + 1.0) / 2.0  # NaN where no value
+            if not better_high:
+                p = 1.0 - p
+            scores.append(np.where(np.isnan(p), 1, 1 + np.minimum(np.floor(bins * p), bins - 1)).astype(np.int8))
+        r, f, m = scores
+        digits = np.array([str(i) for i in range(10)], dtype=object)
+        seg_names, grid = rule_grid(None, bins)
+        labels = np.array(seg_names + [UNCLASSIFIED], dtype=object)
+        return {"r_score": pa.array(r), "f_score": pa.array(f), "m_score": pa.array(m),
+                "rfm_code": pa.array((digits[r] + digits[f] + digits[m]).tolist(), pa.string()),
+                "rfm_segment": pa.array(labels[grid[r - 1, f - 1, m - 1]].tolist(), pa.string())}  # fmt: skip
 
     def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols):
         n, k = feat.shape

@@ -271,6 +271,47 @@ class SegmentStats(State):
         return st
 
 
+class RFMGrid(State):
+    """Mergeable R x F grid: customers and spend per (R score, F score) cell (the classic RFM chart)."""
+
+    kind = "rfm_grid"
+
+    def __init__(self, customers=None, spend=None, bins=5):
+        self.bins = int(bins)
+        self.customers = np.zeros((bins, bins), np.int64) if customers is None else np.asarray(customers, np.int64)
+        self.spend = np.zeros((bins, bins)) if spend is None else np.asarray(spend, np.float64)
+
+    @classmethod
+    def of(cls, rfm, spend=None, bins=5):
+        """``rfm``: a table with r_score and f_score (1..bins); ``spend`` an array per row (optional)."""
+        r = np.asarray(rfm.column("r_score").to_numpy(zero_copy_only=False), np.int64) - 1
+        f = np.asarray(rfm.column("f_score").to_numpy(zero_copy_only=False), np.int64) - 1
+        cell = r * bins + f
+        st = cls(bins=bins)
+        st.customers = np.bincount(cell, minlength=bins * bins).reshape(bins, bins)
+        if spend is not None:
+            w = np.nan_to_num(np.asarray(spend, np.float64))
+            st.spend = np.bincount(cell, weights=w, minlength=bins * bins).reshape(bins, bins)
+        return st
+
+    def merge(self, other):
+        self._check_same(other, "bins")
+        return RFMGrid(self.customers + other.customers, self.spend + other.spend, self.bins)
+
+    def finish(self):
+        """rfm.parquet: one row per (r_score, f_score) cell with customers and spend."""
+        r, f = np.meshgrid(np.arange(1, self.bins + 1), np.arange(1, self.bins + 1), indexing="ij")
+        return pa.table({"r_score": pa.array(r.ravel().astype(np.int8)), "f_score": pa.array(f.ravel().astype(np.int8)),
+                         "customers": pa.array(self.customers.ravel()), "spend": pa.array(self.spend.ravel())})  # fmt: skip
+
+    def _data(self):
+        return {"bins": self.bins, "customers": array_to_data(self.customers), "spend": array_to_data(self.spend)}
+
+    @classmethod
+    def _from_data(cls, d):
+        return cls(array_from_data(d["customers"]), array_from_data(d["spend"]), d["bins"])
+
+
 def _level(x, levels, above=True):
     """The word of the first level whose threshold ``x`` reaches (levels sorted as given)."""
     if not np.isfinite(x):
