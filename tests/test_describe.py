@@ -246,3 +246,15 @@ def test_run_writes_personas_and_the_richer_segment_table(tmp_path):
               "traits", "label"):  # fmt: skip
         assert c in seg.column_names, c
     assert len(set(seg.column("label").to_pylist())) == 4
+
+
+def test_rfm_from_percentiles_follows_the_exact_scores(prof):
+    from segone.describe import RFMGrid
+
+    pm = PersonaModel().fit(prof)
+    t = pm.personas(prof, rfm=True)
+    exact = segone.rfm_scores(prof)
+    for c in ("r_score", "f_score", "m_score"):
+        assert (t.column(c).to_numpy() == exact.column(c).to_numpy()).mean() >= 0.95, c
+    grid = RFMGrid.of(t).merge(RFMGrid.of(t.slice(0, 0))).finish()
+    assert sum(grid.column("customers").to_pylist()) == prof.num_rows and grid.num_rows == 25
