@@ -54,16 +54,19 @@ class RunResult:
     scorer: FeatureScorer = field(repr=False)
 
 
-def _engine_for(engine, client, n_threads, npartitions):
-    if engine is None and client is None:
+def _engine_for(engine, client, n_threads, npartitions, verbose=False):
+    """(engine, owned): the engine to run on, and whether this call made it (and must close it)."""
+    if engine is None:
+        engine = "local" if client is None else "dask"
+    if engine == "local":
+        if client is not None:
+            raise ParameterError("engine='local' runs in this process; drop client= or use engine='dask'.")
         return LocalEngine(n_threads=n_threads), True
-    if engine in (None, "dask") or client is not None and engine in (None, "dask"):
+    if engine == "dask":
         from segone.dask import DaskEngine
 
-        return DaskEngine(client=client, npartitions=npartitions, n_threads=n_threads), True
-    if engine == "local":
-        return LocalEngine(n_threads=n_threads), True
-    if hasattr(engine, "map") and hasattr(engine, "reduce"):
+        return DaskEngine(client=client, npartitions=npartitions, n_threads=n_threads, verbose=verbose), True
+    if hasattr(engine, "map") and hasattr(engine, "reduce") and hasattr(engine, "write_parts"):
         return engine, False
     raise ParameterError(
         f"engine={engine!r} is not an engine; use 'local', 'dask', a segone.dask.DaskEngine or a LocalEngine."
@@ -203,7 +206,7 @@ def run(
     sample_size = check_int(sample_size, "sample_size", low=1)
     if previous is not None and not os.path.isdir(os.fspath(previous)):
         raise ParameterError(f"previous={os.fspath(previous)!r} is not a directory; give the --out of an earlier run.")
-    eng, owned = _engine_for(engine, client, n_threads, npartitions)
+    eng, owned = _engine_for(engine, client, n_threads, npartitions, verbose)
     try:
         return _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
