@@ -16,6 +16,7 @@ describe_segments the segment table: sizes, value share, lifts, traits, unique l
 BetaGeo, GammaGamma, predict_value   predicted customer value (lifetimes' definitions, fast)
 save_model, load_model, apply_model  versioned model directories (plain data), applied without refitting
 compare_outputs, match_segments      who moved where between two runs, stable segment ids
+privacy           consent, pseudonymous ids (HMAC-SHA256), personal columns, minimum segment size
 run               the whole job (in this process or on Dask), outputs written atomically
 synth             synthetic customer data with known segments
 errors            the exceptions segone raises
@@ -23,7 +24,7 @@ errors            the exceptions segone raises
 
 __version__ = "0.1.0"
 
-from segone import clv, errors, model, synth, track
+from segone import clv, errors, model, privacy, synth, track
 from segone._backend import available_backends
 from segone.assign import Assignment, assign
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
@@ -63,6 +64,7 @@ __all__ = [
     "model",
     "personas",
     "predict_value",
+    "privacy",
     "rfm_scores",
     "run",
     "save_model",

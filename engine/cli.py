@@ -40,12 +40,14 @@ def main():
 @click.option("--tx-per-customer", default=20.0, show_default=True, type=click.FloatRange(1, 10_000))
 @click.option("--customers-per-file", default=500_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--overwrite", is_flag=True, help="Replace DIRECTORY if it exists.")
+@click.option("--no-personal-data", is_flag=True, help="Leave out the fake names, e-mails, phones and consent purposes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, quiet):
+def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, no_personal_data, quiet):
     """Write synthetic transactions, web events, CRM attributes and the true segments."""
     m = segone.synth.write_dataset(
         directory, customers, seed=seed, tx_per_customer=tx_per_customer,
         customers_per_file=customers_per_file, overwrite=overwrite, progress=not quiet,
+        personal_data=not no_personal_data,
     )  # fmt: skip
     rows = m["rows"]
     click.echo(
@@ -101,9 +103,29 @@ def _print_segments(segments):
 @click.option("--no-value", is_flag=True, help="Skip the predicted customer value (BG/NBD + Gamma-Gamma).")
 @click.option("--horizon-months", default=12, show_default=True, type=click.IntRange(min=0),
               help="Horizon of the predicted purchases and value.")  # fmt: skip
+@click.option("--consent", "consent", multiple=True, metavar="COLUMN[=PURPOSE]",
+              help="Consent column of the attributes (boolean), or COLUMN=purpose for a column of purposes; repeat "
+                   "for several (all must hold). Customers without consent are in no per-customer output.")  # fmt: skip
+@click.option("--consent-scope", default="export", show_default=True, type=click.Choice(["export", "processing"]),
+              help="processing: also leave customers without consent out of every computation.")  # fmt: skip
+@click.option("--consent-default", default="no", show_default=True, type=click.Choice(["no", "yes"]),
+              help="Whether customers without a consent record (null, or no attributes row) consent.")  # fmt: skip
+@click.option("--hash-ids", is_flag=True,
+              help="Write HMAC-SHA256 pseudonyms instead of customer ids (key: $SEGONE_ID_KEY or --id-key-file).")  # fmt: skip
+@click.option("--id-key-file", default=None, type=click.Path(dir_okay=False),
+              help="File holding the secret id key (at least 16 bytes; e.g. `openssl rand -hex 32 > key`).")  # fmt: skip
+@click.option("--min-segment-size", default=None, type=click.IntRange(min=1),
+              help="No exported segment or cell stands for fewer customers.")  # fmt: skip
+@click.option("--small-segments", default="merge", show_default=True, type=click.Choice(["merge", "withhold"]),
+              help="What happens to a segment below --min-segment-size.")  # fmt: skip
+@click.option("--keep-column", "keep_columns", multiple=True, metavar="COLUMN", help="Keep this personal column.")
+@click.option("--personal-column", "personal_columns", multiple=True, metavar="COLUMN",
+              help="Treat this attribute column as personal data too.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
-        scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, quiet):  # fmt: skip
+        scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, consent, consent_scope,
+        consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
+        quiet):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.dask.run):
@@ -125,13 +147,16 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
             input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
             n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite,
             verbose=not quiet, engine=engine, previous=previous, value=not no_value, horizon_months=horizon_months,
+            consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
+            hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
+            small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
         )  # fmt: skip
     finally:
         if engine is not None:
             engine.close()
     if not quiet:
         _print_segments(res.segments)
-    click.echo(f"{res.summary['customers']:,} customers -> {clusters} segments; outputs in {res.out}")
+    click.echo(f"{res.summary['customers']:,} customers -> {res.segments.num_rows} segments; outputs in {res.out}")
     tr = res.summary.get("tracking")
     if tr and not quiet:
         click.echo(f"tracking against {previous}: {_pct(tr.get('stayed_share'))} of common customers stayed, "
@@ -234,7 +259,9 @@ def _adjusted_rand(a, b):
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("customer_id")
-def persona(out, customer_id):
+@click.option("--id-key-file", default=None, type=click.Path(dir_okay=False),
+              help="With pseudonymous outputs: the key file (default: $SEGONE_ID_KEY).")  # fmt: skip
+def persona(out, customer_id, id_key_file):
     """Print the persona of CUSTOMER_ID from the output directory OUT of `segone run`."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -246,11 +273,17 @@ def persona(out, customer_id):
     if not os.path.exists(path):
         raise ModelFormatError(f"{out!r} has no personas.parquet; give the output directory of `segone run`.")
     data = ds.dataset(path)
-    id_type = data.schema.field(data.schema.names[0]).type
-    try:
-        key = pa.scalar(int(customer_id) if pa.types.is_integer(id_type) else customer_id, id_type)
-    except ValueError:
-        raise DataError(f"customer id {customer_id!r} is not an integer, but the ids in {path} are.") from None
+    field = data.schema.field(data.schema.names[0])
+    id_type = field.type
+    if field.metadata and b"segone.pseudonym" in field.metadata:  # outputs hold pseudonyms: hash the id asked for
+        from segone.privacy import load_key, pseudonym_of
+
+        key = pa.scalar(pseudonym_of(customer_id, load_key(id_key_file=id_key_file)[0]), pa.string())
+    else:
+        try:
+            key = pa.scalar(int(customer_id) if pa.types.is_integer(id_type) else customer_id, id_type)
+        except ValueError:
+            raise DataError(f"customer id {customer_id!r} is not an integer, but the ids in {path} are.") from None
     rows = data.to_table(filter=pc.field(data.schema.names[0]) == key).to_pylist()
     if not rows:
         raise DataError(f"customer {customer_id!r} is not in {path}.")

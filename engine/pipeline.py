@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone import clv as _clv
+from segone import privacy as _privacy
 from segone import profile as _profile
 from segone import track as _track
 from segone._engine import LocalEngine
@@ -102,6 +103,16 @@ def run(
     partitioned_by_customer=None,
     overwrite=False,
     verbose=False,
+    consent=None,
+    consent_scope="export",
+    consent_default=False,
+    hash_ids=False,
+    id_key_file=None,
+    min_segment_size=None,
+    small_segments="merge",
+    keep_columns=(),
+    personal_columns=(),
+    purposes=None,
 ):
     """Run the whole job and write the outputs atomically to ``out``.
 
@@ -187,6 +198,30 @@ def run(
         Replace an existing output directory.
     verbose : bool
         Print progress per stage.
+    consent : str or list of str, optional
+        Consent columns of the attributes: ``"COLUMN"`` (boolean) or
+        ``"COLUMN=purpose"`` (comma-separated purposes, or lists); every rule
+        must hold.  Customers without consent are never written per customer.
+    consent_scope : {"export", "processing"}
+        "processing" also drops them right after the profiles are built.
+    consent_default : bool, default False
+        What a customer without a consent record (null, or no attributes
+        row) counts as.
+    hash_ids : bool, default False
+        Write ``HMAC-SHA256(key, id)`` (32 hex characters) instead of the
+        customer id in every output; the key comes from ``id_key_file`` or
+        the environment variable ``SEGONE_ID_KEY`` (at least 16 bytes).
+    id_key_file : path, optional
+    min_segment_size : int, optional
+        No exported cell stands for fewer customers: smaller segments are
+        merged into their nearest (``small_segments="merge"``) or withheld
+        (``"withhold"``: their customers get a null segment), small cells of
+        the segment, migration and RFM tables are suppressed.
+    keep_columns, personal_columns : list of str
+        Personal attribute columns to keep anyway; more columns to treat as
+        personal (e-mail, phone, name, address, birth date are detected).
+    purposes : list of str, optional
+        Consent purposes known besides :data:`segone.privacy.DEFAULT_PURPOSES`.
 
     Returns
     -------
@@ -206,6 +241,13 @@ def run(
     sample_size = check_int(sample_size, "sample_size", low=1)
     if previous is not None and not os.path.isdir(os.fspath(previous)):
         raise ParameterError(f"previous={os.fspath(previous)!r} is not a directory; give the --out of an earlier run.")
+    inputs = resolve_inputs(input, events, attributes)
+    plan = _privacy.check_privacy(
+        attributes=inputs[2], inputs=inputs, schema=schema, consent=consent, consent_scope=consent_scope,
+        consent_default=consent_default, hash_ids=hash_ids, id_key_file=id_key_file,
+        min_segment_size=min_segment_size, small_segments=small_segments, keep_columns=keep_columns,
+        personal=personal_columns, purposes=purposes,
+    )  # fmt: skip
     eng, owned = _engine_for(engine, client, n_threads, npartitions, verbose)
     try:
         return _run(
@@ -214,7 +256,7 @@ def run(
             phrases=phrases, label_rules=label_rules, value=value, freq=freq, horizon_months=horizon_months,
             discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
-            verbose=verbose,
+            verbose=verbose, plan=plan,
         )  # fmt: skip
     finally:
         if owned:
@@ -223,7 +265,7 @@ def run(
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
-         partitioned_by_customer, overwrite, verbose):  # fmt: skip
+         partitioned_by_customer, overwrite, verbose, plan=None):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -242,8 +284,19 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         eng, sources, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads,
         partitioned_by_customer=partitioned_by_customer, verbose=verbose, freq=freq,
     )  # fmt: skip
-    n = summary["customers"]
+    # PRIVACY: count consent, drop the customers without it (scope "processing") and the personal columns
+    plan = plan or _privacy.PrivacyPlan()
+    privacy_counts = _privacy.PrivacyCounts(customers=summary["customers"], consented=summary["customers"])
+    no_consent, with_ids = None, previous is not None and bool(plan.rules)  # moves: ids without consent
+    if plan.active:
+        results = eng.persist(eng.map(_privacy.processing_piece, profiles, plan=plan, with_ids=with_ids),
+                              "profiles")  # fmt: skip
+        privacy_counts = eng.reduce(eng.map(_second, results))
+        no_consent = pa.concat_arrays(eng.gather(eng.map(_third, results))) if with_ids else None
+        profiles = eng.map(_first, results)
+    n = summary["customers"] - privacy_counts.counts["dropped"]
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
+    plan.check_customers(n)
     check_n_clusters(clusters, n, "clusters", "customers")
 
     # SCORE
@@ -297,6 +350,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     tracked, seg_ids, next_id = None, np.arange(clusters), clusters
     if prev is not None:
         parts = eng.gather(eng.map(_track.tracking_columns, profiles, assignments, id_column=cid))
+        if plan.hash_ids:  # the previous output holds pseudonyms
+            parts = [_privacy.pseudonymise_column(p, cid, plan.key) for p in parts]
         tracked = _track.track_assignments(prev, pa.concat_tables(parts), centroids=seg.cluster_centers_,
                                            scorer=scorer, spend="spend", histogram=hist)  # fmt: skip
         seg_ids, next_id = tracked.segment_ids, tracked.next_id
@@ -305,7 +360,15 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()
     stats = eng.reduce(eng.map(_segment_stats, profiles, assignments, k=clusters))
+    mapping, seg_report, suppressed, final_ids = None, None, {}, None
+    if plan.min_segment_size is not None:  # merge or withhold the segments below k
+        mapping, seg_report = _privacy.small_segment_mapping(stats.size, seg.cluster_centers_,
+                                                             plan.min_segment_size, plan.small_segments)  # fmt: skip
+        stats = _privacy.merge_segment_stats(stats, mapping)
     segments = stats.finish(label_rules)
+    if plan.min_segment_size is not None:
+        segments, suppressed["segments"] = _privacy.suppress_segment_table(segments, plan.min_segment_size,
+                                                                           categorical=stats.categorical)  # fmt: skip
     stage("describe")
     t0 = time.perf_counter()
     persona_model = PersonaModel(n_traits, phrases=phrases, backend=backend, n_threads=n_threads)
@@ -316,19 +379,47 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     assignments = eng.map(_second, both)  # with the R, F, M scores and the RFM segment
     rfm_grid = eng.reduce(eng.map(_rfm_grid, both, profiles)).finish()
     log(f"personas: {n} customers in {stage('personas'):.2f}s")
-    if tracked is not None:  # cluster indices -> stable ids in every output
+    model_labels = segments.column("label").to_pylist()
+    if mapping is not None:  # cluster index -> exported id (the survivor's stable id; -1: withheld)
+        final_ids = _privacy.exported_ids(mapping, seg_report["survivors"], seg_ids)
+        segments = _track.relabel_piece(segments, segment_ids=np.asarray(seg_ids)[seg_report["survivors"]])
+        model_labels = _privacy.cluster_labels(mapping, model_labels)
+    elif tracked is not None:  # cluster indices -> stable ids in every output
         assignments = eng.persist(eng.map(_track.relabel_piece, assignments, segment_ids=seg_ids), "assignments")
         personas = eng.map(_track.relabel_piece, personas, segment_ids=seg_ids)
         segments = _track.relabel_piece(segments, segment_ids=seg_ids)
 
-    # WRITE
+    # WRITE: per-customer outputs relabelled, consent-filtered and pseudonymised per piece; small cells suppressed
     t0 = time.perf_counter()
+    if plan.active or final_ids is not None:
+        assignments = eng.persist(eng.map(_privacy.export_piece, assignments, profiles, plan=plan,
+                                          mapping=final_ids), "assignments")  # fmt: skip
+        personas = eng.persist(eng.map(_privacy.export_piece, personas, profiles, plan=plan, mapping=final_ids),
+                               "personas")  # fmt: skip
+    if tracked is not None:
+        moves = tracked.moves
+        if final_ids is not None:
+            moves = _privacy.relabel_moves(moves, _privacy.id_lookup(seg_ids, final_ids))
+            cont = _track.Contingency.of(moves)
+            tracked.migration = _track.migration_table(cont)
+            tracked.figures = _track.tracking_figures(cont, tracked.match, prev=prev, histogram=hist)
+        if plan.min_segment_size is not None:
+            tracked.migration, suppressed["migration"] = _privacy.suppress_migration(tracked.migration,
+                                                                                     plan.min_segment_size)
+            tracked.figures["customers"] = _privacy.suppress_counts(tracked.figures["customers"],
+                                                                    plan.min_segment_size)
+        tracked.moves = _privacy.filter_moves(moves, no_consent, plan=plan) if no_consent is not None else moves
+    if plan.min_segment_size is not None:
+        rfm_grid, suppressed["rfm"] = _privacy.suppress_counts_table(rfm_grid, plan.min_segment_size,
+                                                                     keys=("r_score", "f_score"))
     info = run_summary(input, summary, scorer, seg, stats, eng.facts() | facts, backend=backend,
                        random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size,
                        n_traits=n_traits)  # fmt: skip
     info["segment_ids"] = [int(i) for i in seg_ids]
     if value_info is not None:
         info["clv"] = value_info
+    info["privacy"] = _privacy.privacy_summary(plan, privacy_counts, segments=seg_report, suppressed=suppressed,
+                                               exported_ids=final_ids)
     if prev is not None:
         info["tracking"] = {"previous": os.path.abspath(os.fspath(previous)), "warm_start": init is not None,
                             "notes": list(prev.notes), **tracked.figures}  # fmt: skip
@@ -338,7 +429,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
         write_parquet(rfm_grid, os.path.join(tmp, "rfm.parquet"))
         write_model(os.path.join(tmp, "model"), seg, scorer, segment_ids=seg_ids,
-                    labels=segments.column("label").to_pylist(), next_id=next_id, histogram=hist,
+                    labels=model_labels, next_id=next_id, histogram=hist,
                     settings={"id_column": cid, "random_state": random_state,
                               "previous": None if prev is None else prev.path})  # fmt: skip
         if tracked is not None:
@@ -395,6 +486,10 @@ def _first(pair):
 
 def _second(pair):
     return pair[1]
+
+
+def _third(triple):
+    return triple[2]
 
 
 def _fit_sample(eng, profiles, X, fraction, seed, schema):

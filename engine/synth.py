@@ -9,7 +9,9 @@ Three sources, the way a company holds them:
 * web events: ``customer_id``, ``ts``, ``event`` (``visit``, ``pricing_page``,
   ``cart``, ``email_click``);
 * CRM attributes: ``customer_id``, ``region``, ``age_band``, ``signup_ts``,
-  ``consent_marketing`` (bool);
+  ``consent_marketing`` (bool); with ``personal_data=True`` also fake but
+  plausible personal data and a purpose-consent column (see
+  :data:`PERSONAL_COLUMNS`), for the privacy rules of :mod:`segone.privacy`;
 
 plus ``truth`` (``customer_id``, ``segment``, ``segment_name``).
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from segone._validation import check_int
@@ -48,6 +51,91 @@ CHANNELS = ("store", "web", "app", "phone")
 EVENTS = ("visit", "pricing_page", "cart", "email_click")
 REGIONS = ("north", "south", "east", "west", "central")
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+
+# personal_data=True: columns added to the customers table, after the others
+PERSONAL_COLUMNS = ("name", "email", "phone", "birth_date", "consent_purposes")
+FIRST_NAMES = (
+    ("Olivia", "olivia"), ("Liam", "liam"), ("Emma", "emma"), ("Noah", "noah"), ("Ava", "ava"),
+    ("Oliver", "oliver"), ("Sophia", "sophia"), ("Elijah", "elijah"), ("Mia", "mia"), ("James", "james"),
+    ("Amelia", "amelia"), ("Lucas", "lucas"), ("Zoë", "zoe"), ("Mateo", "mateo"), ("Chloé", "chloe"),
+    ("Henry", "henry"), ("Aisha", "aisha"), ("Omar", "omar"), ("Yuki", "yuki"), ("Wei", "wei"),
+    ("Priya", "priya"), ("Arjun", "arjun"), ("Fatima", "fatima"), ("José", "jose"), ("Ingrid", "ingrid"),
+    ("Lars", "lars"), ("Sofía", "sofia"), ("Mohammed", "mohammed"), ("Grace", "grace"), ("Daniel", "daniel"),
+    ("Hannah", "hannah"), ("Samuel", "samuel"),
+)  # fmt: skip
+LAST_NAMES = (
+    ("Smith", "smith"), ("Johnson", "johnson"), ("Williams", "williams"), ("Brown", "brown"),
+    ("Jones", "jones"), ("Garcia", "garcia"), ("Miller", "miller"), ("Davis", "davis"),
+    ("Rodriguez", "rodriguez"), ("Martinez", "martinez"), ("Müller", "mueller"), ("Schmidt", "schmidt"),
+    ("Núñez", "nunez"), ("Rossi", "rossi"), ("Dubois", "dubois"), ("Kowalski", "kowalski"),
+    ("Nguyen", "nguyen"), ("Kim", "kim"), ("Tanaka", "tanaka"), ("Singh", "singh"), ("Patel", "patel"),
+    ("O'Brien", "obrien"), ("Andersen", "andersen"), ("Björk", "bjork"), ("Silva", "silva"),
+    ("Cohen", "cohen"), ("Okafor", "okafor"), ("Haddad", "haddad"), ("Ivanova", "ivanova"),
+    ("Taylor", "taylor"), ("Wilson", "wilson"), ("Moore", "moore"),
+)  # fmt: skip
+EMAIL_DOMAINS = ("example.com", "example.org", "example.net")  # reserved for examples (RFC 2606)
+AREA_CODES = ("201", "212", "305", "312", "415", "503", "617", "702", "713", "808")
+# consent_purposes: "marketing" exactly when consent_marketing, "analytics" and "personalisation" by chance,
+# and no record (null) for a share of customers
+PURPOSE_SHARES = {"analytics": 0.85, "personalisation": 0.5}
+NO_CONSENT_RECORD = 0.03
+AGE_RANGES = ((18, 24), (25, 34), (35, 44), (45, 54), (55, 64), (65, 90))
+
+
+def _mix(ids, seed, stream):
+    """Per-customer uniform 64-bit values from (id, seed, stream): splitmix64, vectorised.
+
+    The personal data depend on the customer id only (never on the block's
+    random stream), so adding them changes no other column and a customer
+    keeps its name, e-mail and phone in every period of :func:`generate_periods`.
+    """
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z ^= np.uint64((seed * 0x2545F4914F6CDD1D + stream * 0x632BE59BD9B4E5B5) & 0xFFFFFFFFFFFFFFFF)
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _uniform(ids, seed, stream):
+    return (_mix(ids, seed, stream) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _pick(ids, seed, stream, values):
+    """One of ``values`` (a pyarrow string array) per customer."""
+    idx = (_mix(ids, seed, stream) % np.uint64(len(values))).astype(np.int64)
+    return pc.take(values, pa.array(idx))
+
+
+def _personal_columns(ids, seed, age, consent, end_us):
+    """The PERSONAL_COLUMNS of the customers ``ids`` (fake: reserved example domains, fictional numbers)."""
+    n = ids.size
+    first = np.uint64(len(FIRST_NAMES))
+    fi = (_mix(ids, seed, 1) % first).astype(np.int64)
+    li = (_mix(ids, seed, 2) % np.uint64(len(LAST_NAMES))).astype(np.int64)
+    take = lambda names, col, idx: pc.take(pa.array([x[col] for x in names]), pa.array(idx))  # noqa: E731
+    name = pc.binary_join_element_wise(take(FIRST_NAMES, 0, fi), take(LAST_NAMES, 0, li), " ")
+    number = pc.cast(pa.array((_mix(ids, seed, 3) % np.uint64(1000)).astype(np.int64)), pa.string())
+    email = pc.binary_join_element_wise(take(FIRST_NAMES, 1, fi), ".", take(LAST_NAMES, 1, li), number, "@",
+                                        _pick(ids, seed, 4, pa.array(EMAIL_DOMAINS)), "")  # fmt: skip
+    line = pc.utf8_lpad(pc.cast(pa.array((_mix(ids, seed, 5) % np.uint64(100)).astype(np.int64)), pa.string()), 2,
+                        "0")  # fmt: skip
+    phone = pc.binary_join_element_wise("+1-", _pick(ids, seed, 6, pa.array(AREA_CODES)), "-555-01", line, "")
+    # birth date within the customer's age band at the end of the data
+    lo = np.array([r[0] for r in AGE_RANGES], dtype=np.float64)[age]
+    hi = np.array([r[1] + 1 for r in AGE_RANGES], dtype=np.float64)[age]
+    age_days = ((lo + _uniform(ids, seed, 7) * (hi - lo)) * 365.2425).astype(np.int64)
+    birth = pa.array((end_us // 86_400_000_000 - age_days).astype(np.int32), type=pa.date32())
+    # purposes: bit 0 marketing (= consent_marketing), bit 1 analytics, bit 2 personalisation
+    code = consent.astype(np.int64)
+    for bit, (purpose, share) in enumerate(PURPOSE_SHARES.items(), start=1):
+        code |= (_uniform(ids, seed, 8 + bit) < share).astype(np.int64) << bit
+    names = ("marketing",) + tuple(PURPOSE_SHARES)
+    combos = [",".join(p for b, p in enumerate(names) if c >> b & 1) for c in range(1 << len(names))]
+    purposes = pc.take(pa.array(combos), pa.array(code, mask=_uniform(ids, seed, 20) < NO_CONSENT_RECORD))
+    assert len(purposes) == n
+    return {"name": name, "email": email, "phone": phone, "birth_date": birth, "consent_purposes": purposes}
 
 
 def _cat(*names, base=0.05, hi=3.0):
@@ -111,12 +199,13 @@ def _dict_array(codes, values):
     return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int8()), pa.array(values, type=pa.string()))
 
 
-def _block(seed, block, first, n, end_us, rate_scale, events_scale, seg=None, stream=None):
+def _block(seed, block, first, n, end_us, rate_scale, events_scale, seg=None, stream=None, personal=False):
     """Generate customers [first, first + n) of block ``block``.
 
     ``seg`` fixes the latent segment of every customer (default: drawn from
     the segment weights); ``stream`` replaces the random stream
-    ``[seed, block]`` (the periods of :func:`generate_periods`).
+    ``[seed, block]`` (the periods of :func:`generate_periods`); ``personal``
+    adds the :data:`PERSONAL_COLUMNS` (drawn from the ids, not from the stream).
     """
     rng = np.random.default_rng([seed, block] if stream is None else stream)
     weights = np.array([s["weight"] for s in SEGMENTS])
@@ -188,15 +277,20 @@ def _block(seed, block, first, n, end_us, rate_scale, events_scale, seg=None, st
     age = _sample_rows(rng, np.cumsum(age_p, axis=1)[seg], np.arange(n))
     consent_p = np.array([s["consent"] for s in SEGMENTS])[seg]
     signup_day = start + rng.uniform(0, 30, size=n)
+    region = rng.integers(0, len(REGIONS), size=n)  # the stream's order: region, then consent
+    consent = rng.random(n) < consent_p
     crm = pa.table(
         {
             "customer_id": pa.array(ids),
-            "region": _dict_array(rng.integers(0, len(REGIONS), size=n), REGIONS),
+            "region": _dict_array(region, REGIONS),
             "age_band": _dict_array(age, AGE_BANDS),
             "signup_ts": pa.array(end_us - (signup_day * 86_400e6).astype(np.int64), type=pa.timestamp("us", tz="UTC")),
-            "consent_marketing": pa.array(rng.random(n) < consent_p),
+            "consent_marketing": pa.array(consent),
         }
     )
+    if personal:
+        for name, col in _personal_columns(ids, seed, age, consent, end_us).items():
+            crm = crm.append_column(name, col)
     names = np.array([s["name"] for s in SEGMENTS])
     truth = pa.table(
         {
@@ -246,7 +340,7 @@ def _blocks(n_customers):
         yield b, first, min(BLOCK_CUSTOMERS, n_customers - first)
 
 
-def generate(n_customers=100_000, *, seed=0, tx_per_customer=20.0, events_scale=1.0, end=None):
+def generate(n_customers=100_000, *, seed=0, tx_per_customer=20.0, events_scale=1.0, end=None, personal_data=True):
     """Generate synthetic customer data in memory.
 
     Parameters
@@ -261,6 +355,16 @@ def generate(n_customers=100_000, *, seed=0, tx_per_customer=20.0, events_scale=
         Multiplies the web-event rates (0 for no web events).
     end : datetime or ISO string, default 2026-01-01 UTC
         The end of the two-year window of the data.
+    personal_data : bool, default True
+        Add fake but plausible personal data to the customers table, after
+        the other columns: ``name`` ("Zoë Müller"), ``email``
+        ("zoe.mueller123@example.com", reserved example domains), ``phone``
+        ("+1-415-555-0142", numbers reserved for fiction), ``birth_date``
+        (date, within the customer's ``age_band``) and ``consent_purposes``
+        (comma-separated purposes: "marketing" exactly when
+        ``consent_marketing``, "analytics" and "personalisation" by chance;
+        null, i.e. no consent record, for about 3% of the customers).  They
+        are drawn from the customer id, so every other column is unchanged.
 
     Returns
     -------
@@ -277,7 +381,8 @@ def generate(n_customers=100_000, *, seed=0, tx_per_customer=20.0, events_scale=
     n_customers, seed, _, end_us, rate_scale, events_scale = _params(
         n_customers, seed, tx_per_customer, events_scale, end
     )
-    parts = [_block(seed, b, first, n, end_us, rate_scale, events_scale) for b, first, n in _blocks(n_customers)]
+    parts = [_block(seed, b, first, n, end_us, rate_scale, events_scale, personal=bool(personal_data))
+             for b, first, n in _blocks(n_customers)]  # fmt: skip
     return SyntheticData(*(pa.concat_tables([p[i] for p in parts]).combine_chunks() for i in range(4)))
 
 
@@ -292,6 +397,7 @@ def write_dataset(
     customers_per_file=500_000,
     overwrite=False,
     progress=False,
+    personal_data=True,
 ):
     """Write synthetic data as a Parquet dataset, streaming with bounded memory.
 
@@ -299,6 +405,7 @@ def write_dataset(
     ``path/customers/...``, ``path/truth/...`` and ``path/manifest.json``.
     The dataset is written to a temporary directory next to ``path`` and
     renamed into place when complete, so a failed run leaves nothing behind.
+    ``personal_data`` adds the personal columns of :func:`generate`.
 
     Returns the manifest (a dict of what was written).
     """
@@ -335,7 +442,7 @@ def write_dataset(
                         w.close()
                 file_idx += 1
                 writers = None
-            tables = _block(seed, b, first, n, end_us, rate_scale, events_scale)
+            tables = _block(seed, b, first, n, end_us, rate_scale, events_scale, personal=bool(personal_data))
             if writers is None:
                 writers = [
                     pq.ParquetWriter(os.path.join(tmp, name, f"part-{file_idx:05d}.parquet"), t.schema)
@@ -362,6 +469,8 @@ def write_dataset(
             "rows": counts,
             "segments": [s["name"] for s in SEGMENTS],
         }
+        if personal_data:
+            manifest["personal_data"] = list(PERSONAL_COLUMNS)
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=2)
         if os.path.exists(path):
@@ -414,7 +523,7 @@ def _period_rows(tables, keep_local, first):
 
 def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_share=0.0, new_share=0.0,
                      period_days=90, redraw=False, seed=0, tx_per_customer=20.0, events_scale=1.0,
-                     end=None):  # fmt: skip
+                     end=None, personal_data=True):  # fmt: skip
     """Synthetic data for several periods, with a known share of customers switching latent segment.
 
     Period 0 is exactly :func:`generate` ``(n_customers, seed=seed, ...)``.
@@ -447,8 +556,8 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
     churn_share, new_share : float in [0, 1], default 0
     period_days : int, default 90
     redraw : bool, default False
-    seed, tx_per_customer, events_scale, end :
-        As for :func:`generate`.
+    seed, tx_per_customer, events_scale, end, personal_data :
+        As for :func:`generate` (a customer keeps its personal data in every period).
 
     Returns
     -------
@@ -488,7 +597,8 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
 
             def gen(version, seg=None, b=b, lo=lo, n=n, g=g):
                 stream = None if (g, version) == (0, 0) else [seed, b, version, g + 1000]
-                return _block(seed, b, lo, n, end_us, rate_scale, events_scale, seg=seg, stream=stream)
+                return _block(seed, b, lo, n, end_us, rate_scale, events_scale, seg=seg, stream=stream,
+                              personal=bool(personal_data))  # fmt: skip
 
             cache = {g: gen(g)}
             seg = cache[g][3].column("segment").to_numpy().astype(np.int64)

@@ -17,7 +17,10 @@ def test_generate_shapes_and_types():
     assert pa.types.is_timestamp(tx.schema.field("ts").type)
     assert tx.schema.field("amount").type == pa.float64()
     assert pa.types.is_dictionary(tx.schema.field("category").type)
-    assert set(d.customers.column_names) == {"customer_id", "region", "age_band", "signup_ts", "consent_marketing"}
+    assert set(d.customers.column_names) == {"customer_id", "region", "age_band", "signup_ts", "consent_marketing",
+                                             *synth.PERSONAL_COLUMNS}  # fmt: skip
+    plain = synth.generate(50, seed=1, personal_data=False)
+    assert set(plain.customers.column_names) == {"customer_id", "region", "age_band", "signup_ts", "consent_marketing"}
     assert set(d.events.column_names) == {"customer_id", "ts", "event"}
     assert d.truth.num_rows == 2000 == d.customers.num_rows
     # every customer buys at least once; the mean is near tx_per_customer

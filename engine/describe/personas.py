@@ -349,7 +349,12 @@ class PersonaModel:
         self._phrase_table = table
         self.medians_ = np.array([medians.get(n, np.nan) for n in names])
         limit = check_int(self.max_categories, "max_categories", low=1)
-        self.categorical_ = {c: counts for c, counts in state.categories.items() if len(counts) <= limit}
+        from segone.privacy import is_personal
+
+        # a categorical column is a trait when the vocabulary says something of it (its rule has a "high"
+        # phrase), it has few values, and it is not personal data (names, e-mails, ...)
+        self.categorical_ = {c: counts for c, counts in state.categories.items() if len(counts) <= limit
+                             and (_rule_for(c, phrases)[1] or {}).get("high") is not None and not is_personal(c)}  # fmt: skip
         return self
 
     def _check_params(self):
