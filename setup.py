@@ -133,7 +133,7 @@ def extensions():
 
 
 setup(
-    packages=["segone", "segone.kernels"],
+    packages=["segone", "segone.kernels", "segone.describe", "segone.report"],
     package_dir={"segone": "engine", "segone.kernels": "kernels"},
     package_data={"segone.kernels": ["*.pyx", "*.pxd", "*.h"]},
     ext_modules=extensions(),

@@ -16,6 +16,7 @@ describe_segments the segment table: sizes, value share, lifts, traits, unique l
 BetaGeo, GammaGamma, predict_value   predicted customer value (lifetimes' definitions, fast)
 save_model, load_model, apply_model  versioned model directories (plain data), applied without refitting
 compare_outputs, match_segments      who moved where between two runs, stable segment ids
+write_report      one self-contained HTML report of an output directory (pip install segone[report])
 privacy           consent, pseudonymous ids (HMAC-SHA256), personal columns, minimum segment size
 run               the whole job (in this process or on Dask), outputs written atomically
 synth             synthetic customer data with known segments
@@ -36,6 +37,7 @@ from segone.profile import build_profiles
 from segone.rfm import DEFAULT_RFM_RULES, rfm_scores
 from segone.score import FeatureScorer
 from segone.sketch import QuantileSketch
+from segone.report import write_report
 from segone.track import compare_outputs, match_segments
 
 __all__ = [
@@ -70,5 +72,6 @@ __all__ = [
     "save_model",
     "synth",
     "track",
+    "write_report",
     "__version__",
 ]

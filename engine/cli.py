@@ -27,8 +27,12 @@ def main():
 
     \b
     segone synth DIR --customers N      write synthetic customer data
-    segone run INPUT --out DIR -k K     profile, score, segment, assign, write
-    segone demo                         synth + run on 100,000 customers
+    segone run INPUT --out DIR -k K     profile, score, segment, predict, describe, write
+    segone persona OUT CUSTOMER_ID      one customer's persona
+    segone track OLD NEW --out DIR      who moved where between two runs
+    segone apply MODEL INPUT --out DIR  assign new data to a saved model
+    segone report OUT                   an HTML report of OUT to open in a browser
+    segone demo                         synth + run on 100,000 customers, then a report
     segone info                         backends, threads, OpenMP
     """
 
@@ -121,11 +125,13 @@ def _print_segments(segments):
 @click.option("--keep-column", "keep_columns", multiple=True, metavar="COLUMN", help="Keep this personal column.")
 @click.option("--personal-column", "personal_columns", multiple=True, metavar="COLUMN",
               help="Treat this attribute column as personal data too.")  # fmt: skip
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write OUT/report.html, a report to open in a browser (needs segone[report]).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
         scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, consent, consent_scope,
         consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
-        quiet):  # fmt: skip
+        with_report, quiet):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.dask.run):
@@ -133,6 +139,10 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
     """
     if scheduler and workers:
         raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local one), not both.")
+    if with_report:
+        from segone.report import check_dependencies
+
+        check_dependencies()  # a missing extra is reported now, not after the run
     engine = None
     if scheduler or workers:
         from segone.dask import DaskEngine
@@ -161,10 +171,31 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
     if tr and not quiet:
         click.echo(f"tracking against {previous}: {_pct(tr.get('stayed_share'))} of common customers stayed, "
                    f"ARI {tr.get('adjusted_rand_common', float('nan')):.3f}, segment PSI {tr.get('segment_psi', 0):.3f}")
+    if with_report:
+        from segone.report import write_report
+
+        click.echo(f"report: {write_report(res.out)}")
 
 
 def _pct(x):
     return "n/a" if x is None else f"{x:.1%}"
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the HTML file (default: OUT/report.html).")  # fmt: skip
+@click.option("--title", default=None, help="Title of the page (default: Customer segments).")
+def report(out, output, title):
+    """Write an HTML report of OUT, the output directory of `segone run`: one file that opens offline.
+
+    Segments at a glance, what sets each segment apart (a heatmap of lifts), typical customers, predicted
+    value, the RFM grid, movement since the previous run, and the run's data quality.
+    Needs: pip install "segone[report]".
+    """
+    from segone.report import write_report
+
+    click.echo(f"report: {write_report(out, output, title=title)}")
 
 
 @main.command()
@@ -205,7 +236,10 @@ def apply(model_dir, input, out, events, attributes, as_of, overwrite):
 @click.option("--clusters", "-k", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Keep outputs here.")
-def demo(customers, clusters, seed, out):
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the HTML report (default: OUT/report.html with --out, else "
+                   "segone-demo-report.html in the temporary directory).")  # fmt: skip
+def demo(customers, clusters, seed, out, report_path):
     """Synthesise customers with known segments, segment them, print the summary."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -228,6 +262,14 @@ def demo(customers, clusters, seed, out):
         )
         if out:
             click.echo(f"outputs in {res.out}")
+        from segone.report import MissingDependencyError, write_report
+
+        try:
+            path = write_report(res.out, report_path or (
+                None if out else os.path.join(tempfile.gettempdir(), "segone-demo-report.html")))  # fmt: skip
+            click.echo(f"report: {path} (open it in a browser)")
+        except MissingDependencyError as exc:
+            click.echo(f"report: not written ({exc})")
         return np.float64(ari)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone import _progress
 from segone import clv as _clv
 from segone import privacy as _privacy
 from segone import profile as _profile
@@ -33,6 +34,14 @@ from segone.io import atomic_directory, resolve_inputs, write_json, write_parque
 from segone.model import write_model
 from segone.score import FeatureScorer, ScorerState
 from segone.segment import PartialSums, Segmenter, sample_piece
+
+# what the progress line says while the next stage runs, keyed by the stage just finished
+_NEXT_STAGE = {
+    None: "reading and profiling customers", "profile": "scoring features", "score": "finding segments",
+    "segment": "assigning customers", "assign": "predicting value", "predict": "tracking and describing",
+    "track": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
+    "write": "done",
+}  # fmt: skip
 
 # the segmenter learns on at most this many customers (a uniform sample chosen
 # by a hash of the customer id), then refines on all of them
@@ -249,6 +258,7 @@ def run(
         personal=personal_columns, purposes=purposes,
     )  # fmt: skip
     eng, owned = _engine_for(engine, client, n_threads, npartitions, verbose)
+    shown = _progress.stage_line(_NEXT_STAGE[None], enabled=verbose and eng.name == "local")
     try:
         return _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
@@ -256,25 +266,29 @@ def run(
             phrases=phrases, label_rules=label_rules, value=value, freq=freq, horizon_months=horizon_months,
             discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
-            verbose=verbose, plan=plan,
+            verbose=verbose, plan=plan, shown=shown,
         )  # fmt: skip
     finally:
+        shown.close()
         if owned:
             eng.close()
 
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
-         partitioned_by_customer, overwrite, verbose, plan=None):  # fmt: skip
+         partitioned_by_customer, overwrite, verbose, plan=None, shown=None):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
+    shown = shown or _progress.NullProgress()
+
     def log(msg):
         if verbose:
-            print(f"[segone:{eng.name}] {msg}", flush=True)
+            shown.write(f"[segone:{eng.name}] {msg}")
 
     def stage(name):
         timings[name] = time.perf_counter() - t0
+        shown.set_description(_NEXT_STAGE.get(name, "finishing"))
         return timings[name]
 
     # EVENTS IN + PROFILE

@@ -1,0 +1,729 @@
+"""The report page: one self-contained HTML document (inline CSS, inline Vega bundle, inline chart specs)."""
+
+import datetime as _dt
+import html
+import json
+import math
+import re
+
+from segone.report._names import (
+    attribute_name,
+    feature_name,
+    fmt_int,
+    fmt_lift,
+    fmt_num,
+    fmt_pct,
+    fmt_seconds,
+    trait_text,
+)
+from segone.report._read import ids_hashed
+
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+           "#bab0ac"]  # fmt: skip
+
+SECTIONS = (
+    ("overview", "Segments at a glance"),
+    ("profiles", "What sets each segment apart"),
+    ("personas", "Typical customers"),
+    ("value", "Predicted customer value"),
+    ("rfm", "Recency and frequency (RFM grid)"),
+    ("migration", "Movement since the previous run"),
+    ("run-facts", "Run facts and data quality"),
+)
+
+CSS = """
+:root{--ink:#1f2933;--muted:#616e7c;--line:#e4e7eb;--soft:#f5f7fa;--accent:#2366b8;--warn:#b44d12}
+*{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%}
+body{margin:0;background:#eef1f5;color:var(--ink);font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,
+"Helvetica Neue",Arial,sans-serif;font-variant-numeric:tabular-nums}
+.page{max-width:1180px;margin:0 auto;padding:28px 28px 60px}
+header.top{background:linear-gradient(135deg,#17324d,#2366b8);color:#fff;border-radius:14px;padding:26px 30px 22px;
+margin-bottom:18px}
+header.top .eyebrow{text-transform:uppercase;letter-spacing:.08em;font-size:12px;opacity:.8}
+header.top h1{margin:4px 0 6px;font-size:30px;line-height:1.2}
+header.top p{margin:0;opacity:.92}
+.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:0 0 18px}
+.kpi{background:#fff;border-radius:12px;padding:14px 16px;border:1px solid var(--line)}
+.kpi .v{font-size:24px;font-weight:700;line-height:1.2}
+.kpi .k{color:var(--muted);font-size:13px}
+.kpi .s{font-size:13px;margin-top:2px}
+nav.toc{background:#fff;border:1px solid var(--line);border-radius:12px;padding:10px 16px;margin-bottom:18px;
+display:flex;flex-wrap:wrap;gap:4px 18px;font-size:14px}
+nav.toc a{color:var(--accent);text-decoration:none}
+nav.toc a.off{color:var(--muted)}
+nav.toc a:hover{text-decoration:underline}
+section{background:#fff;border:1px solid var(--line);border-radius:14px;padding:22px 26px 24px;margin:0 0 18px}
+h2{font-size:21px;margin:0 0 4px}
+h3{font-size:16px;margin:20px 0 6px}
+.howto{color:var(--muted);margin:0 0 14px;font-size:14px;border-left:3px solid #c8d6e5;padding:2px 0 2px 10px}
+.howto b{color:var(--ink);font-weight:600}
+.findings{margin:0;padding-left:20px}
+.findings li{margin:3px 0}
+.chart{margin:6px 0 10px;min-height:40px;overflow-x:auto}
+.chart .fallback,.chart-error{color:var(--muted);font-size:13px;font-style:italic}
+.chart-error{color:var(--warn)}
+table{border-collapse:collapse;width:100%;font-size:14px;margin:6px 0 4px}
+th,td{padding:7px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{font-size:12.5px;color:var(--muted);font-weight:600;background:var(--soft);line-height:1.3}
+td.n,th.n{text-align:right}
+td.n{white-space:nowrap}
+tbody tr:hover{background:#fafbfc}
+.tablewrap{overflow-x:auto}
+.seg{display:inline-flex;align-items:baseline;gap:8px}
+.dot{display:inline-block;width:11px;height:11px;border-radius:50%;flex:none;position:relative;top:1px}
+.segid{color:var(--muted);font-size:12px;white-space:nowrap}
+.seglabel{font-weight:600}
+.traits{color:var(--muted);font-size:13px;margin:2px 0 0 19px}
+th.segcol{min-width:300px}
+.seg{min-width:250px}
+#segment-table th{vertical-align:bottom}
+#segment-table th.n,#value-table th.n{min-width:92px}
+.hidden-cell{color:#9aa5b1}
+.missing{background:var(--soft);border:1px dashed #cbd2d9;border-radius:10px;padding:12px 14px;color:var(--muted);
+font-size:14px}
+.note{color:var(--muted);font-size:13px;margin:8px 0 0}
+details.note summary{cursor:pointer}
+details.note p{margin:4px 0 0 14px}
+.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:14px 22px}
+.personas{display:grid;gap:16px}
+.pseg{border:1px solid var(--line);border-radius:12px;padding:12px 14px 14px;border-top-width:5px}
+.pseg h3{margin:0 0 2px;font-size:16px}
+.pseg .meta{color:var(--muted);font-size:13px;margin-bottom:10px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:10px}
+.card{background:var(--soft);border-radius:10px;padding:10px 12px}
+.card .cid{font-size:12px;color:var(--muted);font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+word-break:break-all}
+.card .sum{margin:4px 0 6px;font-size:14px}
+.chips{display:flex;flex-wrap:wrap;gap:5px}
+.chip{background:#fff;border:1px solid var(--line);border-radius:999px;padding:1px 9px;font-size:12px;color:#3e4c59}
+.chip b{font-weight:600;color:var(--ink)}
+.chip.val{background:#eef6ee;border-color:#cfe6d0}
+.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:10px;margin:6px 0 14px}
+.fig{border:1px solid var(--line);border-radius:10px;padding:10px 12px}
+.fig .v{font-size:22px;font-weight:700}
+.fig .k{color:var(--muted);font-size:13px}
+.fig .s{font-size:13px}
+.good{color:#1f7a3d}.fair{color:#9a6700}.bad{color:var(--warn)}
+.tbar{display:inline-block;height:9px;background:#8fb8e8;border-radius:2px;vertical-align:middle;margin-left:8px}
+table.mix{width:auto}
+table.mix th{font-weight:500;color:var(--ink);text-align:left;width:150px;font-size:12.5px;vertical-align:bottom}
+table.mix th .dot{margin-right:4px}
+table.mix tr.group td{font-weight:700;background:#fff;padding-top:14px;border-bottom:2px solid var(--line)}
+table.mix td.val{padding-left:18px}
+table.mix td{padding:5px 10px}
+.kv td:first-child{color:var(--muted);width:34%}
+footer{color:var(--muted);font-size:13px;text-align:center;margin-top:8px}
+@media print{body{background:#fff}section,nav.toc,.kpi{border-color:#ccc;break-inside:avoid}.page{padding:0}}
+"""
+
+# records script errors and which charts drew into attributes of <html>, for a browser test and for the reader
+PROBE_JS = """window.__reportErrors=[];
+window.addEventListener('error',function(e){window.__reportErrors.push(String(e.message||e));});
+window.addEventListener('unhandledrejection',function(e){window.__reportErrors.push(String(e.reason));});
+(function(){var ce=console.error;console.error=function(){try{window.__reportErrors.push(
+Array.prototype.map.call(arguments,String).join(' '));}catch(_){}return ce.apply(console,arguments);};})();"""
+
+EMBED_JS = """const specs = %s;
+const opts = {actions: false, renderer: 'svg', tooltip: {theme: 'light'}};
+const root = document.documentElement;
+const jobs = Object.keys(specs).map(function (id) {
+  const el = document.getElementById(id);
+  return vegaEmbed(el, specs[id], opts).then(function () {
+    el.setAttribute('data-drawn', 'yes');
+  }).catch(function (err) {
+    window.__reportErrors.push(id + ': ' + String(err));
+    el.innerHTML = '<p class="chart-error">This chart could not be drawn (' +
+      String(err).replace(/[<>&]/g, '') + '); the table next to it has the same figures.</p>';
+  });
+});
+Promise.allSettled(jobs).then(function () {
+  root.setAttribute('data-charts-drawn', String(document.querySelectorAll('[data-drawn=yes]').length));
+  root.setAttribute('data-report-errors', JSON.stringify(window.__reportErrors));
+});"""
+
+
+def esc(x):
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def script_json(obj):
+    """JSON safe inside a <script> element."""
+    s = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def script_text(js):
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)
+
+
+def color_of(seg_id, index):
+    try:
+        return PALETTE[int(seg_id) % len(PALETTE)]
+    except (TypeError, ValueError):
+        return PALETTE[index % len(PALETTE)]
+
+
+def _date(s, with_time=False):
+    if not s:
+        return "–"
+    try:
+        d = _dt.datetime.fromisoformat(str(s).replace("Z", "+00:00"))
+    except ValueError:
+        return str(s)
+    if with_time:
+        return d.strftime("%-d %b %Y, %H:%M") + (" UTC" if d.utcoffset() == _dt.timedelta(0) else "")
+    return d.strftime("%-d %b %Y")
+
+
+def _first_number(d, keys):
+    return next((d[k] for k in keys if isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool)), None)
+
+
+def _psi_words(v):
+    """(css class, words) of a population stability index (rules of thumb: < 0.1 stable, < 0.25 moderate)."""
+    return ("good", "stable") if v < 0.1 else ("fair", "moderate shift") if v < 0.25 else ("bad", "large shift")
+
+
+def privacy_facts(p, k):
+    """Plain sentences from run.json's privacy section (whatever of it is there)."""
+    out = []
+    if k:
+        out.append(f"Minimum segment size {k:,}: no figure about fewer customers is shown.")
+    if ids_hashed(p):
+        hashing = p.get("pseudonymous_ids")
+        algo = hashing.get("algorithm") if isinstance(hashing, dict) else None
+        out.append("Customer ids are pseudonyms" + (f" ({algo})" if algo else "") + ".")
+    small = p.get("small_segments")
+    if isinstance(small, dict):
+        merged, withheld = small.get("merged") or {}, small.get("withheld") or []
+        if merged:
+            out.append(f"{len(merged)} small segment(s) merged into their nearest segment.")
+        if withheld:
+            out.append(f"{len(withheld)} small segment(s) withheld ({fmt_int(small.get('customers_withheld'))} "
+                       "customers without a segment).")  # fmt: skip
+    cells = p.get("cells_suppressed")
+    if isinstance(cells, dict) and any(cells.values()):
+        out.append("Cells suppressed: " + ", ".join(f"{t}: {fmt_int(n)}" for t, n in cells.items() if n) + ".")
+    consent = p.get("consent")
+    if isinstance(consent, dict):
+        cols = ", ".join(str(c) for c in consent.get("columns") or [])
+        out.append(f"Consent ({cols}): {fmt_int(consent.get('consented'))} consented, "
+                   f"{fmt_int(consent.get('not_consented'))} did not, {fmt_int(consent.get('unknown'))} unknown; "
+                   f"{fmt_int(consent.get('excluded_from_outputs'))} left out of the outputs, "
+                   f"{fmt_int(consent.get('dropped_before_processing'))} dropped before processing.")  # fmt: skip
+    removed = p.get("personal_columns_removed")
+    if removed:
+        out.append("Personal columns removed: " + ", ".join(str(c) for c in removed) + ".")
+    return out
+
+
+class Page:
+    """Assembles the sections; charts are placeholders filled by vegaEmbed from ``self.specs``."""
+
+    def __init__(self, data, charts_module, title=None):
+        self.d = data
+        self.c = charts_module
+        self.title = title or "Customer segments"
+        self.specs = {}
+        self.present = {}
+        self.colors = {s["id"]: color_of(s["id"], i) for i, s in enumerate(data.segments)}
+
+    # ------------------------------------------------------------- helpers
+    def chart(self, cid, spec, alt_text):
+        if spec is None:
+            return ""
+        self.specs[cid] = spec
+        return (f'<div class="chart" id="{cid}" role="img" aria-label="{esc(alt_text)}">'
+                '<p class="fallback">This chart needs JavaScript; the table below has the same figures.</p>'
+                "</div>")  # fmt: skip
+
+    def seg_cell(self, s, wrap=True):
+        dot = f'<span class="dot" style="background:{self.colors.get(s["id"], "#999")}"></span>'
+        label = esc(s["label"] or f"Segment {s['id']}")
+        return (f'<span class="seg">{dot}<span><span class="seglabel">{label}</span> '
+                f'<span class="segid">segment {esc(s["id"])}</span></span></span>')  # fmt: skip
+
+    def count(self, n):
+        """A customer count under the privacy rule."""
+        if n is None:
+            return self.hidden(withheld=True) if self.d.k else "–"
+        if not self.d.visible(n):
+            return self.hidden()
+        return fmt_int(n)
+
+    def hidden(self, withheld=False):
+        """A hidden figure: '< k' when the report knows it is below k, 'hidden' when the run withheld it."""
+        k = self.d.k
+        if k and not withheld:
+            return f'<span class="hidden-cell" title="fewer than {k:,} customers: hidden">&lt; {k:,}</span>'
+        tip = "withheld by the run's privacy rule: too few customers, or it would reveal such a figure"
+        return f'<span class="hidden-cell" title="{tip}">hidden</span>'
+
+    def section(self, sid, title, howto, body, present=True):
+        self.present[sid] = present
+        how = f'<p class="howto"><b>How to read this:</b> {howto}</p>' if howto and present else ""
+        flag = "yes" if present else "no"
+        return f'<section id="{sid}" data-present="{flag}"><h2>{esc(title)}</h2>{how}{body}</section>'
+
+    @staticmethod
+    def missing(text):
+        return f'<div class="missing">{text}</div>'
+
+    def _med(self, s, feat):
+        r = s["row"]
+        for pre in ("median_", "mean_"):
+            v = r.get(pre + feat)
+            if isinstance(v, (int, float)):
+                return v
+        return None
+
+    # ------------------------------------------------------------- header
+    def header(self):
+        run = self.d.run
+        n = run.get("customers")
+        k = len(self.d.segments)
+        made = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        sub = [f"{fmt_int(n)} customers in {k} segments" if n is not None else f"{k} segments",
+               f"data as of {_date(run.get('as_of'))}", f"report made {_date(made, True)}"]  # fmt: skip
+        return (f'<header class="top"><div class="eyebrow">segone · segmentation report</div>'
+                f'<h1>{esc(self.title)}</h1><p>{esc(" · ".join(sub))}</p></header>')  # fmt: skip
+
+    def kpis(self):
+        d = self.d
+        segs = d.shown_segments
+        cards = [("Customers", fmt_int(d.run.get("customers")), f"as of {_date(d.run.get('as_of'))}")]
+        cards.append(("Segments", fmt_int(len(d.segments)), "groups of similar customers"))
+        if segs:
+            big = max(segs, key=lambda s: s["size"] or 0)
+            cards.append(("Largest segment", fmt_pct(big["share"], 0), esc(big["label"] or f"Segment {big['id']}")))
+            idx = [(s["value_share"] / s["share"], s) for s in segs if s["value_share"] is not None and s["share"]]
+            if idx:
+                v, s = max(idx, key=lambda t: t[0])
+                cards.append(("Top spenders per customer", fmt_lift(v), esc(s["label"] or f"Segment {s['id']}")))
+        t = d.tracking
+        if t and isinstance(t.get("stayed_share"), (int, float)):
+            cards.append(("Stayed in their segment", fmt_pct(t["stayed_share"]), "since the previous run"))
+        return '<div class="kpis">' + "".join(
+            f'<div class="kpi"><div class="k">{esc(k)}</div><div class="v">{v}</div><div class="s">{s}</div></div>'
+            for k, v, s in cards) + "</div>"  # fmt: skip
+
+    def toc(self):
+        links = []
+        for sid, title in SECTIONS:
+            cls = "" if self.present.get(sid, True) else ' class="off" title="not in this run\'s outputs"'
+            links.append(f'<a href="#{sid}"{cls}>{esc(title)}</a>')
+        return '<nav class="toc" aria-label="Sections">' + "".join(links) + "</nav>"
+
+    def findings(self):
+        d = self.d
+        segs = d.shown_segments
+        out = []
+        if segs:
+            big = max(segs, key=lambda s: s["size"] or 0)
+            out.append(f"The largest segment is <b>{esc(big['label'] or big['id'])}</b> with "
+                       f"{fmt_pct(big['share'])} of customers.")  # fmt: skip
+            idx = [(s["value_share"] / s["share"], s) for s in segs if s["value_share"] is not None and s["share"]]
+            if idx:
+                v, s = max(idx, key=lambda t: t[0])
+                out.append(f"<b>{esc(s['label'] or s['id'])}</b> brings {fmt_pct(s['value_share'])} of spend from "
+                           f"{fmt_pct(s['share'])} of customers: {fmt_lift(v)} the average spend per "
+                           "customer.")  # fmt: skip
+                lo, s2 = min(idx, key=lambda t: t[0])
+                if s2 is not s:
+                    out.append(f"<b>{esc(s2['label'] or s2['id'])}</b> holds {fmt_pct(s2['share'])} of customers "
+                               f"but only {fmt_pct(s2['value_share'])} of spend ({fmt_lift(lo)}).")  # fmt: skip
+        if d.value:
+            means = [(e["mean"], s) for s in segs if (e := d.value["segments"].get(s["id"])) and "mean" in e]
+            if means:
+                v, s = max(means, key=lambda t: t[0])
+                h = (d.value_info or {}).get("horizon_months")
+                when = f" over the next {h} months" if h else ""
+                if d.value.get("metric") == "clv":
+                    out.append(f"The highest predicted value per customer is in <b>{esc(s['label'] or s['id'])}</b> "
+                               f"({fmt_num(v)} on average{when}).")  # fmt: skip
+                else:
+                    out.append(f"<b>{esc(s['label'] or s['id'])}</b> is expected to buy the most: {fmt_num(v, 1)} "
+                               f"purchases per customer on average{when}.")  # fmt: skip
+        t = d.tracking
+        if t and isinstance(t.get("stayed_share"), (int, float)):
+            out.append(f"{fmt_pct(t['stayed_share'])} of the customers present in both runs stayed in the same "
+                       "segment.")  # fmt: skip
+        if not out:
+            return ""
+        return '<section id="findings"><h2>Key findings</h2><ul class="findings">' + "".join(
+            f"<li>{x}</li>" for x in out) + "</ul></section>"  # fmt: skip
+
+    # ------------------------------------------------------------- sections
+    def overview(self):
+        d = self.d
+        segs = d.shown_segments
+        if not segs:
+            return self.section("overview", SECTIONS[0][1], "", self.missing("No segment can be shown."), False)
+        chart = self.chart("chart-overview", self.c.overview_chart(d),
+                           "Share of customers and share of spend for each segment")  # fmt: skip
+        heads = ["Segment and what stands out", "Customers", "Share of customers", "Share of spend",
+                 "Spend per customer vs average", "Median orders", "Median total spend",
+                 "Median days since last purchase"]  # fmt: skip
+        th = "".join(f'<th class="n">{h}</th>' if i else f'<th class="segcol">{h}</th>' for i, h in enumerate(heads))
+        body = []
+        for s in d.segments:
+            if s["hidden"]:
+                body.append(f'<tr class="hidden-row" data-segment="{esc(s["id"])}"><td>{self.seg_cell(s)}</td>'
+                            f'<td class="n">{self.count(s["size"])}</td><td colspan="6" class="hidden-cell">'
+                            f"Hidden: fewer than {d.k:,} customers (privacy rule of this run).</td></tr>")  # fmt: skip
+                continue
+            idx = s["value_share"] / s["share"] if s["value_share"] is not None and s["share"] else None
+            traits = "; ".join(trait_text(t) for t in s["traits"][:3])
+            first = self.seg_cell(s) + (f'<div class="traits">{esc(traits)}</div>' if traits else "")
+            cells = [self.count(s["size"]), fmt_pct(s["share"]), fmt_pct(s["value_share"]),
+                     fmt_lift(idx) if idx is not None else "–", fmt_num(self._med(s, "orders"), 1),
+                     fmt_num(self._med(s, "spend_total")), fmt_num(self._med(s, "recency_days"), 0)]  # fmt: skip
+            body.append(f'<tr data-segment="{esc(s["id"])}"><td>{first}</td>'
+                        + "".join(f'<td class="n">{c}</td>' for c in cells) + "</tr>")  # fmt: skip
+        table = (f'<div class="tablewrap"><table id="segment-table"><thead><tr>{th}</tr></thead>'
+                 f'<tbody>{"".join(body)}</tbody></table></div>')  # fmt: skip
+        how = ("for each segment, the grey bar is its share of all customers and the blue bar its share of all spend. "
+               "A blue bar longer than the grey one means the segment spends more per customer than the average "
+               "customer; <i>×2.00</i> in the table means twice the average.")  # fmt: skip
+        return self.section("overview", SECTIONS[0][1], how, chart + table)
+
+    def profiles(self):
+        d = self.d
+        if not d.lift_features or not d.shown_segments:
+            return self.section("profiles", SECTIONS[1][1], "",
+                                self.missing("segments.parquet holds no lift columns (lift_*)."), False)  # fmt: skip
+        chart = self.chart("chart-profiles", self.c.profile_heatmap(d),
+                           "Heatmap of each feature's lift in each segment against the average customer")  # fmt: skip
+        how = ("each cell compares the segment's average with the average customer. <i>×2.00</i> (blue) = twice as "
+               "much, <i>×0.50</i> (red) = half, <i>×1.00</i> (white) = the same. Hover a cell for the segment's "
+               "own average. Shares of spend and of orders are shares of each customer's spend or orders.")  # fmt: skip
+        mixes = self.mixes()
+        return self.section("profiles", SECTIONS[1][1], how, chart + mixes)
+
+    def mixes(self):
+        d = self.d
+        if not d.mixes:
+            return ""
+        segs = d.shown_segments
+        head = "".join(f'<th class="n">{self.seg_head(s)}</th>' for s in segs)
+        rows = []
+        for attr, values in d.mixes.items():
+            name = attribute_name(f"{attr}=x")[0]
+            rows.append(f'<tr class="group"><td colspan="{len(segs) + 1}">{esc(name)}</td></tr>')
+            for value, col in sorted(values, key=lambda v: (not v[0][:1].isdigit(), v[0])):
+                cells = []
+                for s in segs:
+                    x = s["row"].get(col)
+                    if x is None and d.k:  # suppressed by the run's privacy rule
+                        cells.append(f'<td class="n">{self.hidden(withheld=True)}</td>')
+                        continue
+                    if not isinstance(x, (int, float)) or math.isnan(x):
+                        cells.append('<td class="n">–</td>')
+                        continue
+                    n = round(x * (s["size"] or 0))
+                    if not d.visible(n):
+                        cells.append(f'<td class="n">{self.hidden()}</td>')
+                        continue
+                    alpha = min(max(x, 0.0), 1.0) * 0.8
+                    cells.append(f'<td class="n" style="background:rgba(35,102,184,{alpha:.2f});'
+                                 f'color:{"#fff" if alpha > 0.42 else "inherit"}">{fmt_pct(x, 0)}</td>')  # fmt: skip
+                rows.append(f'<tr><td class="val">{esc(value)}</td>{"".join(cells)}</tr>')
+        return ('<h3>Who they are</h3><p class="howto"><b>How to read this:</b> the share of each segment\'s customers '
+                "with each attribute value; within an attribute, each column adds up to 100%. Darker = more "
+                "common.</p>"
+                f'<div class="tablewrap"><table class="mix" id="mix-table"><thead><tr><th>Attribute</th>{head}</tr>'
+                f'</thead><tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
+
+    def seg_head(self, s):
+        dot = f'<span class="dot" style="background:{self.colors.get(s["id"], "#999")}"></span>'
+        return f'<span title="{esc(s["label"])}">{dot}{esc(s["label"] or "Segment " + str(s["id"]))}</span>'
+
+    def personas(self):
+        d = self.d
+        if not d.personas:
+            msg = ("personas.parquet is not in this output directory, or none of the customers read belongs to a "
+                   "segment that can be shown.")  # fmt: skip
+            return self.section("personas", SECTIONS[2][1], "", self.missing(msg), False)
+        read, total = d.sample.get("personas", (0, None))
+        blocks = []
+        for s in d.shown_segments:
+            cards = d.personas.get(s["id"])
+            if not cards:
+                continue
+            items = []
+            for p in cards:
+                chips = []
+                for t in p["traits"]:
+                    feat = t.get("feature")
+                    if feat is None:
+                        continue
+                    pct = t.get("percentile")
+                    if not isinstance(pct, (int, float)):
+                        continue  # a categorical trait: the sentence above already says it
+                    where = (f"top {max(1, round((1 - pct) * 100))}%" if pct >= 0.5
+                             else f"bottom {max(1, round(pct * 100))}%")  # fmt: skip
+                    chips.append(f'<span class="chip"><b>{esc(feature_name(feat))}</b> {esc(where)}</span>')
+                said = {t.get("feature") for t in p["traits"]}
+                vals = p["value"]
+                has_clv = isinstance(vals.get("clv"), (int, float)) and not math.isnan(vals["clv"])
+                shown = [("clv", "predicted value", fmt_num)] if has_clv else [
+                    ("expected_purchases", "expected purchases", lambda x: fmt_num(x, 1))]
+                shown.append(("p_alive", "chance still active", lambda x: fmt_pct(x, 0)))
+                for key, label, fmt in shown:
+                    v = vals.get(key)
+                    if key not in said and isinstance(v, (int, float)) and not math.isnan(v):
+                        chips.append(f'<span class="chip val">{label} <b>{fmt(v)}</b></span>')
+                items.append(f'<div class="card"><div class="cid">customer {esc(p["id"])}</div>'
+                             f'<div class="sum">{esc(p["summary"])}</div>'
+                             f'<div class="chips">{"".join(chips)}</div></div>')  # fmt: skip
+            meta = f"{fmt_pct(s['share'])} of customers · {self.count(s['size'])} customers"
+            blocks.append(f'<div class="pseg" style="border-top-color:{self.colors.get(s["id"], "#999")}">'
+                          f'<h3>{esc(s["label"] or "Segment " + str(s["id"]))} <span class="segid">segment '
+                          f'{esc(s["id"])}</span></h3><div class="meta">{meta}</div><div class="cards">{"".join(items)}'
+                          "</div></div>")  # fmt: skip
+        typical = any(p["typical"] for cards in d.personas.values() for p in cards)
+        pick = ("the customers closest to the segment's centre" if typical else "the first customers")
+        how = (f"a few real customers per segment ({pick} among the first {fmt_int(read)} of "
+               f"{fmt_int(total)} customers read from personas.parquet), each with the traits that set them apart "
+               "from the whole base (top 5% = among the 5% highest). Customer ids are shown exactly as stored in "
+               "the outputs.")  # fmt: skip
+        if ids_hashed(d.privacy) or d.pseudonyms:
+            how += " This run hashed the customer ids: the ids shown are pseudonyms."
+        return self.section("personas", SECTIONS[2][1], how, f'<div class="personas">{"".join(blocks)}</div>')
+
+    def value(self):
+        d = self.d
+        v = d.value
+        if not v:
+            msg = ("This run has no predicted customer value (no <code>clv</code>, <code>p_alive</code> or "
+                   "<code>expected_purchases</code> column in assignments.parquet and no <code>mean_clv</code> in "
+                   "segments.parquet).")  # fmt: skip
+            return self.section("value", SECTIONS[3][1], "", self.missing(msg), False)
+        info = d.value_info or {}
+        horizon = info.get("horizon_months")
+        clv = v.get("metric") == "clv"
+        what = "Predicted value" if clv else "Expected purchases"
+        nxt = f", next {horizon} months" if horizon else ""
+        vlabel = f"{what} per customer{nxt}"
+        chart = self.chart("chart-value", self.c.value_chart(d, vlabel),
+                           f"{what} per customer by segment: range, middle half, median and mean")  # fmt: skip
+        heads = ["Segment", f"Average {what.lower()}", "Median", "Middle half (25–75%)", "Chance still active"]
+        if clv:
+            heads += ["Expected purchases", "Share of predicted value"]
+        th = "".join(f'<th class="n">{h}</th>' if i else f"<th>{h}</th>" for i, h in enumerate(heads))
+        rows = []
+        digits = None if clv else 2
+        for s in d.shown_segments:
+            e = v["segments"].get(s["id"])
+            if not e:
+                continue
+            mid = f"{fmt_num(e['q25'], digits)} – {fmt_num(e['q75'], digits)}" if "q25" in e and "q75" in e else "–"
+            cells = [fmt_num(e.get("mean"), digits), fmt_num(e.get("q50"), digits), mid, fmt_pct(e.get("p_alive"), 0)]
+            if clv:
+                cells += [fmt_num(e.get("expected_purchases"), 1), fmt_pct(e.get("value_share"))]
+            rows.append(f'<tr data-segment="{esc(s["id"])}"><td>{self.seg_cell(s)}</td>'
+                        + "".join(f'<td class="n">{c}</td>' for c in cells) + "</tr>")  # fmt: skip
+        table = (f'<div class="tablewrap"><table id="value-table"><thead><tr>{th}</tr></thead>'
+                 f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
+        notes, details = [], []
+        if v["from_sample"]:
+            read, total = v["sample_rows"], v["total_rows"]
+            if total is not None and read >= total:
+                notes.append(f"Distribution from all {fmt_int(total)} customers in assignments.parquet.")
+            else:
+                notes.append(f"Distribution from the first {fmt_int(read)} of {fmt_int(total)} customers in "
+                             "assignments.parquet (a bounded read: the report never scans every customer); "
+                             "figures from segments.parquet cover all customers.")  # fmt: skip
+        model = info.get("model") or ("BG/NBD purchases" + (" and Gamma-Gamma spend" if info.get("gamma_gamma") else "")
+                                      if "bg_nbd" in info else None)  # fmt: skip
+        if model:
+            bits = [str(model)]
+            if info.get("discount_rate") is not None:
+                bits.append(f"discount rate {fmt_pct(info['discount_rate'])} per month")
+            skipped = (info.get("skipped") or {}) if isinstance(info.get("skipped"), dict) else {}
+            notes.append("Model: " + "; ".join(bits) + ".")
+            for part, name in (("bg_nbd", "The purchase model"), ("gamma_gamma", "The spend model")):
+                if skipped.get(part):
+                    details.append(f"{name} was not used: {str(skipped[part]).rstrip('.')}.")
+        details += [str(n) for n in info.get("notes") or []]
+        how = (f"for each segment, the line spans the 10th to the 90th percentile of {what.lower()} per customer, "
+               "the box the middle half of customers, the blue tick the median and the orange diamond the average. "
+               "Chance still active is the model's probability that a customer has not lapsed.")  # fmt: skip
+        if not clv:
+            notes.append("This run predicted purchases but no customer value (clv), so the chart shows expected "
+                         "purchases.")  # fmt: skip
+        note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+        if details:
+            note += ('<details class="note"><summary>Model details</summary>'
+                     + "".join(f"<p>{esc(n)}</p>" for n in details) + "</details>")  # fmt: skip
+        return self.section("value", SECTIONS[3][1], how, chart + table + note)
+
+    def rfm(self):
+        d = self.d
+        if not d.rfm:
+            msg = ("This run's outputs hold no RFM grid. The pipeline can write <code>rfm.parquet</code> "
+                   "(columns <code>r</code>, <code>f</code>, <code>customers</code>, <code>spend</code>: one row per "
+                   "recency x frequency score cell) and this section will show it.")  # fmt: skip
+            return self.section("rfm", SECTIONS[4][1], "", self.missing(msg), False)
+        chart = self.chart("chart-rfm", self.c.rfm_chart(d), "Customers per recency and frequency score")
+        how = ("customers are scored 1–5 on how recently (R) and how often (F) they bought; 5 is best. Top right: "
+               "recent, frequent buyers (champions); bottom right: recent first-time buyers; top left: frequent "
+               "buyers who have not come back (at risk); bottom left: lapsed one-off buyers. Each cell shows its "
+               "customers and their share of all customers.")  # fmt: skip
+        return self.section("rfm", SECTIONS[4][1], how, chart)
+
+    def migration(self):
+        d = self.d
+        t = d.tracking or {}
+        if not d.migration and not t:
+            msg = ("This run was not compared with a previous run, so there is no migration.parquet. Track a run "
+                   "against the previous output directory to see who moved between segments.")  # fmt: skip
+            return self.section("migration", SECTIONS[5][1], "", self.missing(msg), False)
+        figs = []
+        stayed = t.get("stayed_share")
+        if isinstance(stayed, (int, float)):
+            cls = "good" if stayed >= 0.8 else "fair" if stayed >= 0.6 else "bad"
+            figs.append(("Stayed in the same segment", fmt_pct(stayed), "of customers present in both runs", cls))
+        ari = _first_number(t, ("adjusted_rand_common", "adjusted_rand", "ari"))
+        if ari is not None:
+            cls, word = (("good", "very similar") if ari >= 0.8 else ("fair", "fairly similar") if ari >= 0.5
+                         else ("bad", "different"))  # fmt: skip
+            figs.append(("Agreement between the runs", f"{ari:.2f}",
+                         f"adjusted Rand index: {word} groupings (1 = same)", cls))  # fmt: skip
+        psi = _first_number(t, ("segment_psi", "psi"))
+        if psi is not None:
+            cls, word = _psi_words(psi)
+            figs.append(("Change in segment sizes", f"{psi:.3f}", f"stability index (PSI): {word}", cls))
+        fpsi = t.get("feature_psi") if isinstance(t.get("feature_psi"), dict) else {}
+        drift = sorted(((v, f) for f, v in fpsi.items() if isinstance(v, (int, float))), reverse=True)[:3]
+        if drift:
+            v = drift[0][0]
+            cls, word = _psi_words(v)
+            names = ", ".join(f"{feature_name(f)} ({x:.2f})" for x, f in drift)
+            figs.append(("Biggest change in a feature", f"{v:.2f}", f"PSI, {word}: {names}", cls))
+        c = t.get("customers") if isinstance(t.get("customers"), dict) else {}
+        for key, label in (("new", "New customers"), ("gone", "Customers who left")):
+            if key in c and (isinstance(c[key], int) or c[key] is None):
+                figs.append((label, self.count(c[key]), "since the previous run", ""))
+        fig_html = "".join(f'<div class="fig"><div class="k">{esc(k)}</div><div class="v {cls}">{v}</div>'
+                           f'<div class="s">{esc(s)}</div></div>' for k, v, s, cls in figs)  # fmt: skip
+        fig_html = f'<div class="figures">{fig_html}</div>' if figs else ""
+        chart = ""
+        if d.migration:
+            names = {s["id"]: self.c.seg_name(s, width=22, max_lines=4) for s in d.segments if not s["hidden"]}
+            chart = self.chart("chart-migration", self.c.migration_chart(d, names),
+                               "Heatmap of customers moving from each previous segment to each segment "
+                               "now")  # fmt: skip
+        notes = []
+        if d.moves_rows is not None:
+            notes.append(f"moves.parquet lists each customer's move ({fmt_int(d.moves_rows)} rows).")
+        prev = t.get("previous")
+        if prev:
+            notes.append(f"Previous run: {prev}.")
+        for n in t.get("notes") or []:
+            notes.append(str(n))
+        how = ("each row is a segment of the previous run and shows where its customers are now; the outlined cells "
+               "are customers who stayed. <i>New customers</i> were not in the previous run; <i>Left the base</i> "
+               "are customers of the previous run missing from this one. Segment ids are matched between runs, so "
+               "the same id means the same kind of customer.")  # fmt: skip
+        note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+        return self.section("migration", SECTIONS[5][1], how, fig_html + chart + note)
+
+    def run_facts(self):
+        d = self.d
+        run = d.run
+        rows = []
+
+        def add(k, v):
+            rows.append(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>")
+
+        add("Data as of", esc(_date(run.get("as_of"), True)))
+        add("Input", esc(run.get("input", "–")))
+        add("Customers profiled", fmt_int(run.get("customers")))
+        if "customers_assigned" in run:
+            add("Customers assigned to a segment", fmt_int(run.get("customers_assigned")))
+        if run.get("customers_without_purchase"):
+            add("Customers without a purchase (web or CRM only)", fmt_int(run["customers_without_purchase"]))
+        read = run.get("rows_read") if isinstance(run.get("rows_read"), dict) else {}
+        if read:
+            add("Rows read", "<br>".join(f"{esc(k)}: {fmt_int(v)}" for k, v in read.items()))
+        dropped = run.get("rows_dropped") if isinstance(run.get("rows_dropped"), dict) else {}
+        total_read = sum(v for v in read.values() if isinstance(v, (int, float))) or None
+        if dropped:
+            tot = sum(v for v in dropped.values() if isinstance(v, (int, float)))
+            share = f" ({fmt_pct(tot / total_read, 2)} of rows read)" if total_read else ""
+            lines = "<br>".join(f"{esc(k)}: {fmt_int(v)}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+            add("Rows dropped, and why", f"<b>{fmt_int(tot)}</b>{share}<br>{lines}")
+        else:
+            add("Rows dropped", "none: every row had a customer id and a time")
+        excl = run.get("rows_excluded_after_as_of")
+        if isinstance(excl, dict) and any(excl.values()):
+            add("Rows after the as-of date (not used)", "<br>".join(f"{esc(k)}: {fmt_int(v)}" for k, v in excl.items()))
+        if run.get("returns"):
+            add("Returns (negative amounts)", fmt_int(run["returns"]))
+        folded = run.get("folded_into_other")
+        if isinstance(folded, dict) and any(folded.values()):
+            add("Rows whose category or channel was folded into 'other'",
+                "<br>".join(f"{esc(k)}: {fmt_int(v)}" for k, v in folded.items()))  # fmt: skip
+        if run.get("orders_from"):
+            add("Orders counted from", esc("order ids" if run["orders_from"] != "rows" else "rows (one order per row)"))
+        feats = run.get("features")
+        if isinstance(feats, list):
+            add("Segments / features used", f"{fmt_int(run.get('segments', len(d.segments)))} segments from "
+                f"{len(feats)} features")  # fmt: skip
+        eng = run.get("engine")
+        if isinstance(eng, dict):
+            bits = [str(eng.get("engine", ""))] if eng.get("engine") else []
+            if eng.get("n_threads"):
+                bits.append(f"{eng['n_threads']} threads")
+            bits += [f"{k.replace('_', ' ')} {v}" for k, v in eng.items() if k not in ("engine", "n_threads")]
+            add("Engine", esc(", ".join(bits)))
+        made = _date(run.get("created"), True)
+        add("segone version / run made", esc(f"{run.get('segone_version', '–')} · {made}"))
+        if d.privacy:
+            add("Privacy", "<br>".join(esc(b) for b in privacy_facts(d.privacy, d.k)) or "–")
+        a_read, a_total = d.sample.get("assignments", (0, None))
+        p_read, p_total = d.sample.get("personas", (0, None))
+        if a_total or p_total:
+            add("Read for this report",
+                esc(f"{fmt_int(a_read)} of {fmt_int(a_total)} rows of assignments.parquet and {fmt_int(p_read)} of "
+                    f"{fmt_int(p_total)} rows of personas.parquet (the first rows only); every other figure comes "
+                    "from segments.parquet, run.json and the other small outputs."))  # fmt: skip
+        facts = f'<table class="kv" id="run-facts-table"><tbody>{"".join(rows)}</tbody></table>'
+        timings = run.get("timings_s") if isinstance(run.get("timings_s"), dict) else {}
+        tim = ""
+        if timings:
+            stages = [(k, v) for k, v in timings.items() if k != "total" and isinstance(v, (int, float))]
+            top = max([v for _, v in stages] or [1]) or 1
+            trs = "".join(f'<tr><td>{esc(k)}</td><td class="n">{fmt_seconds(v)}</td><td><span class="tbar" '
+                          f'style="width:{max(2, round(220 * v / top))}px"></span></td></tr>'
+                          for k, v in stages)  # fmt: skip
+            if isinstance(timings.get("total"), (int, float)):
+                total = fmt_seconds(timings["total"])
+                trs += f'<tr><td><b>total</b></td><td class="n"><b>{total}</b></td><td></td></tr>'
+            tim = ('<h3>Time per stage</h3><table id="timings-table" style="max-width:560px"><thead><tr><th>Stage</th>'
+                   f'<th class="n">Time</th><th></th></tr></thead><tbody>{trs}</tbody></table>')  # fmt: skip
+        notes = "".join(f'<p class="note">{esc(n)}</p>' for n in d.notes)
+        how = "what went into this run, what was left out and why, and how long each stage took."
+        return self.section("run-facts", SECTIONS[6][1], how, facts + tim + notes)
+
+    # ------------------------------------------------------------- page
+    def render(self, bundle_js):
+        body = [self.overview(), self.profiles(), self.personas(), self.value(), self.rfm(), self.migration(),
+                self.run_facts()]  # fmt: skip
+        head = self.header() + self.kpis() + self.toc() + self.findings()
+        footer = ('<footer>Made by segone from the outputs in '
+                  f'<code>{esc(self.d.out_dir)}</code>. This file works offline: it loads nothing from the network.'
+                  "</footer>")  # fmt: skip
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(self.title)} · segone report</title>"
+            f"<style>{CSS}</style>"
+            f"<script>{PROBE_JS}</script>"
+            f'<script type="module">{script_text(bundle_js)}</script>'
+            "</head><body><div class=\"page\">" + head + "".join(body) + footer + "</div>"
+            f'<script type="module">{script_text(EMBED_JS % script_json(self.specs))}</script>'
+            "</body></html>\n"
+        )
