@@ -7,6 +7,9 @@ import sys
 from segone.errors import ParameterError
 
 
+MAX_THREADS_PER_CPU = 4  # more kernel threads than this per CPU only adds overhead
+
+
 def available_cpus():
     """CPUs this process may run on (affinity-aware, cgroup-unaware)."""
     try:
@@ -24,12 +27,15 @@ def effective_n_threads(n_threads=None):
     kernel runs (on the worker), never on the client and shipped;
     a positive int is used as is; a negative int counts back from the number
     of CPUs as in joblib (``-1`` = all, ``-2`` = all but one).  ``0`` is an
-    error.
+    error, and so is a count above 4 threads per CPU (a typo such as 100000
+    would otherwise crash the OpenMP runtime).
     """
     cpus = available_cpus()
+    source = "n_threads"
     if n_threads is None:
         env = os.environ.get("SEGONE_NUM_THREADS")
         if env:
+            source = "SEGONE_NUM_THREADS"
             try:
                 n_threads = int(env)
             except ValueError:
@@ -45,6 +51,12 @@ def effective_n_threads(n_threads=None):
             f"({type(n_threads).__name__}); use None for all {cpus} CPUs."
         )
     n_threads = int(n_threads)
+    limit = MAX_THREADS_PER_CPU * cpus
+    if abs(n_threads) > limit:  # OpenMP runtimes crash (or abort) on absurd thread counts: refuse them
+        raise ParameterError(
+            f"{source}={n_threads} is more than {MAX_THREADS_PER_CPU}x the {cpus} CPUs this process may use; "
+            f"use at most {limit}, or None (or -1) for all CPUs."
+        )
     if n_threads == 0:
         raise ParameterError(
             "n_threads=0 is not allowed; use None or -1 for all CPUs, or a positive count."

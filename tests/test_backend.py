@@ -39,3 +39,18 @@ def test_resolve_backend(monkeypatch):
         _backend.resolve_backend("auto")
     with pytest.raises(ParameterError):
         _backend.resolve_backend(3)
+
+
+@pytest.mark.parametrize("value", [100_000, 40_000, 2**31, -100_000])
+def test_absurd_thread_counts_are_refused_not_crashed(value, monkeypatch):
+    import numpy as np
+
+    import segone
+    from segone.errors import ParameterError
+
+    X = np.zeros((10, 2), np.float32)
+    with pytest.raises(ParameterError, match="CPUs this process may use"):
+        segone.assign(X, X[:2], n_threads=value)
+    monkeypatch.setenv("SEGONE_NUM_THREADS", str(abs(value)))
+    with pytest.raises(ParameterError, match="SEGONE_NUM_THREADS"):
+        segone.assign(X, X[:2])
