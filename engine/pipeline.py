@@ -26,6 +26,7 @@ from segone import privacy as _privacy
 from segone import profile as _profile
 from segone import track as _track
 from segone._engine import LocalEngine
+from segone._threads import effective_n_threads
 from segone._validation import check_int, check_n_clusters
 from segone.assign import assign_piece
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
@@ -248,6 +249,7 @@ def run(
     """
     clusters = check_int(clusters, "clusters", low=1)
     sample_size = check_int(sample_size, "sample_size", low=1)
+    effective_n_threads(n_threads)  # an absurd thread count is refused before any work
     if previous is not None and not os.path.isdir(os.fspath(previous)):
         raise ParameterError(f"previous={os.fspath(previous)!r} is not a directory; give the --out of an earlier run.")
     inputs = resolve_inputs(input, events, attributes)
