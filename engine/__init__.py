@@ -20,12 +20,13 @@ write_report      one self-contained HTML report of an output directory (pip ins
 privacy           consent, pseudonymous ids (HMAC-SHA256), personal columns, minimum segment size
 run               the whole job (in this process or on Dask), outputs written atomically
 synth             synthetic customer data with known segments
+io                read any table or file (pyarrow, pandas, polars, DuckDB, Parquet, CSV, Arrow IPC)
 errors            the exceptions segone raises
 """
 
 __version__ = "0.1.0"
 
-from segone import clv, errors, model, privacy, synth, track
+from segone import clv, errors, io, model, privacy, synth, track
 from segone._backend import available_backends
 from segone.assign import Assignment, assign
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
@@ -61,6 +62,7 @@ __all__ = [
     "build_profiles",
     "describe_segments",
     "errors",
+    "io",
     "load_model",
     "match_segments",
     "model",

@@ -4,7 +4,16 @@ import numbers
 
 import numpy as np
 
-from segone.errors import DataError, EmptyInputError, ParameterError, SchemaError, examples
+from segone.errors import ColumnFormatError as _ColumnFormatError
+from segone.errors import (
+    DataError,
+    EmptyInputError,
+    NotFittedError,
+    ParameterError,
+    SchemaError,
+    SegoneError,
+    examples,
+)
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -147,15 +156,44 @@ def check_choice(value, name, choices):
     return value
 
 
+def random_seed(random_state, name="random_state"):
+    """The integer seed of a fit's random stream, from any ``random_state`` scikit-learn accepts.
+
+    The rule, deterministic for every kind:
+
+    * a non-negative int is the seed itself (``numpy.random.default_rng(seed)``);
+    * None draws the seed from NumPy's global RandomState (as scikit-learn
+      does: ``np.random.seed`` makes it reproducible);
+    * a ``numpy.random.RandomState`` or ``numpy.random.Generator`` draws the
+      seed from that stream (advancing it, as every consumer of a shared
+      stream does).
+
+    Estimators record the seed (``seed_``): ``random_state=est.seed_``
+    reproduces the fit on the same data.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    if random_state is None or isinstance(random_state, np.random.RandomState):
+        from sklearn.utils import check_random_state as _sk_check_random_state
+
+        return int(_sk_check_random_state(random_state).randint(0, 2**63 - 1, dtype=np.int64))
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or random_state < 0:
+        raise ParameterError(
+            f"{name} must be None, a non-negative int, a numpy RandomState or a numpy Generator, "
+            f"got {random_state!r}; e.g. {name}=0 for reproducible results."
+        )
+    return int(random_state)
+
+
 def check_random_state(seed):
-    """Turn None / int / Generator into a numpy Generator."""
+    """Turn None / int / RandomState / Generator into a numpy Generator.
+
+    A Generator is returned as it is (the caller's stream is shared); every
+    other kind goes through :func:`random_seed`.
+    """
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None:
-        return np.random.default_rng()
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ParameterError(f"random_state must be None, a non-negative int or a numpy Generator, got {seed!r}.")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(random_seed(seed))
 
 
 def check_n_clusters(k, n, name="n_clusters", rows="samples"):
@@ -163,7 +201,139 @@ def check_n_clusters(k, n, name="n_clusters", rows="samples"):
     k = check_int(k, name, low=1)
     if k > n:
         raise ParameterError(
-            f"{name}={k} is larger than the number of {rows} ({n}); use at most {n} segments "
+            f"{name}={k} is larger than the number of {rows} (n_{rows}={n}); use at most {n} segments "
             "or provide more customers."
         )
     return k
+
+
+# ------------------------------------------------------- scikit-learn estimators
+EstimatorNotFittedError = NotFittedError  # segone's NotFittedError is scikit-learn's too
+ColumnFormatError = _ColumnFormatError
+
+
+def check_fitted(estimator, attribute, how):
+    """Raise :class:`EstimatorNotFittedError` unless ``estimator`` has ``attribute``; ``how`` says what to call."""
+    if not hasattr(estimator, attribute):
+        raise EstimatorNotFittedError(f"this {type(estimator).__name__} is not fitted yet; call {how} first.")
+
+
+def is_table_like(X):
+    """True for the tables segone reads through Arrow (not NumPy arrays, not pandas).
+
+    pyarrow Tables, RecordBatches and readers, polars and DuckDB frames, and
+    anything exporting the Arrow C stream or array interface.  pandas
+    DataFrames go through scikit-learn's validation instead (their index is
+    never a feature there).
+    """
+    if isinstance(X, np.ndarray) or _is_pandas(X):
+        return False
+    mod = type(X).__module__
+    return (
+        mod.startswith("pyarrow")
+        or mod.startswith("polars")
+        or mod.startswith("duckdb")
+        or hasattr(X, "__arrow_c_stream__")
+        or hasattr(X, "__arrow_c_array__")
+    )
+
+
+def _is_pandas(X):
+    return type(X).__module__.startswith("pandas") and type(X).__name__ in ("DataFrame", "Series")
+
+
+# what to do about each kind of input problem scikit-learn's validation reports
+_HINTS = (
+    ("is expecting", ParameterError, "Use the same feature columns as in fit."),
+    ("feature names", SchemaError,
+     "Pass the columns seen in fit, in the same order (e.g. X[est.feature_names_in_])."),
+    ("sparse", SchemaError, "segone clusters dense rows: densify with X.toarray() (or reduce the features first)."),
+    ("complex", SchemaError, "Use the real part (X.real) or the magnitude (abs(X))."),
+    ("sample(s)", EmptyInputError, "Give at least one row."),
+    ("feature(s)", ParameterError, "Select at least one numeric feature column."),
+    ("expected 2d array", ParameterError, ""),
+    ("nan", DataError, "Impute or drop those rows."),
+    ("infinity", DataError, "Impute or drop those rows."),
+)  # fmt: skip
+
+
+def _translate_sklearn_error(exc, name):
+    """A ValueError / TypeError from scikit-learn's validation -> the matching SegoneError (message kept)."""
+    msg = str(exc).strip()
+    if msg and msg[-1] not in ".!?":
+        msg += "."
+    low = msg.lower()
+    for key, cls, hint in _HINTS:
+        if key in low:
+            return cls(f"{name}: {msg} {hint}".rstrip())
+    if isinstance(exc, TypeError) or "convert" in low or "dtype" in low:
+        return SchemaError(
+            f"{name}: {msg} {name} must hold numbers only: select the numeric feature columns "
+            "(score a profile table with segone.FeatureScorer first)."
+        )
+    return DataError(f"{name}: {msg}")
+
+
+def _sklearn_call(fn, name, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except SegoneError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise _translate_sklearn_error(exc, name) from None
+
+
+def check_estimator_input(estimator, X, *, reset, name="X", min_rows=1):
+    """The input rule of segone's scikit-learn estimators: X -> C-contiguous float32 / float64 rows.
+
+    Sets (``reset=True``) or checks (``reset=False``) ``n_features_in_`` and
+    ``feature_names_in_`` through scikit-learn's ``validate_data``: the pandas
+    index is never a feature, and columns in another order than in fit raise.
+
+    * NumPy arrays, pandas DataFrames, lists, memmaps: scikit-learn's
+      validation (float32 and float64 kept, other numbers become float64, a
+      copy only for another dtype or a non C-contiguous layout);
+    * Arrow tables (pyarrow, polars, DuckDB, ``__arrow_c_stream__``):
+      normalised by :func:`segone.io.read_table`, column names are the
+      feature names, float32 columns stay float32 (one columnar-to-row copy).
+
+    No finiteness pass: the kernels flag NaN / infinite rows as they read
+    them (scikit-learn's ``ensure_all_finite=False``).  Every problem raises a
+    :class:`~segone.errors.SegoneError` that keeps scikit-learn's wording.
+    """
+    from sklearn.utils import check_array
+    from sklearn.utils.validation import validate_data
+
+    if is_table_like(X):
+        from segone.io import read_table
+
+        table = read_table(X, name=name)
+        _sklearn_call(validate_data, name, estimator, table, skip_check_array=True, reset=reset)
+        X = _arrow_to_matrix(table, name)
+        return _sklearn_call(check_array, name, X, dtype=list(FLOAT_DTYPES[::-1]), order="C", ensure_all_finite=False,
+                             ensure_min_samples=min_rows, estimator=estimator, input_name=name)  # fmt: skip
+    return _sklearn_call(
+        validate_data, name, estimator, X, reset=reset, accept_sparse=False, dtype=[np.float64, np.float32],
+        order="C", ensure_all_finite=False, ensure_min_samples=min_rows,
+    )  # fmt: skip
+
+
+def check_sample_weight(sample_weight, n, name="sample_weight"):
+    """None, or a float64 C-contiguous vector of ``n`` finite non-negative weights with a positive sum."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{name} must be numbers, one per row: {exc}") from None
+    if w.shape != (n,):
+        raise ParameterError(f"{name} has shape {w.shape}, expected ({n},) (one weight per row).")
+    if not np.isfinite(w).all() or (w < 0).any():
+        bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+        raise DataError(
+            f"{name} has {bad.size} negative, NaN or infinite values (rows {examples(bad)}); "
+            "weights must be finite and >= 0."
+        )
+    if w.sum() <= 0:
+        raise DataError(f"{name} sums to zero: every weight is 0; at least one row needs a positive weight.")
+    return w

@@ -86,8 +86,9 @@ def _print_segments(segments):
 @click.argument("input", type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--clusters", "-k", default=8, show_default=True, type=int, help="Number of segments.")
-@click.option("--events", type=click.Path(exists=True), help="Web events (Parquet).")
-@click.option("--attributes", type=click.Path(exists=True), help="CRM attributes (Parquet).")
+@click.option("--events", type=click.Path(exists=True), help="Web events (Parquet, CSV or Arrow file or directory).")
+@click.option("--attributes", type=click.Path(exists=True),
+              help="CRM attributes (Parquet, CSV or Arrow file or directory).")  # fmt: skip
 @click.option("--as-of", default=None, help="Reference time (ISO date); default: latest transaction.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--n-init", default=5, show_default=True, type=click.IntRange(min=1))
@@ -125,13 +126,16 @@ def _print_segments(segments):
 @click.option("--keep-column", "keep_columns", multiple=True, metavar="COLUMN", help="Keep this personal column.")
 @click.option("--personal-column", "personal_columns", multiple=True, metavar="COLUMN",
               help="Treat this attribute column as personal data too.")  # fmt: skip
+@click.option("--schema", "schema_items", multiple=True, metavar="ROLE=COLUMN",
+              help="Your column for a role, e.g. --schema customer_id=user_id --schema ts=event_time; repeat for "
+                   "several (roles: customer_id, ts, amount, category, channel, event, order_id).")  # fmt: skip
 @click.option("--report", "with_report", is_flag=True,
               help="Also write OUT/report.html, a report to open in a browser (needs segone[report]).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
         scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, consent, consent_scope,
         consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
-        with_report, quiet):  # fmt: skip
+        schema_items, with_report, quiet):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.dask.run):
@@ -160,6 +164,7 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
             consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
             hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
             small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
+            schema=segone.io.parse_schema_options(schema_items) or None,
         )  # fmt: skip
     finally:
         if engine is not None:
@@ -223,11 +228,12 @@ def track(old, new, out, no_match, spend, overwrite):
 @click.option("--events", type=click.Path(exists=True), help="Web events.")
 @click.option("--attributes", type=click.Path(exists=True), help="CRM attributes.")
 @click.option("--as-of", default=None, help="Reference time (ISO date); default: latest transaction.")
+@click.option("--schema", "schema_items", multiple=True, metavar="ROLE=COLUMN", help="As for `segone run`.")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
-def apply(model_dir, input, out, events, attributes, as_of, overwrite):
+def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwrite):
     """Assign the customers in INPUT to the segments of a saved model (MODEL_DIR), without refitting."""
     res = segone.model.apply_model(model_dir, input, out, events=events, attributes=attributes, as_of=as_of,
-                                   overwrite=overwrite)  # fmt: skip
+                                   overwrite=overwrite, schema=segone.io.parse_schema_options(schema_items) or None)  # fmt: skip
     click.echo(f"{res.assignments.num_rows:,} customers assigned; outputs in {res.out}")
 
 

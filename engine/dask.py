@@ -348,7 +348,7 @@ class FeatureScorer(_score.FeatureScorer):
 
     split_every = 8
 
-    def fit(self, profiles, client=None):
+    def fit(self, profiles, y=None, client=None):
         if not isinstance(profiles, dd.DataFrame):
             return super().fit(profiles)
         self._check_params()
@@ -365,7 +365,7 @@ class FeatureScorer(_score.FeatureScorer):
         # one float32 block per partition (row counts unknown until computed)
         return profiles.map_partitions(_transform_part, self, meta=np.empty((0, d), dtype=np.float32))
 
-    def fit_transform(self, profiles, client=None):
+    def fit_transform(self, profiles, y=None, client=None):
         if not isinstance(profiles, dd.DataFrame):
             return super().fit_transform(profiles)
         return self.fit(profiles, client=client).transform(profiles)
@@ -396,7 +396,7 @@ class Segmenter(_segment.Segmenter):
     split_every = 8
     sample_size = None
 
-    def fit(self, X, sample_weight=None, client=None, order_key=None):
+    def fit(self, X, y=None, sample_weight=None, client=None, order_key=None):
         """Fit on a NumPy array or Arrow table (as the parent) or a Dask Array.
 
         ``order_key`` (a Dask Array with one value per row, e.g. the customer
@@ -404,7 +404,7 @@ class Segmenter(_segment.Segmenter):
         does not depend on how the rows are partitioned.
         """
         if not isinstance(X, da.Array):
-            return super().fit(X, sample_weight=sample_weight)
+            return super().fit(X, y, sample_weight=sample_weight)
         if sample_weight is not None:
             raise ParameterError("sample_weight is not supported for Dask inputs yet; fit without it.")
         if X.ndim != 2:

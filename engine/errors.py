@@ -8,6 +8,9 @@ purpose.  They also derive from the matching built-in (``ValueError`` or
 """
 
 
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+
 class SegoneError(Exception):
     """Base class of every error segone raises on purpose."""
 
@@ -32,8 +35,21 @@ class EmptyInputError(DataError):
     """The input holds no usable rows."""
 
 
-class NotFittedError(SegoneError, AttributeError):
-    """An estimator was used before ``fit``."""
+class ColumnFormatError(SchemaError, DataError):
+    """No value of a column has the expected format: a schema error that is a data error too.
+
+    E.g. a timestamp column of strings none of which is a date: the column as
+    a whole is not what its role needs (``except SchemaError``), and its values
+    are invalid (``except DataError``).
+    """
+
+
+class NotFittedError(SegoneError, _SkNotFittedError):
+    """An estimator was used before ``fit``.
+
+    It is also scikit-learn's ``NotFittedError`` (an ``AttributeError`` and a
+    ``ValueError``), which scikit-learn's meta-estimators and checks rely on.
+    """
 
 
 class BackendError(SegoneError, RuntimeError):

@@ -105,35 +105,144 @@ def resolve_schema(schema):
     return out
 
 
+def _decode(col):
+    """A dictionary-encoded (categorical) column -> its values (nulls stay nulls)."""
+    value_type = col.type.value_type
+    if isinstance(col, pa.ChunkedArray):
+        return pa.chunked_array([c.dictionary_decode() for c in col.chunks], type=value_type)
+    return col.dictionary_decode()
+
+
+def _is_text(t):
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))  # fmt: skip
+
+
 def _check_ids(col, where):
+    """Customer id column -> int64 or string values (categorical ids are decoded; every width of both)."""
     t = col.type
+    if pa.types.is_dictionary(t):
+        return _check_ids(_decode(col), where)
     if pa.types.is_floating(t):
         raise SchemaError(
             f"{where}: customer id column has type {t}; ids must be integers or strings "
             "(floats lose precision). Cast it, e.g. pc.cast(col, pa.int64()); integer ids with nulls read "
             "through pandas become floats: pass the Parquet path, or read with dtype_backend='pyarrow'."
         )
-    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
-        if pa.types.is_dictionary(t):
-            return _check_ids(pc.cast(col, t.value_type), where)
-        raise SchemaError(f"{where}: customer id column has type {t}; expected an integer or string column.")
-    if pa.types.is_integer(t) and t != pa.int64():
-        return pc.cast(col, pa.int64())
-    if pa.types.is_large_string(t):
-        return pc.cast(col, pa.string())
-    return col
+    if pa.types.is_integer(t):
+        if t == pa.int64():
+            return col
+        try:
+            return pc.cast(col, pa.int64())
+        except pa.ArrowInvalid:
+            raise DataError(
+                f"{where}: customer ids of type {t} exceed the int64 range; cast them to strings, "
+                "e.g. pc.cast(col, pa.string())."
+            ) from None
+    if _is_text(t):
+        return col if pa.types.is_string(t) else pc.cast(col, pa.string())
+    raise SchemaError(
+        f"{where}: customer id column has type {t}; expected an integer or string column "
+        "(cast it, e.g. pc.cast(col, pa.string()))."
+    )
 
 
-def _ts_to_us(col, where):
-    """Timestamp column -> (int64 microseconds since epoch UTC, tz-aware flag)."""
+# The rule for timestamp strings (documented in _ts_to_us): ISO 8601, with or without an offset.
+_TS_OFFSET = r"[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"  # after a time
+_TS_ISO = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?" + r"(?:Z|z|[+-]\d{2}(?::?\d{2})?)?)?$"
+TS_FORMATS = (
+    "ISO 8601: 'YYYY-MM-DD' (midnight), 'YYYY-MM-DD hh:mm[:ss[.fffffffff]]' with a 'T' or a space between date "
+    "and time, optionally followed by 'Z' or a UTC offset ('+hh:mm', '+hhmm', '+hh'); values without an offset "
+    "are UTC"
+)
+
+
+def _cast_iso(col, tz):
+    """Strings -> timestamp[us, tz] by Arrow's ISO 8601 cast (nanosecond fractions truncated); None if any fails."""
+    for unit in ("us", "ns"):
+        try:
+            out = pc.cast(col, pa.timestamp(unit, tz=tz))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        return pc.cast(out, pa.timestamp("us", tz=tz), safe=False)
+    return None
+
+
+def _parse_ts_strings(col, where, rows=None):
+    """ISO 8601 strings -> (int64 us since the epoch UTC, tz-aware flag); see :func:`_ts_to_us`."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not pa.types.is_string(col.type):
+        col = pc.cast(col, pa.string())
+    naive = _cast_iso(col, None)
+    if naive is not None:  # the usual case: one vectorised cast
+        return naive.view(pa.int64()), False
+    aware = _cast_iso(col, "UTC")
+    if aware is not None:
+        return aware.view(pa.int64()), True
+    # some values with an offset, some without (taken as UTC)
+    has_offset = pc.match_substring_regex(col, _TS_OFFSET)
+    none = pa.scalar(None, pa.string())
+    naive = _cast_iso(pc.if_else(has_offset, none, col), None)
+    aware = _cast_iso(pc.if_else(has_offset, col, none), "UTC")
+    if naive is not None and aware is not None:
+        return pc.if_else(has_offset, aware.view(pa.int64()), naive.view(pa.int64())), True
+    raise _ts_strings_error(col, where, rows)
+
+
+def _ts_strings_error(col, where, rows):
+    not_iso = pc.invert(pc.fill_null(pc.match_substring_regex(col, _TS_ISO), True))
+    bad = np.flatnonzero(not_iso.to_numpy(zero_copy_only=False))
+    if bad.size == 0:  # ISO-shaped but not a real date or time (e.g. month 13): find them one by one
+        uniq = pc.unique(pc.drop_null(col))[:2000].to_pylist()
+        wrong = {v for v in uniq if _cast_iso(pa.array([v]), None) is None and _cast_iso(pa.array([v]), "UTC") is None}
+        bad = np.flatnonzero([v in wrong for v in col.to_pylist()])
+    if bad.size == 0:  # every value parses alone (should not happen): show the first ones
+        bad = np.arange(min(len(col), 5))
+    values = pc.take(col, pa.array(bad[:200])).to_pylist()
+    shown = list(dict.fromkeys(values))[:5]
+    at = rows[bad] if rows is not None and bad.size else bad
+    from segone._validation import ColumnFormatError
+
+    # no value is a timestamp: the column as a whole is wrong (a schema error too)
+    cls = ColumnFormatError if bad.size == len(col) - col.null_count else DataError
+    return cls(
+        f"{where}: timestamp column has type string and {bad.size} of its values match no accepted format "
+        f"(values: {examples(shown)}; first rows: {examples(at)}). Accepted: {TS_FORMATS}. Parse other formats first, e.g. "
+        "pc.strptime(col, format='%d/%m/%Y %H:%M', unit='us'), or fix those rows."
+    )
+
+
+def _ts_to_us(col, where, rows=None):
+    """Timestamp column -> (int64 microseconds since the epoch UTC, tz-aware flag).
+
+    Accepted types: timestamps of any unit (truncated to microseconds) and
+    time zone, dates (midnight UTC), and strings (also large / view strings
+    and categorical strings) by this rule: Arrow's vectorised ISO 8601 cast,
+    :data:`TS_FORMATS` -- "2024-03-18", "2024-03-18 14:05:00",
+    "2024-03-18T14:05:00.123", "2024-03-18T14:05:00Z",
+    "2024-03-18 14:05:00+01:00".  Strings without an offset are UTC, like
+    naive timestamps; a column is time-zone aware when it has offsets.
+    Strings matching no format raise :class:`~segone.errors.DataError` naming
+    the column, example values (and their ``rows``, when given) and the
+    formats.
+    """
     t = col.type
+    if pa.types.is_dictionary(t):
+        col = _decode(col)
+        t = col.type
+    if _is_text(t):
+        return _parse_ts_strings(col, where, rows)
     if pa.types.is_date(t):
         col = pc.cast(col, pa.timestamp("us"))
         t = col.type
     if not pa.types.is_timestamp(t):
+        hint = (" Numbers since the epoch: pc.cast(col, pa.timestamp('s')) (or 'ms', 'us')."
+                if pa.types.is_integer(t) else "")  # fmt: skip
         raise SchemaError(
-            f"{where}: timestamp column has type {t}; expected a timestamp or date column. "
-            "Parse strings first, e.g. pc.strptime(col, '%Y-%m-%d %H:%M:%S', 'us')."
+            f"{where}: timestamp column has type {t}; expected a timestamp, a date or ISO 8601 strings "
+            f"({TS_FORMATS}).{hint} Parse other strings first, e.g. pc.strptime(col, format='%d/%m/%Y %H:%M', "
+            "unit='us')."
         )
     aware = t.tz is not None
     # truncate to microseconds (pandas-origin data is often timestamp[ns])
@@ -163,31 +272,50 @@ def parse_as_of(as_of):
 
 
 def _codes_and_labels(col, where):
-    """Categorical column -> (int32 codes with -1 for null, list of labels)."""
+    """Categorical column -> (int32 codes with -1 for null, list of labels).
+
+    Labels are in order of first appearance whatever the encoding: a
+    dictionary (pandas / polars categorical) column gives the labels and
+    codes its decoded strings give (unused categories are dropped, a null
+    category value is a null).
+    """
     if pa.types.is_null(col.type):  # every value null (e.g. from pandas with only None)
         return np.full(len(col), -1, dtype=np.int32), []
     if isinstance(col, pa.ChunkedArray):
         if pa.types.is_dictionary(col.type):
-            col = pa.chunked_array(
-                [c for c in pa.table({"c": col}).unify_dictionaries().column("c").chunks], type=col.type
-            )
             if col.num_chunks == 0:
                 return np.empty(0, np.int32), []
-            labels = [str(v) for v in col.chunk(0).dictionary.to_pylist()]
-            idx = pa.chunked_array([c.indices for c in col.chunks]).combine_chunks() if col.num_chunks else None
-            codes = pc.fill_null(pc.cast(idx, pa.int32()), -1).to_numpy(zero_copy_only=False)
-            return codes, labels
+            col = pa.chunked_array(pa.table({"c": col}).unify_dictionaries().column("c").chunks, type=col.type)
+            dictionary = col.chunk(0).dictionary
+            indices = pa.chunked_array([c.indices for c in col.chunks]).combine_chunks()
+            return _first_appearance(indices, dictionary)
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
-        labels = [str(v) for v in col.dictionary.to_pylist()]
-        codes = pc.fill_null(pc.cast(col.indices, pa.int32()), -1).to_numpy(zero_copy_only=False)
-        return codes, labels
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_integer(col.type)):
-        raise SchemaError(f"{where}: expected a string, dictionary or integer column, found {col.type}.")
+        return _first_appearance(col.indices, col.dictionary)
+    if _is_text(col.type) and not pa.types.is_string(col.type):
+        col = pc.cast(col, pa.string())
+    if not (pa.types.is_string(col.type) or pa.types.is_integer(col.type)):
+        raise SchemaError(
+            f"{where}: expected a string, categorical or integer column, found {col.type}; "
+            "cast it, e.g. pc.cast(col, pa.string())."
+        )
     enc = pc.dictionary_encode(col)
     labels = [str(v) for v in enc.dictionary.to_pylist()]
     codes = pc.fill_null(pc.cast(enc.indices, pa.int32()), -1).to_numpy(zero_copy_only=False)
     return codes, labels
+
+
+def _first_appearance(indices, dictionary):
+    """Dictionary indices -> (int32 codes numbered by first appearance, their labels); null values -> -1."""
+    seen = pc.unique(pc.drop_null(indices))  # in order of first appearance (one hash pass over small ints)
+    values = pc.take(dictionary, seen)
+    if values.null_count:  # a null category value is a null
+        keep = pc.is_valid(values)
+        seen, values = pc.filter(seen, keep), pc.filter(values, keep)
+    remap = np.full(len(dictionary) + 1, -1, dtype=np.int32)  # the last slot: null indices
+    remap[seen.to_numpy(zero_copy_only=False).astype(np.int64)] = np.arange(len(seen), dtype=np.int32)
+    idx = pc.fill_null(pc.cast(indices, pa.int64()), len(dictionary)).to_numpy(zero_copy_only=False)
+    return remap[idx], [str(v) for v in values.to_pylist()]
 
 
 def _unique_name(prefix, label, taken):
@@ -284,8 +412,14 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), 
             rows = rows[keep.to_numpy(zero_copy_only=False)]
         offset += n
         ids.append(_check_ids(batch.column(cid), f"{where}.{cid}"))
-        t, a = _ts_to_us(batch.column(tcol), f"{where}.{tcol}")
-        aware = a
+        if ids[-1].type != ids[0].type:
+            raise SchemaError(
+                f"{where}.{cid}: customer ids change type between record batches ({ids[0].type}, then "
+                f"{ids[-1].type}); give the column one type."
+            )
+        t, a = _ts_to_us(batch.column(tcol), f"{where}.{tcol}", rows)
+        # timestamp columns have one zone in every batch; string batches are aware when any has offsets
+        aware = a if aware is None else (aware or a)
         ts_parts.append(t.to_numpy(zero_copy_only=False))
         if amount:
             ac = batch.column(amount)

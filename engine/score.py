@@ -41,11 +41,12 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from segone._backend import get_kernels
 from segone._threads import effective_n_threads
-from segone._validation import check_choice, check_finite_column, check_float
-from segone.errors import DataError, NotFittedError, ParameterError, SchemaError, examples
+from segone._validation import check_choice, check_finite_column, check_fitted, check_float
+from segone.errors import DataError, ParameterError, SchemaError, examples
 from segone._state import State
 from segone.io import read_table
 from segone.sketch import QuantileSketch
@@ -182,8 +183,17 @@ class ScorerState(State):
         return cls(d["features"], ScalerState.from_dict(d["moments"]), d["n_never"], sketches)
 
 
-class FeatureScorer:
+class FeatureScorer(TransformerMixin, BaseEstimator):
     """Turn profiles into a float32, C-contiguous N x D feature matrix.
+
+    A scikit-learn transformer (``BaseEstimator``, ``TransformerMixin``):
+    ``get_params`` / ``set_params`` / ``clone``, ``fit(profiles, y=None)``,
+    ``transform``, ``get_feature_names_out`` and ``set_output``, so that
+    ``make_pipeline(FeatureScorer(), Segmenter())`` fits and predicts on
+    profile tables.  ``profiles`` is any table segone reads
+    (:mod:`segone.io`): pyarrow, pandas, polars, DuckDB, Arrow streams or
+    files.  Columns are found by name: extra columns and any column order
+    are fine.
 
     Parameters
     ----------
@@ -213,6 +223,11 @@ class FeatureScorer:
     Attributes
     ----------
     feature_names_out_ : list of str
+        The features, in the order of the output columns.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        The columns of the table given to ``fit`` (fitted from a state: the
+        feature columns the transform reads).
     state_ : ScorerState
         The mergeable fitted statistics.
     center_, scale_, weights_, fill_, lower_, upper_ : ndarray (D,)
@@ -241,6 +256,43 @@ class FeatureScorer:
         self.sketch_alpha = sketch_alpha
         self.backend = backend
         self.n_threads = n_threads
+
+    # -- scikit-learn plumbing -------------------------------------------
+    def set_params(self, **params):
+        """Set parameters; unknown names raise ParameterError."""
+        valid = self.get_params(deep=True)
+        for key in params:
+            if key.split("__", 1)[0] not in valid:
+                raise ParameterError(
+                    f"{type(self).__name__} has no parameter {key!r}; valid parameters: {', '.join(sorted(valid))}."
+                )
+        return super().set_params(**params)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True  # a profile table: id and label columns are read past
+        tags.input_tags.categorical = True
+        tags.transformer_tags.preserves_dtype = []  # always float32
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "state_")
+
+    def get_feature_names_out(self, input_features=None):
+        """The output column names: the features, in order (ndarray of str).
+
+        ``input_features`` (the names of the columns coming in, e.g. from a
+        previous pipeline step) must hold every feature.
+        """
+        check_fitted(self, "state_", "fit(profiles)")
+        names = np.asarray(self.feature_names_out_, dtype=object)
+        if input_features is not None:
+            missing = [n for n in names if n not in set(map(str, input_features))]
+            if missing:
+                raise SchemaError(
+                    f"input_features lack the feature column(s) {missing}; the scorer reads {list(names)}."
+                )
+        return names
 
     # -- parameters and columns --------------------------------------------
     def _check_params(self):
@@ -333,9 +385,17 @@ class FeatureScorer:
             sketches.append(QuantileSketch(self.sketch_alpha).update(v) if self._needs_sketch(sc) else None)
         return ScorerState(feats, moments, n_never, sketches)
 
-    def fit(self, profiles):
-        """Fit the per-feature statistics on the profiles."""
-        return self.fit_state(self.partial_state(profiles))
+    def fit(self, profiles, y=None):
+        """Fit the per-feature statistics on the profiles (any table; ``y`` is ignored)."""
+        self._check_params()
+        table = read_table(profiles, name="profiles")
+        self.fit_state(self._state(table, self._resolve(table)))
+        self._set_input_columns(table.column_names)
+        return self
+
+    def _set_input_columns(self, names):
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = len(names)
 
     @staticmethod
     def merge_states(a, b):
@@ -394,13 +454,13 @@ class FeatureScorer:
         ref = QuantileSketch(self.sketch_alpha)
         self.bucket_ = (ref.log_gamma, ref.min_value, float(ref.min_key))
         self.weights_ = np.array([float(w.get(n, 1.0)) for n in names])
+        self._set_input_columns(names)  # fit() replaces them with the columns of its table
         return self
 
     # -- transform ---------------------------------------------------------
     def transform(self, profiles):
-        """Scored features: float32, C-contiguous, N x D."""
-        if not hasattr(self, "state_"):
-            raise NotFittedError("this FeatureScorer is not fitted yet; call fit(profiles) first.")
+        """Scored features: float32, C-contiguous, N x D (columns: :meth:`get_feature_names_out`)."""
+        check_fitted(self, "state_", "fit(profiles)")
         table = read_table(profiles, self.feature_names_out_, name="profiles")
         return self._transform_table(table)
 
@@ -427,17 +487,17 @@ class FeatureScorer:
                     )
         return X
 
-    def fit_transform(self, profiles):
-        """``fit(profiles).transform(profiles)``, reading the input once."""
+    def fit_transform(self, profiles, y=None):
+        """``fit(profiles).transform(profiles)``, reading the input once; ``y`` is ignored."""
         self._check_params()
         table = read_table(profiles, name="profiles")
         self.fit_state(self._state(table, self._resolve(table)))
+        self._set_input_columns(table.column_names)
         return self._transform_table(table)
 
     # -- persistence -----------------------------------------------------------
     def to_json(self):
-        if not hasattr(self, "state_"):
-            raise NotFittedError("this FeatureScorer is not fitted yet.")
+        check_fitted(self, "state_", "fit(profiles)")
         return json.dumps(
             {
                 "format": "segone-scorer",

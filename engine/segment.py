@@ -18,27 +18,29 @@ sequence over one in-memory array; the pipeline and :mod:`segone.dask` run
 the same sequence over partitions (:meth:`Segmenter.fit_passes`).
 """
 
-import inspect
 import sys
 import time
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
 from segone._backend import get_kernels, resolve_backend
 from segone._state import State, array_from_data, array_to_data
 from segone._threads import effective_n_threads
 from segone._validation import (
     check_choice,
+    check_estimator_input,
     check_finite,
+    check_fitted,
     check_float,
     check_int,
-    check_matrix,
     check_n_clusters,
-    check_random_state,
+    check_sample_weight,
+    random_seed,
 )
 from segone.assign import assign
-from segone.errors import DataError, NotFittedError, ParameterError, examples
+from segone.errors import DataError, ParameterError, examples
 from segone.kernels import _common
 
 STEPS_PER_CALL = 64
@@ -245,8 +247,23 @@ def sample_piece(X, ids, fraction, seed=0):
     return np.ascontiguousarray(X[idx]), ids.take(idx)
 
 
-class Segmenter:
+class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """Learn customer segments with mini-batch k-means.
+
+    A scikit-learn estimator (``BaseEstimator``, ``ClusterMixin``,
+    ``TransformerMixin``): ``get_params`` / ``set_params`` / ``clone``,
+    ``Pipeline``, ``GridSearchCV``, ``cross_val_score``, metadata routing of
+    ``sample_weight`` (``set_fit_request``), ``set_output`` for ``transform``
+    and the notebook HTML display all work as for
+    ``sklearn.cluster.MiniBatchKMeans``, whose parameter meanings it keeps
+    where names coincide.
+
+    ``X`` may be a NumPy array (float32 stays float32; no copy when it is
+    already C-contiguous), a pandas DataFrame (the index is never a feature),
+    or an Arrow table: pyarrow Table / RecordBatch / RecordBatchReader,
+    polars or DuckDB frames, anything with ``__arrow_c_stream__``.  Column
+    names become ``feature_names_in_``; predicting on columns in another
+    order raises.
 
     Parameters
     ----------
@@ -286,7 +303,14 @@ class Segmenter:
     half_life : float or None
         Alternative to ``decay``: the number of ``partial_fit`` calls after
         which past data weighs half (``decay = 0.5 ** (1 / half_life)``).
-    random_state : int, numpy Generator or None
+    random_state : None, int, numpy RandomState or numpy Generator
+        Any kind scikit-learn accepts, turned into one integer seed of the
+        fit's NumPy Generator: a non-negative int is the seed itself; None
+        draws it from NumPy's global RandomState (so ``np.random.seed``
+        applies, as in scikit-learn); a RandomState or a Generator draws it
+        from that stream (advancing it).  The seed is recorded as ``seed_``:
+        ``random_state=seg.seed_`` reproduces a fit.  The parameter itself is
+        never changed.
     backend : {"auto", "cython", "numba"}
     n_threads : int or None
     verbose : bool or int
@@ -295,14 +319,28 @@ class Segmenter:
     ----------
     cluster_centers_ : ndarray (n_clusters, n_features), X's dtype
     labels_ : ndarray of int32 (n_samples,)
+        Segment of every row of X (after ``partial_fit``: of its last batch).
     inertia_ : float
-        Weighted sum of squared distances to the nearest centre (float64).
+        Weighted sum of squared distances to the nearest centre (float64),
+        of X (after ``partial_fit``: of its last batch, with the updated
+        centres).
     counts_ : ndarray of float64 (n_clusters,)
-        Weighted members per centre (from the final pass).
+        Weighted members per centre (from the final pass; after
+        ``partial_fit``: the decayed mini-batch weights).
     n_iter_ : int
-        Full passes over the data (refine passes plus the final labelling pass).
+        Iterations over the full dataset, as in MiniBatchKMeans: the epochs of
+        the mini-batch phase (``ceil(n_steps_ * batch_size / n_samples)``)
+        plus the Lloyd refine iterations.  Not changed by ``partial_fit``.
+    n_passes_ : int
+        Full passes over the data after the mini-batch phase: the refine
+        passes plus the final labelling pass (what ``run.json`` reports).
     n_steps_ : int
-        Mini-batch steps taken.
+        Mini-batch steps taken (``partial_fit`` adds one per call).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Column names of X in fit (only for inputs with string column names).
+    seed_ : int
+        The seed the fit's random stream was drawn from.
 
     Examples
     --------
@@ -353,30 +391,27 @@ class Segmenter:
         self.verbose = verbose
 
     # -- scikit-learn plumbing -------------------------------------------
-    @classmethod
-    def _param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in self._param_names()}
-
     def set_params(self, **params):
-        valid = self._param_names()
-        for k, v in params.items():
-            if k not in valid:
-                raise ParameterError(f"Segmenter has no parameter {k!r}; valid parameters: {', '.join(valid)}.")
-            setattr(self, k, v)
-        return self
+        """Set parameters (nested ``step__param`` names too); unknown names raise ParameterError."""
+        valid = self.get_params(deep=True)
+        for key in params:
+            if key.split("__", 1)[0] not in valid:
+                raise ParameterError(
+                    f"{type(self).__name__} has no parameter {key!r}; valid parameters: "
+                    f"{', '.join(sorted(k for k in valid if '__' not in k))}."
+                )
+        return super().set_params(**params)
 
-    def __repr__(self):
-        default = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()}
-        changed = [
-            f"{k}={getattr(self, k)!r}"
-            for k in self._param_names()
-            if not (isinstance(getattr(self, k), np.ndarray) or getattr(self, k) == default[k])
-        ]
-        return f"Segmenter({', '.join(changed)})"
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        # transform (distances) keeps float32 as float32 (ClusterMixin's default says none)
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "cluster_centers_")
 
     # -- validation -------------------------------------------------------
     def _check_params(self, X):
@@ -405,34 +440,18 @@ class Segmenter:
         return k
 
     def _check_weight(self, sample_weight, n):
-        if sample_weight is None:
-            return None
-        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
-        if w.shape != (n,):
-            raise ParameterError(f"sample_weight has shape {w.shape}, expected ({n},) (one weight per row).")
-        if not np.isfinite(w).all() or (w < 0).any():
-            bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
-            raise DataError(
-                f"sample_weight has {bad.size} negative, NaN or infinite values (rows {examples(bad)}); "
-                "weights must be finite and >= 0."
-            )
-        if w.sum() <= 0:
-            raise DataError("sample_weight sums to 0; at least one row needs a positive weight.")
-        return w
+        return check_sample_weight(sample_weight, n)
 
     def _check_fitted(self):
-        if not hasattr(self, "cluster_centers_"):
-            raise NotFittedError("this Segmenter is not fitted yet; call fit(X) or partial_fit(X) first.")
+        check_fitted(self, "cluster_centers_", "fit(X) or partial_fit(X)")
+
+    def _validate_X(self, X, reset):
+        """X -> C-contiguous float32 / float64 rows; sets (reset) or checks the features seen in fit."""
+        return check_estimator_input(self, X, reset=reset)
 
     def _check_X_predict(self, X):
         self._check_fitted()
-        X = check_matrix(X, "X")
-        if X.shape[1] != self.cluster_centers_.shape[1]:
-            raise ParameterError(
-                f"X has {X.shape[1]} features but the Segmenter was fitted with "
-                f"{self.cluster_centers_.shape[1]}; use the same feature columns."
-            )
-        return X
+        return self._validate_X(X, reset=False)
 
     # -- core ---------------------------------------------------------------
     def _log(self, msg):
@@ -500,9 +519,23 @@ class Segmenter:
         centers[empty[: far.size]] = X[sample[far]]
         return int(far.size)
 
-    def fit(self, X, sample_weight=None):
-        """Fit the segments on X (N x D, float32/float64 array or Arrow table)."""
-        X = check_matrix(X, "X", min_rows=1)
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the segments on X.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features), pandas DataFrame or Arrow table
+            float32 / float64 rows (kept as they are), other numbers become float64.
+        y : ignored
+            Present for the scikit-learn API (``Pipeline.fit(X, y)``).
+        sample_weight : array-like (n_samples,) or None
+            Non-negative weight of every row.
+
+        Returns
+        -------
+        self
+        """
+        X = self._validate_X(X, reset=True)
         w = self._check_weight(sample_weight, X.shape[0])
         # No O(N) finiteness pre-check: the kernels flag NaN / inf rows as they
         # read them (the init sample is checked, the mini-batch kernel stops on
@@ -515,7 +548,7 @@ class Segmenter:
             last["labels"], sums, counts, inertia = _full_pass(kern, X, w, centers, nt)
             return PartialSums(sums, counts, inertia)
 
-        self.fit_passes(X, full_pass, sample_weight=w)
+        self._fit_passes(X, full_pass, w)
         self.labels_ = last["labels"]
         return self
 
@@ -531,26 +564,35 @@ class Segmenter:
         ``sample``.  Sets every fitted attribute except ``labels_`` (the
         caller has the data); returns self.
         """
-        X = check_matrix(sample, "X", min_rows=1)
+        X = self._validate_X(sample, reset=True)
+        return self._fit_passes(X, full_pass, self._check_weight(sample_weight, X.shape[0]))
+
+    def _fit_passes(self, X, full_pass, w):
+        """:meth:`fit_passes` on validated rows ``X`` and weights ``w``."""
         n, d = X.shape
         k = self._check_params(X)
-        w = self._check_weight(sample_weight, n)
-        rng = check_random_state(self.random_state)
+        self.seed_ = random_seed(self.random_state)
+        rng = np.random.default_rng(self.seed_)
         self._rng = rng  # partial_fit after fit continues this stream
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
         t0 = time.perf_counter()
+        for name in ("_mb_state", "labels_"):  # a refit starts afresh
+            self.__dict__.pop(name, None)
         centers, totals = self._minibatch_phase(X, w, k, rng, kern, nt, t0)
 
         # refine passes (Lloyd) + final labelling pass
-        centers, ps, n_iter = refine_passes(
+        centers, ps, n_passes = refine_passes(
             centers, full_pass, self.refine, lambda new, counts: self._relocate_empty(X, w, new, counts, rng), self._log
         )
         self.cluster_centers_ = np.ascontiguousarray(centers, dtype=X.dtype)
         self.inertia_ = float(ps.inertia)
         self.counts_ = ps.counts
-        self.n_iter_ = n_iter
-        self.n_features_in_ = d
+        bs = min(self.batch_size, n)
+        # iterations over the full dataset (MiniBatchKMeans' meaning): mini-batch epochs + Lloyd iterations
+        self.n_iter_ = int(np.ceil(self.n_steps_ * bs / n)) + (n_passes - 1)
+        self.n_passes_ = n_passes
+        self._n_features_out = k
         self._totals = totals
         if (ps.counts <= 0).any():
             self._warn_degenerate(X, k, ps.counts)
@@ -635,37 +677,37 @@ class Segmenter:
             return 0.5 ** (1.0 / self.half_life)
         return self.decay
 
-    def partial_fit(self, X, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None):
         """Update the segments with one mini-batch step on all of X.
 
         The first call initialises the centroids on X.  With ``decay`` (or
         ``half_life``) set, the weight of everything seen before is multiplied
         by the decay factor before the update, so that the model follows
         drifting segments (Spark StreamingKMeans' forgetfulness, with batches
-        as the time unit).  The step runs in the same kernel as ``fit``.
+        as the time unit).  The step runs in the same kernel as ``fit``; as
+        in MiniBatchKMeans, ``labels_`` and ``inertia_`` are then those of
+        X under the updated centroids (one more pass over the batch).
+        ``y`` is ignored.
         """
-        X = check_matrix(X, "X", min_rows=1)
+        fitted = hasattr(self, "cluster_centers_")
+        X = self._validate_X(X, reset=not fitted)
         n, d = X.shape
         w = self._check_weight(sample_weight, n)
         check_finite(X)
         decay = self._decay_factor()
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
-        if not hasattr(self, "cluster_centers_"):
+        if not fitted:
             k = self._check_params(X)
-            self._rng = check_random_state(self.random_state)
+            self.seed_ = random_seed(self.random_state)
+            self._rng = np.random.default_rng(self.seed_)
             self.cluster_centers_ = self._init_centers(X, w, k, self._rng, kern, nt)
             self._totals = np.zeros(k, dtype=np.float64)
             self._mb_state = _common.minibatch_state(1.0, 0.0, self.reassignment_ratio, None, 10 * k)
             self.n_steps_ = 0
-            self.n_iter_ = 0
             self.n_reassigned_ = 0
-            self.n_features_in_ = d
+            self._n_features_out = k
         else:
-            if d != self.cluster_centers_.shape[1]:
-                raise ParameterError(
-                    f"X has {d} features but the Segmenter was fitted with {self.cluster_centers_.shape[1]}."
-                )
             if X.dtype != self.cluster_centers_.dtype:
                 X = X.astype(self.cluster_centers_.dtype)
             if not hasattr(self, "_mb_state"):  # after fit(): continue from its state
@@ -674,7 +716,7 @@ class Segmenter:
                 )
         if decay is not None:
             self._totals *= decay
-        rng = getattr(self, "_rng", None) or check_random_state(self.random_state)
+        rng = getattr(self, "_rng", None) or np.random.default_rng(random_seed(self.random_state))
         centers64 = self.cluster_centers_.astype(np.float64)
         idx = np.arange(n, dtype=np.int64)[None, :]
         done, status = kern.minibatch(X, w, idx, centers64, self._totals, self._mb_state, np.empty(1), nt)
@@ -685,6 +727,8 @@ class Segmenter:
         self.cluster_centers_ = np.ascontiguousarray(centers64, dtype=X.dtype)
         self.n_steps_ += 1
         self.counts_ = self._totals.copy()
+        self.labels_, _, _, self.inertia_ = _full_pass(kern, X, w, self.cluster_centers_, nt)
+        self.inertia_ = float(self.inertia_)
         return self
 
     def reorder_clusters(self, order):
@@ -715,24 +759,34 @@ class Segmenter:
         C = self.cluster_centers_.astype(X.dtype, copy=False)
         return assign(X, C, backend=self.backend, n_threads=self.n_threads).labels
 
-    def fit_predict(self, X, sample_weight=None):
-        return self.fit(X, sample_weight).labels_
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """``fit(X).labels_``: the segment of every row of X (int32); ``y`` is ignored."""
+        return self.fit(X, sample_weight=sample_weight).labels_
 
     def transform(self, X):
-        """Euclidean distances (N x K) from every row to every centroid."""
+        """Euclidean distances (N x K) from every row to every centroid, in X's dtype."""
         X = self._check_X_predict(X)
         C = self.cluster_centers_.astype(X.dtype, copy=False)
         out = np.empty((X.shape[0], C.shape[0]), dtype=X.dtype)
         step = 65536
         for s in range(0, X.shape[0], step):
-            out[s : s + step] = np.sqrt(_sq_dists(X[s : s + step], C))
+            with np.errstate(invalid="ignore", over="ignore"):
+                d = _sq_dists(X[s : s + step], C)
+            if not np.isfinite(d).all():  # NaN / inf rows give NaN distances: name them
+                rows = s + np.flatnonzero(~np.isfinite(d).all(axis=1))
+                raise DataError(
+                    f"X has rows with NaN or infinite values (first rows: {examples(rows)}); "
+                    "impute or drop them before transform."
+                )
+            out[s : s + step] = np.sqrt(d)
         return out
 
-    def fit_transform(self, X, sample_weight=None):
-        return self.fit(X, sample_weight).transform(X)
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """``fit(X).transform(X)``; ``y`` is ignored."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
 
-    def score(self, X, sample_weight=None):
-        """Negative inertia of X under the fitted segments."""
+    def score(self, X, y=None, sample_weight=None):
+        """Negative (weighted) inertia of X under the fitted segments; ``y`` is ignored."""
         X = self._check_X_predict(X)
         w = self._check_weight(sample_weight, X.shape[0])
         kern = get_kernels(self.backend, "partial_sums")  # the pass names any NaN / inf rows

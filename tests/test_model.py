@@ -71,7 +71,8 @@ def test_round_trip_is_exact(fitted, saved):
 def test_pipeline_output_loads_with_default_ids(fitted):
     res, _, out = fitted
     m = load_model(out)  # the output directory (its model/ folder)
-    assert m.segment_ids.tolist() == list(range(K)) and m.next_id == K and m.labels == [""] * K
+    assert m.segment_ids.tolist() == list(range(K)) and m.next_id == K
+    assert m.labels == res.segments.column("label").to_pylist()  # the run writes its labels
     np.testing.assert_array_equal(m.centroids, res.segmenter.cluster_centers_)
     assert load_model(out / "model").path == m.path
 
@@ -242,7 +243,7 @@ def test_apply_equals_the_runs_assignment(fitted):
     m = load_model(out)
     got = m.apply(profiles)
     assert got.column_names == ["customer_id", "segment", "distance", "margin"]
-    assert got.equals(res.assignments)
+    assert got.equals(res.assignments.select(got.column_names))  # the run adds value and RFM columns
     # stable ids: the segment column maps through the ids
     m.segment_ids = np.array([40, 41, 42, 43])
     got = m.apply(profiles)
@@ -268,7 +269,8 @@ def test_apply_model_writes_outputs_atomically(fitted, data, saved, tmp_path):
     res, _, out = fitted
     ap = apply_model(out, data.transactions, tmp_path / "ap", events=data.events, attributes=data.customers)
     written = pq.read_table(tmp_path / "ap" / "assignments.parquet")
-    assert written.equals(res.assignments) and ap.assignments.equals(res.assignments)
+    base = res.assignments.select(written.column_names)  # the run adds value and RFM columns
+    assert written.equals(base) and ap.assignments.equals(base)
     run = json.loads((tmp_path / "ap" / "run.json").read_text())
     assert run["customers"] == 3000 and run["model"] == str(out / "model")
     assert sum(s["customers"] for s in run["segments"].values()) == 3000

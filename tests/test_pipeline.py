@@ -74,7 +74,7 @@ def test_cli_errors_are_clear(tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["run", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "o"), "-k", "2"])
     assert res.exit_code == 2
-    assert "timestamp column has type string" in res.output
+    assert "transactions.ts" in res.output and "accepted format" in res.output.replace("Accepted", "accepted")
     res = runner.invoke(main, ["run", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     with pytest.raises(SchemaError):

@@ -155,8 +155,12 @@ def test_bad_inputs():
         segone.build_profiles(good.drop(["amount"]))
     with pytest.raises(SchemaError, match="customer id column has type double"):
         segone.build_profiles(good.set_column(0, "customer_id", pa.array([1.0])))
-    with pytest.raises(SchemaError, match="timestamp column has type string"):
-        segone.build_profiles(good.set_column(1, "ts", pa.array(["2025-01-01"])))
+    # ISO 8601 strings are parsed (tests/test_inputs.py); other strings and other types are named
+    assert segone.build_profiles(good.set_column(1, "ts", pa.array(["2025-01-01"]))).num_rows == 1
+    with pytest.raises(DataError, match=r"transactions.ts: timestamp column has type string and 1 of its values match no accepted format.*01/02/2025"):
+        segone.build_profiles(good.set_column(1, "ts", pa.array(["01/02/2025"])))
+    with pytest.raises(SchemaError, match="timestamp column has type bool"):
+        segone.build_profiles(good.set_column(1, "ts", pa.array([True])))
     with pytest.raises(DataError, match=r"amount.*NaN or infinite values \(first rows: 1"):
         segone.build_profiles(tx_table([(1, d(1), 1.0, "a", "w"), (1, d(2), float("nan"), "a", "w")]))
     with pytest.raises(DataError, match="null amounts"):
