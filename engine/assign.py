@@ -78,6 +78,23 @@ def assign(X, centroids, *, margin=False, on_invalid="raise", backend="auto", n_
     Assignment
         ``labels`` (int32), ``distance`` (squared), ``margin`` and ``n_invalid``.
 
+    Raises
+    ------
+    DataError
+        Rows with NaN or infinity (unless ``on_invalid="skip"``), and finite
+        rows whose squared distance to the centroids exceeds the largest
+        value of X's dtype (float32: 3.4e38, e.g. values around 1e19); those
+        are never skipped: rescale the features or use float64.
+
+    Notes
+    -----
+    Distances, margins and labels are exact to the input precision of the
+    data's *spread*, wherever the data sit: the kernels centre rows and
+    centroids on the fly when the centroids lie far from the origin against
+    their spread (float32 at 1e4, epoch seconds in float64), and rescale by
+    a power of two when the spread itself is extreme.  Data near the origin
+    run untransformed.
+
     Examples
     --------
     >>> import numpy as np, segone

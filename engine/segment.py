@@ -47,9 +47,11 @@ STEPS_PER_CALL = 64
 
 
 def _sq_dists(A, B):
-    """Squared distances (len(A), len(B)) in float64 (small inputs only)."""
+    """Squared distances (len(A), len(B)) in float64 (small inputs only), centred on B's mean (exact at any offset)."""
     A = A.astype(np.float64, copy=False)
     B = B.astype(np.float64, copy=False)
+    m = B.mean(axis=0) if B.shape[0] else 0.0
+    A, B = A - m, B - m
     d = (A * A).sum(1)[:, None] - 2.0 * A @ B.T + (B * B).sum(1)[None, :]
     np.maximum(d, 0.0, out=d)
     return d
@@ -619,6 +621,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         # and re-seeds low-count centroids when the kernel asks for it
         state = _common.minibatch_state(alpha, tol, self.reassignment_ratio, self.max_no_improvement, 10 * k)
         centers64 = centers.astype(np.float64)
+        tf = _common.centering(centers, X.dtype)  # one shift for the whole fit: exact distances at any offset
         step = 0
         stop = False
         report_every = max(1, n_steps // 10)
@@ -629,7 +632,8 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
             batch_inertia = np.empty(s)
             pos = 0
             while pos < s:
-                done, status = kern.minibatch(X, w, idx[pos:], centers64, totals, state, batch_inertia[pos:], nt)
+                done, status = kern.minibatch(X, w, idx[pos:], centers64, totals, state, batch_inertia[pos:], nt,
+                                              centering=tf)
                 pos += done
                 if status == _common.MB_INVALID:
                     check_finite(X)  # names the rows

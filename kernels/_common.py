@@ -1,5 +1,7 @@
 """Helpers shared by the Cython and Numba backends (plain Python/NumPy)."""
 
+from typing import NamedTuple
+
 import numpy as np
 
 # Smallest number of rows in one partial-sum chunk, and the cap on the memory
@@ -10,9 +12,12 @@ MIN_CHUNK_ROWS = 16384
 MAX_PARTIAL_VALUES = 1 << 23  # 8M doubles = 64 MiB
 
 
-def prepare_centroids(centroids):
-    """Return (ct, cnorm): -2 * centroids.T (D, K) and ||c_k||^2 (K,), C-contiguous."""
-    c64 = centroids.astype(np.float64, copy=False)
+def prepare_centroids(centroids, tf=None):
+    """Return (ct, cnorm): -2 * centroids.T (D, K) and ||c_k||^2 (K,), C-contiguous.
+
+    With a :class:`Centering` ``tf`` the centroids are first transformed as the
+    kernels transform the rows (``c' = c * scale - shift * scale``)."""
+    c64 = _transformed(centroids, tf)
     ct = np.ascontiguousarray((-2.0 * c64).T, dtype=centroids.dtype)
     cnorm = np.ascontiguousarray(np.einsum("kd,kd->k", c64, c64), dtype=centroids.dtype)
     return ct, cnorm
@@ -51,17 +56,19 @@ def merge_partials(psums, pcounts, pinertia, sums, counts):
 KC_PAD = 8  # centroids per register block in the SIMD kernels (simd_assign.h)
 
 
-def prepare_blocked(centroids, kc=KC_PAD):
+def prepare_blocked(centroids, kc=KC_PAD, tf=None):
     """Centroids for the register-blocked kernels.
 
     Returns ``(c2b, cnorm, kp)``: ``c2b`` of shape (kp // kc, D, kc) holding
     -2 * centroids in blocks of ``kc`` (feature-major inside a block),
     ``cnorm`` (kp,) with ||c||^2, padded centroids at +inf so they never win,
-    and ``kp`` = K rounded up to a multiple of ``kc``.
+    and ``kp`` = K rounded up to a multiple of ``kc``.  With a
+    :class:`Centering` ``tf`` the centroids are transformed first, as the
+    kernels transform the rows.
     """
     k, d = centroids.shape
     kp = -(-k // kc) * kc
-    c64 = centroids.astype(np.float64, copy=False)
+    c64 = _transformed(centroids, tf)
     pad = np.zeros((kp, d))
     pad[:k] = -2.0 * c64
     c2b = np.ascontiguousarray(pad.reshape(kp // kc, kc, d).transpose(0, 2, 1), dtype=centroids.dtype)
@@ -70,11 +77,148 @@ def prepare_blocked(centroids, kc=KC_PAD):
     return c2b, np.ascontiguousarray(cnorm, dtype=centroids.dtype), kp
 
 
+# ------------------------------------------------------- centring on the fly
+# The distance kernels use the expanded form ||c||^2 - 2 x.c + ||x||^2, whose
+# rounding error grows with the squared magnitude of the values, not with
+# their spread: float32 data at 1e4 + N(0, 1) lose every bit of the
+# within-cluster distances.  The kernels therefore compute on transformed
+# rows and centroids, x' = (x - shift) * scale, with a per-feature shift near
+# the centroids (a value of the data's type) and a power-of-two scale (1
+# unless the spread is extreme): distances are translation-invariant and the
+# scale is exact, so distances, margins and inertia are those of the data,
+# exact to float rounding of the data's *spread*.  The transform is applied
+# to the rows inside the kernels (while they are read), never as an extra
+# pass, and only when it matters: data near the origin pay nothing.
+#
+# Unscaled kernels are used while the centroids' spread lies in
+# [2**-SPREAD_EXP, 2**SPREAD_EXP]; the scale exponent is clipped to
+# +-SCALE_EXP_MAX so that the scale and 1 / scale**2 stay finite.
+SPREAD_EXP = {np.dtype(np.float32): 40, np.dtype(np.float64): 300}
+SCALE_EXP_MAX = {np.dtype(np.float32): 120, np.dtype(np.float64): 510}
+
+
+class Centering(NamedTuple):
+    """The transform the distance kernels apply: ``x' = (x - shift) * scale``.
+
+    ``shift`` (D,) float64 holds values of the data's float type (zeros: no
+    shift); ``scale`` is a power of two (1.0: no scaling).
+    """
+
+    shift: np.ndarray
+    scale: float
+
+    @property
+    def active(self):
+        return self.scale != 1.0 or bool(np.any(self.shift))
+
+    def scaled_shift(self, dtype):
+        """``shift * scale`` in the data's type (exact: the scale is a power of two)."""
+        return (self.shift * self.scale).astype(dtype)
+
+
+def _max_sqnorm(A):
+    """max_k ||A_k||^2 in float64; computed on rescaled rows when the squares overflow or underflow."""
+    r2 = float(np.einsum("kd,kd->k", A, A).max())
+    if np.isfinite(r2) and r2 > 1e-280:
+        return r2
+    a = float(np.abs(A).max())
+    if a == 0.0 or not np.isfinite(a):
+        return r2
+    B = A / a
+    return float(np.einsum("kd,kd->k", B, B).max()) * a * a  # may be inf: the radius is then inf
+
+
+def centering(centroids, dtype=None):
+    """The :class:`Centering` of the kernels for these centroids (rows of type ``dtype``).
+
+    The shift is the midrange of the centroids per feature, rounded to a
+    multiple of a power of two near the feature's half range (so that values
+    near it subtract exactly), kept only on features that sit away from the
+    origin (``|shift| > half range``), and only when the whole shift is
+    longer than the centroids' radius around it (otherwise the expanded form
+    loses at most 2 bits and the kernels run untransformed).  The scale
+    brings a radius outside ``2**+-SPREAD_EXP`` back to about 1.
+    Deterministic: the same centroids give the same transform, in every
+    backend and every partition.  O(K * D), about 30 us.
+    """
+    dtype = np.dtype(centroids.dtype if dtype is None else dtype)
+    C = np.asarray(centroids, dtype=np.float64)
+    k, d = C.shape
+    none = Centering(np.zeros(d), 1.0)
+    if k == 0 or d == 0:
+        return none
+    with np.errstate(all="ignore"):
+        lo, hi = C.min(axis=0), C.max(axis=0)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            return none
+        mid = lo * 0.5 + hi * 0.5  # no overflow, unlike (lo + hi) / 2 or the mean
+        half = hi * 0.5 - lo * 0.5
+        q = np.exp2(np.floor(np.log2(half)))  # 0 where the feature is constant
+        s = np.round(mid / q) * q
+        s = np.where(np.isfinite(s), s, mid)
+        s[np.abs(s) <= half] = 0.0  # features near the origin keep their values
+        s = s.astype(dtype).astype(np.float64)  # a value of the data's type
+        r2 = _max_sqnorm(C - s)
+        if not _max_sqnorm(s[None, :]) > r2:
+            s = np.zeros(d)
+            r2 = _max_sqnorm(C)
+    scale = 1.0
+    if 0.0 < r2 < np.inf:
+        e = int(np.frexp(np.sqrt(r2))[1])
+        if abs(e) > SPREAD_EXP.get(dtype, 40):
+            emax = SCALE_EXP_MAX.get(dtype, 120)
+            scale = float(np.ldexp(1.0, -min(max(e, -emax), emax)))
+    elif r2 == np.inf:
+        emax = SCALE_EXP_MAX.get(dtype, 120)
+        scale = float(np.ldexp(1.0, -emax))
+    return Centering(s, scale)
+
+
+def kernel_transform(tf, dtype, n_features):
+    """Arguments of the compiled row kernels for a :class:`Centering` (or None):
+    ``(xsg, xg, oscale, active)`` with rows transformed as ``x * xg - xsg``
+    (xsg of the data's type) and distances scaled back by ``oscale``."""
+    dtype = np.dtype(dtype)
+    if tf is None or not tf.active:
+        return np.zeros(max(1, n_features), dtype=dtype), 1.0, 1.0, False
+    return np.ascontiguousarray(tf.scaled_shift(dtype)), float(tf.scale), float(tf.scale) ** -2, True
+
+
+def _transformed(centroids, tf):
+    """Centroids in float64, transformed exactly as the kernels transform rows."""
+    c64 = centroids.astype(np.float64, copy=False)
+    if tf is None or not tf.active:
+        return c64
+    return c64 * tf.scale - tf.scaled_shift(centroids.dtype).astype(np.float64)
+
+
+def overflow_error(X, n_rows, rows=None):
+    """The DataError for finite rows whose squared distance to the centroids exceeds X's float type."""
+    from segone.errors import DataError, examples
+
+    dt = np.dtype(X.dtype)
+    fin = np.isfinite(X)
+    lo = float(np.min(X, initial=np.inf, where=fin))
+    hi = float(np.max(X, initial=-np.inf, where=fin))
+    where = f" (first rows: {examples(rows)})" if rows is not None and len(rows) else ""
+    fix = "rescale the features (e.g. standardise them)"
+    if dt == np.float32:
+        fix += " or convert X to float64"
+    return DataError(
+        f"{n_rows} rows of X{where} lie so far from the centroids that their squared distances exceed the "
+        f"largest {dt} value ({np.finfo(dt).max:.4g}): X's values range from {lo:.6g} to {hi:.6g}. "
+        f"To fix: {fix}."
+    )
+
+
 # Layout of the mini-batch state vector shared by the backends (float64):
 MB_EWA, MB_BEST_EWA, MB_NO_IMPROVE, MB_ALPHA, MB_TOL, MB_RATIO, MB_MAX_NO_IMPROVE, MB_SINCE, MB_EVERY, MB_STEP = range(10)
 MB_STATE_SIZE = 10
 # statuses returned by the mini-batch kernels
 MB_DONE, MB_NO_IMPROVEMENT, MB_CONVERGED, MB_REASSIGN, MB_INVALID = range(5)
+# internal: a batch row's squared distance exceeds the data's float type (the
+# kernel wrappers raise DataError; callers never see this status)
+MB_OVERFLOW = 5
 
 
 def minibatch_state(alpha, tol, reassignment_ratio, max_no_improvement, reassign_every):

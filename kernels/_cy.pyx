@@ -10,6 +10,10 @@
 # The row-block kernels live in C (simd_assign.h: AVX-512 / AVX2 / generic
 # vectors / plain C, chosen at run time); this module schedules row blocks
 # over OpenMP threads and accumulates the per-centroid partial sums.
+# Distances are computed on rows and centroids centred on the fly
+# (segone.kernels._common.centering: the rows are transformed inside the C
+# kernel while they are transposed, only when the centroids sit far from the
+# origin against their spread); the partial sums are of the original rows.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -29,14 +33,19 @@ cdef extern from *:
 cdef extern from "simd_assign.h" nogil:
     int SG_SIMD_AVAILABLE
     int SG_GROUP_MAX
+    ctypedef struct sg_counts:
+        Py_ssize_t invalid      # rows holding NaN / inf: label -1, distance NaN
+        Py_ssize_t overflow     # finite rows whose distance exceeds the float type: distance +inf
     int sg_cpu_level()
     void sg_prefetch(const void* p)
-    Py_ssize_t sg_assign_rows_f32(
+    sg_counts sg_assign_rows_f32(
         int level, const float* X, Py_ssize_t n, Py_ssize_t d, const float* c2b, const float* cnorm,
-        Py_ssize_t kp, int* labels, float* dist, float* margin, float* buf)
-    Py_ssize_t sg_assign_rows_f64(
+        Py_ssize_t kp, const float* xsg, float xg, double oscale, int* labels, float* dist, float* margin,
+        float* buf)
+    sg_counts sg_assign_rows_f64(
         int level, const double* X, Py_ssize_t n, Py_ssize_t d, const double* c2b, const double* cnorm,
-        Py_ssize_t kp, int* labels, double* dist, double* margin, double* buf)
+        Py_ssize_t kp, const double* xsg, double xg, double oscale, int* labels, double* dist, double* margin,
+        double* buf)
 
 # rows per scheduling block of the assignment loop (a multiple of SG_GROUP_MAX)
 cdef Py_ssize_t ASSIGN_BLOCK = 256
@@ -83,21 +92,49 @@ def set_simd_level(name="auto"):
     return prev
 
 
-cdef inline Py_ssize_t _assign_rows(
+cdef inline sg_counts _assign_rows(
     int level, const floating* X, Py_ssize_t n, Py_ssize_t d, const floating* c2b, const floating* cnorm,
-    Py_ssize_t kp, int* labels, floating* dist, floating* margin, floating* buf,
+    Py_ssize_t kp, const floating* xsg, double xg, double oscale, int* labels, floating* dist,
+    floating* margin, floating* buf,
 ) noexcept nogil:
-    """The C row kernel of the float type at hand (simd_assign.h); returns the invalid-row count."""
+    """The C row kernel of the float type at hand (simd_assign.h): rows centred on the fly as
+    x * xg - xsg when xsg is not NULL; returns the invalid and overflow row counts."""
     if floating is float:
-        return sg_assign_rows_f32(level, X, n, d, c2b, cnorm, kp, labels, dist, margin, buf)
+        return sg_assign_rows_f32(level, X, n, d, c2b, cnorm, kp, xsg, <float> xg, oscale, labels, dist, margin,
+                                  buf)
     else:
-        return sg_assign_rows_f64(level, X, n, d, c2b, cnorm, kp, labels, dist, margin, buf)
+        return sg_assign_rows_f64(level, X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf)
+
+
+cdef inline floating* _thread_scratch(Py_ssize_t d, const floating* like) noexcept nogil:
+    """Per-thread scratch of the row kernel: the group buffer (d * SG_GROUP_MAX values), then,
+    a cache line apart, room for the thread's own copy of the transform (_thread_transform);
+    ``like`` only selects the float type."""
+    return <floating*> malloc((d * (SG_GROUP_MAX + 1) + 32) * sizeof(floating))
+
+
+cdef inline floating* _thread_transform(floating* buf, Py_ssize_t d, const floating* xsg,
+                                        bint use_tf) noexcept nogil:
+    """The thread's own copy of the transform in its scratch (no thread then reads a cache line
+    another thread writes), or NULL without a transform."""
+    cdef floating* tl
+    cdef Py_ssize_t j
+    if buf == NULL or not use_tf:
+        return NULL
+    tl = buf + d * SG_GROUP_MAX + 16
+    for j in range(d):
+        tl[j] = xsg[j]
+    return tl
 
 
 def _assign_kernel(
     const floating[:, ::1] X,        # IN (N, D)
-    const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8): blocked -2 * centroids
+    const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8): blocked -2 * centroids (transformed)
     const floating[::1] cnorm,       # IN (Kp,): ||c||^2, +inf for padding
+    const floating[::1] xsg,         # IN (D,): rows are centred as x * xg - xsg (when use_tf)
+    double xg,                       # IN power-of-two scale of the transform
+    double oscale,                   # IN 1 / xg**2: distances and margins are scaled back by it
+    bint use_tf,
     int[::1] labels,                 # OUT (N,)
     floating[::1] distance,          # OUT (N,)
     floating[::1] margin,            # OUT (N,) or (0,) when not wanted
@@ -111,15 +148,20 @@ def _assign_kernel(
     cdef Py_ssize_t b, start, stop
     cdef floating* buf
     cdef floating* mp
+    cdef const floating* tp = &xsg[0]
+    cdef floating* tl
+    cdef sg_counts cnt
     cdef Py_ssize_t n_invalid = 0
+    cdef Py_ssize_t n_overflow = 0
     cdef int level = _LEVEL
 
     if n_samples == 0:
-        return 0
+        return 0, 0
     oom_arr = np.zeros(1, dtype=np.int32)
     cdef int[::1] oom = oom_arr
     with nogil, parallel(num_threads=n_threads):
-        buf = <floating*> malloc(n_features * SG_GROUP_MAX * sizeof(floating))
+        buf = _thread_scratch(n_features, tp)
+        tl = _thread_transform(buf, n_features, tp, use_tf)
         for b in prange(n_blocks, schedule="static"):
             if buf == NULL:  # out of memory: flagged, raised after the parallel region
                 oom[0] = 1
@@ -129,12 +171,14 @@ def _assign_kernel(
             if stop > n_samples:
                 stop = n_samples
             mp = &margin[start] if want_margin else NULL
-            n_invalid += _assign_rows(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0],
-                                      &cnorm[0], kp, &labels[start], &distance[start], mp, buf)
+            cnt = _assign_rows(level, &X[start, 0], stop - start, n_features, &c2b[0, 0, 0], &cnorm[0], kp,
+                               tl, xg, oscale, &labels[start], &distance[start], mp, buf)
+            n_invalid += cnt.invalid
+            n_overflow += cnt.overflow
         free(buf)
     if oom[0]:
         raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
-    return n_invalid
+    return n_invalid, n_overflow
 
 
 def _partial_sums_kernel(
@@ -143,8 +187,12 @@ def _partial_sums_kernel(
     bint use_weights,
     const floating[:, :, ::1] c2b,   # IN (Kp / 8, D, 8)
     const floating[::1] cnorm,       # IN (Kp,)
+    const floating[::1] xsg,         # IN (D,) the transform, as in _assign_kernel
+    double xg,
+    double oscale,
+    bint use_tf,
     int[::1] labels,                 # OUT (N,)
-    double[:, :, ::1] psums,         # OUT (n_chunks, K, D) per-chunk sums
+    double[:, :, ::1] psums,         # OUT (n_chunks, K, D) per-chunk sums of the original rows
     double[:, ::1] pcounts,          # OUT (n_chunks, K)
     double[::1] pinertia,            # OUT (n_chunks,)
     Py_ssize_t chunk_rows,
@@ -158,15 +206,20 @@ def _partial_sums_kernel(
     cdef double w, inert
     cdef floating* buf
     cdef floating* dst
+    cdef const floating* tp = &xsg[0]
+    cdef floating* tl
+    cdef sg_counts cnt
     cdef Py_ssize_t n_invalid = 0
+    cdef Py_ssize_t n_overflow = 0
     cdef int level = _LEVEL
 
     if n_samples == 0:
-        return 0
+        return 0, 0
     oom_arr = np.zeros(1, dtype=np.int32)
     cdef int[::1] oom = oom_arr
     with nogil, parallel(num_threads=n_threads):
-        buf = <floating*> malloc(n_features * SG_GROUP_MAX * sizeof(floating))
+        buf = _thread_scratch(n_features, tp)
+        tl = _thread_transform(buf, n_features, tp, use_tf)
         dst = <floating*> malloc(ASSIGN_BLOCK * sizeof(floating))
         for c in prange(n_chunks, schedule="static"):
             if buf == NULL or dst == NULL:  # out of memory: flagged, raised after the parallel region
@@ -182,8 +235,10 @@ def _partial_sums_kernel(
                 s1 = s0 + ASSIGN_BLOCK
                 if s1 > stop:
                     s1 = stop
-                n_invalid += _assign_rows(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0],
-                                          &cnorm[0], kp, &labels[s0], dst, NULL, buf)
+                cnt = _assign_rows(level, &X[s0, 0], s1 - s0, n_features, &c2b[0, 0, 0], &cnorm[0], kp,
+                                   tl, xg, oscale, &labels[s0], dst, NULL, buf)
+                n_invalid += cnt.invalid
+                n_overflow += cnt.overflow
                 for i in range(s0, s1):
                     lab = labels[i]
                     if lab < 0:
@@ -199,7 +254,7 @@ def _partial_sums_kernel(
         free(buf)
     if oom[0]:
         raise MemoryError("segone kernel: could not allocate per-thread scratch memory")
-    return n_invalid
+    return n_invalid, n_overflow
 
 
 def _minibatch_kernel(
@@ -222,6 +277,10 @@ def _minibatch_kernel(
     double[:, ::1] pcount,           # scratch (n_blocks, K)
     double[::1] pinert,              # scratch (n_blocks,)
     int[::1] pbad,                   # scratch (n_blocks,)
+    const floating[::1] xsg,         # IN (D,) the transform, fixed for the whole fit (see _assign_kernel)
+    double xg,
+    double oscale,
+    bint use_tf,
     int n_threads,
 ):
     """Run up to S mini-batch steps without returning to Python.
@@ -233,7 +292,10 @@ def _minibatch_kernel(
     Returns (steps done, status): 0 all done, 1 no improvement of the smoothed
     batch inertia for max_no_improvement steps, 2 centre shift below tol,
     3 a reassignment check found low-count centroids (Python re-seeds them
-    from the last batch and calls again), 4 a batch row holds NaN/inf.
+    from the last batch and calls again), 4 a batch row holds NaN/inf,
+    5 a batch row's squared distance exceeds the float type (the step is not
+    applied).  Rows and centroids are centred with the transform given
+    (x * xg - xsg), the sums are of the original rows.
     """
     cdef Py_ssize_t n_steps = idx.shape[0]
     cdef Py_ssize_t bs = idx.shape[1]
@@ -251,6 +313,9 @@ def _minibatch_kernel(
     cdef int status = 0
     cdef Py_ssize_t done = 0
     cdef int bad
+    cdef const floating* tp = &xsg[0]
+    cdef floating* tl
+    cdef sg_counts cnt
 
     oom_arr = np.zeros(1, dtype=np.int32)
     cdef int[::1] oom = oom_arr
@@ -265,12 +330,15 @@ def _minibatch_kernel(
                 cn = 0.0
                 for j in range(d):
                     v = centers[c, j]
+                    if use_tf:  # exactly as _common.prepare_blocked transforms centroids
+                        v = v * xg - <double> xsg[j]
                     cn = cn + v * v
                     c2b[c // 8, j, c % 8] = <floating> (-2.0 * v)
                 cnorm[c] = <floating> cn
             # gather + assign, threads over blocks of rows
             with parallel(num_threads=n_threads):
-                buf = <floating*> malloc(d * SG_GROUP_MAX * sizeof(floating))
+                buf = _thread_scratch(d, tp)
+                tl = _thread_transform(buf, d, tp, use_tf)
                 for b in prange(n_blocks, schedule="static"):
                     if buf == NULL:  # out of memory: flagged, raised after the parallel region
                         oom[0] = 1
@@ -292,8 +360,8 @@ def _minibatch_kernel(
                     if s + 1 < n_steps:
                         for r in range(r0, r1):
                             sg_prefetch(&X[idx[s + 1, r], 0])
-                    _assign_rows(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
-                                 &lab[r0], &dist[r0], NULL, buf)
+                    cnt = _assign_rows(level, &xb[r0, 0], r1 - r0, d, &c2b[0, 0, 0], &cnorm[0], kp,
+                                       tl, xg, oscale, &lab[r0], &dist[r0], NULL, buf)
                     # per-block partial sums (merged below in block order: the
                     # result does not depend on the number of threads)
                     for c in range(k):
@@ -301,7 +369,7 @@ def _minibatch_kernel(
                         for j in range(d):
                             psum[b, c, j] = 0.0
                     pinert[b] = 0.0
-                    pbad[b] = 0
+                    pbad[b] = 2 if cnt.overflow else 0
                     for r in range(r0, r1):
                         l = lab[r]
                         if l < 0:
@@ -329,7 +397,7 @@ def _minibatch_kernel(
                     for j in range(d):
                         sums[c, j] += psum[b, c, j]
             if bad:
-                status = 4
+                status = 4 if bad & 1 else 5
                 break
             # count-based learning rate
             shift = 0.0
@@ -736,8 +804,9 @@ def _top_traits_kernel(
 # Python-level entry points (same signature as kernels/reference.py)
 
 from segone.kernels._common import (
-    chunk_plan, merge_partials, minibatch_scratch, owner_ranges, partial_buffers,
-    prepare_blocked, prepare_profile_inputs, prepare_score_inputs, profile_outputs,
+    MB_OVERFLOW, centering, chunk_plan, kernel_transform, merge_partials, minibatch_scratch, overflow_error,
+    owner_ranges, partial_buffers, prepare_blocked, prepare_profile_inputs, prepare_score_inputs,
+    profile_outputs,
 )
 
 import os as _os
@@ -746,12 +815,39 @@ if _os.environ.get("SEGONE_SIMD"):
     set_simd_level(_os.environ["SEGONE_SIMD"])
 
 
+def _transform_for(centroids, dtype, n_features, tf=None):
+    """(Centering, kernel arguments) for these centroids: see _common.centering."""
+    if tf is None:
+        tf = centering(centroids, dtype)
+    return tf, kernel_transform(tf, dtype, n_features)
+
+
+def _overflow_rows(X, centroids, n_threads):
+    """Error path: the rows of X whose squared distance exceeds X's float type."""
+    n = X.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n, dtype=X.dtype)
+    tf, (xsg, xg, oscale, use_tf) = _transform_for(centroids, X.dtype, X.shape[1])
+    c2b, cnorm, _ = prepare_blocked(centroids, tf=tf)
+    _assign_kernel(X, c2b, cnorm, xsg, xg, oscale, use_tf, labels, dist, np.empty(0, dtype=X.dtype), False,
+                   int(n_threads))
+    return np.flatnonzero(np.isposinf(dist))
+
+
 def assign(X, centroids, labels, distance, margin=None, n_threads=1):
-    """Nearest-centroid assignment; see ``segone.kernels.reference.assign``."""
+    """Nearest-centroid assignment; see ``segone.kernels.reference.assign``.
+
+    Rows and centroids are centred on the fly (``_common.centering``); finite
+    rows whose squared distance exceeds X's float type raise DataError."""
     want = margin is not None
     m = margin if want else np.empty(0, dtype=X.dtype)
-    c2b, cnorm, _ = prepare_blocked(centroids)
-    return int(_assign_kernel(X, c2b, cnorm, labels, distance, m, want, int(n_threads)))
+    tf, (xsg, xg, oscale, use_tf) = _transform_for(centroids, X.dtype, X.shape[1])
+    c2b, cnorm, _ = prepare_blocked(centroids, tf=tf)
+    n_invalid, n_overflow = _assign_kernel(X, c2b, cnorm, xsg, xg, oscale, use_tf, labels, distance, m, want,
+                                           int(n_threads))
+    if n_overflow:
+        raise overflow_error(X, n_overflow, np.flatnonzero(np.isposinf(distance)))
+    return int(n_invalid)
 
 
 def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=1):
@@ -762,25 +858,44 @@ def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=1)
     psums, pcounts, pinertia = partial_buffers(n_chunks, k, d)
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
-    c2b, cnorm, _ = prepare_blocked(centroids)
-    n_invalid = _partial_sums_kernel(
-        X, w, use_w, c2b, cnorm, labels, psums, pcounts, pinertia, chunk_rows, int(n_threads)
+    tf, (xsg, xg, oscale, use_tf) = _transform_for(centroids, X.dtype, d)
+    c2b, cnorm, _ = prepare_blocked(centroids, tf=tf)
+    n_invalid, n_overflow = _partial_sums_kernel(
+        X, w, use_w, c2b, cnorm, xsg, xg, oscale, use_tf, labels, psums, pcounts, pinertia, chunk_rows,
+        int(n_threads)
     )
+    if n_overflow:
+        raise overflow_error(X, n_overflow, _overflow_rows(X, centroids, n_threads))
     inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
     return inertia, int(n_invalid)
 
 
-def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1):
-    """Run the mini-batch steps of ``idx`` (S, B); see ``segone.kernels.reference.minibatch``."""
+def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1, centering=None):
+    """Run the mini-batch steps of ``idx`` (S, B); see ``segone.kernels.reference.minibatch``.
+
+    ``centering``: the ``_common.Centering`` of the fit (take it once from the
+    initial centres, ``_common.centering(centers, X.dtype)``, and pass it to
+    every call); None computes it from ``centers`` at this call."""
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
     sc = minibatch_scratch(X, idx.shape[1], centers.shape[0])
+    tf, (xsg, xg, oscale, use_tf) = _transform_for(centers, X.dtype, X.shape[1], centering)
     done, status = _minibatch_kernel(
         X, w, use_w, idx, centers, totals, state, batch_inertia,
         sc["xb"], sc["c2b"], sc["cnorm"], sc["dist"], sc["lab"], sc["sums"], sc["counts"],
-        sc["psum"], sc["pcount"], sc["pinert"], sc["pbad"], int(n_threads),
+        sc["psum"], sc["pcount"], sc["pinert"], sc["pbad"], xsg, xg, oscale, use_tf, int(n_threads),
     )
+    if status == MB_OVERFLOW:
+        raise _minibatch_overflow_error(X, idx[done], centers, n_threads)
     return int(done), int(status)
+
+
+def _minibatch_overflow_error(X, rows, centers, n_threads):
+    """Error path of the mini-batch kernel: the DataError naming the batch rows that overflow."""
+    Xb = np.ascontiguousarray(X[rows])
+    C = np.ascontiguousarray(centers, dtype=X.dtype)
+    bad = rows[_overflow_rows(Xb, C, n_threads)]
+    return overflow_error(X, len(np.unique(bad)), np.unique(bad))
 
 
 def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start, day_us, n_threads=1):

@@ -3,7 +3,9 @@
 Module-level ``@njit(nogil=True, parallel=True, cache=True)`` functions, one
 shared fastmath flag set that keeps NaN/inf semantics (so the finiteness
 checks are not optimised away), the same centroid layout as the Cython
-backend (``ct = -2 * centroids.T``, inner loop over centroids).
+backend (``ct = -2 * centroids.T``, inner loop over centroids) and the same
+centring on the fly (``_common.centering``: rows are transformed as
+``x * xg - xsg`` while they are read, centroids before the pass).
 """
 
 import numba
@@ -11,8 +13,8 @@ import numpy as np
 from numba import njit, prange
 
 from segone.kernels._common import (
-    chunk_plan, merge_partials, owner_ranges, partial_buffers, prepare_centroids, prepare_profile_inputs,
-    prepare_score_inputs, profile_outputs,
+    MB_OVERFLOW, centering, chunk_plan, kernel_transform, merge_partials, overflow_error, owner_ranges,
+    partial_buffers, prepare_centroids, prepare_profile_inputs, prepare_score_inputs, profile_outputs,
 )
 
 # reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
@@ -59,6 +61,14 @@ def _block_scores(X, i0, rr, ct, cnorm, sc):
 
 
 @njit(**_jit)
+def _transform_rows(X, i0, rr, xsg, xg, xt):
+    """xt[r] = X[i0 + r] * xg - xsg for r < rr: the rows centred on the fly (see _common.centering)."""
+    for r in range(rr):
+        for j in range(X.shape[1]):
+            xt[r, j] = X[i0 + r, j] * xg - xsg[j]
+
+
+@njit(**_jit)
 def _argmin_first(s):
     """(index of the first minimum, minimum): a vectorisable min, then a scan for its first position."""
     m = s[0]
@@ -80,13 +90,25 @@ def _second_min(s, skip):
 
 
 @njit(**_jit)
-def _assign_rows(X, start, stop, ct, cnorm, labels, distance, margin, want_margin, sc):
+def _assign_rows(X, start, stop, ct, cnorm, xsg, xg, oscale, use_tf, dmax, labels, distance, margin, want_margin,
+                 sc, xt):  # fmt: skip
     """Serial assignment of rows [start, stop): the row kernel every Numba kernel shares.
-    Writes labels (-1 for NaN / inf rows), squared distances and margins; returns the invalid count."""
+
+    With ``use_tf`` each block of ROWS rows is first centred into the scratch
+    ``xt`` (x * xg - xsg) and scored from there.  Writes labels (-1 for NaN /
+    inf rows), squared distances and margins (of the centred rows, scaled
+    back by ``oscale``); a finite row whose distance is not finite or beyond
+    ``dmax`` (the largest value of X's type) gets distance +inf.  Returns
+    (invalid count, overflow count)."""
     n_invalid = 0
+    n_overflow = 0
     for i0 in range(start, stop, ROWS):
         rr = min(ROWS, stop - i0)
-        _block_scores(X, i0, rr, ct, cnorm, sc)
+        if use_tf:
+            _transform_rows(X, i0, rr, xsg, xg, xt)
+            _block_scores(xt, 0, rr, ct, cnorm, sc)
+        else:
+            _block_scores(X, i0, rr, ct, cnorm, sc)
         for r in range(rr):
             i = i0 + r
             if not _row_finite(X, i):
@@ -99,39 +121,54 @@ def _assign_rows(X, start, stop, ct, cnorm, labels, distance, margin, want_margi
             s = sc[r]
             best_k, best = _argmin_first(s)
             labels[i] = best_k
+            xn = _row_sqnorm(xt, r) if use_tf else _row_sqnorm(X, i)
+            d = (np.float64(best) + xn) * oscale
+            if not (d <= dmax and d >= -dmax):  # finite row, distance not representable
+                distance[i] = np.inf
+                if want_margin:
+                    margin[i] = np.nan
+                n_overflow += 1
+                continue
             if want_margin:
-                margin[i] = _second_min(s, best_k) - best
-            d = np.float64(best) + _row_sqnorm(X, i)
+                margin[i] = np.float64(_second_min(s, best_k) - best) * oscale
             distance[i] = d if d > 0.0 else 0.0
-    return n_invalid
+    return n_invalid, n_overflow
 
 
 @njit(parallel=True, **_jit)
-def _assign_kernel(X, ct, cnorm, labels, distance, margin, want_margin):
+def _assign_kernel(X, ct, cnorm, xsg, xg, oscale, use_tf, dmax, labels, distance, margin, want_margin):
     n_samples = X.shape[0]
     n_blocks = (n_samples + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
     invalid = np.zeros(n_blocks, dtype=np.int64)
+    overflow = np.zeros(n_blocks, dtype=np.int64)
     for b in prange(n_blocks):
         sc = np.empty((ROWS, ct.shape[1]), dtype=X.dtype)
+        xt = np.empty((ROWS, X.shape[1]), dtype=X.dtype)
         start = b * ASSIGN_BLOCK
         stop = min(start + ASSIGN_BLOCK, n_samples)
-        invalid[b] = _assign_rows(X, start, stop, ct, cnorm, labels, distance, margin, want_margin, sc)
-    return invalid.sum()
+        invalid[b], overflow[b] = _assign_rows(X, start, stop, ct, cnorm, xsg, xg, oscale, use_tf, dmax, labels,
+                                               distance, margin, want_margin, sc, xt)  # fmt: skip
+    return invalid.sum(), overflow.sum()
 
 
 @njit(parallel=True, **_jit)
-def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows):
+def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, xsg, xg, oscale, use_tf, dmax, labels, psums, pcounts,
+                         pinertia, chunk_rows):  # fmt: skip
     n_samples, n_features = X.shape
     n_chunks = psums.shape[0]
     invalid = np.zeros(n_chunks, dtype=np.int64)
+    overflow = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         sc = np.empty((ROWS, ct.shape[1]), dtype=X.dtype)
+        xt = np.empty((ROWS, n_features), dtype=X.dtype)
         dist = np.empty(chunk_rows, dtype=np.float64)
         start = c * chunk_rows
         stop = min(start + chunk_rows, n_samples)
         # rows are assigned in place, distances go to a chunk-local buffer
-        # (offset by start); then the chunk accumulates its members
-        invalid[c] = _assign_rows(X[start:stop], 0, stop - start, ct, cnorm, labels[start:stop], dist, dist, False, sc)
+        # (offset by start); then the chunk accumulates its members (the
+        # sums are of the original rows, the distances of the centred ones)
+        invalid[c], overflow[c] = _assign_rows(X[start:stop], 0, stop - start, ct, cnorm, xsg, xg, oscale, use_tf,
+                                               dmax, labels[start:stop], dist, dist, False, sc, xt)  # fmt: skip
         inert = 0.0
         for i in range(start, stop):
             best_k = labels[i]
@@ -143,15 +180,17 @@ def _partial_sums_kernel(X, weights, use_weights, ct, cnorm, labels, psums, pcou
             for j in range(n_features):
                 psums[c, best_k, j] += w * np.float64(X[i, j])
         pinertia[c] = inert
-    return invalid.sum()
+    return invalid.sum(), overflow.sum()
 
 
 @njit(**_jit)
-def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batch_inertia, ct, cnorm):
+def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batch_inertia, ct, cnorm, xsg, xg,
+                      oscale, use_tf, dmax):  # fmt: skip
     n_steps, bs = idx.shape
     k, d = centers.shape
     xb = np.empty((bs, d), dtype=X.dtype)
     sc = np.empty((ROWS, k), dtype=X.dtype)
+    xt = np.empty((ROWS, d), dtype=X.dtype)
     lab = np.empty(bs, dtype=np.int32)
     dist = np.empty(bs, dtype=np.float64)
     sums = np.empty((k, d))
@@ -166,6 +205,8 @@ def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batc
             cn = 0.0
             for j in range(d):
                 v = centers[c, j]
+                if use_tf:  # exactly as _common.prepare_centroids transforms centroids
+                    v = v * np.float64(xg) - np.float64(xsg[j])
                 cn += v * v
                 ct[j, c] = -2.0 * v
             cnorm[c] = cn
@@ -173,8 +214,13 @@ def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batc
             row = idx[s, r]
             for j in range(d):
                 xb[r, j] = X[row, j]
-        if _assign_rows(xb, 0, bs, ct, cnorm, lab, dist, dist, False, sc) > 0:
+        n_bad, n_over = _assign_rows(xb, 0, bs, ct, cnorm, xsg, xg, oscale, use_tf, dmax, lab, dist, dist, False, sc,
+                                     xt)  # fmt: skip
+        if n_bad > 0:
             status = 4
+            break
+        if n_over > 0:
+            status = 5
             break
         sums[:, :] = 0.0
         counts[:] = 0.0
@@ -230,14 +276,49 @@ def _minibatch_kernel(X, weights, use_weights, idx, centers, totals, state, batc
     return done, status
 
 
-def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1):
-    """Mini-batch steps; see ``segone.kernels.reference.minibatch`` (serial: batches are small)."""
+def _transform_for(centroids, dtype, n_features, tf=None):
+    """(Centering, kernel arguments, largest value of dtype): see _common.centering."""
+    dtype = np.dtype(dtype)
+    if tf is None:
+        tf = centering(centroids, dtype)
+    xsg, xg, oscale, use_tf = kernel_transform(tf, dtype, n_features)
+    # xg in the data's type, so that the transformed rows stay in it
+    return tf, (xsg, dtype.type(xg), float(oscale), bool(use_tf)), float(np.finfo(dtype).max)
+
+
+def _overflow_rows(X, centroids, n_threads):
+    """Error path: the rows of X whose squared distance exceeds X's float type."""
+    n = X.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n, dtype=X.dtype)
+    tf, targs, dmax = _transform_for(centroids, X.dtype, X.shape[1])
+    ct, cnorm = prepare_centroids(centroids, tf)
+    prev = _set_threads(n_threads)
+    try:
+        _assign_kernel(X, ct, cnorm, *targs, dmax, labels, dist, np.empty(0, dtype=X.dtype), False)
+    finally:
+        numba.set_num_threads(prev)
+    return np.flatnonzero(np.isposinf(dist))
+
+
+def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=1, centering=None):
+    """Mini-batch steps; see ``segone.kernels.reference.minibatch`` (serial: batches are small).
+
+    ``centering``: the ``_common.Centering`` of the fit (take it once from the
+    initial centres and pass it to every call); None computes it from
+    ``centers`` at this call."""
     k, d = centers.shape
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
     ct = np.empty((d, k), dtype=X.dtype)
     cnorm = np.empty(k, dtype=X.dtype)
-    done, status = _minibatch_kernel(X, w, use_w, idx, centers, totals, state, batch_inertia, ct, cnorm)
+    tf, targs, dmax = _transform_for(centers, X.dtype, d, centering)
+    done, status = _minibatch_kernel(X, w, use_w, idx, centers, totals, state, batch_inertia, ct, cnorm, *targs, dmax)
+    if status == MB_OVERFLOW:
+        rows = idx[done]
+        bad = np.unique(rows[_overflow_rows(np.ascontiguousarray(X[rows]), np.asarray(centers, dtype=X.dtype),
+                                            n_threads)])  # fmt: skip
+        raise overflow_error(X, len(bad), bad)
     return int(done), int(status)
 
 
@@ -248,31 +329,42 @@ def _set_threads(n_threads):
 
 
 def assign(X, centroids, labels, distance, margin=None, n_threads=1):
-    """Nearest-centroid assignment; see ``segone.kernels.reference.assign``."""
-    ct, cnorm = prepare_centroids(centroids)
+    """Nearest-centroid assignment; see ``segone.kernels.reference.assign``.
+
+    Rows and centroids are centred on the fly (``_common.centering``); finite
+    rows whose squared distance exceeds X's float type raise DataError."""
+    tf, targs, dmax = _transform_for(centroids, X.dtype, X.shape[1])
+    ct, cnorm = prepare_centroids(centroids, tf)
     want = margin is not None
     m = margin if want else np.empty(0, dtype=X.dtype)
     prev = _set_threads(n_threads)
     try:
-        return int(_assign_kernel(X, ct, cnorm, labels, distance, m, want))
+        n_invalid, n_overflow = _assign_kernel(X, ct, cnorm, *targs, dmax, labels, distance, m, want)
     finally:
         numba.set_num_threads(prev)
+    if n_overflow:
+        raise overflow_error(X, int(n_overflow), np.flatnonzero(np.isposinf(distance)))
+    return int(n_invalid)
 
 
 def partial_sums(X, sample_weight, centroids, labels, sums, counts, n_threads=1):
     """One Lloyd pass; see ``segone.kernels.reference.partial_sums``."""
     n, d = X.shape
     k = centroids.shape[0]
-    ct, cnorm = prepare_centroids(centroids)
+    tf, targs, dmax = _transform_for(centroids, X.dtype, d)
+    ct, cnorm = prepare_centroids(centroids, tf)
     chunk_rows, n_chunks = chunk_plan(n, k, d)
     psums, pcounts, pinertia = partial_buffers(n_chunks, k, d)
     use_w = sample_weight is not None
     w = sample_weight if use_w else np.empty(0, dtype=np.float64)
     prev = _set_threads(n_threads)
     try:
-        n_invalid = _partial_sums_kernel(X, w, use_w, ct, cnorm, labels, psums, pcounts, pinertia, chunk_rows)
+        n_invalid, n_overflow = _partial_sums_kernel(X, w, use_w, ct, cnorm, *targs, dmax, labels, psums, pcounts,
+                                                     pinertia, chunk_rows)  # fmt: skip
     finally:
         numba.set_num_threads(prev)
+    if n_overflow:
+        raise overflow_error(X, int(n_overflow), _overflow_rows(X, centroids, n_threads))
     inertia = merge_partials(psums, pcounts, pinertia, sums, counts)
     return inertia, int(n_invalid)
 

@@ -2,14 +2,23 @@
 
 Every function has the same signature as its Cython (``_cy``) and Numba
 (``_nb``) twins.  Distances are computed directly as ``sum((x - c) ** 2)`` in
-float64, so they are the most accurate of the three; the fast kernels use the
-expanded form ``||x||^2 - 2 x.c + ||c||^2`` in the input precision and may
+float64: the differences ``x - c`` are exact (or rounded once), so the
+distances are exact to float64 rounding wherever the data sit (offset by
+1e12 or scaled by 1e-20 alike).  The fast kernels use the expanded form
+``||x'||^2 - 2 x'.c' + ||c'||^2`` in the input precision on rows and
+centroids centred on the fly (``_common.centering``), so they agree with
+these distances to the input precision of the data's *spread* and may
 differ at near-ties only.
+
+Values that cannot be represented: a finite row whose squared distance to
+its nearest centroid exceeds the largest value of X's type (float32: 3.4e38)
+raises :class:`segone.errors.DataError` (``_common.overflow_error``), in
+every backend.
 """
 
 import numpy as np
 
-from segone.kernels._common import prepare_profile_inputs, quantile_rank
+from segone.kernels._common import overflow_error, prepare_profile_inputs, quantile_rank
 
 _BLOCK = 512
 
@@ -36,9 +45,16 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=None):
     -------
     n_invalid : int
         Rows holding NaN or infinity (left unassigned: label -1).
+
+    Raises
+    ------
+    DataError
+        Finite rows whose squared distance exceeds the largest value of X's type.
     """
     n, k = X.shape[0], centroids.shape[0]
     n_invalid = 0
+    too_far = []
+    fmax = np.finfo(X.dtype).max
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         valid = np.isfinite(X[start:stop]).all(axis=1)
@@ -48,7 +64,8 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=None):
         rows = np.arange(stop - start)
         bestd = d[rows, best]
         labels[start:stop] = np.where(valid, best, -1)
-        distance[start:stop] = np.where(valid, bestd, np.nan)
+        with np.errstate(over="ignore"):  # beyond X's type: raised below
+            distance[start:stop] = np.where(valid, bestd, np.nan)
         if margin is not None:
             if k == 1:
                 m = np.full(stop - start, np.inf)
@@ -57,8 +74,14 @@ def assign(X, centroids, labels, distance, margin=None, n_threads=None):
                 d2[rows, best] = np.inf
                 with np.errstate(invalid="ignore"):
                     m = d2.min(axis=1) - bestd
-            margin[start:stop] = np.where(valid, m, np.nan)
+            with np.errstate(over="ignore"):
+                margin[start:stop] = np.where(valid, m, np.nan)
         n_invalid += int((~valid).sum())
+        # finite rows whose distance does not fit X's type (raised below, after every block)
+        too_far.append(start + np.flatnonzero(valid & ~(bestd <= fmax)))
+    if n and sum(map(len, too_far)):
+        rows = np.concatenate(too_far)
+        raise overflow_error(X, len(rows), rows)
     return n_invalid
 
 
@@ -116,7 +139,7 @@ def _minibatch_state_update(state, s_bi, shift, k, bs):
     return None
 
 
-def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=None):
+def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_threads=None, centering=None):
     """Mini-batch k-means steps (the NumPy oracle of the compiled twins).
 
     Parameters
@@ -128,6 +151,7 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
     totals : (K,) float64                        # IN/OUT, weighted count seen per centroid
     state : (MB_STATE_SIZE,) float64             # IN/OUT, see segone.kernels._common
     batch_inertia : (S,) float64                 # OUT, mean squared distance of each batch
+    centering : ignored (the compiled kernels' fixed ``_common.Centering``; distances here are direct)
 
     Returns
     -------
@@ -135,6 +159,11 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
         status is one of _common.MB_DONE, MB_NO_IMPROVEMENT, MB_CONVERGED,
         MB_REASSIGN (low-count centroids found after the last step done) or
         MB_INVALID (a batch holds NaN/inf; that step is not applied).
+
+    Raises
+    ------
+    DataError
+        A batch row's squared distance exceeds the largest value of X's type.
     """
     from segone.kernels import _common as c
 
@@ -147,6 +176,9 @@ def minibatch(X, sample_weight, idx, centers, totals, state, batch_inertia, n_th
         dd = np.einsum("bkd,bkd->bk", xb[:, None, :] - centers[None], xb[:, None, :] - centers[None])
         lab = dd.argmin(axis=1)
         dist = dd[np.arange(bs), lab]
+        if not (dist <= np.finfo(X.dtype).max).all():
+            bad = np.unique(idx[s][~(dist <= np.finfo(X.dtype).max)])
+            raise overflow_error(X, len(bad), bad)
         w = np.ones(bs) if sample_weight is None else sample_weight[idx[s]]
         counts = np.bincount(lab, weights=w, minlength=k)
         sums = np.zeros((k, d))

@@ -18,6 +18,7 @@
 #define SEGONE_SIMD_ASSIGN_H
 
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,6 +30,14 @@
 #define SG_GROUP_MAX 32
 /* centroids are padded to a multiple of this */
 #define SG_KC_PAD 8
+
+/* What a row kernel call found besides the labels: rows holding NaN / inf
+ * (label -1, distance NaN) and finite rows whose squared distance cannot be
+ * represented in the data's float type (distance +inf; the caller raises). */
+typedef struct {
+    Py_ssize_t invalid;
+    Py_ssize_t overflow;
+} sg_counts;
 
 /* ---- plain C (level -1), every compiler ---- */
 #define FT float
@@ -154,46 +163,50 @@ static int sg_cpu_level(void)
     return 0;
 }
 
-static Py_ssize_t sg_assign_rows_f32(int level, const float *X, Py_ssize_t n, Py_ssize_t d,
+static sg_counts sg_assign_rows_f32(int level, const float *X, Py_ssize_t n, Py_ssize_t d,
                                      const float *c2b, const float *cnorm, Py_ssize_t kp,
+                                     const float *xsg, float xg, double oscale,
                                      int *labels, float *dist, float *margin, float *buf)
 {
-    if (level < 0) return sg_assign_rows_scalar_f32(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    if (level < 0) return sg_assign_rows_scalar_f32(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 #if SG_X86
-    if (level >= 2) return sg_assign_rows_f32_avx512(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
-    if (level == 1) return sg_assign_rows_f32_avx2(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    if (level >= 2) return sg_assign_rows_f32_avx512(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
+    if (level == 1) return sg_assign_rows_f32_avx2(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 #endif
-    return sg_assign_rows_f32_generic(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    return sg_assign_rows_f32_generic(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 }
 
-static Py_ssize_t sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, Py_ssize_t d,
+static sg_counts sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, Py_ssize_t d,
                                      const double *c2b, const double *cnorm, Py_ssize_t kp,
+                                     const double *xsg, double xg, double oscale,
                                      int *labels, double *dist, double *margin, double *buf)
 {
-    if (level < 0) return sg_assign_rows_scalar_f64(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    if (level < 0) return sg_assign_rows_scalar_f64(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 #if SG_X86
-    if (level >= 2) return sg_assign_rows_f64_avx512(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
-    if (level == 1) return sg_assign_rows_f64_avx2(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    if (level >= 2) return sg_assign_rows_f64_avx512(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
+    if (level == 1) return sg_assign_rows_f64_avx2(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 #endif
-    return sg_assign_rows_f64_generic(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    return sg_assign_rows_f64_generic(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 }
 
 #else /* no vector extensions: every level runs the plain-C variant */
 #define SG_SIMD_AVAILABLE 0
 static int sg_cpu_level(void) { return -1; }
-static Py_ssize_t sg_assign_rows_f32(int level, const float *X, Py_ssize_t n, Py_ssize_t d,
+static sg_counts sg_assign_rows_f32(int level, const float *X, Py_ssize_t n, Py_ssize_t d,
                                      const float *c2b, const float *cnorm, Py_ssize_t kp,
+                                     const float *xsg, float xg, double oscale,
                                      int *labels, float *dist, float *margin, float *buf)
 {
     (void)level;
-    return sg_assign_rows_scalar_f32(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    return sg_assign_rows_scalar_f32(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 }
-static Py_ssize_t sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, Py_ssize_t d,
+static sg_counts sg_assign_rows_f64(int level, const double *X, Py_ssize_t n, Py_ssize_t d,
                                      const double *c2b, const double *cnorm, Py_ssize_t kp,
+                                     const double *xsg, double xg, double oscale,
                                      int *labels, double *dist, double *margin, double *buf)
 {
     (void)level;
-    return sg_assign_rows_scalar_f64(X, n, d, c2b, cnorm, kp, labels, dist, margin, buf);
+    return sg_assign_rows_scalar_f64(X, n, d, c2b, cnorm, kp, xsg, xg, oscale, labels, dist, margin, buf);
 }
 #endif
 

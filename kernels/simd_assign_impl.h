@@ -20,31 +20,45 @@
  *
  * Centroids come blocked: c2b[(k0 / KC) * D * KC + j * KC + c] = -2 c[k0 + c][j],
  * cnorm[k] = ||c_k||^2, with padded centroids at cnorm = +inf (never chosen).
+ *
+ * Centring on the fly (xsg != NULL): the rows are transformed while they are
+ * transposed, x' = x * xg - xsg = (x - shift) * xg (xg a power of two, so
+ * one rounding, the same with or without FMA contraction), and the centroids
+ * come transformed the same way (see segone.kernels._common.centering).  The
+ * scores and ||x'||^2 are then of the centred data, whose magnitudes are the
+ * data's spread, not its offset; distances and margins are scaled back by
+ * oscale = 1 / xg^2 (exact) in float64.  xsg == NULL: no transform (oscale 1).
+ *
+ * Overflow: a finite row whose distance is not finite or beyond the largest
+ * FT (or whose transformed values are not finite) gets distance +inf and is
+ * counted in .overflow; the caller raises.  Rows holding NaN / inf get label
+ * -1, distance and margin NaN and are counted in .invalid.
  */
 
 #define SG_FN SG_CAT(sg_assign_rows_, SUFFIX)
 
-static TARGET Py_ssize_t SG_FN(
+static TARGET sg_counts SG_FN(
     const FT *X, Py_ssize_t n, Py_ssize_t d,
     const FT *c2b, const FT *cnorm, Py_ssize_t kp,
+    const FT *xsg, FT xg, double oscale,
     int *labels, FT *dist, FT *margin, FT *buf)
 {
     typedef FT vt __attribute__((vector_size(VW * sizeof(FT))));
     typedef IT vi __attribute__((vector_size(VW * sizeof(FT))));
     typedef double vd __attribute__((vector_size(VW * sizeof(double))));
     typedef int vi32 __attribute__((vector_size(VW * sizeof(int))));
-    typedef int64_t vl __attribute__((vector_size(VW * sizeof(double))));
     enum { G = RV * VW };
-    Py_ssize_t n_invalid = 0;
+    sg_counts cnt = {0, 0};
+    const vt gv = (vt){0} + xg;
 
     for (Py_ssize_t i0 = 0; i0 < n; i0 += G) {
         Py_ssize_t g = (n - i0 < G) ? n - i0 : G;
 
-        /* Transpose the group (buf[j * G + r] = X[i0 + r, j], padding rows 0)
-         * and, while the columns are in registers, accumulate ||x||^2 per
-         * lane in float64 and x * 0 (NaN for NaN / inf) for the check. */
+        /* Transpose the group (buf[j * G + r] = x'[i0 + r, j], padding rows 0,
+         * x' = x * xg - xsg when centring) and, while the columns are in
+         * registers, accumulate ||x'||^2 per lane in float64 (NaN / inf when
+         * a value is: the distance check below then flags the row). */
         vd xn[RV];
-        vt zsum = (vt){0};
         for (int v = 0; v < RV; v++) {
             Py_ssize_t r0 = (Py_ssize_t)v * VW;
             vd nrm = (vd){0};
@@ -64,8 +78,8 @@ static TARGET Py_ssize_t SG_FN(
                 SG_CAT(SG_TRANSPOSE_, VW)(rows);
                 for (Py_ssize_t c = 0; c < w; c++) {
                     vt col = rows[c];
+                    if (xsg) col = col * gv - ((vt){0} + xsg[jb + c]);
                     memcpy(buf + (jb + c) * G + r0, &col, sizeof(vt));
-                    zsum += col * (FT)0;
                     vd c64 = __builtin_convertvector(col, vd);
                     nrm += c64 * c64;
                 }
@@ -82,17 +96,16 @@ static TARGET Py_ssize_t SG_FN(
             for (Py_ssize_t j = 0; j < d; j++) {
                 vt col;
                 memcpy(&col, buf + j * G + r0, sizeof(vt));
-                zsum += col * (FT)0;
+                if (xsg) {
+                    col = col * gv - ((vt){0} + xsg[j]);
+                    memcpy(buf + j * G + r0, &col, sizeof(vt));
+                }
                 vd c64 = __builtin_convertvector(col, vd);
                 nrm += c64 * c64;
             }
 #endif
             xn[v] = nrm;
         }
-        FT ztot = 0;
-        for (int l = 0; l < VW; l++) ztot += zsum[l];
-        int any_invalid = !(ztot == 0);
-
         vt best[RV], second[RV];
         vi bidx[RV];
         for (int v = 0; v < RV; v++) {
@@ -149,15 +162,23 @@ static TARGET Py_ssize_t SG_FN(
             }
         }
 
-        /* outputs: distance = best + ||x||^2 (float64, clamped at 0) */
+        /* outputs: distance = (best + ||x'||^2) * oscale in float64, rounded
+         * to FT (+inf beyond its range), clamped at 0; zchk turns NaN when a
+         * distance is not finite */
+        vt zchk = (vt){0};
+        FT dchk[G];  /* the unclamped distances, for the rare path */
         for (int v = 0; v < RV; v++) {
             Py_ssize_t base = i0 + (Py_ssize_t)v * VW;
             if (base >= n) break;
             vd dd = __builtin_convertvector(best[v], vd) + xn[v];
-            dd = (vd)((vl)dd & (dd > (vd){0}));  /* clamp at 0 */
-            vt dv = __builtin_convertvector(dd, vt);
+            if (oscale != 1.0) dd *= oscale;
+            vt du = __builtin_convertvector(dd, vt);  /* +inf beyond FT's range */
+            zchk += du * (FT)0;
+            memcpy(dchk + v * VW, &du, sizeof(vt));
+            vt dv = (vt)((vi)du & (du > (vt){0}));  /* clamp at 0 */
             vi32 lab = __builtin_convertvector(bidx[v], vi32);
             vt mg = second[v] - best[v];
+            if (margin && oscale != 1.0) mg = __builtin_convertvector(__builtin_convertvector(mg, vd) * oscale, vt);
             if (base + VW <= n) {
                 memcpy(labels + base, &lab, sizeof(vi32));
                 memcpy(dist + base, &dv, sizeof(vt));
@@ -170,21 +191,35 @@ static TARGET Py_ssize_t SG_FN(
                 }
             }
         }
-        if (any_invalid) {
-            /* rare path: find the rows holding NaN / inf */
+        /* one horizontal sum per group: NaN when a distance is not finite
+         * (a row holding NaN / inf, or a distance beyond FT's range) */
+        FT ztot = 0;
+        for (int l = 0; l < VW; l++) ztot += zchk[l];
+        if (!(ztot == 0)) {
+            /* rare path: rows holding NaN / inf (invalid), finite rows whose
+             * distance cannot be represented (overflow) */
             for (Py_ssize_t r = 0; r < g; r++) {
-                FT z = 0;
-                for (Py_ssize_t j = 0; j < d; j++) z += buf[j * G + r] * (FT)0;
+                Py_ssize_t i = i0 + r;
+                const FT *x = X + i * d;
+                FT z = 0, zt = 0;
+                for (Py_ssize_t j = 0; j < d; j++) z += x[j] * (FT)0;
                 if (!(z == 0)) {
-                    labels[i0 + r] = -1;
-                    dist[i0 + r] = (FT)NAN;
-                    if (margin) margin[i0 + r] = (FT)NAN;
-                    n_invalid++;
+                    labels[i] = -1;
+                    dist[i] = (FT)NAN;
+                    if (margin) margin[i] = (FT)NAN;
+                    cnt.invalid++;
+                    continue;
+                }
+                for (Py_ssize_t j = 0; j < d; j++) zt += buf[j * G + r] * (FT)0;
+                if (!(zt == 0) || !(dchk[r] * (FT)0 == 0)) {
+                    dist[i] = (FT)INFINITY;
+                    if (margin) margin[i] = (FT)NAN;
+                    cnt.overflow++;
                 }
             }
         }
     }
-    return n_invalid;
+    return cnt;
 }
 
 #undef SG_FN
