@@ -18,6 +18,7 @@ save_model, load_model, apply_model  versioned model directories (plain data), a
 compare_outputs, match_segments      who moved where between two runs, stable segment ids
 write_report      one self-contained HTML report of an output directory (pip install segone[report])
 privacy           consent, pseudonymous ids (HMAC-SHA256), personal columns, minimum segment size
+sweep             how many segments: segone.sweep.sweep(X) over k, with a documented automatic choice
 run               the whole job (in this process or on Dask), outputs written atomically
 synth             synthetic customer data with known segments
 io                read any table or file (pyarrow, pandas, polars, DuckDB, Parquet, CSV, Arrow IPC)
@@ -26,7 +27,7 @@ errors            the exceptions segone raises
 
 __version__ = "0.1.0"
 
-from segone import clv, errors, io, model, privacy, synth, track
+from segone import clv, errors, io, model, privacy, sweep, synth, track
 from segone._backend import available_backends
 from segone.assign import Assignment, assign
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
@@ -72,6 +73,7 @@ __all__ = [
     "rfm_scores",
     "run",
     "save_model",
+    "sweep",
     "synth",
     "track",
     "write_report",

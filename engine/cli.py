@@ -60,6 +60,20 @@ def synth(directory, customers, seed, tx_per_customer, customers_per_file, overw
     )
 
 
+def _clusters_option(ctx, param, value):
+    """--clusters: a number of segments (>= 1) or 'auto'."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of segments nor 'auto'.") from None
+    if k < 1:
+        raise click.BadParameter(f"{k} segments: use at least 1 (or 'auto').")
+    return k
+
+
 def _print_segments(segments):
     cols = [c for c in ("segment", "size", "share", "value_share", "median_recency_days", "median_orders",
                         "median_spend_mean", "label") if c in segments.column_names]  # fmt: skip
@@ -85,7 +99,11 @@ def _print_segments(segments):
 @main.command()
 @click.argument("input", type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--clusters", "-k", default=8, show_default=True, type=int, help="Number of segments.")
+@click.option("--clusters", "-k", default="8", show_default=True, callback=_clusters_option, metavar="K|auto",
+              help="Number of segments, or 'auto': a sweep over --k-min..--k-max chooses it (sweep.parquet, and "
+                   "the table and the choice in run.json).")  # fmt: skip
+@click.option("--k-min", default=None, type=click.IntRange(min=2), help="-k auto: the smallest k tried (default 2).")
+@click.option("--k-max", default=None, type=click.IntRange(min=3), help="-k auto: the largest k tried (default 20).")
 @click.option("--events", type=click.Path(exists=True), help="Web events (Parquet, CSV or Arrow file or directory).")
 @click.option("--attributes", type=click.Path(exists=True),
               help="CRM attributes (Parquet, CSV or Arrow file or directory).")  # fmt: skip
@@ -135,7 +153,7 @@ def _print_segments(segments):
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
         scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, consent, consent_scope,
         consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
-        schema_items, with_report, quiet):  # fmt: skip
+        schema_items, with_report, quiet, k_min, k_max):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.dask.run):
@@ -164,11 +182,14 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
             consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
             hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
             small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
-            schema=segone.io.parse_schema_options(schema_items) or None,
+            schema=segone.io.parse_schema_options(schema_items) or None, k_min=k_min, k_max=k_max,
         )  # fmt: skip
     finally:
         if engine is not None:
             engine.close()
+    sw = res.summary.get("sweep")
+    if sw is not None:
+        click.echo(sw["note"])
     if not quiet:
         _print_segments(res.segments)
     click.echo(f"{res.summary['customers']:,} customers -> {res.segments.num_rows} segments; outputs in {res.out}")
@@ -239,7 +260,8 @@ def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwr
 
 @main.command()
 @click.option("--customers", "-n", default=100_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--clusters", "-k", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--clusters", "-k", default="auto", show_default=True, callback=_clusters_option, metavar="K|auto",
+              help="Number of segments, or 'auto' (a sweep over k = 2..20 chooses it).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Keep outputs here.")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),

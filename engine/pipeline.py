@@ -24,6 +24,7 @@ from segone import _progress
 from segone import clv as _clv
 from segone import privacy as _privacy
 from segone import profile as _profile
+from segone import sweep as _sweep
 from segone import track as _track
 from segone._engine import LocalEngine
 from segone._threads import effective_n_threads
@@ -89,6 +90,8 @@ def run(
     out,
     clusters=8,
     *,
+    k_min=None,
+    k_max=None,
     events=None,
     attributes=None,
     as_of=None,
@@ -147,8 +150,12 @@ def run(
         ``__arrow_c_stream__``; on Dask also a Dask DataFrame).
     out : str or path
         Output directory (must not exist or be empty unless ``overwrite``).
-    clusters : int
-        Number of segments.
+    clusters : int or "auto"
+        Number of segments, or "auto": a sweep over ``k_min..k_max`` (default
+        2..20) chooses it by the rule of :mod:`segone.sweep` (the table goes to
+        sweep.parquet and run.json).
+    k_min, k_max : int, optional
+        The range of the sweep (``clusters="auto"`` only).
     events, attributes : optional
         Web events and CRM attributes (found automatically in a synth directory).
     as_of : datetime, date or ISO string, optional
@@ -247,7 +254,16 @@ def run(
     >>> res.summary["customers"], res.segments.num_rows
     (2000, 4)
     """
-    clusters = check_int(clusters, "clusters", low=1)
+    if isinstance(clusters, str):
+        if clusters.strip().lower() != "auto":
+            raise ParameterError(f"clusters={clusters!r} is not valid; give a number of segments or 'auto' (a sweep "
+                                 "over k_min..k_max chooses it).")  # fmt: skip
+        clusters = "auto"
+        _sweep.resolve_ks(None, k_min, k_max)  # a bad range fails before any work
+    else:
+        clusters = check_int(clusters, "clusters", low=1)
+        if k_min is not None or k_max is not None:
+            raise ParameterError(f"k_min / k_max only apply to clusters='auto', not clusters={clusters}.")
     sample_size = check_int(sample_size, "sample_size", low=1)
     effective_n_threads(n_threads)  # an absurd thread count is refused before any work
     if previous is not None and not os.path.isdir(os.fspath(previous)):
@@ -268,7 +284,7 @@ def run(
             phrases=phrases, label_rules=label_rules, value=value, freq=freq, horizon_months=horizon_months,
             discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
-            verbose=verbose, plan=plan, shown=shown,
+            verbose=verbose, plan=plan, shown=shown, k_min=k_min, k_max=k_max,
         )  # fmt: skip
     finally:
         shown.close()
@@ -278,7 +294,7 @@ def run(
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
-         partitioned_by_customer, overwrite, verbose, plan=None, shown=None):  # fmt: skip
+         partitioned_by_customer, overwrite, verbose, plan=None, shown=None, k_min=None, k_max=None):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -313,7 +329,10 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     n = summary["customers"] - privacy_counts.counts["dropped"]
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
     plan.check_customers(n)
-    check_n_clusters(clusters, n, "clusters", "customers")
+    if clusters == "auto":
+        check_n_clusters(_sweep.DEFAULT_K_MAX if k_max is None else k_max, n, "k_max", "customers")
+    else:
+        check_n_clusters(clusters, n, "clusters", "customers")
 
     # SCORE
     t0 = time.perf_counter()
@@ -328,10 +347,17 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     cid = _profile.resolve_schema(schema)["customer_id"]
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
                                                               id_column=cid, spend="spend")  # fmt: skip
+    sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
+    sweep_info = sweep_table = None
+    if clusters == "auto":  # how many segments: a sweep over k on the same sample, two rounds over every part
+        sw = _sweep.sweep_parts(eng, X, sample, k_min=k_min, k_max=k_max, n_rows=n, random_state=random_state,
+                                backend=backend, n_threads=n_threads, log=log)  # fmt: skip
+        clusters, sweep_info = _sweep.auto_clusters(sw)
+        sweep_table = sw.table
+        log(sweep_info["note"])
     init = None if prev is None else prev.warm_start(scorer, clusters)
     seg = Segmenter(clusters, init="k-means++" if init is None else init, n_init=n_init if init is None else 1,
                     random_state=random_state, refine=refine, backend=backend, n_threads=n_threads)  # fmt: skip
-    sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
 
     def full_pass(centers):
         return eng.reduce(eng.map(PartialSums.of, X, centers=centers, backend=backend, n_threads=n_threads))
@@ -432,6 +458,9 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                        random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size,
                        n_traits=n_traits)  # fmt: skip
     info["segment_ids"] = [int(i) for i in seg_ids]
+    if sweep_info is not None:
+        info["clusters_requested"] = "auto"
+        info["sweep"] = sweep_info
     if value_info is not None:
         info["clv"] = value_info
     info["privacy"] = _privacy.privacy_summary(plan, privacy_counts, segments=seg_report, suppressed=suppressed,
@@ -444,6 +473,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         eng.write_parts(personas, os.path.join(tmp, "personas.parquet"))
         write_parquet(segments, os.path.join(tmp, "segments.parquet"))
         write_parquet(rfm_grid, os.path.join(tmp, "rfm.parquet"))
+        if sweep_table is not None:
+            write_parquet(sweep_table, os.path.join(tmp, "sweep.parquet"))
         write_model(os.path.join(tmp, "model"), seg, scorer, segment_ids=seg_ids,
                     labels=model_labels, next_id=next_id, histogram=hist,
                     settings={"id_column": cid, "random_state": random_state,

@@ -202,3 +202,22 @@ def test_predicted_value_columns_and_cli_commands(tmp_path):
     assert r.exit_code == 2  # not an input directory: a one-line error
     r = CliRunner().invoke(main, ["persona", str(tmp_path / "o"), str(asg.column("customer_id")[0].as_py())])
     assert r.exit_code == 0 and "segment" in r.output
+
+
+def test_clusters_auto_finds_the_six_latent_segments(tmp_path):
+    d = segone.synth.generate(8000, seed=3)
+    res = segone.run(d.transactions, tmp_path / "o", "auto", events=d.events, attributes=d.customers)
+    assert res.summary["sweep"]["best_k"] == 6 and res.segments.num_rows == 6
+    truth = d.truth.sort_by("customer_id").column("segment").to_numpy()
+    found = res.assignments.sort_by("customer_id").column("segment").to_numpy()
+    assert adjusted_rand_score(truth, found) >= 0.95
+    table = pq.read_table(tmp_path / "o" / "sweep.parquet")
+    assert table.column("k").to_pylist() == list(range(2, 21)) and sum(table.column("chosen").to_pylist()) == 1
+    with pytest.raises(segone.errors.ParameterError, match="k_min / k_max"):
+        segone.run(d.transactions, tmp_path / "x", 4, k_max=9)
+    with pytest.raises(segone.errors.ParameterError, match="not valid"):
+        segone.run(d.transactions, tmp_path / "x", "many")
+    with pytest.raises(segone.errors.ParameterError, match="k_max"):
+        segone.run(d.transactions.slice(0, 10), tmp_path / "x", "auto", k_max=20)
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "none"), "-o", str(tmp_path / "y"), "-k", "lots"])
+    assert r.exit_code == 2
