@@ -275,8 +275,18 @@ def run(
         min_segment_size=min_segment_size, small_segments=small_segments, keep_columns=keep_columns,
         personal=personal_columns, purposes=purposes,
     )  # fmt: skip
-    eng, owned = _engine_for(engine, client, n_threads, npartitions, verbose)
-    shown = _progress.stage_line(_NEXT_STAGE[None], enabled=verbose and eng.name == "local")
+    # the output is checked (writable, no overlap with an input, not locked by another run) and locked before any
+    # work; the lock is released when the progress line closes, i.e. in the `finally` below
+    from segone.io import check_output
+
+    lock = check_output(out, [(role, src) for role, src in zip(("transactions", "events", "attributes"), inputs)],
+                        overwrite, others=[("previous output", previous)])  # fmt: skip
+    try:
+        eng, owned = _engine_for(engine, client, n_threads, npartitions, verbose)
+        shown = lock.releasing(_progress.stage_line(_NEXT_STAGE[None], enabled=verbose and eng.name == "local"))
+    except BaseException:
+        lock.release()
+        raise
     try:
         return _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
@@ -397,7 +407,9 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         tracked = _track.track_assignments(prev, pa.concat_tables(parts), centroids=seg.cluster_centers_,
                                            scorer=scorer, spend="spend", histogram=hist)  # fmt: skip
         seg_ids, next_id = tracked.segment_ids, tracked.next_id
-        log(f"tracking: {tracked.figures.get('stayed_share')} stayed in {stage('track'):.2f}s")
+    stage("track")  # the feature histogram (drift in the model) and, with a previous run, the tracking
+    if tracked is not None:
+        log(f"tracking: {tracked.figures.get('stayed_share')} stayed in {timings['track']:.2f}s")
 
     # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()

@@ -258,3 +258,26 @@ def test_rfm_from_percentiles_follows_the_exact_scores(prof):
         assert (t.column(c).to_numpy() == exact.column(c).to_numpy()).mean() >= 0.95, c
     grid = RFMGrid.of(t).merge(RFMGrid.of(t.slice(0, 0))).finish()
     assert sum(grid.column("customers").to_pylist()) == prof.num_rows and grid.num_rows == 25
+
+
+@given(st.lists(st.tuples(st.integers(-1, 3), st.floats(-1e6, 1e6), st.integers(-1, 2)), min_size=0, max_size=30),
+       st.integers(1, 3))  # fmt: skip
+def test_sentence_kernel_equals_the_python_reference(rows, k):
+    from segone.describe import _sentences
+
+    entries = [(["spent ", " (x", ") ok"], ["value", "ratio"], [0, 1]), (["région: ", ""], ["category"], [0]),
+               None, (["plain"], [], []), (["up ", "%"], ["pct"], [2])]  # fmt: skip
+    n = len(rows)
+    entry = np.full((n, k), -1, np.int64)
+    nums = np.zeros((n, k, 2))
+    cat = np.full((n, k), -1, np.int64)
+    for i, (e, x, c) in enumerate(rows):
+        for s in range(k):
+            ee = (e + s) % 5 if e >= 0 else -1
+            entry[i, s] = -1 if ee == 2 else ee
+            nums[i, s] = (x, x / 7.0)
+            cat[i, s] = c
+    values = ["nörth", "south", ""]
+    got = _sentences.build(entry, nums, cat, _sentences.compile_entries(entries), values, "Nothing.")
+    want = _sentences.build_reference(entry, nums, cat, entries, values, "Nothing.")
+    assert got.to_pylist() == want.to_pylist()

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone._backend import get_kernels
+from segone.describe import _sentences
 from segone._state import State
 from segone._threads import effective_n_threads
 from segone._validation import check_float, check_int
@@ -128,26 +129,6 @@ def _compile_phrase(template, feature, label, where):
                 "bottom, label, name."
             )
     return lits, kinds, decs
-
-
-_TABLE_SIZE = 100_000
-_tables = {}
-
-
-def _format(x, decimals):
-    """Numbers -> strings with ``decimals`` decimals, through a cached table for the common small values."""
-    scaled = np.round(np.asarray(x, dtype=np.float64) * 10.0**decimals)
-    if decimals not in _tables:
-        i = np.arange(_TABLE_SIZE)
-        _tables[decimals] = pa.array([str(v) for v in i] if decimals == 0 else
-                                     [f"{v / 10 ** decimals:.{decimals}f}" for v in i])  # fmt: skip
-    inside = (scaled >= 0) & (scaled < _TABLE_SIZE)
-    out = pc.take(_tables[decimals], pa.array(np.where(inside, scaled, 0).astype(np.int64)))
-    if not inside.all():
-        rest = scaled / 10.0**decimals
-        other = pc.cast(pa.array(rest.astype(np.int64) if decimals == 0 else np.round(rest, decimals)), pa.string())
-        out = pc.if_else(pa.array(inside), out, other)
-    return out
 
 
 def _pct_rank(q):
@@ -461,18 +442,32 @@ class PersonaModel:
                 p = 1.0 - p
             scores.append(np.where(np.isnan(p), 1, 1 + np.minimum(np.floor(bins * p), bins - 1)).astype(np.int8))
         r, f, m = scores
-        digits = np.array([str(i) for i in range(10)], dtype=object)
         seg_names, grid = rule_grid(None, bins)
-        labels = np.array(seg_names + [UNCLASSIFIED], dtype=object)
+        cell = (r.astype(np.int64) - 1) * bins * bins + (f.astype(np.int64) - 1) * bins + (m.astype(np.int64) - 1)
+        codes = pa.array([f"{a}{b}{c}" for a in range(1, bins + 1) for b in range(1, bins + 1)
+                          for c in range(1, bins + 1)], pa.string())  # fmt: skip
+        names = pa.array(seg_names + [UNCLASSIFIED], pa.string())  # rule -1 (no rule) takes the last name
+        rule = grid.ravel()[cell]
         return {"r_score": pa.array(r), "f_score": pa.array(f), "m_score": pa.array(m),
-                "rfm_code": pa.array((digits[r] + digits[f] + digits[m]).tolist(), pa.string()),
-                "rfm_segment": pa.array(labels[grid[r - 1, f - 1, m - 1]].tolist(), pa.string())}  # fmt: skip
+                "rfm_code": pc.take(codes, pa.array(cell)),
+                "rfm_segment": pc.take(names, pa.array(np.where(rule < 0, len(seg_names), rule)))}  # fmt: skip
 
     def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols):
         n, k = feat.shape
         all_names = np.asarray(names + [c for c, _, _ in cat_cols] + [""], dtype=object)
         n_num = len(names)
-        texts, f_names, f_vals, f_pct, f_str = [], [], [], [], []
+        f_names, f_vals, f_pct, f_str = [], [], [], []
+        entries = self._entries(cat_cols)
+        width = max((len(e[1]) for e in entries if e), default=0)
+        entry = np.full((n, k), -1, np.int64)
+        nums = np.zeros((n, k, width))
+        cat = np.full((n, k), -1, np.int64)
+        cat_values, cat_codes = [], []
+        for _, vals, _ in cat_cols:  # every categorical column's values in one table, codes per row
+            enc = pc.dictionary_encode(vals)
+            codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            cat_codes.append(np.where(codes >= 0, codes + len(cat_values), -1))  # null: no value
+            cat_values += [str(x) for x in enc.dictionary.to_pylist()]
         for s in range(k):
             j = feat[:, s]
             is_num = (j >= 0) & (j < n_num)
@@ -486,7 +481,10 @@ class PersonaModel:
             f_vals.append(v)
             f_pct.append(pct)
             f_str.append(strength)
-            texts.append(self._phrases(j, strength, v, pct, cat_cols, n_num))
+            entry[:, s], nums[:, s, :] = self._slot_numbers(j, strength, v, pct, entries, n_num, width)
+            for c_i, codes in enumerate(cat_codes):
+                sel = j == n_num + c_i
+                cat[sel, s] = codes[sel]
         # traits: list<struct> of the valid slots of each row, strongest first
         okm = feat >= 0
         offsets = np.zeros(n + 1, dtype=np.int32)
@@ -500,14 +498,8 @@ class PersonaModel:
             [pa.array(flat_of(f_names), pa.string()), pa.array(flat_of(f_vals), pa.float64(), from_pandas=True),
              pa.array(flat_of(f_pct), pa.float64(), from_pandas=True), pa.array(flat_of(f_str), pa.float64())],
             names=["feature", "value", "percentile", "strength"]))  # fmt: skip
-        # the sentence: slots joined by "; ", first letter capitalised
-        if texts:  # missing slots are empty and come last: join all, trim their separators
-            summary = pc.utf8_rtrim(pc.binary_join_element_wise(*texts, "; "), characters="; ")
-        else:
-            summary = pa.array([""] * n, pa.string())
-        capital = pc.binary_join_element_wise(pc.utf8_upper(pc.utf8_slice_codeunits(summary, 0, 1)),
-                                              pc.utf8_slice_codeunits(summary, 1), "")  # fmt: skip
-        summary = pc.if_else(pc.equal(pc.utf8_length(summary), 0), pa.scalar(NOTHING), capital)
+        # the sentence: slots joined by "; ", first letter capitalised (one compiled pass)
+        summary = _sentences.build(entry, nums, cat, _sentences.compile_entries(entries), cat_values, NOTHING)
         cols = {id_column: table.column(id_column)}
         if segments is not None:
             seg = np.asarray(segments)
@@ -518,40 +510,28 @@ class PersonaModel:
         cols["summary"] = summary
         return pa.table(cols)
 
-    def _phrases(self, j, strength, v, pct, cat_cols, n_num):
-        """The phrase of one trait slot for every row, as an Arrow string array (built column-wise)."""
-        n = j.size
-        entries = []  # (low, high) per feature, then per categorical column
+    def _entries(self, cat_cols):
+        """The compiled phrases: (low, high) per numeric feature, then per categorical column, then "none"."""
+        entries = []
         for hi, lo in self._phrase_table:
             entries += [lo, hi]
         for c, _, _ in cat_cols:
             entries += [None, ([CATEGORY_PHRASE.format(name=c.replace("_", " ")), ""], ["category"], [0])]
-        entries.append(None)  # code m: no trait
+        entries.append(None)  # the last code: no trait
+        return entries
+
+    def _slot_numbers(self, j, strength, v, pct, entries, n_num, width):
+        """(entry code per row, the numbers of its placeholders) of one trait slot; -1: no trait."""
+        n = j.size
         code = np.where(j >= 0, 2 * np.maximum(j, 0) + (strength > 0), len(entries) - 1)
-        width = max((len(e[1]) for e in entries if e), default=0)
         med = np.concatenate([self.medians_, [np.nan]])[np.where((j >= 0) & (j < n_num), j, n_num)]
-        cat_text = pa.array([""] * n, pa.string())
-        for c_i, (_, vals, _) in enumerate(cat_cols):
-            cat_text = pc.if_else(pa.array(j == n_num + c_i), pc.fill_null(vals, ""), cat_text)
-        pieces = []
-        for p in range(width + 1):
-            lit = pa.array([(e[0][p] if e and p < len(e[0]) else "") for e in entries], pa.string())
-            pieces.append(pc.take(lit, pa.array(code)))
-            if p == width:
-                break
+        nums = np.zeros((n, width))
+        for p in range(width):
             kind = np.array([_KINDS.index(e[1][p]) if e and p < len(e[1]) else 0 for e in entries])[code]
-            dec = np.array([e[2][p] if e and p < len(e[2]) else 0 for e in entries])[code]
             with np.errstate(invalid="ignore", divide="ignore"):
-                num = np.select([kind == 1, kind == 2, kind == 3, kind == 4, kind == 5],
-                                [v, v / med, v * 100.0, _pct_rank(1.0 - pct), _pct_rank(pct)], np.nan)  # fmt: skip
-            text = pc.if_else(pa.array(kind == 6), cat_text, pa.scalar(""))
-            ok = np.isfinite(num) & (kind > 0) & (kind < 6)
-            for d in (np.unique(dec[ok]) if ok.any() else []):
-                sel = ok & (dec == d)
-                text = pc.if_else(pa.array(sel), _format(np.where(sel, num, 0.0), int(d)), text)
-            pieces.append(text)
-        out = pc.binary_join_element_wise(*pieces, "")
-        return pc.if_else(pa.array(j >= 0), out, pa.scalar(""))
+                nums[:, p] = np.select([kind == 1, kind == 2, kind == 3, kind == 4, kind == 5],
+                                       [v, v / med, v * 100.0, _pct_rank(1.0 - pct), _pct_rank(pct)], 0.0)  # fmt: skip
+        return np.where(j >= 0, code, -1), nums
 
 
 def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from segone._state import State, array_from_data, array_to_data
+from segone._validation import check_int
 from segone.errors import ParameterError
 from segone.io import read_table
 from segone.sketch import QuantileSketch
@@ -101,7 +102,17 @@ class SegmentStats(State):
     def of(cls, profiles, labels, k, columns=None, categorical=None):
         """The statistics of one piece: ``profiles`` (a table) and the segment of each row (-1: none)."""
         profiles = read_table(profiles, name="profiles")
+        k = check_int(k, "k", low=1)
         labels = np.asarray(labels)
+        if labels.dtype.kind == "f" and labels.size and np.isfinite(labels).all() and \
+                (labels == np.round(labels)).all():  # fmt: skip
+            labels = labels.astype(np.int64)  # whole numbers as floats (e.g. from pandas)
+        if labels.dtype.kind not in "iub" and not (labels.size == 0 and labels.dtype.kind == "f"):
+            raise ParameterError(
+                f"labels must be integer segment numbers (-1: none), got dtype {labels.dtype}; e.g. "
+                "segmenter.predict(X)."
+            )
+        labels = labels.astype(np.int64, copy=False)
         if labels.shape != (profiles.num_rows,):
             raise ParameterError(
                 f"labels has shape {labels.shape} but the profiles have {profiles.num_rows} rows; "
@@ -423,4 +434,11 @@ def describe_segments(profiles, labels, k, rules=None):
     >>> describe_segments(prof, np.array([0, 0, 1, 1]), 2).column("size").to_pylist()
     [2, 2]
     """
+    profiles = read_table(profiles, name="profiles")
+    k = check_int(k, "k", low=1)
+    if k > max(profiles.num_rows, 1):
+        raise ParameterError(
+            f"k={k} segments for {profiles.num_rows} profile rows; a segment table has at most one segment per "
+            "row: give the number of segments the labels come from."
+        )
     return SegmentStats.of(profiles, labels, k).finish(rules)

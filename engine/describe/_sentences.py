@@ -1,0 +1,183 @@
+"""Persona sentences written straight into an Arrow string buffer.
+
+The phrases of the vocabulary are compiled to byte literals; per row and
+trait slot the kernel copies the literals, formats the numbers (round half
+to even, as NumPy's ``round``, then ``%.Nf``) and the category values, joins
+the slots with "; " and upper-cases an ASCII first letter.  One pass, no
+Python object per row.  :func:`build_reference` is the obvious Python twin
+the tests compare it with.
+"""
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+SEP = np.frombuffer(b"; ", dtype=np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def _digits(v, out, pos):
+    """Write the non-negative integer v; return the new position."""
+    if v == 0:
+        out[pos] = 48
+        return pos + 1
+    start = pos
+    while v > 0:
+        out[pos] = 48 + v % 10
+        v //= 10
+        pos += 1
+    i, j = start, pos - 1
+    while i < j:
+        out[i], out[j] = out[j], out[i]
+        i += 1
+        j -= 1
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _number(x, d, out, pos):
+    if not np.isfinite(x) or abs(x) >= 9e17 / 10.0**d:
+        out[pos] = 63  # "?": not representable (never expected: numbers are checked upstream)
+        return pos + 1
+    scaled = np.rint(x * 10.0**d)
+    if scaled < 0:
+        out[pos] = 45  # "-"
+        pos += 1
+        scaled = -scaled
+    iv = np.int64(scaled)
+    p10 = np.int64(10) ** d
+    pos = _digits(iv // p10, out, pos)
+    if d > 0:
+        out[pos] = 46  # "."
+        pos += 1
+        frac = iv % p10
+        for q in range(d - 1, -1, -1):
+            out[pos + q] = 48 + frac % 10
+            frac //= 10
+        pos += d
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _build(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out, offsets):
+    n, k = entry.shape
+    width = kind.shape[1]
+    pos = 0
+    for i in range(n):
+        offsets[i] = pos
+        start = pos
+        for s in range(k):
+            e = entry[i, s]
+            if e < 0:
+                continue
+            if pos > start:
+                out[pos] = SEP_0
+                out[pos + 1] = SEP_1
+                pos += 2
+            for p in range(width + 1):
+                o, ln = lit_off[e, p], lit_len[e, p]
+                for b in range(ln):
+                    out[pos + b] = lit_bytes[o + b]
+                pos += ln
+                if p == width:
+                    break
+                kd = kind[e, p]
+                if kd == 6:  # the category value
+                    c = cat[i, s]
+                    if c >= 0:
+                        o2, o3 = cat_off[c], cat_off[c + 1]
+                        for b in range(o3 - o2):
+                            out[pos + b] = cat_bytes[o2 + b]
+                        pos += o3 - o2
+                elif kd > 0:
+                    pos = _number(nums[i, s, p], dec[e, p], out, pos)
+        if pos == start:
+            for b in range(nothing.shape[0]):
+                out[pos + b] = nothing[b]
+            pos += nothing.shape[0]
+        elif 97 <= out[start] <= 122:  # an ASCII lower-case first letter
+            out[start] -= 32
+    offsets[n] = pos
+    return pos
+
+
+SEP_0, SEP_1 = 59, 32
+
+
+def compile_entries(entries):
+    """entries: list of (literals, kinds, decimals) or None -> arrays for :func:`build`."""
+    from segone.describe.personas import _KINDS
+
+    width = max((len(e[1]) for e in entries if e), default=0)
+    m = len(entries)
+    lit_off = np.zeros((m, width + 1), np.int64)
+    lit_len = np.zeros((m, width + 1), np.int64)
+    kind = np.zeros((m, max(width, 1)), np.int64)
+    dec = np.zeros((m, max(width, 1)), np.int64)
+    blob = bytearray()
+    for i, e in enumerate(entries):
+        if not e:
+            continue
+        lits, kinds, decs = e
+        for p, lit in enumerate(lits):
+            b = lit.encode("utf-8")
+            lit_off[i, p], lit_len[i, p] = len(blob), len(b)
+            blob += b
+        for p, (kd, d) in enumerate(zip(kinds, decs)):
+            kind[i, p], dec[i, p] = _KINDS.index(kd), d
+    return lit_off, lit_len, np.frombuffer(bytes(blob) or b"\0", np.uint8), kind[:, :width], dec[:, :width]
+
+
+def build(entry, nums, cat, compiled, cat_values, nothing):
+    """The sentences as a pyarrow StringArray (entry -1: no trait in that slot)."""
+    lit_off, lit_len, lit_bytes, kind, dec = compiled
+    n, k = entry.shape
+    width = kind.shape[1]
+    cat_b = [v.encode("utf-8") for v in cat_values]
+    cat_off = np.zeros(len(cat_b) + 1, np.int64)
+    np.cumsum([len(b) for b in cat_b], out=cat_off[1:])
+    cat_bytes = np.frombuffer(b"".join(cat_b) or b"\0", np.uint8)
+    nothing_b = np.frombuffer(nothing.encode("utf-8"), np.uint8)
+    # an upper bound of the bytes: every literal, 24 bytes a number, the longest category, separators
+    per_entry = lit_len.sum(axis=1) + 24 * (kind > 0).sum(axis=1) + (cat_off[1:] - cat_off[:-1]).max(initial=0)
+    bound = int(per_entry.max(initial=0)) + 2
+    cap = n * max(bound * k, len(nothing_b)) + 1
+    out = np.empty(cap, np.uint8)
+    offsets = np.empty(n + 1, np.int32 if cap < 2**31 else np.int64)
+    if nums.shape[2] == 0:  # a vocabulary without numbers: one unused column keeps the shapes simple
+        nums = np.zeros((n, k, 1))
+    end = _build(np.ascontiguousarray(entry, np.int64), np.ascontiguousarray(nums, np.float64),
+                 np.ascontiguousarray(cat, np.int64), lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes,
+                 nothing_b, out, offsets)  # fmt: skip
+    typ = pa.string() if offsets.dtype == np.int32 else pa.large_string()
+    arr = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(offsets), pa.py_buffer(out[:end].copy())])
+    return arr.cast(pa.string()) if typ != pa.string() else arr
+
+
+def build_reference(entry, nums, cat, entries, cat_values, nothing):
+    """The obvious Python twin of :func:`build` (slow; for the tests)."""
+    out = []
+    for i in range(entry.shape[0]):
+        parts = []
+        for s in range(entry.shape[1]):
+            e = entry[i, s]
+            if e < 0:
+                continue
+            lits, kinds, decs = entries[e]
+            txt = lits[0]
+            for p, (kd, d) in enumerate(zip(kinds, decs)):
+                if kd == "category":
+                    txt += cat_values[cat[i, s]] if cat[i, s] >= 0 else ""
+                elif kd != "none":
+                    x = float(np.round(nums[i, s, p], d)) + 0.0  # no "-0"
+                    txt += f"{x:.{d}f}"
+                txt += lits[p + 1]
+            parts.append(txt)
+        sent = "; ".join(parts)
+        if not sent:
+            sent = nothing
+        elif "a" <= sent[0] <= "z":
+            sent = sent[0].upper() + sent[1:]
+        out.append(sent)
+    return pa.array(out, pa.string())
+
