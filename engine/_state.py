@@ -75,7 +75,9 @@ class State:
         data = {k: v for k, v in d.items() if k not in ("kind", "version")}
         try:
             return cls._from_data(data)
-        except (KeyError, TypeError, ValueError) as exc:
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ModelFormatError(f"{cls.kind} state is malformed: {exc}") from None
 
     def _check_same(self, other, *fields):

@@ -198,7 +198,7 @@ def check_random_state(seed):
 
 def check_n_clusters(k, n, name="n_clusters", rows="samples"):
     """``k`` segments for ``n`` rows: an int in 1..n (one wording for the estimator, the job and Dask)."""
-    k = check_int(k, name, low=1)
+    k = check_int(k, name, low=1, high=2**31 - 1)  # segment numbers are int32
     if k > n:
         raise ParameterError(
             f"{name}={k} is larger than the number of {rows} (n_{rows}={n}); use at most {n} segments "
@@ -334,6 +334,74 @@ def check_sample_weight(sample_weight, n, name="sample_weight"):
             f"{name} has {bad.size} negative, NaN or infinite values (rows {examples(bad)}); "
             "weights must be finite and >= 0."
         )
-    if w.sum() <= 0:
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if total <= 0:
         raise DataError(f"{name} sums to zero: every weight is 0; at least one row needs a positive weight.")
+    if not np.isfinite(total):
+        raise DataError(
+            f"{name} sums beyond the float64 range (the largest weight is {w.max():.3g}); rescale the weights "
+            "(only their ratios matter), e.g. sample_weight / sample_weight.max()."
+        )
     return w
+
+
+# ------------------------------------------------ saved documents (models, scorers, states)
+def _stored_error(where, field, what):
+    from segone.errors import ModelFormatError
+
+    return ModelFormatError(
+        f"{where}: field {field!r} {what}; the document is corrupt or was edited: write it again (refit, or re-run "
+        "segone run)."
+    )
+
+
+def check_stored_number(value, field, where, *, low=None, high=None, low_inclusive=True, integer=False,
+                        allow_none=False):  # fmt: skip
+    """A number read from a saved document: the right kind, finite, in range (ModelFormatError naming the field)."""
+    if value is None and allow_none:
+        return None
+    kinds = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise _stored_error(where, field, f"must be {'an integer' if integer else 'a number'}, got {value!r:.60}")
+    if not integer and not np.isfinite(value):
+        raise _stored_error(where, field, f"must be finite, got {value!r}")
+    if low is not None and (value < low or (not low_inclusive and value == low)):
+        raise _stored_error(where, field, f"must be {'>=' if low_inclusive else '>'} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise _stored_error(where, field, f"must be <= {high}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_stored_array(value, field, where, *, length=None, low=None, integer=False, allow_neg_inf=None):
+    """A list of numbers read from a saved document -> float64 (int64 with ``integer``) array.
+
+    Raises ModelFormatError naming the document and the field when it is not a
+    flat list of numbers (booleans refused), has another ``length``, holds NaN
+    or infinity (``allow_neg_inf``: a boolean mask of the entries where -inf is
+    allowed) or values below ``low``.
+    """
+    if not isinstance(value, (list, tuple)):
+        raise _stored_error(where, field, f"must be a list of numbers, got {type(value).__name__}")
+    if length is not None and len(value) != length:
+        raise _stored_error(where, field, f"has {len(value)} entries, expected {length} (one per feature)")
+    kinds = numbers.Integral if integer else numbers.Real
+    bad = [i for i, v in enumerate(value) if isinstance(v, bool) or not isinstance(v, kinds)]
+    if bad:
+        raise _stored_error(where, field, f"must hold {'integers' if integer else 'numbers'} only; entry {bad[0]} is "
+                                          f"{value[bad[0]]!r:.60}")  # fmt: skip
+    try:
+        a = np.asarray(value, dtype=np.int64 if integer else np.float64)
+    except (OverflowError, ValueError):
+        raise _stored_error(where, field, "holds integers beyond the int64 range") from None
+    if not integer:
+        ok = np.isfinite(a)
+        if allow_neg_inf is not None:
+            ok |= np.asarray(allow_neg_inf, dtype=bool) & (a == -np.inf)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise _stored_error(where, field, f"holds NaN or infinite values (entry {i}: {a[i]!r})")
+    if low is not None and a.size and (a < low).any():
+        i = int(np.flatnonzero(a < low)[0])
+        raise _stored_error(where, field, f"holds values below {low} (entry {i}: {a[i]!r}); it cannot be negative")
+    return a

@@ -4,17 +4,29 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 import click
 
 import segone
+from segone import io
 from segone.errors import SegoneError
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """segone's own warnings in one line ("warning: ..."); others as Python shows them."""
+    if issubclass(category, io.OutputRecoveryWarning):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except SegoneError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(2)

@@ -22,6 +22,7 @@ Work runs on the given client, the current ``distributed`` client, or Dask's
 local threaded scheduler.
 """
 
+import logging
 import os
 
 import dask
@@ -158,7 +159,8 @@ class DaskEngine:
             from distributed import Client, LocalCluster
 
             cluster = LocalCluster(n_workers=check_int(n_workers, "n_workers", low=1), threads_per_worker=1,
-                                   dashboard_address=":0", memory_limit=memory_limit)  # fmt: skip
+                                   dashboard_address=":0", memory_limit=memory_limit,
+                                   silence_logs=logging.CRITICAL)  # fmt: skip  # a failed task raises in the client
             client = Client(cluster)
             self._owned += [client, cluster]
         elif client is None:

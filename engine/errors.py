@@ -56,6 +56,11 @@ class BackendError(SegoneError, RuntimeError):
     """A kernel backend was requested that is unknown or unavailable."""
 
 
+class OutputError(ParameterError):
+    """The output location cannot be written: it is a file, overlaps an input, is locked by another run,
+    is not writable, or the disk failed or filled up while writing (the previous output is then kept)."""
+
+
 class ModelFormatError(SegoneError, ValueError):
     """A saved model or output directory cannot be read."""
 

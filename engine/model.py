@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from segone.errors import ModelFormatError, NotFittedError, ParameterError, SchemaError
-from segone.io import atomic_directory, resolve_inputs, write_json, write_parquet
+from segone.io import atomic_directory, check_output, resolve_inputs, write_json, write_parquet
 
 MODEL_FORMAT = "segone-model"
 MODEL_VERSION = 2
@@ -169,7 +169,8 @@ def save_model(directory, segmenter, scorer, *, segment_ids=None, labels=None, s
     >>> m.segment_ids.tolist(), m.next_id, np.array_equal(m.centroids, seg.cluster_centers_)
     ([7, 2, 5], 8, True)
     """
-    with atomic_directory(directory, overwrite=overwrite) as tmp:
+    with check_output(directory, (), overwrite, name="directory"), \
+            atomic_directory(directory, overwrite=overwrite) as tmp:  # fmt: skip
         os.rmdir(tmp)  # write_model creates the directory itself
         write_model(tmp, segmenter, scorer, segment_ids=segment_ids, labels=labels, next_id=next_id,
                     settings=settings, histogram=histogram)  # fmt: skip
@@ -375,6 +376,9 @@ def read_model_json(path):
     for name in ("settings", "params"):
         if not isinstance(meta.get(name, {}), dict):
             _fail(mpath, name, f"must be a JSON object, got {type(meta.get(name)).__name__}")
+    cid = meta.get("settings", {}).get("id_column")
+    if cid is not None and (not isinstance(cid, str) or not cid):
+        _fail(mpath, "settings.id_column", f"must be a column name, got {cid!r:.60}")
     return directory, meta
 
 
@@ -517,15 +521,26 @@ def apply_model(model_dir, input, out, *, events=None, attributes=None, as_of=No
     >>> ap.assignments.column("segment").equals(res.assignments.column("segment"))
     True
     """
+    import time
+
+    t0 = time.perf_counter()
+    tx, ev, at = resolve_inputs(input, events, attributes)
+    # checked and locked before any work: writable, not an input, not written by another run
+    lock = check_output(out, [("transactions", tx), ("events", ev), ("attributes", at)], overwrite,
+                        others=[("model", model_dir)])  # fmt: skip
+    with lock:
+        return _apply_model(model_dir, tx, ev, at, out, input=input, as_of=as_of, schema=schema, overwrite=overwrite,
+                            backend=backend, n_threads=n_threads, t0=t0)  # fmt: skip
+
+
+def _apply_model(model_dir, tx, ev, at, out, *, input, as_of, schema, overwrite, backend, n_threads, t0):
     import datetime as _dt
     import time
 
     from segone.profile import build_profiles_with_summary, resolve_schema
 
-    t0 = time.perf_counter()
     model = load_model(model_dir)
     cid = resolve_schema(schema)["customer_id"]
-    tx, ev, at = resolve_inputs(input, events, attributes)
     profiles, summary = build_profiles_with_summary(tx, events=ev, attributes=at, as_of=as_of, schema=schema,
                                                     backend=backend, n_threads=n_threads)  # fmt: skip
     table, filled = model._complete(profiles)

@@ -610,6 +610,7 @@ def run_summary(input, summary, scorer, seg, stats, engine_facts, **settings):
         "customers": summary["customers"],
         "customers_without_purchase": summary["customers_without_purchase"],
         "orders_from": summary.get("orders_from", "rows"),
+        "attributes_renamed": summary.get("attributes_renamed", {}),
         "folded_into_other": summary.get("folded", {}),
         "customers_assigned": int(stats.size.sum()),
         "segments": seg.cluster_centers_.shape[0],

@@ -93,6 +93,7 @@ from segone._state import State
 from segone._threads import effective_n_threads
 from segone._validation import check_int
 from segone.errors import DataError, ParameterError, SchemaError, examples
+from segone.io import to_float64
 
 KEY_ENV = "SEGONE_ID_KEY"
 MIN_KEY_BYTES = 16
@@ -1164,7 +1165,7 @@ def merge_segment_stats(stats, mapping):
 # -- suppressing small cells -------------------------------------------------------
 def _values(table, column):
     """A numeric column as float64 with NaN for nulls."""
-    col = pc.cast(table.column(column), pa.float64())
+    col = to_float64(table.column(column))
     return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False).astype(np.float64)
 
 

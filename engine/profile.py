@@ -12,14 +12,24 @@ under ``b"segone"``):
 * rows after ``as_of`` are excluded;
 * negative amounts are returns: kept as negative spend (``drop_returns=True``
   drops them); shares are computed over positive spend only;
-* NaN, infinite or null amounts raise :class:`~segone.errors.DataError`;
+* NaN, infinite or null amounts raise :class:`~segone.errors.DataError`, and
+  so do amounts whose sums leave the float64 range (1.8e308: per customer, or
+  a column's total over the customers), naming the customers; integer
+  amounts beyond 2**53 are read as the nearest float;
 * a floating-point customer id column raises :class:`~segone.errors.SchemaError`;
+  integer ids beyond the int64 range raise :class:`~segone.errors.DataError`;
 * timestamps without a time zone are taken as UTC; mixing a zone-aware and a
-  naive timestamp column across inputs is an error;
-* a CRM attributes table must hold one row per customer (duplicates raise).
+  naive timestamp column across inputs is an error; timestamps outside the
+  years 1-9999 raise :class:`~segone.errors.DataError` naming the rows;
+* a CRM attributes table must hold one row per customer (duplicates raise);
+  a CRM column named like a profile column becomes ``crm_<name>`` (or
+  ``crm_<name>_2``, ... when that is taken too), listed in the summary under
+  ``attributes_renamed``.
 
 Every customer present in any input appears exactly once in the output,
-sorted by customer id.
+sorted by customer id, whatever rows are dropped: a customer whose rows all
+have a null timestamp, fall after ``as_of`` or are returns dropped with
+``drop_returns`` gets a zero-purchase row (like a CRM-only customer).
 
 BTYD columns (``frequency``, ``recency``, ``T``, ``monetary_value``) follow
 the *code* of lifetimes' ``summary_data_from_transaction_data`` (freq="D",
@@ -65,6 +75,7 @@ DEFAULT_SCHEMA = {
     "order_id": "order_id",
 }
 US_PER_DAY = 86_400 * 1_000_000
+MAX_WINDOW_DAYS = 1_000_000  # about 2700 years: window starts stay in the int64 microsecond range
 BTYD_UNITS = {"D": "days", "W": "weeks", "M": "months"}
 
 
@@ -245,10 +256,38 @@ def _ts_to_us(col, where, rows=None):
             "unit='us')."
         )
     aware = t.tz is not None
-    # truncate to microseconds (pandas-origin data is often timestamp[ns])
-    col = pc.cast(col, pa.timestamp("us", tz=t.tz), safe=False)
+    # truncate to microseconds (pandas-origin data is often timestamp[ns]); seconds and milliseconds are
+    # multiplied: an overflow is an error there, not a wrapped value
+    try:
+        col = pc.cast(col, pa.timestamp("us", tz=t.tz), safe=t.unit in ("s", "ms"))
+    except pa.ArrowInvalid:
+        raise DataError(
+            f"{where}: timestamps of type {t} lie outside the years 1-9999 (the range segone reads); fix or drop "
+            "those rows."
+        ) from None
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     return arr.view(pa.int64()), aware
+
+
+# the instants segone reads: the years 1 to 9999 (what Python's datetime holds), in microseconds since the epoch
+TS_MIN_US, TS_MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
+
+
+def _check_ts_range(ts_us, where, rows=None):
+    """Raise DataError naming the rows whose timestamps fall outside the years 1-9999."""
+    v = ts_us.to_numpy(zero_copy_only=False) if isinstance(ts_us, (pa.Array, pa.ChunkedArray)) else ts_us
+    if v.size == 0:
+        return
+    if v.min() >= TS_MIN_US and v.max() <= TS_MAX_US:
+        return
+    bad = np.flatnonzero((v < TS_MIN_US) | (v > TS_MAX_US))
+    shown = [str(np.datetime64(int(x), "us")) for x in v[bad[:5]]]
+    at = rows[bad] if rows is not None else bad
+    raise DataError(
+        f"{where}: {bad.size} timestamps lie outside the years 1-9999 (first rows: {examples(at)}, values: "
+        f"{', '.join(shown)}); fix or drop those rows (a wrong unit, e.g. milliseconds read as seconds, gives such "
+        "values)."
+    )
 
 
 def parse_as_of(as_of):
@@ -261,7 +300,10 @@ def parse_as_of(as_of):
         except ValueError:
             raise ParameterError(f"as_of={as_of!r} is not an ISO date or datetime (e.g. '2026-01-01').") from None
     if isinstance(as_of, np.datetime64):
-        return int(as_of.astype("datetime64[us]").astype(np.int64))
+        us = int(as_of.astype("datetime64[us]").astype(np.int64))
+        if np.isnat(as_of) or not TS_MIN_US <= us <= TS_MAX_US:
+            raise ParameterError(f"as_of={as_of!r} is not a time in the years 1-9999.")
+        return us
     if isinstance(as_of, _dt.datetime):
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=_dt.timezone.utc)
@@ -372,14 +414,15 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), 
     """Stream ``source`` batch by batch into compact arrays, validating as it goes.
 
     Rows with a null id or timestamp are dropped and counted.  Returns a dict
-    with ``ids`` (pyarrow ChunkedArray), ``ts`` (int64 us), ``aware``,
+    with ``ids`` (pyarrow ChunkedArray), ``orphans`` (the ids of rows dropped
+    for a null timestamp, or None: those customers stay), ``ts`` (int64 us), ``aware``,
     ``amount`` (float64, when asked), ``cats`` ({column: (int32 codes,
     labels)} for the categorical columns present) and ``raw`` ({column:
     ChunkedArray} for the ``raw`` columns present, e.g. order ids).  Errors name rows of the
     input as read (0-based, before any dropping).
     """
     needed = [cid, tcol] + ([amount] if amount else [])
-    ids, ts_parts, amt_parts = [], [], []
+    ids, ts_parts, amt_parts, orphans = [], [], [], []
     cat_parts = {c: [] for c in categorical}
     cat_labels = {c: _Labels() for c in categorical}
     present = None
@@ -407,6 +450,12 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), 
                     summary["dropped"][key] = summary["dropped"].get(key, 0) + n_new
                 keep = valid if keep is None else pc.and_(keep, valid)
         rows = np.arange(offset, offset + n)
+        tc = batch.column(tcol)
+        if tc.null_count:
+            # rows with an id but no timestamp are dropped, their customers are not: keep those ids
+            lost = pc.and_(pc.is_valid(batch.column(cid)), pc.is_null(tc))
+            if pc.any(lost).as_py():
+                orphans.append(_check_ids(batch.column(cid).filter(lost), f"{where}.{cid}"))
         if keep is not None:
             batch = batch.filter(keep)
             rows = rows[keep.to_numpy(zero_copy_only=False)]
@@ -418,6 +467,7 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), 
                 f"{ids[-1].type}); give the column one type."
             )
         t, a = _ts_to_us(batch.column(tcol), f"{where}.{tcol}", rows)
+        _check_ts_range(t, f"{where}.{tcol}", rows)
         # timestamp columns have one zone in every batch; string batches are aware when any has offsets
         aware = a if aware is None else (aware or a)
         ts_parts.append(t.to_numpy(zero_copy_only=False))
@@ -429,7 +479,9 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), 
                     f"{where}.{amount}: null amounts (first rows: {examples(bad)}); "
                     "fill them (e.g. with 0) or drop those rows."
                 )
-            v = np.asarray(pc.cast(ac, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            # integers beyond 2**53 lose their last digits as floats (a safe cast would refuse them)
+            v = np.asarray(pc.cast(ac, pa.float64(), safe=not pa.types.is_integer(ac.type))
+                           .to_numpy(zero_copy_only=False), dtype=np.float64)  # fmt: skip
             if not np.isfinite(v).all():
                 bad = np.flatnonzero(~np.isfinite(v))
                 raise DataError(
@@ -446,8 +498,16 @@ def _collect(source, where, cid, tcol, summary, *, amount=None, categorical=(), 
     if present is None:  # no batch at all: an empty input
         present = []
     summary["rows_read"][where] = offset
+    for o in orphans:
+        if ids and o.type != ids[0].type:
+            raise SchemaError(
+                f"{where}.{cid}: customer ids change type between record batches ({ids[0].type}, then "
+                f"{o.type}); give the column one type."
+            )
     out = {
         "ids": pa.chunked_array(ids, type=ids[0].type) if ids else None,
+        # ids of the customers whose rows were dropped for a null timestamp (they stay customers)
+        "orphans": pa.chunked_array(orphans, type=ids[0].type) if orphans and ids else None,
         "ts": np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64),
         "aware": aware,
         "cats": {},
@@ -530,7 +590,7 @@ def build_profiles_with_summary(
     """
     roles = resolve_schema(schema)
     cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
-    windows = tuple(check_int(w, "windows[i]", low=1) for w in windows)
+    windows = tuple(check_int(w, "windows[i]", low=1, high=MAX_WINDOW_DAYS) for w in windows)
     top_categories = check_int(top_categories, "top_categories", low=0)
     top_channels = check_int(top_channels, "top_channels", low=0)
     if freq not in BTYD_UNITS:
@@ -542,6 +602,11 @@ def build_profiles_with_summary(
     tx = _collect(transactions, "transactions", cid, tcol, summary, amount=acol, categorical=(cat_role, ch_role),
                   raw=(order_role,))  # fmt: skip
     order_ids = tx["raw"].get(order_role)
+    if order_ids is not None and (pa.types.is_nested(order_ids.type) or pa.types.is_union(order_ids.type)):
+        raise SchemaError(
+            f"transactions.{order_role}: order id column has type {order_ids.type}; expected integers or strings "
+            "(one id per row): cast it, e.g. pc.cast(col, pa.string())."
+        )
     if summary["rows_read"]["transactions"] == 0 and not _partition:
         raise EmptyInputError("transactions: the input has 0 rows; nothing to profile.")
     ts, amount, tx_aware = tx["ts"], tx["amount"], tx["aware"]
@@ -558,6 +623,11 @@ def build_profiles_with_summary(
     attrs = None
     if attributes is not None:
         attrs = read_table(attributes, name="attributes")
+        if attrs.column_names.count(cid) > 1:
+            raise SchemaError(
+                f"attributes: the customer id column {cid!r} appears {attrs.column_names.count(cid)} times; "
+                "keep one (rename or drop the others)."
+            )
         if cid not in attrs.column_names:
             raise SchemaError(
                 f"attributes: customer id column {cid!r} not found; the input has columns "
@@ -581,18 +651,22 @@ def build_profiles_with_summary(
                 f"{'time-zone aware' if tx_aware else 'naive'}; give both the same kind (e.g. UTC)."
             )
     # customer universe: every id in any input (also customers whose rows all
-    # fall after as_of or are dropped as returns: they get a zero-purchase row)
+    # fall after as_of, are dropped as returns or have a null timestamp: they get a zero-purchase row)
     id_type = tx["ids"].type
     parts = [tx.pop("ids")]
-    for other, where in ((ev, "events"), (attrs, "attributes")):
-        if other is not None:
-            oid = other.pop("ids") if isinstance(other, dict) else other.column(cid)
-            if oid.type != id_type:
-                raise SchemaError(
-                    f"{where}.{cid} has type {oid.type} but transactions.{cid} has {id_type}; "
-                    "customer ids must have the same type in every input."
-                )
-            parts.append(oid)
+    others = [(ev.pop("ids"), "events")] if ev is not None else []
+    if attrs is not None:
+        others.append((attrs.column(cid), "attributes"))
+    # then the ids of the rows dropped for a null timestamp (no codes needed: those customers have no rows)
+    others += [(o, where) for o, where in ((tx.pop("orphans"), "transactions"),
+                                           (ev.pop("orphans") if ev is not None else None, "events")) if o is not None]
+    for oid, where in others:
+        if oid.type != id_type:
+            raise SchemaError(
+                f"{where}.{cid} has type {oid.type} but transactions.{cid} has {id_type}; "
+                "customer ids must have the same type in every input."
+            )
+        parts.append(oid)
     uniq, part_codes = _factorize(parts)
     del parts
     release_arrow_memory()
@@ -733,8 +807,10 @@ def build_profiles_with_summary(
     cols["frequency"] = pa.array(repeat.astype(np.float64))
     cols["recency"] = pa.array(np.where(has, last_p - first_p, 0).astype(np.float64))
     cols["T"] = pa.array(np.where(has, as_of_p - first_p, 0).astype(np.float64), mask=~has)
-    cols["monetary_value"] = pa.array(np.where(repeat > 0, (spend - first_spend) / np.maximum(repeat, 1), 0.0))
+    with np.errstate(invalid="ignore", over="ignore"):  # overflowing sums are reported by _check_sums_finite
+        cols["monetary_value"] = pa.array(np.where(repeat > 0, (spend - first_spend) / np.maximum(repeat, 1), 0.0))
     summary["btyd_unit"] = BTYD_UNITS[freq]
+    _check_sums_finite(cols, uniq, f"transactions.{acol}")
 
     out = pa.table(cols)
 
@@ -751,11 +827,23 @@ def build_profiles_with_summary(
         row_of = np.full(n, -1, dtype=np.int64)
         row_of[acodes] = np.arange(attrs.num_rows)
         take = pa.array(row_of, mask=row_of < 0)
-        for name in attrs.column_names:
+        # a CRM column keeps its name unless a profile column (or an earlier CRM column) has it: then it
+        # becomes crm_<name>, or crm_<name>_2, ... (never a name another CRM column has)
+        placed, reserved, renamed = set(out.column_names), set(attrs.column_names), {}
+        for i, name in enumerate(attrs.column_names):
             if name == cid:
                 continue
-            target = name if name not in out.column_names else f"crm_{name}"
-            out = out.append_column(target, pc.take(attrs.column(name), take))
+            target = name
+            if name in placed:
+                base = target = f"crm_{name}"
+                j = 2
+                while target in placed or target in reserved:
+                    target, j = f"{base}_{j}", j + 1
+                renamed[name] = target
+            placed.add(target)
+            out = out.append_column(target, pc.take(attrs.column(i), take))
+        if renamed:
+            summary["attributes_renamed"] = renamed
 
     summary["customers"] = n
     summary["customers_without_purchase"] = int((~has).sum())
@@ -763,6 +851,38 @@ def build_profiles_with_summary(
     meta = dict(out.schema.metadata or {})
     meta[b"segone"] = json.dumps(summary).encode()
     return out.replace_schema_metadata(meta), summary
+
+
+def _check_sums_finite(cols, uniq, where):
+    """Raise DataError when sums of amounts overflow float64 (1.8e308): per customer, or over all of them.
+
+    Every amount is finite (checked as read), so an infinite or NaN profile
+    value can only come from a sum that left the float64 range: the spend of
+    a customer, or the total of a column over the customers (what the segment
+    table adds up).
+    """
+    for name, arr in cols.items():
+        if not pa.types.is_floating(arr.type):
+            continue
+        v = arr.to_numpy(zero_copy_only=False)
+        valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.add.reduce(np.abs(v if valid is None else v[valid]), dtype=np.float64)
+        if np.isfinite(total):
+            continue
+        bad = ~np.isfinite(v) if valid is None else (~np.isfinite(v) & valid)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            who = pc.take(uniq, pa.array(rows[:5])).to_pylist()
+            raise DataError(
+                f"{where}: the amounts of {rows.size} customer(s) add up beyond the float64 range (1.8e308), so their "
+                f"{name} is infinite or NaN (customers: {examples(who)}); amounts must be one currency unit whose "
+                "sums stay below 1.8e308: rescale them (e.g. divide by 1e6) or fix those rows."
+            )
+        raise DataError(
+            f"{where}: {name} summed over all {len(v)} customers exceeds the float64 range (1.8e308); amounts "
+            "must be one currency unit whose sums stay below 1.8e308: rescale them (e.g. divide by 1e6)."
+        )
 
 
 def _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n):
@@ -876,7 +996,8 @@ class ProfileSummary(State):
     kind = "profile_summary"
     COUNTS = ("rows_read", "dropped", "excluded_after_as_of")
     SCALARS = ("returns", "customers", "customers_without_purchase")
-    SHARED = ("as_of", "as_of_source", "categories", "folded", "orders_from")  # the same in every piece
+    SHARED = ("as_of", "as_of_source", "categories", "folded", "orders_from",
+              "attributes_renamed")  # the same in every piece  # fmt: skip
 
     def __init__(self, summary):
         self.summary = {k: dict(summary.get(k, {})) for k in self.COUNTS}
@@ -950,7 +1071,8 @@ class ScanState(State):
             return cls(role, id_ranges=[_id_range(_check_ids(ids, f"attributes.{cid}"))])
         if role == "events":
             got = _collect(source, "events", cid, tcol, summary, categorical=(roles["event"],))
-            return cls(role, events=got["cats"].get(roles["event"], (None, []))[1], id_ranges=[_id_range(got["ids"])])
+            return cls(role, events=got["cats"].get(roles["event"], (None, []))[1],
+                       id_ranges=[_id_range(_all_ids(got))])  # fmt: skip
         cat_role, ch_role = roles["category"], roles["channel"]
         got = _collect(source, "transactions", cid, tcol, summary, amount=roles["amount"], categorical=(cat_role, ch_role))
         ts, amount = got["ts"], got["amount"]
@@ -972,7 +1094,7 @@ class ScanState(State):
         return cls(
             role, max_ts=int(ts.max()) if ts.size else None, aware=got["aware"] if ts.size else None,
             has_category=cat_role in got["cats"], cat_spend=cat_spend,
-            channels=channels, id_ranges=[_id_range(got["ids"])],
+            channels=channels, id_ranges=[_id_range(_all_ids(got))],
         )  # fmt: skip
 
     def merge(self, other):
@@ -1013,6 +1135,14 @@ def _merge_ordered(lists):
         for x in lst:
             seen.setdefault(x, None)
     return list(seen)
+
+
+def _all_ids(got):
+    """The ids a collected input holds: its rows' and those of its rows dropped for a null timestamp."""
+    ids, orphans = got["ids"], got.get("orphans")
+    if orphans is None or ids is None:
+        return ids
+    return pa.chunked_array(ids.chunks + orphans.chunks, type=ids.type)
 
 
 def _id_range(ids):

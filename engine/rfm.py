@@ -22,11 +22,10 @@ reachable and count the unnamed cells).  Pass ``rules=`` to replace it.
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from segone._validation import check_int
 from segone.errors import ParameterError, SchemaError
-from segone.io import read_table
+from segone.io import read_table, to_float64
 
 UNCLASSIFIED = "Unclassified"
 
@@ -141,7 +140,7 @@ def rfm_scores(profiles, *, bins=5, rules=None, recency="recency_days", frequenc
         t = table.schema.field(name).type
         if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
             raise SchemaError(f"RFM column {name!r} has type {t}; expected a numeric column.")
-        v = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        v = to_float64(table.column(name)).to_numpy(zero_copy_only=False)
         if np.isinf(v).any():
             raise SchemaError(f"RFM column {name!r} holds infinite values; fix them in the profile.")
         cols[name] = v

@@ -37,6 +37,7 @@ filled with the largest value seen in fit; other nulls are filled with 0.
 """
 
 import json
+import numbers
 
 import numpy as np
 import pyarrow as pa
@@ -45,8 +46,15 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from segone._backend import get_kernels
 from segone._threads import effective_n_threads
-from segone._validation import check_choice, check_finite_column, check_fitted, check_float
-from segone.errors import DataError, ParameterError, SchemaError, examples
+from segone._validation import (
+    check_choice,
+    check_finite_column,
+    check_fitted,
+    check_float,
+    check_stored_array,
+    check_stored_number,
+)
+from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError, examples
 from segone._state import State
 from segone.io import read_table
 from segone.sketch import QuantileSketch
@@ -123,10 +131,16 @@ class ScalerState:
         return {k: getattr(self, k).tolist() for k in ("count", "mean", "m2", "max")}
 
     @classmethod
-    def from_dict(cls, d):
-        st = cls(len(d["count"]))
-        for k in ("count", "mean", "m2", "max"):
-            setattr(st, k, np.asarray(d[k], dtype=np.float64))
+    def from_dict(cls, d, n_features=None, where="scaler state"):
+        """The state of :meth:`to_dict`; every field is checked (ModelFormatError naming it)."""
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{where}: expected an object with count, mean, m2 and max, got {type(d).__name__}.")
+        n = len(d["count"]) if n_features is None and isinstance(d.get("count"), list) else n_features
+        st = cls(n or 0)
+        st.count = check_stored_array(d.get("count"), "count", where, length=n, low=0.0)
+        st.mean = check_stored_array(d.get("mean"), "mean", where, length=n)
+        st.m2 = check_stored_array(d.get("m2"), "m2", where, length=n, low=0.0)
+        st.max = check_stored_array(d.get("max"), "max", where, length=n, allow_neg_inf=st.count == 0)
         return st
 
 
@@ -179,8 +193,69 @@ class ScorerState(State):
 
     @classmethod
     def _from_data(cls, d):
-        sketches = [None if s is None else QuantileSketch.from_dict(s) for s in d["sketches"]]
-        return cls(d["features"], ScalerState.from_dict(d["moments"]), d["n_never"], sketches)
+        where = "scorer state"
+        feats = d.get("features")
+        if not isinstance(feats, list) or not feats:
+            raise ModelFormatError(f"{where}: field 'features' must be a non-empty list, got {feats!r:.80}.")
+        for i, f in enumerate(feats):
+            if not (isinstance(f, (list, tuple)) and len(f) == 3 and isinstance(f[0], str) and f[1] in TRANSFORMS
+                    and f[2] in SCALINGS):  # fmt: skip
+                raise ModelFormatError(
+                    f"{where}: field 'features' entry {i} must be [name, transform, scaling] with transform in "
+                    f"{TRANSFORMS} and scaling in {SCALINGS}, got {f!r:.80}."
+                )
+        names = [f[0] for f in feats]
+        if len(set(names)) != len(names):
+            raise ModelFormatError(f"{where}: field 'features' names a feature twice ({names[:10]}).")
+        d_ = len(feats)
+        moments = ScalerState.from_dict(d.get("moments"), d_, f"{where}: moments")
+        n_never = check_stored_array(d.get("n_never"), "n_never", where, length=d_, low=0.0)
+        sk = d.get("sketches")
+        if not isinstance(sk, list) or len(sk) != d_:
+            raise ModelFormatError(f"{where}: field 'sketches' must be a list of {d_} entries (null or a sketch).")
+        sketches = [None if s is None else QuantileSketch.from_dict(s, f"{where}: sketches[{j}]")
+                    for j, s in enumerate(sk)]  # fmt: skip
+        return cls(feats, moments, n_never, sketches)
+
+
+_PARAM_KEYS = ("scaling", "clip", "clip_quantiles", "sketch_alpha", "weights")
+
+
+def _check_params_doc(params, names):
+    """The ``params`` of a scorer document, checked field by field (ModelFormatError naming the field)."""
+    where = "scorer document: params"
+    if not isinstance(params, dict):
+        raise ModelFormatError(f"{where}: expected an object, got {type(params).__name__}.")
+    unknown = sorted(set(params) - set(_PARAM_KEYS))
+    if unknown:
+        raise ModelFormatError(f"{where}: unknown field(s) {unknown}; known: {list(_PARAM_KEYS)}.")
+    out = {}
+    if params.get("scaling", "standard") not in SCALINGS:
+        raise ModelFormatError(f"{where}: field 'scaling' is {params.get('scaling')!r}; expected one of {SCALINGS}.")
+    out["scaling"] = params.get("scaling", "standard")
+    out["clip"] = check_stored_number(params.get("clip"), "clip", where, low=0.0, low_inclusive=False,
+                                      allow_none=True)  # fmt: skip
+    cq = params.get("clip_quantiles")
+    if cq is not None:
+        if not isinstance(cq, list) or len(cq) != 2:
+            raise ModelFormatError(f"{where}: field 'clip_quantiles' must be null or [low, high], got {cq!r:.60}.")
+        lo = check_stored_number(cq[0], "clip_quantiles[0]", where, low=0.0, high=1.0)
+        hi = check_stored_number(cq[1], "clip_quantiles[1]", where, low=0.0, high=1.0)
+        if lo >= hi:
+            raise ModelFormatError(f"{where}: field 'clip_quantiles' must have low < high, got {cq}.")
+        cq = (lo, hi)
+    out["clip_quantiles"] = cq
+    out["sketch_alpha"] = check_stored_number(params.get("sketch_alpha", 0.005), "sketch_alpha", where, low=0.0,
+                                              high=0.5, low_inclusive=False)  # fmt: skip
+    w = params.get("weights")
+    if w is not None:
+        if not isinstance(w, dict) or not set(w) <= set(names):
+            raise ModelFormatError(
+                f"{where}: field 'weights' must map feature names ({names[:10]}) to numbers, got {w!r:.80}."
+            )
+        w = {k: check_stored_number(v, f"weights[{k!r}]", where, low=0.0) for k, v in w.items()}
+    out["weights"] = w
+    return out
 
 
 class FeatureScorer(TransformerMixin, BaseEstimator):
@@ -310,6 +385,20 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
             if not 0.0 <= lo < hi <= 1.0:
                 raise ParameterError(f"clip_quantiles must satisfy 0 <= low < high <= 1, got ({lo}, {hi}).")
 
+    def _check_weights(self):
+        """``weights`` as {feature: finite number >= 0} (ParameterError otherwise)."""
+        if not hasattr(self.weights, "items"):
+            raise ParameterError(
+                f"weights must be a dict {{feature: weight}}, got {type(self.weights).__name__}; e.g. "
+                "weights={'orders': 2.0}."
+            )
+        out = {}
+        for name, v in self.weights.items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
+                raise ParameterError(f"weights[{name!r}] must be a finite number >= 0, got {v!r}.")
+            out[name] = float(v)
+        return out
+
     def _resolve(self, table):
         cols = table.column_names
         if self.features is None:
@@ -320,10 +409,19 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
                     f"share_*, ...); found {cols[:20]}. Pass features=[...] explicitly."
                 )
         else:
+            if isinstance(self.features, (str, bytes)) or not hasattr(self.features, "__iter__"):
+                raise ParameterError(
+                    f"features must be a list of column names or (name, transform[, scaling]) tuples, got "
+                    f"{self.features!r:.80} ({type(self.features).__name__}); e.g. features=['orders', "
+                    "('spend_total', 'log1p')]."
+                )
+            given = list(self.features)
+            if not given:
+                raise ParameterError("features is empty; give at least one feature column, or None for the defaults.")
             feats = []
-            for f in self.features:
-                spec = (f,) if isinstance(f, str) else tuple(f)
-                if not 1 <= len(spec) <= 3 or not isinstance(spec[0], str):
+            for f in given:
+                spec = (f,) if isinstance(f, str) else tuple(f) if isinstance(f, (tuple, list)) else None
+                if spec is None or not 1 <= len(spec) <= 3 or not isinstance(spec[0], str):
                     raise ParameterError(
                         f"feature entry {f!r} is not a name, (name, transform) or (name, transform, scaling)."
                     )
@@ -333,6 +431,10 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
                 if sc not in SCALINGS:
                     raise ParameterError(f"scaling {sc!r} for feature {name!r} is not known; use one of {SCALINGS}.")
                 feats.append((name, tr, sc))
+            names = [n for n, _, _ in feats]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ParameterError(f"features name {twice} more than once; give every feature once.")
             missing = [n for n, _, _ in feats if n not in cols]
             if missing:
                 raise SchemaError(f"profiles lack the feature column(s) {missing}; available: {cols[:30]}.")
@@ -347,8 +449,8 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
         if col.null_count:
             mask = pc.is_null(col).to_numpy(zero_copy_only=False).view(np.uint8)
             col = pc.fill_null(col, 0)
-        if col.type != pa.float64():
-            col = pc.cast(col, pa.float64())
+        if col.type != pa.float64():  # integers beyond 2**53 lose their last digits (a safe cast would refuse them)
+            col = pc.cast(col, pa.float64(), safe=not pa.types.is_integer(col.type))
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
         return col.to_numpy(zero_copy_only=False), mask
@@ -379,9 +481,16 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
                 v = v[mask == 0]
             if v.size:
                 moments.count[j] = v.size
-                moments.mean[j] = v.mean()
-                moments.m2[j] = ((v - moments.mean[j]) ** 2).sum()
+                with np.errstate(over="ignore", invalid="ignore"):
+                    moments.mean[j] = v.mean()
+                    moments.m2[j] = ((v - moments.mean[j]) ** 2).sum()
                 moments.max[j] = v.max()
+                if not (np.isfinite(moments.mean[j]) and np.isfinite(moments.m2[j])):
+                    raise DataError(
+                        f"feature column {name!r}: values up to {v.max():.3g} (in magnitude "
+                        f"{np.abs(v).max():.3g}) are too large to scale: their mean or variance exceeds the float64 "
+                        f"range; use the log1p transform for it (features=[({name!r}, 'log1p')]) or rescale it."
+                    )
             sketches.append(QuantileSketch(self.sketch_alpha).update(v) if self._needs_sketch(sc) else None)
         return ScorerState(feats, moments, n_never, sketches)
 
@@ -441,7 +550,7 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
                     # ranks are taken on bucket coordinates: values the sketch cannot tell
                     # apart tie exactly and share the middle rank of their bucket
                     knots[j] = sk.quantiles(grid, as_coords=True)
-        w = _default_weights(names) if self.weights is None else dict(self.weights)
+        w = _default_weights(names) if self.weights is None else self._check_weights()
         unknown = set(w) - set(names)
         if unknown:
             raise ParameterError(f"weights name unknown feature(s) {sorted(unknown)}; features: {names}.")
@@ -515,14 +624,44 @@ class FeatureScorer(TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_json(cls, text):
-        d = json.loads(text)
-        if d.get("format") != "segone-scorer":
+        """The scorer of :meth:`to_json`.
+
+        Every field is checked (its type, its shape, finiteness and sign):
+        a malformed document raises :class:`~segone.errors.ModelFormatError`
+        naming the field, never a scorer that makes NaN or infinite features.
+        """
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise ParameterError(f"FeatureScorer.from_json expects the JSON text (str), got {type(text).__name__}.")
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelFormatError(
+                f"scorer document: not valid JSON ({exc}); the file is truncated or corrupt."
+            ) from None
+        if not isinstance(d, dict) or d.get("format") != "segone-scorer":
             raise ParameterError("not a segone scorer document (format field missing or wrong).")
         if d.get("version") != FORMAT_VERSION:
             raise ParameterError(
                 f"scorer document version {d.get('version')} is not supported (this segone reads version "
                 f"{FORMAT_VERSION}); refit the scorer."
             )
-        state = ScorerState.from_dict(d["state"])
-        sc = cls([tuple(f) for f in state.features], **d["params"])
-        return sc.fit_state(state)
+        state = ScorerState.from_dict(d.get("state"))
+        params = _check_params_doc(d.get("params"), [f[0] for f in state.features])
+        bad = [j for j, sk in enumerate(state.sketches) if sk is not None and sk.alpha != params["sketch_alpha"]]
+        if bad:
+            raise ModelFormatError(
+                f"scorer document: field 'state.sketches[{bad[0]}]' has alpha {state.sketches[bad[0]].alpha} but "
+                f"params.sketch_alpha is {params['sketch_alpha']}; the document is corrupt or was edited."
+            )
+        sc = cls([tuple(f) for f in state.features], **params)
+        sc.fit_state(state)
+        for attr in ("fill_", "center_", "scale_", "weights_", "knots_"):
+            v = getattr(sc, attr)
+            if not np.isfinite(v).all() or (attr == "scale_" and (v <= 0).any()):
+                j = int(np.flatnonzero(~np.isfinite(v) | ((v <= 0) if attr == "scale_" else False))[0] //
+                        (v.shape[1] if v.ndim == 2 else 1))  # fmt: skip
+                raise ModelFormatError(
+                    f"scorer document: the statistics of feature {sc.feature_names_out_[j]!r} give a non-finite "
+                    f"{attr.rstrip('_')}; the document is corrupt or was edited: refit the scorer."
+                )
+        return sc

@@ -432,7 +432,13 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         if isinstance(self.init, str):
             check_choice(self.init, "init", ("k-means++", "random"))
         else:
-            init = np.asarray(self.init)
+            try:
+                init = np.asarray(self.init, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ParameterError(
+                    f"init must be 'k-means++', 'random' or an array of numbers of shape (n_clusters, n_features) = "
+                    f"({k}, {d}); it cannot be read as numbers: {exc}"
+                ) from None
             if init.shape != (k, d):
                 raise ParameterError(
                     f"init array has shape {init.shape}, expected (n_clusters, n_features) = ({k}, {d})."

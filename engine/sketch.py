@@ -166,9 +166,29 @@ class QuantileSketch:
         }
 
     @classmethod
-    def from_dict(cls, d):
-        s = cls(d["alpha"], d["min_value"])
-        s.pos_keys, s.pos_counts = (np.asarray(a, dtype=np.int64) for a in d["pos"])
-        s.neg_keys, s.neg_counts = (np.asarray(a, dtype=np.int64) for a in d["neg"])
-        s.zero_count = int(d["zero"])
+    def from_dict(cls, d, where="quantile sketch"):
+        """The sketch of :meth:`to_dict`; every field is checked (ModelFormatError naming it)."""
+        from segone._validation import check_stored_array, check_stored_number
+        from segone.errors import ModelFormatError
+
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{where}: expected an object, got {type(d).__name__}.")
+        alpha = check_stored_number(d.get("alpha"), "alpha", where, low=0.0, high=0.5, low_inclusive=False)
+        min_value = check_stored_number(d.get("min_value"), "min_value", where, low=0.0, low_inclusive=False)
+        s = cls(alpha, min_value)
+        top = int(np.floor(np.log(np.finfo(np.float64).max) / s.log_gamma)) - 1  # larger keys overflow exp()
+        for side in ("pos", "neg"):
+            pair = d.get(side)
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ModelFormatError(f"{where}: field {side!r} must be [keys, counts], got {pair!r:.80}.")
+            keys = check_stored_array(pair[0], f"{side} keys", where, integer=True)
+            counts = check_stored_array(pair[1], f"{side} counts", where, length=len(keys), low=1, integer=True)
+            if keys.size and ((np.diff(keys) <= 0).any() or keys[0] < s.min_key or keys[-1] > top):
+                raise ModelFormatError(
+                    f"{where}: field '{side} keys' must be strictly increasing bucket keys in [{s.min_key}, {top}]; "
+                    "the document is corrupt or was edited: write it again."
+                )
+            setattr(s, f"{side}_keys", keys)
+            setattr(s, f"{side}_counts", counts)
+        s.zero_count = check_stored_number(d.get("zero"), "zero", where, low=0, integer=True)
         return s

@@ -25,8 +25,6 @@ a Parquet dataset and renames it into place only when complete.
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +34,7 @@ import pyarrow.parquet as pq
 
 from segone._validation import check_int
 from segone.errors import ParameterError
+from segone.io import atomic_directory, check_output
 
 BLOCK_CUSTOMERS = 65_536
 ID_OFFSET = 10_000_000
@@ -414,13 +413,16 @@ def write_dataset(
     )
     customers_per_file = check_int(customers_per_file, "customers_per_file", low=1)
     path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path):
-        if not overwrite:
-            raise ParameterError(f"{path} already exists; choose a new directory or pass overwrite=True.")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".segone-synth-", dir=parent)
-    os.chmod(tmp, 0o755)
+    if os.path.exists(path) and not overwrite:
+        raise ParameterError(f"{path} already exists; choose a new directory or pass overwrite=True.")
+    # written into a temporary directory next to `path` and renamed into place, holding the output's lock
+    with check_output(path, (), overwrite, name="path"), atomic_directory(path, overwrite=True) as tmp:
+        return _write_dataset(tmp, n_customers, seed, end, end_us, rate_scale, events_scale, tx_per_customer,
+                              customers_per_file, progress, personal_data)  # fmt: skip
+
+
+def _write_dataset(tmp, n_customers, seed, end, end_us, rate_scale, events_scale, tx_per_customer, customers_per_file,
+                   progress, personal_data):  # fmt: skip
     blocks_per_file = max(1, customers_per_file // BLOCK_CUSTOMERS)
     counts = {"transactions": 0, "events": 0, "customers": 0, "truth": 0}
     names = ("transactions", "events", "customers", "truth")
@@ -473,16 +475,12 @@ def write_dataset(
             manifest["personal_data"] = list(PERSONAL_COLUMNS)
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=2)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
     except BaseException:
         for w in writers or ():
             try:
                 w.close()
             except Exception:  # noqa: BLE001 - already failing; the directory is removed next
                 pass
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
 
@@ -655,13 +653,9 @@ def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kw
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not overwrite:
         raise ParameterError(f"{path} already exists; choose a new directory or pass overwrite=True.")
-    data = generate_periods(n_customers, periods=periods, **kwargs)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".segone-synth-", dir=parent)
-    os.chmod(tmp, 0o755)
     manifests = []
-    try:
+    with check_output(path, (), overwrite, name="path"), atomic_directory(path, overwrite=True) as tmp:
+        data = generate_periods(n_customers, periods=periods, **kwargs)
         for p, d in enumerate(data):
             base = os.path.join(tmp, f"period-{p}")
             counts = {}
@@ -678,10 +672,4 @@ def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kw
             with open(os.path.join(base, "manifest.json"), "w") as f:
                 json.dump(manifest, f, indent=2)
             manifests.append(manifest)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifests

@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 
 from segone._state import State, array_from_data, array_to_data
 from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError, examples
+from segone.io import to_float64
 from segone.sketch import QuantileSketch
 
 STATUSES = ("stayed", "moved", "new", "gone")
@@ -507,7 +508,7 @@ def _spend_values(table, spend):
     col = table.column(spend)
     if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
         raise SchemaError(f"spend column {spend!r} has type {col.type}; expected numbers.")
-    return pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy()
+    return pc.fill_null(to_float64(col), np.nan).to_numpy()
 
 
 @dataclass
@@ -827,7 +828,7 @@ class Contingency(State):
         new = pc.fill_null(_column(piece, "segment", "moves"), -1).to_numpy().astype(np.int64)
         sv = None
         if spend is not None and spend in piece.column_names:
-            sv = pc.fill_null(pc.cast(piece.column(spend), pa.float64()), 0.0).to_numpy()
+            sv = pc.fill_null(to_float64(piece.column(spend)), 0.0).to_numpy()
         return cls.of_arrays(prev, new, sv)
 
     @classmethod
@@ -1111,7 +1112,7 @@ class FeatureHistogram(State):
                 missing.append(0)
             else:
                 col = table.column(f)
-                v = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False) if col.num_chunks else np.empty(0)
+                v = to_float64(col).to_numpy(zero_copy_only=False) if col.num_chunks else np.empty(0)
                 v = np.asarray(v, dtype=np.float64)
                 ok = np.isfinite(v)
                 sk.update(v[ok])
@@ -1137,10 +1138,27 @@ class FeatureHistogram(State):
 
     @classmethod
     def _from_data(cls, d):
+        from segone._validation import check_stored_array, check_stored_number
+
+        where = "feature histogram"
         feats = d["features"]
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ValueError("features must be a list of names")
-        return cls(feats, [QuantileSketch.from_dict(s) for s in d["sketches"]], d["missing"], d["alpha"])
+        alpha = check_stored_number(d.get("alpha"), "alpha", where, low=0.0, high=0.5, low_inclusive=False)
+        missing = check_stored_array(d.get("missing"), "missing", where, length=len(feats), low=0, integer=True)
+        sk = d.get("sketches")
+        if not isinstance(sk, list) or len(sk) != len(feats):
+            raise ModelFormatError(
+                f"{where}: field 'sketches' must be a list of {len(feats)} sketches (one per feature)."
+            )
+        sketches = [QuantileSketch.from_dict(s, f"{where}: sketches[{j}]") for j, s in enumerate(sk)]
+        if any(s.alpha != alpha for s in sketches):
+            raise ModelFormatError(f"{where}: the sketches' alpha differs from field 'alpha' ({alpha}).")
+        rows = {s.count + int(m) for s, m in zip(sketches, missing)}
+        if len(rows) > 1:
+            raise ModelFormatError(f"{where}: the features count different numbers of rows ({sorted(rows)[:5]}); "
+                                   "every feature sees every row.")  # fmt: skip
+        return cls(feats, sketches, missing, alpha)
 
 
 def _bucket_table(sketch):
@@ -1633,6 +1651,15 @@ def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_col
     >>> sorted(os.listdir(c.out)), c.summary["customers"]["common"]
     (['migration.parquet', 'moves.parquet', 'tracking.json'], 2000)
     """
+    from segone.io import check_output
+
+    # checked and locked before any work: writable, neither run's directory, not written by another run
+    with check_output(out_dir, (), overwrite, others=[("old output", old_dir), ("new output", new_dir)]):
+        return _compare_outputs(old_dir, new_dir, out_dir, id_column=id_column, match=match, spend=spend,
+                                overwrite=overwrite)  # fmt: skip
+
+
+def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, overwrite):
     from segone.io import atomic_directory, write_json, write_parquet
 
     probe = [spend] if spend is not None else ["spend", "spend_total"]

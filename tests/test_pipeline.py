@@ -113,7 +113,7 @@ def test_atomic_directory_restores_previous_output(tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(io.os, "replace", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(segone.errors.OutputError, match="No space left"):  # an OSError never reaches the user raw
         with io.atomic_directory(out, overwrite=True) as tmp:
             (tmp_path / tmp / "new.txt").write_text("new")
     assert (out / "keep.txt").read_text() == "previous"

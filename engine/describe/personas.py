@@ -41,7 +41,7 @@ from segone._state import State
 from segone._threads import effective_n_threads
 from segone._validation import check_float, check_int
 from segone.errors import NotFittedError, ParameterError, SchemaError
-from segone.io import read_table
+from segone.io import read_table, to_float64
 from segone.score import FeatureScorer, ScalerState, ScorerState
 from segone.sketch import QuantileSketch
 
@@ -279,7 +279,7 @@ class PersonaModel:
         moments = ScalerState(len(names))
         sketches = []
         for j, name in enumerate(names):
-            v = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+            v = to_float64(table.column(name)).to_numpy(zero_copy_only=False)
             v = v[np.isfinite(v)]
             if v.size:
                 moments.count[j], moments.mean[j] = v.size, v.mean()
@@ -352,7 +352,7 @@ class PersonaModel:
         for name in names:
             c = table.column(name)
             c = c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
-            v = (c if c.type == pa.float64() else pc.cast(c, pa.float64())).to_numpy(zero_copy_only=False)
+            v = to_float64(c).to_numpy(zero_copy_only=False)
             if c.null_count or (pa.types.is_floating(c.type) and not np.isfinite(v).all()):
                 clean[name] = np.flatnonzero(~np.isfinite(v))
                 v = v.copy()

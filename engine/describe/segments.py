@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from segone._state import State, array_from_data, array_to_data
 from segone._validation import check_int
-from segone.errors import ParameterError
+from segone.errors import DataError, ParameterError
 from segone.io import read_table
 from segone.sketch import QuantileSketch
 
@@ -190,6 +190,14 @@ class SegmentStats(State):
     def finish(self, rules=None):
         """The segment table (see the module docstring); ``rules`` replaces :data:`DEFAULT_LABEL_RULES`."""
         k = self.k
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.abs(self.sums).sum(axis=0)
+        if self.sums.size and not np.isfinite(total).all():  # sums of finite values that left the float64 range
+            j = int(np.flatnonzero(~np.isfinite(total))[0])
+            raise DataError(
+                f"profiles.{self.columns[j]}: the values of the customers add up beyond the float64 range (1.8e308), "
+                "so the segment means would be infinite; rescale that column (e.g. divide by 1e6)."
+            )
         seg_mean, base_mean = self.means()
         with np.errstate(invalid="ignore", divide="ignore"):
             lift = np.where(np.abs(base_mean) > 1e-12, seg_mean / base_mean, np.nan)
