@@ -354,7 +354,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     # SEGMENT: learn on a customer-hash sample in customer-id order, refine on every part;
     # with a previous run, start from its segments
     t0 = time.perf_counter()
-    cid = _profile.resolve_schema(schema)["customer_id"]
+    cid = "customer_id"  # profiles (and every output) name the id so, whatever the input column
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
                                                               id_column=cid, spend="spend")  # fmt: skip
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
@@ -553,7 +553,7 @@ def _third(triple):
 
 def _fit_sample(eng, profiles, X, fraction, seed, schema):
     """The segmenter's fit rows: the customer-hash sample of every part, in customer-id order."""
-    cid = _profile.resolve_schema(schema)["customer_id"]
+    cid = "customer_id"  # profiles (and every output) name the id so, whatever the input column
     parts = eng.gather(eng.map(_sample_part, profiles, X, fraction=fraction, seed=seed, cid=cid))
     if len(parts) == 1:
         return parts[0][0]  # one part: its rows are in customer-id order already

@@ -221,3 +221,11 @@ def test_clusters_auto_finds_the_six_latent_segments(tmp_path):
         segone.run(d.transactions.slice(0, 10), tmp_path / "x", "auto", k_max=20)
     r = CliRunner().invoke(main, ["run", str(tmp_path / "none"), "-o", str(tmp_path / "y"), "-k", "lots"])
     assert r.exit_code == 2
+
+
+def test_run_with_a_renamed_customer_id_column(tmp_path):
+    """schema= maps the input columns; every output still names the id customer_id."""
+    d = segone.synth.generate(1500, seed=2)
+    tx = d.transactions.rename_columns(["user" if c == "customer_id" else c for c in d.transactions.column_names])
+    res = segone.run(tx, tmp_path / "o", 3, schema={"customer_id": "user"})
+    assert res.assignments.column_names[0] == "customer_id" and res.assignments.num_rows == 1500
