@@ -724,7 +724,17 @@ def _to_log_space(th, f_nat, g_nat, H_nat=None):
     return f_nat, g, H
 
 
-class _BGNBDLikelihood:
+class _Likelihood:
+    """Objective of a fit in log-parameters: ``_terms(u, order)`` gives (value, gradient[, Hessian])."""
+
+    def value_grad(self, u):
+        return self._terms(u, 1)
+
+    def hessian(self, u):
+        return self._terms(u, 2)[2]
+
+
+class _BGNBDLikelihood(_Likelihood):
     """Mean negative log-likelihood of BG/NBD over weighted patterns, plus lifetimes' L2 penalty.
 
     Per pattern (x, tx, T) with weight w (Fader, Hardie & Lee 2005, eq. 6):
@@ -808,17 +818,11 @@ class _BGNBDLikelihood:
         Hf = -H / N + 2 * self.pen * np.eye(4)
         return _to_log_space(th, f, gf, Hf)
 
-    def value_grad(self, u):
-        return self._terms(u, 1)
-
-    def hessian(self, u):
-        return self._terms(u, 2)[2]
-
     def log_likelihood(self, u):
         return -(self._terms(u, 1)[0] - self.pen * _dot(np.exp(u), np.exp(u))) * self.N
 
 
-class _GGLikelihood:
+class _GGLikelihood(_Likelihood):
     """Mean negative log-likelihood of Gamma-Gamma (Hardie's note 025, eq. 1a), plus lifetimes' L2 penalty.
 
         LL = lnG(px+q) - lnG(px) - lnG(q) + q ln v + (px-1) ln m + px ln x - (px+q) ln(xm+v)
@@ -876,12 +880,6 @@ class _GGLikelihood:
         H[1, 0], H[2, 0], H[2, 1] = H[0, 1], H[0, 2], H[1, 2]
         Hf = -H / N + 2 * self.pen * np.diag(self.ps**2)
         return _to_log_space(th, f, gf, Hf)
-
-    def value_grad(self, u):
-        return self._terms(u, 1)
-
-    def hessian(self, u):
-        return self._terms(u, 2)[2]
 
     def log_likelihood(self, u):
         ths = np.exp(u) * self.ps

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from segone._backend import get_kernels
 from segone.describe import _sentences
+from segone.describe.segments import categorical_columns, numeric_columns
 from segone._state import State
 from segone._threads import effective_n_threads
 from segone._validation import check_float, check_int
@@ -90,7 +91,6 @@ DEFAULT_PHRASES = [
 ]  # fmt: skip
 CATEGORY_PHRASE = "{name}: "  # followed by the customer's value
 NOTHING = "A typical customer: nothing stands out from the base."
-_SKIP = ("customer_id", "first_purchase", "last_purchase")  # never described
 _KINDS = ("none", "value", "ratio", "pct", "top", "bottom", "category")
 
 
@@ -247,8 +247,7 @@ class PersonaModel:
     @staticmethod
     def numeric_columns(table):
         """The profile columns described by percentiles (every integer or float column but ids and times)."""
-        return [f.name for f in table.schema if f.name not in _SKIP and
-                (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]  # fmt: skip
+        return numeric_columns(table)
 
     def _categorical_columns(self, table):
         if self.categorical is not None:
@@ -258,9 +257,7 @@ class PersonaModel:
                     f"categorical column(s) {missing} are not in the profiles; found {table.column_names[:30]}."
                 )
             return list(self.categorical)
-        return [f.name for f in table.schema if f.name not in _SKIP and (
-            pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
-            or pa.types.is_boolean(f.type))]  # fmt: skip
+        return categorical_columns(table)
 
     def _scorer(self, names):
         return FeatureScorer([(n, "identity", "quantile") for n in names], clip=None,

@@ -60,12 +60,14 @@ DEFAULT_LABEL_RULES = {
 }  # fmt: skip
 
 
-def _numeric_columns(table):
+def numeric_columns(table):
+    """Integer and float profile columns, ids and timestamps left out."""
     return [f.name for f in table.schema if f.name not in _SKIP and
             (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]  # fmt: skip
 
 
-def _categorical_columns(table):
+def categorical_columns(table):
+    """String, dictionary and boolean profile columns, ids left out."""
     return [f.name for f in table.schema if f.name not in _SKIP and (
         pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
         or pa.types.is_boolean(f.type))]  # fmt: skip
@@ -120,9 +122,9 @@ class SegmentStats(State):
             )
         if labels.size and (labels.max() >= k or labels.min() < -1):
             raise ParameterError(f"labels must lie in -1..{k - 1}; found {labels.min()}..{labels.max()}.")
-        cols = list(columns) if columns is not None else _numeric_columns(profiles)
+        cols = list(columns) if columns is not None else numeric_columns(profiles)
         med = [c for c in SUMMARY_COLUMNS if c in cols]
-        cats = list(categorical) if categorical is not None else _categorical_columns(profiles)
+        cats = list(categorical) if categorical is not None else categorical_columns(profiles)
         missing = [c for c in cols + cats if c not in profiles.column_names]
         if missing:
             raise ParameterError(f"profiles lack the column(s) {missing}; found {profiles.column_names[:30]}.")
