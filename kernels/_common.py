@@ -395,3 +395,26 @@ def prepare_score_inputs(cols, masks, X, log1p, fill, lo, hi, quantile, knots, c
     lut, lut_off, lut_low, lut_len = rank_tables(per_feature[4], knots)
     # kernel order: log1p, fill, lo, hi, quantile, lut, lut_off, lut_low, lut_len, center, scale, weight
     return cols, masks, per_feature[:5] + [lut, lut_off, lut_low, lut_len] + per_feature[5:]
+
+
+def prepare_persona_inputs(cols, lut, lut_off, lut_low, lut_len, S):
+    """Checked, typed inputs of the compiled persona strength kernels: ``(cols, (lut, off, low, len))``."""
+    n, d2 = S.shape
+    if S.dtype != np.float32 or not S.flags.c_contiguous:
+        raise ValueError("S must be a C-contiguous float32 array")
+    if len(cols) > d2:
+        raise ValueError(f"{len(cols)} columns do not fit in S with {d2} columns")
+    cols = [np.ascontiguousarray(c, dtype=np.float64) for c in cols]
+    if any(c.shape != (n,) for c in cols):
+        raise ValueError(f"every column must have shape ({n},)")
+    d = len(cols)
+    lut = np.ascontiguousarray(lut, dtype=np.float32)
+    lut_off, lut_len = (np.ascontiguousarray(a, dtype=np.int64) for a in (lut_off, lut_len))
+    lut_low = np.ascontiguousarray(lut_low, dtype=np.float64)
+    if any(a.shape != (d,) for a in (lut_off, lut_low, lut_len)):
+        raise ValueError(f"lut_off, lut_low and lut_len must have length {d}")
+    if ((lut_len > 0) & ((lut_off < 0) | (lut_off + lut_len > lut.size))).any():
+        raise ValueError("a feature's table lies outside lut")
+    if lut.size == 0:
+        lut = np.zeros(1, dtype=np.float32)
+    return cols, (lut, lut_off, lut_low, lut_len)

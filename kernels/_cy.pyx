@@ -805,7 +805,8 @@ def _top_traits_kernel(
 
 from segone.kernels._common import (
     MB_OVERFLOW, centering, chunk_plan, kernel_transform, merge_partials, minibatch_scratch, overflow_error,
-    owner_ranges, partial_buffers, prepare_blocked, prepare_profile_inputs, prepare_score_inputs,
+    owner_ranges, partial_buffers, prepare_blocked, prepare_persona_inputs, prepare_profile_inputs,
+    prepare_score_inputs,
     profile_outputs,
 )
 
@@ -952,3 +953,53 @@ def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=1):
         return
     _top_traits_kernel(S, np.ascontiguousarray(group, dtype=np.int32), int(n_groups), float(min_strength), idx,
                        val, max(1, int(n_threads)))
+
+
+
+# ---------------------------------------------------------------------------
+# Personas: trait strengths of the numeric columns by table lookup (see the Numba twin)
+def _persona_kernel(
+    const unsigned long long[::1] col_ptrs,   # IN (D,) addresses of (N,) float64 columns
+    const float[::1] lut, const long long[::1] lut_off, const double[::1] lut_low, const long long[::1] lut_len,
+    double log_gamma, double min_value, double min_key,
+    float[:, ::1] S,                          # OUT (N, D2) columns 0..D-1
+    int n_threads,
+):
+    cdef Py_ssize_t n = S.shape[0]
+    cdef Py_ssize_t d = col_ptrs.shape[0]
+    cdef Py_ssize_t n_blocks = (n + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
+    cdef Py_ssize_t b, i, j, r0, r1
+    cdef long long ci, ln, off
+    cdef double v, low
+    cdef const double* col
+    cdef float NAN_F = <float> (INFINITY - INFINITY)
+    with nogil:
+        for b in prange(n_blocks, schedule="static", num_threads=n_threads):
+            r0 = b * ASSIGN_BLOCK
+            r1 = min(r0 + ASSIGN_BLOCK, n)
+            for j in range(d):
+                col = <const double*> col_ptrs[j]
+                ln = lut_len[j]
+                off = lut_off[j]
+                low = lut_low[j]
+                for i in range(r0, r1):
+                    v = col[i]
+                    if ln == 0 or not (v - v == 0):  # NaN or infinity: no trait
+                        S[i, j] = NAN_F
+                        continue
+                    ci = <long long> (_bucket_coord(v, log_gamma, min_value, min_key) - low)
+                    if ci < 0:
+                        ci = 0
+                    elif ci >= ln:
+                        ci = ln - 1
+                    S[i, j] = lut[off + ci]
+
+
+def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads=1):
+    """Trait strengths by table lookup; see ``segone.kernels.reference.persona_strengths``."""
+    cols, tables = prepare_persona_inputs(cols, lut, lut_off, lut_low, lut_len, S)
+    if not cols or S.shape[0] == 0:
+        return
+    col_ptrs = np.array([c.ctypes.data for c in cols], dtype=np.uint64)
+    lg, mv, mk = (float(b) for b in bucket)
+    _persona_kernel(col_ptrs, *tables, lg, mv, mk, S, max(1, int(n_threads)))

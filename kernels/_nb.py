@@ -14,7 +14,8 @@ from numba import njit, prange
 
 from segone.kernels._common import (
     MB_OVERFLOW, centering, chunk_plan, kernel_transform, merge_partials, overflow_error, owner_ranges,
-    partial_buffers, prepare_centroids, prepare_profile_inputs, prepare_score_inputs, profile_outputs,
+    partial_buffers, prepare_centroids, prepare_persona_inputs, prepare_profile_inputs, prepare_score_inputs,
+    profile_outputs,
 )
 
 # reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
@@ -618,37 +619,41 @@ def score_columns(cols, masks, log1p, fill, lo, hi, quantile, knots, center, sca
 def _top_traits_kernel(S, group, n_groups, min_strength, idx, val):
     n, d = S.shape
     k = idx.shape[1]
-    for i in prange(n):
-        best = np.full(max(n_groups, 1), np.float32(-1.0))
-        col = np.full(max(n_groups, 1), -1, dtype=np.int64)
-        for j in range(d):
-            v = S[i, j]
-            if v != v:
-                continue
-            a = abs(v)
-            if a >= min_strength and a > best[group[j]]:
-                best[group[j]] = a
-                col[group[j]] = j
-        m = 0
-        for g in range(n_groups):
-            if col[g] < 0:
-                continue
-            a = best[g]
-            if m == k and not (a > abs(val[i, k - 1])):
-                continue
-            p = m if m < k else k - 1
-            while p > 0 and a > abs(val[i, p - 1]):
-                if p < k:
-                    idx[i, p] = idx[i, p - 1]
-                    val[i, p] = val[i, p - 1]
-                p -= 1
-            idx[i, p] = col[g]
-            val[i, p] = S[i, col[g]]
-            if m < k:
-                m += 1
-        for p in range(m, k):
-            idx[i, p] = -1
-            val[i, p] = np.nan
+    n_blocks = (n + ASSIGN_BLOCK - 1) // ASSIGN_BLOCK
+    for b in prange(n_blocks):
+        best = np.empty(max(n_groups, 1), dtype=np.float32)  # scratch per block, not per row
+        col = np.empty(max(n_groups, 1), dtype=np.int64)
+        for i in range(b * ASSIGN_BLOCK, min((b + 1) * ASSIGN_BLOCK, n)):
+            best[:] = -1.0
+            col[:] = -1
+            for j in range(d):
+                v = S[i, j]
+                if v != v:
+                    continue
+                a = abs(v)
+                if a >= min_strength and a > best[group[j]]:
+                    best[group[j]] = a
+                    col[group[j]] = j
+            m = 0
+            for g in range(n_groups):
+                if col[g] < 0:
+                    continue
+                a = best[g]
+                if m == k and not (a > abs(val[i, k - 1])):
+                    continue
+                p = m if m < k else k - 1
+                while p > 0 and a > abs(val[i, p - 1]):
+                    if p < k:
+                        idx[i, p] = idx[i, p - 1]
+                        val[i, p] = val[i, p - 1]
+                    p -= 1
+                idx[i, p] = col[g]
+                val[i, p] = S[i, col[g]]
+                if m < k:
+                    m += 1
+            for p in range(m, k):
+                idx[i, p] = -1
+                val[i, p] = np.nan
 
 
 def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=1):
@@ -659,5 +664,43 @@ def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=1):
     try:
         _top_traits_kernel(S, np.ascontiguousarray(group, dtype=np.int32), int(n_groups), np.float32(min_strength),
                            idx, val)
+    finally:
+        numba.set_num_threads(prev)
+
+
+@njit(parallel=True, **_jit_exact)
+def _persona_kernel(cols, lut, lut_off, lut_low, lut_len, lg, min_value, min_key, S, n_blocks):
+    n = S.shape[0]
+    d = len(cols)
+    for b in prange(n_blocks):
+        r0 = b * ASSIGN_BLOCK
+        r1 = min(r0 + ASSIGN_BLOCK, n)
+        for j in range(d):
+            col = cols[j]
+            ln = lut_len[j]
+            off = lut_off[j]
+            low = lut_low[j]
+            for i in range(r0, r1):
+                v = col[i]
+                if ln == 0 or not np.isfinite(v):
+                    S[i, j] = np.nan
+                    continue
+                ci = np.int64(_bucket_coord(v, lg, min_value, min_key) - low)
+                if ci < 0:
+                    ci = 0
+                elif ci >= ln:
+                    ci = ln - 1
+                S[i, j] = lut[off + ci]
+
+
+def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads=1):
+    """Trait strengths by table lookup; see ``segone.kernels.reference.persona_strengths``."""
+    cols, tables = prepare_persona_inputs(cols, lut, lut_off, lut_low, lut_len, S)
+    if not cols or S.shape[0] == 0:
+        return
+    prev = _set_threads(n_threads)
+    try:
+        lg, mv, mk = (float(b) for b in bucket)
+        _persona_kernel(numba.typed.List(cols), *tables, lg, mv, mk, S, -(-S.shape[0] // ASSIGN_BLOCK))
     finally:
         numba.set_num_threads(prev)

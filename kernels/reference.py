@@ -430,3 +430,31 @@ def top_traits(S, group, n_groups, min_strength, k, idx, val, n_threads=None):
             idx[i, m] = col[g]
             val[i, m] = S[i, col[g]]
             m += 1
+
+
+def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads=None):
+    """Signed trait strengths of the numeric profile columns, by table lookup.
+
+    Parameters
+    ----------
+    cols : list of D (N,) float64 arrays     # IN  NaN / infinity = no value
+    lut : (L,) float32                       # IN  strength of every bucket coordinate, all features end to end
+    lut_off, lut_low, lut_len : (D,)         # IN  feature j's table: lut[lut_off[j] : lut_off[j] + lut_len[j]]
+                                             #     holds the coordinates lut_low[j], lut_low[j] + 1, ...
+    bucket : (log_gamma, min_value, min_key) # the quantile sketch's buckets (see ``bucket_coords``)
+    S : (N, D2) float32, D2 >= D             # OUT columns 0..D-1 (the others are left alone)
+
+    A value's strength is its bucket coordinate's table entry; coordinates
+    below or above the table take its first or last entry.  A non-finite
+    value, or a feature with an empty table, gives NaN (no trait).
+    """
+    n = S.shape[0]
+    for j in range(len(cols)):
+        v = np.asarray(cols[j], dtype=np.float64)
+        out = np.full(n, np.nan, dtype=np.float32)
+        if lut_len[j] > 0:
+            fin = np.isfinite(v)
+            c = bucket_coords(np.where(fin, v, 0.0), *bucket)
+            ci = np.clip(c - lut_low[j], 0, lut_len[j] - 1).astype(np.int64)
+            out[fin] = lut[lut_off[j] + ci[fin]]
+        S[:, j] = out

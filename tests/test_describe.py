@@ -281,3 +281,116 @@ def test_sentence_kernel_equals_the_python_reference(rows, k):
     got = _sentences.build(entry, nums, cat, _sentences.compile_entries(entries), values, "Nothing.")
     want = _sentences.build_reference(entry, nums, cat, entries, values, "Nothing.")
     assert got.to_pylist() == want.to_pylist()
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 7])
+def test_sentence_kernel_in_parallel_chunks_equals_the_reference(n_chunks):
+    from segone.describe import _sentences
+
+    rng = np.random.default_rng(n_chunks)
+    entries = [(["spent ", " (x", ") ok"], ["value", "ratio"], [0, 1]), (["région: ", ""], ["category"], [0]),
+               None, (["plain"], [], [])]  # fmt: skip
+    n, k = 50, 3
+    entry = rng.integers(-1, 4, (n, k))
+    entry[entry == 2] = -1
+    entry[:5] = -1  # rows with nothing to say
+    nums = rng.normal(0, 1e4, (n, k, 2))
+    cat = rng.integers(-1, 2, (n, k))
+    values = ["nörth", "south"]
+    got = _sentences.build(entry, nums, cat, _sentences.compile_entries(entries), values, "Nothing.", n_chunks=n_chunks)
+    want = _sentences.build_reference(entry, nums, cat, entries, values, "Nothing.")
+    assert got.to_pylist() == want.to_pylist()
+
+
+def _strength_inputs(cols, alpha=0.005):
+    from segone.describe.personas import _strength_tables
+    from segone.sketch import QuantileSketch, summarise
+
+    sk = [summarise(c, alpha)[4] for c in cols]
+    tables = _strength_tables(sk, [False] * len(cols), [j % 3 == 2 for j in range(len(cols))])
+    ref_sk = QuantileSketch(alpha)
+    return tables, (ref_sk.log_gamma, ref_sk.min_value, float(ref_sk.min_key))
+
+
+STRENGTH_CASES = {
+    "random": lambda rng: [rng.lognormal(2, 2, 300), rng.normal(0, 5, 300), rng.integers(0, 9, 300).astype(float)],
+    "nan_inf_null": lambda rng: [np.array([np.nan, np.inf, -np.inf, 0.0, 1.0, 2.0] * 10)],
+    "constant": lambda rng: [np.full(50, 7.0), np.zeros(50)],
+    "all_missing": lambda rng: [np.full(20, np.nan)],
+    "one_row": lambda rng: [np.array([3.5]), np.array([-1.0])],
+    "empty": lambda rng: [np.empty(0), np.empty(0)],
+    "huge_and_tiny": lambda rng: [np.array([1e300, -1e300, 1e-300, 5e-10, -3e-12, 1.0, 1e10] * 5)],
+    "large_offset": lambda rng: [1e9 + rng.normal(0, 1, 200), 1.7e9 + np.arange(200.0)],
+    "ties": lambda rng: [np.repeat([1.0, 2.0, 3.0], 40)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRENGTH_CASES))
+def test_persona_strengths_backends_equal_reference(backend, case):
+    rng = np.random.default_rng(0)
+    cols = STRENGTH_CASES[case](rng)
+    (lut, off, low, length), bucket = _strength_inputs(cols)
+    n = cols[0].size
+    want = np.full((n, len(cols) + 1), 5.0, np.float32)  # one extra column the kernel must leave alone
+    got = want.copy()
+    ref.persona_strengths(cols, lut, off, low, length, bucket, want)
+    _kern(backend).persona_strengths(cols, lut, off, low, length, bucket, got, 2)
+    np.testing.assert_array_equal(got, want)
+    assert (got[:, -1] == 5.0).all()
+    for j, c in enumerate(cols):  # no value, no trait; every strength in [-1, 1]
+        assert np.isnan(got[~np.isfinite(c), j]).all()
+        s = got[np.isfinite(c), j]
+        assert (np.isnan(s) | ((s >= -1) & (s <= 1))).all()
+
+
+@given(hnp.arrays(np.float64, st.integers(1, 60),
+                  elements=st.one_of(st.floats(-1e12, 1e12), st.just(np.nan), st.sampled_from([0.0, 1.0, -2.5]))))
+def test_persona_strengths_are_mid_ranks(v):
+    # each finite value's strength is 2 p - 1 with p its mid-rank among the finite values (to the sketch's buckets)
+    (lut, off, low, length), bucket = _strength_inputs([v])
+    S = np.empty((v.size, 1), np.float32)
+    ref.persona_strengths([v], lut, off, low, length, bucket, S)
+    fin = np.isfinite(v)
+    w = v[fin]
+    coord = ref.bucket_coords(w, *bucket)
+    below = (coord[:, None] > coord[None, :]).sum(1)
+    same = (coord[:, None] == coord[None, :]).sum(1)
+    want = 2 * (below + 0.5 * same) / w.size - 1
+    np.testing.assert_allclose(S[fin, 0], want, atol=1e-6)
+    for backend in ("cython", "numba"):
+        got = np.empty_like(S)
+        _kern(backend).persona_strengths([v], lut, off, low, length, bucket, got, 1)
+        np.testing.assert_array_equal(got, S)
+
+
+@given(hnp.arrays(np.float64, st.integers(0, 80),
+                  elements=st.one_of(st.floats(-1e15, 1e15), st.just(np.nan), st.just(np.inf), st.just(0.0))))
+def test_summarise_equals_numpy(v):
+    from segone.sketch import summarise
+
+    cnt, mean, m2, mx, sk = summarise(v)
+    w = v[np.isfinite(v)]
+    assert cnt == w.size == sk.count
+    if w.size:
+        assert mean == pytest.approx(w.mean(), rel=1e-9, abs=1e-6 * (np.abs(w).max() + 1))
+        assert m2 == pytest.approx(((w - w.mean()) ** 2).sum(), rel=1e-6, abs=1e-6 * (np.abs(w).max() + 1) ** 2)
+        assert mx == w.max()
+        for q in (0.0, 0.1, 0.5, 0.9, 1.0):  # within the sketch's relative accuracy of the exact quantile
+            exact = np.sort(w)[int(np.floor(q * (w.size - 1)))]
+            assert abs(sk.quantile(q) - exact) <= 0.005 * abs(exact) + 1e-9
+
+
+def test_slot_values_are_gathered_by_column():
+    from segone.describe import _sentences
+
+    rng = np.random.default_rng(3)
+    cols = [rng.normal(size=40) for _ in range(5)]
+    feat = rng.integers(-1, 7, (40, 3))  # 5 and 6: categorical columns (no value)
+    got = _sentences._gather(feat, cols)
+    for i in range(40):
+        for s in range(3):
+            j = feat[i, s]
+            if 0 <= j < 5:
+                assert got[i, s] == cols[j][i]
+            else:
+                assert np.isnan(got[i, s])

@@ -10,7 +10,9 @@ the tests compare it with.
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
+from numba import njit, prange
+
+from segone._threads import effective_n_threads
 
 SEP = np.frombuffer(b"; ", dtype=np.uint8)
 
@@ -59,11 +61,12 @@ def _number(x, d, out, pos):
 
 
 @njit(cache=True, nogil=True)
-def _build(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out, offsets):
-    n, k = entry.shape
+def _build_rows(r0, r1, pos, entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing,
+                out, offsets):  # fmt: skip
+    """Rows r0..r1-1 written from out[pos]; returns the end."""
+    k = entry.shape[1]
     width = kind.shape[1]
-    pos = 0
-    for i in range(n):
+    for i in range(r0, r1):
         offsets[i] = pos
         start = pos
         for s in range(k):
@@ -97,11 +100,120 @@ def _build(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, ca
             pos += nothing.shape[0]
         elif 97 <= out[start] <= 122:  # an ASCII lower-case first letter
             out[start] -= 32
+    return pos
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _build(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out, offsets,
+           n_chunks, row_cap):  # fmt: skip
+    """Chunks of rows written in parallel, each from its own region of out, then moved together."""
+    n = entry.shape[0]
+    per = (n + n_chunks - 1) // n_chunks
+    ends = np.zeros(n_chunks, np.int64)
+    for t in prange(n_chunks):
+        r0 = min(t * per, n)
+        r1 = min(r0 + per, n)
+        ends[t] = _build_rows(r0, r1, r0 * row_cap, entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec,
+                              cat_off, cat_bytes, nothing, out, offsets)  # fmt: skip
+    pos = 0
+    for t in range(n_chunks):  # left moves only: a forward copy is safe
+        r0 = min(t * per, n)
+        r1 = min(r0 + per, n)
+        src = r0 * row_cap
+        shift = src - pos
+        if shift:
+            for b in range(src, ends[t]):
+                out[b - shift] = out[b]
+            for i in range(r0, r1):
+                offsets[i] -= shift
+        pos = ends[t] - shift
     offsets[n] = pos
     return pos
 
 
 SEP_0, SEP_1 = 59, 32
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _pct_rank(q):
+    """A share of the base as a whole percentage for "top N%": at least 1, never 0."""
+    return min(max(np.ceil(100.0 * q - 1e-9), 1.0), 100.0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _slots_kernel(feat, val, values, n_num, med, kind, entry, nums, pct):
+    n, k = feat.shape
+    width = nums.shape[2]
+    for i in range(n):
+        for s in range(k):
+            j = feat[i, s]
+            pct[i, s] = np.nan
+            for q in range(width):
+                nums[i, s, q] = 0.0
+            if j < 0:
+                entry[i, s] = -1
+                continue
+            st = np.float64(val[i, s])
+            e = 2 * j + (1 if st > 0 else 0)
+            entry[i, s] = e
+            if j >= n_num:
+                continue
+            v = values[i, s]
+            p = (st + 1.0) / 2.0
+            pct[i, s] = p
+            for q in range(width):
+                kd = kind[e, q]
+                if kd == 1:
+                    nums[i, s, q] = v
+                elif kd == 2:
+                    nums[i, s, q] = v / med[j]
+                elif kd == 3:
+                    nums[i, s, q] = v * 100.0
+                elif kd == 4:
+                    nums[i, s, q] = _pct_rank(1.0 - p)
+                elif kd == 5:
+                    nums[i, s, q] = _pct_rank(p)
+
+
+def _gather(feat, cols):
+    """values[i, s] = cols[feat[i, s]][i] (NaN where feat is -1 or past the columns), grouped by column."""
+    n, k = feat.shape
+    values = np.full((n, k), np.nan)
+    if not cols or feat.size == 0:
+        return values
+    flat = feat.ravel()
+    key = np.where((flat >= 0) & (flat < len(cols)), flat, len(cols)).astype(np.int16 if len(cols) < 32000 else np.int64)
+    order = np.argsort(key, kind="stable")  # a radix sort for 16-bit keys
+    bounds = np.searchsorted(key[order], np.arange(len(cols) + 1))
+    out = values.reshape(-1)
+    for j, col in enumerate(cols):
+        pos = order[bounds[j] : bounds[j + 1]]
+        if pos.size:
+            out[pos] = col[pos // k]
+    return values
+
+
+def slots(feat, val, cols, medians, kind):
+    """Per trait slot: (phrase entry code, placeholder numbers, value, percentile).
+
+    ``feat`` / ``val`` are the ``top_traits`` outputs (column index, -1 for
+    none, and signed strength); ``cols`` the numeric value columns (the
+    indices past them are categorical); ``kind`` the compiled entries' kind
+    codes.  The entry of column ``j`` is ``2 j`` when low, ``2 j + 1`` when
+    high; numbers: value, ratio to the median, value x 100, "top N%",
+    "bottom N%".  Values and percentiles of categorical slots are NaN.
+    """
+    n, k = feat.shape
+    width = kind.shape[1]
+    entry = np.empty((n, k), np.int64)
+    nums = np.empty((n, k, max(width, 1)))
+    pct = np.empty((n, k))
+    kind = np.ascontiguousarray(kind, np.int64) if width else np.zeros((kind.shape[0], 1), np.int64)
+    med = np.ascontiguousarray(medians, np.float64) if len(medians) else np.zeros(1)
+    feat = np.ascontiguousarray(feat, np.int64)
+    values = _gather(feat, cols)
+    _slots_kernel(feat, val, values, len(medians), med, kind, entry, nums, pct)
+    return entry, nums[:, :, :width], values, pct
 
 
 def compile_entries(entries):
@@ -128,8 +240,12 @@ def compile_entries(entries):
     return lit_off, lit_len, np.frombuffer(bytes(blob) or b"\0", np.uint8), kind[:, :width], dec[:, :width]
 
 
-def build(entry, nums, cat, compiled, cat_values, nothing):
-    """The sentences as a pyarrow StringArray (entry -1: no trait in that slot)."""
+def build(entry, nums, cat, compiled, cat_values, nothing, n_threads=None, n_chunks=None):
+    """The sentences as a pyarrow StringArray (entry -1: no trait in that slot).
+
+    Rows are written in ``n_chunks`` parallel chunks (default: one per
+    thread for large inputs), then moved together.
+    """
     lit_off, lit_len, lit_bytes, kind, dec = compiled
     n, k = entry.shape
     width = kind.shape[1]
@@ -141,14 +257,15 @@ def build(entry, nums, cat, compiled, cat_values, nothing):
     # an upper bound of the bytes: every literal, 24 bytes a number, the longest category, separators
     per_entry = lit_len.sum(axis=1) + 24 * (kind > 0).sum(axis=1) + (cat_off[1:] - cat_off[:-1]).max(initial=0)
     bound = int(per_entry.max(initial=0)) + 2
-    cap = n * max(bound * k, len(nothing_b)) + 1
+    row_cap = max(bound * k, len(nothing_b))
+    cap = n * row_cap + 1
     out = np.empty(cap, np.uint8)
     offsets = np.empty(n + 1, np.int32 if cap < 2**31 else np.int64)
     if nums.shape[2] == 0:  # a vocabulary without numbers: one unused column keeps the shapes simple
         nums = np.zeros((n, k, 1))
     end = _build(np.ascontiguousarray(entry, np.int64), np.ascontiguousarray(nums, np.float64),
                  np.ascontiguousarray(cat, np.int64), lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes,
-                 nothing_b, out, offsets)  # fmt: skip
+                 nothing_b, out, offsets, n_chunks or max(1, min(effective_n_threads(n_threads), n // 4096)), row_cap)  # fmt: skip
     typ = pa.string() if offsets.dtype == np.int32 else pa.large_string()
     arr = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(offsets), pa.py_buffer(out[:end].copy())])
     return arr.cast(pa.string()) if typ != pa.string() else arr

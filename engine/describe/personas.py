@@ -43,10 +43,8 @@ from segone._threads import effective_n_threads
 from segone._validation import check_float, check_int
 from segone.errors import NotFittedError, ParameterError, SchemaError
 from segone.io import read_table, to_float64
-from segone.score import FeatureScorer, ScalerState, ScorerState
-from segone.sketch import QuantileSketch
-
-SQRT12 = float(np.sqrt(12.0))
+from segone.score import ScalerState, ScorerState
+from segone.sketch import QuantileSketch, summarise
 
 # (pattern, group, phrase when high, phrase when low); the first matching rule wins
 DEFAULT_PHRASES = [
@@ -131,9 +129,57 @@ def _compile_phrase(template, feature, label, where):
     return lits, kinds, decs
 
 
-def _pct_rank(q):
-    """A share of the base as a whole percentage for "top N%": at least 1, never 0."""
-    return np.clip(np.ceil(100.0 * q - 1e-9), 1.0, 100.0)
+def _float_columns(table, names):
+    """The named numeric columns as contiguous float64 arrays, nulls as NaN (zero-copy where they already are)."""
+    out = []
+    for name in names:
+        c = table.column(name)
+        c = c.combine_chunks() if isinstance(c, pa.ChunkedArray) and c.num_chunks != 1 else c
+        c = c.chunk(0) if isinstance(c, pa.ChunkedArray) else c
+        out.append(np.ascontiguousarray(to_float64(c).to_numpy(zero_copy_only=False), dtype=np.float64))
+    return out
+
+
+def _map_threads(fn, items, n_threads):
+    """[fn(x) for x in items] on up to ``n_threads`` threads (fn releases the GIL)."""
+    nt = min(effective_n_threads(n_threads), len(items))
+    if nt <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(nt) as pool:
+        return list(pool.map(fn, items))
+
+
+def _strength_tables(sketches, no_high, no_low):
+    """Lookup tables of the strength ``2 p - 1`` of every bucket coordinate, per feature: (lut, off, low, len).
+
+    ``p`` is the mid-rank of the coordinate's bucket in the fitted base (the
+    share below it plus half the share in it); directions the vocabulary
+    never says (``no_high`` / ``no_low``) are NaN.  A feature without
+    values has an empty table (never a trait).
+    """
+    d = len(sketches)
+    off, low, length = np.zeros(d, np.int64), np.zeros(d), np.zeros(d, np.int64)
+    parts, pos = [], 0
+    for j, sk in enumerate(sketches):
+        if sk is None or sk.count == 0:
+            continue
+        coords, counts = sk._table(as_coords=True)
+        a, b = int(coords[0]), int(coords[-1])
+        dense = np.zeros(b - a + 1)
+        dense[(coords - a).astype(np.int64)] = counts
+        below = np.cumsum(dense) - dense
+        strength = (2.0 * (below + 0.5 * dense) / dense.sum() - 1.0).astype(np.float32)
+        if no_high[j]:
+            strength[strength > 0] = np.nan
+        if no_low[j]:
+            strength[strength < 0] = np.nan
+        parts.append(strength)
+        off[j], low[j], length[j] = pos, a, strength.size
+        pos += strength.size
+    lut = np.concatenate(parts) if parts else np.zeros(1, np.float32)
+    return lut, off, low, length
 
 
 def _rule_for(name, phrases):
@@ -259,29 +305,24 @@ class PersonaModel:
             return list(self.categorical)
         return categorical_columns(table)
 
-    def _scorer(self, names):
-        return FeatureScorer([(n, "identity", "quantile") for n in names], clip=None,
-                             weights={n: 1.0 for n in names}, backend=self.backend, n_threads=self.n_threads)  # fmt: skip
-
     def partial_state(self, profiles):
         """The mergeable :class:`PersonaState` of one piece of profiles.
 
         Percentiles are taken over the finite, non-null values of each
         feature: a missing value (null or NaN) is never a trait and never
-        shifts anyone else's percentile.
+        shifts anyone else's percentile.  One compiled pass per column gives
+        its moments and quantile sketch; columns run on ``n_threads``.
         """
         self._check_params()
         table = read_table(profiles, name="profiles")
         names = self.numeric_columns(table)
+        cols = _float_columns(table, names)
         moments = ScalerState(len(names))
         sketches = []
-        for j, name in enumerate(names):
-            v = to_float64(table.column(name)).to_numpy(zero_copy_only=False)
-            v = v[np.isfinite(v)]
-            if v.size:
-                moments.count[j], moments.mean[j] = v.size, v.mean()
-                moments.m2[j], moments.max[j] = ((v - v.mean()) ** 2).sum(), v.max()
-            sketches.append(QuantileSketch().update(v))
+        for j, (cnt, mean, m2, mx, sk) in enumerate(_map_threads(summarise, cols, self.n_threads)):
+            if cnt:
+                moments.count[j], moments.mean[j], moments.m2[j], moments.max[j] = cnt, mean, m2, mx
+            sketches.append(sk)
         feats = [(n, "identity", "quantile") for n in names]
         cats = {}
         for c in self._categorical_columns(table):
@@ -302,7 +343,6 @@ class PersonaModel:
         _check_phrases(phrases)
         self.state_ = state
         names = [] if state.scorer is None else [f[0] for f in state.scorer.features]
-        self.scorer_ = self._scorer(names).fit_state(state.scorer) if names else None
         self.features_ = names
         medians = {}
         if state.scorer is not None:
@@ -325,6 +365,8 @@ class PersonaModel:
             table.append((hi, lo))
         self.groups_ = groups
         self._phrase_table = table
+        sketches = [] if state.scorer is None else state.scorer.sketches
+        self._tables = _strength_tables(sketches, [hi is None for hi, _ in table], [lo is None for _, lo in table])
         self.medians_ = np.array([medians.get(n, np.nan) for n in names])
         limit = check_int(self.max_categories, "max_categories", low=1)
         from segone.privacy import is_personal
@@ -340,34 +382,18 @@ class PersonaModel:
         check_float(self.min_strength, "min_strength", low=0.0, high=1.0)
 
     # -- personas ---------------------------------------------------------------
-    def _strengths(self, table):
-        """(S, cols): N x D float32 strengths of the numeric features (NaN: no trait) and their float64 columns."""
+    def _strengths(self, table, n_extra=0):
+        """(S, cols): N x (D + n_extra) float32 strengths of the numeric features in the first D columns (NaN:
+        no trait, the extra columns are left for the caller) and the D float64 value columns (NaN: missing)."""
         n, names = table.num_rows, self.features_
-        if not names:
-            return np.empty((n, 0), np.float32), []
-        cols, clean = [], {}
-        for name in names:
-            c = table.column(name)
-            c = c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
-            v = to_float64(c).to_numpy(zero_copy_only=False)
-            if c.null_count or (pa.types.is_floating(c.type) and not np.isfinite(v).all()):
-                clean[name] = np.flatnonzero(~np.isfinite(v))
-                v = v.copy()
-                v[clean[name]] = np.nan
-            cols.append(v)
-        if clean:  # the transform ranks every value: give it finite ones (the missing get no trait below)
-            table = pa.table({nm: np.where(np.isfinite(cols[j]), cols[j], 0.0) if nm in clean else table.column(nm)
-                              for j, nm in enumerate(names)})  # fmt: skip
-        S = self.scorer_.transform(table)  # (rank - 0.5) * sqrt(12)
-        S *= np.float32(2.0 / SQRT12)
-        for j, name in enumerate(names):
-            if name in clean:
-                S[clean[name], j] = np.nan  # no value, no trait (e.g. never visited)
-        no_hi = np.array([hi is None for hi, _ in self._phrase_table])
-        no_lo = np.array([lo is None for _, lo in self._phrase_table])
-        if no_hi.any() or no_lo.any():  # one pass over S: directions the vocabulary never says
-            with np.errstate(invalid="ignore"):
-                S[((S > 0) & no_hi) | ((S < 0) & no_lo)] = np.nan
+        cols = _float_columns(table, names)
+        S = np.empty((n, len(names) + n_extra), dtype=np.float32)
+        if names:
+            lut, off, low, length = self._tables
+            ref = QuantileSketch()
+            get_kernels(self.backend, "persona").persona_strengths(
+                cols, lut, off, low, length, (ref.log_gamma, ref.min_value, float(ref.min_key)), S,
+                effective_n_threads(self.n_threads))  # fmt: skip
         return S, cols
 
     def personas(self, profiles, segments=None, *, id_column="customer_id", rfm=False):
@@ -384,10 +410,8 @@ class PersonaModel:
         if id_column not in table.column_names:
             raise SchemaError(f"profiles have no {id_column!r} column; found {table.column_names[:20]}.")
         n, k = table.num_rows, int(self.n_traits)
-        S, V = self._strengths(table)
         names = list(self.features_)
-        rfm_cols = self.rfm_columns(S) if rfm else {}
-        cat_cols = []  # (column, values as strings, strengths)
+        cat_cols = []  # (column, values as strings, strength of each value's code)
         for c, counts in self.categorical_.items():
             if c not in table.column_names:
                 continue
@@ -396,20 +420,21 @@ class PersonaModel:
             vals = vals if pa.types.is_string(vals.type) else pc.cast(vals, pa.string())
             vals = vals.combine_chunks() if isinstance(vals, pa.ChunkedArray) else vals
             keys = list(counts)
-            freq = np.array([counts[v] / total for v in keys] + [1.0])
-            code = pc.fill_null(pc.index_in(vals, value_set=pa.array(keys, pa.string())), len(keys))
-            s = 1.0 - 2.0 * freq[code.to_numpy(zero_copy_only=False)]
+            s = 1.0 - 2.0 * np.array([counts[v] / total for v in keys] + [1.0])
             s[s <= 0] = np.nan
-            cat_cols.append((c, vals, s.astype(np.float32)))
-        # one matrix: numeric strengths, then categorical ones; the kernel keeps each group's strongest
+            code = pc.fill_null(pc.index_in(vals, value_set=pa.array(keys, pa.string())), len(keys))
+            cat_cols.append((c, vals, s.astype(np.float32)[code.to_numpy(zero_copy_only=False)]))
+        S, V = self._strengths(table, len(cat_cols))
+        for i, (_, _, s) in enumerate(cat_cols):  # one matrix: numeric strengths, then categorical ones
+            S[:, len(names) + i] = s
+        rfm_cols = self.rfm_columns(S) if rfm else {}
+        # the kernel keeps each group's strongest member
         groups = list(self.groups_) + [f"category:{c}" for c, _, _ in cat_cols]
         gid = {g: i for i, g in enumerate(dict.fromkeys(groups))}
-        if cat_cols:
-            S = np.concatenate([S, np.column_stack([s for _, _, s in cat_cols])], axis=1)
         idx = np.empty((n, k), dtype=np.int32)
         val = np.empty((n, k), dtype=np.float32)
         get_kernels(self.backend, "persona").top_traits(
-            np.ascontiguousarray(S, dtype=np.float32), np.array([gid[g] for g in groups], dtype=np.int32), len(gid),
+            S, np.array([gid[g] for g in groups], dtype=np.int32), len(gid),
             float(self.min_strength), k, idx, val, effective_n_threads(self.n_threads))  # fmt: skip
         out = self._assemble(table, id_column, segments, idx, val, V, names, cat_cols)
         for name, col in rfm_cols.items():
@@ -451,52 +476,34 @@ class PersonaModel:
 
     def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols):
         n, k = feat.shape
-        all_names = np.asarray(names + [c for c, _, _ in cat_cols] + [""], dtype=object)
         n_num = len(names)
-        f_names, f_vals, f_pct, f_str = [], [], [], []
         entries = self._entries(cat_cols)
-        width = max((len(e[1]) for e in entries if e), default=0)
-        entry = np.full((n, k), -1, np.int64)
-        nums = np.zeros((n, k, width))
+        compiled = _sentences.compile_entries(entries)
+        # per slot: the phrase (entry) code, the numbers of its placeholders, the value and the percentile
+        entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3])
         cat = np.full((n, k), -1, np.int64)
-        cat_values, cat_codes = [], []
-        for _, vals, _ in cat_cols:  # every categorical column's values in one table, codes per row
+        cat_values = []
+        for c_i, (_, vals, _) in enumerate(cat_cols):  # every categorical column's values in one table
             enc = pc.dictionary_encode(vals)
             codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-            cat_codes.append(np.where(codes >= 0, codes + len(cat_values), -1))  # null: no value
+            codes = np.where(codes >= 0, codes + len(cat_values), -1)  # null: no value
             cat_values += [str(x) for x in enc.dictionary.to_pylist()]
-        for s in range(k):
-            j = feat[:, s]
-            is_num = (j >= 0) & (j < n_num)
-            v = np.full(n, np.nan)
-            for jj in np.unique(j[is_num]) if is_num.any() else []:
-                sel = np.flatnonzero(j == jj)
-                v[sel] = V[jj][sel]
-            strength = val[:, s].astype(np.float64)
-            pct = np.where(is_num, (strength + 1.0) / 2.0, np.nan)
-            f_names.append(all_names[np.where(j >= 0, j, len(all_names) - 1)])
-            f_vals.append(v)
-            f_pct.append(pct)
-            f_str.append(strength)
-            entry[:, s], nums[:, s, :] = self._slot_numbers(j, strength, v, pct, entries, n_num, width)
-            for c_i, codes in enumerate(cat_codes):
-                sel = j == n_num + c_i
-                cat[sel, s] = codes[sel]
+            rows, slot = np.nonzero(feat == n_num + c_i)
+            cat[rows, slot] = codes[rows]
         # traits: list<struct> of the valid slots of each row, strongest first
         okm = feat >= 0
         offsets = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(okm.sum(axis=1), out=offsets[1:])
         flat = okm.ravel()
-
-        def flat_of(parts):
-            return np.column_stack(parts).ravel()[flat]
-
+        all_names = pa.array(names + [c for c, _, _ in cat_cols], pa.string())
         traits = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
-            [pa.array(flat_of(f_names), pa.string()), pa.array(flat_of(f_vals), pa.float64(), from_pandas=True),
-             pa.array(flat_of(f_pct), pa.float64(), from_pandas=True), pa.array(flat_of(f_str), pa.float64())],
+            [all_names.take(pa.array(feat.ravel()[flat])),
+             pa.array(values.ravel()[flat], pa.float64(), from_pandas=True),
+             pa.array(pct.ravel()[flat], pa.float64(), from_pandas=True),
+             pa.array(val.ravel()[flat].astype(np.float64), pa.float64())],
             names=["feature", "value", "percentile", "strength"]))  # fmt: skip
         # the sentence: slots joined by "; ", first letter capitalised (one compiled pass)
-        summary = _sentences.build(entry, nums, cat, _sentences.compile_entries(entries), cat_values, NOTHING)
+        summary = _sentences.build(entry, nums, cat, compiled, cat_values, NOTHING, self.n_threads)
         cols = {id_column: table.column(id_column)}
         if segments is not None:
             seg = np.asarray(segments)
@@ -516,19 +523,6 @@ class PersonaModel:
             entries += [None, ([CATEGORY_PHRASE.format(name=c.replace("_", " ")), ""], ["category"], [0])]
         entries.append(None)  # the last code: no trait
         return entries
-
-    def _slot_numbers(self, j, strength, v, pct, entries, n_num, width):
-        """(entry code per row, the numbers of its placeholders) of one trait slot; -1: no trait."""
-        n = j.size
-        code = np.where(j >= 0, 2 * np.maximum(j, 0) + (strength > 0), len(entries) - 1)
-        med = np.concatenate([self.medians_, [np.nan]])[np.where((j >= 0) & (j < n_num), j, n_num)]
-        nums = np.zeros((n, width))
-        for p in range(width):
-            kind = np.array([_KINDS.index(e[1][p]) if e and p < len(e[1]) else 0 for e in entries])[code]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                nums[:, p] = np.select([kind == 1, kind == 2, kind == 3, kind == 4, kind == 5],
-                                       [v, v / med, v * 100.0, _pct_rank(1.0 - pct), _pct_rank(pct)], 0.0)  # fmt: skip
-        return np.where(j >= 0, code, -1), nums
 
 
 def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
