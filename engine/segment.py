@@ -70,10 +70,20 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, n_local_trials=None)
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
+    # centred once in float64 (exact at any offset), squared norms once: each step is one small product
+    Xc = X.astype(np.float64)
+    Xc -= Xc.mean(axis=0) if n else 0.0
+    norms = np.einsum("ij,ij->i", Xc, Xc)
+
+    def dists(rows):
+        d = norms[rows][:, None] + norms[None, :] - 2.0 * (Xc[rows] @ Xc.T)
+        np.maximum(d, 0.0, out=d)
+        return d
+
     p0 = w / w.sum() if w.sum() > 0 else None
     first = int(rng.choice(n, p=p0))
     idx = [first]
-    closest = _sq_dists(X[[first]], X)[0]
+    closest = dists([first])[0]
     pot = float((closest * w).sum())
     for _ in range(1, n_clusters):
         if pot <= 0.0:
@@ -82,9 +92,9 @@ def kmeans_plusplus(X, n_clusters, rng, sample_weight=None, n_local_trials=None)
         cum = np.cumsum(closest * w)
         cand = np.searchsorted(cum, rng.random(n_local_trials) * cum[-1], side="right")
         np.minimum(cand, n - 1, out=cand)
-        d = _sq_dists(X[cand], X)
+        d = dists(cand)
         np.minimum(d, closest[None, :], out=d)
-        pots = (d * w[None, :]).sum(1)
+        pots = d @ w
         best = int(np.argmin(pots))
         idx.append(int(cand[best]))
         closest = d[best]
@@ -293,11 +303,26 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         are preferred).
     n_init : int, default 1
         Initialisations tried.  With more than one, each seeding is refined
-        by a few Lloyd iterations on the init sample and the one with the
-        lowest sample inertia is kept (and used as the starting point).
-    refine : int, default 2
-        Full-data Lloyd passes after the mini-batch phase (0 for none).  Each
-        pass reads the data once.
+        by Lloyd iterations on the sample and the one with the lowest sample
+        inertia is kept (and used as the starting point).
+    algorithm : {"auto", "sample", "minibatch"}, default "auto"
+        How the centroids are learnt before the full-data passes.
+        ``"sample"`` (what ``"auto"`` means): greedy k-means++ on
+        ``init_size`` rows, then Lloyd iterations to convergence on a uniform
+        sample of ``sample_size`` rows, then ``refine`` Lloyd passes over all
+        the data.  It reached the best inertia per second on large data (see
+        the README's FIT figures).  ``"minibatch"``: scikit-learn
+        ``MiniBatchKMeans``' steps with ``batch_size``, ``max_iter``,
+        ``tol``, ``max_no_improvement`` and ``reassignment_ratio`` (which
+        only this algorithm uses), then the refine passes.
+    sample_size : int or None
+        Rows of the Lloyd sample (``algorithm="sample"``); default
+        ``max(131072, 128 * n_clusters)``, all rows when there are fewer.
+    refine : int or "auto", default "auto"
+        Full-data Lloyd passes after the sample or mini-batch phase (0 for
+        none); "auto" is 1 after the sample phase, 2 after the mini-batch
+        phase.  Each pass reads the data once, and one more pass labels
+        every row.
     decay : float in (0, 1] or None
         Forgetting factor for ``partial_fit``: the weight of past data is
         multiplied by ``decay`` before each update (Spark StreamingKMeans'
@@ -367,7 +392,9 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         init_size=None,
         reassignment_ratio=0.01,
         n_init=1,
-        refine=2,
+        algorithm="auto",
+        sample_size=None,
+        refine="auto",
         decay=None,
         half_life=None,
         random_state=None,
@@ -384,6 +411,8 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         self.init_size = init_size
         self.reassignment_ratio = reassignment_ratio
         self.n_init = n_init
+        self.algorithm = algorithm
+        self.sample_size = sample_size
         self.refine = refine
         self.decay = decay
         self.half_life = half_life
@@ -426,7 +455,10 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         check_int(self.init_size, "init_size", low=1, allow_none=True)
         check_float(self.reassignment_ratio, "reassignment_ratio", low=0.0, high=1.0)
         check_int(self.n_init, "n_init", low=1)
-        check_int(self.refine, "refine", low=0)
+        check_choice(self.algorithm, "algorithm", ("auto", "sample", "minibatch"))
+        check_int(self.sample_size, "sample_size", low=1, allow_none=True)
+        if not (isinstance(self.refine, str) and self.refine == "auto"):
+            check_int(self.refine, "refine", low=0)
         self._decay_factor()
         resolve_backend(self.backend, "partial_sums")
         if isinstance(self.init, str):
@@ -465,6 +497,14 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
     def _log(self, msg):
         if self.verbose:
             print(f"[segone.Segmenter] {msg}", file=sys.stderr, flush=True)
+
+    def _algorithm(self):
+        return "minibatch" if self.algorithm == "minibatch" else "sample"
+
+    def _refine(self):
+        if isinstance(self.refine, str):
+            return 2 if self._algorithm() == "minibatch" else 1
+        return int(self.refine)
 
     def _init_centers(self, X, w, k, rng, kern=None, nt=1):
         n = X.shape[0]
@@ -585,20 +625,25 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         kern = get_kernels(self.backend, "partial_sums")
         nt = effective_n_threads(self.n_threads)
         t0 = time.perf_counter()
-        for name in ("_mb_state", "labels_"):  # a refit starts afresh
+        for name in ("_mb_state", "labels_", "_sample_epochs"):  # a refit starts afresh
             self.__dict__.pop(name, None)
-        centers, totals = self._minibatch_phase(X, w, k, rng, kern, nt, t0)
+        if self._algorithm() == "minibatch":
+            centers, totals = self._minibatch_phase(X, w, k, rng, kern, nt, t0)
+        else:
+            centers, totals = self._sample_phase(X, w, k, rng, kern, nt, t0)
 
         # refine passes (Lloyd) + final labelling pass
         centers, ps, n_passes = refine_passes(
-            centers, full_pass, self.refine, lambda new, counts: self._relocate_empty(X, w, new, counts, rng), self._log
-        )
+            centers, full_pass, self._refine(), lambda new, counts: self._relocate_empty(X, w, new, counts, rng),
+            self._log,
+        )  # fmt: skip
         self.cluster_centers_ = np.ascontiguousarray(centers, dtype=X.dtype)
         self.inertia_ = float(ps.inertia)
         self.counts_ = ps.counts
         bs = min(self.batch_size, n)
         # iterations over the full dataset (MiniBatchKMeans' meaning): mini-batch epochs + Lloyd iterations
-        self.n_iter_ = int(np.ceil(self.n_steps_ * bs / n)) + (n_passes - 1)
+        # (the sample phase's Lloyd iterations count in the sample's share of a pass)
+        self.n_iter_ = int(np.ceil(self.n_steps_ * bs / n + getattr(self, "_sample_epochs", 0.0))) + (n_passes - 1)
         self.n_passes_ = n_passes
         self._n_features_out = k
         self._totals = totals
@@ -606,6 +651,34 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
             self._warn_degenerate(X, k, ps.counts)
         self._log(f"done: inertia {self.inertia_:.6g}, {time.perf_counter() - t0:.3f}s")
         return self
+
+    def _sample_phase(self, X, w, k, rng, kern, nt, t0, max_iter=100, rtol=1e-5):
+        """Seeding, then Lloyd iterations to convergence on a uniform sample; returns (centers, counts)."""
+        n = X.shape[0]
+        m = self.sample_size or max(131072, 128 * k)
+        m = min(max(m, k), n)
+        rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
+        Xs = X if rows is None else X[rows]
+        ws = None if w is None or rows is None else w[rows]
+        ws = w if rows is None else ws
+        if not np.isfinite(Xs).all():
+            check_finite(X)  # names the rows of X
+        centers = self._init_centers(Xs, ws, k, rng, kern, nt)
+        self._log(f"init {self.init if isinstance(self.init, str) else 'array'}: {time.perf_counter() - t0:.3f}s")
+        prev, it, counts = np.inf, 0, np.zeros(k)
+        while it < max_iter:
+            _, sums, counts, inertia = _full_pass(kern, Xs, ws, centers, nt)
+            it += 1
+            new = _lloyd_update(centers, sums, counts)
+            moved = self._relocate_empty(Xs, ws, new, counts, rng)
+            if not moved and (np.array_equal(new, centers) or prev - inertia <= rtol * inertia):
+                centers = new
+                break
+            centers, prev = new, inertia
+        self.n_steps_ = 0
+        self._sample_epochs = it * m / n
+        self._log(f"sample phase: {it} Lloyd iterations on {m} rows, {time.perf_counter() - t0:.3f}s")
+        return np.ascontiguousarray(centers, dtype=X.dtype), counts.astype(np.float64)
 
     def _minibatch_phase(self, X, w, k, rng, kern, nt, t0):
         """Seeding and the mini-batch steps on the rows of X; returns (centers, weighted totals)."""

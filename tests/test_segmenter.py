@@ -34,7 +34,10 @@ def test_blobs_quality(blobs, backend):
     assert seg.counts_.sum() == pytest.approx(X.shape[0])
     np.testing.assert_array_equal(seg.predict(X), seg.labels_)
     assert seg.score(X) == pytest.approx(-seg.inertia_, rel=1e-6)
-    assert seg.n_steps_ >= 1 and seg.n_iter_ >= 1
+    assert seg.n_steps_ == 0 and seg.n_iter_ >= 1  # the sample algorithm: Lloyd iterations, no mini-batch step
+    mb = Segmenter(32, algorithm="minibatch", random_state=0, backend=backend).fit(X)
+    assert mb.n_steps_ >= 1 and mb.n_iter_ >= 1
+    assert adjusted_rand_score(y, mb.labels_) >= 0.95
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -237,3 +240,22 @@ def test_reorder_clusters_keeps_the_model_consistent():
     assert (np.diff(np.bincount(seg.labels_)) <= 0).all()
     with pytest.raises(ParameterError, match="permutation"):
         seg.reorder_clusters([0, 0, 1])
+
+
+def test_sample_algorithm_reaches_full_kmeans_quality():
+    # the default fit (seeding + Lloyd on a sample, one refine pass) against scikit-learn's full k-means, best of 3
+    X = make_blobs(60_000, n_features=8, centers=12, cluster_std=np.linspace(0.5, 2.5, 12), random_state=4)[0]
+    X = X.astype(np.float32)
+    best = min(KMeans(16, n_init=1, random_state=s).fit(X).inertia_ for s in range(3))
+    got = [Segmenter(16, sample_size=8192, random_state=s).fit(X) for s in range(3)]
+    assert np.median([g.inertia_ for g in got]) <= 1.01 * best
+    for g in got:
+        assert g.n_passes_ == 2 and g.n_steps_ == 0  # one refine pass, then the labelling pass
+        assert g.inertia_ == pytest.approx(inertia64(X, g.cluster_centers_), rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [{"algorithm": "elkan"}, {"sample_size": 0}, {"refine": "some"}, {"refine": -1}])
+def test_bad_algorithm_settings_are_refused(bad):
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(ParameterError):
+        Segmenter(2, **bad).fit(X)

@@ -82,7 +82,7 @@ def test_clone_params_and_repr(X):
     assert c.get_params()["n_clusters"] == 4 and not hasattr(c, "cluster_centers_")
     assert repr(Segmenter(3, refine=0)) == "Segmenter(n_clusters=3, refine=0)"
     assert "Segmenter" in Segmenter()._repr_html_()  # the notebook display
-    with pytest.raises(ParameterError, match="Segmenter has no parameter 'k'; valid parameters: backend, batch_size"):
+    with pytest.raises(ParameterError, match="Segmenter has no parameter 'k'; valid parameters: algorithm, backend, batch_size"):
         Segmenter().set_params(k=3)
     sc = FeatureScorer(["orders", ("spend_total", "log1p", "robust")], weights={"orders": 2.0}, clip=3.0)
     c = clone(sc)
@@ -185,11 +185,17 @@ def test_invalid_random_state(X, bad):
 
 def test_fitted_attributes_mean_what_they_mean_in_minibatchkmeans(X):
     X32 = X.astype(np.float32)
-    seg = Segmenter(3, batch_size=100, max_iter=2, max_no_improvement=None, refine=3, random_state=0).fit(X32)
+    seg = Segmenter(3, algorithm="minibatch", batch_size=100, max_iter=2, max_no_improvement=None, refine=3,
+                    random_state=0).fit(X32)  # fmt: skip
     assert seg.n_steps_ == 2 * len(X) // 100
     # iterations over the full data: 2 mini-batch epochs + the Lloyd refine iterations run
     assert seg.n_iter_ == 2 + (seg.n_passes_ - 1) and 1 <= seg.n_passes_ <= 4
-    assert Segmenter(3, refine=0, random_state=0).fit(X).n_iter_ == 1  # one epoch, no refine: as MiniBatchKMeans
+    # one epoch, no refine: as MiniBatchKMeans
+    assert Segmenter(3, algorithm="minibatch", refine=0, random_state=0).fit(X).n_iter_ == 1
+    # the default (sample) algorithm takes no mini-batch step; its Lloyd iterations count in the sample's share
+    # of the data (all of it here: 600 rows) plus the refine passes
+    seg = Segmenter(3, refine=0, random_state=0).fit(X32)
+    assert seg.n_steps_ == 0 and seg.n_passes_ == 1 and seg.n_iter_ >= 1
     inc = Segmenter(3, random_state=0)
     for chunk in np.array_split(X32, 3):
         inc.partial_fit(chunk)
