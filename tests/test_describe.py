@@ -283,6 +283,57 @@ def test_sentence_kernel_equals_the_python_reference(rows, k):
     assert got.to_pylist() == want.to_pylist()
 
 
+# ------------------------------------------------------------------ labels: what real data taught
+def test_typical_gap_is_in_days_whatever_the_btyd_period():
+    # the BTYD columns follow freq (weeks, months); the gap the recency words use must stay in days
+    d = generate(3000, seed=5)
+    tables = {f: segone.build_profiles(d.transactions, freq=f) for f in ("D", "W", "M")}
+    lab = np.asarray(tables["D"].column("customer_id").to_numpy()) % 3
+    segs = {f: segone.describe_segments(t, lab, 3) for f, t in tables.items()}
+    for f in ("W", "M"):
+        assert segs[f].column("label").to_pylist() == segs["D"].column("label").to_pylist()
+    gap = segs["D"].column("typical_gap_days")[0].as_py()
+    rec = tables["D"].column("recency").to_numpy()
+    frq = tables["D"].column("frequency").to_numpy()
+    assert gap == pytest.approx(np.median(rec[frq > 0] / frq[frq > 0]), rel=0.01)
+    for f in ("W", "M"):
+        assert segs[f].column("typical_gap_days")[0].as_py() == pytest.approx(gap)
+
+
+def test_mostly_names_every_category_that_holds_the_share_on_its_own():
+    t, lab = _profiles(7, [10, 10, 10], [500, 500, 500], n=100)
+    n = t.num_rows
+    shares = {"share_baby_food": np.zeros(n), "share_diapers": np.zeros(n), "share_milk": np.full(n, 0.73),
+              "share_candy___packaged": np.full(n, 0.27)}  # fmt: skip
+    shares["share_baby_food"][lab == 0], shares["share_diapers"][lab == 0] = 0.32, 0.31
+    shares["share_milk"][lab == 0], shares["share_candy___packaged"][lab == 0] = 0.32, 0.05
+    shares["share_candy___packaged"][lab == 1], shares["share_milk"][lab == 1] = 0.55, 0.45
+    for c, v in shares.items():
+        t = t.append_column(c, pa.array(v))
+    labels = segone.describe_segments(t, lab, 3).column("label").to_pylist()
+    assert labels[0].endswith(", mostly baby food and diapers"), labels  # both, not only the larger one
+    assert labels[1].endswith(", mostly candy packaged"), labels  # "CANDY - PACKAGED" normalised: one space
+    assert "mostly" not in labels[2], labels  # milk is the base's staple, not over-represented
+
+
+def test_segments_sharing_a_label_are_told_apart_by_a_median():
+    # two segments with the same words (spend 0.83x and 1.17x the base: neither high nor low)
+    t, lab = _profiles(7, [10, 10], [500, 700])
+    seg = segone.describe_segments(t, lab, 2)
+    labels = seg.column("label").to_pylist()
+    med = seg.column("median_spend_365d").to_pylist()
+    assert labels == [f"Active customers (spends {m:,.0f} a year)" for m in med], labels
+    assert 450 < med[0] < 550 and 630 < med[1] < 770
+    # rules written before "distinguish" existed still work, with its defaults
+    old = {k: v for k, v in DEFAULT_LABEL_RULES.items() if k != "distinguish"}
+    assert segone.describe_segments(t, lab, 2, rules=old).column("label").to_pylist() == labels
+    # a distinguishing rule of one's own, and a number when no listed median tells them apart
+    own = dict(DEFAULT_LABEL_RULES, distinguish={"columns": [("orders", "{value} orders")]})
+    t2, lab2 = _profiles(7, [10, 10], [500, 500])
+    labels2 = segone.describe_segments(t2.drop(["orders", "tenure_days"]), lab2, 2, rules=own).column("label")
+    assert len(set(labels2.to_pylist())) == 2
+
+
 @pytest.mark.parametrize("n_chunks", [1, 2, 3, 7])
 def test_sentence_kernel_in_parallel_chunks_equals_the_reference(n_chunks):
     from segone.describe import _sentences
@@ -394,3 +445,11 @@ def test_slot_values_are_gathered_by_column():
                 assert got[i, s] == cols[j][i]
             else:
                 assert np.isnan(got[i, s])
+
+
+def test_a_malformed_distinguishing_rule_is_a_parameter_error():
+    t, lab = _profiles(7, [10, 10], [500, 700], n=50)
+    for bad in ({"columns": [("spend_365d", "spends {amount}")]}, {"columns": [("spend_365d",)]},
+                {"columns": "spend_365d"}, [], {"min_difference": "x", "columns": []}):  # fmt: skip
+        with pytest.raises(ParameterError, match="distinguish"):
+            segone.describe_segments(t, lab, 2, rules=dict(DEFAULT_LABEL_RULES, distinguish=bad))

@@ -16,22 +16,30 @@ Labels follow :data:`DEFAULT_LABEL_RULES`, plain data a user can replace:
   ``spend_365d``): the segment's value index is its share of that spend
   divided by its share of customers;
 * **recency** is judged against the base's typical time between purchases
-  (the median over repeat customers of ``recency / frequency``, the BTYD
-  columns), so a 10-day gap is not "lapsed" in a grocery and a 200-day gap
-  is not "recent" for a record shop;
+  (the median over repeat customers of their days between the first and
+  the last purchase day per repeat purchase day: the BTYD ``recency /
+  frequency`` in days, whatever ``freq``), so a 10-day gap is not "lapsed"
+  in a grocery and a 200-day gap is not "recent" for a record shop;
 * **frequency**: "one-time buyers" when the segment's median customer bought
   on one day, "regulars" when it buys at least ``regular_ratio`` times as
   often as the base over the window;
-* **mix**: ", mostly {category}" when one category holds at least
-  ``min_share`` of the segment's spend and ``min_lift`` times the base's
-  share; the same for channels (", mostly via {channel}").
+* **mix**: ", mostly {categories}": the categories over-represented
+  ``min_lift`` times the base's share (largest share first, at most
+  ``max_labels``, default 3) that together hold ``min_share`` of the
+  segment's spend, and any further one that holds ``min_share`` on its own;
+  the same for channels (", via {channels}").
 
-Labels are unique within a run: segments that would share a label get their
-strongest distinguishing trait added, then a number.
+Labels are unique within a run: segments that would share a label get the
+median that tells them apart added (``distinguish``: the first listed column
+on which they differ by ``min_difference``, else the one on which they differ
+most, e.g. "(spends 893 a year)" / "(spends 1,533 a year)"), else their
+strongest trait, else a number.  The table's ``typical_gap_days`` is the gap
+the recency words were judged against.
 """
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from segone._state import State, array_from_data, array_to_data
 from segone._validation import check_int
@@ -57,7 +65,17 @@ DEFAULT_LABEL_RULES = {
     "nouns": {"one_time": "one-time buyers", "regular": "regulars", "default": "customers"},
     "mix": {"prefix": "share_", "min_share": 0.3, "min_lift": 1.5, "phrase": "mostly {label}"},
     "channel": {"prefix": "channel_", "min_share": 0.6, "min_lift": 1.3, "phrase": "via {label}"},
+    # segments that would share a label: the first of these medians (in this order) on which they differ by at
+    # least min_difference (relative: (high - low) / high), else the one on which they differ most, written
+    # with the phrase of that column; then the strongest trait; then a number
+    "distinguish": {
+        "min_difference": 0.2,
+        "columns": [("spend_365d", "spends {value} a year"), ("recency_days", "last purchase {value} days ago"),
+                    ("orders", "{value} orders"), ("spend_mean", "{value} per order"),
+                    ("tenure_days", "customer for {value} days"), ("n_categories", "{value} categories")],
+    },
 }  # fmt: skip
+_OPTIONAL_RULES = ("distinguish",)  # rules written before these existed still work (the defaults apply)
 
 
 def numeric_columns(table):
@@ -71,6 +89,42 @@ def categorical_columns(table):
     return [f.name for f in table.schema if f.name not in _SKIP and (
         pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
         or pa.types.is_boolean(f.type))]  # fmt: skip
+
+
+def _days(profiles, name):
+    """A profile column as float64 (NaN for nulls); timestamps as whole UTC days since 1970."""
+    col = profiles.column(name)
+    if pa.types.is_timestamp(col.type):
+        us = pc.cast(col.cast(pa.timestamp("us", tz=col.type.tz), safe=False), pa.int64())
+        return np.floor(np.asarray(us.to_numpy(zero_copy_only=False), dtype=np.float64) / 86_400_000_000)
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _gaps_in_days(profiles):
+    """Per repeat customer: the mean time between purchases, in days (what the typical gap is the median of).
+
+    (last purchase day - first purchase day) / (purchase days - 1): the BTYD
+    ``recency / frequency`` in daily periods, whatever ``freq`` the BTYD
+    columns were built with (the recency words compare ``recency_days``
+    with it).  Profiles without those columns: ``(tenure_days -
+    recency_days) / (purchase_days - 1)``, else ``recency / frequency`` as
+    they are.
+    """
+    names = set(profiles.column_names)
+    if {"purchase_days", "first_purchase", "last_purchase"} <= names and \
+            pa.types.is_timestamp(profiles.schema.field("first_purchase").type) and \
+            pa.types.is_timestamp(profiles.schema.field("last_purchase").type):  # fmt: skip
+        span = _days(profiles, "last_purchase") - _days(profiles, "first_purchase")
+        rep = _days(profiles, "purchase_days") - 1
+    elif {"purchase_days", "tenure_days", "recency_days"} <= names:
+        span = _days(profiles, "tenure_days") - _days(profiles, "recency_days")
+        rep = _days(profiles, "purchase_days") - 1
+    elif {"recency", "frequency"} <= names:
+        span, rep = _days(profiles, "recency"), _days(profiles, "frequency")
+    else:
+        return np.empty(0)
+    ok = np.isfinite(span) & np.isfinite(rep) & (rep > 0)
+    return span[ok] / rep[ok]
 
 
 class SegmentStats(State):
@@ -155,11 +209,7 @@ class SegmentStats(State):
             for s, v, cnt in zip(*(grouped.column(x).to_pylist() for x in ("s", "v", "count_all"))):
                 key = "(null)" if v is None else str(v)
                 st.cat_counts[c][s][key] = st.cat_counts[c][s].get(key, 0) + cnt
-        if "recency" in profiles.column_names and "frequency" in profiles.column_names:
-            rec = np.asarray(profiles.column("recency").to_numpy(zero_copy_only=False), dtype=np.float64)
-            frq = np.asarray(profiles.column("frequency").to_numpy(zero_copy_only=False), dtype=np.float64)
-            rep = np.isfinite(rec) & (frq > 0)
-            st.gap.update(rec[rep] / frq[rep])
+        st.gap.update(_gaps_in_days(profiles))
         return st
 
     def merge(self, other):
@@ -240,6 +290,7 @@ class SegmentStats(State):
         traits = self._traits(lift, seg_mean)
         cols["traits"] = pa.array(traits, pa.list_(pa.string()))
         gap = self.gap.quantile(0.5) if self.gap.count else np.nan
+        cols["typical_gap_days"] = pa.array(np.full(k, gap))  # what the recency words were judged against
         cols["label"] = pa.array(label_segments(self, medians, value_index, seg_mean, base_mean, gap, traits,
                                                 rules))  # fmt: skip
         return pa.table(cols)
@@ -344,12 +395,64 @@ def _level(x, levels, above=True):
 
 
 def _check_rules(rules):
-    missing = set(DEFAULT_LABEL_RULES) - set(rules)
+    missing = set(DEFAULT_LABEL_RULES) - set(rules) - set(_OPTIONAL_RULES)
     if missing:
         raise ParameterError(
             f"label rules lack {sorted(missing)}; start from a copy of segone.DEFAULT_LABEL_RULES and change "
             "what you need."
         )
+    dist = rules.get("distinguish", DEFAULT_LABEL_RULES["distinguish"])
+    ok = isinstance(dist, dict) and isinstance(dist.get("min_difference", 0.2), (int, float)) and \
+        isinstance(dist.get("columns", ()), (list, tuple))  # fmt: skip
+    for entry in dist.get("columns", ()) if ok else ():
+        try:
+            name, phrase = entry
+            ok = ok and isinstance(name, str) and isinstance(phrase, str) and "{value}" in phrase
+            phrase.format(value="1")
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            ok = False
+    if not ok:
+        raise ParameterError(
+            f"label rules: 'distinguish' must be {{'min_difference': number, 'columns': [(column, phrase with "
+            f"{{value}}), ...]}}, got {dist!r:.200}; see segone.DEFAULT_LABEL_RULES['distinguish']."
+        )
+
+
+def _number(v):
+    """A median for a label: whole numbers from 10 on, one decimal below (no trailing zero)."""
+    if abs(v) >= 9.95:
+        return f"{v:,.0f}"
+    if abs(v) >= 0.095:
+        return f"{v:.1f}".rstrip("0").rstrip(".")
+    return f"{v:.2g}"
+
+
+def _distinguish(idx, medians, rule):
+    """Words that tell the segments ``idx`` (which share a label) apart, one per segment, or None.
+
+    The first column of ``rule["columns"]`` whose medians differ between every
+    two of the segments by ``min_difference`` ((high - low) / high) and read
+    differently, else the column on which they differ most; None when no
+    column reads differently for all of them.
+    """
+    best, best_sep = None, -1.0
+    for name, phrase in rule.get("columns", ()):
+        if name not in medians:
+            continue
+        vals = np.asarray(medians[name], dtype=np.float64)[idx]
+        if not np.isfinite(vals).all():
+            continue
+        words = [phrase.format(value=_number(v)) for v in vals]
+        if len(set(words)) < len(idx):
+            continue
+        v = np.sort(vals)
+        hi = np.maximum(np.abs(v[1:]), np.abs(v[:-1]))
+        sep = float(np.min(np.where(hi > 0, (v[1:] - v[:-1]) / np.where(hi > 0, hi, 1.0), 0.0)))
+        if sep >= rule.get("min_difference", 0.2):
+            return words
+        if sep > best_sep:
+            best, best_sep = words, sep
+    return best
 
 
 def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits=None, rules=None):
@@ -375,7 +478,8 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
         elif np.isfinite(gap) and gap > 0 and np.isfinite(rec):
             head.append(_level(rec / gap, rules["recency"], above=False))
         head.append(_level(value_index[i], rules["value"]))
-        one_time = (np.isfinite(med_orders) and med_orders <= 1) or (np.isfinite(pdays) and pdays < 1.5)
+        # orders are whole numbers and the median comes from a sketch (0.5%): 1 may read 0.995 or 1.005
+        one_time = (np.isfinite(med_orders) and med_orders < 1.5) or (np.isfinite(pdays) and pdays < 1.5)
         if one_time:
             noun = rules["nouns"]["one_time"]
         elif fcol in col and base_mean[col[fcol]] > 0 and \
@@ -396,20 +500,23 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
                     continue
                 s, b = seg_mean[i, j], base_mean[j]
                 if np.isfinite(s) and b > 0 and s / b >= r["min_lift"]:
-                    cands.append((-s, c[len(r["prefix"]) :].replace("_", " ")))
+                    # "candy___packaged" (from "CANDY - PACKAGED") reads "candy packaged"
+                    cands.append((-s, " ".join(c[len(r["prefix"]) :].replace("_", " ").split())))
+            # and every further one that holds min_share on its own (two as large: "mostly baby food and diapers")
             chosen, total = [], 0.0
             for neg, name in sorted(cands)[: r.get("max_labels", 3)]:
+                if total >= r["min_share"] and -neg < r["min_share"]:
+                    break
                 chosen.append(name)
                 total -= neg
-                if total >= r["min_share"]:
-                    break
             if chosen and total >= r["min_share"]:
                 both = chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
                 tails.append(r["phrase"].format(label=both))
         labels.append(", ".join([text[:1].upper() + text[1:]] + tails))
         words.append(text)
-    # unique: add the strongest distinguishing trait, then a number
-    for attempt in range(2):
+    # unique: what tells the segments that share a label apart (a median), else their strongest trait, else a number
+    dist = rules.get("distinguish", DEFAULT_LABEL_RULES["distinguish"])
+    for attempt in range(3):
         seen = {}
         for i, lab in enumerate(labels):
             seen.setdefault(lab, []).append(i)
@@ -417,12 +524,20 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
         if not dups:
             break
         for idx in dups:
-            for n_i, i in enumerate(idx):
-                if attempt == 0 and traits is not None and traits[i]:
+            extra = None
+            if attempt == 0:
+                extra = _distinguish(idx, medians, dist)
+            elif attempt == 1 and traits is not None and all(traits[i] for i in idx):
+                extra = []
+                for i in idx:
                     feat, lift = traits[i][0].rsplit(" x", 1)
-                    labels[i] += f" ({'high' if float(lift) > 1 else 'low'} {feat.replace('_', ' ')})"
-                elif attempt == 1:
-                    labels[i] += f" #{n_i + 1}"
+                    extra.append(f"{'high' if float(lift) > 1 else 'low'} {' '.join(feat.replace('_', ' ').split())}")
+                extra = extra if len(set(extra)) == len(idx) else None
+            elif attempt == 2:
+                extra = [f"#{n_i + 1}" for n_i in range(len(idx))]
+            if extra is not None:
+                for i, e in zip(idx, extra):
+                    labels[i] += f" ({e})" if attempt < 2 else f" {e}"
     seen = set()
     for i, lab in enumerate(labels):  # a last guarantee
         while labels[i] in seen:
