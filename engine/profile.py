@@ -707,7 +707,8 @@ def build_profiles_with_summary(
 
     rows_per_customer = agg["orders"]  # rows (line items); orders unless an order id says otherwise
     if order_ids is not None:
-        _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n)
+        _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n, ch, len(ch_labels))
+        rows_per_customer = agg["orders"]  # channel shares are shares of orders too
         summary["orders_from"] = f"distinct {order_role}"
     else:
         summary["orders_from"] = "rows"
@@ -885,13 +886,22 @@ def _check_sums_finite(cols, uniq, where):
         )
 
 
-def _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n):
-    """Line items -> orders: orders, window orders and the largest basket per customer from the order ids."""
+def _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n, ch=None, n_ch=0):
+    """Line items -> orders: orders, window orders, the largest basket and the channel mix per customer.
+
+    An order's channel is the channel of its rows (the lowest channel code
+    when its rows disagree); orders without a channel count in no channel.
+    """
     valid = order_ids.is_valid().to_numpy(zero_copy_only=False) if order_ids.null_count else None
-    t = pa.table({"c": codes, "o": order_ids, "ts": ts, "a": amount})
+    with_ch = ch is not None and ch.size > 0 and n_ch > 0
+    cols = {"c": codes, "o": order_ids, "ts": ts, "a": amount}
+    if with_ch:
+        cols["ch"] = pa.array(ch, mask=ch < 0)
+    t = pa.table(cols)
     if valid is not None:
         t = t.filter(pa.array(valid))
-    g = t.group_by(["c", "o"], use_threads=True).aggregate([("ts", "min"), ("a", "sum")])
+    g = t.group_by(["c", "o"], use_threads=True).aggregate(
+        [("ts", "min"), ("a", "sum")] + ([("ch", "min")] if with_ch else []))
     gc = g.column("c").to_numpy()
     gts, basket = g.column("ts_min").to_numpy(), g.column("a_sum").to_numpy()
     orders = np.bincount(gc, minlength=n)
@@ -905,6 +915,14 @@ def _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n):
         np.maximum.at(smax, codes[lone], amount[lone])
         for i, s in enumerate(starts):
             worders[:, i] += np.bincount(codes[lone & (ts >= s)], minlength=n)
+    if with_ch:
+        gch = g.column("ch_min").fill_null(-1).to_numpy().astype(np.int64)
+        pairs = [(gc, gch)] + ([(codes[~valid], ch[~valid].astype(np.int64))] if valid is not None else [])
+        mix = np.zeros(n * n_ch, dtype=np.int64)
+        for c, h in pairs:
+            ok = h >= 0
+            mix += np.bincount(c[ok].astype(np.int64) * n_ch + h[ok], minlength=n * n_ch)
+        agg["channel_orders"] = mix.reshape(n, n_ch).astype(agg["channel_orders"].dtype)
     agg["orders"] = orders.astype(agg["orders"].dtype)
     agg["window_orders"] = worders.astype(agg["window_orders"].dtype)
     agg["spend_max"] = np.where(orders > 0, smax, 0.0)
@@ -939,7 +957,9 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
         Number of categories with their own ``share_*`` column (by spend);
         the others are folded into ``share_other``.
     top_channels : int
-        Number of channels with their own ``channel_*`` column (by rows); the
+        Number of channels with their own ``channel_*`` column (the most
+        frequent by orders); ``channel_*`` is the share of the customer's
+        orders (of its rows, without an order id) made through that channel; the
         others are folded into ``channel_other``.  Folded counts are in the
         summary (``folded``).
     drop_returns : bool

@@ -371,8 +371,15 @@ def test_order_ids_make_orders_and_baskets():
     as_of = df["ts"].max()
     w90 = baskets[baskets.ts >= as_of - pd.Timedelta(days=90)].groupby("customer_id").size()
     np.testing.assert_array_equal(got["orders_90d"].to_numpy(), w90.reindex(got.index, fill_value=0).to_numpy())
-    # channel shares stay shares of rows
+    # channel shares are shares of orders (an order's rows disagreeing here: each order counts once)
     np.testing.assert_allclose((got["channel_web"] + got["channel_store"]).to_numpy(), 1.0)
+    # one channel per basket (a store id, say): the shares are those of the baskets, not of the lines
+    t2 = t.set_column(t.schema.get_field_index("channel"), "channel",
+                      pa.array(np.where(order % 3 == 0, "web", "store")))  # fmt: skip
+    p2 = segone.profile.build_profiles(t2, schema={"order_id": "basket"}).to_pandas().set_index("customer_id")
+    df["web"] = (order % 3 == 0)
+    per_basket = df.groupby(["customer_id", "okey"]).web.first().groupby("customer_id").mean()
+    np.testing.assert_allclose(p2["channel_web"].to_numpy(), per_basket.reindex(p2.index).to_numpy(), rtol=1e-12)
     plain, s2 = segone.profile.build_profiles_with_summary(t)  # no order id role mapped: rows are orders
     assert s2["orders_from"] == "rows" and plain.column("orders").to_numpy().sum() == n
 
