@@ -27,6 +27,10 @@ errors            the exceptions segone raises
 
 __version__ = "0.1.0"
 
+from segone import _memory
+
+_memory.configure()  # before NumPy / pyarrow allocate: see segone._memory (SEGONE_KEEP_MEMORY=0 turns it off)
+
 from segone import clv, errors, io, model, privacy, sweep, synth, track
 from segone._backend import available_backends
 from segone.assign import Assignment, assign
