@@ -248,7 +248,6 @@ def build(entry, nums, cat, compiled, cat_values, nothing, n_threads=None, n_chu
     """
     lit_off, lit_len, lit_bytes, kind, dec = compiled
     n, k = entry.shape
-    width = kind.shape[1]
     cat_b = [v.encode("utf-8") for v in cat_values]
     cat_off = np.zeros(len(cat_b) + 1, np.int64)
     np.cumsum([len(b) for b in cat_b], out=cat_off[1:])
