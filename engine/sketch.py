@@ -17,6 +17,8 @@ squares and maximum from the same pass.  Bucket keys use the C library's
 everywhere.
 """
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -79,6 +81,18 @@ def _span(log_gamma, min_value):
     return lo, hi - lo + 1
 
 
+_local = threading.local()
+
+
+def _scratch(width):
+    """Zeroed dense histograms of this thread, reused from call to call (zeroed again after use)."""
+    buf = getattr(_local, "hist", None)
+    if buf is None or buf[0].size != width:
+        buf = (np.zeros(width, np.int64), np.zeros(width, np.int64))
+        _local.hist = buf
+    return buf
+
+
 def summarise(values, alpha=0.005, min_value=1e-9):
     """``(count, mean, m2, max, sketch)`` of the finite values of a column, in one compiled pass.
 
@@ -95,17 +109,19 @@ def summarise(values, alpha=0.005, min_value=1e-9):
     sk = QuantileSketch(alpha, min_value)
     v = np.ascontiguousarray(values, dtype=np.float64).ravel()
     lo, width = _span(sk.log_gamma, sk.min_value)
-    pos, neg = np.zeros(width, np.int64), np.zeros(width, np.int64)
+    pos, neg = _scratch(width)
     cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi = _summary_kernel(v, sk.log_gamma, lo, sk.min_value, pos, neg)
     sk.zero_count = int(zero)
     if phi >= plo:
         c = pos[plo : phi + 1]
         nz = np.flatnonzero(c)
         sk.pos_keys, sk.pos_counts = (nz + plo + lo).astype(np.int64), c[nz].astype(np.int64)
+        c[:] = 0  # the scratch goes back zeroed
     if nhi >= nlo:
         c = neg[nlo : nhi + 1]
         nz = np.flatnonzero(c)
         sk.neg_keys, sk.neg_counts = (nz + nlo + lo).astype(np.int64), c[nz].astype(np.int64)
+        c[:] = 0
     if cnt == 0:
         return 0, 0.0, 0.0, -np.inf, sk
     mean = x0 + s1 / cnt

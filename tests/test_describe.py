@@ -453,3 +453,33 @@ def test_a_malformed_distinguishing_rule_is_a_parameter_error():
                 {"columns": "spend_365d"}, [], {"min_difference": "x", "columns": []}):  # fmt: skip
         with pytest.raises(ParameterError, match="distinguish"):
             segone.describe_segments(t, lab, 2, rules=dict(DEFAULT_LABEL_RULES, distinguish=bad))
+
+
+def test_segment_contrast_says_what_sets_a_customer_apart_from_their_segment():
+    # two segments of spenders: the low one's biggest spender is typical for the base but top of their segment
+    rng = np.random.default_rng(0)
+    n = 4000
+    seg = np.repeat([0, 1], n // 2)
+    spend = np.where(seg == 0, rng.uniform(10, 100, n), rng.uniform(1000, 2000, n))
+    spend[0] = 99.9  # segment 0's top spender
+    orders = rng.integers(1, 20, n).astype(np.int64)
+    t = pa.table({"customer_id": np.arange(n), "spend_total": spend, "orders": orders})
+    stats = SegmentStats.of(t, seg, 2)
+    pm = PersonaModel(min_strength=0.95).fit(t)
+    plain = pm.personas(t, seg)
+    assert all(tr["against"] == "base" for row in plain.column("traits").to_pylist() for tr in row)
+    out = pm.set_segments(stats.segment_sketches()).personas(t, seg)
+    rows = out.column("traits").to_pylist()
+    mine = [tr for tr in rows[0] if tr["against"] == "segment"]
+    assert [tr["feature"] for tr in mine] == ["spend_total"] and mine[0]["percentile"] > 0.99
+    assert out.column("summary")[0].as_py() == "For their segment, spends 1.8x the typical customer"
+    groups = dict(zip(pm.features_, pm.groups_))
+    for row in rows:  # at most one segment trait, never of a group the base traits already name
+        segt = [tr for tr in row if tr["against"] == "segment"]
+        assert len(segt) <= 1
+        if segt:
+            assert abs(segt[0]["strength"]) >= 0.8
+            assert groups[segt[0]["feature"]] not in {groups[tr["feature"]] for tr in row if tr["against"] == "base"}
+    # customers without a segment (-1) get no contrast
+    none = pm.personas(t, np.full(n, -1))
+    assert all(tr["against"] == "base" for row in none.column("traits").to_pylist() for tr in row)

@@ -175,6 +175,12 @@ def _slots_kernel(feat, val, values, n_num, med, kind, entry, nums, pct):
                     nums[i, s, q] = _pct_rank(p)
 
 
+def pct_rank(q):
+    """:func:`_pct_rank` on arrays (NaN stays NaN)."""
+    q = np.asarray(q, dtype=np.float64)
+    return np.clip(np.ceil(100.0 * q - 1e-9), 1.0, 100.0)
+
+
 def _gather(feat, cols):
     """values[i, s] = cols[feat[i, s]][i] (NaN where feat is -1 or past the columns), grouped by column."""
     n, k = feat.shape

@@ -89,6 +89,7 @@ DEFAULT_PHRASES = [
 ]  # fmt: skip
 CATEGORY_PHRASE = "{name}: "  # followed by the customer's value
 NOTHING = "A typical customer: nothing stands out from the base."
+SEGMENT_PREFIX = "for their segment, "
 _KINDS = ("none", "value", "ratio", "pct", "top", "bottom", "category")
 
 
@@ -396,11 +397,79 @@ class PersonaModel:
                 effective_n_threads(self.n_threads))  # fmt: skip
         return S, cols
 
+    def set_segments(self, sketches, min_strength=0.8):
+        """Turn on the segment contrast: what sets a customer apart from their own segment.
+
+        ``sketches`` maps feature names to one :class:`~segone.sketch.QuantileSketch`
+        per segment (``SegmentStats.segment_sketches()`` gives them for the
+        headline features).  :meth:`personas` called with ``segments`` then
+        adds, where it says more than the base traits, one trait measured
+        against the customer's own segment (``against="segment"``): the
+        feature among these where the customer sits furthest from their
+        segment's middle, if at least ``min_strength`` away (0.8: the top or
+        bottom 10% of the segment) and its feature group is not already among
+        the customer's traits.  Its phrase is the vocabulary's, preceded by
+        "for their segment, ", with ``{ratio}`` to the segment's median and
+        ``{top}`` / ``{bottom}`` within the segment.  Returns self.
+        """
+        if not hasattr(self, "features_"):
+            raise NotFittedError("fit the PersonaModel before set_segments.")
+        check_float(min_strength, "min_strength", low=0.0, high=1.0)
+        tables = {}
+        for name, sks in sketches.items():
+            if name not in self.features_:
+                continue
+            j = self.features_.index(name)
+            hi, lo = self._phrase_table[j]
+            if hi is None and lo is None:
+                continue
+            sks = list(sks)
+            lut, off, low, length = _strength_tables(sks, [hi is None] * len(sks), [lo is None] * len(sks))
+            med = np.array([sk.quantile(0.5) if sk is not None and sk.count else np.nan for sk in sks])
+            tables[name] = (j, lut, off, low, length, med)
+        self._segment_tables = tables
+        self.segment_min_strength_ = float(min_strength)
+        return self
+
+    def _segment_slot(self, seg, V, idx, groups_of):
+        """(feature index, strength, within-segment percentile, segment median) of the segment contrast slot."""
+        n = len(seg)
+        tabs = getattr(self, "_segment_tables", None) or {}
+        j_out = np.full(n, -1, np.int64)
+        t_out = np.full(n, np.nan)
+        med_out = np.full(n, np.nan)
+        if not tabs or n == 0:
+            return j_out, t_out, med_out
+        ref = QuantileSketch()
+        best = np.full(n, -1.0)
+        for j, lut, off, low, length, med in tabs.values():
+            k_seg = len(length)
+            ok = (seg >= 0) & (seg < k_seg)
+            s_c = np.where(ok, seg, 0)
+            v = V[j]
+            ok &= np.isfinite(v) & (length[s_c] > 0)
+            coord = ref.coords(np.where(ok, v, 0.0))
+            ci = np.clip(coord - low[s_c], 0, np.maximum(length[s_c] - 1, 0)).astype(np.int64)
+            t = np.where(ok, lut[np.minimum(off[s_c] + ci, lut.size - 1)], np.nan)
+            a = np.abs(t)
+            # not said already: the feature's group is not among the customer's base traits
+            said = np.zeros(n, bool)
+            for slot in range(idx.shape[1]):
+                said |= groups_of[np.where(idx[:, slot] >= 0, idx[:, slot], len(groups_of) - 1)] == groups_of[j]
+            take = (a >= self.segment_min_strength_) & (a > best) & ~said & np.isfinite(a)
+            best = np.where(take, a, best)
+            j_out = np.where(take, j, j_out)
+            t_out = np.where(take, t, t_out)
+            med_out = np.where(take, med[s_c], med_out)
+        return j_out, t_out, med_out
+
     def personas(self, profiles, segments=None, *, id_column="customer_id", rfm=False):
         """A table with ``id_column``, ``segment`` (when given), ``traits`` and ``summary``, one row per customer.
 
         ``traits`` is a list of structs (feature, value, percentile,
-        strength), strongest first; ``summary`` is the sentence.  With
+        strength, against), strongest first; ``against`` is "base" (the whole
+        customer base), or "segment" for the one segment contrast trait (see
+        :meth:`set_segments`); ``summary`` is the sentence.  With
         ``rfm=True`` also ``r_score``, ``f_score``, ``m_score`` (1..5),
         ``rfm_code`` and ``rfm_segment`` (see :meth:`rfm_columns`).
         """
@@ -436,7 +505,13 @@ class PersonaModel:
         get_kernels(self.backend, "persona").top_traits(
             S, np.array([gid[g] for g in groups], dtype=np.int32), len(gid),
             float(self.min_strength), k, idx, val, effective_n_threads(self.n_threads))  # fmt: skip
-        out = self._assemble(table, id_column, segments, idx, val, V, names, cat_cols)
+        contrast = None
+        if segments is not None and getattr(self, "_segment_tables", None):
+            seg = np.asarray(segments)
+            if seg.shape == (n,) and seg.dtype.kind in "iu":
+                gcode = np.array([gid[g] for g in groups] + [-1], dtype=np.int64)
+                contrast = self._segment_slot(seg.astype(np.int64), V, idx, gcode)
+        out = self._assemble(table, id_column, segments, idx, val, V, names, cat_cols, contrast)
         for name, col in rfm_cols.items():
             out = out.append_column(name, col)
         return out
@@ -474,13 +549,45 @@ class PersonaModel:
                 "rfm_code": pc.take(codes, pa.array(cell)),
                 "rfm_segment": pc.take(names, pa.array(np.where(rule < 0, len(seg_names), rule)))}  # fmt: skip
 
-    def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols):
+    def _assemble(self, table, id_column, segments, feat, val, V, names, cat_cols, contrast=None):
         n, k = feat.shape
         n_num = len(names)
         entries = self._entries(cat_cols)
+        n_base = len(entries)
+        if contrast is not None:  # the segment contrast's phrases: the vocabulary's, prefixed
+            entries = entries + [e and ([SEGMENT_PREFIX + e[0][0]] + e[0][1:], e[1], e[2])
+                                 for e in entries[: 2 * n_num]]  # fmt: skip
         compiled = _sentences.compile_entries(entries)
         # per slot: the phrase (entry) code, the numbers of its placeholders, the value and the percentile
         entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3])
+        against = np.zeros((n, k), np.int8)
+        if contrast is not None:
+            j, t, med = contrast
+            has = j >= 0
+            jj = np.where(has, j, 0)
+            p = (t + 1.0) / 2.0
+            v = np.full(n, np.nan)
+            for f in np.unique(j[has]):
+                rows = np.flatnonzero(j == f)
+                v[rows] = V[f][rows]
+            e = np.where(has, n_base + 2 * jj + (t > 0), -1)
+            kind = compiled[3]
+            extra = np.zeros((n, 1, nums.shape[2]))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                for q in range(nums.shape[2]):
+                    kd = kind[np.where(has, e, 0), q]
+                    extra[:, 0, q] = np.select([kd == 1, kd == 2, kd == 3, kd == 4, kd == 5],
+                                               [v, v / med, v * 100.0, _sentences.pct_rank(1.0 - p),
+                                                _sentences.pct_rank(p)], 0.0)  # fmt: skip
+            extra[~has] = 0.0
+            feat = np.concatenate([feat, np.where(has, j, -1)[:, None].astype(feat.dtype)], axis=1)
+            val = np.concatenate([val, np.where(has, t, np.nan)[:, None].astype(val.dtype)], axis=1)
+            entry = np.concatenate([entry, e[:, None]], axis=1)
+            nums = np.concatenate([nums, extra], axis=1)
+            values = np.concatenate([values, np.where(has, v, np.nan)[:, None]], axis=1)
+            pct = np.concatenate([pct, np.where(has, p, np.nan)[:, None]], axis=1)
+            against = np.concatenate([against, np.ones((n, 1), np.int8)], axis=1)
+            k += 1
         cat = np.full((n, k), -1, np.int64)
         cat_values = []
         for c_i, (_, vals, _) in enumerate(cat_cols):  # every categorical column's values in one table
@@ -500,8 +607,9 @@ class PersonaModel:
             [all_names.take(pa.array(feat.ravel()[flat])),
              pa.array(values.ravel()[flat], pa.float64(), from_pandas=True),
              pa.array(pct.ravel()[flat], pa.float64(), from_pandas=True),
-             pa.array(val.ravel()[flat].astype(np.float64), pa.float64())],
-            names=["feature", "value", "percentile", "strength"]))  # fmt: skip
+             pa.array(val.ravel()[flat].astype(np.float64), pa.float64()),
+             pa.array(["base", "segment"], pa.string()).take(pa.array(against.ravel()[flat]))],
+            names=["feature", "value", "percentile", "strength", "against"]))  # fmt: skip
         # the sentence: slots joined by "; ", first letter capitalised (one compiled pass)
         summary = _sentences.build(entry, nums, cat, compiled, cat_values, NOTHING, self.n_threads)
         cols = {id_column: table.column(id_column)}

@@ -239,6 +239,14 @@ class SegmentStats(State):
             base = np.where(tot > 0, self.sums.sum(axis=0) / np.maximum(tot, 1), np.nan)
         return seg, base
 
+    def segment_sketches(self):
+        """``{column: [quantile sketch of segment 0, ..., k-1]}`` of the headline columns.
+
+        What :meth:`segone.describe.PersonaModel.set_segments` needs for the
+        personas' segment contrast.
+        """
+        return {name: list(self.seg_sketch[m]) for m, name in enumerate(self.median_columns)}
+
     def finish(self, rules=None):
         """The segment table (see the module docstring); ``rules`` replaces :data:`DEFAULT_LABEL_RULES`."""
         k = self.k
