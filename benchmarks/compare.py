@@ -1,11 +1,18 @@
 """Side-by-side comparison of segone against the peers of shared/WORKLOADS.md.
 
-Every contender runs in a forked child of one process, on the same data, with
-2 threads, one warm-up call and the median of ``--repeat`` timed calls; the
-child reports its peak RSS (which includes the shared input data, the same
-for every contender).  Peers are imported only if installed.  The parent never
+The contenders of a workload run interleaved in one forked child process, on
+the same data, with 2 threads: one warm-up call each, then ``--repeat``
+rounds of (segone, peer, peer, ..., segone, peer, ...).  A contender's time is
+the median of its rounds, and its ratio to segone is the median of the
+per-round ratios, so that a machine whose speed drifts during the run (this
+one's does) moves both sides of every ratio alike.  Peak RSS is measured in a
+separate child per contender (one call) where a workload's claim is about
+memory (PROFILE, PIPELINE); elsewhere the child's peak is that of all
+contenders together.  Peers are imported only if installed.  The parent never
 runs OpenMP or Numba-threaded code itself: an OpenMP runtime is not fork-safe
-once its threads exist, and the children would hang.
+once its threads exist, and the children would hang.  ``import segone`` in
+the parent applies segone's allocator settings (segone._memory) to every
+contender alike.
 
 Usage (from the repository root; unset the OpenBLAS overrides of this machine
 so that BLAS-based peers run at their best):
@@ -94,6 +101,78 @@ def measure(fn, repeat, label="", warm=True):
     return statistics.median(times), times, peak, extra
 
 
+def _interleave_child(conn, contenders, repeat, warm, reduce):
+    try:
+        last = {}
+        if warm:
+            for label, fn in contenders.items():
+                last[label] = fn(-1)  # warm-up (JIT, page cache)
+        times = {label: [] for label in contenders}
+        results = {label: [] for label in contenders}
+        for r in range(repeat):
+            for label, fn in contenders.items():
+                t = time.perf_counter()
+                out = fn(r)
+                times[label].append(time.perf_counter() - t)
+                if isinstance(out, np.ndarray) and out.size > 100_000:
+                    results[label] = [out]  # large results: only the last round's is kept
+                else:
+                    results[label].append(out)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        conn.send(("ok", times, peak, reduce(results) if reduce else results))
+    except Exception:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc(), None, None))
+    finally:
+        conn.close()
+
+
+def interleave(contenders, repeat, warm=True, reduce=None):
+    """Run ``{label: fn(round)}`` interleaved in one forked child: (times per label, peak RSS, results per label).
+
+    ``fn`` gets the round number (-1 for the warm-up) and may use it, e.g. as
+    a seed; its results are returned per round, or ``reduce(results)`` (run
+    in the child: large results are not sent back).
+    """
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_interleave_child, args=(child, contenders, repeat, warm, reduce))
+    p.start()
+    child.close()
+    status, times, peak, results = parent.recv()
+    p.join()
+    if status != "ok":
+        raise RuntimeError(times)
+    for label, ts in times.items():
+        print(f"  {label}: {statistics.median(ts):.4f} s {[round(t, 4) for t in ts]}", file=sys.stderr, flush=True)
+    return times, peak, results
+
+
+def record(rows, workload, shape, times, base_label, peak=None, peaks=None, **extra):
+    """One row per contender: median seconds and the median of the per-round ratios to ``base_label``."""
+    base = times.get(base_label)
+    for label, ts in times.items():
+        ratio = statistics.median(t / b for t, b in zip(ts, base)) if base else None
+        rows.append(dict(workload=workload, shape=shape, contender=label, seconds=statistics.median(ts), times=ts,
+                         peak_rss_mib=(peaks or {}).get(label, peak), speedup_vs_this=ratio,
+                         **{k: v[label] for k, v in extra.items() if label in v}))  # fmt: skip
+    if base:
+        for label in times:
+            if label != base_label:
+                r = next(x for x in rows if x["workload"] == workload and x["shape"] == shape and x["contender"] == label)
+                print(f"  {workload} {shape}: {label} / {base_label} = {r['speedup_vs_this']:.2f}x (median of per-round "
+                      "ratios)", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def peaks_of(contenders):
+    """Peak RSS (MiB) of one call of each contender, each in its own forked child."""
+    return {label: measure(lambda f=fn: f(0), 1, warm=False)[2] for label, fn in contenders.items()}
+
+
+def _r(fn):
+    """A contender that ignores the round number."""
+    return lambda r: fn()
+
+
 # --------------------------------------------------------------------- ASSIGN
 def assign_workloads(quick):
     n = 1_000_000 if quick else 10_000_000
@@ -114,11 +193,10 @@ def run_assign(quick, repeat, rows):
         rng = np.random.default_rng(1)
         C = np.ascontiguousarray(X[rng.choice(n, size=k, replace=False)])
         shape = f"N={n:,} D={d} K={k} {dtype}"
-        ref = None  # labels of the first contender (segone cython); computed in a child
         c = {}
         for backend in ("cython", "numba"):
-            c[f"segone {backend}"] = lambda b=backend: segone.assign(X, C, backend=b, n_threads=THREADS).labels
-        c["segone cython margin=True"] = lambda: segone.assign(X, C, margin=True, backend="cython").labels
+            c[f"segone {backend}"] = _r(lambda b=backend: segone.assign(X, C, backend=b, n_threads=THREADS).labels)
+        c["segone cython margin=True"] = _r(lambda: segone.assign(X, C, margin=True, backend="cython").labels)
         if _have("sklearn"):
 
             def sk_setup(k=k):
@@ -128,7 +206,7 @@ def run_assign(quick, repeat, rows):
                 km.cluster_centers_ = C.copy()
                 return km
 
-            c["scikit-learn KMeans.predict"] = lazy(sk_setup, lambda km: km.predict(X))
+            c["scikit-learn KMeans.predict"] = _r(lazy(sk_setup, lambda km: km.predict(X)))
         if _have("faiss"):
 
             def faiss_setup(d=d):
@@ -139,38 +217,116 @@ def run_assign(quick, repeat, rows):
                 index.add(C.astype(np.float32))
                 return index, (X.astype(np.float32) if dtype != "float32" else X)
 
-            c["faiss IndexFlatL2.search(k=1)"] = lazy(faiss_setup, lambda st: st[0].search(st[1], 1)[1][:, 0])
-        results = {}
-        for label, fn in c.items():
-            med, times, peak, lab = measure(fn, repeat, label)
-            if ref is None:
-                ref = np.asarray(lab)
-            agree = float((np.asarray(lab) == ref).mean())
-            results[label] = med
-            rows.append(dict(workload=name, shape=shape, contender=label, seconds=med, times=times,
-                             peak_rss_mib=peak, gflops=2 * n * d * k / med / 1e9, label_agreement=agree))  # fmt: skip
-        _ratios(rows, name, shape, "segone cython")
+            c["faiss IndexFlatL2.search(k=1)"] = _r(lazy(faiss_setup, lambda st: st[0].search(st[1], 1)[1][:, 0]))
+
+        def matmul_floor(_r, X=X, C=C):  # the machine's float32 GEMM on the same shapes: the floor in this run
+            X @ C.T
+            return None
+
+        if dtype == "float32" and n <= 4_000_000:
+            c["NumPy X @ C.T (GEMM, no argmin)"] = matmul_floor
+        def agreement(results):  # labels of the last round against segone cython's, in the child
+            ref = np.asarray(results["segone cython"][-1])
+            return {label: (float((np.asarray(v[-1]) == ref).mean()) if v[-1] is not None and np.ndim(v[-1]) == 1
+                            else None) for label, v in results.items()}  # fmt: skip
+
+        times, peak, agree = interleave(c, repeat, reduce=agreement)
+        gflops = {label: 2 * n * d * k / statistics.median(ts) / 1e9 for label, ts in times.items()}
+        record(rows, name, shape, times, "segone cython", peak=peak, label_agreement=agree, gflops=gflops)
 
 
 # ------------------------------------------------------------------------ FIT
-def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
+def _kmeans_best3(X, n, workdir, compute):
+    """Inertias of scikit-learn KMeans(64, n_init=1, max_iter=100), seeds 0, 1, 2: cached in the workdir."""
+    path = os.path.join(workdir, f"kmeans_best3_{n}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return {int(k): v for k, v in json.load(f).items()}, path
+    if not compute:
+        return None, path
+
+    def body():
+        from sklearn.cluster import KMeans
+
+        out = {}
+        for seed in range(3):
+            t = time.perf_counter()
+            km = KMeans(64, n_init=1, max_iter=100, random_state=seed).fit(X)
+            out[seed] = {"inertia": inertia64(X, km.cluster_centers_), "n_iter": int(km.n_iter_),
+                         "seconds": time.perf_counter() - t}  # fmt: skip
+        return out
+
+    res = measure(body, 1, "scikit-learn KMeans x 3 seeds (quality reference)", warm=False)[3]
+    with open(path, "w") as f:
+        json.dump(res, f)
+    return res, path
+
+
+def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False, workdir="."):
+    """FIT: the default Segmenter (seeds 0, 1, 2 in turn) against faiss and MiniBatchKMeans, interleaved.
+
+    Quality: each contender's inertia (float64, exact) per round; the reference
+    is the best of three scikit-learn full KMeans runs, cached in the workdir
+    (computed with ``--full-kmeans``, about 2 minutes per seed at 10M).
+    """
     n = 1_000_000 if quick else 10_000_000
     X = blobs(n, 16)[0]
     shape = f"N={n:,} D=16 K=64 float32"
+    seed = lambda r: max(r, 0) % 3  # noqa: E731 (rounds 0, 1, 2 -> seeds 0, 1, 2)
     c = {}
-    for refine in (0, 2):
-        for backend in ("cython", "numba"):
-            c[f"segone {backend} refine={refine}"] = lambda b=backend, r=refine: segone.Segmenter(
-                64, random_state=0, refine=r, backend=b, n_threads=THREADS
-            ).fit(X).cluster_centers_
-    if _have("sklearn"):
-        from sklearn.cluster import KMeans, MiniBatchKMeans
+    for backend in ("cython", "numba"):
+        c[f"segone {backend} (default)"] = lambda r, b=backend: segone.Segmenter(
+            64, random_state=seed(r), backend=b, n_threads=THREADS).fit(X).cluster_centers_  # fmt: skip
+    c["segone cython algorithm=minibatch (refine=2)"] = lambda r: segone.Segmenter(
+        64, algorithm="minibatch", random_state=seed(r), backend="cython", n_threads=THREADS).fit(X).cluster_centers_  # fmt: skip
+    if _have("faiss"):
+        import faiss
 
-        c["scikit-learn MiniBatchKMeans"] = lambda: MiniBatchKMeans(
-            64, batch_size=4096, n_init=1, max_iter=1, random_state=0
-        ).fit(X).cluster_centers_
-        if full_kmeans:
-            c["scikit-learn KMeans (lloyd, 100 it)"] = lambda: KMeans(64, n_init=1, random_state=0).fit(X).cluster_centers_
+        def faiss_fit(r):
+            faiss.omp_set_num_threads(THREADS)
+            km = faiss.Kmeans(16, 64, niter=20, seed=seed(r) + 1)
+            km.train(X)
+            return km.centroids
+
+        c["faiss Kmeans(niter=20)"] = faiss_fit
+    if _have("sklearn") and n < 5_000_000:  # at 10M it takes about a minute a call: measured once below
+        from sklearn.cluster import MiniBatchKMeans
+
+        c["scikit-learn MiniBatchKMeans"] = lambda r: MiniBatchKMeans(
+            64, batch_size=4096, n_init=1, max_iter=1, random_state=seed(r)).fit(X).cluster_centers_  # fmt: skip
+
+    def inertias(results):  # exact float64 inertia of every round's centroids, in the child
+        return {label: [inertia64(X, np.asarray(cc)) for cc in v] for label, v in results.items()}
+
+    times, peak, inert = interleave(c, repeat, reduce=inertias)
+    best3, path = _kmeans_best3(X, n, workdir, full_kmeans)
+    med_inertia = {label: statistics.median(v) for label, v in inert.items()}
+    record(rows, "FIT", shape, times, "segone cython (default)", peak=peak, inertia=med_inertia,
+           inertias={label: v for label, v in inert.items()})  # fmt: skip
+    if best3:
+        best = min(v["inertia"] for v in best3.values())
+        for r in rows:
+            if r["workload"] == "FIT" and r["shape"] == shape and "inertias" in r:
+                r["inertia_over_best3"] = statistics.median(r["inertias"]) / best
+                print(f"  FIT quality: {r['contender']}: median inertia / best of 3 KMeans = "
+                      f"{r['inertia_over_best3']:.5f} (seeds {[round(x / best, 5) for x in r['inertias']]})",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        rows.append(dict(workload="FIT", shape=shape, contender="scikit-learn KMeans best of 3 seeds (reference)",
+                         seconds=min(v["seconds"] for v in best3.values()), times=[v["seconds"] for v in best3.values()],
+                         peak_rss_mib=None, inertia=best, speedup_vs_this=None, note=f"cached in {path}"))  # fmt: skip
+    else:
+        print(f"  FIT quality: no KMeans reference ({path}); run with --full-kmeans once", file=sys.stderr)
+    if _have("sklearn") and n >= 5_000_000:
+        from sklearn.cluster import MiniBatchKMeans
+
+        def mbk():
+            return MiniBatchKMeans(64, batch_size=4096, n_init=1, max_iter=1, random_state=0).fit(X).cluster_centers_
+
+        med, times_, pk, centers = measure(mbk, 1, "scikit-learn MiniBatchKMeans (one run)", warm=False)
+        rows.append(dict(workload="FIT", shape=shape, contender="scikit-learn MiniBatchKMeans (one run)", seconds=med,
+                         times=times_, peak_rss_mib=pk, inertia=inertia64(X, np.asarray(centers)), speedup_vs_this=None))  # fmt: skip
+    if _have("sklearn"):
+        run_fit_shapes(quick, repeat, rows)
     if dask_ml and _have("dask_ml"):
 
         def dask_ml_fit():
@@ -182,34 +338,33 @@ def run_fit(quick, repeat, rows, full_kmeans=False, dask_ml=False):
                 dX = da.from_array(X, chunks=(max(1, len(X) // (4 * THREADS)), X.shape[1])).persist()
                 return DaskKMeans(n_clusters=64, random_state=0).fit(dX).cluster_centers_
 
-        c["dask-ml KMeans (LocalCluster, 2 workers)"] = dask_ml_fit
+        med, times_, pk, centers = measure(dask_ml_fit, 1, "dask-ml KMeans (LocalCluster, 2 workers)")
+        rows.append(dict(workload="FIT", shape=shape, contender="dask-ml KMeans (LocalCluster, 2 workers)", seconds=med,
+                         times=times_, peak_rss_mib=pk, inertia=inertia64(X, np.asarray(centers)), speedup_vs_this=None))  # fmt: skip
 
-        def segone_dask_fit():
-            import dask.array as da
-            from dask.distributed import Client, LocalCluster
 
-            import segone.dask
+def run_fit_shapes(quick, repeat, rows):
+    """FIT on other shapes: the default Segmenter against scikit-learn MiniBatchKMeans (inertia and time)."""
+    from sklearn.cluster import MiniBatchKMeans
 
-            with LocalCluster(n_workers=THREADS, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster):
-                dX = da.from_array(X, chunks=(max(1, len(X) // (4 * THREADS)), X.shape[1])).persist()
-                return segone.dask.Segmenter(64, random_state=0, refine=2).fit(dX).cluster_centers_
+    m = 200_000 if quick else 1_000_000
+    for n, d, k in ((m, 64, 256), (m, 8, 1024), (100_000, 16, 8)):
+        X = blobs(n, d)[0]
+        shape = f"N={n:,} D={d} K={k} float32"
+        seed = lambda r: max(r, 0) % 3  # noqa: E731
+        c = {"segone cython (default)": lambda r: segone.Segmenter(k, random_state=seed(r), n_threads=THREADS).fit(X)
+             .cluster_centers_,
+             "scikit-learn MiniBatchKMeans": lambda r: MiniBatchKMeans(k, n_init=1, random_state=seed(r)).fit(X)
+             .cluster_centers_}  # fmt: skip
 
-        c["segone.dask Segmenter (LocalCluster, 2 workers)"] = segone_dask_fit
-    if _have("faiss"):
-        import faiss
+        def inertias(results, X=X):
+            return {label: [inertia64(X, np.asarray(cc)) for cc in v] for label, v in results.items()}
 
-        def faiss_fit():
-            km = faiss.Kmeans(16, 64, niter=20, seed=1)
-            km.train(X)
-            return km.centroids
-
-        c["faiss Kmeans(niter=20)"] = faiss_fit
-    for label, fn in c.items():
-        r = 1 if ("KMeans (lloyd" in label or "dask-ml" in label or "LocalCluster" in label) else repeat
-        med, times, peak, centers = measure(fn, r, label)
-        rows.append(dict(workload="FIT", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak,
-                         inertia=inertia64(X, np.asarray(centers))))  # fmt: skip
-    _ratios(rows, "FIT", shape, "segone cython refine=0")
+        times, peak, inert = interleave(c, repeat, reduce=inertias)
+        record(rows, "FIT", shape, times, "segone cython (default)", peak=peak,
+               inertia={label: statistics.median(v) for label, v in inert.items()})  # fmt: skip
+        a, b = (statistics.median(v) for v in inert.values())
+        print(f"  FIT {shape}: inertia segone / MiniBatchKMeans = {a / b:.4f} (medians over seeds)", file=sys.stderr)
 
 
 def synth_dataset(quick, workdir):
@@ -284,11 +439,10 @@ def run_profile(quick, repeat, rows, workdir):
     shape = f"{n_tx:,} transactions -> {n:,} customers"
     c = {"segone build_profiles (transactions only)": lambda: segone.build_profiles(tx).num_rows}
     c.update(_profile_peers(tx))
-    for label, fn in c.items():
-        med, times, peak, nrows = measure(fn, repeat, label)
-        rows.append(dict(workload="PROFILE", shape=shape, contender=label, seconds=med, times=times,
-                         peak_rss_mib=peak, rows_out=nrows))  # fmt: skip
-    _ratios(rows, "PROFILE", shape, "segone build_profiles (transactions only)")
+    c = {label: _r(fn) for label, fn in c.items()}
+    times, _, nrows = interleave(c, repeat)
+    record(rows, "PROFILE", shape, times, "segone build_profiles (transactions only)", peaks=peaks_of(c),
+           rows_out={label: v[-1] for label, v in nrows.items()})  # fmt: skip
 
 
 # ---------------------------------------------------------------------- SCORE
@@ -324,16 +478,13 @@ def run_score(quick, repeat, rows, workdir):
             c[f"scikit-learn {scaling} (Arrow -> NumPy -> scaler)"] = lazy(
                 profiles, lambda p, mk=make: mk().fit_transform(sk_matrix(p)).astype(np.float32).shape
             )
-    for label, fn in c.items():
-        med, times, peak, out_shape = measure(fn, repeat, label)
-        shape = shape or f"{out_shape[0]:,} profiles x {out_shape[1]} features"
-        rows.append(dict(workload="SCORE", shape=shape, contender=label, seconds=med, times=times, peak_rss_mib=peak))
-    for scaling in ("standard", "robust", "quantile"):
-        base = next(r for r in rows if r["contender"] == f"segone FeatureScorer({scaling})")
-        for r in rows:
-            if r["workload"] == "SCORE" and r["contender"].startswith(f"scikit-learn {scaling}"):
-                r["speedup_vs_this"] = r["seconds"] / base["seconds"]
-        base["speedup_vs_this"] = 1.0
+    times, peak, shapes = interleave({label: _r(fn) for label, fn in c.items()}, repeat)
+    out_shape = next(iter(shapes.values()))[-1]
+    shape = f"{out_shape[0]:,} profiles x {out_shape[1]} features"
+    for scaling in ("standard", "robust", "quantile"):  # each scaler against its own segone twin
+        pair = {k: v for k, v in times.items() if k == f"segone FeatureScorer({scaling})" or
+                k.startswith(f"scikit-learn {scaling}")}  # fmt: skip
+        record(rows, "SCORE", shape, pair, f"segone FeatureScorer({scaling})", peak=peak)
 
 
 # ------------------------------------------------------------------- PIPELINE
@@ -342,10 +493,12 @@ def run_pipeline(quick, repeat, rows, workdir):
     shape = f"{n:,} customers, K=32"
     out = os.path.join(workdir, "out")
 
-    def seg():
-        return segone.run(os.path.join(path, "transactions"), out, clusters=32, overwrite=True).summary["customers"]
+    def seg(**kw):
+        return segone.run(os.path.join(path, "transactions"), out, clusters=32, overwrite=True, **kw).summary["customers"]
 
-    c = {"segone run (transactions only)": seg}
+    # the job computes far more than the peer (value models, personas, RFM, a segment table with every feature,
+    # the tracking histogram): value=False drops the value models, the closest like-for-like run
+    c = {"segone run (transactions only)": seg, "segone run (transactions only, value=False)": lambda: seg(value=False)}
     if _have("sklearn") and _have("pandas"):
         import pandas as pd
         from sklearn.cluster import MiniBatchKMeans
@@ -366,11 +519,10 @@ def run_pipeline(quick, repeat, rows, workdir):
             return len(lab)
 
         c["pandas + scikit-learn"] = pandas_sklearn
-    for label, fn in c.items():
-        med, times, peak, nrows = measure(fn, repeat, label)
-        rows.append(dict(workload="PIPELINE", shape=shape, contender=label, seconds=med, times=times,
-                         peak_rss_mib=peak, rows_out=nrows))  # fmt: skip
-    _ratios(rows, "PIPELINE", shape, "segone run (transactions only)")
+    c = {label: _r(fn) for label, fn in c.items()}
+    times, _, nrows = interleave(c, repeat)
+    record(rows, "PIPELINE", shape, times, "segone run (transactions only)", peaks=peaks_of(c),
+           rows_out={label: v[-1] for label, v in nrows.items()})  # fmt: skip
 
 
 # ---------------------------------------------------------------------- DASK
@@ -488,24 +640,32 @@ def run_persona(quick, repeat, rows, workdir):
 
 
 def _ratios(rows, workload, shape, base_label):
+    """Time / the base's time per contender: the median of per-round ratios (the rounds were interleaved)."""
     group = [r for r in rows if r["workload"] == workload and r["shape"] == shape]
     base = next((r for r in group if r["contender"] == base_label), None)
     for r in group:
-        r["speedup_vs_this"] = (r["seconds"] / base["seconds"]) if base else None
+        if base and len(r.get("times", ())) == len(base.get("times", ())) > 0:
+            r["speedup_vs_this"] = statistics.median(t / b for t, b in zip(r["times"], base["times"]))
+        else:
+            r["speedup_vs_this"] = (r["seconds"] / base["seconds"]) if base else None
 
 
 def print_table(rows, out=sys.stdout):
-    print("| workload | shape | contender | median s | peak RSS MiB | quality | segone speed-up |", file=out)
+    print("| workload | shape | contender | median s | peak RSS MiB | quality | time / segone's (median of rounds) |",
+          file=out)  # fmt: skip
     print("|---|---|---|---|---|---|---|", file=out)
     for r in rows:
         q = ""
-        if "inertia" in r:
+        if "inertia_over_best3" in r:
+            q = f"inertia {r['inertia']:.4e} ({r['inertia_over_best3']:.4f}x best of 3 KMeans)"
+        elif "inertia" in r:
             q = f"inertia {r['inertia']:.4e}"
-        elif "label_agreement" in r:
+        elif r.get("label_agreement") is not None:
             q = f"labels = segone {100 * r['label_agreement']:.4f}%"
         sp = r.get("speedup_vs_this")
         print(
-            f"| {r['workload']} | {r['shape']} | {r['contender']} | {r['seconds']:.4f} | {r['peak_rss_mib']:.0f} | {q} | "
+            f"| {r['workload']} | {r['shape']} | {r['contender']} | {r['seconds']:.4f} | "
+            f"{'' if r.get('peak_rss_mib') is None else format(r['peak_rss_mib'], '.0f')} | {q} | "
             f"{'' if sp is None else f'{sp:.2f}x'} |",
             file=out,
         )
@@ -557,7 +717,7 @@ def main(argv=None):
     if "assign" in todo:
         run_assign(args.quick, args.repeat, rows)
     if "fit" in todo:
-        run_fit(args.quick, args.repeat, rows, args.full_kmeans, args.dask_ml)
+        run_fit(args.quick, args.repeat, rows, args.full_kmeans, args.dask_ml, args.workdir)
     if "profile" in todo:
         run_profile(args.quick, args.repeat, rows, args.workdir)
     if "score" in todo:
