@@ -1,6 +1,8 @@
 """Engines: where the stages of :func:`segone.run` execute.
 
-An engine only reads the inputs into *parts*, maps a function over parts,
+An engine only reads the inputs into *parts*, brings each customer's rows
+into one piece (``by_customer`` for the inputs, ``co_partition`` for tables
+already read, such as two runs' assignments), maps a function over parts,
 tree-reduces mergeable states (:mod:`segone._state`), persists parts, gathers
 small results and writes parts.  It computes nothing itself: every
 computation is a function of the stage's own module, and
@@ -54,6 +56,15 @@ class LocalEngine:
     def by_customer(self, parts, split, npartitions=None, cid="customer_id"):
         """Pieces whose customers are disjoint: here one piece holding every input."""
         return [tuple(parts[r][0] if r in parts else None for r in ROLES)]
+
+    def co_partition(self, part_lists, cid="customer_id", npartitions=None):
+        """Pieces whose customers are disjoint, one item per list: here one piece, each list concatenated."""
+        import pyarrow as pa
+
+        def whole(parts):
+            return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
+
+        return [tuple(whole(list(parts)) for parts in part_lists)]
 
     def map(self, fn, *part_lists, **kwargs):
         """``fn(*parts_i, **kwargs)`` for every i; a list of results (parts)."""

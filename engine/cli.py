@@ -44,7 +44,7 @@ def main():
     segone track OLD NEW --out DIR      who moved where between two runs
     segone apply MODEL INPUT --out DIR  assign new data to a saved model
     segone report OUT                   an HTML report of OUT to open in a browser
-    segone demo                         synth + run on 100,000 customers, then a report
+    segone demo                         two synthetic periods: run, track, score the moves, report
     segone info                         backends, threads, OpenMP
     """
 
@@ -270,49 +270,110 @@ def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwr
     click.echo(f"{res.assignments.num_rows:,} customers assigned; outputs in {res.out}")
 
 
+DEMO_SWITCH_SHARE = 0.1  # customers who switch latent segment between the demo's two periods
+DEMO_NAMES = ("period-1", "period-2", "demo.json", "report.html")  # what `segone demo --out OUT` writes in OUT
+
+
 @main.command()
 @click.option("--customers", "-n", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--clusters", "-k", default="auto", show_default=True, callback=_clusters_option, metavar="K|auto",
               help="Number of segments, or 'auto' (a sweep over k = 2..20 chooses it).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Keep outputs here.")
+@click.option("--out", "-o", default=None, type=click.Path(file_okay=False),
+              help="Keep the outputs here: OUT/period-1 and OUT/period-2 (the runs), OUT/demo.json (how well the "
+                   "segments and the moves were found) and OUT/report.html.")  # fmt: skip
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
-              help="Where to write the HTML report (default: OUT/report.html with --out, else "
+              help="Where to write the HTML report of period 2 (default: OUT/report.html with --out, else "
                    "segone-demo-report.html in the temporary directory).")  # fmt: skip
 def demo(customers, clusters, seed, out, report_path):
-    """Synthesise customers with known segments, segment them, print the summary."""
+    """Synthesise two periods of customers with known segments (10% switch between them), segment period 1,
+    track period 2 against it (--previous), print how well the segments and the moves were found."""
+    import time
+
     import numpy as np
     import pyarrow.parquet as pq
 
+    t_start = time.perf_counter()
+    if out is not None:
+        _check_demo_out(out)
     work = tempfile.mkdtemp(prefix="segone-demo-")
     try:
         data_dir = os.path.join(work, "data")
-        click.echo(f"synthesising {customers:,} customers (seed {seed}) ...")
-        segone.synth.write_dataset(data_dir, customers, seed=seed, progress=False)
-        out_dir = out or os.path.join(work, "out")
-        res = segone.run(data_dir, out_dir, clusters, random_state=seed, overwrite=bool(out), verbose=True)
-        _print_segments(res.segments)
-        truth = pq.read_table(os.path.join(data_dir, "truth")).sort_by("customer_id")
-        found = res.assignments.sort_by("customer_id")
-        ari = _adjusted_rand(truth.column("segment").to_numpy(), found.column("segment").to_numpy())
-        t = res.summary["timings_s"]
+        click.echo(f"synthesising {customers:,} customers in two periods, {DEMO_SWITCH_SHARE:.0%} switching "
+                   f"segment (seed {seed}) ...")  # fmt: skip
+        segone.synth.write_periods(data_dir, customers, periods=2, switch_share=DEMO_SWITCH_SHARE, seed=seed,
+                                   redraw=True)  # fmt: skip
+        base = out or os.path.join(work, "out")
+        runs, aris = [], []
+        for p in (0, 1):
+            click.echo(f"\n== period {p + 1}" + (" (tracked against period 1: --previous)" if p else "") + " ==")
+            k = clusters if p == 0 else runs[0].summary["segments"]  # period 2: period 1's k, so ids carry over
+            res = segone.run(os.path.join(data_dir, f"period-{p}"), os.path.join(base, f"period-{p + 1}"), k,
+                             random_state=seed, overwrite=bool(out), verbose=True,
+                             previous=os.path.join(base, "period-1") if p else None)  # fmt: skip
+            _print_segments(res.segments)
+            truth = pq.read_table(os.path.join(data_dir, f"period-{p}", "truth")).sort_by("customer_id")
+            found = res.assignments.sort_by("customer_id")
+            aris.append(_adjusted_rand(truth.column("segment").to_numpy(), found.column("segment").to_numpy()))
+            t = res.summary["timings_s"]
+            click.echo(f"adjusted Rand index vs the true segments: {aris[-1]:.3f}; "
+                       + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))  # fmt: skip
+            runs.append(res)
+        truths = [pq.read_table(os.path.join(data_dir, f"period-{p}", "truth")) for p in (0, 1)]
+        moves = pq.read_table(os.path.join(base, "period-2", "moves.parquet"))
+        rec = segone.synth.moves_recovery(moves, *truths)
+        tracking = runs[1].summary.get("tracking", {})
         click.echo(
-            f"adjusted Rand index vs the true segments: {ari:.3f}; "
-            + ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
-        )
+            f"\nmoves recovered: {rec['found_moved']:,} customers flagged 'moved', {rec['true_moved']:,} truly "
+            f"switched; precision {rec['moved_precision']:.3f}, recall {rec['moved_recall']:.3f}\n"
+            f"migration matrix vs the true one: {rec['migration_agreement']:.1%} agreement (total variation "
+            f"distance {rec['migration_tv_distance']:.4f}); stayed share {_pct(tracking.get('stayed_share'))}"
+        )  # fmt: skip
+        summary = {"format": "segone-demo", "version": 1, "customers": customers, "seed": seed,
+                   "switch_share": DEMO_SWITCH_SHARE, "segments": runs[0].summary["segments"],
+                   "adjusted_rand": {"period-1": float(aris[0]), "period-2": float(aris[1])},
+                   "moves": rec, "stayed_share": tracking.get("stayed_share"),
+                   "seconds": round(time.perf_counter() - t_start, 2)}  # fmt: skip
+        summary_path = os.path.join(out, "demo.json") if out else os.path.join(tempfile.gettempdir(),
+                                                                               "segone-demo.json")  # fmt: skip
+        io.write_json(summary, summary_path)
+        click.echo(f"recovery figures: {summary_path}")
         if out:
-            click.echo(f"outputs in {res.out}")
+            click.echo(f"outputs in {os.path.abspath(out)} (period-1, period-2)")
         from segone.report import MissingDependencyError, write_report
 
         try:
-            path = write_report(res.out, report_path or (
-                None if out else os.path.join(tempfile.gettempdir(), "segone-demo-report.html")))  # fmt: skip
+            path = write_report(runs[1].out, report_path or (os.path.join(out, "report.html") if out else
+                                os.path.join(tempfile.gettempdir(), "segone-demo-report.html")))  # fmt: skip
             click.echo(f"report: {path} (open it in a browser)")
         except MissingDependencyError as exc:
             click.echo(f"report: not written ({exc})")
-        return np.float64(ari)
+        click.echo(f"demo done in {time.perf_counter() - t_start:.1f}s")
+        return np.float64(aris[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_demo_out(out):
+    """``segone demo --out OUT`` replaces only what an earlier demo wrote there (or fills an empty directory)."""
+    from segone.errors import OutputError
+
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise OutputError(f"the output {out!r} exists and is not a directory; choose a directory path.")
+    names = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    foreign = [n for n in names if n not in DEMO_NAMES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise OutputError(
+            f"the output {out!r} holds files segone did not write ({shown}); `segone demo --out` replaces only an "
+            f"earlier demo's outputs ({', '.join(DEMO_NAMES)}). Choose another output directory, or empty it "
+            "yourself."
+        )
+    for run in ("period-1", "period-2"):  # each run directory must be segone's own, as for `segone run`
+        d = os.path.join(out, run)
+        if os.path.isdir(d) and os.listdir(d) and not io.is_segone_output(d):
+            raise OutputError(f"the output {d!r} holds files segone did not write; choose another output "
+                              "directory, or empty it yourself.")  # fmt: skip
 
 
 def _adjusted_rand(a, b):
@@ -383,7 +444,9 @@ def persona(out, customer_id, id_key_file):
     for t in row["traits"]:
         value = "" if t["value"] is None else f"{t['value']:.4g}"
         pct = "" if t["percentile"] is None else f"percentile {t['percentile']:.0%}"
-        click.echo(f"  - {t['feature']:<28} {value:>10}  {pct:<16} strength {t['strength']:+.2f}")
+        if t.get("against") == "segment":
+            pct += " of segment"
+        click.echo(f"  - {t['feature']:<28} {value:>10}  {pct:<27} strength {t['strength']:+.2f}")
 
 
 @main.command()

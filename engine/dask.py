@@ -8,7 +8,8 @@ partition is converted once, with the null and type rules of
 
 * reads the inputs into parts (a Parquet dataset: one part per file),
 * brings each customer's rows into one piece (a hash shuffle of Arrow tables,
-  skipped when the inputs are already split by customer),
+  skipped when the inputs are already split by customer; the same hash
+  split co-partitions the previous and the new assignments for tracking),
 * maps a stage function over the parts, tree-reduces mergeable states
   (``split_every`` at a time), persists parts, gathers small results and
   writes parts.
@@ -60,7 +61,15 @@ def _fold(*states):
 
 def _split_part(part, role, cid, n_parts):
     """One input part -> ``n_parts`` tables by a hash of the customer id (null ids go to piece 0)."""
-    t = _io.read_table(part, name=role)
+    return _split_table(_io.read_table(part, name=role), cid, n_parts)
+
+
+def _split_table(t, cid, n_parts):
+    """A table -> ``n_parts`` tables by a hash of the customer id (null ids go to piece 0).
+
+    The same id lands in the same piece whatever the table (int32 or int64
+    ids alike), so tables split so join piece by piece.
+    """
     if cid not in t.column_names:
         return tuple([t] * 1 + [t.slice(0, 0)] * (n_parts - 1))  # the profile names the missing column
     ids = t.column(cid)
@@ -76,6 +85,8 @@ def _split_part(part, role, cid, n_parts):
     else:
         h = _segment.customer_hash(ids.cast(pa.string()))
     bucket = np.where(valid, h % np.uint64(n_parts), 0).astype(np.int64)
+    if bucket.size and (bucket == bucket[0]).all():  # already one bucket's customers (e.g. a shuffled part)
+        return tuple(t if i == bucket[0] else t.slice(0, 0) for i in range(n_parts))
     order = np.argsort(bucket, kind="stable")
     bounds = np.searchsorted(bucket[order], np.arange(n_parts + 1))
     return tuple(t.take(order[bounds[i] : bounds[i + 1]]) for i in range(n_parts))
@@ -97,6 +108,15 @@ def _piece(n_tx, n_ev, *tables):
 
 def _zip_piece(tx, ev, at):
     return tx, ev, at
+
+
+def _co_piece(counts, *tables):
+    """The tables of one bucket, grouped per list (``counts`` tables each) and concatenated."""
+    out, i = [], 0
+    for c in counts:
+        out.append(pa.concat_tables(tables[i : i + c], promote_options="permissive"))
+        i += c
+    return tuple(out)
 
 
 def _write_part(table, path):
@@ -201,8 +221,8 @@ class DaskEngine:
         n = self.npartitions or 1
         step = -(-table.num_rows // n) if table.num_rows else 1
         slices = [table.slice(i * step, step) for i in range(n)]
-        if self.client is not None:
-            return self.client.scatter(slices)
+        if self.client is not None:  # hash=False: dask tokenizes every slice of a table alike (one key for all)
+            return self.client.scatter(slices, hash=False)
         return slices
 
     def by_customer(self, parts, split, npartitions=None, cid="customer_id"):
@@ -229,6 +249,19 @@ class DaskEngine:
             tables = [b[i] for r in ROLES for b in buckets.get(r, [])]
             pieces.append(delayed(_piece, pure=False)(counts[0], counts[1], *tables))
         return pieces
+
+    def co_partition(self, part_lists, cid="customer_id", npartitions=None):
+        """Pieces whose customers are disjoint: every part of every list split by a hash of ``cid``.
+
+        Piece i is a tuple with one table per list: the rows of that list
+        whose customer id hashes to bucket i (as in :meth:`by_customer`), so
+        a customer's rows of every list meet in one piece.  Parts that are
+        already one bucket's customers move whole.
+        """
+        n = check_int(npartitions or self.npartitions or max(len(p) for p in part_lists), "npartitions", low=1)
+        splits = [[delayed(_split_table, nout=n, pure=False)(p, cid, n) for p in parts] for parts in part_lists]
+        counts = [len(parts) for parts in part_lists]
+        return [delayed(_co_piece, pure=False)(counts, *[s[i] for parts in splits for s in parts]) for i in range(n)]
 
     def map(self, fn, *part_lists, **kwargs):
         f = delayed(fn, pure=False)

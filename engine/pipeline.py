@@ -25,6 +25,7 @@ from segone import clv as _clv
 from segone import privacy as _privacy
 from segone import profile as _profile
 from segone import sweep as _sweep
+from segone import _memory
 from segone import track as _track
 from segone._engine import LocalEngine
 from segone._threads import effective_n_threads
@@ -334,7 +335,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         results = eng.persist(eng.map(_privacy.processing_piece, profiles, plan=plan, with_ids=with_ids),
                               "profiles")  # fmt: skip
         privacy_counts = eng.reduce(eng.map(_second, results))
-        no_consent = pa.concat_arrays(eng.gather(eng.map(_third, results))) if with_ids else None
+        no_consent = eng.map(_third, results) if with_ids else None  # per part, co-partitioned with the moves
         profiles = eng.map(_first, results)
     n = summary["customers"] - privacy_counts.counts["dropped"]
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
@@ -356,7 +357,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     t0 = time.perf_counter()
     cid = "customer_id"  # profiles (and every output) name the id so, whatever the input column
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
-                                                              id_column=cid, spend="spend")  # fmt: skip
+                                                              id_column=cid, spend="spend", lazy=True)  # fmt: skip
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
     sweep_info = sweep_table = None
     if clusters == "auto":  # how many segments: a sweep over k on the same sample, two rounds over every part
@@ -401,11 +402,12 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     hist = eng.reduce(eng.map(_track.FeatureHistogram.of, profiles, features=scorer.feature_names_out_))
     tracked, seg_ids, next_id = None, np.arange(clusters), clusters
     if prev is not None:
-        parts = eng.gather(eng.map(_track.tracking_columns, profiles, assignments, id_column=cid))
+        parts = eng.map(_track.tracking_columns, profiles, assignments, id_column=cid)
         if plan.hash_ids:  # the previous output holds pseudonyms
-            parts = [_privacy.pseudonymise_column(p, cid, plan.key) for p in parts]
-        tracked = _track.track_assignments(prev, pa.concat_tables(parts), centroids=seg.cluster_centers_,
-                                           scorer=scorer, spend="spend", histogram=hist)  # fmt: skip
+            parts = eng.map(_privacy.pseudonymise_column, parts, column=cid, key=plan.key)
+        # per part: the previous customers that hash with each part's, joined; only the contingency is reduced
+        tracked = _track.track_parts(eng, prev, parts, excluded=no_consent, centroids=seg.cluster_centers_,
+                                     scorer=scorer, spend="spend", histogram=hist)  # fmt: skip
         seg_ids, next_id = tracked.segment_ids, tracked.next_id
     stage("track")  # the feature histogram (drift in the model) and, with a previous run, the tracking
     if tracked is not None:
@@ -414,6 +416,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()
     stats = eng.reduce(eng.map(_segment_stats, profiles, assignments, k=clusters))
+    segment_sketches = stats.segment_sketches()
     mapping, seg_report, suppressed, final_ids = None, None, {}, None
     if plan.min_segment_size is not None:  # merge or withhold the segments below k
         mapping, seg_report = _privacy.small_segment_mapping(stats.size, seg.cluster_centers_,
@@ -427,6 +430,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     t0 = time.perf_counter()
     persona_model = PersonaModel(n_traits, phrases=phrases, backend=backend, n_threads=n_threads)
     persona_model.fit_state(eng.reduce(eng.map(PersonaState.of, profiles, model=persona_model)))
+    persona_model.set_segments(segment_sketches)  # the segment contrast (cluster indices, before any merge)
     both = eng.persist(eng.map(_personas_piece, profiles, assignments, model=persona_model, id_column=cid),
                        "personas")  # fmt: skip
     personas = eng.map(_first, both)
@@ -453,8 +457,9 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     if tracked is not None:
         moves = tracked.moves
         if final_ids is not None:
-            moves = _privacy.relabel_moves(moves, _privacy.id_lookup(seg_ids, final_ids))
-            cont = _track.Contingency.of(moves)
+            moves = eng.persist(eng.map(_privacy.relabel_moves, moves,
+                                        lookup=_privacy.id_lookup(seg_ids, final_ids)), "moves")  # fmt: skip
+            cont = eng.reduce(eng.map(_track.Contingency.of, moves))
             tracked.migration = _track.migration_table(cont)
             tracked.figures = _track.tracking_figures(cont, tracked.match, prev=prev, histogram=hist)
         if plan.min_segment_size is not None:
@@ -462,7 +467,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                                                                                      plan.min_segment_size)
             tracked.figures["customers"] = _privacy.suppress_counts(tracked.figures["customers"],
                                                                     plan.min_segment_size)
-        tracked.moves = _privacy.filter_moves(moves, no_consent, plan=plan) if no_consent is not None else moves
+        tracked.moves = eng.map(_privacy.filter_moves, moves, tracked.excluded, plan=plan) \
+            if tracked.excluded is not None else moves  # fmt: skip
     if plan.min_segment_size is not None:
         rfm_grid, suppressed["rfm"] = _privacy.suppress_counts_table(rfm_grid, plan.min_segment_size,
                                                                      keys=("r_score", "f_score"))
@@ -492,7 +498,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                     settings={"id_column": cid, "random_state": random_state,
                               "previous": None if prev is None else prev.path})  # fmt: skip
         if tracked is not None:
-            write_parquet(tracked.moves, os.path.join(tmp, "moves.parquet"))
+            eng.write_parts(tracked.moves, os.path.join(tmp, "moves.parquet"))
             write_parquet(tracked.migration, os.path.join(tmp, "migration.parquet"))
         stage("write")
         timings["total"] = time.perf_counter() - t_all
@@ -620,6 +626,6 @@ def run_summary(input, summary, scorer, seg, stats, engine_facts, **settings):
         "passes": seg.n_passes_,
         "iterations": seg.n_iter_,
         **settings,
-        "engine": engine_facts,
+        "engine": {**engine_facts, "memory": _memory.settings()},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }

@@ -641,6 +641,91 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
     return result
 
 
+def moves_recovery(moves, truth_before, truth_after):
+    """How well a moves table (``segone run --previous``) recovered the true switchers of :func:`generate_periods`.
+
+    Parameters
+    ----------
+    moves : pyarrow.Table
+        ``customer_id``, ``previous_segment``, ``segment`` and ``status``
+        (``moves.parquet`` of the later run).
+    truth_before, truth_after : pyarrow.Table
+        The ``truth`` tables of the two periods (``customer_id``, ``segment``).
+
+    Returns
+    -------
+    dict
+        ``customers_in_both`` (of the truth), ``true_moved`` (customers whose
+        latent segment changed), ``found_moved`` (status "moved" among them),
+        ``moved_precision`` and ``moved_recall`` of status "moved" against
+        the truth, and ``migration_agreement``: one minus the total variation
+        distance between the found and the true migration matrices, the
+        found one in latent segments (each stable segment id stands for the
+        latent segment most of its customers belong to, in its period), both
+        over the customers of both periods (1.0: the same matrix).
+        ``migration_tv_distance`` is that distance.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from segone.synth import moves_recovery
+    >>> t0 = pa.table({"customer_id": [1, 2, 3, 4], "segment": [0, 0, 1, 1]})
+    >>> t1 = pa.table({"customer_id": [1, 2, 3, 4], "segment": [0, 1, 1, 1]})
+    >>> m = pa.table({"customer_id": [1, 2, 3, 4], "previous_segment": [5, 5, 7, 7], "segment": [5, 7, 7, 7],
+    ...               "status": ["stayed", "moved", "stayed", "stayed"]})
+    >>> r = moves_recovery(m, t0, t1)
+    >>> r["moved_precision"], r["moved_recall"], r["migration_agreement"]
+    (1.0, 1.0, 1.0)
+    """
+    for name, t, cols in (("moves", moves, ("customer_id", "previous_segment", "segment", "status")),
+                          ("truth_before", truth_before, ("customer_id", "segment")),
+                          ("truth_after", truth_after, ("customer_id", "segment"))):  # fmt: skip
+        missing = [c for c in cols if c not in t.column_names]
+        if missing:
+            raise ParameterError(f"{name} has no column(s) {missing}; it has {t.column_names[:10]}.")
+    truth = truth_before.select(["customer_id", "segment"]).join(
+        truth_after.select(["customer_id", "segment"]).rename_columns(["customer_id", "segment_after"]),
+        "customer_id", join_type="inner")  # fmt: skip
+    m = moves.select(["customer_id", "previous_segment", "segment", "status"]).rename_columns(
+        ["customer_id", "found_before", "found_after", "status"])
+    j = truth.join(m, "customer_id", join_type="left outer")
+    s0 = j.column("segment").to_numpy().astype(np.int64)
+    s1 = j.column("segment_after").to_numpy().astype(np.int64)
+    status = pc.cast(j.column("status"), pa.string()).to_numpy(zero_copy_only=False)
+    f0 = pc.fill_null(j.column("found_before"), -1).to_numpy().astype(np.int64)
+    f1 = pc.fill_null(j.column("found_after"), -1).to_numpy().astype(np.int64)
+    true_moved = s0 != s1
+    found_moved = status == "moved"
+    tp = int((true_moved & found_moved).sum())
+    n = int(s0.size)
+
+    def latent_of(found, latent):  # stable id -> the latent segment most of its customers have
+        out = {}
+        for i in np.unique(found[found >= 0]):
+            out[int(i)] = int(np.bincount(latent[found == i]).argmax())
+        return out
+
+    lat0, lat1 = latent_of(f0, s0), latent_of(f1, s1)
+    L = int(max(s0.max(initial=0), s1.max(initial=0))) + 1
+    true_m = np.zeros((L, L))
+    np.add.at(true_m, (s0, s1), 1)
+    found_m = np.zeros((L, L))
+    both = (f0 >= 0) & (f1 >= 0)
+    a = np.array([lat0[int(v)] for v in f0[both]], dtype=np.int64)
+    b = np.array([lat1[int(v)] for v in f1[both]], dtype=np.int64)
+    np.add.at(found_m, (a, b), 1)
+    tv = float(np.abs(found_m - true_m).sum() / 2 / max(n, 1))
+    return {
+        "customers_in_both": n,
+        "true_moved": int(true_moved.sum()),
+        "found_moved": int(found_moved.sum()),
+        "moved_precision": tp / max(int(found_moved.sum()), 1),
+        "moved_recall": tp / max(int(true_moved.sum()), 1),
+        "migration_tv_distance": tv,
+        "migration_agreement": 1.0 - tv,
+    }
+
+
 def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kwargs):
     """Write :func:`generate_periods` data as ``path/period-0``, ``path/period-1``, ... (atomically).
 

@@ -13,14 +13,22 @@ Three pieces:
   match falls back to the distance between the centroids (in the same
   feature space).
 * **Migration** (:func:`moves_piece`, :class:`Contingency`,
-  :func:`migration_table`): the customers of both runs joined by id (a
-  sort-merge in NumPy for integer ids, Arrow's hash join for strings), one
-  row per customer with its previous and new segment and a status
-  (``stayed``, ``moved``, ``new``, ``gone``), and the mergeable per (previous
-  segment, new segment) counts and spend sums (kind ``"migration"``).  The
-  run figures (share of common customers that stayed, adjusted Rand index
+  :func:`migration_table`): the customers of both runs joined by id (for
+  integer ids one compiled merge pass over the ids in increasing order --
+  already sorted, or put in order by a counting sort for compact ranges and
+  an O(n) radix sort otherwise --; Arrow's hash join for strings), one row
+  per customer with its previous and new segment and a status (``stayed``,
+  ``moved``, ``new``, ``gone``), and the mergeable per (previous segment,
+  new segment) counts and spend sums (kind ``"migration"``).  The run
+  figures (share of common customers that stayed, adjusted Rand index
   between the runs on the common customers, population stability index of
   the segment shares) are computed from the counts alone.
+* **Per part** (:func:`track_parts`): on an engine, the previous
+  assignments are read part by part, both runs are split by a hash of the
+  customer id so that each customer's rows of both runs meet in one bucket,
+  each bucket is joined into its moves and a :class:`Contingency`, and only
+  the contingencies reach the driver (O(segments^2)), where the ids are
+  matched; the moves are then renamed and written bucket by bucket.
 * **Feature drift** (:class:`FeatureHistogram`, :func:`feature_psi`): a
   mergeable binned histogram of every feature, stored with the model, and
   the population stability index (PSI) of each feature between two runs.
@@ -535,8 +543,12 @@ def _merge_kernel():
             return None
 
         @njit(nogil=True, cache=True)
-        def merge(P, N, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum):  # pragma: no cover
+        def merge(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
+                  csum):  # pragma: no cover
+            # P, N: the sorted ids; op, on: the row of each sorted id in ps / sp and ns / sn (empty: the same row)
             nP, nN = P.shape[0], N.shape[0]
+            use_op = op.shape[0] == nP and nP > 0
+            use_on = on.shape[0] == nN and nN > 0
             for i in range(1, nP):
                 if P[i] <= P[i - 1]:
                     return -1
@@ -553,35 +565,39 @@ def _merge_kernel():
             nan = np.nan
             while i < nP or j < nN:
                 if j >= nN or (i < nP and P[i] < N[j]):
-                    a = ps[i]
+                    ri = op[i] if use_op else i
+                    a = ps[ri]
                     ids[u] = P[i]
                     prev[u] = a
                     new[u] = -1
                     status[u] = 3
                     r = lp[a]
                     c = na_
-                    v = sp[i] if use_sp else nan
+                    v = sp[ri] if use_sp else nan
                     i += 1
                 elif i >= nP or N[j] < P[i]:
-                    b = ns[j]
+                    rj = on[j] if use_on else j
+                    b = ns[rj]
                     ids[u] = N[j]
                     prev[u] = -1
                     new[u] = b
                     status[u] = 2
                     r = pa_
                     c = ln[b]
-                    v = sn[j] if use_sn else nan
+                    v = sn[rj] if use_sn else nan
                     j += 1
                 else:
-                    a = ps[i]
-                    b = ns[j]
+                    ri = op[i] if use_op else i
+                    rj = on[j] if use_on else j
+                    a = ps[ri]
+                    b = ns[rj]
                     ids[u] = P[i]
                     prev[u] = a
                     new[u] = b
                     status[u] = 0 if a == b else 1
                     r = lp[a]
                     c = ln[b]
-                    v = sn[j] if use_sn else nan
+                    v = sn[rj] if use_sn else nan
                     i += 1
                     j += 1
                 counts[r, c] += 1
@@ -596,11 +612,93 @@ def _merge_kernel():
     return _MERGE or None
 
 
-def _sorted_side(ids, seg, spend, where):
-    """(ids, segments, spend) of one side in increasing id order: as is, by a counting sort, or by argsort."""
+_RADIX = None
+
+
+def _radix_kernel():
+    """The LSD radix argsort of int64 keys (Numba, compiled on first use and cached on disk); None without Numba."""
+    global _RADIX
+    if _RADIX is None:
+        try:
+            from numba import njit
+        except ImportError:  # pragma: no cover - numba is a dependency
+            _RADIX = False
+            return None
+
+        @njit(nogil=True, cache=True)
+        def radix_argsort(keys, ia, ib):  # pragma: no cover - compiled
+            # 11-bit digits of the key with its sign bit flipped (so negative ids sort first); one pass
+            # builds every digit's histogram, digits that are the same for every key are skipped
+            n = keys.shape[0]
+            bits = 11
+            R = 1 << bits
+            D = 6  # 66 bits >= 64
+            sign = np.uint64(1) << np.uint64(63)
+            mask = np.uint64(R - 1)
+            hist = np.zeros((D, R), dtype=np.int64)
+            ka = np.empty(n, dtype=np.uint64)
+            for i in range(n):
+                v = np.uint64(keys[i]) ^ sign
+                ka[i] = v
+                for d in range(D):
+                    hist[d, np.int64((v >> np.uint64(d * bits)) & mask)] += 1
+            kb = np.empty(n, dtype=np.uint64)
+            off = np.empty(R, dtype=np.int64)
+            first = True
+            for d in range(D):
+                shift = np.uint64(d * bits)
+                if n == 0 or hist[d, np.int64((ka[0] >> shift) & mask)] == n:
+                    continue
+                s = 0
+                for b in range(R):
+                    off[b] = s
+                    s += hist[d, b]
+                if first:
+                    for i in range(n):
+                        v = ka[i]
+                        b = np.int64((v >> shift) & mask)
+                        p = off[b]
+                        kb[p] = v
+                        ib[p] = i
+                        off[b] = p + 1
+                    first = False
+                else:
+                    for i in range(n):
+                        v = ka[i]
+                        b = np.int64((v >> shift) & mask)
+                        p = off[b]
+                        kb[p] = v
+                        ib[p] = ia[i]
+                        off[b] = p + 1
+                ka, kb = kb, ka
+                ia, ib = ib, ia
+            if first:
+                for i in range(n):
+                    ia[i] = i
+            out = np.empty(n, dtype=np.int64)
+            for i in range(n):
+                out[i] = np.int64(ka[i] ^ sign)
+            return out, ia
+
+        _RADIX = radix_argsort
+    return _RADIX or None
+
+
+def _argsort_ids(ids):
+    """(sorted ids, order) of unique int64 ids: a radix sort (O(n), any int64 incl. negative), else argsort."""
+    kern = _radix_kernel()
+    if kern is None:  # pragma: no cover - numba is a dependency
+        order = np.argsort(ids, kind="stable")
+        return ids[order], order
+    dt = np.int32 if ids.size < 2**31 - 1 else np.int64
+    return kern(np.ascontiguousarray(ids, dtype=np.int64), np.empty(ids.size, dtype=dt), np.empty(ids.size, dtype=dt))
+
+
+def _sorted_side(ids, where):
+    """(ids in increasing order, the row of each, or None when already sorted): a counting or a radix sort."""
     n = ids.size
     if n < 2 or bool((ids[1:] > ids[:-1]).all()):
-        return ids, seg, spend
+        return ids, None
     lo, hi = int(ids.min()), int(ids.max())
     if hi - lo <= 4 * n + 4096:  # compact range: counting sort, no comparisons
         dt = np.int32 if n < 2**31 - 1 else np.int64
@@ -609,9 +707,10 @@ def _sorted_side(ids, seg, spend, where):
         order = slot[slot >= 0]
         if order.size != n:
             _duplicates(ids, where)
-    else:
-        order = np.argsort(ids, kind="stable")
-    return ids[order], seg[order], None if spend is None else spend[order]
+        sids = ids[order]
+    else:  # sparse or huge ids: a radix sort (duplicates are found by the merge, which needs strict order)
+        sids, order = _argsort_ids(ids)
+    return sids, order
 
 
 def _moves_ints(p, n, ps, ns, sp, sn, where):
@@ -619,8 +718,8 @@ def _moves_ints(p, n, ps, ns, sp, sn, where):
     kern = _merge_kernel()
     if kern is None:  # pragma: no cover - numba is a dependency
         return None
-    P, ps, sp = _sorted_side(p, ps, sp, where[0])
-    N, ns, sn = _sorted_side(n, ns, sn, where[1])
+    P, op = _sorted_side(p, where[0])  # the segments and spend are read through the orders by the kernel
+    N, on = _sorted_side(n, where[1])
     pk, nk = _keys_of(ps), _keys_of(ns)
     lp = np.full(int(pk.max()) + 1 if pk.size else 1, pk.size, dtype=np.int64)
     lp[pk] = np.arange(pk.size)
@@ -636,20 +735,21 @@ def _moves_ints(p, n, ps, ns, sp, sn, where):
     spend = np.empty(L if has_spend else 0)
     counts = np.zeros((pk.size + 1, nk.size + 1), dtype=np.int64)
     csum = np.zeros(counts.shape)
-    u = kern(P, N, ps.astype(np.int64, copy=False), ns.astype(np.int64, copy=False),
-             empty if sp is None else sp, empty if sn is None else sn, lp, ln, ids, prev, new, status, spend,
-             counts, csum)  # fmt: skip
+    none = np.empty(0, dtype=np.int64)
+    u = kern(P, N, none if op is None else op, none if on is None else on, ps.astype(np.int64, copy=False),
+             ns.astype(np.int64, copy=False), empty if sp is None else sp, empty if sn is None else sn, lp, ln, ids,
+             prev, new, status, spend, counts, csum)  # fmt: skip
     if u < 0:
         _duplicates(P if u == -1 else N, where[0] if u == -1 else where[1])
     cont = Contingency(pk, nk, counts, csum if has_spend else None)
     return _Moves(ids[:u], prev[:u], new[:u], status[:u], spend[:u] if has_spend else None, cont)
 
 
-def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None):
+def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None,
+                  where=("previous assignments", "new assignments")):  # fmt: skip
     for t in (prev_table, new_table):
         if not isinstance(t, (pa.Table, pa.RecordBatch)):
             raise ParameterError(f"expected pyarrow Tables of assignments, got {type(t).__name__}.")
-    where = ("previous assignments", "new assignments")
     ps = _segment_values(prev_table, "previous")
     ns = _segment_values(new_table, "new")
     if segment_ids is not None:
@@ -1221,8 +1321,13 @@ def feature_psi(reference, current, bins=PSI_BINS):
 ASSIGNMENT_COLUMNS = ("segment", "distance", "margin")
 
 
-def _read_assignments(path, id_column, spend):
+PART_ROWS = 1 << 20  # rows per part when a previous output's assignments are read part by part
+
+
+def _read_assignments(path, id_column, spend, lazy=False):
+    """(table or None when ``lazy``, id column, columns to read, the parts: ``(file, row groups)``, id type)."""
     import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
     apath = os.path.join(path, "assignments.parquet")
     if not os.path.exists(apath):
@@ -1246,11 +1351,61 @@ def _read_assignments(path, id_column, spend):
             raise ModelFormatError(f"{apath}: field 'segment' is missing (columns {names}); not a segone output.")
         wanted = [spend] if isinstance(spend, str) else list(spend or ())
         cols = [cid, "segment"] + [c for c in wanted if c in names and c not in (cid, "segment")]
-        table = dataset.to_table(columns=cols)
+        id_type = dataset.schema.field(cid).type
+        if not lazy:
+            return dataset.to_table(columns=cols), cid, cols, None, id_type
+        parts = []  # the footers only: every file is readable, and big files are read in row-group ranges
+        for f in dataset.files:
+            md = pq.ParquetFile(f).metadata
+            group, rows = [], 0
+            for g in range(md.num_row_groups):
+                group.append(g)
+                rows += md.row_group(g).num_rows
+                if rows >= PART_ROWS:
+                    parts.append((f, tuple(group)))
+                    group, rows = [], 0
+            if group or not md.num_row_groups:
+                parts.append((f, tuple(group)))
     except (pa.ArrowInvalid, OSError) as exc:
         raise ModelFormatError(f"{apath}: cannot be read ({exc}); the file is truncated or corrupt. Re-run the "
                                "job that wrote it.") from None  # fmt: skip
-    return table, cid
+    return None, cid, cols, parts, id_type
+
+
+def previous_piece(source, *, id_column, columns, segment_ids=None, where="previous assignments"):
+    """One part of a previous output's assignments, read and checked: ``id_column``, ``segment`` (and spend).
+
+    ``source`` is a pyarrow Table (already read) or ``(file, row groups)``
+    from :attr:`PreviousRun.parts`.  Null ids, null, negative or non-integer
+    segments raise DataError / SchemaError, segments that are not among
+    ``segment_ids`` (the previous model's) ModelFormatError; duplicated ids
+    are found when the parts are joined (:func:`moves_bucket`).
+    """
+    import pyarrow.parquet as pq
+
+    if isinstance(source, (pa.Table, pa.RecordBatch)):
+        table = source if isinstance(source, pa.Table) else pa.Table.from_batches([source])
+        table = table.select([c for c in columns if c in table.column_names])
+    else:
+        path, groups = source
+        try:
+            pf = pq.ParquetFile(path)
+            table = pf.read_row_groups(list(groups), columns=list(columns)) if groups else \
+                pf.schema_arrow.empty_table().select(list(columns))  # fmt: skip
+        except (pa.ArrowInvalid, OSError, KeyError) as exc:
+            raise ModelFormatError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt. Re-run the "
+                                   "job that wrote it.") from None  # fmt: skip
+    seg = _segment_values(table, where)
+    _id_array(_column(table, id_column, where), where)  # null ids, id type
+    if segment_ids is not None:
+        unknown = np.setdiff1d(_keys_of(seg), np.asarray(segment_ids, dtype=np.int64))
+        if unknown.size:
+            raise ModelFormatError(
+                f"{where}: segments {unknown.tolist()[:10]} are not among the model's segment ids "
+                f"{np.asarray(segment_ids).tolist()[:20]}; assignments.parquet and model/ come from different runs. "
+                "Pass an untouched output directory."
+            )
+    return table
 
 
 @dataclass
@@ -1266,9 +1421,15 @@ class PreviousRun:
     model : segone.model.Model or None
         None when the model's format version cannot be read (then ids are
         matched on customers only).
-    segment_ids : ndarray of int64
-        The previous stable ids (the model's, else those in the assignments).
-    next_id : int
+    segment_ids : ndarray of int64 or None
+        The previous stable ids (the model's, else those in the assignments;
+        None until the tracking has seen them when read with ``lazy=True``
+        and without a usable model).
+    next_id : int or None
+    parts : list of (file, row groups) or None
+        With ``lazy=True``: the parts to read (:meth:`sources`).
+    id_type : pyarrow.DataType
+        The type of the customer ids.
     notes : list of str
         What could not be used and why.
     feature_mismatch : dict or None
@@ -1279,14 +1440,25 @@ class PreviousRun:
     """
 
     path: str
-    assignments: pa.Table = field(repr=False)
+    assignments: pa.Table | None = field(repr=False)
     id_column: str
     model: object = field(repr=False)
-    segment_ids: np.ndarray
-    next_id: int
+    segment_ids: np.ndarray | None
+    next_id: int | None
     notes: list = field(default_factory=list)
     feature_mismatch: dict | None = None
     run: dict | None = field(default=None, repr=False)
+    parts: list | None = field(default=None, repr=False)
+    columns: list = field(default_factory=list, repr=False)
+    id_type: object = field(default=None, repr=False)
+
+    @property
+    def where(self):
+        return f"{self.path}/assignments.parquet"
+
+    def sources(self):
+        """The parts of the assignments, for :func:`previous_piece`: the table itself, or ``(file, row groups)``."""
+        return [self.assignments] if self.assignments is not None else list(self.parts)
 
     @property
     def features_match(self):
@@ -1318,7 +1490,7 @@ class PreviousRun:
             self.notes.append(msg)
 
 
-def read_previous(path, *, features=None, id_column=None, spend=None):
+def read_previous(path, *, features=None, id_column=None, spend=None, lazy=False):
     """Read a previous output directory (``model/`` and ``assignments.parquet``) for tracking.
 
     Parameters
@@ -1333,6 +1505,12 @@ def read_previous(path, *, features=None, id_column=None, spend=None):
         else the first non-segment column).
     spend : str or list of str, optional
         Spend column(s) to read along, those present.
+    lazy : bool, default False
+        Read only the model and the Parquet footers: ``assignments`` is None
+        and ``parts`` lists the pieces an engine reads and checks part by
+        part (:func:`previous_piece`, :func:`track_parts`), so that nothing
+        per customer is read here.  Duplicated ids, null ids and foreign
+        segments are then found during the tracking.
 
     Returns
     -------
@@ -1359,8 +1537,6 @@ def read_previous(path, *, features=None, id_column=None, spend=None):
     >>> prev.assignments.num_rows, prev.segment_ids.tolist(), prev.next_id
     (1000, [0, 1, 2], 3)
     """
-    import json
-
     from segone.model import UnsupportedModelVersion, load_model
 
     path = os.path.abspath(os.fspath(path))
@@ -1382,8 +1558,19 @@ def read_previous(path, *, features=None, id_column=None, spend=None):
         notes.append(f"model not used ({exc}); segment ids matched on customers only")
     if id_column is None and model is not None:
         id_column = model.settings.get("id_column")
-    table, cid = _read_assignments(path, id_column, spend)
+    table, cid, cols, parts, id_type = _read_assignments(path, id_column, spend, lazy)
     where = f"{path}/assignments.parquet"
+    if lazy:
+        mismatch = None
+        if model is not None:
+            seg_ids, next_id = model.segment_ids.copy(), model.next_id
+            mismatch = _feature_mismatch(features, model, notes)
+        else:
+            seg_ids = next_id = None  # the segments present: known from the tracking's contingency
+            notes.append("next id taken from the assignments: ids that vanished before the previous run may be "
+                         "reused")  # fmt: skip
+        return PreviousRun(path, None, cid, model, seg_ids, next_id, notes, mismatch, _read_run(path, notes), parts,
+                           cols, id_type)  # fmt: skip
     seg = _segment_values(table, where)
     ids_np, ids_str = _id_array(table.column(cid), where)
     if ids_np is not None:
@@ -1403,24 +1590,35 @@ def read_previous(path, *, features=None, id_column=None, spend=None):
                 "Pass an untouched output directory."
             )
         seg_ids, next_id = model.segment_ids.copy(), model.next_id
-        if features is not None and set(features) != set(model.features):
-            mismatch = {"added": [f for f in features if f not in model.features],
-                        "removed": [f for f in model.features if f not in features]}  # fmt: skip
-            notes.append("the previous model has other features: segment ids matched on customers only, "
-                         "no warm start, no feature PSI")  # fmt: skip
+        mismatch = _feature_mismatch(features, model, notes)
     else:
         seg_ids = present
         next_id = int(present.max()) + 1 if present.size else 0
         notes.append("next id taken from the assignments: ids that vanished before the previous run may be reused")
-    run = None
+    return PreviousRun(path, table, cid, model, seg_ids, int(next_id), notes, mismatch, _read_run(path, notes),
+                       None, cols, id_type)  # fmt: skip
+
+
+def _feature_mismatch(features, model, notes):
+    if features is None or set(features) == set(model.features):
+        return None
+    notes.append("the previous model has other features: segment ids matched on customers only, "
+                 "no warm start, no feature PSI")  # fmt: skip
+    return {"added": [f for f in features if f not in model.features],
+            "removed": [f for f in model.features if f not in features]}  # fmt: skip
+
+
+def _read_run(path, notes):
+    import json
+
     rpath = os.path.join(path, "run.json")
     if os.path.isfile(rpath):
         try:
             with open(rpath) as f:
-                run = json.load(f)
+                return json.load(f)
         except (OSError, ValueError):
             notes.append("run.json of the previous output is unreadable (ignored)")
-    return PreviousRun(path, table, cid, model, seg_ids, int(next_id), notes, mismatch, run)
+    return None
 
 
 def remap_centroids(centroids, old_scorer, new_scorer):
@@ -1517,10 +1715,82 @@ def track_assignments(prev, assignments, *, centroids=None, scorer=None, spend=N
     if cid not in assignments.column_names:
         raise SchemaError(f"new assignments have no id column {cid!r} (the previous output's); columns: "
                           f"{assignments.column_names[:20]}.")  # fmt: skip
-    check_id_types(prev.assignments.schema.field(cid).type, assignments.schema.field(cid).type,
-                   f"the previous output {prev.path}")  # fmt: skip
-    m = _moves_arrays(prev.assignments, assignments, id_column=cid, spend=spend)
-    raw = _contingency_of(m)
+    prev_table = prev.assignments
+    if prev_table is None:  # read lazily: the parts, checked, as one table
+        pieces = [previous_piece(src, id_column=cid, columns=prev.columns, where=prev.where,
+                                 segment_ids=None if prev.model is None else prev.segment_ids)
+                  for src in prev.sources()]  # fmt: skip
+        prev_table = pa.concat_tables(pieces, promote_options="permissive")
+    moves, raw, _ = moves_bucket(prev_table, assignments, id_column=cid, spend=spend, where=prev.where,
+                                 prev_type=prev_table.schema.field(cid).type)  # fmt: skip
+    match, cont, figures = finish_tracking(prev, raw, centroids=centroids, scorer=scorer, min_overlap=min_overlap,
+                                           histogram=histogram)  # fmt: skip
+    moves = relabel_moves_piece(moves, segment_ids=match.ids)
+    return Tracking(match, cont, moves, migration_table(cont), figures)
+
+
+def moves_bucket(prev_piece, new_piece, excluded=None, *, id_column="customer_id", spend=None, prev_type=None,
+                 where="previous assignments"):  # fmt: skip
+    """The moves of one bucket of customers (every customer of the bucket in both pieces), before the matching.
+
+    Returns ``(moves, contingency, excluded)``: the moves table with the new
+    segments still cluster indices (rename them with
+    :func:`relabel_moves_piece` once the ids are matched), its raw
+    :class:`Contingency`, and ``excluded`` (a table of ids) as its id column.
+    ``prev_type`` is the previous output's id type: a new id of the other
+    kind (integers vs strings) raises SchemaError.
+    """
+    if prev_type is not None and id_column in new_piece.column_names:
+        check_id_types(prev_type, new_piece.schema.field(id_column).type, f"the previous output {where}")
+    m = _moves_arrays(prev_piece, new_piece, id_column=id_column, spend=spend, where=(where, "new assignments"))
+    ids = None
+    if excluded is not None:
+        ids = excluded.column(id_column) if isinstance(excluded, pa.Table) else excluded
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return _moves_table(m, id_column), _contingency_of(m), ids
+
+
+def relabel_moves_piece(moves, *, segment_ids):
+    """A moves piece of :func:`moves_bucket` with its new segments renamed to stable ids, statuses redone.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from segone.track import moves_bucket, relabel_moves_piece
+    >>> prev = pa.table({"customer_id": [1, 2, 3], "segment": [7, 7, 9]})
+    >>> new = pa.table({"customer_id": [2, 3, 4], "segment": [0, 0, 1]})
+    >>> m = relabel_moves_piece(moves_bucket(prev, new)[0], segment_ids=[7, 9])
+    >>> m.column("segment").to_pylist(), m.column("status").to_pylist()
+    ([None, 7, 7, 9], ['gone', 'stayed', 'moved', 'new'])
+    """
+    ids = np.asarray(segment_ids, dtype=np.int64)
+    seg = moves.column("segment")
+    prev = moves.column("previous_segment")
+    q = pc.fill_null(seg, -1).to_numpy().astype(np.int64)
+    p = pc.fill_null(prev, -1).to_numpy().astype(np.int64)
+    here = q >= 0
+    if here.any() and q.max() >= ids.size:
+        raise DataError(f"moves hold segment {q.max()} but only {ids.size} segment ids were given.")
+    q[here] = ids[q[here]]
+    had = p >= 0
+    status = np.where(had & here, np.where(p == q, STAYED, MOVED), np.where(here, NEW, GONE)).astype(np.int8)
+    moves = moves.set_column(moves.column_names.index("segment"), "segment",
+                             pa.array(q.astype(np.int32), mask=~here))  # fmt: skip
+    col = pa.DictionaryArray.from_arrays(pa.array(status, type=pa.int8()), pa.array(STATUSES))
+    return moves.set_column(moves.column_names.index("status"), "status", col)
+
+
+def finish_tracking(prev, raw, *, centroids=None, scorer=None, min_overlap=1, histogram=None):
+    """The driver's part of the tracking, from the merged raw contingency alone: ``(match, contingency, figures)``.
+
+    ``raw`` counts the customers per (previous stable id, new cluster
+    index); the result's contingency is in stable ids.  O(segments^2):
+    nothing per customer.  A previous run read lazily without a usable model
+    gets its segment ids and next id from ``raw`` here.
+    """
+    if prev.segment_ids is None:  # the segments present in the previous assignments
+        prev.segment_ids = raw.prev_ids.copy()
+        prev.next_id = int(raw.prev_ids.max()) + 1 if raw.prev_ids.size else 0
     k = len(centroids) if centroids is not None else (int(raw.new_ids.max()) + 1 if raw.new_ids.size else 0)
     if raw.new_ids.size and raw.new_ids.max() >= k:
         raise DataError(f"new assignments hold segment {raw.new_ids.max()} but there are {k} centroids.")
@@ -1529,11 +1799,97 @@ def track_assignments(prev, assignments, *, centroids=None, scorer=None, spend=N
         match = match_centroids(prev.segment_ids, prev.centroids_for(scorer), centroids, next_id=prev.next_id)
     else:
         match = match_counts(prev.segment_ids, overlap, next_id=prev.next_id, min_overlap=min_overlap)
-    _relabel_moves(m, match.ids)
-    moves = _moves_table(m, cid)
     cont = raw.relabel(match.ids)
-    figures = tracking_figures(cont, match, prev=prev, histogram=histogram)
-    return Tracking(match, cont, moves, migration_table(cont), figures)
+    return match, cont, tracking_figures(cont, match, prev=prev, histogram=histogram)
+
+
+@dataclass
+class TrackedParts:
+    """What :func:`track_parts` produced: like :class:`Tracking`, with the moves as an engine's parts.
+
+    ``moves`` holds one moves table per part (customers split by a hash of
+    their id, so every customer is in exactly one part); ``excluded`` the
+    ids without consent of each part (or None), for
+    :func:`segone.privacy.filter_moves`.
+    """
+
+    match: SegmentMatch
+    contingency: Contingency
+    moves: list = field(repr=False)
+    excluded: list | None = field(repr=False)
+    migration: pa.Table = field(repr=False)
+    figures: dict
+
+    @property
+    def segment_ids(self):
+        return self.match.ids
+
+    @property
+    def next_id(self):
+        return self.match.next_id
+
+
+def track_parts(eng, prev, new_parts, *, centroids=None, scorer=None, spend="spend", histogram=None,
+                excluded=None, min_overlap=1):  # fmt: skip
+    """:func:`track_assignments` over an engine's parts, with nothing per customer on the driver.
+
+    The previous assignments are read part by part (:func:`previous_piece`,
+    on the workers with Dask), both sides (and ``excluded``, the ids without
+    consent per part) are brought together by a hash of the customer id
+    (``eng.co_partition``: one part in one process, a hash split on Dask),
+    each bucket is joined into its moves and a raw :class:`Contingency`
+    (:func:`moves_bucket`), the contingencies are tree-reduced, the ids
+    matched on the driver (:func:`finish_tracking`, O(segments^2)), and the
+    moves of each bucket renamed to stable ids (:func:`relabel_moves_piece`).
+    A customer of both runs hashes to the same bucket, so it is joined; one
+    of either run only is in one bucket: every customer is in exactly one
+    moves part.
+
+    Parameters
+    ----------
+    eng : LocalEngine or DaskEngine
+    prev : PreviousRun
+        From :func:`read_previous` (``lazy=True`` keeps the driver free of customers).
+    new_parts : parts
+        Per part: the id column, ``segment`` (cluster indices) and ``spend``
+        (:func:`tracking_columns`).
+    excluded : parts, optional
+        Per part: an array of ids to carry along (the ids without consent).
+
+    Returns
+    -------
+    TrackedParts
+    """
+    cid = prev.id_column
+    seg_ids = None if prev.model is None else prev.segment_ids
+    prev_parts = eng.map(previous_piece, prev.sources(), id_column=cid, columns=prev.columns, segment_ids=seg_ids,
+                         where=prev.where)  # fmt: skip
+    lists = [prev_parts, new_parts]
+    if excluded is not None:
+        lists.append(eng.map(_ids_table, excluded, column=cid))
+    pieces = eng.co_partition(lists, cid, eng.count(new_parts))
+    results = eng.persist(eng.map(_moves_of_piece, pieces, id_column=cid, spend=spend, prev_type=prev.id_type,
+                                  where=prev.where), "moves")  # fmt: skip
+    raw = eng.reduce(eng.map(_item, results, i=1))
+    match, cont, figures = finish_tracking(prev, raw, centroids=centroids, scorer=scorer, min_overlap=min_overlap,
+                                           histogram=histogram)  # fmt: skip
+    moves = eng.map(relabel_moves_piece, eng.map(_item, results, i=0), segment_ids=match.ids)
+    excl = eng.map(_item, results, i=2) if excluded is not None else None
+    return TrackedParts(match, cont, moves, excl, migration_table(cont), figures)
+
+
+def _ids_table(ids, *, column):
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    return pa.table({column: ids})
+
+
+def _moves_of_piece(piece, **kwargs):
+    return moves_bucket(*piece, **kwargs)
+
+
+def _item(values, *, i):
+    return values[i]
 
 
 def tracking_figures(contingency, match=None, *, prev=None, histogram=None, notes=()):
@@ -1739,7 +2095,13 @@ __all__ = [
     "read_previous",
     "relabel_piece",
     "remap_centroids",
+    "TrackedParts",
+    "finish_tracking",
+    "moves_bucket",
+    "previous_piece",
+    "relabel_moves_piece",
     "track_assignments",
+    "track_parts",
     "tracking_columns",
     "tracking_figures",
 ]

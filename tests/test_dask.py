@@ -354,3 +354,139 @@ def test_dask_dataframe_with_nullable_ids_follows_the_same_rules(client, tmp_pat
     assert floats.customer_id.dtype.kind == "f"
     with pytest.raises(segone.errors.SchemaError, match="dtype_backend='pyarrow'"):
         sd.build_profiles(floats).compute()
+
+
+# ------------------------------------------------------------------ tracking
+@pytest.fixture(scope="module")
+def two_periods():
+    """Two periods, 10% switchers, 5% of the customers gone and 5% new."""
+    return segone.synth.generate_periods(3000, switch_share=0.1, churn_share=0.05, new_share=0.05, seed=2)
+
+
+def _period_tables(p, string_ids):
+    tables = [p.transactions, p.events, p.customers]
+    if string_ids:
+        import pyarrow.compute as pc
+
+        tables = [t.set_column(t.column_names.index("customer_id"), "customer_id",
+                               pc.binary_join_element_wise("c", pc.cast(t.column("customer_id"), pa.string()), ""))
+                  for t in tables]  # fmt: skip
+    return tables
+
+
+def _run_period(p, out, string_ids, **kw):
+    tx, ev, at = _period_tables(p, string_ids)
+    return segone.run(tx, str(out), 5, events=ev, attributes=at, **kw)
+
+
+def _moves_rows(path):
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    rows = list(zip(*(t.column(c).to_pylist() for c in ("customer_id", "previous_segment", "segment", "status"))))
+    assert len(rows) == len({r[0] for r in rows})  # every customer once
+    return set(rows)
+
+
+@pytest.mark.parametrize("case", ["int", "string", "private"])
+def test_tracking_same_on_both_engines(client, tmp_path, two_periods, monkeypatch, case):
+    """--previous on Dask (per partition) and in one process: the same moves, migration and run.json figures,
+    whether the previous output was written by Dask (part files) or in one process (one file)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    p0, p1 = two_periods
+    string_ids = case == "string"
+    kw = {}
+    if case == "private":  # pseudonyms, consent and merged small segments: the per-part moves are filtered
+        monkeypatch.setenv("SEGONE_ID_KEY", "0123456789abcdef0123456789abcdef")
+        kw = dict(consent=["consent_marketing"], hash_ids=True, min_segment_size=100)
+    dk = dict(engine="dask", client=client)
+    _run_period(p0, tmp_path / "l0", string_ids, **kw)
+    _run_period(p0, tmp_path / "d0", string_ids, npartitions=3, **dk, **kw)
+    _run_period(p1, tmp_path / "l1", string_ids, previous=tmp_path / "l0", **kw)
+    _run_period(p1, tmp_path / "d1", string_ids, previous=tmp_path / "d0", npartitions=4, **dk, **kw)
+    _run_period(p1, tmp_path / "d1b", string_ids, previous=tmp_path / "l0", npartitions=2, **dk, **kw)
+    assert (tmp_path / "d1" / "moves.parquet").is_dir() and (tmp_path / "l1" / "moves.parquet").is_file()
+    assert len(list((tmp_path / "d1" / "moves.parquet").iterdir())) == 4  # written per part, by the workers
+    local = _moves_rows(tmp_path / "l1" / "moves.parquet")
+    statuses = {r[3] for r in local}  # without consent by default, the gone customers are not written
+    assert statuses == ({"stayed", "moved", "new"} if case == "private" else {"stayed", "moved", "new", "gone"})
+    mig = pq.read_table(tmp_path / "l1" / "migration.parquet")
+    info = json.loads((tmp_path / "l1" / "run.json").read_text())["tracking"]
+    for d in ("d1", "d1b"):
+        assert _moves_rows(tmp_path / d / "moves.parquet") == local, d
+        got = pq.read_table(tmp_path / d / "migration.parquet")
+        assert got.drop_columns(["spend"]).equals(mig.drop_columns(["spend"])), d
+        np.testing.assert_allclose(got.column("spend").to_numpy(zero_copy_only=False),
+                                   mig.column("spend").to_numpy(zero_copy_only=False), rtol=1e-9)  # fmt: skip
+        other = json.loads((tmp_path / d / "run.json").read_text())["tracking"]
+        assert other.pop("previous") == str(tmp_path / ("d0" if d == "d1" else "l0"))
+        assert other == {k: v for k, v in info.items() if k != "previous"}, d
+    c = info["customers"]
+    if case != "private":
+        assert (c["previous"], c["now"], c["new"], c["gone"]) == (3000, 3000, 150, 150)
+        assert len(local) == 3150
+
+
+def test_tracking_on_dask_every_customer_of_both_runs_once(client, tmp_path, two_periods):
+    """Several partitions, string ids, customers only in the previous run or only in the new one: each customer
+    of either run is in exactly one moves part, with the segments each run gave it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    p0, p1 = two_periods
+    dk = dict(engine="dask", client=client)
+    _run_period(p0, tmp_path / "d0", True, npartitions=3, **dk)
+    _run_period(p1, tmp_path / "d1", True, previous=tmp_path / "d0", npartitions=5, **dk)
+    a0 = pq.read_table(tmp_path / "d0" / "assignments.parquet")
+    a1 = pq.read_table(tmp_path / "d1" / "assignments.parquet")
+    before = dict(zip(a0.column("customer_id").to_pylist(), a0.column("segment").to_pylist()))
+    now = dict(zip(a1.column("customer_id").to_pylist(), a1.column("segment").to_pylist()))
+    parts = sorted((tmp_path / "d1" / "moves.parquet").iterdir())
+    assert len(parts) == 5
+    seen = [set(pq.read_table(f).column("customer_id").to_pylist()) for f in parts]
+    assert sum(len(s) for s in seen) == len(set().union(*seen))  # no customer in two parts
+    moves = pq.read_table(tmp_path / "d1" / "moves.parquet")
+    ids = moves.column("customer_id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == set(before) | set(now)
+    only_prev, only_new = set(before) - set(now), set(now) - set(before)
+    assert len(only_prev) == 150 and len(only_new) == 150
+    for cid, prev, seg, status in zip(ids, *(moves.column(c).to_pylist() for c in
+                                            ("previous_segment", "segment", "status"))):  # fmt: skip
+        assert prev == before.get(cid) and seg == now.get(cid)
+        expected = "gone" if cid in only_prev else "new" if cid in only_new else "stayed" if prev == seg else "moved"
+        assert status == expected
+    c = json.loads((tmp_path / "d1" / "run.json").read_text())["tracking"]["customers"]
+    counts = {s: ids and moves.column("status").to_pylist().count(s) for s in ("stayed", "moved", "new", "gone")}
+    assert counts == {k: c[k] for k in counts}
+
+
+def test_tracking_on_dask_finds_duplicated_previous_ids(client, tmp_path, two_periods):
+    """A previous output whose part files repeat customers: a DataError naming it, and no output."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    p0, p1 = two_periods
+    _run_period(p0, tmp_path / "d0", False, npartitions=3, engine="dask", client=client)
+    part = tmp_path / "d0" / "assignments.parquet" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 3), tmp_path / "d0" / "assignments.parquet" / "part-00099.parquet")
+    out = tmp_path / "d1"
+    with pytest.raises(segone.errors.DataError, match="d0/assignments.parquet.*more than once"):
+        _run_period(p1, out, False, previous=tmp_path / "d0", npartitions=4, engine="dask", client=client)
+    assert not out.exists()
+    shutil.rmtree(tmp_path / "d0")
+
+
+def test_in_memory_table_on_a_cluster_keeps_every_customer(client, tmp_path, data):
+    """An in-memory table is sliced and scattered: every slice is its own data (dask tokenizes every slice of a
+    table alike, so a hashed scatter sent the first slice three times)."""
+    import pyarrow.parquet as pq
+
+    res = segone.run(data.transactions, str(tmp_path / "o"), 4, events=data.events, attributes=data.customers,
+                     engine="dask", client=client, npartitions=3)  # fmt: skip
+    ids = pq.read_table(tmp_path / "o" / "assignments.parquet").column("customer_id").to_numpy()
+    assert ids.size == np.unique(ids).size == 6000 == res.summary["customers"]

@@ -160,6 +160,86 @@ def test_moves_table_has_every_customer_once(rng, kind):
     assert cont.customers()["previous"] == 5000 == cont.customers()["now"]
 
 
+def _sorted_reference(prev, new, spend="spend"):
+    """The moves of two tables through the existing sorted path: both sides sorted by id first."""
+    return moves_and_contingency(prev.sort_by("customer_id"), new.sort_by("customer_id"), spend=spend)
+
+
+@pytest.mark.parametrize("ids", ["random", "negative", "huge", "full_range", "dense_shuffled", "tiny", "string"])
+def test_unsorted_integer_ids_take_the_fast_path_with_the_same_result(rng, ids):
+    """Unsorted ids (radix-sorted in the kernel) give exactly the moves and contingency of the sorted path."""
+    n = 20_000
+    if ids == "random":
+        u = rng.choice(10**12, int(n * 1.2), replace=False).astype(np.int64)
+    elif ids == "negative":
+        u = rng.choice(10**12, int(n * 1.2), replace=False).astype(np.int64) - 5 * 10**11
+    elif ids == "huge":  # near both ends of int64
+        half = int(n * 0.6)
+        u = np.concatenate([np.iinfo(np.int64).max - rng.choice(10**9, half, replace=False),
+                            np.iinfo(np.int64).min + rng.choice(10**9, half, replace=False)]).astype(np.int64)
+    elif ids == "full_range":
+        u = np.unique(rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, int(n * 1.25), dtype=np.int64))
+        u = u[: int(n * 1.2)]
+    elif ids == "dense_shuffled":  # the counting-sort path
+        u = np.arange(int(n * 1.2), dtype=np.int64) + 77
+    else:
+        u = np.array([3, -7, 2**62, -(2**62), 0], dtype=np.int64)
+    u = rng.permutation(u)
+    m = u.size * 5 // 6
+    p_ids, n_ids = u[:m], u[u.size - m :]  # overlapping, each side unsorted
+    if ids == "string":
+        p_ids, n_ids = (pa.array([f"c{v}" for v in a]) for a in (p_ids, n_ids))
+    prev = pa.table({"customer_id": p_ids, "segment": pa.array(rng.integers(0, 7, m), pa.int32()),
+                     "spend": rng.random(m)})  # fmt: skip
+    new = pa.table({"customer_id": n_ids, "segment": pa.array(rng.integers(0, 8, m), pa.int32()),
+                    "spend": rng.random(m)})  # fmt: skip
+    moves, cont = moves_and_contingency(prev, new, spend="spend")
+    ref, ref_cont = _sorted_reference(prev, new)
+    if ids == "string":  # strings: the new run's order, then the gone ones; the same rows
+        moves, ref = moves.sort_by("customer_id"), ref.sort_by("customer_id")
+    assert moves.equals(ref)
+    assert cont == ref_cont
+    # and the plain NumPy join (the path without Numba) agrees on every customer
+    if ids != "string":
+        from segone.track import _join_ids
+
+        j = _join_ids(prev.column("customer_id"), new.column("customer_id"))
+        assert np.array_equal(j.ids, moves.column("customer_id").to_numpy())
+    # duplicates in an unsorted side are still found
+    dup = pa.concat_tables([prev, prev.slice(1, 2)])
+    with pytest.raises(DataError, match="more than once"):
+        moves_piece(dup, new)
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_moves_by_hash_buckets_equal_the_whole(rng, string_ids):
+    """The per-part tracking: both runs split by the customer hash (as on Dask), joined per bucket, then renamed:
+    the union of the buckets' moves is the whole moves table, the merged contingency the whole one."""
+    from segone.dask import _split_table
+    from segone.track import moves_bucket, relabel_moves_piece
+
+    prev, new = _random_runs(rng, 3000, "string" if string_ids else "shuffled_sparse")
+    if not string_ids:
+        prev["customer_id"] = list(rng.choice(10**12, 3000, replace=False))
+        new["customer_id"] = prev["customer_id"][:2500] + list(rng.choice(10**12, 500, replace=False) + 10**12)
+    new["segment"] = rng.integers(0, 4, 3000).tolist()  # cluster indices
+    pt, nt = pa.table(prev), pa.table(new)
+    ids = [9, 2, 4, 0]  # stable id of cluster 0..3
+    whole = moves_piece(pt, nt, segment_ids=ids, spend="spend")
+    n = 5
+    ps, ns = _split_table(pt, "customer_id", n), _split_table(nt, "customer_id", n)
+    parts = [moves_bucket(ps[i], ns[i], spend="spend") for i in range(n)]
+    assert sum(p[0].num_rows for p in parts) == whole.num_rows
+    assert all(p[0].num_rows for p in parts)  # every bucket holds customers
+    raw = merge_all([p[1] for p in parts])
+    got = pa.concat_tables([relabel_moves_piece(p[0], segment_ids=ids) for p in parts]).sort_by("customer_id")
+    assert got.equals(whole.sort_by("customer_id"))
+    c = raw.relabel(ids)
+    ref = Contingency.of(whole)
+    assert np.array_equal(c.counts, ref.counts) and np.allclose(c.spend, ref.spend)
+    assert c.prev_ids.tolist() == ref.prev_ids.tolist() and c.new_ids.tolist() == ref.new_ids.tolist()
+
+
 def test_moves_errors():
     ok = pa.table({"customer_id": [1, 2], "segment": [0, 1]})
     with pytest.raises(DataError, match="more than once.*2"):
@@ -420,6 +500,51 @@ def test_read_previous_errors(runs, tmp_path):
                    d / "assignments.parquet")  # fmt: skip
     with pytest.raises(SchemaError, match="integer.*string"):
         track_assignments(read_previous(d), r0b.assignments)
+
+
+def test_read_previous_lazily_from_part_files(runs, tmp_path):
+    """A previous output written in parts (as on Dask), read lazily: the same tracking; bad parts are named."""
+    base, _, r0b, r1 = runs
+    d = _copy(base, tmp_path, "parts")
+    a = pq.read_table(d / "assignments.parquet")
+    os.remove(d / "assignments.parquet")
+    (d / "assignments.parquet").mkdir()
+    for i, (lo, hi) in enumerate(((0, 7000), (7000, 7000), (7000, 20_000))):  # one part empty
+        pq.write_table(a.slice(lo, hi - lo), d / "assignments.parquet" / f"part-{i:05d}.parquet")
+    lazy = read_previous(d, lazy=True)
+    assert lazy.assignments is None and len(lazy.sources()) == 3 and lazy.segment_ids.tolist() == list(range(K))
+    eager = track_assignments(read_previous(base / "r0"), r1.assignments, centroids=r1.segmenter.cluster_centers_)
+    t = track_assignments(lazy, r1.assignments, centroids=r1.segmenter.cluster_centers_)
+    assert t.moves.equals(eager.moves) and t.migration.equals(eager.migration)
+    assert t.figures["customers"] == eager.figures["customers"]
+    # a model of another version: the segment ids come from the contingency
+    meta = json.loads((d / "model" / "model.json").read_text())
+    meta["version"] = 9
+    (d / "model" / "model.json").write_text(json.dumps(meta))
+    lazy = read_previous(d, lazy=True)
+    assert lazy.segment_ids is None
+    t = track_assignments(lazy, r1.assignments)
+    assert lazy.segment_ids.tolist() == list(range(K)) and lazy.next_id == K and t.moves.equals(eager.moves)
+    # duplicates across part files, foreign segments and null ids: found while tracking, naming the output
+    d = _copy(base, tmp_path, "bad")
+    os.remove(d / "assignments.parquet")
+    (d / "assignments.parquet").mkdir()
+    pq.write_table(a, d / "assignments.parquet" / "part-00000.parquet")
+    pq.write_table(a.slice(100, 2), d / "assignments.parquet" / "part-00001.parquet")
+    with pytest.raises(DataError, match="bad/assignments.parquet.*more than once"):
+        track_assignments(read_previous(d, lazy=True), r0b.assignments)
+    seg = a.column("segment").to_numpy().copy()
+    seg[3] = 99
+    pq.write_table(a.set_column(1, "segment", pa.array(seg)), d / "assignments.parquet" / "part-00001.parquet")
+    with pytest.raises(ModelFormatError, match="different runs"):
+        track_assignments(read_previous(d, lazy=True), r0b.assignments)
+    ids = pa.array([None] + a.column("customer_id").to_pylist()[1:], pa.int64())
+    pq.write_table(a.set_column(0, "customer_id", ids), d / "assignments.parquet" / "part-00001.parquet")
+    with pytest.raises(DataError, match="null customer ids"):
+        track_assignments(read_previous(d, lazy=True), r0b.assignments)
+    (d / "assignments.parquet" / "part-00001.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(ModelFormatError, match="truncated or corrupt"):
+        read_previous(d, lazy=True)
 
 
 def test_read_previous_other_version_and_features(runs, tmp_path):
