@@ -704,6 +704,7 @@ def main(argv=None):
     ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline", "dask", "persona"],
                     help="run only these (repeatable); default all")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--fit-repeat", type=int, default=3, help="FIT rounds (seeds 0, 1, 2, 0, ...)")
     ap.add_argument("--full-kmeans", action="store_true", help="also run scikit-learn full KMeans (about a minute at 10M)")
     ap.add_argument("--dask-ml", action="store_true", help="also run dask-ml KMeans on a LocalCluster (slow: minutes)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -717,7 +718,7 @@ def main(argv=None):
     if "assign" in todo:
         run_assign(args.quick, args.repeat, rows)
     if "fit" in todo:
-        run_fit(args.quick, args.repeat, rows, args.full_kmeans, args.dask_ml, args.workdir)
+        run_fit(args.quick, args.fit_repeat, rows, args.full_kmeans, args.dask_ml, args.workdir)
     if "profile" in todo:
         run_profile(args.quick, args.repeat, rows, args.workdir)
     if "score" in todo:
