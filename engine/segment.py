@@ -301,15 +301,19 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         Centres whose weighted count falls below this fraction of the largest
         are re-seeded from the current batch (points far from their centre
         are preferred).
-    n_init : int, default 1
+    n_init : int or "auto", default "auto"
         Initialisations tried.  With more than one, each seeding is refined
-        by Lloyd iterations on the sample and the one with the lowest sample
-        inertia is kept (and used as the starting point).
+        by 10 Lloyd iterations on the ``init_size`` rows and the one with
+        the lowest inertia there is kept (and used as the starting point).
+        "auto" is 5 for ``n_clusters <= 16`` with the sample algorithm (few
+        clusters: few, far-apart local optima, and cheap restarts), else 1
+        (as ``MiniBatchKMeans``' "auto" with k-means++).
     algorithm : {"auto", "sample", "minibatch"}, default "auto"
         How the centroids are learnt before the full-data passes.
         ``"sample"`` (what ``"auto"`` means): greedy k-means++ on
         ``init_size`` rows, then Lloyd iterations to convergence on a uniform
-        sample of ``sample_size`` rows, then ``refine`` Lloyd passes over all
+        sample of ``sample_size`` rows (until an iteration lowers the sample
+        inertia by less than 0.03%), then ``refine`` Lloyd passes over all
         the data.  It reached the best inertia per second on large data (see
         the README's FIT figures).  ``"minibatch"``: scikit-learn
         ``MiniBatchKMeans``' steps with ``batch_size``, ``max_iter``,
@@ -320,8 +324,9 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         ``max(131072, 128 * n_clusters)``, all rows when there are fewer.
     refine : int or "auto", default "auto"
         Full-data Lloyd passes after the sample or mini-batch phase (0 for
-        none); "auto" is 1 after the sample phase, 2 after the mini-batch
-        phase.  Each pass reads the data once, and one more pass labels
+        none); "auto" is 0 after the sample phase (its centroids are
+        already converged; a pass lowered the inertia by 0.04% on the FIT
+        benchmark for 60% more time), 2 after the mini-batch phase.  Each pass reads the data once, and one more pass labels
         every row.
     decay : float in (0, 1] or None
         Forgetting factor for ``partial_fit``: the weight of past data is
@@ -391,7 +396,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         max_no_improvement=10,
         init_size=None,
         reassignment_ratio=0.01,
-        n_init=1,
+        n_init="auto",
         algorithm="auto",
         sample_size=None,
         refine="auto",
@@ -454,7 +459,8 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         check_int(self.max_no_improvement, "max_no_improvement", low=0, allow_none=True)
         check_int(self.init_size, "init_size", low=1, allow_none=True)
         check_float(self.reassignment_ratio, "reassignment_ratio", low=0.0, high=1.0)
-        check_int(self.n_init, "n_init", low=1)
+        if not (isinstance(self.n_init, str) and self.n_init == "auto"):
+            check_int(self.n_init, "n_init", low=1)
         check_choice(self.algorithm, "algorithm", ("auto", "sample", "minibatch"))
         check_int(self.sample_size, "sample_size", low=1, allow_none=True)
         if not (isinstance(self.refine, str) and self.refine == "auto"):
@@ -498,12 +504,17 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         if self.verbose:
             print(f"[segone.Segmenter] {msg}", file=sys.stderr, flush=True)
 
+    def _n_init(self, k):
+        if isinstance(self.n_init, str):  # "auto": few clusters have few, far-apart optima; restarts are cheap
+            return 5 if k <= 16 and self._algorithm() == "sample" else 1
+        return int(self.n_init)
+
     def _algorithm(self):
         return "minibatch" if self.algorithm == "minibatch" else "sample"
 
     def _refine(self):
         if isinstance(self.refine, str):
-            return 2 if self._algorithm() == "minibatch" else 1
+            return 2 if self._algorithm() == "minibatch" else 0
         return int(self.refine)
 
     def _init_centers(self, X, w, k, rng, kern=None, nt=1):
@@ -513,7 +524,8 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         init_size = self.init_size or max(3 * self.batch_size, 3 * k)
         init_size = min(max(init_size, k), n)
         best, best_inertia = None, np.inf
-        for _ in range(self.n_init):
+        n_init = self._n_init(k)
+        for _ in range(n_init):
             sample = np.sort(rng.choice(n, size=init_size, replace=False)) if init_size < n else np.arange(n)
             Xs = X[sample]
             if not np.isfinite(Xs).all():
@@ -526,7 +538,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
             else:
                 idx = rng.choice(init_size, size=k, replace=False)
             centers = np.ascontiguousarray(Xs[idx], dtype=X.dtype)
-            if self.n_init == 1:
+            if n_init == 1:
                 return centers
             # compare candidates after a few Lloyd iterations on the sample:
             # raw seeding inertia is a poor predictor of the final optimum
@@ -652,7 +664,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         self._log(f"done: inertia {self.inertia_:.6g}, {time.perf_counter() - t0:.3f}s")
         return self
 
-    def _sample_phase(self, X, w, k, rng, kern, nt, t0, max_iter=100, rtol=1e-5):
+    def _sample_phase(self, X, w, k, rng, kern, nt, t0, max_iter=100, rtol=3e-4):
         """Seeding, then Lloyd iterations to convergence on a uniform sample; returns (centers, counts)."""
         n = X.shape[0]
         m = self.sample_size or max(131072, 128 * k)
