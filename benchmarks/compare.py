@@ -1,18 +1,20 @@
 """Side-by-side comparison of segone against the peers of shared/WORKLOADS.md.
 
-The contenders of a workload run interleaved in one forked child process, on
-the same data, with 2 threads: one warm-up call each, then ``--repeat``
-rounds of (segone, peer, peer, ..., segone, peer, ...).  A contender's time is
-the median of its rounds, and its ratio to segone is the median of the
+Every contender of a workload runs in a forked process of its own, on the
+same data, with 2 threads; the processes live for the whole workload and
+take turns: one warm-up call each, then ``--repeat`` rounds of (segone,
+peer, peer, ..., segone, peer, ...), one call at a time.  A contender's time
+is the median of its rounds, and its ratio to segone is the median of the
 per-round ratios, so that a machine whose speed drifts during the run (this
-one's does) moves both sides of every ratio alike.  Peak RSS is measured in a
-separate child per contender (one call) where a workload's claim is about
-memory (PROFILE, PIPELINE); elsewhere the child's peak is that of all
-contenders together.  Peers are imported only if installed.  The parent never
-runs OpenMP or Numba-threaded code itself: an OpenMP runtime is not fork-safe
-once its threads exist, and the children would hang.  ``import segone`` in
-the parent applies segone's allocator settings (segone._memory) to every
-contender alike.
+one's does) moves both sides of every ratio alike, while no contender
+inherits another's leftovers in its process (DuckDB calls malloc_trim after
+large queries, handing back the free memory of the whole process; OpenMP
+runtimes keep threads spinning).  Each contender's peak RSS is that of its
+own process (shared input data included, the same for all).  Peers are
+imported only if installed.  The parent never runs OpenMP or
+Numba-threaded code itself: an OpenMP runtime is not fork-safe once its
+threads exist.  ``import segone`` in the parent applies segone's allocator
+settings (segone._memory) to every contender alike.
 
 Usage (from the repository root; unset the OpenBLAS overrides of this machine
 so that BLAS-based peers run at their best):
@@ -101,54 +103,86 @@ def measure(fn, repeat, label="", warm=True):
     return statistics.median(times), times, peak, extra
 
 
-def _interleave_child(conn, contenders, repeat, warm, reduce):
+def _worker(conn, fn):
+    """A contender's own process: run ``fn(round)`` on request, reply (seconds, result); stop on None."""
     try:
-        last = {}
-        if warm:
-            for label, fn in contenders.items():
-                last[label] = fn(-1)  # warm-up (JIT, page cache)
-        times = {label: [] for label in contenders}
-        results = {label: [] for label in contenders}
-        for r in range(repeat):
-            for label, fn in contenders.items():
-                t = time.perf_counter()
-                out = fn(r)
-                times[label].append(time.perf_counter() - t)
-                if isinstance(out, np.ndarray) and out.size > 100_000:
-                    results[label] = [out]  # large results: only the last round's is kept
-                else:
-                    results[label].append(out)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        conn.send(("ok", times, peak, reduce(results) if reduce else results))
+        while True:
+            r = conn.recv()
+            if r is None:
+                break
+            t = time.perf_counter()
+            out = fn(r)
+            conn.send(("ok", time.perf_counter() - t, out))
     except Exception:  # noqa: BLE001
-        conn.send(("error", traceback.format_exc(), None, None))
+        conn.send(("error", traceback.format_exc(), None))
     finally:
+        conn.send(("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, None))
         conn.close()
 
 
 def interleave(contenders, repeat, warm=True, reduce=None):
-    """Run ``{label: fn(round)}`` interleaved in one forked child: (times per label, peak RSS, results per label).
+    """Rounds of ``{label: fn(round)}`` alternating between the contenders, each in its own process.
 
-    ``fn`` gets the round number (-1 for the warm-up) and may use it, e.g. as
-    a seed; its results are returned per round, or ``reduce(results)`` (run
-    in the child: large results are not sent back).
+    Every contender runs in a forked process of its own that lives for the
+    whole workload: one warm-up call each (round -1), then ``repeat``
+    rounds calling segone, peer, peer, ..., segone, peer, ... in turn; only
+    one runs at a time, the others wait.  Rounds interleave in time, so a
+    machine whose speed drifts moves both sides of each per-round ratio, and
+    the processes are separate, so that no contender inherits another's
+    leftovers (DuckDB, for one, calls malloc_trim, which hands back the free
+    memory of the whole process, and other runtimes keep threads spinning).
+    Returns (times per label, peak RSS per label, results per round per label
+    or ``reduce(results)``); ``fn`` gets the round number, e.g. for a seed.
     """
+    from segone import _memory
+
     ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_interleave_child, args=(child, contenders, repeat, warm, reduce))
-    p.start()
-    child.close()
-    status, times, peak, results = parent.recv()
-    p.join()
-    if status != "ok":
-        raise RuntimeError(times)
+    workers = {}
+    try:
+        for label, fn in contenders.items():
+            _memory.release()  # a forked child starts from the parent's live memory only
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(child, fn))
+            p.start()
+            child.close()
+            workers[label] = (p, parent)
+        times = {label: [] for label in contenders}
+        results = {label: [] for label in contenders}
+
+        def call(label, r):
+            workers[label][1].send(r)
+            status, secs, out = workers[label][1].recv()
+            if status != "ok":
+                raise RuntimeError(f"{label}: {secs}")
+            return secs, out
+
+        for label in contenders if warm else ():
+            call(label, -1)
+        for r in range(repeat):
+            for label in contenders:
+                secs, out = call(label, r)
+                times[label].append(secs)
+                results[label].append(out)
+        peaks = {}
+        for label, (p, conn) in workers.items():
+            conn.send(None)
+            status, peak, _ = conn.recv()
+            peaks[label] = peak
+            p.join()
+    finally:
+        for p, _ in workers.values():
+            if p.is_alive():
+                p.kill()
     for label, ts in times.items():
-        print(f"  {label}: {statistics.median(ts):.4f} s {[round(t, 4) for t in ts]}", file=sys.stderr, flush=True)
-    return times, peak, results
+        print(f"  {label}: {statistics.median(ts):.4f} s {[round(t, 4) for t in ts]} (peak RSS {peaks[label]:.0f} MiB)",
+              file=sys.stderr, flush=True)  # fmt: skip
+    return times, peaks, (reduce(results) if reduce else results)
 
 
 def record(rows, workload, shape, times, base_label, peak=None, peaks=None, **extra):
     """One row per contender: median seconds and the median of the per-round ratios to ``base_label``."""
+    if isinstance(peak, dict):
+        peaks, peak = peak, None
     base = times.get(base_label)
     for label, ts in times.items():
         ratio = statistics.median(t / b for t, b in zip(ts, base)) if base else None
@@ -161,11 +195,6 @@ def record(rows, workload, shape, times, base_label, peak=None, peaks=None, **ex
                 r = next(x for x in rows if x["workload"] == workload and x["shape"] == shape and x["contender"] == label)
                 print(f"  {workload} {shape}: {label} / {base_label} = {r['speedup_vs_this']:.2f}x (median of per-round "
                       "ratios)", file=sys.stderr, flush=True)  # fmt: skip
-
-
-def peaks_of(contenders):
-    """Peak RSS (MiB) of one call of each contender, each in its own forked child."""
-    return {label: measure(lambda f=fn: f(0), 1, warm=False)[2] for label, fn in contenders.items()}
 
 
 def _r(fn):
@@ -230,6 +259,8 @@ def run_assign(quick, repeat, rows):
             return {label: (float((np.asarray(v[-1]) == ref).mean()) if v[-1] is not None and np.ndim(v[-1]) == 1
                             else None) for label, v in results.items()}  # fmt: skip
 
+        # labels travel back from the last round only
+        c = {label: (lambda r, f=fn: f(r) if r == repeat - 1 else (f(r), None)[1]) for label, fn in c.items()}
         times, peak, agree = interleave(c, repeat, reduce=agreement)
         gflops = {label: 2 * n * d * k / statistics.median(ts) / 1e9 for label, ts in times.items()}
         record(rows, name, shape, times, "segone cython", peak=peak, label_agreement=agree, gflops=gflops)
@@ -386,6 +417,10 @@ def _profile_peers(tx_path):
         def duck():
             con = duckdb.connect()
             con.execute(f"SET threads={THREADS}")
+            # DuckDB calls malloc_trim() after large tasks: that hands back the free memory of the whole process,
+            # the next contender's included (it then faults in fresh pages). Not on a shared process.
+            con.execute("SET allocator_flush_threshold = '1000 GiB'")
+            con.execute("SET allocator_bulk_deallocation_flush_threshold = '1000 GiB'")
             cats = [r[0] for r in con.execute(f"SELECT DISTINCT category FROM read_parquet('{tx_path}/*.parquet')").fetchall()]
             chans = [r[0] for r in con.execute(f"SELECT DISTINCT channel FROM read_parquet('{tx_path}/*.parquet')").fetchall()]
             shares = ", ".join(f"sum(amount) FILTER (WHERE category = '{c}') / sum(amount) AS share_{c}" for c in cats)
@@ -396,7 +431,10 @@ def _profile_peers(tx_path):
             )
             rel = con.sql(q)
             table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-            return table.num_rows
+            n_rows = table.num_rows if hasattr(table, "num_rows") else table.read_all().num_rows
+            del rel, table
+            con.close()  # its worker threads stop now, not when the garbage collector gets to it
+            return n_rows
 
         peers["DuckDB SQL (FILTER sums)"] = duck
     if _have("polars"):
@@ -440,8 +478,8 @@ def run_profile(quick, repeat, rows, workdir):
     c = {"segone build_profiles (transactions only)": lambda: segone.build_profiles(tx).num_rows}
     c.update(_profile_peers(tx))
     c = {label: _r(fn) for label, fn in c.items()}
-    times, _, nrows = interleave(c, repeat)
-    record(rows, "PROFILE", shape, times, "segone build_profiles (transactions only)", peaks=peaks_of(c),
+    times, peaks, nrows = interleave(c, repeat)
+    record(rows, "PROFILE", shape, times, "segone build_profiles (transactions only)", peaks=peaks,
            rows_out={label: v[-1] for label, v in nrows.items()})  # fmt: skip
 
 
@@ -520,8 +558,8 @@ def run_pipeline(quick, repeat, rows, workdir):
 
         c["pandas + scikit-learn"] = pandas_sklearn
     c = {label: _r(fn) for label, fn in c.items()}
-    times, _, nrows = interleave(c, repeat)
-    record(rows, "PIPELINE", shape, times, "segone run (transactions only)", peaks=peaks_of(c),
+    times, peaks, nrows = interleave(c, repeat)
+    record(rows, "PIPELINE", shape, times, "segone run (transactions only)", peaks=peaks,
            rows_out={label: v[-1] for label, v in nrows.items()})  # fmt: skip
 
 

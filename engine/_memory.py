@@ -81,6 +81,21 @@ def _glibc():
     return "M_MMAP_MAX=0, M_TRIM_THRESHOLD=2GiB" if ok else "mallopt refused"
 
 
+def release():
+    """Hand the memory glibc holds free back to the operating system now (``malloc_trim(0)``).
+
+    For a long-lived process between jobs; returns whether anything was
+    released (False where there is no glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def settings():
     """What was applied to the allocators (a dict of strings, for run.json)."""
     return dict(_applied)
