@@ -173,19 +173,22 @@ class PartialSums(State):
         return cls(array_from_data(d["sums"], "sums"), array_from_data(d["counts"], "counts"), d["inertia"])
 
 
-def refine_passes(centers, full_pass, n_passes, relocate=None, log=None):
+def refine_passes(centers, full_pass, n_passes, relocate=None, log=None, final_pass=None):
     """Lloyd passes over all the data, through ``full_pass(centers) -> PartialSums``.
 
     Runs ``n_passes`` updates (stopping early when the centroids no longer
     move) and one final pass with the final centroids.  ``relocate(new,
     counts)`` may move centroids that lost every member and returns how many
-    it moved.  Returns ``(centers, final PartialSums, passes run)``.  The
+    it moved; ``final_pass(centers)``, when given, runs the final pass
+    instead (its sums are not used).  Returns ``(centers, final
+    PartialSums, passes run)``.  The
     engine decides what a full pass is: one kernel call over an in-memory
     array, or one per partition tree-reduced on Dask.
     """
     n_iter = 0
     for it in range(n_passes + 1):
-        ps = full_pass(centers)
+        # the last pass only labels: ``final_pass`` (when given) may skip the sums
+        ps = final_pass(centers) if (it == n_passes and final_pass is not None) else full_pass(centers)
         n_iter += 1
         if it == n_passes:
             break
@@ -608,7 +611,17 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
             last["labels"], sums, counts, inertia = _full_pass(kern, X, w, centers, nt)
             return PartialSums(sums, counts, inertia)
 
-        self._fit_passes(X, full_pass, w)
+        def label_pass(centers):  # the last pass: labels, counts and inertia from the (faster) assign kernel
+            res = assign(X, centers, backend=self.backend, n_threads=nt)
+            if res.n_invalid:
+                return full_pass(centers)  # names the rows
+            last["labels"] = res.labels
+            d = res.distance.astype(np.float64)
+            inertia = float(d.sum() if w is None else d @ w)
+            counts = np.bincount(res.labels, weights=w, minlength=centers.shape[0]).astype(np.float64)
+            return PartialSums(np.zeros(centers.shape), counts, inertia)  # sums: not needed after the last pass
+
+        self._fit_passes(X, full_pass, w, final_pass=label_pass)
         self.labels_ = last["labels"]
         return self
 
@@ -627,7 +640,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         X = self._validate_X(sample, reset=True)
         return self._fit_passes(X, full_pass, self._check_weight(sample_weight, X.shape[0]))
 
-    def _fit_passes(self, X, full_pass, w):
+    def _fit_passes(self, X, full_pass, w, final_pass=None):
         """:meth:`fit_passes` on validated rows ``X`` and weights ``w``."""
         n, d = X.shape
         k = self._check_params(X)
@@ -647,7 +660,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         # refine passes (Lloyd) + final labelling pass
         centers, ps, n_passes = refine_passes(
             centers, full_pass, self._refine(), lambda new, counts: self._relocate_empty(X, w, new, counts, rng),
-            self._log,
+            self._log, final_pass,
         )  # fmt: skip
         self.cluster_centers_ = np.ascontiguousarray(centers, dtype=X.dtype)
         self.inertia_ = float(ps.inertia)
@@ -677,18 +690,27 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
             check_finite(X)  # names the rows of X
         centers = self._init_centers(Xs, ws, k, rng, kern, nt)
         self._log(f"init {self.init if isinstance(self.init, str) else 'array'}: {time.perf_counter() - t0:.3f}s")
-        prev, it, counts = np.inf, 0, np.zeros(k)
-        while it < max_iter:
-            _, sums, counts, inertia = _full_pass(kern, Xs, ws, centers, nt)
-            it += 1
-            new = _lloyd_update(centers, sums, counts)
-            moved = self._relocate_empty(Xs, ws, new, counts, rng)
-            if not moved and (np.array_equal(new, centers) or prev - inertia <= rtol * inertia):
-                centers = new
-                break
-            centers, prev = new, inertia
+        # coarse to fine: Lloyd on every 4th sample row (itself a uniform sample) until it settles, then on
+        # the whole sample, which then needs few iterations
+        levels = [4, 1] if m >= 4 * max(16384, 32 * k) else [1]
+        it, epochs, counts = 0, 0.0, np.zeros(k)
+        for step in levels:
+            Xl = Xs if step == 1 else np.ascontiguousarray(Xs[::step])
+            wl = ws if (ws is None or step == 1) else ws[::step]
+            prev, lit = np.inf, 0
+            while lit < max_iter:
+                _, sums, counts, inertia = _full_pass(kern, Xl, wl, centers, nt)
+                lit += 1
+                new = _lloyd_update(centers, sums, counts)
+                moved = self._relocate_empty(Xl, wl, new, counts, rng)
+                if not moved and (np.array_equal(new, centers) or prev - inertia <= rtol * inertia):
+                    centers = new
+                    break
+                centers, prev = new, inertia
+            it += lit
+            epochs += lit * Xl.shape[0] / n
         self.n_steps_ = 0
-        self._sample_epochs = it * m / n
+        self._sample_epochs = epochs
         self._log(f"sample phase: {it} Lloyd iterations on {m} rows, {time.perf_counter() - t0:.3f}s")
         return np.ascontiguousarray(centers, dtype=X.dtype), counts.astype(np.float64)
 
