@@ -623,58 +623,47 @@ def run_dask(quick, repeat, rows, workdir):
 # -------------------------------------------------------------------- PERSONA
 def run_persona(quick, repeat, rows, workdir):
     """Personas (fit the percentiles, top 3 traits and a sentence per customer) next to a pandas baseline
-    and to the profile stage of the same data; interleaved rounds in one child process."""
+    and to the profile stage of the same data; each contender in its own process, taking turns."""
     n, path = synth_dataset(quick, workdir)
 
-    def body():
-        import pandas as pd
-
-        from segone.describe import PersonaModel
-
+    def profiles():
         t = time.perf_counter()
         prof = segone.build_profiles(f"{path}/transactions", events=f"{path}/events", attributes=f"{path}/customers")
-        t_profile = time.perf_counter() - t
+        return prof, time.perf_counter() - t
+
+    def segone_personas(state):
+        from segone.describe import PersonaModel
+
+        prof, _ = state
+        return PersonaModel().fit(prof).personas(prof).num_rows
+
+    def pandas_personas(state):  # rank(pct) per column, 3 strongest per row, an f-string per row
+        from segone.describe import PersonaModel
+
+        prof, _ = state
         num = PersonaModel.numeric_columns(prof)
+        df = prof.select(num).to_pandas()
+        s = (2 * df.rank(pct=True) - 1).to_numpy()
+        a = np.abs(np.nan_to_num(s, nan=0.0))
+        top = np.argsort(-a, axis=1)[:, :3]
+        names = np.array(num)
+        vals = df.to_numpy()
+        rows_ = np.arange(len(df))[:, None]
+        tv, tn = vals[rows_, top], names[top]
+        return len([f"{tn[i, 0]} {tv[i, 0]:.1f}; {tn[i, 1]} {tv[i, 1]:.1f}; {tn[i, 2]} {tv[i, 2]:.1f}"
+                    for i in range(len(df))])  # fmt: skip
 
-        def segone_personas():
-            return PersonaModel().fit(prof).personas(prof).num_rows
+    def profile_stage():  # the profile stage of the same data: personas must not cost more
+        return profiles()[0].num_rows
 
-        def pandas_personas():  # rank(pct) per column, 3 strongest per row, an f-string per row
-            df = prof.select(num).to_pandas()
-            s = (2 * df.rank(pct=True) - 1).to_numpy()
-            a = np.abs(np.nan_to_num(s, nan=0.0))
-            top = np.argsort(-a, axis=1)[:, :3]
-            names = np.array(num)
-            vals = df.to_numpy()
-            rows_ = np.arange(len(df))[:, None]
-            tv, tn = vals[rows_, top], names[top]
-            return len([f"{tn[i, 0]} {tv[i, 0]:.1f}; {tn[i, 1]} {tv[i, 1]:.1f}; {tn[i, 2]} {tv[i, 2]:.1f}"
-                        for i in range(len(df))])  # fmt: skip
-
-        c = {"segone personas": segone_personas, "pandas rank + argsort + f-strings": pandas_personas}
-        for fn in c.values():
-            fn()
-        times = {k: [] for k in c}
-        for _ in range(repeat):
-            for k, fn in c.items():
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
-        return {"times": times, "profile_s": t_profile, "features": len(num)}
-
-    _, _, peak, out = measure(body, 1, "", warm=False)
-    times = out["times"]
-    shape = f"{n:,} customers x {out['features']} features, 3 traits + sentence"
-    a, b = (times[k] for k in times)
-    ratio = statistics.median(y / x for x, y in zip(a, b))
-    for label, ts in times.items():
-        print(f"  {label}: {statistics.median(ts):.3f} s {[round(t, 3) for t in ts]}", file=sys.stderr, flush=True)
-        rows.append(dict(workload="PERSONA", shape=shape, contender=label, seconds=statistics.median(ts), times=ts,
-                         peak_rss_mib=peak))  # fmt: skip
-    print(f"  PERSONA: segone {statistics.median(a):.3f} s (goal <= 1 s and <= the profile stage, "
-          f"{out['profile_s']:.3f} s here); pandas / segone = {ratio:.2f}x (median of per-round ratios)",
-          file=sys.stderr, flush=True)  # fmt: skip
-    _ratios(rows, "PERSONA", shape, "segone personas")
+    c = {"segone personas": _r(lazy(profiles, segone_personas)),
+         "pandas rank + argsort + f-strings": _r(lazy(profiles, pandas_personas)),
+         "segone build_profiles (the same data: the profile stage)": _r(profile_stage)}  # fmt: skip
+    times, peaks, _ = interleave(c, repeat)
+    shape = f"{n:,} customers, profiles with events and CRM, 3 traits + sentence"
+    record(rows, "PERSONA", shape, times, "segone personas", peak=peaks)
+    print(f"  PERSONA: segone {statistics.median(times['segone personas']):.3f} s (goal <= 1 s and <= the profile "
+          "stage)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _ratios(rows, workload, shape, base_label):
