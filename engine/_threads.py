@@ -66,6 +66,13 @@ def effective_n_threads(n_threads=None):
     return int(n_threads)
 
 
+def threads_for_work(work, small, n_threads=None):
+    """Kernel threads for a pass of size ``work``: one below ``small`` (a thread team costs more than it
+    saves, and on a busy VM waiting for a descheduled second thread costs more than the pass), else
+    :func:`effective_n_threads`."""
+    return 1 if work < small else effective_n_threads(n_threads)
+
+
 def _in_dask_worker():
     """True inside a task running on a ``distributed`` worker."""
     dist = sys.modules.get("distributed")  # never import it just to ask

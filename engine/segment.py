@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Cluster
 
 from segone._backend import get_kernels, resolve_backend
 from segone._state import State, array_from_data, array_to_data
-from segone._threads import effective_n_threads
+from segone._threads import effective_n_threads, threads_for_work
 from segone._validation import (
     check_choice,
     check_estimator_input,
@@ -207,14 +207,9 @@ def refine_passes(centers, full_pass, n_passes, relocate=None, log=None, final_p
 SMALL_PASS = 1 << 21  # rows x centroids below which a pass runs on one thread
 
 
-def _threads_for(n_rows, k, nt):
-    """One thread for tiny passes: on a busy VM, waiting for a descheduled second thread costs more than the pass."""
-    return 1 if n_rows * k < SMALL_PASS else nt
-
-
 def _lloyd_on_sample(kern, Xs, ws, centers, nt, n_iter=10):
     """A few Lloyd iterations on a small sample; returns (centers, inertia of the returned centers)."""
-    nt = _threads_for(Xs.shape[0], centers.shape[0], nt)
+    nt = threads_for_work(Xs.shape[0] * centers.shape[0], SMALL_PASS, nt)
     c = centers
     for _ in range(n_iter):
         _, sums, counts, inertia = _full_pass(kern, Xs, ws, c, nt)
@@ -707,7 +702,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
             Xl = Xs if step == 1 else np.ascontiguousarray(Xs[::step])
             wl = ws if (ws is None or step == 1) else ws[::step]
             prev, lit = np.inf, 0
-            nt_l = _threads_for(Xl.shape[0], k, nt)
+            nt_l = threads_for_work(Xl.shape[0] * k, SMALL_PASS, nt)
             while lit < max_iter:
                 _, sums, counts, inertia = _full_pass(kern, Xl, wl, centers, nt_l)
                 lit += 1

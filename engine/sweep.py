@@ -44,10 +44,11 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from segone._backend import resolve_backend
 from segone._state import State, array_from_data, array_to_data
-from segone._threads import effective_n_threads
+from segone._threads import threads_for_work
 from segone._validation import check_finite, check_float, check_int, check_matrix, check_n_clusters, random_seed
 from segone.assign import assign
 from segone.errors import ParameterError
@@ -70,7 +71,6 @@ RULE = {
     "min_gaussian_gap": 0.10,
 }
 
-_CHUNK = 1 << 16
 # below this many rows the sample-level kernels run on one thread
 _SMALL_ROWS = 50_000
 
@@ -258,46 +258,31 @@ def _inertia(X, C, backend, nt):
     return PartialSums.of(X, C, backend=backend, n_threads=nt).inertia
 
 
-_ACCUMULATE = None
+# the fused per-row accumulation of SweepStats (compiled on first use, cached on disk)
+@njit(nogil=True, cache=True)
+def _accumulate_rows(X, labels, shift, Ms, want_dist, want_sums, counts, sums, sumsq, dist):  # pragma: no cover
+    n, d = X.shape
+    tot = 0.0
+    for i in range(n):
+        lab = labels[i]
+        s2 = 0.0
+        t2 = 0.0
+        for f in range(d):
+            v = X[i, f] - shift[f]
+            s2 += v * v
+            if want_sums:
+                sums[lab, f] += v
+            if want_dist:
+                w = v - Ms[lab, f]
+                t2 += w * w
+        sumsq[lab] += s2
+        if want_sums:
+            counts[lab] += 1.0
+        if want_dist:
+            dist[lab] += np.sqrt(t2)
+            tot += t2
+    return tot
 
-
-def _accumulate_kernel():
-    """The fused per-row accumulation of :class:`SweepStats` (Numba, compiled on first use and cached on
-    disk); None without Numba (a chunked NumPy path does the same)."""
-    global _ACCUMULATE
-    if _ACCUMULATE is None:
-        try:
-            from numba import njit
-        except ImportError:  # pragma: no cover - numba is a dependency
-            _ACCUMULATE = False
-            return None
-
-        @njit(nogil=True, cache=True)
-        def accumulate(X, labels, shift, Ms, want_dist, want_sums, counts, sums, sumsq, dist):  # pragma: no cover
-            n, d = X.shape
-            tot = 0.0
-            for i in range(n):
-                lab = labels[i]
-                s2 = 0.0
-                t2 = 0.0
-                for f in range(d):
-                    v = X[i, f] - shift[f]
-                    s2 += v * v
-                    if want_sums:
-                        sums[lab, f] += v
-                    if want_dist:
-                        w = v - Ms[lab, f]
-                        t2 += w * w
-                sumsq[lab] += s2
-                if want_sums:
-                    counts[lab] += 1.0
-                if want_dist:
-                    dist[lab] += np.sqrt(t2)
-                    tot += t2
-            return tot
-
-        _ACCUMULATE = accumulate
-    return _ACCUMULATE or None
 
 
 def _accumulate(X, labels, k, shift, means, want_sums):
@@ -307,31 +292,14 @@ def _accumulate(X, labels, k, shift, means, want_sums):
     ``means``) sums ``||x - means_label||``.  Counts and sums are only
     accumulated with ``want_sums`` (else zeros).
     """
-    n, d = X.shape
+    d = X.shape[1]
     counts, sums, sumsq = np.zeros(k), np.zeros((k, d)), np.zeros(k)
     dist = None if means is None else np.zeros(k)
     Ms = np.zeros((k, d)) if means is None else np.ascontiguousarray(np.asarray(means, dtype=np.float64) - shift)
-    kern = _accumulate_kernel()
-    if kern is not None:
-        labels = np.ascontiguousarray(labels, dtype=np.int64)
-        tot = kern(X, labels, shift, Ms, means is not None, want_sums, counts, sums, sumsq,
-                   np.zeros(k) if dist is None else dist)  # fmt: skip
-        return counts, sums, sumsq, dist, float(tot)
-    tot = 0.0  # pragma: no cover - the NumPy path, without Numba
-    for s in range(0, n, _CHUNK):  # pragma: no cover
-        xs = X[s : s + _CHUNK].astype(np.float64) - shift
-        lab = labels[s : s + _CHUNK]
-        if want_sums:
-            counts += np.bincount(lab, minlength=k)
-            for j in range(d):
-                sums[:, j] += np.bincount(lab, weights=xs[:, j], minlength=k)
-        sumsq += np.bincount(lab, weights=np.einsum("ij,ij->i", xs, xs), minlength=k)
-        if means is not None:
-            diff = xs - Ms[lab]
-            dd = np.einsum("ij,ij->i", diff, diff)
-            dist += np.bincount(lab, weights=np.sqrt(dd), minlength=k)
-            tot += float(dd.sum())
-    return counts, sums, sumsq, dist, tot
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    tot = _accumulate_rows(X, labels, shift, Ms, means is not None, want_sums, counts, sums, sumsq,
+                           np.zeros(k) if dist is None else dist)  # fmt: skip
+    return counts, sums, sumsq, dist, float(tot)
 
 
 def _stats_of(X, centers_list, means_list, shift, backend, n_threads):
@@ -934,8 +902,8 @@ def _gaussian_like(P, rng):
 
 
 def _threads_for(rows, n_threads):
-    """Kernel threads for ``rows`` rows: one below :data:`_SMALL_ROWS` (a thread team costs more than it saves)."""
-    return 1 if rows < _SMALL_ROWS else effective_n_threads(n_threads)
+    """Kernel threads for ``rows`` rows: one below :data:`_SMALL_ROWS`."""
+    return threads_for_work(rows, _SMALL_ROWS, n_threads)
 
 
 def _fit_all(rows, ks, seed, n_init, refine, backend, n_threads, salt):

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 from segone._state import State, array_from_data, array_to_data
 from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError, examples
@@ -529,169 +530,137 @@ class _Moves:
     contingency: "Contingency | None" = None  # filled by the fused integer path
 
 
-_MERGE = None
+# the fused sort-merge of two runs' integer ids (compiled on first use, cached on disk)
+@njit(nogil=True, cache=True)
+def _merge(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
+          csum):  # pragma: no cover
+    # P, N: the sorted ids; op, on: the row of each sorted id in ps / sp and ns / sn (empty: the same row)
+    nP, nN = P.shape[0], N.shape[0]
+    use_op = op.shape[0] == nP and nP > 0
+    use_on = on.shape[0] == nN and nN > 0
+    for i in range(1, nP):
+        if P[i] <= P[i - 1]:
+            return -1
+    for j in range(1, nN):
+        if N[j] <= N[j - 1]:
+            return -2
+    use_sp = sp.shape[0] == nP and nP > 0
+    use_sn = sn.shape[0] == nN and nN > 0
+    has_spend = spend.shape[0] > 0
+    pa_, na_ = counts.shape[0] - 1, counts.shape[1] - 1
+    i = 0
+    j = 0
+    u = 0
+    nan = np.nan
+    while i < nP or j < nN:
+        if j >= nN or (i < nP and P[i] < N[j]):
+            ri = op[i] if use_op else i
+            a = ps[ri]
+            ids[u] = P[i]
+            prev[u] = a
+            new[u] = -1
+            status[u] = 3
+            r = lp[a]
+            c = na_
+            v = sp[ri] if use_sp else nan
+            i += 1
+        elif i >= nP or N[j] < P[i]:
+            rj = on[j] if use_on else j
+            b = ns[rj]
+            ids[u] = N[j]
+            prev[u] = -1
+            new[u] = b
+            status[u] = 2
+            r = pa_
+            c = ln[b]
+            v = sn[rj] if use_sn else nan
+            j += 1
+        else:
+            ri = op[i] if use_op else i
+            rj = on[j] if use_on else j
+            a = ps[ri]
+            b = ns[rj]
+            ids[u] = P[i]
+            prev[u] = a
+            new[u] = b
+            status[u] = 0 if a == b else 1
+            r = lp[a]
+            c = ln[b]
+            v = sn[rj] if use_sn else nan
+            i += 1
+            j += 1
+        counts[r, c] += 1
+        if has_spend:
+            spend[u] = v
+            if v == v:
+                csum[r, c] += v
+        u += 1
+    return u
 
 
-def _merge_kernel():
-    """The fused sort-merge kernel (Numba, compiled on first use and cached on disk); None without Numba."""
-    global _MERGE
-    if _MERGE is None:
-        try:
-            from numba import njit
-        except ImportError:  # pragma: no cover - numba is a dependency
-            _MERGE = False
-            return None
 
-        @njit(nogil=True, cache=True)
-        def merge(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
-                  csum):  # pragma: no cover
-            # P, N: the sorted ids; op, on: the row of each sorted id in ps / sp and ns / sn (empty: the same row)
-            nP, nN = P.shape[0], N.shape[0]
-            use_op = op.shape[0] == nP and nP > 0
-            use_on = on.shape[0] == nN and nN > 0
-            for i in range(1, nP):
-                if P[i] <= P[i - 1]:
-                    return -1
-            for j in range(1, nN):
-                if N[j] <= N[j - 1]:
-                    return -2
-            use_sp = sp.shape[0] == nP and nP > 0
-            use_sn = sn.shape[0] == nN and nN > 0
-            has_spend = spend.shape[0] > 0
-            pa_, na_ = counts.shape[0] - 1, counts.shape[1] - 1
-            i = 0
-            j = 0
-            u = 0
-            nan = np.nan
-            while i < nP or j < nN:
-                if j >= nN or (i < nP and P[i] < N[j]):
-                    ri = op[i] if use_op else i
-                    a = ps[ri]
-                    ids[u] = P[i]
-                    prev[u] = a
-                    new[u] = -1
-                    status[u] = 3
-                    r = lp[a]
-                    c = na_
-                    v = sp[ri] if use_sp else nan
-                    i += 1
-                elif i >= nP or N[j] < P[i]:
-                    rj = on[j] if use_on else j
-                    b = ns[rj]
-                    ids[u] = N[j]
-                    prev[u] = -1
-                    new[u] = b
-                    status[u] = 2
-                    r = pa_
-                    c = ln[b]
-                    v = sn[rj] if use_sn else nan
-                    j += 1
-                else:
-                    ri = op[i] if use_op else i
-                    rj = on[j] if use_on else j
-                    a = ps[ri]
-                    b = ns[rj]
-                    ids[u] = P[i]
-                    prev[u] = a
-                    new[u] = b
-                    status[u] = 0 if a == b else 1
-                    r = lp[a]
-                    c = ln[b]
-                    v = sn[rj] if use_sn else nan
-                    i += 1
-                    j += 1
-                counts[r, c] += 1
-                if has_spend:
-                    spend[u] = v
-                    if v == v:
-                        csum[r, c] += v
-                u += 1
-            return u
-
-        _MERGE = merge
-    return _MERGE or None
-
-
-_RADIX = None
-
-
-def _radix_kernel():
-    """The LSD radix argsort of int64 keys (Numba, compiled on first use and cached on disk); None without Numba."""
-    global _RADIX
-    if _RADIX is None:
-        try:
-            from numba import njit
-        except ImportError:  # pragma: no cover - numba is a dependency
-            _RADIX = False
-            return None
-
-        @njit(nogil=True, cache=True)
-        def radix_argsort(keys, ia, ib):  # pragma: no cover - compiled
-            # 11-bit digits of the key with its sign bit flipped (so negative ids sort first); one pass
-            # builds every digit's histogram, digits that are the same for every key are skipped
-            n = keys.shape[0]
-            bits = 11
-            R = 1 << bits
-            D = 6  # 66 bits >= 64
-            sign = np.uint64(1) << np.uint64(63)
-            mask = np.uint64(R - 1)
-            hist = np.zeros((D, R), dtype=np.int64)
-            ka = np.empty(n, dtype=np.uint64)
+# the LSD radix argsort of int64 keys (compiled on first use, cached on disk)
+@njit(nogil=True, cache=True)
+def _radix_argsort(keys, ia, ib):  # pragma: no cover - compiled
+    # 11-bit digits of the key with its sign bit flipped (so negative ids sort first); one pass
+    # builds every digit's histogram, digits that are the same for every key are skipped
+    n = keys.shape[0]
+    bits = 11
+    R = 1 << bits
+    D = 6  # 66 bits >= 64
+    sign = np.uint64(1) << np.uint64(63)
+    mask = np.uint64(R - 1)
+    hist = np.zeros((D, R), dtype=np.int64)
+    ka = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        v = np.uint64(keys[i]) ^ sign
+        ka[i] = v
+        for d in range(D):
+            hist[d, np.int64((v >> np.uint64(d * bits)) & mask)] += 1
+    kb = np.empty(n, dtype=np.uint64)
+    off = np.empty(R, dtype=np.int64)
+    first = True
+    for d in range(D):
+        shift = np.uint64(d * bits)
+        if n == 0 or hist[d, np.int64((ka[0] >> shift) & mask)] == n:
+            continue
+        s = 0
+        for b in range(R):
+            off[b] = s
+            s += hist[d, b]
+        if first:
             for i in range(n):
-                v = np.uint64(keys[i]) ^ sign
-                ka[i] = v
-                for d in range(D):
-                    hist[d, np.int64((v >> np.uint64(d * bits)) & mask)] += 1
-            kb = np.empty(n, dtype=np.uint64)
-            off = np.empty(R, dtype=np.int64)
-            first = True
-            for d in range(D):
-                shift = np.uint64(d * bits)
-                if n == 0 or hist[d, np.int64((ka[0] >> shift) & mask)] == n:
-                    continue
-                s = 0
-                for b in range(R):
-                    off[b] = s
-                    s += hist[d, b]
-                if first:
-                    for i in range(n):
-                        v = ka[i]
-                        b = np.int64((v >> shift) & mask)
-                        p = off[b]
-                        kb[p] = v
-                        ib[p] = i
-                        off[b] = p + 1
-                    first = False
-                else:
-                    for i in range(n):
-                        v = ka[i]
-                        b = np.int64((v >> shift) & mask)
-                        p = off[b]
-                        kb[p] = v
-                        ib[p] = ia[i]
-                        off[b] = p + 1
-                ka, kb = kb, ka
-                ia, ib = ib, ia
-            if first:
-                for i in range(n):
-                    ia[i] = i
-            out = np.empty(n, dtype=np.int64)
+                v = ka[i]
+                b = np.int64((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                ib[p] = i
+                off[b] = p + 1
+            first = False
+        else:
             for i in range(n):
-                out[i] = np.int64(ka[i] ^ sign)
-            return out, ia
+                v = ka[i]
+                b = np.int64((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                ib[p] = ia[i]
+                off[b] = p + 1
+        ka, kb = kb, ka
+        ia, ib = ib, ia
+    if first:
+        for i in range(n):
+            ia[i] = i
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = np.int64(ka[i] ^ sign)
+    return out, ia
 
-        _RADIX = radix_argsort
-    return _RADIX or None
 
 
 def _argsort_ids(ids):
-    """(sorted ids, order) of unique int64 ids: a radix sort (O(n), any int64 incl. negative), else argsort."""
-    kern = _radix_kernel()
-    if kern is None:  # pragma: no cover - numba is a dependency
-        order = np.argsort(ids, kind="stable")
-        return ids[order], order
+    """(sorted ids, order) of unique int64 ids: a radix sort (O(n), any int64 incl. negative)."""
     dt = np.int32 if ids.size < 2**31 - 1 else np.int64
-    return kern(np.ascontiguousarray(ids, dtype=np.int64), np.empty(ids.size, dtype=dt), np.empty(ids.size, dtype=dt))
+    return _radix_argsort(np.ascontiguousarray(ids, dtype=np.int64), np.empty(ids.size, dtype=dt), np.empty(ids.size, dtype=dt))
 
 
 def _sorted_side(ids, where):
@@ -715,9 +684,6 @@ def _sorted_side(ids, where):
 
 def _moves_ints(p, n, ps, ns, sp, sn, where):
     """The fused path for integer ids: sort-merge, segments, status, spend and the contingency in one pass."""
-    kern = _merge_kernel()
-    if kern is None:  # pragma: no cover - numba is a dependency
-        return None
     P, op = _sorted_side(p, where[0])  # the segments and spend are read through the orders by the kernel
     N, on = _sorted_side(n, where[1])
     pk, nk = _keys_of(ps), _keys_of(ns)
@@ -736,7 +702,7 @@ def _moves_ints(p, n, ps, ns, sp, sn, where):
     counts = np.zeros((pk.size + 1, nk.size + 1), dtype=np.int64)
     csum = np.zeros(counts.shape)
     none = np.empty(0, dtype=np.int64)
-    u = kern(P, N, none if op is None else op, none if on is None else on, ps.astype(np.int64, copy=False),
+    u = _merge(P, N, none if op is None else op, none if on is None else on, ps.astype(np.int64, copy=False),
              ns.astype(np.int64, copy=False), empty if sp is None else sp, empty if sn is None else sn, lp, ln, ids,
              prev, new, status, spend, counts, csum)  # fmt: skip
     if u < 0:
@@ -766,12 +732,8 @@ def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids
     if (p is None) != (n is None):
         check_id_types(pa.string() if p is None else pa.int64(), pa.string() if n is None else pa.int64())
     if p is not None:
-        m = _moves_ints(p, n, ps, ns, sp, sn, where)
-        if m is not None:
-            return m
-        j = _join_ids(p, n, where)  # pragma: no cover - numba is a dependency
-    else:
-        j = _join_strings(pstr, nstr, where)
+        return _moves_ints(p, n, ps, ns, sp, sn, where)
+    j = _join_strings(pstr, nstr, where)
     inp, inn = j.pi >= 0, j.ni >= 0
     prev = np.full(j.pi.size, -1, dtype=np.int64)
     new = np.full(j.ni.size, -1, dtype=np.int64)

@@ -141,7 +141,7 @@ def _pct_rank(q):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _slots_kernel(feat, val, values, n_num, med, kind, entry, nums, pct):
+def _slots_kernel(feat, val, values, n_num, med, row_med, kind, base, entry, nums, pct):
     n, k = feat.shape
     width = nums.shape[2]
     for i in range(n):
@@ -154,7 +154,7 @@ def _slots_kernel(feat, val, values, n_num, med, kind, entry, nums, pct):
                 entry[i, s] = -1
                 continue
             st = np.float64(val[i, s])
-            e = 2 * j + (1 if st > 0 else 0)
+            e = base + 2 * j + (1 if st > 0 else 0)
             entry[i, s] = e
             if j >= n_num:
                 continue
@@ -166,19 +166,13 @@ def _slots_kernel(feat, val, values, n_num, med, kind, entry, nums, pct):
                 if kd == 1:
                     nums[i, s, q] = v
                 elif kd == 2:
-                    nums[i, s, q] = v / med[j]
+                    nums[i, s, q] = v / (row_med[i] if row_med.shape[0] else med[j])
                 elif kd == 3:
                     nums[i, s, q] = v * 100.0
                 elif kd == 4:
                     nums[i, s, q] = _pct_rank(1.0 - p)
                 elif kd == 5:
                     nums[i, s, q] = _pct_rank(p)
-
-
-def pct_rank(q):
-    """:func:`_pct_rank` on arrays (NaN stays NaN)."""
-    q = np.asarray(q, dtype=np.float64)
-    return np.clip(np.ceil(100.0 * q - 1e-9), 1.0, 100.0)
 
 
 def _gather(feat, cols):
@@ -199,7 +193,7 @@ def _gather(feat, cols):
     return values
 
 
-def slots(feat, val, cols, medians, kind):
+def slots(feat, val, cols, medians, kind, row_medians=None, entry_base=0):
     """Per trait slot: (phrase entry code, placeholder numbers, value, percentile).
 
     ``feat`` / ``val`` are the ``top_traits`` outputs (column index, -1 for
@@ -208,6 +202,9 @@ def slots(feat, val, cols, medians, kind):
     codes.  The entry of column ``j`` is ``2 j`` when low, ``2 j + 1`` when
     high; numbers: value, ratio to the median, value x 100, "top N%",
     "bottom N%".  Values and percentiles of categorical slots are NaN.
+    ``row_medians`` (one per row) replace the per-column medians of the
+    ratio, and ``entry_base`` is added to every entry code (the segment
+    contrast uses both).
     """
     n, k = feat.shape
     width = kind.shape[1]
@@ -218,7 +215,8 @@ def slots(feat, val, cols, medians, kind):
     med = np.ascontiguousarray(medians, np.float64) if len(medians) else np.zeros(1)
     feat = np.ascontiguousarray(feat, np.int64)
     values = _gather(feat, cols)
-    _slots_kernel(feat, val, values, len(medians), med, kind, entry, nums, pct)
+    row_med = np.empty(0) if row_medians is None else np.ascontiguousarray(row_medians, np.float64)
+    _slots_kernel(feat, val, values, len(medians), med, row_med, kind, int(entry_base), entry, nums, pct)
     return entry, nums[:, :, :width], values, pct
 
 

@@ -561,31 +561,16 @@ class PersonaModel:
         # per slot: the phrase (entry) code, the numbers of its placeholders, the value and the percentile
         entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3])
         against = np.zeros((n, k), np.int8)
-        if contrast is not None:
+        if contrast is not None:  # one more slot: the same phrases, numbers against the segment
             j, t, med = contrast
-            has = j >= 0
-            jj = np.where(has, j, 0)
-            p = (t + 1.0) / 2.0
-            v = np.full(n, np.nan)
-            for f in np.unique(j[has]):
-                rows = np.flatnonzero(j == f)
-                v[rows] = V[f][rows]
-            e = np.where(has, n_base + 2 * jj + (t > 0), -1)
-            kind = compiled[3]
-            extra = np.zeros((n, 1, nums.shape[2]))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                for q in range(nums.shape[2]):
-                    kd = kind[np.where(has, e, 0), q]
-                    extra[:, 0, q] = np.select([kd == 1, kd == 2, kd == 3, kd == 4, kd == 5],
-                                               [v, v / med, v * 100.0, _sentences.pct_rank(1.0 - p),
-                                                _sentences.pct_rank(p)], 0.0)  # fmt: skip
-            extra[~has] = 0.0
-            feat = np.concatenate([feat, np.where(has, j, -1)[:, None].astype(feat.dtype)], axis=1)
-            val = np.concatenate([val, np.where(has, t, np.nan)[:, None].astype(val.dtype)], axis=1)
-            entry = np.concatenate([entry, e[:, None]], axis=1)
-            nums = np.concatenate([nums, extra], axis=1)
-            values = np.concatenate([values, np.where(has, v, np.nan)[:, None]], axis=1)
-            pct = np.concatenate([pct, np.where(has, p, np.nan)[:, None]], axis=1)
+            e, x, v, p = _sentences.slots(j[:, None], t[:, None].astype(np.float32), V, self.medians_,
+                                          compiled[3], row_medians=med, entry_base=n_base)  # fmt: skip
+            feat = np.concatenate([feat, j[:, None].astype(feat.dtype)], axis=1)
+            val = np.concatenate([val, t[:, None].astype(val.dtype)], axis=1)
+            entry = np.concatenate([entry, e], axis=1)
+            nums = np.concatenate([nums, x], axis=1)
+            values = np.concatenate([values, v], axis=1)
+            pct = np.concatenate([pct, p], axis=1)
             against = np.concatenate([against, np.ones((n, 1), np.int8)], axis=1)
             k += 1
         cat = np.full((n, k), -1, np.int64)
