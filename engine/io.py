@@ -690,8 +690,12 @@ def parse_schema_options(items, name="--schema"):
 
 
 def release_arrow_memory():
-    """Hand memory that Arrow's allocator holds but no longer uses back to the OS."""
-    pa.default_memory_pool().release_unused()
+    """Hand memory that Arrow's allocator holds but no longer uses back to the OS, unless segone keeps freed
+    memory for reuse (the default: see :mod:`segone._memory`; the next stage would fault it in again)."""
+    from segone import _memory
+
+    if not _memory.settings()["keep_freed_memory"]:
+        pa.default_memory_pool().release_unused()
 
 
 def _pick_columns(names, columns, optional, name, schema=None, source=None):
