@@ -13,8 +13,8 @@ runtimes keep threads spinning).  Each contender's peak RSS is that of its
 own process (shared input data included, the same for all).  Peers are
 imported only if installed.  The parent never runs OpenMP or
 Numba-threaded code itself: an OpenMP runtime is not fork-safe once its
-threads exist.  ``import segone`` in the parent applies segone's allocator
-settings (segone._memory) to every contender alike.
+threads exist.  Importing segone changes no allocator setting, so every
+contender runs with the allocators' defaults.
 
 Usage (from the repository root; unset the OpenBLAS overrides of this machine
 so that BLAS-based peers run at their best):

@@ -1,4 +1,4 @@
-"""How much the allocator settings of segone._memory matter on this machine.
+"""How much the opt-in allocator setting segone.keep_freed_memory() matters on this machine.
 
 Runs ``segone.build_profiles`` (1M customers, ~20M transactions: the PROFILE
 workload's data) several times in a child process per setting, with a pause
@@ -7,9 +7,9 @@ time, minor page faults, system CPU time, and the child's peak RSS::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/memory_probe.py [--quick]
 
-Settings: ``SEGONE_KEEP_MEMORY=1`` (the default: freed memory kept) and
-``SEGONE_KEEP_MEMORY=0`` (the allocators' defaults).  The rounds alternate
-between the two children.
+Settings: the allocators' defaults (what ``import segone`` leaves) and
+``segone.keep_freed_memory()`` called first (freed memory kept in the heap).
+The rounds alternate between the two children.
 """
 
 import argparse
@@ -22,7 +22,9 @@ import sys
 CHILD = r"""
 import json, os, resource, sys, time
 import segone
-path, rounds, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+path, rounds, pause, keep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+if keep:
+    segone.keep_freed_memory()
 def ru():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_minflt, r.ru_stime
@@ -36,7 +38,7 @@ for i in range(rounds + 1):
         out.append({"wall": wall, "faults": f1 - f0, "sys": s1 - s0})
     time.sleep(pause)
 print(json.dumps({"calls": out, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "memory": segone._memory.settings()}))
+                  "memory": segone.memory_settings()}))
 """
 
 
@@ -52,13 +54,12 @@ def main():
     from compare import synth_dataset
 
     _, path = synth_dataset(args.quick, args.workdir)
-    res = {"keep (default)": [], "SEGONE_KEEP_MEMORY=0": []}
+    res = {"defaults": [], "keep_freed_memory()": []}
     peaks = {k: [] for k in res}
     for _ in range(args.rounds):
-        for label, val in (("keep (default)", "1"), ("SEGONE_KEEP_MEMORY=0", "0")):
-            env = {**os.environ, "SEGONE_KEEP_MEMORY": val}
-            env.pop("MIMALLOC_PURGE_DELAY", None)
-            out = subprocess.run([sys.executable, "-c", CHILD, path, str(args.calls), str(args.pause)], env=env,
+        for label, val in (("defaults", "0"), ("keep_freed_memory()", "1")):
+            env = dict(os.environ)
+            out = subprocess.run([sys.executable, "-c", CHILD, path, str(args.calls), str(args.pause), val], env=env,
                                  check=True, capture_output=True, text=True).stdout  # fmt: skip
             r = json.loads(out.strip().splitlines()[-1])
             res[label] += r["calls"]

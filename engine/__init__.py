@@ -23,16 +23,16 @@ run               the whole job (in this process or on Dask), outputs written at
 synth             synthetic customer data with known segments
 io                read any table or file (pyarrow, pandas, polars, DuckDB, Parquet, CSV, Arrow IPC)
 errors            the exceptions segone raises
+keep_freed_memory opt-in: keep freed memory in this process's heap (nothing is changed on import)
 """
 
 __version__ = "0.1.0"
 
-from segone import _memory
-
-_memory.configure()  # before NumPy / pyarrow allocate: see segone._memory (SEGONE_KEEP_MEMORY=0 turns it off)
-
 from segone import clv, errors, io, model, privacy, sweep, synth, track
 from segone._backend import available_backends
+from segone._memory import keep_freed_memory
+from segone._memory import release as release_memory
+from segone._memory import settings as memory_settings
 from segone.assign import Assignment, assign
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
 from segone.clv import BetaGeo, GammaGamma, predict_value
@@ -68,6 +68,9 @@ __all__ = [
     "describe_segments",
     "errors",
     "io",
+    "keep_freed_memory",
+    "memory_settings",
+    "release_memory",
     "load_model",
     "match_segments",
     "model",

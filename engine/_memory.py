@@ -1,101 +1,115 @@
-"""Keep freed memory in the process, so that the next stage reuses it instead of faulting in fresh pages.
+"""Opt-in allocator settings: keep freed memory in this process, or hand it back.
 
-Why.  Every stage of a segone job allocates and frees large arrays (columns,
-feature matrices, sketches, string buffers).  By default glibc's ``malloc``
+Importing segone changes nothing here: no allocator setting, no environment
+variable.  Like ``pa.set_memory_pool`` or ``pa.jemalloc_set_decay`` in
+pyarrow, what this module does happens only when the user calls it.
+
+Why one might call :func:`keep_freed_memory`.  By default glibc's ``malloc``
 (NumPy's allocator) unmaps every block above its mmap threshold when it is
-freed, and Arrow's mimalloc pool purges freed pages after one second.  The
-next allocation then touches fresh pages, and on virtual machines that hand
-freed guest memory back to the host (free page reporting, memory balloons:
-Firecracker, many cloud VMs) each first touch costs a host fault.  Measured
-on this project's 2-vCPU Firecracker machine: about 5 us per 4 KiB page for
-memory the host had taken back, 0.2-0.4 us for pages freshly unmapped by the
-process, 0.01 us for pages it kept.  ``build_profiles`` on 1M customers made
-about 90,000 page faults per call with the default settings and under 200
-with these (``benchmarks/memory_probe.py``), and its time stopped depending on
-what the rest of the machine was doing.
+freed, so the next large allocation touches fresh pages.  On virtual machines
+that hand freed guest memory back to the host (free page reporting, memory
+balloons), each first touch of such a page can cost a host fault (measured
+on this project's 2-vCPU Firecracker machine: about 5 us per 4 KiB page,
+against 0.01 us for a page the process kept).  :func:`keep_freed_memory`
+sets ``mallopt(M_MMAP_MAX, 0)`` and a 2 GiB ``M_TRIM_THRESHOLD`` so that
+freed blocks stay in the heap and are reused.
 
-What.  When ``segone`` is imported (unless ``SEGONE_KEEP_MEMORY=0``):
+The cost: the process keeps its peak memory until it exits.  On the whole
+1M-customer job it was not faster and peaked about 0.7 GiB higher, so segone
+never applies it by itself, and never inside Dask workers: a worker whose
+freed memory is not returned shows it as unmanaged memory that distributed's
+memory manager cannot spill, and pauses.
 
-* glibc: ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap and are
-  reused) and ``M_TRIM_THRESHOLD`` of 2 GiB (the heap top is not handed back
-  after every free);
-* mimalloc (Arrow's default pool): ``MIMALLOC_PURGE_DELAY=-1`` (never purge),
-  which mimalloc reads when pyarrow is first loaded, so it takes effect only
-  when segone is imported before pyarrow.  A value the user set is kept.
+Examples
+--------
+>>> import segone
+>>> segone.memory_settings()["keep_freed_memory"]   # nothing applied on import
+False
 
-The cost: the process keeps its peak memory until it exits instead of
-returning it between stages (the README's PIPELINE figures give the peak
-either way).  Set ``SEGONE_KEEP_MEMORY=0`` before importing segone for the
-allocators' defaults.  :func:`settings` says what was applied; ``run.json``
-records it under ``engine.memory``.
-
-Only the standard library is imported here: this module runs before NumPy
-and pyarrow are loaded.
+Only the standard library is imported here.
 """
 
 import ctypes
 import ctypes.util
-import os
 import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_MMAP_THRESHOLD = -3
 TRIM_THRESHOLD = 2**31 - 1
+_DEFAULT_MMAP_MAX = 65536  # glibc's default number of mmap'd chunks
+_DEFAULT_TRIM = 128 * 1024  # glibc's default trim threshold
 
-_applied = {"keep_freed_memory": False, "glibc": "not applied", "mimalloc": "not applied"}
-
-
-def _wanted():
-    return os.environ.get("SEGONE_KEEP_MEMORY", "1").strip().lower() not in ("0", "false", "no", "off")
+_applied = {"keep_freed_memory": False, "glibc": "defaults"}
 
 
-def configure():
-    """Apply the settings described above once (called when segone is imported); returns :func:`settings`."""
-    if _applied["keep_freed_memory"] or not _wanted():
-        if not _wanted():
-            _applied.update(glibc="off (SEGONE_KEEP_MEMORY=0)", mimalloc="off (SEGONE_KEEP_MEMORY=0)")
-        return settings()
-    _applied["keep_freed_memory"] = True
-    if "MIMALLOC_PURGE_DELAY" in os.environ:
-        _applied["mimalloc"] = f"MIMALLOC_PURGE_DELAY={os.environ['MIMALLOC_PURGE_DELAY']} (set by the user)"
-    elif "pyarrow" in sys.modules:
-        _applied["mimalloc"] = "unchanged: pyarrow was imported before segone"
-    else:
-        os.environ["MIMALLOC_PURGE_DELAY"] = "-1"
-        _applied["mimalloc"] = "MIMALLOC_PURGE_DELAY=-1"
-    _applied["glibc"] = _glibc()
-    return settings()
-
-
-def _glibc():
+def _libc():
     if not sys.platform.startswith("linux"):
-        return "not glibc"
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+        return libc
     except (OSError, AttributeError):  # musl and others have no mallopt
-        return "not glibc"
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    return "M_MMAP_MAX=0, M_TRIM_THRESHOLD=2GiB" if ok else "mallopt refused"
+        return None
+
+
+def keep_freed_memory(enable=True):
+    """Keep (or stop keeping) freed memory in this process's heap for reuse.
+
+    An explicit, process-wide choice for a long job in one process on a
+    machine where page faults are expensive; it is never applied by segone
+    itself nor sent to Dask workers.  ``enable=False`` restores glibc's
+    defaults (dynamic mmap threshold, 128 KiB trim threshold) and hands the
+    free memory back.
+
+    Parameters
+    ----------
+    enable : bool, default True
+
+    Returns
+    -------
+    dict
+        :func:`settings` after the call.
+
+    Examples
+    --------
+    >>> import segone
+    >>> s = segone.keep_freed_memory()
+    >>> s = segone.keep_freed_memory(False)
+    >>> s["keep_freed_memory"]
+    False
+    """
+    libc = _libc()
+    if libc is None:
+        _applied.update(keep_freed_memory=False, glibc="not glibc")
+        return settings()
+    if enable:
+        ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        _applied.update(keep_freed_memory=ok, glibc="M_MMAP_MAX=0, M_TRIM_THRESHOLD=2GiB" if ok else "mallopt refused")
+    else:
+        libc.mallopt(M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+        release()
+        _applied.update(keep_freed_memory=False, glibc="defaults")
+    return settings()
 
 
 def release():
     """Hand the memory glibc holds free back to the operating system now (``malloc_trim(0)``).
 
-    For a long-lived process between jobs; returns whether anything was
-    released (False where there is no glibc).
+    Returns whether anything was released (False where there is no glibc).
     """
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
+    except AttributeError:
         return False
 
 
 def settings():
-    """What was applied to the allocators (a dict of strings, for run.json)."""
+    """What this process's allocators were told by segone (a dict, for run.json)."""
     return dict(_applied)

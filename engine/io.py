@@ -690,8 +690,8 @@ def parse_schema_options(items, name="--schema"):
 
 
 def release_arrow_memory():
-    """Hand memory that Arrow's allocator holds but no longer uses back to the OS, unless segone keeps freed
-    memory for reuse (the default: see :mod:`segone._memory`; the next stage would fault it in again)."""
+    """Hand memory that Arrow's allocator holds but no longer uses back to the OS, unless the user chose to keep
+    freed memory for reuse (:func:`segone.keep_freed_memory`)."""
     from segone import _memory
 
     if not _memory.settings()["keep_freed_memory"]:

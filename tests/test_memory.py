@@ -1,0 +1,83 @@
+"""Importing segone has no process-wide effect; keeping freed memory is an explicit choice."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import segone
+
+# a fresh interpreter: what segone's import (and a small job) does to the process, against the state before it
+_CHILD = textwrap.dedent(
+    r"""
+    import json, os, sys
+    import numpy as np
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    env_before = dict(os.environ)
+    import numba
+    threads_before = numba.get_num_threads()
+    import segone
+    from segone.synth import generate
+    d = generate(300, seed=0)
+    segone.build_profiles(d.transactions, events=d.events, attributes=d.customers)
+    out = {"env_added": sorted(set(os.environ) - set(env_before)),
+           "env_changed": sorted(k for k in env_before if os.environ.get(k) != env_before[k]),
+           "numba_threads": [threads_before, numba.get_num_threads()],
+           "settings": segone.memory_settings()}
+    if sys.argv[1] == "keep":
+        segone.keep_freed_memory()
+    base = rss()
+    a = np.ones(2**30 // 8)  # 1 GiB, touched
+    high = rss()
+    del a
+    out.update(base=base, high=high, after=rss())
+    print(json.dumps(out))
+    """
+)
+
+
+def _child(mode):
+    res = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"})  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_import_changes_neither_the_environment_nor_the_allocator():
+    out = _child("default")
+    assert out["env_added"] == [] and out["env_changed"] == []
+    assert out["numba_threads"][0] == out["numba_threads"][1]
+    assert out["settings"]["keep_freed_memory"] is False
+    gib = 2**30
+    assert out["high"] - out["base"] > 0.9 * gib  # the array was touched
+    # a freed 1 GiB array goes back to the OS: glibc's defaults unmap it
+    assert out["after"] - out["base"] < 0.1 * gib, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_keep_freed_memory_is_an_explicit_choice_that_works():
+    out = _child("keep")
+    gib = 2**30
+    assert out["high"] - out["base"] > 0.9 * gib
+    # kept: the heap holds the freed GiB for reuse (this is what the opt-in is for)
+    assert out["after"] - out["base"] > 0.9 * gib, out
+
+
+def test_keep_freed_memory_can_be_turned_off_again():
+    try:
+        s = segone.keep_freed_memory()
+        if s["glibc"] == "not glibc":
+            pytest.skip("no glibc")
+        assert s["keep_freed_memory"] is True
+    finally:
+        s = segone.keep_freed_memory(False)
+    assert s["keep_freed_memory"] is False and s["glibc"] == "defaults"
+    assert segone.memory_settings() == s
