@@ -133,11 +133,17 @@ def _print_segments(segments):
 @click.option("--partitions", default=None, type=click.IntRange(min=1),
               help="Dask: customer partitions (default: those of the transactions).")  # fmt: skip
 @click.option("--memory-limit", default="auto", show_default=True, help="Dask LocalCluster: memory per worker.")
+@click.option("--stall-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Dask: fail (exit 2, naming the stage and each worker's state) after this many seconds without "
+                   "any task finishing while no running worker executes one (paused or lost workers).")  # fmt: skip
 @click.option("--previous", default=None, type=click.Path(exists=True, file_okay=False),
               help="Output directory of an earlier run: keep its segment ids, write who moved where.")  # fmt: skip
 @click.option("--no-value", is_flag=True, help="Skip the predicted customer value (BG/NBD + Gamma-Gamma).")
 @click.option("--horizon-months", default=12, show_default=True, type=click.IntRange(min=0),
               help="Horizon of the predicted purchases and value.")  # fmt: skip
+@click.option("--value-penalizer", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="L2 penalty on the value models' parameters (lifetimes' penalizer_coef; 0.001 to 0.1 steadies "
+                   "fits on data with extreme customers).")  # fmt: skip
 @click.option("--consent", "consent", multiple=True, metavar="COLUMN[=PURPOSE]",
               help="Consent column of the attributes (boolean), or COLUMN=purpose for a column of purposes; repeat "
                    "for several (all must hold). Customers without consent are in no per-customer output.")  # fmt: skip
@@ -163,8 +169,8 @@ def _print_segments(segments):
               help="Also write OUT/report.html, a report to open in a browser (needs segone[report]).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
-        scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, consent, consent_scope,
-        consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
+        scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months, value_penalizer, consent,
+        consent_scope, consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
         schema_items, with_report, quiet, k_min, k_max):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
@@ -182,7 +188,7 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
         from segone.dask import DaskEngine
 
         engine = DaskEngine(scheduler, n_workers=workers, memory_limit=memory_limit, npartitions=partitions,
-                            n_threads=n_threads, verbose=not quiet)  # fmt: skip
+                            n_threads=n_threads, verbose=not quiet, stall_timeout=stall_timeout)  # fmt: skip
         if not quiet:
             facts = engine.facts()
             click.echo(f"dask: {facts['workers']} workers at {engine.client.scheduler.address}")
@@ -191,6 +197,7 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
             input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
             n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite,
             verbose=not quiet, engine=engine, previous=previous, value=not no_value, horizon_months=horizon_months,
+            value_penalizer=value_penalizer,
             consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
             hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
             small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,

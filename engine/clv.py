@@ -1679,49 +1679,147 @@ class ValueState(State):
         return cls(PatternHistogram.from_dict(d["patterns"]), MonetaryHistogram.from_dict(d["monetary"]))
 
 
-def fit_value(state, *, penalizer=0.0, gg_penalizer=0.0, fallback_penalizer=1e-3, max_mean_ratio=3.0):
+class _Unpredictable(DataError):
+    """A fitted value model whose predictions leave the float64 range (internal: fit_value skips or refits it)."""
+
+
+PENALIZER_ADVICE = ("give a penalizer (segone run --value-penalizer 0.01, or value_penalizer=0.01 in segone.run; "
+                    "lifetimes' penalizer_coef), or cap outlying purchase counts and amounts")  # fmt: skip
+
+
+def check_penalizer(value, name="value_penalizer"):
+    """A penalizer as a finite float >= 0 (lifetimes' ``penalizer_coef``), or ParameterError naming ``name``."""
+    return check_float(value, name, low=0.0)
+
+
+def _check_predictions(bg, gg, state, horizon_months, discount_rate, factor):
+    """Raise :class:`_Unpredictable` when a fitted model's predictions overflow for a pattern of the data.
+
+    The pattern histograms hold every distinct ``(frequency, recency, T)``
+    and ``(frequency, monetary_value)`` of the base, so this checks exactly
+    the values :func:`value_piece` will compute (for Gamma-Gamma, the CLV
+    bound ``max eov x max discounted purchases`` per frequency).
+    """
+    x, tx, t_age, _ = state.patterns.finish()
+    if bg is not None and x.size:
+        try:
+            with np.errstate(all="ignore"):
+                p_alive, _, disc = bg._value_terms(x, tx, t_age, horizon_months, discount_rate, factor)
+        except DataError as exc:
+            raise _Unpredictable(
+                f"the BG/NBD predictions overflow ({exc}); the expected-purchase, p_alive and CLV columns are left "
+                f"empty: {PENALIZER_ADVICE}."
+            ) from None
+        if not np.isfinite(p_alive).all():
+            raise _Unpredictable(f"the BG/NBD probability alive is not finite for some customers; {PENALIZER_ADVICE}.")
+        if gg is not None:
+            mx, mm, _ = state.monetary.finish()
+            with np.errstate(all="ignore"):
+                eov = gg._eov(mx, mm)
+            if not np.isfinite(eov).all():
+                bad = np.flatnonzero(~np.isfinite(eov))
+                raise _Unpredictable(
+                    f"the Gamma-Gamma expected order value overflows for {bad.size} (frequency, monetary_value) "
+                    f"patterns (monetary_value: {examples(mm[bad])}); the CLV is left empty: {PENALIZER_ADVICE}."
+                )
+            if mx.size:  # the largest CLV per frequency: max eov x max discounted purchases
+                ux, inv = np.unique(mx, return_inverse=True)
+                top_eov = np.zeros(ux.size)
+                np.maximum.at(top_eov, inv, np.abs(eov))
+                xs, xinv = np.unique(x, return_inverse=True)
+                d_max = np.zeros(xs.size)
+                np.maximum.at(d_max, xinv, np.abs(disc))
+                pos = np.minimum(np.searchsorted(xs, ux), xs.size - 1)
+                top_disc = np.where(xs[pos] == ux, d_max[pos], 0.0)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    worst = top_eov * top_disc
+                if not np.isfinite(worst).all():
+                    raise _Unpredictable(
+                        f"the CLV (expected order value x discounted purchases) overflows for frequencies "
+                        f"{examples(ux[~np.isfinite(worst)])}; the CLV is left empty: {PENALIZER_ADVICE}."
+                    )
+
+
+def fit_value(state, *, penalizer=0.0, gg_penalizer=None, fallback_penalizer=1e-3, max_mean_ratio=3.0,
+              horizon_months=12, discount_rate=0.01, freq="D"):  # fmt: skip
     """Fit BG/NBD and Gamma-Gamma on a merged :class:`ValueState`: ``(beta_geo, gamma_gamma, info)``.
 
-    Defined behaviour, recorded in ``info["skipped"]`` / ``info["notes"]``:
-    a fit that does not converge is retried once with ``fallback_penalizer``
-    (and says so); a model that still cannot be fitted (no repeat customer,
-    all customers identical, no usable spend, ``q <= 1``) is None, and its
-    prediction columns are null in the outputs, never NaN.  A Gamma-Gamma fit
-    whose implied mean order value ``v p / (q - 1)`` exceeds
-    ``max_mean_ratio`` times the observed mean of the repeat customers' order
-    values is not used either (q close to 1: the tail would dominate every
-    CLV); on CDNOW the two means agree within 1%.
+    ``penalizer`` is lifetimes' ``penalizer_coef`` (an L2 penalty on the
+    parameters), applied to both fits; ``gg_penalizer`` (default: the same)
+    replaces it for Gamma-Gamma.  ``horizon_months``, ``discount_rate`` and
+    ``freq`` are those :func:`value_piece` will predict with: the fitted
+    models are checked on every pattern of the data before they are used.
+
+    Defined behaviour, recorded in ``info["skipped"]`` / ``info["notes"]``
+    (this function never raises for what the data cannot support): a fit
+    that does not converge, or whose predictions overflow for a pattern of
+    the data, is retried once with ``fallback_penalizer`` when it was
+    unpenalized (and says so); a model that still cannot be fitted or
+    predicted (no repeat customer, all customers identical, no usable spend,
+    ``q <= 1``, overflowing predictions) is None with the reason, and its
+    prediction columns are null in the outputs, never NaN.  A Gamma-Gamma
+    fit whose implied mean order value ``v p / (q - 1)`` exceeds
+    ``max_mean_ratio`` times the observed mean of the repeat customers'
+    order values is not used either (q close to 1: the tail would dominate
+    every CLV); on CDNOW the two means agree within 1%.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from segone.clv import ValueState, fit_value, sample_bgnbd
+    >>> x, tx, T = sample_bgnbd(2000, r=0.3, alpha=40.0, a=0.5, b=2.0, T=365.0, seed=3)
+    >>> bg, gg, info = fit_value(ValueState.of(pa.table({"frequency": x, "recency": tx, "T": T})))
+    >>> bg is not None, gg is None, info["skipped"]["bg_nbd"]
+    (True, True, None)
     """
+    penalizer = check_penalizer(penalizer, "penalizer")
+    gg_penalizer = penalizer if gg_penalizer is None else check_penalizer(gg_penalizer, "gg_penalizer")
+    horizon_months = check_int(horizon_months, "horizon_months", low=0)
+    discount_rate = check_float(discount_rate, "discount_rate", low=0.0)
+    factor = FREQ_FACTORS[check_choice(freq, "freq", tuple(FREQ_FACTORS))]
     info = {"skipped": {"rows_without_purchase": state.patterns.n_without_purchase, "bg_nbd": None,
                         "gamma_gamma": None}, "notes": []}  # fmt: skip
+    numeric = (ConvergenceError, DataError, ArithmeticError)  # EmptyInputError is a DataError
 
     def attempt(model, fit, what):
         try:
             return fit(model)
-        except ConvergenceError as exc:
+        except (ConvergenceError, _Unpredictable) as exc:
             if model.penalizer == 0 and fallback_penalizer:
-                info["notes"].append(f"{what} did not converge unpenalized; refitted with penalizer "
-                                     f"{fallback_penalizer:g} ({exc})")  # fmt: skip
+                why = "did not converge" if isinstance(exc, ConvergenceError) else "gave overflowing predictions"
+                info["notes"].append(f"{what} {why} unpenalized; refitted with penalizer {fallback_penalizer:g} "
+                                     f"({exc})")  # fmt: skip
                 model = type(model)(fallback_penalizer)
                 try:
                     return fit(model)
-                except (ConvergenceError, DataError) as exc2:
+                except numeric as exc2:
                     info["skipped"][what] = str(exc2)
                     return None
             info["skipped"][what] = str(exc)
             return None
-        except DataError as exc:  # EmptyInputError is a DataError
+        except numeric as exc:
             info["skipped"][what] = str(exc)
             return None
 
-    bg = attempt(BetaGeo(penalizer), lambda m: m.fit_histogram(state.patterns), "bg_nbd")
+    def fit_bg(model):
+        model.fit_histogram(state.patterns)
+        _check_predictions(model, None, state, horizon_months, discount_rate, factor)
+        return model
+
+    bg = attempt(BetaGeo(penalizer), fit_bg, "bg_nbd")
     gg = None
     if bg is not None:
-        gg = attempt(GammaGamma(gg_penalizer), lambda m: m.fit_histogram(state.monetary), "gamma_gamma")
+        def fit_gg(model):
+            model.fit_histogram(state.monetary)
+            if model.params_["q"] > 1.0:
+                _check_predictions(bg, model, state, horizon_months, discount_rate, factor)
+            return model
+
+        gg = attempt(GammaGamma(gg_penalizer), fit_gg, "gamma_gamma")
         if gg is not None and gg.params_["q"] <= 1.0:
             info["skipped"]["gamma_gamma"] = (
                 f"Gamma-Gamma q = {gg.params_['q']:.4g} <= 1: the mean order value is not finite; the CLV is left "
-                "empty (raise gg_penalizer or remove outlying spend)")  # fmt: skip
+                "empty (give a penalizer with --value-penalizer / value_penalizer, or remove outlying spend)")  # fmt: skip
             gg = None
         elif gg is not None:
             x, m, c = state.monetary.finish()
@@ -1732,8 +1830,8 @@ def fit_value(state, *, penalizer=0.0, gg_penalizer=0.0, fallback_penalizer=1e-3
                     f"the fitted spend model implies a mean order value of {implied:.4g}, {implied / observed:.1f}x "
                     f"the observed mean of the repeat customers ({observed:.4g}; q = {gg.params_['q']:.4g} is close "
                     "to 1): its heavy tail would dominate every CLV, so the CLV is left empty. Spend that is "
-                    "far from gamma-shaped (e.g. a few huge orders) causes this; cap outlying amounts or raise "
-                    "gg_penalizer.")  # fmt: skip
+                    "far from gamma-shaped (e.g. a few huge orders) causes this; cap outlying amounts or give a "
+                    "penalizer (--value-penalizer / value_penalizer).")  # fmt: skip
                 gg = None
     else:
         info["skipped"]["gamma_gamma"] = "needs the BG/NBD model"

@@ -495,6 +495,14 @@ class Page:
     def value(self):
         d = self.d
         v = d.value
+        skipped = d.value_info.get("skipped") if isinstance(d.value_info, dict) else None
+        if not v and isinstance(skipped, dict) and (skipped.get("bg_nbd") or skipped.get("gamma_gamma")):
+            why = [f"{name} was skipped: {str(skipped[part]).rstrip('.')}." for part, name in
+                   (("bg_nbd", "The purchase model (BG/NBD)"), ("gamma_gamma", "The spend model (Gamma-Gamma)"))
+                   if skipped.get(part)]  # fmt: skip
+            msg = ("This run has no predicted customer value: the data could not support the value models, so "
+                   "their columns are empty and the rest of the run is complete. " + " ".join(esc(w) for w in why))
+            return self.section("value", SECTIONS[3][1], "", self.missing(msg), False)
         if not v:
             msg = ("This run has no predicted customer value (no <code>clv</code>, <code>p_alive</code> or "
                    "<code>expected_purchases</code> column in assignments.parquet and no <code>mean_clv</code> in "
