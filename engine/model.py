@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from segone import outputs
 from segone.errors import ModelFormatError, NotFittedError, ParameterError, SchemaError
 from segone.io import atomic_directory, check_output, resolve_inputs, write_json, write_parquet
 
 MODEL_FORMAT = "segone-model"
 MODEL_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-FILES = ("model.json", "centroids.npy", "scorer.json")
-HISTOGRAM_FILE = "feature_histogram.json"
+FILES = outputs.MODEL_FILES
+HISTOGRAM_FILE = outputs.FEATURE_HISTOGRAM
 # profile columns that are absent from a profile when a category, channel or
 # event never occurs in the data: a model fills them with 0 (no spend there)
 ZERO_WHEN_ABSENT = ("share_", "channel_", "events_")
@@ -94,11 +95,15 @@ def _check_ids_labels(segment_ids, labels, next_id, k):
 
 
 def write_model(directory, seg, scorer, *, segment_ids=None, labels=None, next_id=None, settings=None,
-                histogram=None):  # fmt: skip
+                histogram=None, privacy=None, exported_ids=None):  # fmt: skip
     """Write model.json, centroids.npy and scorer.json into a new ``directory``.
 
     ``directory`` must not exist (the pipeline writes it inside its atomic
     output directory); see :func:`save_model` for the parameters.
+    ``privacy`` (a :class:`segone.privacy.PrivacyPlan`) and ``exported_ids``
+    (the id every centroid row was exported as, -1: withheld) are recorded as
+    ``settings.privacy`` (:func:`segone.privacy.model_record`; never the key),
+    which ``apply`` and ``track`` honour.
     """
     C = _centroids_of(seg)
     if C.ndim != 2 or C.dtype.kind != "f":
@@ -112,22 +117,32 @@ def write_model(directory, seg, scorer, *, segment_ids=None, labels=None, next_i
     if hasattr(seg, "get_params"):
         params = {k_: v for k_, v in seg.get_params().items() if not isinstance(v, np.ndarray)}
         params = {k_: v for k_, v in params.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    settings = _json_safe(settings or {}, "settings")
+    if "privacy" in settings:
+        raise ParameterError("settings must not hold 'privacy': pass the plan as privacy= (it is recorded there).")
+    if privacy is not None:
+        from segone.privacy import model_record
+
+        if exported_ids is not None and len(exported_ids) != k:
+            raise ParameterError(f"exported_ids has {len(exported_ids)} entries for {k} centroids.")
+        settings["privacy"] = model_record(privacy, exported_ids)
+    elif exported_ids is not None:
+        raise ParameterError("exported_ids needs privacy= (the plan they were exported under).")
     os.makedirs(directory)
-    np.save(os.path.join(directory, "centroids.npy"), np.ascontiguousarray(C), allow_pickle=False)
-    with open(os.path.join(directory, "scorer.json"), "w") as f:
+    np.save(os.path.join(directory, outputs.CENTROIDS), np.ascontiguousarray(C), allow_pickle=False)
+    with open(os.path.join(directory, outputs.SCORER), "w") as f:
         f.write(scorer.to_json())
     if histogram is not None:
-        write_json(histogram.to_dict(), os.path.join(directory, HISTOGRAM_FILE))
+        write_json(histogram.to_dict(), os.path.join(directory, outputs.FEATURE_HISTOGRAM))
     write_json(
         {"format": MODEL_FORMAT, "version": MODEL_VERSION, "n_clusters": k, "features": features,
-         "segment_ids": ids, "labels": labels, "next_id": next_id,
-         "settings": _json_safe(settings or {}, "settings"), "params": params},
-        os.path.join(directory, "model.json"),
+         "segment_ids": ids, "labels": labels, "next_id": next_id, "settings": settings, "params": params},
+        os.path.join(directory, outputs.MODEL_JSON),
     )  # fmt: skip
 
 
 def save_model(directory, segmenter, scorer, *, segment_ids=None, labels=None, settings=None, next_id=None,
-               histogram=None, overwrite=False):  # fmt: skip
+               histogram=None, privacy=None, overwrite=False):  # fmt: skip
     """Save a fitted model as a versioned directory (JSON + ``.npy``; never pickle), atomically.
 
     Parameters
@@ -149,6 +164,11 @@ def save_model(directory, segmenter, scorer, *, segment_ids=None, labels=None, s
         that vanished earlier stay used.
     histogram : segone.track.FeatureHistogram, optional
         The binned feature distribution (for the population stability index).
+    privacy : segone.privacy.PrivacyPlan, optional
+        The privacy options the model was fitted with (from
+        :func:`segone.privacy.check_privacy`): recorded in model.json
+        (``settings.privacy``, never the key) and honoured by
+        :func:`apply_model`.
     overwrite : bool
         Replace an existing directory.
 
@@ -173,7 +193,7 @@ def save_model(directory, segmenter, scorer, *, segment_ids=None, labels=None, s
             atomic_directory(directory, overwrite=overwrite) as tmp:  # fmt: skip
         os.rmdir(tmp)  # write_model creates the directory itself
         write_model(tmp, segmenter, scorer, segment_ids=segment_ids, labels=labels, next_id=next_id,
-                    settings=settings, histogram=histogram)  # fmt: skip
+                    settings=settings, histogram=histogram, privacy=privacy)  # fmt: skip
     return os.path.abspath(os.fspath(directory))
 
 
@@ -475,7 +495,7 @@ def _load_scorer(spath):
 # -- apply ------------------------------------------------------------------------
 @dataclass
 class ApplyResult:
-    """What :func:`apply_model` produced: the output path, the assignments and run.json's content."""
+    """What :func:`apply_model` produced: the output path, the assignments (as written) and run.json's content."""
 
     out: str
     assignments: pa.Table
@@ -483,15 +503,31 @@ class ApplyResult:
 
 
 def apply_model(model_dir, input, out, *, events=None, attributes=None, as_of=None, schema=None, overwrite=False,
-                backend="auto", n_threads=None):  # fmt: skip
+                backend="auto", n_threads=None, consent=None, consent_scope=None, consent_default=None,
+                hash_ids=None, id_key_file=None, min_segment_size=None, small_segments=None, keep_columns=None,
+                personal_columns=None, purposes=None):  # fmt: skip
     """Assign the customers of ``input`` to a saved model's segments (no refit); write to ``out``.
 
     Profiles the input with :func:`segone.build_profiles`, scores it with the
     model's scorer and assigns every customer to the nearest centroid.
     Writes ``assignments.parquet`` (customer id, segment = stable id,
-    distance, margin) and ``run.json`` atomically.  When the model holds a
-    feature histogram, run.json reports the population stability index of
-    every feature between the model's data and this input (drift).
+    distance, margin) and ``run.json`` atomically, through the same export
+    stage as :func:`segone.run`.  When the model holds a feature histogram,
+    run.json reports the population stability index of every feature between
+    the model's data and this input (drift).
+
+    Privacy: the model records the options it was fitted with (consent, id
+    hashing and its key check, minimum segment size, personal columns, the
+    segments merged or withheld).  Every privacy option left at None takes
+    the model's value; options that would widen them (``hash_ids=False``
+    where the model hashed, another key, consent rules that leave one of the
+    model's out, ``consent_scope="export"`` after "processing",
+    ``consent_default=True`` after False, a smaller ``min_segment_size``,
+    keeping a column the model removed) raise
+    :class:`segone.privacy.WiderPrivacyError` before any work.  Narrower
+    options are taken.  A model written before the record applies with the
+    options given (none by default).  Customers are counted, merged or
+    withheld per segment as in :func:`segone.run`, on this input's sizes.
 
     Parameters
     ----------
@@ -504,6 +540,9 @@ def apply_model(model_dir, input, out, *, events=None, attributes=None, as_of=No
     overwrite : bool
     backend, n_threads :
         Kernel backend and threads.
+    consent, consent_scope, consent_default, hash_ids, id_key_file, min_segment_size, small_segments, \
+keep_columns, personal_columns, purposes :
+        As for :func:`segone.run`; None (the default) takes the model's.
 
     Returns
     -------
@@ -520,33 +559,107 @@ def apply_model(model_dir, input, out, *, events=None, attributes=None, as_of=No
     ...                  events=d.events, attributes=d.customers)
     >>> ap.assignments.column("segment").equals(res.assignments.column("segment"))
     True
+
+    With the model of a private run, the same options hold by default:
+
+    >>> os.environ["SEGONE_ID_KEY"] = "an example key, 16+ bytes"
+    >>> _ = segone.run(d.transactions, os.path.join(tmp, "private"), 3, attributes=d.customers,
+    ...                consent="consent_marketing", hash_ids=True)
+    >>> ap = apply_model(os.path.join(tmp, "private"), d.transactions, os.path.join(tmp, "apply2"),
+    ...                  attributes=d.customers)
+    >>> ap.summary["privacy"]["from_model"], ap.assignments.num_rows < 1000
+    (['consent', 'hash_ids'], True)
+    >>> apply_model(os.path.join(tmp, "private"), d.transactions, os.path.join(tmp, "apply3"),
+    ...             attributes=d.customers, hash_ids=False)
+    Traceback (most recent call last):
+    ...
+    segone.privacy.WiderPrivacyError: hash_ids=False: the model (...) was fitted with hash_ids=True, ...
+    >>> del os.environ["SEGONE_ID_KEY"]
     """
     import time
 
+    from segone import privacy as _privacy
+
     t0 = time.perf_counter()
     tx, ev, at = resolve_inputs(input, events, attributes)
+    # the model and the privacy options are checked before any work: nothing wider than the model's
+    model = load_model(model_dir)
+    record = _privacy.model_privacy(model)
+    plan, taken = _privacy.apply_plan(
+        record, attributes=at, inputs=(tx, ev, at), schema=schema, where=model.path, consent=consent,
+        consent_scope=consent_scope, consent_default=consent_default, hash_ids=hash_ids, id_key_file=id_key_file,
+        min_segment_size=min_segment_size, small_segments=small_segments, keep_columns=keep_columns,
+        personal_columns=personal_columns, purposes=purposes,
+    )  # fmt: skip
     # checked and locked before any work: writable, not an input, not written by another run
     lock = check_output(out, [("transactions", tx), ("events", ev), ("attributes", at)], overwrite,
                         others=[("model", model_dir)])  # fmt: skip
     with lock:
-        return _apply_model(model_dir, tx, ev, at, out, input=input, as_of=as_of, schema=schema, overwrite=overwrite,
-                            backend=backend, n_threads=n_threads, t0=t0)  # fmt: skip
+        return _apply_model(model, tx, ev, at, out, input=input, as_of=as_of, schema=schema, overwrite=overwrite,
+                            backend=backend, n_threads=n_threads, t0=t0, plan=plan, record=record,
+                            taken=taken)  # fmt: skip
 
 
-def _apply_model(model_dir, tx, ev, at, out, *, input, as_of, schema, overwrite, backend, n_threads, t0):
+def _export_ids(model, record, sizes_of, plan):
+    """The id written for every centroid row (-1: withheld) and the small-segment report (or None).
+
+    The fit's merges and withholdings (the record's ``exported_ids``), then,
+    with a minimum segment size, those of this input: exported segments of
+    fewer customers here (``sizes_of(ids per row)`` counts them) are merged
+    into their nearest exported segment or withheld, as in :func:`segone.run`.
+    """
+    from segone import privacy as _privacy
+
+    rows = np.asarray(model.segment_ids, dtype=np.int64)
+    if record is not None and record.get("exported_ids") is not None:
+        rows = np.asarray(record["exported_ids"], dtype=np.int64)
+    if plan.min_segment_size is None:
+        return rows, None
+    exp = np.array(list(dict.fromkeys(int(i) for i in rows if i >= 0)), dtype=np.int64)
+    sizes = sizes_of(rows, exp)
+    centroids = model.centroids[[int(np.flatnonzero(model.segment_ids == e)[0]) for e in exp]]
+    mapping, report = _privacy.small_segment_mapping(sizes, centroids, plan.min_segment_size, plan.small_segments)
+    final = _privacy.exported_ids(mapping, report["survivors"], exp)  # per exported segment
+    index = {int(e): i for i, e in enumerate(exp)}
+    return np.array([final[index[int(r)]] if r >= 0 else -1 for r in rows], dtype=np.int64), report
+
+
+def _apply_model(model, tx, ev, at, out, *, input, as_of, schema, overwrite, backend, n_threads, t0, plan, record,
+                 taken):  # fmt: skip
     import datetime as _dt
     import time
 
-    from segone.profile import build_profiles_with_summary, resolve_schema
+    from segone import privacy as _privacy
+    from segone.profile import build_profiles_with_summary
 
-    model = load_model(model_dir)
-    cid = resolve_schema(schema)["customer_id"]
     profiles, summary = build_profiles_with_summary(tx, events=ev, attributes=at, as_of=as_of, schema=schema,
                                                     backend=backend, n_threads=n_threads)  # fmt: skip
+    # PRIVACY: count consent, drop the customers without it (scope "processing") and the personal columns
+    counts = _privacy.PrivacyCounts(customers=profiles.num_rows, consented=profiles.num_rows)
+    if plan.active:
+        profiles, counts = _privacy.processing_piece(profiles, plan=plan)
+    plan.check_customers(profiles.num_rows)
     table, filled = model._complete(profiles)
-    assignments = model.apply(table, id_column=cid, backend=backend, n_threads=n_threads)
-    seg = assignments.column("segment").to_numpy()
-    sizes = {int(i): int((seg == i).sum()) for i in model.segment_ids}
+    assignments = model.apply(table, id_column=outputs.ID_COLUMN, backend=backend, n_threads=n_threads)
+    seg = assignments.column(outputs.SEGMENT_COLUMN).to_numpy()  # the stable id of every customer's centroid row
+
+    def sizes_of(rows, ids):
+        lookup = _privacy.id_lookup(model.segment_ids, rows)
+        now = lookup[seg] if seg.size else seg
+        return np.array([int((now == i).sum()) for i in ids], dtype=np.int64)
+
+    final, seg_report = _export_ids(model, record, sizes_of, plan)
+    mapping = None if np.array_equal(final, model.segment_ids) else _privacy.id_lookup(model.segment_ids, final)
+    # EXPORT: the same per-piece stage as run (relabel, consent filter, pseudonyms, personal columns)
+    exported = assignments
+    if plan.active or mapping is not None:
+        exported = _privacy.export_piece(assignments, table, plan=plan, mapping=mapping)
+    shown = [int(i) for i in dict.fromkeys(final.tolist()) if i >= 0]
+    sizes = dict(zip(shown, sizes_of(final, shown).tolist()))
+    row_of = {int(sid): r for r, sid in enumerate(model.segment_ids.tolist())}  # an exported id is its row's id
+    segments = {str(i): {"label": model.labels[row_of[i]], "customers": sizes[i]} for i in shown}
+    if plan.min_segment_size is not None:
+        segments = {i: _privacy.suppress_counts(s, plan.min_segment_size) for i, s in segments.items()}
     info = {
         "format": "segone-apply",
         "version": 1,
@@ -560,8 +673,8 @@ def _apply_model(model_dir, tx, ev, at, out, *, input, as_of, schema, overwrite,
         "rows_excluded_after_as_of": summary["excluded_after_as_of"],
         "as_of": summary["as_of"],
         "customers": summary["customers"],
-        "segments": {str(i): {"label": lab, "customers": sizes[int(i)]}
-                     for i, lab in zip(model.segment_ids.tolist(), model.labels)},  # fmt: skip
+        "customers_written": exported.num_rows,
+        "segments": segments,
         "features": model.features,
         "features_filled_with_zero": filled,
     }
@@ -570,8 +683,12 @@ def _apply_model(model_dir, tx, ev, at, out, *, input, as_of, schema, overwrite,
 
         hist = FeatureHistogram.of(table, features=model.features)
         info["feature_psi"] = feature_psi(model.histogram, hist)
+    info["privacy"] = _privacy.privacy_summary(plan, counts, segments=seg_report,
+                                               exported_ids=final if seg_report is not None else None)  # fmt: skip
+    info["privacy"]["from_model"] = list(taken)
+    info["privacy"]["model_record"] = record is not None
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_parquet(assignments, os.path.join(tmp, "assignments.parquet"))
+        write_parquet(exported, os.path.join(tmp, outputs.ASSIGNMENTS))
         info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
-        write_json(info, os.path.join(tmp, "run.json"))
-    return ApplyResult(os.path.abspath(os.fspath(out)), assignments, info)
+        write_json(info, os.path.join(tmp, outputs.RUN_JSON))
+    return ApplyResult(os.path.abspath(os.fspath(out)), exported, info)
