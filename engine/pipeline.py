@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone import _progress
+from segone import outputs
 from segone import clv as _clv
 from segone import privacy as _privacy
 from segone import profile as _profile
@@ -367,7 +368,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     # SEGMENT: learn on a customer-hash sample in customer-id order, refine on every part;
     # with a previous run, start from its segments
     t0 = time.perf_counter()
-    cid = "customer_id"  # profiles (and every output) name the id so, whatever the input column
+    cid = outputs.ID_COLUMN  # profiles (and every output) name the id so, whatever the input column
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
                                                               id_column=cid, spend="spend", lazy=True)  # fmt: skip
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
@@ -501,23 +502,24 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         info["tracking"] = {"previous": os.path.abspath(os.fspath(previous)), "warm_start": init is not None,
                             "notes": list(prev.notes), **tracked.figures}  # fmt: skip
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        eng.write_parts(assignments, os.path.join(tmp, "assignments.parquet"))
-        eng.write_parts(personas, os.path.join(tmp, "personas.parquet"))
-        write_parquet(segments, os.path.join(tmp, "segments.parquet"))
-        write_parquet(rfm_grid, os.path.join(tmp, "rfm.parquet"))
+        eng.write_parts(assignments, os.path.join(tmp, outputs.ASSIGNMENTS))
+        eng.write_parts(personas, os.path.join(tmp, outputs.PERSONAS))
+        write_parquet(segments, os.path.join(tmp, outputs.SEGMENTS))
+        write_parquet(rfm_grid, os.path.join(tmp, outputs.RFM))
         if sweep_table is not None:
-            write_parquet(sweep_table, os.path.join(tmp, "sweep.parquet"))
-        write_model(os.path.join(tmp, "model"), seg, scorer, segment_ids=seg_ids,
+            write_parquet(sweep_table, os.path.join(tmp, outputs.SWEEP))
+        write_model(os.path.join(tmp, outputs.MODEL_DIR), seg, scorer, segment_ids=seg_ids,
                     labels=model_labels, next_id=next_id, histogram=hist,
                     settings={"id_column": cid, "random_state": random_state,
-                              "previous": None if prev is None else prev.path})  # fmt: skip
+                              "previous": None if prev is None else prev.path},
+                    privacy=plan, exported_ids=final_ids)  # fmt: skip
         if tracked is not None:
-            eng.write_parts(tracked.moves, os.path.join(tmp, "moves.parquet"))
-            write_parquet(tracked.migration, os.path.join(tmp, "migration.parquet"))
+            eng.write_parts(tracked.moves, os.path.join(tmp, outputs.MOVES))
+            write_parquet(tracked.migration, os.path.join(tmp, outputs.MIGRATION))
         stage("write")
         timings["total"] = time.perf_counter() - t_all
         info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
-        write_json(info, os.path.join(tmp, "run.json"))
+        write_json(info, os.path.join(tmp, outputs.RUN_JSON))
     log(f"wrote {out} in {timings['write']:.2f}s (total {timings['total']:.2f}s)")
     local = eng.gather(assignments) if eng.name == "local" else None
     return RunResult(os.path.abspath(os.fspath(out)), local[0] if local else None, segments, info, seg, scorer)
@@ -573,7 +575,7 @@ def _third(triple):
 
 def _fit_sample(eng, profiles, X, fraction, seed, schema):
     """The segmenter's fit rows: the customer-hash sample of every part, in customer-id order."""
-    cid = "customer_id"  # profiles (and every output) name the id so, whatever the input column
+    cid = outputs.ID_COLUMN  # profiles (and every output) name the id so, whatever the input column
     parts = eng.gather(eng.map(_sample_part, profiles, X, fraction=fraction, seed=seed, cid=cid))
     if len(parts) == 1:
         return parts[0][0]  # one part: its rows are in customer-id order already
