@@ -44,6 +44,9 @@ class LocalEngine:
     def close(self):
         pass
 
+    def set_stage(self, what):
+        """Name the stage that runs next (the Dask engine puts it in a stall error; nothing to do here)."""
+
     def facts(self):
         """Engine facts for run.json."""
         return {"engine": self.name, "n_threads": effective_n_threads(self.n_threads)}

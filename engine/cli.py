@@ -133,6 +133,9 @@ def _print_segments(segments):
 @click.option("--partitions", default=None, type=click.IntRange(min=1),
               help="Dask: customer partitions (default: those of the transactions).")  # fmt: skip
 @click.option("--memory-limit", default="auto", show_default=True, help="Dask LocalCluster: memory per worker.")
+@click.option("--stall-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Dask: fail (exit 2, naming the stage and each worker's state) after this many seconds without "
+                   "any task finishing while no running worker executes one (paused or lost workers).")  # fmt: skip
 @click.option("--previous", default=None, type=click.Path(exists=True, file_okay=False),
               help="Output directory of an earlier run: keep its segment ids, write who moved where.")  # fmt: skip
 @click.option("--no-value", is_flag=True, help="Skip the predicted customer value (BG/NBD + Gamma-Gamma).")
@@ -166,7 +169,7 @@ def _print_segments(segments):
               help="Also write OUT/report.html, a report to open in a browser (needs segone[report]).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
-        scheduler, workers, partitions, memory_limit, previous, no_value, horizon_months, value_penalizer, consent,
+        scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months, value_penalizer, consent,
         consent_scope, consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
         schema_items, with_report, quiet, k_min, k_max):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
@@ -185,7 +188,7 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
         from segone.dask import DaskEngine
 
         engine = DaskEngine(scheduler, n_workers=workers, memory_limit=memory_limit, npartitions=partitions,
-                            n_threads=n_threads, verbose=not quiet)  # fmt: skip
+                            n_threads=n_threads, verbose=not quiet, stall_timeout=stall_timeout)  # fmt: skip
         if not quiet:
             facts = engine.facts()
             click.echo(f"dask: {facts['workers']} workers at {engine.client.scheduler.address}")

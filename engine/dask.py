@@ -25,6 +25,7 @@ local threaded scheduler.
 
 import logging
 import os
+import time
 
 import dask
 import dask.array as da
@@ -41,10 +42,13 @@ from segone import score as _score
 from segone import segment as _segment
 from segone._engine import ROLES
 from segone._state import merge_all
-from segone._validation import check_int, check_n_clusters, check_random_state
+from segone._validation import check_float, check_int, check_n_clusters, check_random_state
 from segone.assign import Assignment
 from segone.assign import assign as _assign
-from segone.errors import EmptyInputError, NotFittedError, ParameterError
+from segone.errors import EmptyInputError, NotFittedError, ParameterError, StalledError
+
+# seconds without any task finishing, while no worker is running one of them, before a job is declared stalled
+DEFAULT_STALL_TIMEOUT = 300.0
 
 
 # ------------------------------------------------------------------- engine
@@ -147,6 +151,13 @@ class DaskEngine:
         Width of the reduction tree.
     verbose : bool
         Show distributed's progress bar while parts are persisted.
+    stall_timeout : float, default 300
+        Seconds the job may go without any task finishing on the cluster
+        while no running worker holds one (every worker with work paused,
+        workers lost, tasks that cannot be placed).  Past it, the job's tasks
+        are cancelled and :class:`segone.errors.StalledError` names the stage
+        and each worker's status, memory and waiting tasks.  A long task on
+        a running worker is progress, however long.  ``None`` waits forever.
 
     Examples
     --------
@@ -162,8 +173,11 @@ class DaskEngine:
     name = "dask"
 
     def __init__(self, client=None, *, n_workers=None, memory_limit="auto", npartitions=None, n_threads=None,
-                 split_every=8, verbose=False):  # fmt: skip
+                 split_every=8, verbose=False, stall_timeout=DEFAULT_STALL_TIMEOUT):  # fmt: skip
         self.npartitions = check_int(npartitions, "npartitions", low=1, allow_none=True)
+        self.stall_timeout = check_float(stall_timeout, "stall_timeout", low=0, low_inclusive=False,
+                                         allow_none=True)  # fmt: skip
+        self.stage = "starting"
         self.split_every = check_int(split_every, "split_every", low=2)
         self.n_threads = n_threads
         self.verbose = verbose
@@ -203,10 +217,49 @@ class DaskEngine:
         return {"engine": self.name, "scheduler": "distributed" if self.client is not None else "threads",
                 "workers": workers}  # fmt: skip
 
+    def set_stage(self, what):
+        """Name the stage that runs next (for the progress bar and a :class:`StalledError`)."""
+        self.stage = what
+
     def _compute(self, *objs):
         if self.client is not None:
-            return dask.compute(*objs, scheduler=self.client)
+            futures = self.client.compute(list(objs))
+            self._wait(futures)
+            return tuple(self.client.gather(futures))
         return dask.compute(*objs)
+
+    def _wait(self, futures):
+        """Wait for ``futures``; raise :class:`StalledError` when the cluster stops making progress.
+
+        Progress is any task finishing anywhere on the cluster (the
+        scheduler's transition counter moves) or a running (not paused)
+        worker holding tasks to execute.  The clock starts when neither happens: every worker with
+        work paused, workers gone, tasks nobody can run.
+        """
+        from distributed import wait
+
+        if self.stall_timeout is None:
+            wait(futures)
+            return
+        poll = min(2.0, max(0.05, self.stall_timeout / 10))
+        idle_since, last = None, None
+        while True:
+            try:
+                wait(futures, timeout=poll)
+                return
+            except TimeoutError:
+                pass
+            state = self.client.run_on_scheduler(_cluster_state)
+            busy = any(w["status"] == "running" and (w["executing"] or w["processing"])
+                       for w in state["workers"].values())  # fmt: skip
+            if state["transitions"] != last or busy:
+                last, idle_since = state["transitions"], None
+                continue
+            now = time.monotonic()
+            idle_since = idle_since or now
+            if now - idle_since >= self.stall_timeout:
+                self.client.cancel(futures)
+                raise StalledError(_stall_message(self.stage, self.stall_timeout, state))
 
     # -- the verbs ------------------------------------------------------------------
     def read(self, sources):
@@ -288,7 +341,7 @@ class DaskEngine:
         parts = self.client.persist(list(parts))
         if self.verbose:
             progress(parts)
-        wait(parts)  # a stage ends when its parts exist: stage timings mean what they say
+        self._wait(parts)  # a stage ends when its parts exist: stage timings mean what they say
         return parts
 
     def write_parts(self, parts, path):
@@ -299,6 +352,35 @@ class DaskEngine:
 
     def count(self, parts):
         return len(parts)
+
+
+def _cluster_state(dask_scheduler):
+    """On the scheduler: its transition counter and, per worker, status, memory and tasks (plain data)."""
+    workers = {}
+    for addr, ws in dask_scheduler.workers.items():
+        workers[addr] = {"status": getattr(ws.status, "name", str(ws.status)), "memory": int(ws.memory.process),
+                         "limit": int(ws.memory_limit or 0), "processing": len(ws.processing),
+                         "executing": len(ws.executing)}  # fmt: skip
+    unrunnable = len(getattr(dask_scheduler, "unrunnable", ()))
+    return {"transitions": int(dask_scheduler.transition_counter), "workers": workers, "unrunnable": unrunnable}
+
+
+def _stall_message(stage, timeout, state):
+    gib = 2**30
+    parts = []
+    for addr, w in sorted(state["workers"].items()):
+        mem = f"{w['memory'] / gib:.2f} GiB"
+        if w["limit"]:
+            mem += f" of {w['limit'] / gib:.2f} GiB limit ({w['memory'] / w['limit']:.0%})"
+        parts.append(f"{addr}: {w['status']}, {mem}, {w['processing']} tasks waiting")
+    workers = "; ".join(parts) if parts else "no workers are connected"
+    extra = f"; {state['unrunnable']} tasks cannot run on any worker" if state.get("unrunnable") else ""
+    paused = any(w["status"] == "paused" for w in state["workers"].values())
+    fix = ("give the workers more memory (memory_limit), use more partitions (npartitions=) so each task holds "
+           "less, or more workers" if paused else "check that the workers are alive and can reach the inputs")
+    return (f"the Dask job stalled while {stage}: no task finished for {timeout:g} s and no running worker held "
+            f"one (workers: {workers}{extra}); its tasks were cancelled and nothing was written. "
+            f"Fix: {fix}; stall_timeout= sets how long to wait.")
 
 
 def _current_client():
@@ -528,19 +610,19 @@ def assign(X, centroids, *, margin=False, backend="auto", n_threads=None):
 
 
 # ------------------------------------------------------------------ the job
-def run(input, out, clusters=8, *, client=None, npartitions=None, **kwargs):
+def run(input, out, clusters=8, *, client=None, npartitions=None, stall_timeout=DEFAULT_STALL_TIMEOUT, **kwargs):
     """:func:`segone.run` on Dask: the same job, on a :class:`DaskEngine`.
 
     ``client`` is a ``distributed.Client``, a scheduler address, or None
     (the current client, else the threaded scheduler); ``npartitions`` the
-    customer partitions.  Every other parameter is that of
+    customer partitions; ``stall_timeout`` as in :class:`DaskEngine`.  Every other parameter is that of
     :func:`segone.run`.  ``assignments.parquet`` is a directory of Parquet
     files (one per partition, written by the workers, so ``out`` must be on
     storage that the workers and the client share).  Returns the
     :class:`~segone.RunResult`.
     """
     eng = DaskEngine(client, npartitions=npartitions, n_threads=kwargs.get("n_threads"),
-                     verbose=kwargs.get("verbose", False))  # fmt: skip
+                     verbose=kwargs.get("verbose", False), stall_timeout=stall_timeout)  # fmt: skip
     try:
         return _pipeline.run(input, out, clusters, engine=eng, **kwargs)
     finally:

@@ -61,6 +61,15 @@ class OutputError(ParameterError):
     is not writable, or the disk failed or filled up while writing (the previous output is then kept)."""
 
 
+class StalledError(SegoneError, RuntimeError):
+    """A Dask job made no progress for longer than its ``stall_timeout`` (paused or lost workers).
+
+    The message names the stage and every worker's state (status, memory
+    against its limit, tasks waiting); the job's tasks are cancelled and
+    nothing is written.
+    """
+
+
 class ModelFormatError(SegoneError, ValueError):
     """A saved model or output directory cannot be read."""
 

@@ -331,7 +331,11 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     def stage(name):
         timings[name] = time.perf_counter() - t0
         shown.set_description(_NEXT_STAGE.get(name, "finishing"))
+        set_stage(_NEXT_STAGE.get(name, "finishing"))
         return timings[name]
+
+    set_stage = getattr(eng, "set_stage", lambda what: None)  # an engine may name the running stage in its errors
+    set_stage(_NEXT_STAGE[None])
 
     # EVENTS IN + PROFILE
     t0 = time.perf_counter()

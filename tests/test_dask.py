@@ -490,3 +490,42 @@ def test_in_memory_table_on_a_cluster_keeps_every_customer(client, tmp_path, dat
                      engine="dask", client=client, npartitions=3)  # fmt: skip
     ids = pq.read_table(tmp_path / "o" / "assignments.parquet").column("customer_id").to_numpy()
     assert ids.size == np.unique(ids).size == 6000 == res.summary["customers"]
+
+
+def _pause(dask_worker):
+    from distributed.core import Status
+
+    dask_worker.memory_manager.memory_pause_fraction = False  # its memory monitor would resume it
+    dask_worker.status = Status.paused
+
+
+def _sleep_then(x, seconds):
+    import time
+
+    time.sleep(seconds)
+    return x
+
+
+def test_a_stalled_job_fails_with_a_clear_error_and_writes_nothing(synth_dir, tmp_path):
+    """Every worker paused (as by distributed's memory manager): the job fails within stall_timeout, naming
+    the stage and each worker's state, instead of waiting forever."""
+    out = tmp_path / "stalled"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        c.run(_pause)
+        with pytest.raises(segone.errors.StalledError) as err:
+            sd.run(synth_dir, str(out), clusters=6, npartitions=2, client=c, stall_timeout=2)
+        msg = str(err.value)
+        assert "stalled while reading and profiling customers" in msg
+        assert msg.count("paused") >= 2 and "GiB limit" in msg and "stall_timeout" in msg
+    assert not out.exists()
+
+
+def test_a_long_task_on_a_running_worker_is_not_a_stall(client):
+    eng = sd.DaskEngine(client, stall_timeout=0.5)
+    assert eng.gather(eng.map(_sleep_then, [1, 2], seconds=2.0)) == [1, 2]
+
+
+def test_stall_timeout_is_validated():
+    with pytest.raises(segone.errors.ParameterError, match="stall_timeout"):
+        sd.DaskEngine(stall_timeout=-1)
