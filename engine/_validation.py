@@ -405,3 +405,121 @@ def check_stored_array(value, field, where, *, length=None, low=None, integer=Fa
         i = int(np.flatnonzero(a < low)[0])
         raise _stored_error(where, field, f"holds values below {low} (entry {i}: {a[i]!r}); it cannot be negative")
     return a
+
+
+# ------------------------------------------------ bounded reads of saved files (JSON, .npy)
+MAX_JSON_DEPTH = 100  # segone's documents nest a few levels; Python's json recurses once per level
+_JSON_STRING = None
+
+
+def json_depth(text):
+    """The deepest nesting of arrays and objects in JSON ``text`` (str or bytes), found without recursion."""
+    import re
+
+    global _JSON_STRING
+    if _JSON_STRING is None:
+        _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    raw = _JSON_STRING.sub(b'""', raw)  # brackets inside strings do not nest
+    b = np.frombuffer(raw, dtype=np.uint8)
+    step = (np.isin(b, (ord("["), ord("{"))).astype(np.int32) - np.isin(b, (ord("]"), ord("}"))).astype(np.int32))
+    if not step.any():
+        return 0
+    return int(np.cumsum(step).max())
+
+
+def load_json(path, what, *, max_depth=MAX_JSON_DEPTH, error=None, fix="write it again"):
+    """Read a JSON file whose nesting is at most ``max_depth`` (never a RecursionError).
+
+    Raises ``error`` (default :class:`~segone.errors.ModelFormatError`) naming
+    the file when it cannot be read, is not JSON or nests too deeply.
+
+    Examples
+    --------
+    >>> import json, os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "doc.json")
+    >>> _ = open(p, "w").write(json.dumps({"a": [1, 2]}))
+    >>> load_json(p, "doc.json")
+    {'a': [1, 2]}
+    """
+    from segone.errors import ModelFormatError
+
+    error = error or ModelFormatError
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise error(f"{path}: {what} cannot be read ({exc.strerror or exc}); {fix}.") from None
+    return loads_json(raw, f"{path}: {what}", max_depth=max_depth, error=error, fix=fix)
+
+
+def loads_json(text, where, *, max_depth=MAX_JSON_DEPTH, error=None, fix="write it again"):
+    """``json.loads`` of ``text`` after checking its nesting depth (see :func:`load_json`)."""
+    import json
+
+    from segone.errors import ModelFormatError
+
+    error = error or ModelFormatError
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise error(
+            f"{where} nests arrays or objects {depth} levels deep; segone's documents nest at most {max_depth} "
+            f"levels, so the file is corrupt or not what it should be; {fix}."
+        )
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise error(f"{where} is not valid JSON ({exc}); the file is truncated or corrupt; {fix}.") from None
+
+
+def check_npy_header(path, what, *, shape=None, dtypes=(np.float32, np.float64), error=None, fix="write it again"):
+    """Read the header of a ``.npy`` file and check it against its byte size before anything is allocated.
+
+    The declared dtype must be one of ``dtypes`` (never an object array: no
+    pickle), the declared shape must be ``shape`` (None entries: any) and the
+    file must hold exactly the bytes the header declares.  Returns
+    ``(shape, dtype, fortran_order, offset)``; raises ``error`` (default
+    :class:`~segone.errors.ModelFormatError`) naming the file otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np, os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "c.npy")
+    >>> np.save(p, np.zeros((2, 3), np.float32))
+    >>> check_npy_header(p, "c.npy", shape=(2, 3))[:2]
+    ((2, 3), dtype('float32'))
+    """
+    import os
+
+    from numpy.lib import format as npf
+
+    from segone.errors import ModelFormatError
+
+    error = error or ModelFormatError
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            major, minor = npf.read_magic(f)
+            if (major, minor) == (1, 0):
+                shp, fortran, dtype = npf.read_array_header_1_0(f)
+            elif (major, minor) in ((2, 0), (3, 0)):
+                shp, fortran, dtype = npf.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unknown .npy format version {major}.{minor}")
+            offset = f.tell()
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise error(f"{path}: {what} is not a readable NumPy .npy file ({exc}); the file is truncated or corrupt; "
+                    f"{fix}.") from None  # fmt: skip
+    if dtype.hasobject or dtype not in [np.dtype(d) for d in dtypes]:
+        raise error(f"{path}: {what} declares dtype {dtype}, expected {' or '.join(np.dtype(d).name for d in dtypes)}"
+                    f" (never Python objects); {fix}.")  # fmt: skip
+    if shape is not None and (len(shp) != len(shape) or any(w is not None and w != s for w, s in zip(shape, shp))):
+        want = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+        raise error(f"{path}: {what} declares shape {tuple(shp)}, expected {want}; {fix}.")
+    need = int(np.prod(shp, dtype=object)) * dtype.itemsize  # Python ints: no overflow
+    if size - offset != need:
+        raise error(
+            f"{path}: {what} declares shape {tuple(shp)} of {dtype} ({need:,} bytes of data) but holds "
+            f"{size - offset:,} bytes after its header; the file is truncated or corrupt; {fix}."
+        )
+    return tuple(shp), dtype, fortran, offset

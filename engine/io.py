@@ -866,7 +866,14 @@ def _within(child, parent):
 
 
 def _check_overlap(path, inputs, others):
-    """Refuse an output that is, contains or (for dataset directories) lies inside an input."""
+    """Refuse an output that overlaps a protected directory in either direction.
+
+    Every input, and every one of ``others`` (the model read, the previous
+    run, the runs compared), is protected: the output may not be it, contain
+    it, or lie inside it (with ``overwrite`` a nested output would delete or
+    replace part of it; without, a later read of it would find the output's
+    files inside).
+    """
     for role, src, datasets in [(r, s, True) for r, s in inputs] + [(r, s, False) for r, s in others]:
         if not isinstance(src, (str, os.PathLike)) or not os.path.exists(os.fspath(src)):
             continue
@@ -879,11 +886,13 @@ def _check_overlap(path, inputs, others):
                 f"the output {path!r} {'is' if same else 'contains'} the {role} {inp!r}: writing it would replace "
                 f"(with overwrite, delete) the {role}. Choose an output directory outside it, e.g. {alt!r}."
             )
-        if datasets and os.path.isdir(inp) and _within(path, inp):
+        if os.path.isdir(inp) and _within(path, inp):
             alt = os.path.join(os.path.dirname(os.path.realpath(inp)), os.path.basename(path) or "segone-out")
+            why = (f"a later run reading {inp!r} would read the outputs as {role} data" if datasets else
+                   f"writing it would change (with overwrite, delete part of) the {role}")  # fmt: skip
             raise OutputError(
-                f"the output {path!r} lies inside the {role} directory {inp!r}: a later run reading {inp!r} would "
-                f"read the outputs as {role} data. Choose an output directory outside it, e.g. {alt!r}."
+                f"the output {path!r} lies inside the {role} directory {inp!r}: {why}. Choose an output directory "
+                f"outside it, e.g. {alt!r}."
             )
 
 
@@ -913,7 +922,7 @@ def _read_lock(lockfile):
         with open(lockfile, encoding="utf-8") as f:
             info = json.load(f)
         return info if isinstance(info, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -1152,10 +1161,12 @@ def check_output(out, inputs=(), overwrite=False, *, others=(), name="out"):
       output only: :func:`is_segone_output`);
     * a parent of ``out`` is a file, or the directory that will hold ``out``
       cannot be written (permissions, read-only or full disk);
-    * ``out`` is, contains or lies inside an input dataset directory
-      (``inputs``: paths or ``(role, path)`` pairs; in-memory inputs are
-      skipped), or is or contains one of ``others`` (e.g. the previous run or
-      the model read, which may hold an output inside);
+    * ``out`` overlaps a protected directory in either direction: it is,
+      contains or lies inside an input dataset (``inputs``: paths or
+      ``(role, path)`` pairs; in-memory inputs are skipped) or one of
+      ``others`` (the model read, the previous run, the runs compared), with
+      or without ``overwrite``.  Every writer of segone (run, apply, track,
+      save_model, synth) calls this function first;
     * another live segone run writes ``out`` (its lock file
       ``.segone-lock-<name>`` next to ``out`` names it).  A lock left by a dead
       run is removed with a warning.
@@ -1206,7 +1217,7 @@ def is_segone_output(path):
         try:
             with open(os.path.join(path, marker), encoding="utf-8") as f:
                 fmt = json.load(f).get("format", "")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
         if isinstance(fmt, str) and fmt.startswith("segone-"):
             return True

@@ -333,12 +333,9 @@ def _model_dir(path):
 def _read_json(path, what):
     if not os.path.isfile(path):
         raise ModelFormatError(f"{path}: {what} is missing (a half-written or foreign directory?); {_ADVICE}.")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: {what} is not valid JSON ({exc}); the file is truncated or corrupt; "
-                               f"{_ADVICE}.") from None  # fmt: skip
+    from segone._validation import load_json
+
+    return load_json(path, what, fix=_ADVICE)  # nesting bounded: never a RecursionError
 
 
 def _is_int(v):
@@ -438,19 +435,7 @@ def load_model(path):
     cpath = os.path.join(directory, "centroids.npy")
     if not os.path.isfile(cpath):
         raise ModelFormatError(f"{cpath}: centroids.npy is missing (a half-written directory?); {_ADVICE}.")
-    try:
-        C = np.load(cpath, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ModelFormatError(f"{cpath}: field 'centroids' cannot be read ({exc}); the file is truncated or "
-                               f"not a NumPy .npy array; {_ADVICE}.") from None  # fmt: skip
-    if not isinstance(C, np.ndarray) or C.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        _fail(cpath, "centroids", f"must be a float32 or float64 array, got dtype {getattr(C, 'dtype', None)}")
-    if C.ndim != 2 or C.shape != (k, len(feats)):
-        _fail(cpath, "centroids", f"has shape {C.shape}; model.json says ({k}, {len(feats)}) "
-                                  "(n_clusters, number of features)")  # fmt: skip
-    if not np.isfinite(C).all():
-        rows = np.flatnonzero(~np.isfinite(C).all(axis=1))
-        _fail(cpath, "centroids", f"holds NaN or infinite values in rows {rows[:5].tolist()}")
+    C = _load_centroids(cpath, k, len(feats))
     spath = os.path.join(directory, "scorer.json")
     if not os.path.isfile(spath):
         raise ModelFormatError(f"{spath}: scorer.json is missing (a half-written directory?); {_ADVICE}.")
@@ -477,17 +462,50 @@ def load_model(path):
                  version=int(meta["version"]), histogram=hist, path=os.path.abspath(directory))  # fmt: skip
 
 
+def _load_centroids(cpath, k, d):
+    """centroids.npy, checked before anything is allocated: its header's dtype (float32 / float64, never
+    pickle) and shape ``(k, d)`` (model.json's) against the file's byte size; then finite values that fit the
+    float32 features they are compared with (ModelFormatError naming the file)."""
+    from segone._validation import check_npy_header
+
+    check_npy_header(cpath, "centroids.npy (field 'centroids')", shape=(k, d), fix=_ADVICE)
+    try:
+        C = np.load(cpath, mmap_mode="r", allow_pickle=False)
+        C = np.array(C, copy=True)  # the checked bytes, in memory (the file is not kept open)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelFormatError(f"{cpath}: field 'centroids' cannot be read ({exc}); the file is truncated or "
+                               f"not a NumPy .npy array; {_ADVICE}.") from None  # fmt: skip
+    if not np.isfinite(C).all():
+        rows = np.flatnonzero(~np.isfinite(C).all(axis=1))
+        _fail(cpath, "centroids", f"holds NaN or infinite values in rows {rows[:5].tolist()}")
+    big = np.abs(C) > np.finfo(np.float32).max
+    if big.any():
+        r, c = (int(v[0]) for v in np.nonzero(big))
+        _fail(cpath, "centroids", f"holds values beyond the float32 range (row {r}, column {c}: {C[r, c]:.6g}); "
+                                  "features are float32, so these centroids would be infinite")  # fmt: skip
+    return C
+
+
 def _load_scorer(spath):
+    from segone._validation import MAX_JSON_DEPTH, json_depth
     from segone.score import FeatureScorer
 
     try:
-        with open(spath) as f:
-            text = f.read()
-        return FeatureScorer.from_json(text)
-    except json.JSONDecodeError as exc:
+        with open(spath, "rb") as f:
+            raw = f.read()
+        depth = json_depth(raw)
+        if depth > MAX_JSON_DEPTH:
+            raise ModelFormatError(f"{spath}: field 'scorer' nests arrays or objects {depth} levels deep (a scorer "
+                                   f"document nests a few); the file is corrupt; {_ADVICE}.")  # fmt: skip
+        return FeatureScorer.from_json(raw.decode("utf-8"))
+    except ModelFormatError as exc:
+        if str(exc).startswith(spath):
+            raise
+        raise ModelFormatError(f"{spath}: field 'scorer' is not a valid segone scorer ({exc}); {_ADVICE}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{spath}: field 'scorer' is not valid JSON ({exc}); the file is truncated or "
                                f"corrupt; {_ADVICE}.") from None  # fmt: skip
-    except (ModelFormatError, ParameterError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (ParameterError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise ModelFormatError(f"{spath}: field 'scorer' is not a valid segone scorer ({type(exc).__name__}: "
                                f"{exc}); {_ADVICE}.") from None  # fmt: skip
 

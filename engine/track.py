@@ -1571,14 +1571,14 @@ def _feature_mismatch(features, model, notes):
 
 
 def _read_run(path, notes):
-    import json
+    from segone._validation import load_json
 
     rpath = os.path.join(path, "run.json")
     if os.path.isfile(rpath):
         try:
-            with open(rpath) as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            run = load_json(rpath, "run.json")  # nesting bounded: never a RecursionError
+            return run if isinstance(run, dict) else None
+        except ModelFormatError:
             notes.append("run.json of the previous output is unreadable (ignored)")
     return None
 

@@ -692,3 +692,89 @@ def test_duplicate_column_names_are_a_schema_error():
     at = pa.Table.from_arrays([t.column(0), t.column(0)], names=["customer_id", "customer_id"])
     with pytest.raises(SchemaError, match="appears 2 times"):
         segone.build_profiles(t, attributes=at)
+
+
+# ====================================================================================================
+# Round two (issue 26): the newer commands (apply, track, --previous, value and privacy options)
+# ====================================================================================================
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ------------------------------------------------- class 1: loss (an output inside a protected directory)
+_INSIDE = {
+    "apply -o FIT/model": lambda fit, other, tx, out: segone.model.apply_model(fit, tx, fit / "model", overwrite=True),
+    "apply -o FIT/sub": lambda fit, other, tx, out: segone.model.apply_model(fit, tx, fit / "sub", overwrite=True),
+    "track -o NEW/model": lambda fit, other, tx, out: segone.track.compare_outputs(other, fit, fit / "model",
+                                                                                  overwrite=True),
+    "track -o OLD/model": lambda fit, other, tx, out: segone.track.compare_outputs(fit, other, fit / "model",
+                                                                                  overwrite=True),
+    "run -o PREV/model --previous PREV": lambda fit, other, tx, out: segone.run(tx, fit / "model", 3, previous=fit,
+                                                                               overwrite=True, value=False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_INSIDE))
+def test_an_output_inside_a_protected_directory_is_refused(case, tmp_path, fitted, tx_dir):
+    """Each exited 0 and replaced the model's files (out inside the model, the previous or a compared run)."""
+    fit = _copy_run(fitted, tmp_path / "fit")
+    other = _copy_run(fitted, tmp_path / "other")
+    before = _tree(fit)
+    with pytest.raises(OutputError, match="lies inside the (model|new output|old output|previous output)"):
+        _INSIDE[case](fit, other, tx_dir, tmp_path / "out")
+    assert _tree(fit) == before
+    segone.model.load_model(fit)  # still a whole model
+
+
+@pytest.mark.parametrize("command", ["apply", "track", "run"])
+def test_the_cli_refuses_an_output_inside_the_model_or_a_run(command, tmp_path, fitted, tx_dir):
+    fit = _copy_run(fitted, tmp_path / "fit")
+    before = _tree(fit)
+    args = {"apply": ["apply", fit, tx_dir, "-o", fit / "model", "--overwrite"],
+            "track": ["track", fitted, fit, "-o", fit / "model", "--overwrite"],
+            "run": ["run", tx_dir, "-o", fit / "model", "--previous", fit, "-k", "3", "--no-value", "--overwrite",
+                    "-q"]}[command]  # fmt: skip
+    res = _cli(*args)
+    assert res.returncode == 2 and "lies inside" in res.stderr and "Traceback" not in res.stderr
+    assert _tree(fit) == before
+
+
+# ------------------------------------------------- class 2: crash (model files that lie about their size)
+def _lying_npy(path, shape, descr="<f8", data=b"\0" * 64):
+    from numpy.lib import format as npf
+
+    with open(path, "wb") as f:
+        npf.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+        f.write(data)
+
+
+@pytest.mark.parametrize("claim", ["(4, 10**12)", "(10**12, d)"])
+def test_a_centroids_file_that_lies_about_its_size_is_refused_before_allocating(claim, tmp_path, fitted, tx_dir):
+    """A 200-byte centroids.npy claiming (4, 10**12) ended in a raw MemoryError (29.1 TiB) in load_model and apply."""
+    fit = _copy_run(fitted, tmp_path / "fit")
+    d = segone.model.load_model(fit).centroids.shape[1]
+    _lying_npy(fit / "model" / "centroids.npy", (4, 10**12) if claim == "(4, 10**12)" else (10**12, d))
+    with pytest.raises(ModelFormatError, match=r"centroids\.npy.*declares shape"):
+        segone.model.load_model(fit)
+    with pytest.raises(ModelFormatError, match=r"centroids\.npy"):
+        segone.model.apply_model(fit, tx_dir, tmp_path / "out")
+    res = _cli("apply", fit, tx_dir, "-o", tmp_path / "out2")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "MemoryError" not in res.stderr
+
+
+@pytest.mark.parametrize("doc", ["scorer.json", "model.json", "feature_histogram.json", "run.json of --previous"])
+def test_deeply_nested_json_is_a_model_format_error_not_a_recursion_error(doc, tmp_path, fitted, tx_dir):
+    """A 100,000-deep nested scorer.json gave a RecursionError."""
+    fit = _copy_run(fitted, tmp_path / "fit")
+    deep = "[" * 100_000 + "]" * 100_000
+    if doc == "run.json of --previous":
+        (fit / "run.json").write_text(deep)  # unreadable run.json of a previous output: noted, not fatal
+        res = segone.run(tx_dir, tmp_path / "out", 3, previous=fit, value=False)
+        assert any("run.json" in n for n in res.summary["tracking"]["notes"])
+        return
+    (fit / "model" / doc).write_text(deep)
+    with pytest.raises(ModelFormatError, match=doc.replace(".", r"\.")):
+        segone.model.load_model(fit)
