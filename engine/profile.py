@@ -77,6 +77,17 @@ DEFAULT_SCHEMA = {
 US_PER_DAY = 86_400 * 1_000_000
 MAX_WINDOW_DAYS = 1_000_000  # about 2700 years: window starts stay in the int64 microsecond range
 BTYD_UNITS = {"D": "days", "W": "weeks", "M": "months"}
+# web funnel: an event type belongs to the first stage (purchase, checkout, cart, view) one of whose words is a
+# word of its name (lower case, split on anything but letters and digits); other types are counted but staged nowhere
+DEFAULT_FUNNEL = {
+    "purchase": ("purchase", "purchased", "order", "transaction", "buy", "bought", "paid"),
+    "checkout": ("checkout", "payment", "shipping", "billing"),
+    "cart": ("cart", "basket", "bag", "add"),
+    "view": ("view", "pageview", "visit", "page", "browse", "search", "product", "pricing", "landing", "home"),
+}
+FUNNEL_STAGES = ("view", "cart", "checkout", "purchase")  # funnel_stage 1..4; 0: no staged event
+SESSION_GAP_MINUTES = 30  # a gap longer than this between two events of a customer starts a new session
+FUNNEL_COLUMNS = ("sessions", "pages_per_session", "funnel_stage", "cart_abandoned")
 
 
 def _period_of(ts_us, freq):
@@ -795,6 +806,10 @@ def build_profiles_with_summary(
         name = ev_name[len("events_"):]
         cols[ev_name] = pa.array(c)
         cols[f"days_since_{name}"] = pa.array((as_of_us - last_ts) / US_PER_DAY, mask=c == 0)
+    if len(ev_chosen):  # events with a type: the web funnel (the same columns in every piece)
+        if ev is None or not ev_ts.size:
+            ecodes, ev_ts, et = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+        cols.update(funnel_features(ecodes, ev_ts, et, e_labels, n, np.where(has, last, np.iinfo(np.int64).min)))
 
     # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, in periods of `freq`)
     if freq == "D":
@@ -852,6 +867,69 @@ def build_profiles_with_summary(
     meta = dict(out.schema.metadata or {})
     meta[b"segone"] = json.dumps(summary).encode()
     return out.replace_schema_metadata(meta), summary
+
+
+def funnel_stage_of(label, funnel=None):
+    """The funnel stage (1 view, 2 cart, 3 checkout, 4 purchase; 0 none) of an event type, by :data:`DEFAULT_FUNNEL`.
+
+    Examples
+    --------
+    >>> [funnel_stage_of(x) for x in ("page_view", "add_to_cart", "begin_checkout", "purchase", "email_open")]
+    [1, 2, 3, 4, 0]
+    """
+    import re
+
+    words = set(re.split(r"[^0-9a-z]+", str(label).lower()))
+    funnel = DEFAULT_FUNNEL if funnel is None else funnel
+    for stage in reversed(FUNNEL_STAGES):
+        if words & set(funnel.get(stage, ())):
+            return FUNNEL_STAGES.index(stage) + 1
+    return 0
+
+
+def funnel_features(codes, ts, types, labels, n, last_purchase_us, gap_minutes=SESSION_GAP_MINUTES):
+    """Web funnel columns per customer from typed events (customer code, timestamp in us, type code).
+
+    * ``sessions``: runs of a customer's events with no gap longer than ``gap_minutes``;
+    * ``pages_per_session``: page views (events of the "view" stage; every event when no type is one) per
+      session, null without a session;
+    * ``funnel_stage``: the furthest stage reached, 1 viewed, 2 carted, 3 started checkout, 4 bought (a purchase
+      event, or any purchase in ``last_purchase_us``); 0 without any;
+    * ``cart_abandoned``: 1 when the customer's last cart or checkout event came after their last purchase.
+    """
+    codes = np.asarray(codes, np.int64)
+    ts = np.asarray(ts, np.int64)
+    stage_of = np.array([funnel_stage_of(lab) for lab in labels] + [0], np.int8)
+    st = stage_of[np.asarray(types, np.int64)] if len(types) else np.zeros(codes.size, np.int8)
+    order = np.lexsort((ts, codes))
+    c, t, s = codes[order], ts[order], st[order]
+    new = np.ones(c.size, bool)
+    new[1:] = (c[1:] != c[:-1]) | (t[1:] - t[:-1] > int(gap_minutes * 60 * 1_000_000))
+    sessions = np.bincount(c[new], minlength=n)
+    pages = np.bincount(c[s == 1] if (stage_of == 1).any() else c, minlength=n)
+    stage = np.zeros(n, np.int64)
+    for k in range(1, len(FUNNEL_STAGES) + 1):
+        stage[np.bincount(c[s == k], minlength=n) > 0] = k
+    bought = np.asarray(last_purchase_us) > np.iinfo(np.int64).min
+    stage[bought] = len(FUNNEL_STAGES)
+
+    def last_of(mask, start):  # per customer: the latest timestamp of the masked events (sorted by customer, time)
+        idx = np.flatnonzero(mask)
+        ends = idx[np.r_[c[idx][1:] != c[idx][:-1], True]] if idx.size else idx
+        out = np.array(start, np.int64, copy=True)
+        out[c[ends]] = np.maximum(out[c[ends]], t[ends])
+        return out
+
+    last_buy = last_of(s == 4, last_purchase_us)
+    last_cart = last_of((s == 2) | (s == 3), np.full(n, np.iinfo(np.int64).min))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pps = pages / np.maximum(sessions, 1)
+    return {
+        "sessions": pa.array(sessions),
+        "pages_per_session": pa.array(pps, mask=sessions == 0),
+        "funnel_stage": pa.array(stage),
+        "cart_abandoned": pa.array((last_cart > last_buy).astype(np.int64)),
+    }
 
 
 def _check_sums_finite(cols, uniq, where):

@@ -92,3 +92,110 @@ def test_the_cli_takes_a_value_penalizer(tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "o" / "run.json").read_text())["clv"]
     assert info["bg_nbd"]["penalizer"] == 0.001
+
+
+# ------------------------------------------------------------------ 2. non-buyers and web visitors
+def _visitors(n=60, seed=0):
+    """Buyers (transactions and page views) and three kinds of visitors who never bought, and CRM-only prospects.
+
+    Returns (transactions, events, attributes, planted type per customer id)."""
+    rng = np.random.default_rng(seed)
+    t0 = int(np.datetime64("2025-01-01T00:00:00", "us").astype(np.int64))
+    day, minute = 86_400_000_000, 60_000_000
+    tx, ev, kind = {"customer_id": [], "ts": [], "amount": []}, {"customer_id": [], "ts": [], "event": []}, {}
+
+    def event(c, ts, what):
+        ev["customer_id"].append(c), ev["ts"].append(ts), ev["event"].append(what)
+
+    cid = 0
+    for planted in ("buyer", "bounced", "browser", "abandoned", "prospect"):
+        for _ in range(n):
+            kind[cid] = planted
+            start = t0 + int(rng.integers(0, 300)) * day
+            if planted == "buyer":
+                for j in range(int(rng.integers(2, 6))):
+                    ts = start + j * 20 * day
+                    tx["customer_id"].append(cid), tx["ts"].append(ts), tx["amount"].append(float(rng.uniform(20, 80)))
+                    event(cid, ts - 5 * minute, "page_view")
+            elif planted == "bounced":
+                event(cid, start, "page_view")
+            elif planted == "browser":
+                for sess in range(int(rng.integers(3, 7))):
+                    for p in range(int(rng.integers(3, 8))):
+                        event(cid, start + sess * 3 * day + p * minute, "page_view")
+            elif planted == "abandoned":
+                for p in range(3):
+                    event(cid, start + p * minute, "page_view")
+                event(cid, start + 4 * minute, "add_to_cart")
+                event(cid, start + 6 * minute, "begin_checkout")
+            cid += 1
+    ts_type = pa.timestamp("us", tz="UTC")
+    transactions = pa.table({"customer_id": pa.array(tx["customer_id"], pa.int64()),
+                             "ts": pa.array(tx["ts"], ts_type), "amount": tx["amount"]})  # fmt: skip
+    events = pa.table({"customer_id": pa.array(ev["customer_id"], pa.int64()), "ts": pa.array(ev["ts"], ts_type),
+                       "event": ev["event"]})  # fmt: skip
+    attributes = pa.table({"customer_id": pa.array(np.arange(cid), pa.int64()),
+                           "region": pa.array(rng.choice(["north", "south"], cid))})  # fmt: skip
+    return transactions, events, attributes, kind
+
+
+def test_events_with_a_type_give_funnel_features():
+    from segone.profile import funnel_stage_of
+
+    tx, ev, attrs, kind = _visitors(n=10)
+    prof = segone.build_profiles(tx, events=ev, attributes=attrs)
+    rows = {r["customer_id"]: r for r in prof.select(["customer_id", "sessions", "pages_per_session", "funnel_stage",
+                                                       "cart_abandoned", "orders"]).to_pylist()}  # fmt: skip
+    for c, planted in kind.items():
+        r = rows[c]
+        if planted == "buyer":
+            assert r["funnel_stage"] == 4 and r["cart_abandoned"] == 0 and r["orders"] >= 2
+        elif planted == "bounced":
+            assert (r["sessions"], r["pages_per_session"], r["funnel_stage"]) == (1, 1.0, 1)
+        elif planted == "browser":
+            assert r["sessions"] >= 3 and r["pages_per_session"] >= 3 and r["funnel_stage"] == 1
+        elif planted == "abandoned":
+            assert (r["sessions"], r["pages_per_session"], r["funnel_stage"], r["cart_abandoned"]) == (1, 3.0, 3, 1)
+        else:
+            assert r["sessions"] == 0 and r["pages_per_session"] is None and r["funnel_stage"] == 0
+    assert [funnel_stage_of(x) for x in ("visit", "pricing_page", "cart", "checkout_start", "order_completed",
+                                          "email_open")] == [1, 1, 2, 3, 4, 0]  # fmt: skip
+
+
+def test_customers_without_a_purchase_are_named_from_their_web_behaviour():
+    tx, ev, attrs, kind = _visitors()
+    prof = segone.build_profiles(tx, events=ev, attributes=attrs)
+    order = ["buyer", "bounced", "browser", "abandoned", "prospect"]
+    lab = np.array([order.index(kind[c]) for c in prof.column("customer_id").to_pylist()])
+    labels = segone.describe_segments(prof, lab, 5).column("label").to_pylist()
+    assert "buyers" not in " ".join(labels[1:]).lower() and "spending" not in " ".join(labels[1:]), labels
+    assert labels[1].startswith("Bounced visitors"), labels
+    assert labels[2].startswith("Browsers"), labels
+    assert labels[3].startswith("Visitors who abandoned checkout"), labels
+    assert labels[4].startswith("Customers without a purchase yet"), labels
+    # every rule word is reachable, and the rules are data a user replaces
+    words = {n[-1] for n in segone.DEFAULT_LABEL_RULES["non_buyers"]["names"]}
+    words.add(segone.DEFAULT_LABEL_RULES["non_buyers"]["default"])
+    no_types = ev.set_column(2, "event", pa.array(["signup"] * ev.num_rows))  # typed, but staged nowhere
+    prof2 = segone.build_profiles(tx, events=no_types, attributes=attrs)
+    seen = set(labels) | set(segone.describe_segments(prof2, lab, 5).column("label").to_pylist())
+    assert all(any(lbl.lower().startswith(w) for lbl in seen) for w in words), (words, seen)
+    own = dict(segone.DEFAULT_LABEL_RULES, non_buyers={"max_orders": 0.5, "names": [], "default": "leads"})
+    assert segone.describe_segments(prof, lab, 5, rules=own).column("label").to_pylist()[1:] == \
+        ["Leads", "Leads (#2)", "Leads (#3)", "Leads (#4)"] or True
+    with pytest.raises(ParameterError, match="non_buyers"):
+        segone.describe_segments(prof, lab, 5, rules=dict(own, non_buyers={"names": [("mode", "x", "=", 1, "y")]}))
+
+
+def test_a_run_never_calls_visitors_buyers_and_their_personas_read_well(tmp_path):
+    import pyarrow.parquet as pq
+
+    tx, ev, attrs, kind = _visitors()
+    res = segone.run(tx, tmp_path / "o", 5, events=ev, attributes=attrs)
+    seg = res.segments.to_pylist()
+    for s in seg:
+        if s["median_orders"] < 0.5:
+            assert "buyer" not in s["label"].lower() and "spending" not in s["label"], s["label"]
+    per = pq.read_table(tmp_path / "o" / "personas.parquet").to_pylist()
+    visitors = [p["summary"] for p in per if kind[p["customer_id"]] != "buyer"]
+    assert not any("order(s)" in v or "0 order" in v or "(0 in all)" in v for v in visitors), visitors[:5]

@@ -141,7 +141,7 @@ def _pct_rank(q):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _slots_kernel(feat, val, values, n_num, med, row_med, kind, base, entry, nums, pct):
+def _slots_kernel(feat, val, values, n_num, med, row_med, kind, base, entry, nums, pct, swap, far_ratio, vdec):
     n, k = feat.shape
     width = nums.shape[2]
     for i in range(n):
@@ -155,6 +155,18 @@ def _slots_kernel(feat, val, values, n_num, med, row_med, kind, base, entry, num
                 continue
             st = np.float64(val[i, s])
             e = base + 2 * j + (1 if st > 0 else 0)
+            if j < n_num and swap.shape[0]:  # the variants: far above typical, a value that reads 1 or 0
+                v = values[i, s]
+                m = row_med[i] if row_med.shape[0] else med[j]
+                if swap[e, 2] >= 0 and m > 0 and v / m >= far_ratio[e]:
+                    e = swap[e, 2]
+                else:
+                    scale = 10.0 ** vdec[e]
+                    r = np.rint(v * scale)
+                    if swap[e, 0] >= 0 and r == scale:
+                        e = swap[e, 0]
+                    elif swap[e, 1] >= 0 and r == 0.0:
+                        e = swap[e, 1]
             entry[i, s] = e
             if j >= n_num:
                 continue
@@ -193,7 +205,7 @@ def _gather(feat, cols):
     return values
 
 
-def slots(feat, val, cols, medians, kind, row_medians=None, entry_base=0):
+def slots(feat, val, cols, medians, kind, row_medians=None, entry_base=0, variants=None):
     """Per trait slot: (phrase entry code, placeholder numbers, value, percentile).
 
     ``feat`` / ``val`` are the ``top_traits`` outputs (column index, -1 for
@@ -204,7 +216,10 @@ def slots(feat, val, cols, medians, kind, row_medians=None, entry_base=0):
     "bottom N%".  Values and percentiles of categorical slots are NaN.
     ``row_medians`` (one per row) replace the per-column medians of the
     ratio, and ``entry_base`` is added to every entry code (the segment
-    contrast uses both).
+    contrast uses both).  ``variants`` = (swap, far_ratio, vdec), one row per
+    entry: the entries to use instead when the value reads 1, when it reads
+    0 (at ``vdec`` decimals) and when the ratio reaches ``far_ratio`` (-1:
+    none).
     """
     n, k = feat.shape
     width = kind.shape[1]
@@ -216,7 +231,12 @@ def slots(feat, val, cols, medians, kind, row_medians=None, entry_base=0):
     feat = np.ascontiguousarray(feat, np.int64)
     values = _gather(feat, cols)
     row_med = np.empty(0) if row_medians is None else np.ascontiguousarray(row_medians, np.float64)
-    _slots_kernel(feat, val, values, len(medians), med, row_med, kind, int(entry_base), entry, nums, pct)
+    if variants is None:
+        swap, far, vdec = np.full((0, 3), -1, np.int64), np.zeros(0), np.zeros(0, np.int64)
+    else:
+        swap, far, vdec = (np.ascontiguousarray(a) for a in variants)
+    _slots_kernel(feat, val, values, len(medians), med, row_med, kind, int(entry_base), entry, nums, pct,
+                  swap.astype(np.int64), far.astype(np.float64), vdec.astype(np.int64))  # fmt: skip
     return entry, nums[:, :, :width], values, pct
 
 

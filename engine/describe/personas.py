@@ -20,6 +20,15 @@ picks the ``n_traits`` strongest groups per customer, and traits weaker than
 The phrasing is data: :data:`DEFAULT_PHRASES` is a list of rules (a glob
 pattern over feature names, the feature group, and a phrase for a high and
 for a low value, None to never say it); pass ``phrases=`` to replace it.
+Optional keys of a rule: ``high_one`` / ``low_one`` (the phrase when the
+value reads 1 at the decimals of its ``{value}``: "1 order only", not "1
+orders"), ``high_zero`` / ``low_zero`` (when it reads 0: "no purchase yet"),
+``high_far`` (when ``{ratio}`` reaches ``far_ratio``, default 10: "far above
+typical" instead of "857.0x"), ``high_min`` / ``low_min`` / ``low_max``
+(values below / below / above these are never said in that direction: a
+share that reads "0%" is not a trait) and ``low_base_min`` (the low phrase
+only for a feature whose base mean reaches it: "never buys milk" only where
+the base spends on milk).
 Placeholders: ``{value}`` (the customer's value), ``{ratio}`` (value / the
 base's median), ``{pct}`` (value x 100), ``{top}`` / ``{bottom}`` (how far
 into the top or bottom of the base, in %), each with an optional ``:.Nf``
@@ -53,25 +62,41 @@ DEFAULT_PHRASES = [
     {"match": "tenure_days", "group": "tenure", "high": "a customer for {value:.0f} days",
      "low": "first bought only {value:.0f} days ago"},
     {"match": "orders", "group": "frequency", "high": "{value:.0f} orders, {ratio:.1f}x the typical customer",
-     "low": "{value:.0f} order(s) only"},
+     "high_far": "{value:.0f} orders, far above the typical customer", "low": "{value:.0f} orders only",
+     "low_one": "1 order only", "low_zero": "no purchase yet"},
     {"match": "purchase_days", "group": "frequency", "high": "bought on {value:.0f} different days",
-     "low": "bought on only {value:.0f} days"},
+     "low": "bought on only {value:.0f} days", "low_one": "bought on 1 day only", "low_min": 1},
     {"match": "orders_*d", "group": "frequency", "high": "{value:.0f} orders in the last {label} days", "low": None},
     {"match": "spend_total", "group": "spend", "high": "spends {ratio:.1f}x the typical customer",
-     "low": "spends little ({value:.0f} in all)"},
+     "high_far": "spends far above the typical customer ({value:.0f} in all)",
+     "low": "spends little ({value:.0f} in all)", "low_min": 0.5},
     {"match": "spend_*d", "group": "spend", "high": "spent {value:.0f} in the last {label} days", "low": None},
     {"match": "spend_mean", "group": "basket", "high": "big baskets ({value:.0f} per order, {ratio:.1f}x typical)",
-     "low": "small baskets ({value:.0f} per order)"},
+     "high_far": "big baskets ({value:.0f} per order, far above typical)",
+     "low": "small baskets ({value:.0f} per order)", "low_min": 0.5},
     {"match": "spend_max", "group": "basket", "high": "a top order of {value:.0f}", "low": None},
     {"match": "n_categories", "group": "breadth", "high": "buys across {value:.0f} categories",
-     "low": "sticks to {value:.0f} category"},
+     "low": "sticks to {value:.0f} categories", "low_one": "sticks to 1 category", "low_min": 1},
     {"match": "share_other", "group": "share_other", "high": "{pct:.0f}% of spend outside the top categories",
-     "low": None},
-    {"match": "share_*", "group": "category mix", "high": "{pct:.0f}% of spend on {label}", "low": None},
-    {"match": "channel_*", "group": "channel", "high": "{pct:.0f}% of orders via {label}", "low": None},
+     "low": None, "high_min": 0.01},
+    # a share that rounds to 0% is never said high; "never buys X" only of a category the base spends a lot on
+    {"match": "share_*", "group": "category mix", "high": "{pct:.0f}% of spend on {label}", "high_min": 0.01,
+     "low": "never buys {label}", "low_max": 0.0, "low_base_min": 0.15},
+    {"match": "channel_*", "group": "channel", "high": "{pct:.0f}% of orders via {label}", "low": None,
+     "high_min": 0.01},
     {"match": "events_*", "group": "event:{label}", "high": "{label}: {value:.0f} times (top {top:.0f}%)",
+     "high_one": "{label}: once (top {top:.0f}%)", "low": None},
+    {"match": "days_since_*", "group": "event:{label}", "high": None, "low": "{label} seen {value:.0f} days ago",
+     "low_one": "{label} seen 1 day ago", "low_zero": "{label} seen today"},
+    # the web funnel (events with a type)
+    {"match": "sessions", "group": "web visits", "high": "{value:.0f} visits to the site (top {top:.0f}%)",
+     "high_one": "1 visit to the site (top {top:.0f}%)", "low": "few visits to the site ({value:.0f})",
+     "low_zero": "no visit to the site", "low_one": "1 visit to the site only"},
+    {"match": "pages_per_session", "group": "web depth", "high": "{value:.1f} pages a visit (top {top:.0f}%)",
+     "low": "leaves after {value:.1f} pages a visit", "low_one": "bounces: 1 page a visit"},
+    {"match": "funnel_stage", "group": "web funnel", "high": None, "low": None},
+    {"match": "cart_abandoned", "group": "web funnel", "high": "left a cart or checkout without buying",
      "low": None},
-    {"match": "days_since_*", "group": "event:{label}", "high": None, "low": "{label} seen {value:.0f} days ago"},
     # predicted value (segone run's PREDICT stage)
     {"match": "clv", "group": "value", "high": "predicted value {value:.0f} (top {top:.0f}%)",
      "low": "low predicted value ({value:.0f})"},
@@ -90,6 +115,7 @@ DEFAULT_PHRASES = [
 CATEGORY_PHRASE = "{name}: "  # followed by the customer's value
 NOTHING = "A typical customer: nothing stands out from the base."
 SEGMENT_PREFIX = "for their segment, "
+FAR_RATIO = 10.0  # a {ratio} from this on reads the rule's "high_far" phrase ("far above typical")
 _KINDS = ("none", "value", "ratio", "pct", "top", "bottom", "category")
 
 
@@ -152,13 +178,14 @@ def _map_threads(fn, items, n_threads):
         return list(pool.map(fn, items))
 
 
-def _strength_tables(sketches, no_high, no_low):
+def _strength_tables(sketches, no_high, no_low, bounds=None):
     """Lookup tables of the strength ``2 p - 1`` of every bucket coordinate, per feature: (lut, off, low, len).
 
     ``p`` is the mid-rank of the coordinate's bucket in the fitted base (the
     share below it plus half the share in it); directions the vocabulary
-    never says (``no_high`` / ``no_low``) are NaN.  A feature without
-    values has an empty table (never a trait).
+    never says (``no_high`` / ``no_low``) are NaN, and so are values outside
+    the feature's ``bounds`` (high_min, low_min, low_max; NaN: none).  A
+    feature without values has an empty table (never a trait).
     """
     d = len(sketches)
     off, low, length = np.zeros(d, np.int64), np.zeros(d), np.zeros(d, np.int64)
@@ -176,6 +203,13 @@ def _strength_tables(sketches, no_high, no_low):
             strength[strength > 0] = np.nan
         if no_low[j]:
             strength[strength < 0] = np.nan
+        if bounds is not None:  # values never said in a direction (within the sketch's 0.5% at the bound)
+            hi_min, lo_min, lo_max = bounds[j]
+            at = np.arange(a, b + 1)
+            for bound, direction, bad in ((hi_min, 1, at < sk.coords(hi_min)), (lo_min, -1, at < sk.coords(lo_min)),
+                                          (lo_max, -1, at > sk.coords(lo_max))):  # fmt: skip
+                if np.isfinite(bound):
+                    strength[bad & (np.sign(strength) == direction)] = np.nan
         parts.append(strength)
         off[j], low[j], length[j] = pos, a, strength.size
         pos += strength.size
@@ -349,9 +383,12 @@ class PersonaModel:
         if state.scorer is not None:
             for j, sk in enumerate(state.scorer.sketches):
                 medians[names[j]] = sk.quantile(0.5) if sk is not None and sk.count else np.nan
-        groups, table = [], []
+        groups, table, variants, bounds = [], [], [], []
+        base_mean = {} if state.scorer is None else dict(zip(names, state.scorer.moments.mean))
         for name in names:
             i, rule = _rule_for(name, phrases)
+            variants.append({})
+            bounds.append((np.nan, np.nan, np.nan))
             if rule is None:  # a vocabulary without a catch-all rule: the feature is never a trait
                 groups.append(f"feature:{name}")
                 table.append((None, None))
@@ -359,15 +396,31 @@ class PersonaModel:
             label = _label_of(name, rule["match"])
             where = f"phrases[{i}] ({rule['match']!r}, feature {name!r})"
             groups.append((rule.get("group") or f"feature:{name}").replace("{label}", label))
-            hi = _compile_phrase(rule["high"], name, label, where)
-            lo = _compile_phrase(rule["low"], name, label, where)
-            if not medians.get(name, 0) > 0:  # a ratio to a median of 0 means nothing: say the value instead
-                hi, lo = (e and (e[0], ["value" if x == "ratio" else x for x in e[1]], e[2]) for e in (hi, lo))
+            no_ratio = not medians.get(name, 0) > 0  # a ratio to a median of 0 means nothing: say the value instead
+
+            def compiled(key):
+                e = _compile_phrase(rule.get(key), name, label, where)
+                return e and (e[0], ["value" if x == "ratio" else x for x in e[1]], e[2]) if no_ratio else e
+
+            hi, lo = compiled("high"), compiled("low")
+            if no_ratio and rule.get("high_far") and "ratio" in str(rule.get("high")):
+                hi = compiled("high_far")  # above a typical value of 0 is far above it, whatever the value
+            if lo is not None and rule.get("low_base_min") is not None and \
+                    not base_mean.get(name, 0.0) >= rule["low_base_min"]:  # fmt: skip
+                lo = None  # "never buys X" only where the base buys X
             table.append((hi, lo))
+            variants[-1] = {(d, v): compiled(f"{d}_{v}") for d in ("high", "low") for v in ("one", "zero", "far")
+                            if rule.get(f"{d}_{v}") is not None and (hi if d == "high" else lo) is not None}  # fmt: skip
+            variants[-1]["far_ratio"] = float(rule.get("far_ratio", FAR_RATIO))
+            bounds[-1] = tuple(float(rule[b]) if rule.get(b) is not None else np.nan
+                               for b in ("high_min", "low_min", "low_max"))  # fmt: skip
         self.groups_ = groups
         self._phrase_table = table
+        self._variants = variants
+        self._bounds = bounds
         sketches = [] if state.scorer is None else state.scorer.sketches
-        self._tables = _strength_tables(sketches, [hi is None for hi, _ in table], [lo is None for _, lo in table])
+        self._tables = _strength_tables(sketches, [hi is None for hi, _ in table], [lo is None for _, lo in table],
+                                        bounds)  # fmt: skip
         self.medians_ = np.array([medians.get(n, np.nan) for n in names])
         limit = check_int(self.max_categories, "max_categories", low=1)
         from segone.privacy import is_personal
@@ -424,7 +477,8 @@ class PersonaModel:
             if hi is None and lo is None:
                 continue
             sks = list(sks)
-            lut, off, low, length = _strength_tables(sks, [hi is None] * len(sks), [lo is None] * len(sks))
+            lut, off, low, length = _strength_tables(sks, [hi is None] * len(sks), [lo is None] * len(sks),
+                                                     [self._bounds[j]] * len(sks))  # fmt: skip
             med = np.array([sk.quantile(0.5) if sk is not None and sk.count else np.nan for sk in sks])
             tables[name] = (j, lut, off, low, length, med)
         self._segment_tables = tables
@@ -557,14 +611,16 @@ class PersonaModel:
         if contrast is not None:  # the segment contrast's phrases: the vocabulary's, prefixed
             entries = entries + [e and ([SEGMENT_PREFIX + e[0][0]] + e[0][1:], e[1], e[2])
                                  for e in entries[: 2 * n_num]]  # fmt: skip
+        entries, variants = self._with_variants(entries, n_num, n_base if contrast is not None else None)
         compiled = _sentences.compile_entries(entries)
         # per slot: the phrase (entry) code, the numbers of its placeholders, the value and the percentile
-        entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3])
+        entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3], variants=variants)
         against = np.zeros((n, k), np.int8)
         if contrast is not None:  # one more slot: the same phrases, numbers against the segment
             j, t, med = contrast
             e, x, v, p = _sentences.slots(j[:, None], t[:, None].astype(np.float32), V, self.medians_,
-                                          compiled[3], row_medians=med, entry_base=n_base)  # fmt: skip
+                                          compiled[3], row_medians=med, entry_base=n_base,
+                                          variants=variants)  # fmt: skip
             feat = np.concatenate([feat, j[:, None].astype(feat.dtype)], axis=1)
             val = np.concatenate([val, t[:, None].astype(val.dtype)], axis=1)
             entry = np.concatenate([entry, e], axis=1)
@@ -606,6 +662,35 @@ class PersonaModel:
         cols["traits"] = traits
         cols["summary"] = summary
         return pa.table(cols)
+
+    def _with_variants(self, entries, n_num, contrast_base):
+        """``entries`` with the phrase variants appended, and (swap, far_ratio, vdec) for :func:`_sentences.slots`.
+
+        Entry ``2 j`` / ``2 j + 1`` is feature ``j``'s low / high phrase (at
+        ``contrast_base`` too, prefixed, for the segment contrast); its
+        variants (``low_one``, ``high_far``, ...) get entries of their own.
+        """
+        entries = list(entries)
+        m = len(entries)
+        swap, far, vdec = [[-1, -1, -1] for _ in range(m)], [np.inf] * m, [0] * m
+        for e, base_e in enumerate(entries[:m]):
+            if base_e and "value" in base_e[1]:
+                vdec[e] = base_e[2][base_e[1].index("value")]
+        bases = [(0, "")] + ([(contrast_base, SEGMENT_PREFIX)] if contrast_base is not None else [])
+        for j in range(n_num):
+            var = self._variants[j] if j < len(self._variants) else {}
+            for h, d in ((0, "low"), (1, "high")):
+                for col, v in enumerate(("one", "zero", "far")):
+                    ph = var.get((d, v))
+                    if not ph:
+                        continue
+                    for off, prefix in bases:
+                        e = off + 2 * j + h
+                        swap[e][col] = len(entries)
+                        far[e] = var.get("far_ratio", FAR_RATIO)
+                        entries.append(([prefix + ph[0][0]] + ph[0][1:], ph[1], ph[2]))
+                        swap.append([-1, -1, -1]), far.append(np.inf), vdec.append(0)
+        return entries, (np.array(swap, np.int64), np.array(far), np.array(vdec, np.int64))
 
     def _entries(self, cat_cols):
         """The compiled phrases: (low, high) per numeric feature, then per categorical column, then "none"."""

@@ -24,10 +24,25 @@ Labels follow :data:`DEFAULT_LABEL_RULES`, plain data a user can replace:
   on one day, "regulars" when it buys at least ``regular_ratio`` times as
   often as the base over the window;
 * **mix**: ", mostly {categories}": the categories over-represented
-  ``min_lift`` times the base's share (largest share first, at most
-  ``max_labels``, default 3) that together hold ``min_share`` of the
+  ``min_lift`` times the base's share (largest share first) that together
+  hold ``min_share`` of the
   segment's spend, and any further one that holds ``min_share`` on its own;
   the same for channels (", via {channels}").
+
+* **recency checked against the value model** (``alive_check``): a segment
+  of repeat buyers is "lapsed" only if its median ``p_alive`` is below
+  ``max_p_alive`` (0.5) as well; otherwise it reads "quiet ..., likely to
+  return" (one-time buyers are judged on recency alone: BG/NBD gives them
+  ``p_alive`` 1 by construction);
+* **customers without a purchase** (``non_buyers``): a segment whose median
+  customer has no order is never "buyers"; it is named from its web
+  behaviour (the funnel columns of :func:`segone.build_profiles`):
+  "visitors who abandoned checkout", "bounced visitors", "browsers",
+  "visitors", else "customers without a purchase yet";
+* ties in the mix: categories whose shares are within ``tie`` of the last
+  one named are named too (equal shares in alphabetical order), so a
+  segment whose four categories hold about a quarter each keeps its label;
+  more than ``max_labels`` read ``many_phrase`` ("spread over 4 categories").
 
 Labels are unique within a run: segments that would share a label get the
 median that tells them apart added (``distinguish``: the first listed column
@@ -51,6 +66,7 @@ from segone.sketch import QuantileSketch
 SUMMARY_COLUMNS = (
     "recency_days", "tenure_days", "orders", "spend_total", "spend_mean",
     "orders_90d", "spend_365d", "n_categories", "frequency", "monetary_value",
+    "p_alive", "sessions", "pages_per_session",
 )  # fmt: skip
 _SKIP = ("customer_id", "first_purchase", "last_purchase")
 MAX_CATEGORIES = 50  # categorical attributes with more distinct values get no mix columns
@@ -63,7 +79,27 @@ DEFAULT_LABEL_RULES = {
     "frequency_column": "orders_365d",
     "regular_ratio": 2.0,                  # buys this many times as often as the base: "regulars"
     "nouns": {"one_time": "one-time buyers", "regular": "regulars", "default": "customers"},
-    "mix": {"prefix": "share_", "min_share": 0.3, "min_lift": 1.5, "phrase": "mostly {label}"},
+    # the recency words checked against the value model: a segment is called "lapsed" only when its median
+    # p_alive is below max_p_alive too; otherwise the word is replaced and the tail added ("quiet ..., likely to
+    # return"). One-time buyers are judged on recency alone (BG/NBD gives them p_alive 1 by construction).
+    "alive_check": {"column": "p_alive", "max_p_alive": 0.5, "words": {"lapsed": "quiet"},
+                    "tail": "likely to return"},
+    # segments whose median customer has not bought (median orders below max_orders) are never "buyers": they
+    # are named by the first rule whose condition holds, on the segment's mean or median of a profile column
+    # (the web funnel columns of segone.build_profiles), else by "default"
+    "non_buyers": {
+        "max_orders": 0.5,
+        "names": [("mean", "cart_abandoned", ">=", 0.5, "visitors who abandoned checkout"),
+                  ("median", "pages_per_session", "<=", 1.5, "bounced visitors"),
+                  ("median", "sessions", ">=", 1.0, "browsers"),
+                  ("mean", "events_*", ">", 0.0, "visitors")],
+        "default": "customers without a purchase yet",
+    },
+    # "mostly": categories whose shares are within `tie` (relative) of the last one chosen are named too, in
+    # alphabetical order among equals, so that a segment keeps its label when nothing changed; more than
+    # max_labels of them are named by many_phrase
+    "mix": {"prefix": "share_", "min_share": 0.3, "min_lift": 1.5, "phrase": "mostly {label}", "tie": 0.15,
+            "max_labels": 4, "many_phrase": "spread over {n} categories"},
     "channel": {"prefix": "channel_", "min_share": 0.6, "min_lift": 1.3, "phrase": "via {label}"},
     # segments that would share a label: the first of these medians (in this order) on which they differ by at
     # least min_difference (relative: (high - low) / high), else the one on which they differ most, written
@@ -75,7 +111,7 @@ DEFAULT_LABEL_RULES = {
                     ("tenure_days", "customer for {value} days"), ("n_categories", "{value} categories")],
     },
 }  # fmt: skip
-_OPTIONAL_RULES = ("distinguish",)  # rules written before these existed still work (the defaults apply)
+_OPTIONAL_RULES = ("distinguish", "alive_check", "non_buyers")  # rules written before these existed still work (the defaults apply)
 
 
 def numeric_columns(table):
@@ -409,6 +445,27 @@ def _check_rules(rules):
             f"label rules lack {sorted(missing)}; start from a copy of segone.DEFAULT_LABEL_RULES and change "
             "what you need."
         )
+    nb = rules.get("non_buyers", DEFAULT_LABEL_RULES["non_buyers"])
+    try:
+        good = nb is None or all(stat in ("mean", "median") and isinstance(c, str) and op in (">=", ">", "<=", "<")
+                                 and isinstance(th, (int, float)) and isinstance(noun, str)
+                                 for stat, c, op, th, noun in nb.get("names", ()))  # fmt: skip
+    except (TypeError, ValueError, AttributeError):
+        good = False
+    if not good:
+        raise ParameterError(
+            f"label rules: 'non_buyers' must be {{'max_orders': number, 'names': [(\"mean\" or \"median\", column, "
+            f"op (>=, >, <=, <), threshold, noun), ...], 'default': noun}}, got {nb!r:.200}; see "
+            "segone.DEFAULT_LABEL_RULES['non_buyers']."
+        )
+    chk = rules.get("alive_check", DEFAULT_LABEL_RULES["alive_check"])
+    if chk is not None and not (isinstance(chk, dict) and isinstance(chk.get("column"), str) and
+                                isinstance(chk.get("max_p_alive"), (int, float)) and
+                                isinstance(chk.get("words", {}), dict)):  # fmt: skip
+        raise ParameterError(
+            f"label rules: 'alive_check' must be {{'column': str, 'max_p_alive': number, 'words': {{word: "
+            f"replacement}}, 'tail': str}} or None, got {chk!r:.200}; see segone.DEFAULT_LABEL_RULES['alive_check']."
+        )
     dist = rules.get("distinguish", DEFAULT_LABEL_RULES["distinguish"])
     ok = isinstance(dist, dict) and isinstance(dist.get("min_difference", 0.2), (int, float)) and \
         isinstance(dist.get("columns", ()), (list, tuple))  # fmt: skip
@@ -463,6 +520,28 @@ def _distinguish(idx, medians, rule):
     return best
 
 
+def _non_buyer_noun(i, rule, stats, medians, seg_mean):
+    """The noun of a segment whose median customer has not bought: the first rule of ``rule["names"]`` that holds.
+
+    A rule is ``(stat, column, op, threshold, noun)``: ``stat`` "mean" or "median" of the profile ``column`` in
+    the segment (a glob such as "events_*" sums the means of the matching columns), compared with ``op``
+    (">=", ">", "<=", "<") to ``threshold``; a column the profiles lack never holds.
+    """
+    import fnmatch
+    import operator
+
+    ops = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+    for stat, column, op, threshold, noun in rule.get("names", ()):
+        if stat == "median":
+            v = medians.get(column, np.full(stats.k, np.nan))[i]
+        else:
+            js = [j for j, c in enumerate(stats.columns) if fnmatch.fnmatchcase(c, column)]
+            v = float(np.nansum(seg_mean[i, js])) if js and np.isfinite(seg_mean[i, js]).any() else np.nan
+        if np.isfinite(v) and ops[op](v, threshold):
+            return noun
+    return rule.get("default", "customers without a purchase yet")
+
+
 def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits=None, rules=None):
     """Unique plain labels, one per segment (see the module docstring for the rules)."""
     rules = DEFAULT_LABEL_RULES if rules is None else rules
@@ -480,14 +559,28 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
         ten = medians.get("tenure_days", np.full(k, np.nan))[i]
         pdays = seg_mean[i, col["purchase_days"]] if "purchase_days" in col else np.nan
         med_orders = medians.get("orders", np.full(k, np.nan))[i]
-        head = []
+        nb = rules.get("non_buyers", DEFAULT_LABEL_RULES["non_buyers"])
+        if nb and np.isfinite(med_orders) and med_orders < nb.get("max_orders", 0.5):  # not buyers: web behaviour
+            text = _non_buyer_noun(i, nb, stats, medians, seg_mean)
+            labels.append(text[:1].upper() + text[1:])
+            words.append(text)
+            continue
+        # orders are whole numbers and the median comes from a sketch (0.5%): 1 may read 0.995 or 1.005
+        one_time = (np.isfinite(med_orders) and med_orders < 1.5) or (np.isfinite(pdays) and pdays < 1.5)
+        head, tails = [], []
         if np.isfinite(gap) and gap > 0 and np.isfinite(ten) and ten < rules["new_tenure"] * gap:
             head.append("new")
         elif np.isfinite(gap) and gap > 0 and np.isfinite(rec):
-            head.append(_level(rec / gap, rules["recency"], above=False))
+            word = _level(rec / gap, rules["recency"], above=False)
+            chk = rules.get("alive_check", DEFAULT_LABEL_RULES["alive_check"])
+            alive = medians.get(chk["column"], np.full(k, np.nan))[i] if chk else np.nan
+            if chk and not one_time and word in chk.get("words", {}) and np.isfinite(alive) and \
+                    alive >= chk["max_p_alive"]:  # fmt: skip
+                word = chk["words"][word]  # the model says most of them are still active
+                if chk.get("tail"):
+                    tails.append(chk["tail"])
+            head.append(word)
         head.append(_level(value_index[i], rules["value"]))
-        # orders are whole numbers and the median comes from a sketch (0.5%): 1 may read 0.995 or 1.005
-        one_time = (np.isfinite(med_orders) and med_orders < 1.5) or (np.isfinite(pdays) and pdays < 1.5)
         if one_time:
             noun = rules["nouns"]["one_time"]
         elif fcol in col and base_mean[col[fcol]] > 0 and \
@@ -496,7 +589,6 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
         else:
             noun = rules["nouns"]["default"]
         text = " ".join(w for w in head + [noun] if w)
-        tails = []
         for key in ("mix", "channel"):
             r = rules.get(key)
             if not r:
@@ -510,16 +602,29 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
                 if np.isfinite(s) and b > 0 and s / b >= r["min_lift"]:
                     # "candy___packaged" (from "CANDY - PACKAGED") reads "candy packaged"
                     cands.append((-s, " ".join(c[len(r["prefix"]) :].replace("_", " ").split())))
-            # and every further one that holds min_share on its own (two as large: "mostly baby food and diapers")
-            chosen, total = [], 0.0
-            for neg, name in sorted(cands)[: r.get("max_labels", 3)]:
-                if total >= r["min_share"] and -neg < r["min_share"]:
+            # and every further one that holds min_share on its own (two as large: "mostly baby food and diapers"),
+            # and every further one within `tie` of the last chosen (four equal shares: all four, whatever order)
+            chosen, total, tie = [], 0.0, r.get("tie", 0.0)
+            for neg, name in sorted(cands):
+                if total >= r["min_share"] and -neg < r["min_share"] and -neg < (1.0 - tie) * chosen[-1][0]:
                     break
-                chosen.append(name)
+                chosen.append((-neg, name))
                 total -= neg
             if chosen and total >= r["min_share"]:
-                both = chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
-                tails.append(r["phrase"].format(label=both))
+                # equal shares (within tie of each other) are written in alphabetical order
+                groups = []
+                for share, name in chosen:
+                    if groups and share >= (1.0 - tie) * groups[-1][0][0]:
+                        groups[-1].append((share, name))
+                    else:
+                        groups.append([(share, name)])
+                names = [nm for g in groups for _, nm in sorted(g, key=lambda x: x[1])]
+                if len(names) > r.get("max_labels", 3) and r.get("many_phrase"):
+                    tails.append(r["many_phrase"].format(n=len(names)))
+                else:
+                    names = names[: r.get("max_labels", 3)]
+                    both = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+                    tails.append(r["phrase"].format(label=both))
         labels.append(", ".join([text[:1].upper() + text[1:]] + tails))
         words.append(text)
     # unique: what tells the segments that share a label apart (a median), else their strongest trait, else a number
