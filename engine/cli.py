@@ -226,6 +226,11 @@ def _pct(x):
     return "n/a" if x is None else f"{x:.1%}"
 
 
+def _count(n):
+    """A customer count as printed; None is a count withheld under the minimum segment size."""
+    return "(withheld)" if n is None else f"{n:,}"
+
+
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
@@ -251,11 +256,16 @@ def report(out, output, title):
 @click.option("--spend", default=None, help="Spend column of the assignments, if any.")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
 def track(old, new, out, no_match, spend, overwrite):
-    """Compare two outputs of `segone run` (OLD, NEW) without refitting: migration.parquet, moves.parquet."""
+    """Compare two outputs of `segone run` (OLD, NEW) without refitting: migration.parquet, moves.parquet.
+
+    The outputs honour the privacy options of both runs (the stricter apply: consent, minimum segment size);
+    outputs with raw ids and pseudonyms, or pseudonyms of two keys, are refused.
+    """
     cmp = segone.track.compare_outputs(old, new, out, match=not no_match, spend=spend, overwrite=overwrite)
     s = cmp.summary
     c = s.get("customers", {})
-    click.echo(f"customers: {c.get('previous', 0):,} before, {c.get('now', 0):,} now, {c.get('common', 0):,} in both")
+    click.echo(f"customers: {_count(c.get('previous'))} before, {_count(c.get('now'))} now, "
+               f"{_count(c.get('common'))} in both")  # fmt: skip
     click.echo(f"stayed: {_pct(s.get('stayed_share'))}; adjusted Rand index {s.get('adjusted_rand_common')}; "
                f"segment PSI {s.get('segment_psi')}")
     click.echo(f"outputs in {os.path.abspath(out)}")
@@ -270,10 +280,40 @@ def track(old, new, out, no_match, spend, overwrite):
 @click.option("--as-of", default=None, help="Reference time (ISO date); default: latest transaction.")
 @click.option("--schema", "schema_items", multiple=True, metavar="ROLE=COLUMN", help="As for `segone run`.")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
-def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwrite):
-    """Assign the customers in INPUT to the segments of a saved model (MODEL_DIR), without refitting."""
-    res = segone.model.apply_model(model_dir, input, out, events=events, attributes=attributes, as_of=as_of,
-                                   overwrite=overwrite, schema=segone.io.parse_schema_options(schema_items) or None)  # fmt: skip
+@click.option("--consent", "consent", multiple=True, metavar="COLUMN[=PURPOSE]",
+              help="As for `segone run` (default: the model's rules; they must all be given).")  # fmt: skip
+@click.option("--consent-scope", default=None, type=click.Choice(["export", "processing"]),
+              help="Default: the model's.")  # fmt: skip
+@click.option("--consent-default", default=None, type=click.Choice(["no", "yes"]), help="Default: the model's.")
+@click.option("--hash-ids/--no-hash-ids", default=None,
+              help="Pseudonymous ids (default: as the model; --no-hash-ids is refused for a model that hashed).")  # fmt: skip
+@click.option("--id-key-file", default=None, type=click.Path(dir_okay=False),
+              help="The id key file (default: $SEGONE_ID_KEY); must be the model's key.")  # fmt: skip
+@click.option("--min-segment-size", default=None, type=click.IntRange(min=1),
+              help="Default: the model's; a smaller one is refused.")  # fmt: skip
+@click.option("--small-segments", default=None, type=click.Choice(["merge", "withhold"]), help="Default: the model's.")
+@click.option("--keep-column", "keep_columns", multiple=True, metavar="COLUMN",
+              help="Keep this personal column (not one the model removed).")  # fmt: skip
+@click.option("--personal-column", "personal_columns", multiple=True, metavar="COLUMN",
+              help="Treat this attribute column as personal data too.")  # fmt: skip
+def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwrite, consent, consent_scope,
+          consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns,
+          personal_columns):  # fmt: skip
+    """Assign the customers in INPUT to the segments of a saved model (MODEL_DIR), without refitting.
+
+    The privacy options the model was fitted with (consent, pseudonymous ids, minimum segment size, personal
+    columns) apply by default; options that would widen them are refused.
+    """
+    res = segone.model.apply_model(
+        model_dir, input, out, events=events, attributes=attributes, as_of=as_of, overwrite=overwrite,
+        schema=segone.io.parse_schema_options(schema_items) or None, consent=list(consent) or None,
+        consent_scope=consent_scope, consent_default=None if consent_default is None else consent_default == "yes",
+        hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size, small_segments=small_segments,
+        keep_columns=list(keep_columns) or None, personal_columns=list(personal_columns) or None,
+    )  # fmt: skip
+    taken = res.summary.get("privacy", {}).get("from_model") or []
+    if taken:
+        click.echo(f"privacy options of the model: {', '.join(taken)}")
     click.echo(f"{res.assignments.num_rows:,} customers assigned; outputs in {res.out}")
 
 
@@ -417,36 +457,52 @@ def persona(out, customer_id, id_key_file):
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
+    from segone import outputs
+    from segone import privacy as _privacy
     from segone.errors import DataError, ModelFormatError
 
-    path = os.path.join(out, "personas.parquet")
+    path = os.path.join(out, outputs.PERSONAS)
     if not os.path.exists(path):
-        raise ModelFormatError(f"{out!r} has no personas.parquet; give the output directory of `segone run`.")
+        raise ModelFormatError(f"{out!r} has no {outputs.PERSONAS}; give the output directory of `segone run`.")
     data = ds.dataset(path)
-    field = data.schema.field(data.schema.names[0])
+    names = data.schema.names
+    id_name = outputs.ID_COLUMN if outputs.ID_COLUMN in names else names[0]
+    field = data.schema.field(id_name)
     id_type = field.type
-    if field.metadata and b"segone.pseudonym" in field.metadata:  # outputs hold pseudonyms: hash the id asked for
-        from segone.privacy import load_key, pseudonym_of
-
-        key = pa.scalar(pseudonym_of(customer_id, load_key(id_key_file=id_key_file)[0]), pa.string())
+    record, _ = _privacy.output_record(out)  # the privacy options OUT was written with
+    marked = bool(field.metadata and outputs.PSEUDONYM_METADATA in field.metadata)
+    if record and record.get("hash_ids") and not marked:
+        raise ModelFormatError(f"{path}: the model hashed the customer ids but the ids of {outputs.PERSONAS} are not "
+                               "marked as pseudonyms; the output was altered. Run `segone run` again.")  # fmt: skip
+    shown = customer_id
+    if marked:  # outputs hold pseudonyms: hash the id asked for, with the key OUT was written with
+        key, source = _privacy.load_key(id_key_file=id_key_file)
+        if record and record.get("key_check") and _privacy.key_check(key) != record["key_check"]:
+            raise _privacy.WiderPrivacyError(
+                f"the id key (from the {source}) is not the key {out!r} was written with (the key checks differ); "
+                f"give that key (${_privacy.KEY_ENV} or --id-key-file)."
+            )
+        length = record["pseudonym_length"] if record else _privacy.PSEUDONYM_HEX
+        shown = _privacy.pseudonym_of(customer_id, key, length)  # printed instead of the id: as in the outputs
+        value = pa.scalar(shown, pa.string())
     else:
         try:
-            key = pa.scalar(int(customer_id) if pa.types.is_integer(id_type) else customer_id, id_type)
+            value = pa.scalar(int(customer_id) if pa.types.is_integer(id_type) else customer_id, id_type)
         except ValueError:
             raise DataError(f"customer id {customer_id!r} is not an integer, but the ids in {path} are.") from None
-    rows = data.to_table(filter=pc.field(data.schema.names[0]) == key).to_pylist()
+    rows = data.to_table(filter=pc.field(id_name) == value).to_pylist()
     if not rows:
-        raise DataError(f"customer {customer_id!r} is not in {path}.")
+        raise DataError(f"customer {customer_id!r} is not in {path} (not in the run's input, or without consent).")
     row = rows[0]
-    seg = row.get("segment")
+    seg = row.get(outputs.SEGMENT_COLUMN)
     label = ""
-    seg_path = os.path.join(out, "segments.parquet")
+    seg_path = os.path.join(out, outputs.SEGMENTS)
     if seg is not None and os.path.exists(seg_path):
         import pyarrow.parquet as pq
 
-        segs = pq.read_table(seg_path, columns=["segment", "label"]).to_pylist()
-        label = next((s["label"] for s in segs if s["segment"] == seg), "")
-    click.echo(f"customer {customer_id}: segment {seg}" + (f" ({label})" if label else ""))
+        segs = pq.read_table(seg_path, columns=[outputs.SEGMENT_COLUMN, "label"]).to_pylist()
+        label = next((s["label"] for s in segs if s[outputs.SEGMENT_COLUMN] == seg), "")
+    click.echo(f"customer {shown}: segment {seg}" + (f" ({label})" if label else ""))
     click.echo(f"  {row['summary']}")
     for t in row["traits"]:
         value = "" if t["value"] is None else f"{t['value']:.4g}"

@@ -600,19 +600,19 @@ keep_columns, personal_columns, purposes :
 
     t0 = time.perf_counter()
     tx, ev, at = resolve_inputs(input, events, attributes)
-    # the model and the privacy options are checked before any work: nothing wider than the model's
-    model = load_model(model_dir)
-    record = _privacy.model_privacy(model)
-    plan, taken = _privacy.apply_plan(
-        record, attributes=at, inputs=(tx, ev, at), schema=schema, where=model.path, consent=consent,
-        consent_scope=consent_scope, consent_default=consent_default, hash_ids=hash_ids, id_key_file=id_key_file,
-        min_segment_size=min_segment_size, small_segments=small_segments, keep_columns=keep_columns,
-        personal_columns=personal_columns, purposes=purposes,
-    )  # fmt: skip
     # checked and locked before any work: writable, not an input, not written by another run
     lock = check_output(out, [("transactions", tx), ("events", ev), ("attributes", at)], overwrite,
                         others=[("model", model_dir)])  # fmt: skip
     with lock:
+        # the model and the privacy options, checked before any work: nothing wider than the model's
+        model = load_model(model_dir)
+        record = _privacy.model_privacy(model)
+        plan, taken = _privacy.apply_plan(
+            record, attributes=at, inputs=(tx, ev, at), schema=schema, where=model.path, consent=consent,
+            consent_scope=consent_scope, consent_default=consent_default, hash_ids=hash_ids,
+            id_key_file=id_key_file, min_segment_size=min_segment_size, small_segments=small_segments,
+            keep_columns=keep_columns, personal_columns=personal_columns, purposes=purposes,
+        )  # fmt: skip
         return _apply_model(model, tx, ev, at, out, input=input, as_of=as_of, schema=schema, overwrite=overwrite,
                             backend=backend, n_threads=n_threads, t0=t0, plan=plan, record=record,
                             taken=taken)  # fmt: skip

@@ -62,6 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from segone import outputs
 from segone._state import State, array_from_data, array_to_data
 from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError, examples
 from segone.io import to_float64
@@ -1291,7 +1292,7 @@ def _read_assignments(path, id_column, spend, lazy=False):
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    apath = os.path.join(path, "assignments.parquet")
+    apath = os.path.join(path, outputs.ASSIGNMENTS)
     if not os.path.exists(apath):
         raise ModelFormatError(
             f"{path}: assignments.parquet is missing, so this is not a complete segone output (a half-written "
@@ -1416,7 +1417,7 @@ class PreviousRun:
 
     @property
     def where(self):
-        return f"{self.path}/assignments.parquet"
+        return os.path.join(self.path, outputs.ASSIGNMENTS)
 
     def sources(self):
         """The parts of the assignments, for :func:`previous_piece`: the table itself, or ``(file, row groups)``."""
@@ -1509,7 +1510,7 @@ def read_previous(path, *, features=None, id_column=None, spend=None, lazy=False
         raise ParameterError(f"previous output {path!r} is not a directory; pass the --out directory of an earlier "
                              "`segone run`.")  # fmt: skip
     notes = []
-    mdir = os.path.join(path, "model")
+    mdir = outputs.model_dir(path)
     if not os.path.isdir(mdir):
         raise ModelFormatError(f"{path}: model/ is missing, so this is not a complete segone output (half-written?). "
                                "Pass the --out directory of a finished `segone run`, or re-run it.")  # fmt: skip
@@ -1521,7 +1522,7 @@ def read_previous(path, *, features=None, id_column=None, spend=None, lazy=False
     if id_column is None and model is not None:
         id_column = model.settings.get("id_column")
     table, cid, cols, parts, id_type = _read_assignments(path, id_column, spend, lazy)
-    where = f"{path}/assignments.parquet"
+    where = os.path.join(path, outputs.ASSIGNMENTS)
     if lazy:
         mismatch = None
         if model is not None:
@@ -1934,6 +1935,16 @@ class Comparison:
 def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_column=None, overwrite=False):
     """Compare two existing outputs without refitting: migration.parquet, moves.parquet, tracking.json.
 
+    The outputs honour the privacy options of both runs (their models'
+    records, else their run.json): the stricter ones apply
+    (:func:`segone.privacy.tracking_plan`).  With consent rules, customers
+    gone since the old output are left out of moves.parquet (they may have
+    withdrawn consent) unless both runs count a missing record as consent;
+    with a minimum segment size (the larger of the two), migration cells and
+    tracking counts of fewer customers are suppressed.  Outputs with raw ids
+    and pseudonyms, or pseudonyms of two keys, are refused
+    (:class:`segone.privacy.WiderPrivacyError`).
+
     Parameters
     ----------
     old_dir, new_dir : str or path
@@ -1978,8 +1989,13 @@ def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_col
 
 
 def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, overwrite):
+    from segone import privacy as _privacy
     from segone.io import atomic_directory, write_json, write_parquet
 
+    # the privacy options of both outputs, checked before any work: the stricter apply
+    (rec_old, src_old), (rec_new, src_new) = _privacy.output_record(old_dir), _privacy.output_record(new_dir)
+    plan = _privacy.tracking_plan(rec_old, rec_new, where=(f"the old output {os.fspath(old_dir)!r}",
+                                                           f"the new output {os.fspath(new_dir)!r}"))  # fmt: skip
     probe = [spend] if spend is not None else ["spend", "spend_total"]
     old = read_previous(old_dir, id_column=id_column, spend=probe)
     new = read_previous(new_dir, id_column=id_column or old.id_column, spend=probe)
@@ -2030,11 +2046,28 @@ def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, over
     summary["spend_column"] = spend
     if hist is None and "no feature PSI" not in " ".join(summary["notes"]):
         summary["notes"].append("no feature PSI: the new model holds no feature histogram")
+    # EXPORT: the same functions as run: consent on the moves, small cells suppressed
+    migration = cont.finish()
+    n_moves = moves.num_rows
+    moves = _privacy.filter_moves(moves, pa.array([], moves.schema.field(cid).type), plan=plan, id_column=cid)
+    suppressed = {}
+    if plan.min_segment_size is not None:
+        migration, suppressed["migration"] = _privacy.suppress_migration(migration, plan.min_segment_size)
+        summary["customers"] = _privacy.suppress_counts(summary["customers"], plan.min_segment_size)
+    summary["privacy"] = {
+        "from": {"old": src_old, "new": src_new},
+        "consent": [str(r) for r in plan.rules] or None,
+        "consent_default": plan.default if plan.rules else None,
+        "moves_left_out": n_moves - moves.num_rows,
+        "pseudonymous_ids": bool(rec_old and rec_old.get("hash_ids")),
+        "min_segment_size": plan.min_segment_size,
+        "cells_suppressed": {name: int(r.get("cells", 0)) for name, r in suppressed.items()},
+    }
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        write_parquet(cont.finish(), os.path.join(tmp, "migration.parquet"))
-        write_parquet(moves, os.path.join(tmp, "moves.parquet"))
-        write_json(summary, os.path.join(tmp, "tracking.json"))
-    return Comparison(os.path.abspath(os.fspath(out_dir)), moves, migration_table(cont), summary)
+        write_parquet(migration, os.path.join(tmp, outputs.MIGRATION))
+        write_parquet(moves, os.path.join(tmp, outputs.MOVES))
+        write_json(summary, os.path.join(tmp, outputs.TRACKING_JSON))
+    return Comparison(os.path.abspath(os.fspath(out_dir)), moves, migration, summary)
 
 
 __all__ = [

@@ -168,7 +168,9 @@ def write_report(out_dir, path=None, *, title=None, max_rows=MAX_ROWS, persona_r
     data = read_outputs(out_dir, max_rows=max_rows, persona_rows=persona_rows,
                         personas_per_segment=personas_per_segment)  # fmt: skip
     page = Page(data, _charts, title=title).render(vega_bundle())
-    path = os.fspath(path) if path is not None else os.path.join(os.fspath(out_dir), "report.html")
+    from segone.outputs import REPORT
+
+    path = os.fspath(path) if path is not None else os.path.join(os.fspath(out_dir), REPORT)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = path + ".tmp"

@@ -18,7 +18,12 @@ Privacy (run.json ``privacy``): with a minimum segment size ``k``
 too), every figure that describes fewer than ``k`` customers is withheld:
 segments below ``k``, attribute-mix cells, RFM cells, migration cells and
 value distributions of fewer than ``k`` customers.  Customer ids are shown as
-the outputs hold them (pseudonyms when the run hashed them).
+the outputs hold them (pseudonyms when the run hashed them).  The privacy
+options recorded in the output's model (:func:`segone.privacy.output_record`)
+count too: the larger minimum applies, and when the model hashed ids but
+personas.parquet holds ids not marked as pseudonyms, no persona card is shown.
+
+File names come from :mod:`segone.outputs`.
 """
 
 import json
@@ -32,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segone import outputs
 from segone.errors import ModelFormatError
 
 MAX_ROWS = 100_000  # rows read at most from assignments.parquet
@@ -196,7 +202,7 @@ def _privacy(run):
 
 
 def read_segments(out_dir, k):
-    path = os.path.join(out_dir, "segments.parquet")
+    path = os.path.join(out_dir, outputs.SEGMENTS)
     table = pq.read_table(path)
     names = table.column_names
     sid = pick(names, SEGMENT_ID)
@@ -234,7 +240,7 @@ def read_segments(out_dir, k):
 def read_rfm(out_dir, run, k):
     """The R x F grid: rfm.parquet (r, f, customers[, spend][, segment]) or run.json ``rfm_grid`` / ``rfm.grid``."""
     rows = None
-    for name in ("rfm.parquet", "rfm_grid.parquet"):
+    for name in (outputs.RFM, "rfm_grid.parquet"):  # rfm_grid.parquet: an older name
         path = os.path.join(out_dir, name)
         if os.path.exists(path):
             rows = pq.read_table(path).to_pylist()
@@ -282,7 +288,7 @@ def read_rfm(out_dir, run, k):
 
 
 def read_migration(out_dir, k):
-    for name in ("migration.parquet", os.path.join("tracking", "migration.parquet")):
+    for name in (outputs.MIGRATION, os.path.join("tracking", outputs.MIGRATION)):
         path = os.path.join(out_dir, name)
         if os.path.exists(path):
             break
@@ -317,7 +323,7 @@ def read_migration(out_dir, k):
 def read_tracking(out_dir, run):
     t = run.get("tracking")
     if not isinstance(t, dict):
-        path = os.path.join(out_dir, "tracking.json")
+        path = os.path.join(out_dir, outputs.TRACKING_JSON)
         t = _read_json(path) if os.path.exists(path) else None
     return t if isinstance(t, dict) else None
 
@@ -482,19 +488,25 @@ def read_outputs(out_dir, *, max_rows=MAX_ROWS, persona_rows=MAX_PERSONA_ROWS, p
     out_dir = os.fspath(out_dir)
     if not os.path.isdir(out_dir):
         raise ModelFormatError(f"{out_dir!r} is not a directory; give the --out directory of `segone run`.")
-    missing = [n for n in ("run.json", "segments.parquet") if not os.path.exists(os.path.join(out_dir, n))]
+    missing = [n for n in (outputs.RUN_JSON, outputs.SEGMENTS) if not os.path.exists(os.path.join(out_dir, n))]
     if missing:
         raise ModelFormatError(
             f"{out_dir!r} has no {' or '.join(missing)}: it is not a complete output of `segone run` "
             "(a run that failed, or another directory)."
         )
     try:
-        run = _read_json(os.path.join(out_dir, "run.json"))
+        run = _read_json(os.path.join(out_dir, outputs.RUN_JSON))
     except (OSError, ValueError) as exc:
         raise ModelFormatError(f"{out_dir}/run.json cannot be read ({exc}).") from None
     if not isinstance(run, dict):
         raise ModelFormatError(f"{out_dir}/run.json does not hold a JSON object.")
     k, privacy = _privacy(run)
+    from segone.privacy import output_record
+
+    record, _ = output_record(out_dir)  # the options the model was fitted with (None: an older model)
+    k_model = record.get("min_segment_size") if record else None
+    if k_model is not None and k_model > 1 and (k is None or k_model > k):
+        k = k_model
     try:
         segments, lift, mixes = read_segments(out_dir, k)
     except (OSError, pa.ArrowException) as exc:
@@ -512,23 +524,28 @@ def read_outputs(out_dir, *, max_rows=MAX_ROWS, persona_rows=MAX_PERSONA_ROWS, p
             return None
 
     data.rfm = optional("The RFM grid", read_rfm, out_dir, run, k)
-    data.migration = optional("migration.parquet", read_migration, out_dir, k)
+    data.migration = optional(outputs.MIGRATION, read_migration, out_dir, k)
     data.tracking = optional("The tracking figures", read_tracking, out_dir, run)
-    data.moves_rows = optional("moves.parquet", parquet_rows, os.path.join(out_dir, "moves.parquet"))
+    data.moves_rows = optional(outputs.MOVES, parquet_rows, os.path.join(out_dir, outputs.MOVES))
     data.value_info = run.get("clv") if isinstance(run.get("clv"), dict) else None
 
     want = ["customer_id", *CUSTOMER_ID[1:], "segment", "distance"] + [c for cs in VALUE_COLUMNS.values() for c in cs]
-    res = optional("assignments.parquet", read_head, os.path.join(out_dir, "assignments.parquet"), want, max_rows)
+    res = optional(outputs.ASSIGNMENTS, read_head, os.path.join(out_dir, outputs.ASSIGNMENTS), want, max_rows)
     assign, a_total = res if res else (None, None)
     data.sample["assignments"] = (0 if assign is None else assign.num_rows, a_total)
     data.value = optional("The predicted value", read_value, data, assign, a_total)
 
-    res = optional("personas.parquet", read_head, os.path.join(out_dir, "personas.parquet"),
+    res = optional(outputs.PERSONAS, read_head, os.path.join(out_dir, outputs.PERSONAS),
                    ["customer_id", *CUSTOMER_ID[1:], "segment", "summary", "traits"], persona_rows)  # fmt: skip
     personas, p_total = res if res else (None, None)
     if personas is not None:
         id_field = next((f for f in personas.schema if f.name in CUSTOMER_ID), None)
-        data.pseudonyms = bool(id_field is not None and id_field.metadata and b"segone.pseudonym" in id_field.metadata)
+        meta = id_field.metadata if id_field is not None else None
+        data.pseudonyms = bool(meta and outputs.PSEUDONYM_METADATA in meta)
+        if record and record.get("hash_ids") and not data.pseudonyms:
+            data.notes.append("The persona cards are left out: the model hashed the customer ids but "
+                              f"{outputs.PERSONAS} holds ids not marked as pseudonyms.")  # fmt: skip
+            personas = None
     data.sample["personas"] = (0 if personas is None else personas.num_rows, p_total)
     data.personas = optional("The persona cards", _typical_personas, data, personas, assign, personas_per_segment) or {}
     return data
