@@ -199,3 +199,77 @@ def test_a_run_never_calls_visitors_buyers_and_their_personas_read_well(tmp_path
     per = pq.read_table(tmp_path / "o" / "personas.parquet").to_pylist()
     visitors = [p["summary"] for p in per if kind[p["customer_id"]] != "buyer"]
     assert not any("order(s)" in v or "0 order" in v or "(0 in all)" in v for v in visitors), visitors[:5]
+
+
+# ------------------------------------------------------------------ 1. recency words agree with p_alive
+def test_lapsed_only_when_the_value_model_agrees():
+    from test_describe import _profiles
+
+    t, lab = _profiles(7, [10, 60, 60], [500, 500, 500])
+    n = t.num_rows
+    p_alive = np.where(lab == 1, 0.2, 0.94)  # segment 1: long gone and the model agrees; segment 2: it does not
+    t = t.append_column("p_alive", pa.array(p_alive))
+    labels = segone.describe_segments(t, lab, 3).column("label").to_pylist()
+    assert labels[0].startswith("Active"), labels
+    assert labels[1].startswith("Lapsed"), labels
+    assert labels[2].startswith("Quiet") and "likely to return" in labels[2] and "apsed" not in labels[2], labels
+    # the threshold is data: at 0.95 the model no longer vouches for segment 2
+    rules = dict(segone.DEFAULT_LABEL_RULES, alive_check=dict(segone.DEFAULT_LABEL_RULES["alive_check"],
+                                                              max_p_alive=0.95))  # fmt: skip
+    assert segone.describe_segments(t, lab, 3, rules=rules).column("label")[2].as_py().startswith("Lapsed")
+    # one-time buyers: BG/NBD says p_alive 1 by construction, so recency alone decides
+    one = t.set_column(t.column_names.index("orders"), "orders", pa.array(np.ones(n, np.int64)))
+    one = one.set_column(one.column_names.index("purchase_days"), "purchase_days", pa.array(np.ones(n)))
+    assert "Quiet" not in " ".join(segone.describe_segments(one, lab, 3).column("label").to_pylist())
+
+
+# ------------------------------------------------------------------ 4. wording
+def test_four_equal_categories_are_all_named_whatever_their_order():
+    from test_describe import _profiles
+
+    labels = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        t, lab = _profiles(7, [10, 10], [500, 500], n=100)
+        n = t.num_rows
+        cats = ["dairy", "bakery", "produce", "meat"]
+        jitter = rng.uniform(-0.01, 0.01, 4)
+        for c, dj in zip(cats, jitter):  # segment 0: four at about 23.5% each; segment 1: elsewhere
+            t = t.append_column(f"share_{c}", pa.array(np.where(lab == 0, 0.235 + dj, 0.02)))
+        t = t.append_column("share_other", pa.array(np.where(lab == 0, 0.06, 0.92)))
+        labels.append(segone.describe_segments(t, lab, 2).column("label")[0].as_py())
+    assert len(set(labels)) == 1, labels
+    assert labels[0].endswith("mostly bakery, dairy, meat and produce"), labels
+
+
+def test_wording_no_empty_values_right_plurals_capped_ratios_and_never_buys():
+    rng = np.random.default_rng(1)
+    n = 400
+    spend = rng.gamma(2.0, 50.0, n)
+    spend[:3] = [40000.0, 60000.0, 90000.0]  # a few customers far above typical
+    orders = rng.integers(2, 6, n)
+    orders[3:40] = 1
+    ncat = rng.integers(3, 8, n)
+    ncat[40:80] = 1
+    milk = rng.uniform(0.2, 0.4, n)
+    milk[80:110] = 0.0  # never buys what the base spends a third on
+    rare = np.zeros(n)
+    rare[110:130] = 0.002  # a share that reads 0%
+    prof = pa.table({"customer_id": np.arange(n), "orders": orders, "spend_total": spend,
+                     "n_categories": ncat, "share_milk": milk, "share_caviar": rare,
+                     "consent_purposes": pa.array([""] * 30 + ["marketing"] * 20 + ["analytics"] * 350)})  # fmt: skip
+    per = segone.personas(prof).column("summary").to_pylist()
+    text = " | ".join(per)
+    assert "Consent purposes: ;" not in text and not any(p.rstrip().endswith(":") for p in per)
+    small = pa.table({"customer_id": np.arange(n), "orders": np.full(n, 2),
+                      "consent_purposes": prof.column("consent_purposes")})  # fmt: skip
+    per_small = segone.personas(small).column("summary").to_pylist()
+    assert per_small[30].startswith("Consent purposes: marketing") and "Consent" not in per_small[0], per_small[:31]
+    assert "1 category" in per[40] or "sticks to" not in per[40], per[40]
+    assert "1 categories" not in text and "1 orders" not in text and "order(s)" not in text
+    assert "far above the typical customer" in per[0] and "x the typical" not in per[0], per[0]
+    assert not any(f"{r:.1f}x" in text for r in (spend[:3] / np.median(spend)))
+    assert "never buys milk" in " ".join(per[80:110]), per[80:83]
+    import re
+
+    assert not re.search(r"(?<![0-9])0% of spend", text) and "never buys caviar" not in text, text

@@ -8,7 +8,7 @@ mergeable quantile sketch of the feature (:class:`PersonaState` holds a
 trait's signed strength is ``2 p - 1`` (-1: lowest in the base, +1:
 highest).  A categorical attribute value is a trait as strong as it is rare
 (``1 - 2 x the share of customers holding it``; values held by half the base
-or more are never traits).
+or more, and empty values such as "" or "[]", are never traits).
 
 Features are grouped (orders, purchase days and the order windows all say
 "buys often"); a group contributes its strongest member only.  The compiled
@@ -545,6 +545,8 @@ class PersonaModel:
             keys = list(counts)
             s = 1.0 - 2.0 * np.array([counts[v] / total for v in keys] + [1.0])
             s[s <= 0] = np.nan
+            # an empty value (an empty list such as "", ";" or "[]": no letter or digit) is never a trait
+            s[:-1][[not any(ch.isalnum() for ch in v) for v in keys]] = np.nan
             code = pc.fill_null(pc.index_in(vals, value_set=pa.array(keys, pa.string())), len(keys))
             cat_cols.append((c, vals, s.astype(np.float32)[code.to_numpy(zero_copy_only=False)]))
         S, V = self._strengths(table, len(cat_cols))
