@@ -523,3 +523,150 @@ def check_npy_header(path, what, *, shape=None, dtypes=(np.float32, np.float64),
             f"{size - offset:,} bytes after its header; the file is truncated or corrupt; {fix}."
         )
     return tuple(shp), dtype, fortran, offset
+
+
+# ------------------------------------------------ the numeric parameters of run / apply / track (before any work)
+MAX_HORIZON_MONTHS = 1200  # 100 years: the value model sums one term per month of the horizon
+MAX_DISCOUNT_RATE = 1.0  # per month: 100% a month already makes every month after the first worthless
+MAX_N_INIT = 1000
+MAX_REFINE = 1000
+
+
+def check_discount_rate(value, name="discount_rate"):
+    """The monthly discount rate of the customer value: a finite number in [0, 1] (e.g. 0.01 for 1% a month).
+
+    A negative rate inflates every value (it compounds the future up), NaN or
+    infinity makes every value undefined.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ParameterError(f"{name} must be a finite number (a monthly rate such as 0.01 for 1% a month), got "
+                             f"{value!r}.")  # fmt: skip
+    if not 0.0 <= value <= MAX_DISCOUNT_RATE:
+        raise ParameterError(
+            f"{name}={value!r} is out of range: it is a monthly rate in [0, {MAX_DISCOUNT_RATE:g}] (0.01 is 1% a "
+            "month); a negative rate would inflate every customer value instead of discounting it."
+        )
+    return float(value)
+
+
+def check_horizon_months(value, name="horizon_months"):
+    """The horizon of the predicted purchases and value: an integer number of months in 0..1200 (100 years)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name} must be an integer number of months, got {value!r} ({type(value).__name__}).")
+    if not 0 <= value <= MAX_HORIZON_MONTHS:
+        raise ParameterError(
+            f"{name}={value} is out of range: give 0..{MAX_HORIZON_MONTHS} months ({MAX_HORIZON_MONTHS // 12} "
+            "years; 12 is usual); the value model sums one term per month."
+        )
+    return int(value)
+
+
+def check_n_init(value, name="n_init"):
+    """Seedings tried by the segmenter: an integer in 1..1000."""
+    return check_int(value, name, low=1, high=MAX_N_INIT)
+
+
+def check_refine(value, name="refine"):
+    """Full-data refine passes of the segmenter: an integer in 0..1000."""
+    return check_int(value, name, low=0, high=MAX_REFINE)
+
+
+def check_n_traits(value, name="n_traits"):
+    """Traits per customer persona: an integer in 1..64."""
+    return check_int(value, name, low=1, high=64)
+
+
+def check_min_segment_size(value, name="min_segment_size"):
+    """None, or the smallest number of customers an exported segment or cell may stand for (an integer >= 1)."""
+    return check_int(value, name, low=1, allow_none=True)
+
+
+def check_freq(value, name="freq"):
+    """The period of the value model's BTYD columns: "D" (days), "W" (weeks) or "M" (months)."""
+    return check_choice(value, name, ("D", "W", "M"))
+
+
+def check_run_parameters(*, n_init=5, refine=2, n_traits=3, horizon_months=12, discount_rate=0.01, freq="D",
+                         min_segment_size=None, previous=None, hash_ids=False):  # fmt: skip
+    """Every numeric parameter of :func:`segone.run` range-checked before any work (ParameterError naming it).
+
+    With ``previous``, the previous output must be of the same kind as this
+    run (pseudonymised with ``hash_ids``, plain without):
+    :func:`segone.track.check_previous` (also: no withheld customers).
+
+    Examples
+    --------
+    >>> check_run_parameters(discount_rate=-0.5)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: discount_rate=-0.5 is out of range: it is a monthly rate in [0, 1] (0.01 is 1% a month); a negative rate would inflate every customer value instead of discounting it.
+    """
+    if not (isinstance(n_init, str) and n_init == "auto"):
+        check_n_init(n_init)
+    if not (isinstance(refine, str) and refine == "auto"):
+        check_refine(refine)
+    check_n_traits(n_traits)
+    check_horizon_months(horizon_months)
+    check_discount_rate(discount_rate)
+    check_freq(freq)
+    check_min_segment_size(min_segment_size)
+    if previous is not None:
+        from segone.track import check_previous
+
+        check_previous(previous, pseudonymised=bool(hash_ids))
+
+
+# ------------------------------------------------ timestamps far beyond the data (damaged bytes read as data)
+US_PER_DAY = 86_400_000_000
+BULK_MIN_ROWS = 100  # fewer rows: no bulk to speak of
+BULK_SAMPLE = 1 << 20  # the quantiles come from an evenly strided sample of at most this many rows
+
+
+def check_timestamp_bulk(ts_us, where):
+    """Refuse timestamps far beyond the bulk of the data, which would move a default ``as_of`` (the latest one).
+
+    The bulk is the range between the 1st and the 99th percentile of the
+    timestamps (microseconds since the epoch); a timestamp later than the
+    99th percentile by more than the bulk's span (and by more than a year)
+    is far beyond it.  Damaged bytes read as data typically do this (a year
+    2032 among purchases of 2023-2024).  Raises DataError naming the rows,
+    the values and what to do; fewer than 100 rows are not checked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ts = np.arange(1000, dtype=np.int64) * 86_400_000_000 + 1_700_000_000_000_000
+    >>> check_timestamp_bulk(ts, "transactions.ts")
+    >>> ts[7] = 1_960_000_000_000_000  # 2032
+    >>> check_timestamp_bulk(ts, "transactions.ts")
+    Traceback (most recent call last):
+    ...
+    segone.errors.DataError: transactions.ts: 1 timestamps lie far beyond the bulk of the data ...
+    """
+    import datetime as _dt
+
+    ts = np.asarray(ts_us)
+    n = ts.size
+    if n < BULK_MIN_ROWS:
+        return
+    latest = int(ts.max())
+    sample = ts[:: max(1, n // BULK_SAMPLE)]
+    m = sample.size
+    lo_k, hi_k = int(0.01 * (m - 1)), int(0.99 * (m - 1))
+    part = np.partition(sample, (lo_k, hi_k))
+    lo, hi = int(part[lo_k]), int(part[hi_k])
+    limit = hi + max(hi - lo, 365 * US_PER_DAY)
+    if latest <= limit:
+        return
+    rows = np.flatnonzero(ts > limit)
+
+    def day(us):
+        return (_dt.datetime(1970, 1, 1) + _dt.timedelta(microseconds=int(us))).date().isoformat()
+
+    raise DataError(
+        f"{where}: {rows.size} timestamps lie far beyond the bulk of the data (98% of the rows fall between "
+        f"{day(lo)} and {day(hi)}; rows {examples(rows)} hold {', '.join(day(v) for v in ts[rows[:5]])}), so "
+        f"the default as_of (the latest timestamp) would jump to {day(latest)}. Damaged file bytes read as data "
+        "do this: check those rows and the file they come from, drop them, or pass as_of (--as-of) explicitly "
+        "(rows after it are then excluded and counted)."
+    )

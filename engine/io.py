@@ -268,7 +268,50 @@ def _format_object(fmt, column_types=None, delimiter=None):
         )
     if column_types:
         raise ParameterError(f"column_types applies to CSV files only; {FORMAT_NAMES[fmt]} files carry their types.")
-    return ds.IpcFileFormat() if fmt == "ipc" else ds.ParquetFileFormat()
+    return ds.IpcFileFormat() if fmt == "ipc" else parquet_format()
+
+
+def parquet_format():
+    """The Parquet format segone reads with: page checksums verified where the file has them (a page whose bytes
+    were damaged after writing raises, naming the file, instead of being read as data)."""
+    return ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+        page_checksum_verification=True))  # fmt: skip
+
+
+DELIMITERS = (",", ";", "\t", "|")  # the field separators a CSV file is sniffed for
+
+
+def sniff_delimiter(path, fmt="csv"):
+    """The field separator of a CSV / TSV file, from its header line: the format's own ("," or tab) when the
+    header holds it, else the one of ``;``, tab, ``|`` and ``,`` it holds most (None when it holds none).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "tx.csv")
+    >>> _ = open(p, "w").write("customer_id;ts;amount\\n1;2024-03-18;9,5\\n")
+    >>> sniff_delimiter(p)
+    ';'
+    """
+    import bz2
+    import gzip
+
+    path = os.fspath(path)
+    low = path.lower()
+    opener = gzip.open if low.endswith(".gz") else bz2.open if low.endswith(".bz2") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(65536)
+    except (OSError, EOFError, ValueError):
+        return None
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    first = re.sub(r'"(?:[^"]|"")*"', "", first)  # separators inside quoted names do not count
+    own = "\t" if fmt == "tsv" else ","
+    if own in first:
+        return None
+    counts = {d: first.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else None
 
 
 def dataset(path, *, format=None, column_types=None, delimiter=None, name="input"):
@@ -284,7 +327,9 @@ def dataset(path, *, format=None, column_types=None, delimiter=None, name="input
         CSV only: ``{column: pyarrow type}`` for columns whose inferred type is
         not wanted (e.g. ``{"customer_id": pa.string()}`` to keep leading zeros).
     delimiter : str or None
-        CSV only: the field separator (default "," for CSV, tab for TSV).
+        CSV only: the field separator.  None: "," for CSV and tab for TSV,
+        unless the header line holds none of it but ``;``, tab or ``|``
+        (:func:`sniff_delimiter`): a file of another separator is read as such.
 
     Examples
     --------
@@ -319,6 +364,8 @@ def dataset(path, *, format=None, column_types=None, delimiter=None, name="input
                 "streams it) or pyarrow.ipc.open_stream(path), or write it in the IPC file format "
                 "(pyarrow.feather.write_feather)."
             )
+    if fmt in ("csv", "tsv") and delimiter is None:  # a ;-, tab- or |-separated file named .csv: its header tells
+        delimiter = sniff_delimiter(files[0] if isinstance(files, list) else files, fmt)
     fmt_obj = _format_object(fmt, column_types, delimiter)
     if isinstance(files, list) and len(files) > 1:
         if fmt in ("csv", "tsv"):
@@ -569,6 +616,9 @@ def _read_error(exc, name, source, arrow=None, columns=None):
         if os.path.isfile(files[0]):
             fmt = file_format(files[0])
     fix = _fix_hint(fmt) if fmt else "Check the input can be read."
+    if "checksum" in str(exc).lower():
+        fix = ("A page's checksum does not match its bytes: the file was damaged after it was written (storage, "
+               "copy or transfer). Restore it from its source, or write it again.")  # fmt: skip
     return DataError(f"{name}: reading {where} failed: {_msg(exc)} {fix}")
 
 
@@ -704,6 +754,16 @@ def _pick_columns(names, columns, optional, name, schema=None, source=None):
     missing = [c for c in columns if c not in names]
     where = f" ({os.fspath(source)!r})" if isinstance(source, (str, os.PathLike)) else ""
     if missing:
+        names_ = list(names)
+        seps = [d for d in DELIMITERS if len(names_) == 1 and d in str(names_[0])]
+        if seps:  # one column whose name holds separators: the file was split on the wrong character
+            shown = {"\t": "tab"}.get(seps[0], seps[0])
+            raise SchemaError(
+                f"{name}{where}: required column(s) {', '.join(map(repr, missing))} not found; the input has one "
+                f"column {names_[0][:80]!r}: the file looks {shown}-separated, not split on its separator. Read it "
+                f"with segone.io.dataset(path, delimiter={seps[0]!r}) and pass that dataset, or write it "
+                "comma-separated."
+            )
         raise SchemaError(
             f"{name}{where}: required column(s) {', '.join(map(repr, missing))} not found; the input has "
             f"columns {list(names)[:20]}. Rename them, or map roles to your names with "
@@ -1306,7 +1366,7 @@ def write_parquet(table, path):
     """Write one Parquet file atomically (temporary name, then rename)."""
     path = os.fspath(path)
     tmp = path + ".tmp"
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, write_page_checksum=True)  # readers verify them (parquet_format)
     os.replace(tmp, path)
 
 

@@ -30,7 +30,7 @@ from segone import _memory
 from segone import track as _track
 from segone._engine import LocalEngine
 from segone._threads import effective_n_threads
-from segone._validation import check_int, check_n_clusters
+from segone._validation import check_int, check_n_clusters, check_run_parameters
 from segone.assign import assign_piece
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ParameterError
@@ -278,6 +278,9 @@ def run(
     sample_size = check_int(sample_size, "sample_size", low=1)
     value_penalizer = _clv.check_penalizer(value_penalizer, "value_penalizer")
     effective_n_threads(n_threads)  # an absurd thread count is refused before any work
+    check_run_parameters(n_init=n_init, refine=refine, n_traits=n_traits, horizon_months=horizon_months,
+                         discount_rate=discount_rate, freq=freq, min_segment_size=min_segment_size, previous=previous,
+                         hash_ids=hash_ids)  # every numeric parameter, and a previous run that can be tracked
     if previous is not None and not os.path.isdir(os.fspath(previous)):
         raise ParameterError(f"previous={os.fspath(previous)!r} is not a directory; give the --out of an earlier run.")
     inputs = resolve_inputs(input, events, attributes)

@@ -1524,7 +1524,14 @@ class PrivacyOptions:
         k = None
         if self.min_segment_size is not None:
             n = None if n_customers is None else int(n_customers)
-            k = _check_k(self.min_segment_size, n)
+            k = _check_k(self.min_segment_size)
+            if n is not None and k > n:  # n: the rows of the inputs, an upper bound of the customers
+                raise ParameterError(
+                    f"min_segment_size={k} is larger than the {n} rows of the inputs, so larger than the number of "
+                    "customers (at most one per row): no segment could be shown. Lower it below the number of "
+                    "customers (each exported segment must hold at least min_segment_size of them), or leave it "
+                    "unset."
+                )
         key, source = None, None
         if self.hash_ids:
             key, source = load_key(self.id_key, self.id_key_file)

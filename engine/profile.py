@@ -651,6 +651,9 @@ def build_profiles_with_summary(
     # time reference
     as_of_us = parse_as_of(as_of)
     if as_of_us is None:
+        from segone._validation import check_timestamp_bulk
+
+        check_timestamp_bulk(ts, f"transactions.{tcol}")  # far-off (damaged) timestamps would move as_of
         as_of_us = int(ts.max())
         summary["as_of_source"] = "latest transaction timestamp"
     ev_ts = None
@@ -1175,6 +1178,10 @@ class ScanState(State):
         got = _collect(source, "transactions", cid, tcol, summary, amount=roles["amount"], categorical=(cat_role, ch_role))
         ts, amount = got["ts"], got["amount"]
         as_of_us = parse_as_of(as_of)
+        if as_of_us is None:  # this piece's far-off (damaged) timestamps would move the global as_of
+            from segone._validation import check_timestamp_bulk
+
+            check_timestamp_bulk(ts, f"transactions.{tcol}")
         keep = ts <= as_of_us if as_of_us is not None else np.ones(ts.size, dtype=bool)
         if drop_returns:
             keep &= amount >= 0

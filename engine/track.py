@@ -1299,7 +1299,9 @@ def _read_assignments(path, id_column, spend, lazy=False):
             "directory, or the wrong folder?). Pass the --out directory of a finished `segone run`, or re-run it."
         )
     try:
-        dataset = ds.dataset(apath, format="parquet")
+        from segone.io import parquet_format
+
+        dataset = ds.dataset(apath, format=parquet_format())  # page checksums verified where written
         names = dataset.schema.names
         cid = id_column
         if cid is None:
@@ -1352,7 +1354,7 @@ def previous_piece(source, *, id_column, columns, segment_ids=None, where="previ
     else:
         path, groups = source
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, page_checksum_verification=True)
             table = pf.read_row_groups(list(groups), columns=list(columns)) if groups else \
                 pf.schema_arrow.empty_table().select(list(columns))  # fmt: skip
         except (pa.ArrowInvalid, OSError, KeyError) as exc:
@@ -1922,6 +1924,126 @@ def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="s
 
 
 # ------------------------------------------------------------ comparing outputs
+def output_pseudonymised(path):
+    """True when the output directory ``path`` holds pseudonyms instead of customer ids (a ``--hash-ids`` run).
+
+    The id column of assignments.parquet carries the ``segone.pseudonym``
+    field metadata; run.json's ``privacy.pseudonymous_ids.enabled`` says so
+    too (either is enough).  False for plain ids or when neither can be read.
+    """
+    import pyarrow.dataset as ds
+
+    from segone._validation import load_json
+
+    rpath = os.path.join(os.fspath(path), "run.json")
+    if os.path.isfile(rpath):
+        try:
+            run = load_json(rpath, "run.json")
+            hashing = (run.get("privacy") or {}).get("pseudonymous_ids") or {}
+            if isinstance(hashing, dict) and hashing.get("enabled") is True:
+                return True
+        except (ModelFormatError, AttributeError):
+            pass
+    try:
+        schema = ds.dataset(os.path.join(os.fspath(path), "assignments.parquet"), format="parquet").schema
+    except (pa.ArrowInvalid, OSError, ValueError):
+        return False
+    return any(f.metadata and b"segone.pseudonym" in f.metadata for f in schema)
+
+
+def _withheld(run):
+    """(customers withheld, segment ids withheld, min_segment_size) of a run.json, or None."""
+    try:
+        priv = run.get("privacy") or {}
+        small = priv.get("small_segments") or {}
+        n = small.get("customers_withheld") or 0
+        if small.get("method") == "withhold" and isinstance(n, int) and n > 0:
+            return n, list(small.get("withheld") or []), priv.get("min_segment_size")
+    except AttributeError:
+        pass
+    return None
+
+
+def check_previous(path, *, pseudonymised=None, role="previous output", now="this run"):
+    """Check before any work that the output ``path`` can be tracked against (SegoneError saying what to do).
+
+    * ``pseudonymised`` (True / False; None: not checked): whether the
+      other side of the tracking holds pseudonyms (``hash_ids``).  A
+      pseudonymised run and a plain one share no id, so every customer
+      would be "new": refused, naming the side that is pseudonymised.
+    * A previous run written with ``small_segments="withhold"`` published no
+      segment for the customers of its small segments: refused, saying how
+      to write a previous output every customer of which has a segment.
+
+    Examples
+    --------
+    >>> import os, tempfile, segone
+    >>> from segone.track import check_previous
+    >>> out = os.path.join(tempfile.mkdtemp(), "out")
+    >>> _ = segone.run(segone.synth.generate(300, seed=0).transactions, out, 3, value=False)
+    >>> check_previous(out, pseudonymised=False)
+    """
+    from segone._validation import load_json
+
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return
+    if pseudonymised is not None:
+        theirs = output_pseudonymised(path)
+        if theirs and not pseudonymised:
+            raise SchemaError(
+                f"the {role} {path!r} is pseudonymised (written with hash_ids / --hash-ids: its ids are HMAC "
+                f"pseudonyms) but {now} has plain customer ids, so no customer can be matched and every one would "
+                "count as new. Pass hash_ids=True (--hash-ids) with the same key ($SEGONE_ID_KEY or --id-key-file) "
+                f"so that both sides hold the same pseudonyms, or track against a {role} written without --hash-ids."
+            )
+        if pseudonymised and not theirs:
+            raise SchemaError(
+                f"{now} is pseudonymised (hash_ids / --hash-ids) but the {role} {path!r} holds plain customer ids, "
+                "so no customer can be matched and every one would count as new. Track against a run written with "
+                "--hash-ids and the same key, or run this one without --hash-ids (then no id is pseudonymised)."
+            )
+    rpath = os.path.join(path, "run.json")
+    run = None
+    if os.path.isfile(rpath):
+        try:
+            run = load_json(rpath, "run.json")
+        except ModelFormatError:
+            run = None
+    held = _withheld(run) if isinstance(run, dict) else None
+    if held is not None:
+        n, ids, k = held
+        raise DataError(
+            f"the {role} {path!r} was written with small_segments='withhold' (min_segment_size={k}): its "
+            f"{n} customers of the small segments {ids[:10]} have no segment in assignments.parquet, so where "
+            "they were is not published and they cannot be tracked. To track against that period, write it "
+            "again with small_segments='merge' (--small-segments merge: a small segment joins its nearest, every "
+            "customer keeps a segment) and pass that output" + ("; or leave out previous (--previous) for this run."
+                                                              if role == "previous output" else ".")
+        )
+
+
+def _check_spend(spend, *outputs):
+    """A spend column asked for (``--spend``) must be a column of the assignments of at least one output."""
+    import pyarrow.dataset as ds
+
+    if spend is None:
+        return
+    names = []
+    for out in outputs:
+        try:
+            names.append(ds.dataset(os.path.join(out, "assignments.parquet"), format="parquet").schema.names)
+        except (pa.ArrowInvalid, OSError, ValueError):
+            names.append([])
+    if not any(spend in n for n in names):
+        have = sorted({c for n in names for c in n if c not in ("segment",)})
+        raise SchemaError(
+            f"spend column {spend!r} (--spend) is not a column of the assignments of {' or '.join(map(repr, outputs))}"
+            f"; their columns are {have[:20]}. Give one of them (e.g. --spend spend_total when the runs wrote it), "
+            "or leave out --spend."
+        )
+
+
 @dataclass
 class Comparison:
     """What :func:`compare_outputs` wrote: the tables and tracking.json's content."""
@@ -1996,6 +2118,10 @@ def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, over
     (rec_old, src_old), (rec_new, src_new) = _privacy.output_record(old_dir), _privacy.output_record(new_dir)
     plan = _privacy.tracking_plan(rec_old, rec_new, where=(f"the old output {os.fspath(old_dir)!r}",
                                                            f"the new output {os.fspath(new_dir)!r}"))  # fmt: skip
+    check_previous(old_dir, pseudonymised=output_pseudonymised(new_dir), role="old output",
+                   now=f"the new output {os.fspath(new_dir)!r}")  # fmt: skip
+    check_previous(new_dir, role="new output")
+    _check_spend(spend, os.fspath(old_dir), os.fspath(new_dir))
     probe = [spend] if spend is not None else ["spend", "spend_total"]
     old = read_previous(old_dir, id_column=id_column, spend=probe)
     new = read_previous(new_dir, id_column=id_column or old.id_column, spend=probe)
@@ -2078,6 +2204,7 @@ __all__ = [
     "SegmentMatch",
     "Tracking",
     "check_id_types",
+    "check_previous",
     "compare_outputs",
     "feature_psi",
     "match_centroids",
@@ -2086,6 +2213,7 @@ __all__ = [
     "migration_table",
     "moves_and_contingency",
     "moves_piece",
+    "output_pseudonymised",
     "psi",
     "read_previous",
     "relabel_piece",

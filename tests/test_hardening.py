@@ -273,7 +273,7 @@ def test_output_problems_are_found_before_any_work(tmp_path, data, monkeypatch):
         segone.run(data.transactions, out, 2)
     monkeypatch.setattr(segone.profile, "build_profiles_with_summary", boom)
     with pytest.raises(OutputError, match="exists and is not empty"):
-        segone.model.apply_model(tmp_path, data.transactions, out)
+        segone.model.apply_model(tmp_path / "model", data.transactions, out)  # (an out inside it: refused too)
     assert _aux(tmp_path) == []
 
 
