@@ -175,7 +175,7 @@ def grocery_like(households=2500, days=730, seed=0, end="2019-01-01"):
 
 # --------------------------------------------------------------------------------------------- checks
 _VALUE_RANK = {"low-spending": 0, "": 1, "high-spending": 2, "big-spending": 3}
-_RECENCY = ("new", "active", "cooling", "lapsed")
+_RECENCY = ("new", "active", "cooling", "lapsed", "quiet")  # "quiet": lapsed by recency, alive by p_alive
 
 
 def label_words(label, rules=None):
@@ -257,6 +257,12 @@ def honesty_problems(segments, rules=None, tolerance=0.01):
             want = None  # within the sketch error of a threshold
         else:
             want = band(r / gap, rules["recency"], False)
+        chk = rules.get("alive_check") or {}
+        alive = t.get("median_" + chk.get("column", "p_alive"), [float("nan")] * len(t["label"]))[i]
+        one_time = t["median_orders"][i] < 1.5
+        if chk and want in chk.get("words", {}) and not one_time and np.isfinite(alive):
+            if alive >= chk["max_p_alive"]:  # the value model vouches for them: the replacement word
+                want = chk["words"][want]
         if want is not None and rec != want:
             out.append(f"{lab!r}: median recency {r:.1f} days = {r / gap:.2f} typical gaps of {gap:.1f} days "
                        f"(median tenure {ten:.0f}) is {want!r}, not {rec!r}")  # fmt: skip
