@@ -546,18 +546,30 @@ def _factorize(parts):
     total = sum(lengths)
     id_type = parts[0].type
     if total and pa.types.is_integer(id_type):
-        arrs = [np.array(p.to_numpy(), dtype=np.int64) for p in parts]  # writable copies
-        lo = min(int(a.min()) for a in arrs if a.size)
-        hi = max(int(a.max()) for a in arrs if a.size)
+        lo = min(pc.min(p).as_py() for p in parts if len(p))
+        hi = max(pc.max(p).as_py() for p in parts if len(p))
         span = hi - lo + 1
         if 0 < span <= 4 * total + (1 << 20):
+            # one writable int64 copy per input, made offsets and then codes in place; the caller's Arrow ids
+            # are released as they are copied (``parts`` is consumed), so ids are held once, not three times
             present = np.zeros(span, dtype=bool)
-            for a in arrs:
-                a -= lo  # in place: offsets into the presence table
+            arrs = []
+            for i, p in enumerate(parts):
+                a = np.empty(len(p), dtype=np.int64)
+                at = 0
+                for c in p.chunks if isinstance(p, pa.ChunkedArray) else [p]:
+                    a[at : at + len(c)] = c.to_numpy(zero_copy_only=False)
+                    at += len(c)
+                parts[i] = None
+                a -= lo  # offsets into the presence table
                 present[a] = True
+                arrs.append(a)
             rank = np.cumsum(present, dtype=np.int64) - 1
             uniq = pa.array(np.flatnonzero(present) + lo, type=pa.int64())
-            return uniq, [rank[a] for a in arrs]
+            del present
+            for a in arrs:
+                np.take(rank, a, out=a, mode="clip")  # in place (indices are valid; no buffering)
+            return uniq, arrs
     chunks = [c for p in parts for c in p.chunks]
     enc = pc.dictionary_encode(pa.chunked_array(chunks, type=id_type))
     if enc.num_chunks == 0:
@@ -726,6 +738,14 @@ def build_profiles_with_summary(
         summary["orders_from"] = f"distinct {order_role}"
     else:
         summary["orders_from"] = "rows"
+    # the transaction rows are aggregated: free them (the largest arrays of the stage) before the columns are built
+    btyd_periods = _btyd_periods(codes, ts, amount, n, freq, as_of_us) if freq != "D" else None
+    del ts, amount, codes, cat, ch, order_ids
+    tx.pop("ts", None), tx.pop("amount", None), tx.pop("raw", None)
+    tx["cats"] = {c: (None, labels_) for c, (_, labels_) in tx["cats"].items()}
+    if ev is not None:
+        ev.pop("ts", None)
+        ev["cats"] = {c: (None, labels_) for c, (_, labels_) in ev["cats"].items()}
 
     # recency, frequency, monetary
     cols = {"customer_id": uniq}
@@ -821,7 +841,7 @@ def build_profiles_with_summary(
         last_p = np.where(has, last // US_PER_DAY, 0)
         n_periods, first_spend = purchase_days, agg["first_day_spend"]
     else:
-        as_of_p, first_p, last_p, n_periods, first_spend = _btyd_periods(codes, ts, amount, n, freq, as_of_us)
+        as_of_p, first_p, last_p, n_periods, first_spend = btyd_periods
     repeat = np.maximum(n_periods - 1, 0)
     cols["frequency"] = pa.array(repeat.astype(np.float64))
     cols["recency"] = pa.array(np.where(has, last_p - first_p, 0).astype(np.float64))

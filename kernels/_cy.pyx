@@ -498,13 +498,14 @@ def _profile_kernel(
     const int[::1] ch,               # IN (N,) or (0,)
     const long long[::1] wstart,     # IN (W,)
     long long day_us,
-    const long long[::1] bounds,     # IN (T + 1,) owner group ranges for the scatter
+    const long long[::1] bounds,     # IN (T + 1,) its length sets the scatter's T thread shares
     long long[::1] off,              # OUT (G + 1,) CSR offsets
     long long[::1] o_orders, long long[::1] o_first, long long[::1] o_last,
     double[::1] o_spend, double[::1] o_smax, double[::1] o_gross, double[::1] o_fds,
     long long[::1] o_pdays, long long[:, ::1] o_word, double[:, ::1] o_wsp,
     double[:, ::1] o_cat, double[::1] o_nullcat, long long[::1] o_ncat, long long[:, ::1] o_ch,
     int n_threads,
+    Py_ssize_t block_rows_cap=0,     # rows per block of the grouped copy (0: automatic; tests set it small)
 ):
     cdef Py_ssize_t n = codes.shape[0]
     cdef Py_ssize_t n_groups = o_orders.shape[0]
@@ -529,101 +530,112 @@ def _profile_kernel(
         if off[g + 1] > maxm:
             maxm = off[g + 1]
         off[g + 1] += off[g]
-    # the grouped rows live in a NumPy buffer: NumPy asks the OS for huge pages
-    # on large allocations, which makes first-touch page faults ~100x rarer
-    rows_arr = np.empty(max(n, 1) * sizeof(TxRow), dtype=np.uint8)
+    # The rows are grouped one block of consecutive customers at a time: a block holds at most block_rows rows
+    # (and at least one customer), so the grouped copy costs block_rows * sizeof(TxRow) bytes, not N times that
+    # (at 20M rows, 60 MB instead of 480 MB).  Each block re-reads the codes, which is cheap next to the rows.
+    # The grouped rows live in a NumPy buffer: NumPy asks the OS for huge pages on large allocations.
+    cdef Py_ssize_t block_rows = max(maxm, min(n, max(1 << 21, n // 8) if block_rows_cap <= 0 else block_rows_cap))
+    rows_arr = np.empty(max(block_rows, 1) * sizeof(TxRow), dtype=np.uint8)
     cdef unsigned char[::1] rows_mem = rows_arr
     rows = <TxRow*> &rows_mem[0]
     pos_arr = np.asarray(off[:n_groups]).copy()
     cdef long long[::1] pos = pos_arr
     oom_arr = np.zeros(1, dtype=np.int32)
     cdef int[::1] oom = oom_arr
-    with nogil:
-        # scatter into group order; thread t owns the groups [bounds[t], bounds[t+1]),
-        # so no two threads write the same slot and row order is kept in a group
-        for t in prange(n_parts, schedule="static", chunksize=1, num_threads=n_threads):
-            g0 = bounds[t]
-            g1 = bounds[t + 1]
-            for i in range(n):
-                c = codes[i]
-                if c >= g0 and c < g1:
-                    r = &rows[pos[c]]
-                    r.ts = ts[i]
-                    r.amount = amount[i]
-                    r.cat = cat[i] if has_cat else -1
-                    r.ch = ch[i] if has_ch else -1
-                    pos[c] += 1
-        with parallel(num_threads=n_threads):
-            days = <long long*> malloc(max(maxm, 1) * sizeof(long long))
-            mark = <long long*> malloc(max(n_cat, 1) * sizeof(long long))
-            if mark != NULL:
-                for u in range(n_cat):
-                    mark[u] = -1
-            for g in prange(n_groups, schedule="dynamic", chunksize=4096):
-                if days == NULL or mark == NULL:
-                    oom[0] = 1
-                    continue
-                a = off[g]
-                e = off[g + 1]
-                m = e - a
-                if m == 0:
-                    continue
-                first = rows[a].ts
-                last = rows[a].ts
-                sp = 0.0
-                smax = -INFINITY
-                gross = 0.0
-                nullc = 0.0
-                ncats = 0
-                for q in range(a, e):
-                    r = &rows[q]
-                    amt = r.amount
-                    if r.ts < first:
-                        first = r.ts
-                    if r.ts > last:
-                        last = r.ts
-                    sp = sp + amt
-                    if amt > smax:
-                        smax = amt
-                    pos_amt = amt if amt > 0.0 else 0.0
-                    gross = gross + pos_amt
-                    days[q - a] = _floordiv(r.ts, day_us)
-                    for w in range(n_w):
-                        if r.ts > wstart[w]:
-                            o_word[g, w] += 1
-                            o_wsp[g, w] += amt
-                    if r.cat >= 0:
-                        o_cat[g, r.cat] += pos_amt
-                        if mark[r.cat] != g:
-                            mark[r.cat] = g
-                            ncats = ncats + 1
-                    else:
-                        nullc = nullc + pos_amt
-                    if r.ch >= 0:
-                        o_ch[g, r.ch] += 1
-                # spend on the first purchase day (row order, like the reference)
-                fday = _floordiv(first, day_us)
-                fds = 0.0
-                for q in range(a, e):
-                    if days[q - a] == fday:
-                        fds = fds + rows[q].amount
-                _sort_i64(days, m)
-                nd = 1
-                for q in range(1, m):
-                    if days[q] != days[q - 1]:
-                        nd = nd + 1
-                o_orders[g] = m
-                o_first[g] = first
-                o_last[g] = last
-                o_spend[g] = sp
-                o_smax[g] = smax
-                o_gross[g] = gross
-                o_fds[g] = fds
-                o_pdays[g] = nd
-                o_nullcat[g] = nullc
-                o_ncat[g] = ncats
-            free(days)
-            free(mark)
+    cdef Py_ssize_t gb = 0, ge
+    cdef long long base
+    while gb < n_groups:
+        ge = gb + 1
+        while ge < n_groups and off[ge + 1] - off[gb] <= block_rows:
+            ge = ge + 1
+        base = off[gb]
+        with nogil:
+            # scatter the block's rows into group order; thread t owns a contiguous share of the block's
+            # groups, so no two threads write the same slot and row order is kept in a group
+            for t in prange(n_parts, schedule="static", chunksize=1, num_threads=n_threads):
+                g0 = gb + (ge - gb) * t // n_parts
+                g1 = gb + (ge - gb) * (t + 1) // n_parts
+                for i in range(n):
+                    c = codes[i]
+                    if c >= g0 and c < g1:
+                        r = &rows[pos[c] - base]
+                        r.ts = ts[i]
+                        r.amount = amount[i]
+                        r.cat = cat[i] if has_cat else -1
+                        r.ch = ch[i] if has_ch else -1
+                        pos[c] += 1
+            with parallel(num_threads=n_threads):
+                days = <long long*> malloc(max(maxm, 1) * sizeof(long long))
+                mark = <long long*> malloc(max(n_cat, 1) * sizeof(long long))
+                if mark != NULL:
+                    for u in range(n_cat):
+                        mark[u] = -1
+                for g in prange(gb, ge, schedule="dynamic", chunksize=4096):
+                    if days == NULL or mark == NULL:
+                        oom[0] = 1
+                        continue
+                    a = off[g] - base
+                    e = off[g + 1] - base
+                    m = e - a
+                    if m == 0:
+                        continue
+                    first = rows[a].ts
+                    last = rows[a].ts
+                    sp = 0.0
+                    smax = -INFINITY
+                    gross = 0.0
+                    nullc = 0.0
+                    ncats = 0
+                    for q in range(a, e):
+                        r = &rows[q]
+                        amt = r.amount
+                        if r.ts < first:
+                            first = r.ts
+                        if r.ts > last:
+                            last = r.ts
+                        sp = sp + amt
+                        if amt > smax:
+                            smax = amt
+                        pos_amt = amt if amt > 0.0 else 0.0
+                        gross = gross + pos_amt
+                        days[q - a] = _floordiv(r.ts, day_us)
+                        for w in range(n_w):
+                            if r.ts > wstart[w]:
+                                o_word[g, w] += 1
+                                o_wsp[g, w] += amt
+                        if r.cat >= 0:
+                            o_cat[g, r.cat] += pos_amt
+                            if mark[r.cat] != g:
+                                mark[r.cat] = g
+                                ncats = ncats + 1
+                        else:
+                            nullc = nullc + pos_amt
+                        if r.ch >= 0:
+                            o_ch[g, r.ch] += 1
+                    # spend on the first purchase day (row order, like the reference)
+                    fday = _floordiv(first, day_us)
+                    fds = 0.0
+                    for q in range(a, e):
+                        if days[q - a] == fday:
+                            fds = fds + rows[q].amount
+                    _sort_i64(days, m)
+                    nd = 1
+                    for q in range(1, m):
+                        if days[q] != days[q - 1]:
+                            nd = nd + 1
+                    o_orders[g] = m
+                    o_first[g] = first
+                    o_last[g] = last
+                    o_spend[g] = sp
+                    o_smax[g] = smax
+                    o_gross[g] = gross
+                    o_fds[g] = fds
+                    o_pdays[g] = nd
+                    o_nullcat[g] = nullc
+                    o_ncat[g] = ncats
+                free(days)
+                free(mark)
+        gb = ge
     if oom[0]:
         raise MemoryError("segone profile kernel: could not allocate per-thread scratch memory")
 
@@ -899,8 +911,12 @@ def _minibatch_overflow_error(X, rows, centers, n_threads):
     return overflow_error(X, len(np.unique(bad)), np.unique(bad))
 
 
-def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start, day_us, n_threads=1):
-    """Per-customer aggregates; see ``segone.kernels.reference.profile_pass``."""
+def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start, day_us, n_threads=1,
+                 block_rows=0):
+    """Per-customer aggregates; see ``segone.kernels.reference.profile_pass``.
+
+    ``block_rows`` caps the rows grouped at a time (0: max(2M, N / 8)); the results do not depend on it.
+    """
     codes, ts, amount, cat, channel, window_start, n_cat, n_channel = prepare_profile_inputs(
         codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, window_start
     )
@@ -911,7 +927,7 @@ def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, wi
         codes, ts, amount, cat, channel, window_start, int(day_us), owner_ranges(int(n_groups), nt), off,
         out["orders"], out["first"], out["last"], out["spend"], out["spend_max"], out["gross"],
         out["first_day_spend"], out["purchase_days"], out["window_orders"], out["window_spend"],
-        out["cat_spend"], out["null_cat_spend"], out["n_categories"], out["channel_orders"], nt,
+        out["cat_spend"], out["null_cat_spend"], out["n_categories"], out["channel_orders"], nt, int(block_rows),
     )
     return out
 

@@ -399,6 +399,22 @@ def test_profile_pass_matches_reference(backend, n, n_groups, n_cat, n_channel, 
     check_profile(backend, profile_inputs(rng, n, n_groups, n_cat, n_channel), n_threads)
 
 
+@pytest.mark.parametrize("block_rows", [1, 7, 64, 999])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_profile_pass_in_blocks_of_customers_matches_reference(block_rows, n_threads):
+    """The Cython kernel groups rows one block of customers at a time (bounded scratch memory): any block size,
+    including blocks smaller than one customer's rows and customers without rows, gives the reference's bits."""
+    if "cython" not in KERNELS:
+        pytest.skip("no compiled Cython kernels")
+    rng = np.random.default_rng(block_rows)
+    for n, n_groups in ((3000, 40), (5000, 9000), (200, 1), (0, 5)):
+        args = profile_inputs(rng, n, n_groups)
+        ref = reference.profile_pass(*args)
+        got = KERNELS["cython"].profile_pass(*args, n_threads, block_rows=block_rows)
+        for name in ref:
+            np.testing.assert_array_equal(got[name], ref[name], err_msg=f"{name}, n={n}, groups={n_groups}")
+
+
 def test_profile_pass_adversarial(backend):
     """Ties, duplicate rows, one day, negative / huge / zero amounts, null categories, epoch edges."""
     codes = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3], dtype=np.int64)
