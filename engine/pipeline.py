@@ -608,9 +608,20 @@ def _with_value(assignments, profiles):
     return assignments
 
 
-def _personas_piece(profiles, assignments, *, model, id_column):
-    """(personas, assignments with the RFM columns) of one piece."""
-    t = model.personas(profiles, assignments.column("segment").to_numpy(), id_column=id_column, rfm=True)
+# personas are built this many customers at a time: a persona depends only on its own row and the fitted model, and
+# the scratch (strengths, value columns, trait slots) is then bounded instead of growing with the piece
+PERSONA_BLOCK = 1 << 18
+
+
+def _personas_piece(profiles, assignments, *, model, id_column, block=None):
+    """(personas, assignments with the RFM columns) of one piece, built ``block`` customers at a time."""
+    block = block or PERSONA_BLOCK
+    seg = assignments.column("segment").to_numpy()
+    n = profiles.num_rows
+    pieces = [model.personas(profiles.slice(a, block), seg[a : a + block], id_column=id_column, rfm=True)
+              for a in range(0, max(n, 1), block)]  # fmt: skip
+    t = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+    del pieces
     rfm = ("r_score", "f_score", "m_score", "rfm_code", "rfm_segment")
     for name in rfm:
         assignments = assignments.append_column(name, t.column(name))
