@@ -656,7 +656,14 @@ def _apply_model(model, tx, ev, at, out, *, input, as_of, schema, overwrite, bac
     counts = _privacy.PrivacyCounts(customers=profiles.num_rows, consented=profiles.num_rows)
     if plan.active:
         profiles, counts = _privacy.processing_piece(profiles, plan=plan)
-    plan.check_customers(profiles.num_rows)
+    try:
+        plan.check_customers(profiles.num_rows)
+    except ParameterError as exc:
+        if "min_segment_size" not in taken:
+            raise
+        raise ParameterError(f"the model's min_segment_size={plan.min_segment_size} is larger than the "
+                             f"{profiles.num_rows} customers of this input (after consent): no segment could be "
+                             "shown. Apply the model to more customers.") from exc  # fmt: skip
     table, filled = model._complete(profiles)
     assignments = model.apply(table, id_column=outputs.ID_COLUMN, backend=backend, n_threads=n_threads)
     seg = assignments.column(outputs.SEGMENT_COLUMN).to_numpy()  # the stable id of every customer's centroid row

@@ -1982,8 +1982,7 @@ def output_record(out_dir):
     which ("model", "run.json" or None).  A model.json that cannot be read at
     all counts as absent; a malformed privacy record raises ModelFormatError.
     """
-    import json
-
+    from segone._validation import load_json
     from segone.model import read_model_json
 
     out_dir = os.fspath(out_dir)
@@ -1997,10 +1996,11 @@ def output_record(out_dir):
             where = os.path.join(directory, outputs.MODEL_JSON)
             return read_record(meta["settings"]["privacy"], where, n_clusters=meta.get("n_clusters")), "model"
     rpath = os.path.join(out_dir, outputs.RUN_JSON)
+    if not os.path.isfile(rpath):
+        return None, None
     try:
-        with open(rpath) as f:
-            run = json.load(f)
-    except (OSError, ValueError):
+        run = load_json(rpath, outputs.RUN_JSON)  # nesting bounded: never a RecursionError
+    except ModelFormatError:
         return None, None
     p = run.get("privacy") if isinstance(run, dict) else None
     return (_record_from_summary(p), "run.json") if isinstance(p, dict) else (None, None)
