@@ -286,7 +286,7 @@ def track(old, new, out, no_match, spend, overwrite):
               help="Default: the model's.")  # fmt: skip
 @click.option("--consent-default", default=None, type=click.Choice(["no", "yes"]), help="Default: the model's.")
 @click.option("--hash-ids/--no-hash-ids", default=None,
-              help="Pseudonymous ids (default: as the model; --no-hash-ids is refused for a model that hashed).")  # fmt: skip
+              help="Pseudonymous ids (default: as the model; refused: --no-hash-ids for a model that hashed).")
 @click.option("--id-key-file", default=None, type=click.Path(dir_okay=False),
               help="The id key file (default: $SEGONE_ID_KEY); must be the model's key.")  # fmt: skip
 @click.option("--min-segment-size", default=None, type=click.IntRange(min=1),

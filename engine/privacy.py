@@ -1904,8 +1904,9 @@ def read_record(record, where, n_clusters=None):
         bad("", f"must be a JSON object, got {type(record).__name__}")
     version = record.get("version")
     if version != RECORD_VERSION:
-        raise ModelFormatError(f"{where}: field 'settings.privacy.version' is {version!r}; this segone reads privacy "
-                               f"records of version {RECORD_VERSION} (use the segone that wrote the model).")  # fmt: skip
+        raise ModelFormatError(f"{where}: field 'settings.privacy.version' is {version!r}; this segone reads "
+                               f"privacy records of version {RECORD_VERSION} (use the segone that wrote the "
+                               "model).")  # fmt: skip
     out = dict(record)
     for name in ("consent", "purposes", "personal_columns", "keep_columns"):
         v = record.get(name, [])
