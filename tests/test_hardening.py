@@ -22,6 +22,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -778,3 +779,189 @@ def test_deeply_nested_json_is_a_model_format_error_not_a_recursion_error(doc, t
     (fit / "model" / doc).write_text(deep)
     with pytest.raises(ModelFormatError, match=doc.replace(".", r"\.")):
         segone.model.load_model(fit)
+
+
+# ------------------------------------------------- class 3: silently wrong
+def _no_work(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the job started before the parameters were checked")
+
+    monkeypatch.setattr(segone.pipeline, "profile_stage", boom)
+
+
+@pytest.mark.parametrize("param,value", [("discount_rate", -0.5), ("discount_rate", float("nan")),
+                                         ("discount_rate", float("inf")), ("horizon_months", 10**9),
+                                         ("horizon_months", -1), ("n_init", 0), ("refine", -1), ("n_traits", 0),
+                                         ("freq", "Y")])  # fmt: skip
+def test_every_numeric_parameter_of_run_is_range_checked_before_any_work(param, value, tmp_path, data, monkeypatch):
+    """discount_rate=-0.5 was accepted and inflated every CLV about 700x; a huge horizon ended in OverflowError."""
+    _no_work(monkeypatch)
+    with pytest.raises(ParameterError, match=param):
+        segone.run(data.transactions, tmp_path / "out", 2, **{param: value})
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_refuses_a_huge_horizon_in_one_line(tmp_path, tx_dir):
+    res = _cli("run", tx_dir, "-o", tmp_path / "out", "-k", "2", "--horizon-months", "1000000000", "-q")
+    assert res.returncode == 2 and "horizon_months" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_track_with_a_spend_column_no_run_holds_is_refused(tmp_path, fitted):
+    """track --spend nope exited 0 and wrote null spend."""
+    with pytest.raises(SchemaError, match="'nope'"):
+        segone.track.compare_outputs(fitted, fitted, tmp_path / "cmp", spend="nope")
+    res = _cli("track", fitted, fitted, "-o", tmp_path / "cmp2", "--spend", "nope")
+    assert res.returncode == 2 and "'nope'" in res.stderr and not (tmp_path / "cmp2").exists()
+
+
+@pytest.fixture
+def id_key(monkeypatch):
+    monkeypatch.setenv("SEGONE_ID_KEY", "0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.parametrize("ids", ["string", "int"])
+@pytest.mark.parametrize("hashed", ["new", "previous"])
+def test_tracking_a_pseudonymised_run_against_a_plain_one_names_the_cause(ids, hashed, tmp_path, data, id_key,
+                                                                         monkeypatch):  # fmt: skip
+    """With string ids every customer was marked 'new' without a word; with int ids the hint was to cast the ids."""
+    tx = data.transactions
+    if ids == "string":
+        tx = tx.set_column(0, "customer_id", pc.cast(tx.column("customer_id"), pa.string()))
+    prev = tmp_path / "prev"
+    segone.run(tx, prev, 2, value=False, hash_ids=hashed == "previous")
+    _no_work(monkeypatch)
+    with pytest.raises(SchemaError, match="pseudonymised") as err:
+        segone.run(tx, tmp_path / "out", 2, value=False, previous=prev, hash_ids=hashed == "new")
+    assert "cast" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def _corrupt_ts_page(path, table):
+    """Write ``table`` uncompressed (page checksums as asked) and flip bytes inside the timestamp column's page."""
+    md = pq.ParquetFile(path).metadata
+    col = md.row_group(0).column(table.column_names.index("ts"))
+    raw = bytearray(path.read_bytes())
+    start = col.data_page_offset + col.total_compressed_size // 2
+    for i in range(start, start + 8):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_parquet_page_is_found_by_its_checksum(tmp_path, data):
+    """Bytes corrupted inside a Parquet page were read as data (as_of jumped to 2032)."""
+    t = data.transactions.select(["customer_id", "ts", "amount"])
+    f = tmp_path / "tx.parquet"
+    pq.write_table(t, f, compression="none", write_page_checksum=True)
+    _corrupt_ts_page(f, t)
+    with pytest.raises(DataError, match=r"tx\.parquet.*checksum"):
+        segone.run(f, tmp_path / "out", 2, value=False)
+    assert not (tmp_path / "out").exists()
+
+
+def _far_future(t, rows=3):
+    """``t`` with the timestamps of a few rows moved to 2032 (what damaged bytes without a checksum did)."""
+    ts = t.column("ts").to_numpy().astype("datetime64[us]").copy()
+    ts[5 : 5 + rows] = np.datetime64("2032-06-01")
+    return t.set_column(t.column_names.index("ts"), "ts", pa.array(ts, t.schema.field("ts").type))
+
+
+def test_timestamps_far_beyond_the_bulk_are_refused_instead_of_moving_as_of(tmp_path, data):
+    t = _far_future(data.transactions.select(["customer_id", "ts", "amount"]))
+    with pytest.raises(DataError, match="far beyond the bulk.*2032-06-01"):
+        segone.run(t, tmp_path / "out", 2, value=False)
+    res = segone.run(t, tmp_path / "out", 2, value=False, as_of="2030-01-01")  # explicit: those rows are excluded
+    assert res.summary["rows_excluded_after_as_of"]["transactions"] == 3
+
+
+# ------------------------------------------------- class 4: unclear errors
+def test_min_segment_size_against_the_rows_bound_says_rows_not_customers(tmp_path):
+    """--min-segment-size 1000 on 30 customers (90 rows) said '90 customers'."""
+    t = _tx([i for i in range(30) for _ in range(3)], list(range(90)), [1.0] * 90)
+    with pytest.raises(ParameterError, match="90 rows") as err:
+        segone.run(t, tmp_path / "out", 2, min_segment_size=1000, value=False)
+    assert "90 customers" not in str(err.value)
+
+
+def test_centroids_beyond_float32_are_refused_naming_the_file(tmp_path, fitted, tx_dir):
+    """Finite 1e300 centroids got 'NaN or infinity' (after the cast to float32) without the file's name."""
+    fit = _copy_run(fitted, tmp_path / "fit")
+    C = np.load(fit / "model" / "centroids.npy").astype(np.float64)
+    C[1, 2] = 1e300
+    np.save(fit / "model" / "centroids.npy", C)
+    with pytest.raises(ModelFormatError, match=r"centroids\.npy.*float32 range"):
+        segone.model.apply_model(fit, tx_dir, tmp_path / "out")
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_with_another_delimiter_is_read_or_named(sep, tmp_path, data):
+    """A ;-separated CSV was told to rename its columns."""
+    t = data.transactions.select(["customer_id", "ts", "amount"]).slice(0, 200)
+    f = tmp_path / "tx.csv"
+    t.to_pandas().to_csv(f, sep=sep, index=False)
+    prof = segone.build_profiles(f)
+    assert prof.num_rows == segone.build_profiles(t).num_rows
+    # forced to the wrong separator: the error says what the file looks like
+    shown = "tab" if sep == "\t" else sep
+    with pytest.raises(SchemaError, match=f"looks {re.escape(shown)}-separated"):
+        segone.build_profiles(io.dataset(f, delimiter=","))
+
+
+def test_a_withheld_output_as_previous_says_what_to_do(tmp_path, tx_dir, monkeypatch):
+    """A --small-segments withhold output was refused as --previous with no way forward."""
+    prev = tmp_path / "prev"
+    segone.run(tx_dir, prev, 4, value=False, min_segment_size=60, small_segments="withhold")
+    assert json.loads((prev / "run.json").read_text())["privacy"]["small_segments"]["customers_withheld"] > 0
+    _no_work(monkeypatch)
+    with pytest.raises(DataError, match=r"withhold.*small_segments='merge'"):
+        segone.run(tx_dir, tmp_path / "out", 4, value=False, previous=prev)
+    with pytest.raises(DataError, match=r"withhold.*small_segments='merge'"):
+        segone.track.compare_outputs(prev, prev, tmp_path / "cmp")
+    # what the message says works: the same period with merge is tracked
+    monkeypatch.undo()
+    segone.run(tx_dir, prev, 4, value=False, min_segment_size=60, small_segments="merge", overwrite=True)
+    res = segone.run(tx_dir, tmp_path / "out", 4, value=False, previous=prev)
+    assert res.summary["tracking"]["customers"]["common"] == N
+
+
+# ------------------------------------------------- class 5: the same on Dask (a 2-worker LocalCluster)
+@pytest.fixture(scope="module")
+def cluster_client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        yield c
+
+
+@pytest.mark.parametrize("case", ["damaged page", "far timestamps", "pseudonymised previous"])
+def test_round_two_errors_are_the_same_on_dask(case, tmp_path, data, fitted, cluster_client, id_key):
+    t = data.transactions.select(["customer_id", "ts", "amount"])
+    d = tmp_path / "tx"
+    d.mkdir()
+    kw = {}
+    if case == "damaged page":
+        pq.write_table(t.slice(0, 150), d / "part-0.parquet")
+        pq.write_table(t.slice(150), d / "part-1.parquet", compression="none", write_page_checksum=True)
+        _corrupt_ts_page(d / "part-1.parquet", t)
+        err, match = DataError, r"part-1\.parquet.*checksum"
+    elif case == "far timestamps":
+        pq.write_table(t.slice(0, 150), d / "part-0.parquet")
+        pq.write_table(_far_future(t.slice(150)), d / "part-1.parquet")
+        err, match = DataError, "far beyond the bulk"
+    else:
+        pq.write_table(t, d / "part-0.parquet")
+        kw = {"hash_ids": True, "previous": fitted}
+        err, match = SchemaError, "pseudonymised"
+    with pytest.raises(err, match=match):
+        segone.run(d, tmp_path / "out", 2, value=False, engine="dask", client=cluster_client, **kw)
+    assert not (tmp_path / "out").exists() and _aux(tmp_path) == []
+
+
+def test_a_dask_run_tracked_against_a_previous_writes_every_customer_once(tmp_path, tx_dir, fitted, cluster_client):
+    fit = _copy_run(fitted, tmp_path / "fit")
+    with pytest.raises(OutputError, match="lies inside"):
+        segone.run(tx_dir, fit / "model", 3, value=False, previous=fit, overwrite=True, engine="dask",
+                   client=cluster_client)  # fmt: skip
+    res = segone.run(tx_dir, tmp_path / "out", 3, value=False, previous=fit, engine="dask", client=cluster_client)
+    for name in ("assignments.parquet", "moves.parquet"):
+        ids = pq.read_table(tmp_path / "out" / name).column("customer_id").to_pylist()
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == N, name
+    assert res.summary["tracking"]["customers"]["common"] == N
