@@ -831,8 +831,11 @@ def build_profiles_with_summary(
         cols[f"days_since_{name}"] = pa.array((as_of_us - last_ts) / US_PER_DAY, mask=c == 0)
     if len(ev_chosen):  # events with a type: the web funnel (the same columns in every piece)
         if ev is None or not ev_ts.size:
-            ecodes, ev_ts, et = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
-        cols.update(funnel_features(ecodes, ev_ts, et, e_labels, n, np.where(has, last, np.iinfo(np.int64).min)))
+            ecodes, ev_ts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        sessions = kern.session_count(ecodes, n, ev_ts, SESSION_GAP_MINUTES * 60 * 1_000_000, nt)
+        events_per_customer = np.bincount(ecodes, minlength=n)
+        cols.update(funnel_features(cnt, lst, e_labels, sessions, events_per_customer,
+                                    np.where(has, last, np.iinfo(np.int64).min)))  # fmt: skip
 
     # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, in periods of `freq`)
     if freq == "D":
@@ -910,41 +913,45 @@ def funnel_stage_of(label, funnel=None):
     return 0
 
 
-def funnel_features(codes, ts, types, labels, n, last_purchase_us, gap_minutes=SESSION_GAP_MINUTES):
-    """Web funnel columns per customer from typed events (customer code, timestamp in us, type code).
+def funnel_features(counts, last, labels, sessions, events, last_purchase_us):
+    """Web funnel columns per customer from the per-type event counts and latest times (``event_pass``).
 
-    * ``sessions``: runs of a customer's events with no gap longer than ``gap_minutes``;
+    ``counts`` / ``last`` are (n, types) from the event kernel, ``labels`` the
+    type names, ``sessions`` the sessions per customer (``session_count``
+    with a gap of :data:`SESSION_GAP_MINUTES`), ``events`` all events per
+    customer (null types included), ``last_purchase_us`` the last purchase
+    (int64 min without one).  Returns:
+
+    * ``sessions``: runs of a customer's events with no gap longer than ``SESSION_GAP_MINUTES``;
     * ``pages_per_session``: page views (events of the "view" stage; every event when no type is one) per
       session, null without a session;
     * ``funnel_stage``: the furthest stage reached, 1 viewed, 2 carted, 3 started checkout, 4 bought (a purchase
       event, or any purchase in ``last_purchase_us``); 0 without any;
     * ``cart_abandoned``: 1 when the customer's last cart or checkout event came after their last purchase.
     """
-    codes = np.asarray(codes, np.int64)
-    ts = np.asarray(ts, np.int64)
-    stage_of = np.array([funnel_stage_of(lab) for lab in labels] + [0], np.int8)
-    st = stage_of[np.asarray(types, np.int64)] if len(types) else np.zeros(codes.size, np.int8)
-    order = np.lexsort((ts, codes))
-    c, t, s = codes[order], ts[order], st[order]
-    new = np.ones(c.size, bool)
-    new[1:] = (c[1:] != c[:-1]) | (t[1:] - t[:-1] > int(gap_minutes * 60 * 1_000_000))
-    sessions = np.bincount(c[new], minlength=n)
-    pages = np.bincount(c[s == 1] if (stage_of == 1).any() else c, minlength=n)
+    low = np.iinfo(np.int64).min
+    sessions = np.asarray(sessions, np.int64)
+    n = sessions.shape[0]
+    counts = np.asarray(counts).reshape(n, -1)
+    last = np.asarray(last).reshape(n, -1)
+    stage_of = np.array([funnel_stage_of(lab) for lab in labels], np.int8)[: counts.shape[1]]
+    views = stage_of == 1
+    pages = counts[:, views].sum(axis=1) if views.any() else np.asarray(events, np.int64)
     stage = np.zeros(n, np.int64)
     for k in range(1, len(FUNNEL_STAGES) + 1):
-        stage[np.bincount(c[s == k], minlength=n) > 0] = k
-    bought = np.asarray(last_purchase_us) > np.iinfo(np.int64).min
+        m = stage_of == k
+        if m.any():
+            stage[(counts[:, m] > 0).any(axis=1)] = k
+    bought = np.asarray(last_purchase_us) > low
     stage[bought] = len(FUNNEL_STAGES)
 
-    def last_of(mask, start):  # per customer: the latest timestamp of the masked events (sorted by customer, time)
-        idx = np.flatnonzero(mask)
-        ends = idx[np.r_[c[idx][1:] != c[idx][:-1], True]] if idx.size else idx
-        out = np.array(start, np.int64, copy=True)
-        out[c[ends]] = np.maximum(out[c[ends]], t[ends])
-        return out
+    def latest(mask, start):  # per customer: the latest time of an event of the masked types, or ``start``
+        if not mask.any():
+            return np.asarray(start, np.int64)
+        return np.maximum(np.asarray(start, np.int64), last[:, mask].max(axis=1))
 
-    last_buy = last_of(s == 4, last_purchase_us)
-    last_cart = last_of((s == 2) | (s == 3), np.full(n, np.iinfo(np.int64).min))
+    last_buy = latest(stage_of == 4, last_purchase_us)
+    last_cart = latest((stage_of == 2) | (stage_of == 3), np.full(n, low, np.int64))
     with np.errstate(invalid="ignore", divide="ignore"):
         pps = pages / np.maximum(sessions, 1)
     return {

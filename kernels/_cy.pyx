@@ -932,6 +932,80 @@ def profile_pass(codes, n_groups, ts, amount, cat, n_cat, channel, n_channel, wi
     return out
 
 
+def _session_kernel(
+    const long long[::1] codes,      # IN (N,) group of every row, in [0, n_groups)
+    const long long[::1] ts,         # IN (N,)
+    unsigned long long gap,
+    long long[::1] off,              # OUT (G + 1,) CSR offsets (zeroed)
+    long long[::1] out,              # OUT (G,) sessions (zeroed)
+    int n_threads,
+    Py_ssize_t block_rows_cap,
+):
+    cdef Py_ssize_t n = codes.shape[0]
+    cdef Py_ssize_t n_groups = out.shape[0]
+    cdef Py_ssize_t i, g, t, a, e, m, q, maxm = 0
+    cdef long long c, g0, g1, s
+    cdef long long* b
+    for i in range(n):
+        g = codes[i]
+        if g < 0 or g >= n_groups:
+            raise ValueError(f"codes[{i}] = {g} is outside [0, {n_groups})")
+        off[g + 1] += 1
+    for g in range(n_groups):
+        if off[g + 1] > maxm:
+            maxm = off[g + 1]
+        off[g + 1] += off[g]
+    # grouped one block of consecutive groups at a time, as in the profile kernel (bounded scratch)
+    cdef Py_ssize_t block_rows = max(maxm, min(n, max(1 << 21, n // 8) if block_rows_cap <= 0 else block_rows_cap))
+    buf_arr = np.empty(max(block_rows, 1), dtype=np.int64)
+    cdef long long[::1] buf = buf_arr
+    b = &buf[0]
+    pos_arr = np.asarray(off[:n_groups]).copy()
+    cdef long long[::1] pos = pos_arr
+    cdef Py_ssize_t gb = 0, ge
+    cdef long long base
+    while gb < n_groups:
+        ge = gb + 1
+        while ge < n_groups and off[ge + 1] - off[gb] <= block_rows:
+            ge = ge + 1
+        base = off[gb]
+        with nogil:
+            for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
+                g0 = gb + (ge - gb) * t // n_threads
+                g1 = gb + (ge - gb) * (t + 1) // n_threads
+                for i in range(n):
+                    c = codes[i]
+                    if c >= g0 and c < g1:
+                        b[pos[c] - base] = ts[i]
+                        pos[c] += 1
+            for g in prange(gb, ge, schedule="dynamic", chunksize=4096, num_threads=n_threads):
+                a = off[g] - base
+                e = off[g + 1] - base
+                m = e - a
+                if m == 0:
+                    continue
+                _sort_i64(&b[a], m)
+                s = 1
+                for q in range(a + 1, e):
+                    # unsigned difference of sorted values: exact at any offset
+                    if <unsigned long long> b[q] - <unsigned long long> b[q - 1] > gap:
+                        s = s + 1
+                out[g] = s
+        gb = ge
+
+
+def session_count(codes, n_groups, ts, gap, n_threads=1, block_rows=0):
+    """Sessions per group; see ``segone.kernels.reference.session_count`` (``block_rows`` as in profile_pass)."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    if ts.shape[0] != codes.shape[0]:
+        raise ValueError("codes and ts must have the same length")
+    out = np.zeros(int(n_groups), dtype=np.int64)
+    off = np.zeros(int(n_groups) + 1, dtype=np.int64)
+    _session_kernel(codes, ts, max(0, int(gap)), off, out, max(1, int(n_threads)), int(block_rows))
+    return out
+
+
 def event_pass(codes, n_groups, ts, etype, n_types, n_threads=1):
     """Per-customer event counts and latest times; see ``segone.kernels.reference.event_pass``."""
     codes = np.ascontiguousarray(codes, dtype=np.int64)

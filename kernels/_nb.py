@@ -522,6 +522,51 @@ def _event_kernel(codes, ts, etype, counts, last, bounds):
                     last[c, e] = ts[i]
 
 
+@njit(parallel=True, **_jit_exact)
+def _session_scatter(codes, ts, off, bounds, g_ts):
+    for t in prange(bounds.shape[0] - 1):
+        g0, g1 = bounds[t], bounds[t + 1]
+        pos = off[g0:g1].copy()
+        for i in range(codes.shape[0]):
+            c = codes[i]
+            if c >= g0 and c < g1:
+                g_ts[pos[c - g0]] = ts[i]
+                pos[c - g0] += 1
+
+
+@njit(parallel=True, **_jit_exact)
+def _session_groups(off, g_ts, gap, out):
+    for g in prange(off.shape[0] - 1):
+        a, e = off[g], off[g + 1]
+        if e == a:
+            continue
+        v = np.sort(g_ts[a:e]).view(np.uint64)
+        s = 1
+        for q in range(1, e - a):
+            if v[q] - v[q - 1] > gap:
+                s += 1
+        out[g] = s
+
+
+def session_count(codes, n_groups, ts, gap, n_threads=1):
+    """Sessions per group; see ``segone.kernels.reference.session_count``."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    if ts.shape[0] != codes.shape[0]:
+        raise ValueError("codes and ts must have the same length")
+    n_groups = int(n_groups)
+    off = _offsets_or_raise(codes, n_groups)
+    out = np.zeros(n_groups, dtype=np.int64)
+    g_ts = np.empty(codes.shape[0], dtype=np.int64)
+    prev = _set_threads(n_threads)
+    try:
+        _session_scatter(codes, ts, off, owner_ranges(n_groups, numba.get_num_threads()), g_ts)
+        _session_groups(off, g_ts, np.uint64(max(0, int(gap))), out)
+    finally:
+        numba.set_num_threads(prev)
+    return out
+
+
 def event_pass(codes, n_groups, ts, etype, n_types, n_threads=1):
     """Per-customer event counts and latest times; see ``segone.kernels.reference.event_pass``."""
     codes = np.ascontiguousarray(codes, dtype=np.int64)

@@ -333,6 +333,32 @@ def event_pass(codes, n_groups, ts, etype, n_types, n_threads=None):
     return counts, last.reshape(n, n_types)
 
 
+def session_count(codes, n_groups, ts, gap, n_threads=None):
+    """Sessions per group: runs of a group's timestamps, in time order, with no step longer than ``gap``.
+
+    Parameters
+    ----------
+    codes : (N,) int64 in [0, n_groups)      # IN, group of every row
+    ts : (N,) int64                          # IN, any order
+    gap : int >= 0                           # a step strictly longer than ``gap`` starts a new session
+
+    Returns
+    -------
+    (n_groups,) int64: 0 for a group without rows.  Steps are exact at any
+    offset (unsigned differences of sorted values: no int64 overflow).
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    ts = np.asarray(ts, dtype=np.int64)
+    n = int(n_groups)
+    if codes.size and (codes.min() < 0 or codes.max() >= n):
+        raise ValueError(f"codes must lie in [0, {n})")
+    order = np.lexsort((ts, codes))
+    c, t = codes[order], ts[order].view(np.uint64)
+    new = np.ones(c.size, dtype=bool)
+    new[1:] = (c[1:] != c[:-1]) | ((t[1:] - t[:-1]) > np.uint64(gap))
+    return np.bincount(c[new], minlength=n).astype(np.int64)
+
+
 # --------------------------------------------------------------------- scoring
 SQRT12 = np.sqrt(12.0)
 

@@ -573,3 +573,60 @@ def test_score_columns_quantile_tables_match_the_searches(backend):
     np.testing.assert_allclose(kX, rX, rtol=1e-6, atol=1e-6)
     assert len(np.unique(rX[:, 0])) > 20  # the interior of the tables is exercised, not only 0 / 1
     assert len(np.unique(rX[cols[2] == 0.0, 2])) == 1  # the tied zeros share one score
+
+
+# ------------------------------------------------------------ sessions (web funnel)
+def _session_inputs(rng, n, n_groups, span):
+    codes = rng.integers(0, max(n_groups, 1), size=n).astype(np.int64)
+    ts = rng.integers(-span, span, size=n).astype(np.int64)
+    return codes, ts
+
+
+@pytest.mark.parametrize("n, n_groups, gap", [(0, 0, 10), (0, 3, 10), (1, 1, 0), (4000, 300, 10**6),
+                                              (4000, 5000, 10**6), (3000, 2, 0), (3000, 40, 10**9)])  # fmt: skip
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_session_count_matches_reference(backend, n, n_groups, gap, n_threads):
+    rng = np.random.default_rng(n + n_groups)
+    codes, ts = _session_inputs(rng, n, n_groups, 10**9)
+    ref = reference.session_count(codes, n_groups, ts, gap)
+    got = KERNELS[backend].session_count(codes, n_groups, ts, gap, n_threads)
+    np.testing.assert_array_equal(got, ref)
+    assert got.dtype == np.int64 and got.shape == (n_groups,)
+
+
+def test_session_count_adversarial(backend):
+    """Ties, duplicates, a step exactly at the gap, unsorted rows, int64 extremes (no overflow), empty groups."""
+    big = np.iinfo(np.int64)
+    codes = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3], dtype=np.int64)
+    ts = np.array([30, 0, 10, 10, 5, 5, 5, big.min, big.max, -1, 1, 0], dtype=np.int64)
+    got = KERNELS[backend].session_count(codes, 5, ts, 10, 2)
+    ref = reference.session_count(codes, 5, ts, 10)
+    np.testing.assert_array_equal(got, ref)
+    # 0, 10, 10, 30: the step of exactly 10 stays in the session, 20 starts one; min..max: two sessions
+    assert ref.tolist() == [2, 1, 2, 1, 0]
+
+
+@pytest.mark.parametrize("block_rows", [1, 5, 333])
+def test_session_count_in_blocks_matches_reference(block_rows):
+    if "cython" not in KERNELS:
+        pytest.skip("no compiled Cython kernels")
+    rng = np.random.default_rng(block_rows)
+    codes, ts = _session_inputs(rng, 5000, 700, 10**6)
+    ref = reference.session_count(codes, 700, ts, 1000)
+    np.testing.assert_array_equal(KERNELS["cython"].session_count(codes, 700, ts, 1000, 2, block_rows=block_rows),
+                                  ref)
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(-(2**63), 2**63 - 1)), max_size=40),
+       st.integers(0, 2**62))  # fmt: skip
+def test_session_count_hypothesis(rows, gap):
+    codes = np.array([r[0] for r in rows], dtype=np.int64)
+    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    ref = reference.session_count(codes, 5, ts, gap)
+    for backend in KERNELS:
+        np.testing.assert_array_equal(KERNELS[backend].session_count(codes, 5, ts, gap, 2), ref)
+
+
+def test_session_count_bad_codes(backend):
+    with pytest.raises(ValueError, match="outside"):
+        KERNELS[backend].session_count(np.array([0, 3], np.int64), 3, np.array([1, 2], np.int64), 5, 1)
