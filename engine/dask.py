@@ -128,6 +128,104 @@ def _write_part(table, path):
     return table.num_rows
 
 
+# ---------------------------------------------------------------- spilling
+# What a persisted part holds on the workers when the engine spills: per-customer tables and large arrays are
+# written once to files under the engine's spill directory (Arrow IPC, uncompressed; .npy), and the workers keep
+# only a handle.  A task that receives a handle reads it back memory-mapped (zero-copy, pages the OS can reclaim),
+# so a worker's memory holds one task's working set, not every persisted partition: distributed's memory
+# manager never has to spill or pause for them.
+SPILL_MIN_BYTES = 1 << 16
+
+
+class Spilled:
+    """A handle to a table or array that a persisted part wrote to disk (see :meth:`DaskEngine.persist`)."""
+
+    __slots__ = ("path", "kind")
+
+    def __init__(self, path, kind):
+        self.path, self.kind = path, kind
+
+    def __getstate__(self):
+        return (self.path, self.kind)
+
+    def __setstate__(self, state):
+        self.path, self.kind = state
+
+    def __repr__(self):
+        return f"Spilled({self.path!r}, {self.kind!r})"
+
+    def load(self):
+        if self.kind == "table":
+            return pa.ipc.open_file(pa.memory_map(self.path)).read_all()
+        return np.load(self.path, mmap_mode="r")
+
+
+def _spill(obj, base, counter=None):
+    """``obj`` with its tables and large arrays written under ``base`` and replaced by :class:`Spilled` handles."""
+    counter = counter if counter is not None else [0]
+    if isinstance(obj, tuple):
+        return tuple(_spill(o, base, counter) for o in obj)
+    if isinstance(obj, list):
+        return [_spill(o, base, counter) for o in obj]
+    if isinstance(obj, pa.Table) and obj.nbytes >= SPILL_MIN_BYTES:
+        path = f"{base}-{counter[0]}.arrow"
+        counter[0] += 1
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, obj.schema) as writer:
+            writer.write_table(obj)
+        return Spilled(path, "table")
+    if isinstance(obj, np.ndarray) and obj.dtype != object and obj.nbytes >= SPILL_MIN_BYTES:
+        path = f"{base}-{counter[0]}.npy"
+        counter[0] += 1
+        np.save(path, obj, allow_pickle=False)
+        return Spilled(path, "array")
+    return obj
+
+
+def _unspill(obj):
+    if isinstance(obj, Spilled):
+        return obj.load()
+    if isinstance(obj, tuple):
+        return tuple(_unspill(o) for o in obj)
+    if isinstance(obj, list):
+        return [_unspill(o) for o in obj]
+    return obj
+
+
+def _spill_part(obj, base):
+    return _spill(obj, base)
+
+
+class _Task:
+    """``fn`` called with every :class:`Spilled` argument read back (what every engine task runs)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getstate__(self):
+        return self.fn
+
+    def __setstate__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*(_unspill(a) for a in args), **{k: _unspill(v) for k, v in kwargs.items()})
+
+    @property
+    def __name__(self):  # the task keys keep the stage function's name
+        return getattr(self.fn, "__name__", "task")
+
+
+def _task(fn, **kw):
+    return delayed(_Task(fn), pure=False, **kw)
+
+
+def _split_part_spilled(part, role, cid, n_parts, base):
+    """:func:`_split_part` whose pieces go to files (a disk-backed shuffle): only handles stay in memory."""
+    return _spill(_split_part(part, role, cid, n_parts), base)
+
+
 class DaskEngine:
     """Run the stages of :func:`segone.run` on Dask, one part per partition.
 
@@ -158,6 +256,19 @@ class DaskEngine:
         are cancelled and :class:`segone.errors.StalledError` names the stage
         and each worker's status, memory and waiting tasks.  A long task on
         a running worker is progress, however long.  ``None`` waits forever.
+    spill : bool, default True
+        On a distributed cluster, persisted per-customer parts (profiles,
+        features, assignments, personas) and the shuffle's pieces are
+        written to files under ``spill_dir`` and read back memory-mapped by
+        the tasks that need them, so a worker holds one task's working set
+        instead of every partition it persisted (the default keeps a
+        10M-customer job on 2 workers x 6 GiB under half their limit).
+        ``False`` keeps them in worker memory.
+    spill_dir : path, optional
+        Where the spilled parts go (a folder ``segone-spill-*`` is made in
+        it and removed by :meth:`close`); default the system's temporary
+        directory.  On a cluster of several machines it must be storage
+        that every worker sees, like the output.
 
     Examples
     --------
@@ -173,11 +284,15 @@ class DaskEngine:
     name = "dask"
 
     def __init__(self, client=None, *, n_workers=None, memory_limit="auto", npartitions=None, n_threads=None,
-                 split_every=8, verbose=False, stall_timeout=DEFAULT_STALL_TIMEOUT):  # fmt: skip
+                 split_every=8, verbose=False, stall_timeout=DEFAULT_STALL_TIMEOUT, spill=True,
+                 spill_dir=None):  # fmt: skip
         self.npartitions = check_int(npartitions, "npartitions", low=1, allow_none=True)
         self.stall_timeout = check_float(stall_timeout, "stall_timeout", low=0, low_inclusive=False,
                                          allow_none=True)  # fmt: skip
         self.stage = "starting"
+        self.spill = bool(spill)
+        self.spill_dir = None if spill_dir is None else os.fspath(spill_dir)
+        self._spill_root = None
         self.split_every = check_int(split_every, "split_every", low=2)
         self.n_threads = n_threads
         self.verbose = verbose
@@ -208,9 +323,31 @@ class DaskEngine:
         self.close()
 
     def close(self):
-        """Close the client and cluster this engine started (never one it was given)."""
+        """Remove the spilled parts; close the client and cluster this engine started (never one it was given)."""
+        self.cleanup()
         while self._owned:
             self._owned.pop(0).close()
+
+    def cleanup(self):
+        """Remove the files of the parts this engine spilled (after a job: nothing refers to them any more)."""
+        import shutil
+
+        if self._spill_root is not None:
+            shutil.rmtree(self._spill_root, ignore_errors=True)
+            self._spill_root = None
+
+    def _spill_base(self, what):
+        import tempfile
+        import uuid
+
+        if self._spill_root is None:
+            if self.spill_dir is not None:
+                os.makedirs(self.spill_dir, exist_ok=True)
+            self._spill_root = tempfile.mkdtemp(prefix="segone-spill-", dir=self.spill_dir)
+        return os.path.join(self._spill_root, f"{what or 'part'}-{uuid.uuid4().hex[:8]}")
+
+    def _spilling(self):
+        return self.spill and self.client is not None
 
     def facts(self):
         workers = len(self.client.scheduler_info()["workers"]) if self.client is not None else None
@@ -290,17 +427,21 @@ class DaskEngine:
                     "leave it to None to shuffle."
                 )
             cols = [parts.get(r, [None] * len(tx)) for r in ROLES]
-            return [delayed(_zip_piece, pure=False)(*p) for p in zip(*cols)]
+            return [_task(_zip_piece)(*p) for p in zip(*cols)]
         n = check_int(npartitions or self.npartitions or len(tx), "npartitions", low=1)
         buckets = {}
         for r in ROLES:
             if r in parts:
-                buckets[r] = [delayed(_split_part, nout=n, pure=False)(p, r, cid, n) for p in parts[r]]
+                if self._spilling():  # a disk-backed shuffle: each split piece goes to a file
+                    buckets[r] = [_task(_split_part_spilled, nout=n)(p, r, cid, n, self._spill_base(f"shuffle-{r}"))
+                                  for p in parts[r]]  # fmt: skip
+                else:
+                    buckets[r] = [_task(_split_part, nout=n)(p, r, cid, n) for p in parts[r]]
         counts = [len(buckets.get(r, [])) for r in ROLES]
         pieces = []
         for i in range(n):
             tables = [b[i] for r in ROLES for b in buckets.get(r, [])]
-            pieces.append(delayed(_piece, pure=False)(counts[0], counts[1], *tables))
+            pieces.append(_task(_piece)(counts[0], counts[1], *tables))
         return pieces
 
     def co_partition(self, part_lists, cid="customer_id", npartitions=None):
@@ -312,12 +453,12 @@ class DaskEngine:
         already one bucket's customers move whole.
         """
         n = check_int(npartitions or self.npartitions or max(len(p) for p in part_lists), "npartitions", low=1)
-        splits = [[delayed(_split_table, nout=n, pure=False)(p, cid, n) for p in parts] for parts in part_lists]
+        splits = [[_task(_split_table, nout=n)(p, cid, n) for p in parts] for parts in part_lists]
         counts = [len(parts) for parts in part_lists]
-        return [delayed(_co_piece, pure=False)(counts, *[s[i] for parts in splits for s in parts]) for i in range(n)]
+        return [_task(_co_piece)(counts, *[s[i] for parts in splits for s in parts]) for i in range(n)]
 
     def map(self, fn, *part_lists, **kwargs):
-        f = delayed(fn, pure=False)
+        f = _task(fn)
         return [f(*args, **kwargs) for args in zip(*part_lists)]
 
     def reduce(self, states, split_every=None):
@@ -326,18 +467,21 @@ class DaskEngine:
             raise EmptyInputError("nothing to reduce: the input has no partitions.")
         width = split_every or self.split_every
         while len(items) > 1:
-            items = [delayed(_fold, pure=False)(*items[i : i + width]) for i in range(0, len(items), width)]
+            items = [_task(_fold)(*items[i : i + width]) for i in range(0, len(items), width)]
         (out,) = self._compute(items[0])
         return out
 
     def gather(self, parts):
-        return list(self._compute(*parts))
+        return [_unspill(v) for v in self._compute(*parts)]
 
     def persist(self, parts, what=None):
         if self.client is None:  # threaded scheduler: the parts live in this process anyway
             return list(self._compute(*parts))
         from distributed import progress, wait
 
+        if self._spilling():
+            base = self._spill_base(what)
+            parts = [_task(_spill_part)(p, f"{base}-{i:05d}") for i, p in enumerate(parts)]
         parts = self.client.persist(list(parts))
         if self.verbose:
             progress(parts)
@@ -346,7 +490,7 @@ class DaskEngine:
 
     def write_parts(self, parts, path):
         os.makedirs(path)
-        tasks = [delayed(_write_part, pure=False)(p, os.path.join(path, f"part-{i:05d}.parquet"))
+        tasks = [_task(_write_part)(p, os.path.join(path, f"part-{i:05d}.parquet"))
                  for i, p in enumerate(parts)]  # fmt: skip
         self._compute(*tasks)
 
@@ -432,7 +576,8 @@ def build_profiles(transactions, *, events=None, attributes=None, as_of=None, sc
                 f"{name}: expected a Dask DataFrame, a Parquet path, a pandas DataFrame or a pyarrow Table, "
                 f"got {type(x).__name__}."
             )
-    eng = DaskEngine(client, npartitions=npartitions, n_threads=n_threads)
+    # the profiles stay in worker memory: the returned DataFrame refers to them after this call
+    eng = DaskEngine(client, npartitions=npartitions, n_threads=n_threads, spill=False)
     sources = {"transactions": transactions, "events": events, "attributes": attributes}
     parts, summary, facts = _pipeline.profile_stage(
         eng, sources, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads,
@@ -610,19 +755,21 @@ def assign(X, centroids, *, margin=False, backend="auto", n_threads=None):
 
 
 # ------------------------------------------------------------------ the job
-def run(input, out, clusters=8, *, client=None, npartitions=None, stall_timeout=DEFAULT_STALL_TIMEOUT, **kwargs):
+def run(input, out, clusters=8, *, client=None, npartitions=None, stall_timeout=DEFAULT_STALL_TIMEOUT, spill=True,
+        spill_dir=None, **kwargs):
     """:func:`segone.run` on Dask: the same job, on a :class:`DaskEngine`.
 
     ``client`` is a ``distributed.Client``, a scheduler address, or None
     (the current client, else the threaded scheduler); ``npartitions`` the
-    customer partitions; ``stall_timeout`` as in :class:`DaskEngine`.  Every other parameter is that of
+    customer partitions; ``stall_timeout``, ``spill`` and ``spill_dir`` as in :class:`DaskEngine`.  Every other parameter is that of
     :func:`segone.run`.  ``assignments.parquet`` is a directory of Parquet
     files (one per partition, written by the workers, so ``out`` must be on
     storage that the workers and the client share).  Returns the
     :class:`~segone.RunResult`.
     """
     eng = DaskEngine(client, npartitions=npartitions, n_threads=kwargs.get("n_threads"),
-                     verbose=kwargs.get("verbose", False), stall_timeout=stall_timeout)  # fmt: skip
+                     verbose=kwargs.get("verbose", False), stall_timeout=stall_timeout, spill=spill,
+                     spill_dir=spill_dir)  # fmt: skip
     try:
         return _pipeline.run(input, out, clusters, engine=eng, **kwargs)
     finally:

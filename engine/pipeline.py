@@ -316,6 +316,8 @@ def run(
         shown.close()
         if owned:
             eng.close()
+        elif hasattr(eng, "cleanup"):  # an engine given by the caller: the job's spilled parts are no longer needed
+            eng.cleanup()
 
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,

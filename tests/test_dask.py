@@ -1,5 +1,7 @@
 """The Dask layer on a real distributed.LocalCluster equals the single-process results."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -529,3 +531,37 @@ def test_a_long_task_on_a_running_worker_is_not_a_stall(client):
 def test_stall_timeout_is_validated():
     with pytest.raises(segone.errors.ParameterError, match="stall_timeout"):
         sd.DaskEngine(stall_timeout=-1)
+
+
+def test_spilled_and_in_memory_parts_give_the_same_run_and_leave_no_files(client, synth_dir, tmp_path):
+    """Persisted parts go to files under spill_dir (read back memory-mapped) and are removed after the job; the
+    outputs are those of the job that keeps every part in worker memory."""
+    import pyarrow.parquet as pq
+
+    spill = tmp_path / "spill"
+    seen = []
+    a = sd.run(synth_dir, str(tmp_path / "spilled"), clusters=5, npartitions=3, client=client, spill_dir=spill,
+               partitioned_by_customer=False)  # fmt: skip
+    seen.append(sorted(os.listdir(spill)) if spill.exists() else None)
+    b = sd.run(synth_dir, str(tmp_path / "memory"), clusters=5, npartitions=3, client=client, spill=False,
+               partitioned_by_customer=False)  # fmt: skip
+    assert seen == [[]]  # the folder was made, and emptied after the job
+    for name in ("assignments.parquet", "personas.parquet"):
+        x = pq.read_table(tmp_path / "spilled" / name).sort_by("customer_id")
+        y = pq.read_table(tmp_path / "memory" / name).sort_by("customer_id")
+        assert x.to_pandas().equals(y.to_pandas()), name
+    assert a.summary["customers_assigned"] == b.summary["customers_assigned"] == 8000
+
+
+def test_a_persisted_part_is_a_file_handle_on_the_workers(client, tmp_path):
+    import pyarrow as pa
+
+    eng = sd.DaskEngine(client, spill_dir=tmp_path)
+    t = pa.table({"customer_id": np.arange(50_000), "x": np.ones(50_000)})
+    parts = eng.persist(eng.map(lambda i: t.slice(i * 25_000, 25_000), [0, 1]), "demo")
+    handles = client.gather(client.compute(parts))  # what the workers hold: handles
+    assert all(isinstance(h, sd.Spilled) and os.path.exists(h.path) for h in handles)
+    got = eng.gather(eng.map(lambda p: p.num_rows, parts))
+    assert got == [25_000, 25_000]
+    eng.cleanup()
+    assert not any(os.path.exists(h.path) for h in handles)
