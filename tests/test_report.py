@@ -666,3 +666,74 @@ def test_report_in_headless_chromium(full_dir, tmp_path):
     res = _browser(exe, [f"--screenshot={shot}", "--window-size=1400,3000", url], tmp_path)
     assert res.returncode == 0 and shot.exists() and shot.stat().st_size > 50_000, res.stderr[-2000:]
     print(f"\nreport screenshot: {shot}\nreport: {path}")
+
+
+# ------------------------------------------------------------- issue 27, the report items
+def _tracked_copy(full_dir, dst, prev_labels):
+    """A copy of ``full_dir`` whose tracking points at a previous run with its own labels."""
+    shutil.copytree(full_dir, dst)
+    prev = dst.parent / (dst.name + "-previous")
+    prev.mkdir()
+    segs = pq.read_table(full_dir / "segments.parquet")
+    ids = segs.column("segment").to_pylist()
+    pq.write_table(pa.table({"segment": pa.array(ids, pa.int32()),
+                             "label": [prev_labels.format(i) for i in ids]}), prev / "segments.parquet")  # fmt: skip
+    run = json.loads((dst / "run.json").read_text())
+    run["tracking"]["previous"] = str(prev)
+    return dst, run
+
+
+def test_the_movement_matrix_names_each_side_with_its_own_runs_labels(full_dir, tmp_path):
+    dst, run = _tracked_copy(full_dir, tmp_path / "tracked", "Then-label {}")
+    (dst / "run.json").write_text(json.dumps(run))
+    text = read_text(write_report(dst, tmp_path / "r.html"))
+    rows = [r for spec in chart_specs(text).values() for r in spec_values(spec) if "from_t" in r]
+    assert rows
+    froms = {r["from_t"] for r in rows} - {"New since the previous run"}
+    tos = {r["to_t"] for r in rows} - {"Left the base"}
+    assert froms and all("Then-label" in f for f in froms), froms  # the previous run's own labels
+    assert not any("Then-label" in t for t in tos), tos  # this run's labels for the columns
+
+
+def test_drift_ignores_features_that_grow_with_time_and_the_engine_line_is_plain(full_dir, tmp_path):
+    dst = tmp_path / "drift"
+    shutil.copytree(full_dir, dst)
+    run = json.loads((dst / "run.json").read_text())
+    run["tracking"]["feature_psi"] = {"tenure_days": 3.5, "T": 2.9, "spend_total": 0.31, "orders": 0.12}
+    run["engine"] = {"engine": "local", "n_threads": 2, "memory": {"keep_freed_memory": False, "glibc": "defaults"}}
+    (dst / "run.json").write_text(json.dumps(run))
+    text = read_text(write_report(dst, tmp_path / "r.html"))
+    m = re.search(r"Biggest change in a feature</div><div class=\"v [a-z]*\">([0-9.]+)</div><div class=\"s\">([^<]*)",
+                  text)  # fmt: skip
+    assert m and m.group(1) == "0.31" and "since first purchase" not in m.group(2), m and m.groups()
+    engine_row = re.search(r"<td>Engine</td><td>([^<]*)</td>", text).group(1)
+    assert "{" not in engine_row and "allocator defaults" in engine_row, engine_row
+
+
+def test_non_buyers_and_a_fallback_k_are_stated(full_dir, tmp_path):
+    dst = tmp_path / "fallback"
+    shutil.copytree(full_dir, dst)
+    run = json.loads((dst / "run.json").read_text())
+    run["customers_without_purchase"] = 765
+    run["sweep"] = {"fallback": True, "note": "clusters=auto found no clear structure; k=8 (the default) was used."}
+    (dst / "run.json").write_text(json.dumps(run))
+    text = read_text(write_report(dst, tmp_path / "r.html"))
+    header = text[text.index('<header class="top">'): text.index("</header>")]
+    assert "not chosen by the data" in header and "no clear structure" in header
+    assert "Not bought yet" in text and "765" in text
+    assert "New customers" not in text  # tracking's 'new' is 'new since the previous run'
+
+
+def test_days_since_a_purchase_are_coloured_by_good_and_bad():
+    from segone.report._charts import profile_heatmap
+
+    class D:  # the two fields the heatmap reads
+        lift_features = ["recency_days", "spend_total"]
+        shown_segments = [{"id": 0, "label": "A", "row": {"lift_recency_days": 2.0, "lift_spend_total": 2.0,
+                                                           "mean_recency_days": 90.0, "mean_spend_total": 10.0}}]
+
+    if not _have_charts():
+        pytest.skip("altair is not installed")
+    rows = spec_values(profile_heatmap(D()))
+    color = {r["feature"]: r["color"] for r in rows if "color" in r}
+    assert color["Days since last purchase"] == -1.0 and color["Total spend"] == 1.0, color

@@ -6,7 +6,16 @@ HTML page needs nothing but the Vega bundle inlined once.
 
 import math
 
-from segone.report._names import GROUPS, feature_info, fmt_int, fmt_lift, fmt_num, fmt_pct, wrap_lines
+from segone.report._names import (
+    GROUPS,
+    feature_info,
+    fmt_int,
+    fmt_lift,
+    fmt_num,
+    fmt_pct,
+    lower_is_better,
+    wrap_lines,
+)
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 INK = "#1f2933"
@@ -139,6 +148,8 @@ def profile_heatmap(data):
             lift = None if lift is None or (isinstance(lift, float) and not math.isfinite(lift)) else float(lift)
             mean = r.get(f"mean_{f}")
             c = _lift_color(lift)
+            if c is not None and lower_is_better(f):  # colour by good and bad: fewer days since a purchase is good
+                c = -c
             rows.append({
                 "segment": str(s["id"]), "label": s["label"] or f"Segment {s['id']}", "feature": name, "group": group,
                 "order": g * 1000 + i, "color": c, "text": fmt_lift(lift),
@@ -155,7 +166,8 @@ def profile_heatmap(data):
     ).encode(x=x, y=alt.value(head_h), text="text:N").properties(width=alt.Step(step_x), height=head_h)
     legend = alt.Legend(values=[-2, -1, 0, 1, 2], gradientLength=300, titleLimit=400, orient="top",
                         labelExpr="datum.value == 0 ? 'same' : '×' + format(pow(2, datum.value), '.2~f')")  # fmt: skip
-    color = alt.Color("color:Q", title="Segment average against the average customer",
+    color = alt.Color("color:Q", title="Segment average against the average customer (days since a purchase or "
+                                       "visit: colours reversed, fewer is blue)",
                       scale=alt.Scale(scheme="redblue", domain=[-2, 2], domainMid=0), legend=legend)  # fmt: skip
     tooltip = [alt.Tooltip("label:N", title="Segment"), alt.Tooltip("feature:N", title="Feature"),
                alt.Tooltip("text:N", title="Against the average customer"),
@@ -279,14 +291,17 @@ def _share_text(x):
     return fmt_pct(x, 0)
 
 
-def migration_chart(data, names):
-    """Previous segment (rows) -> segment now (columns): share of each previous segment's customers."""
+def migration_chart(data, names, previous_names=None):
+    """Previous segment (rows, named with the previous run's own labels when known) -> segment now (columns):
+    share of each previous segment's customers."""
     alt = _alt()
-    new_row, left_col = "New customers", "Left the base"
+    new_row, left_col = "New since the previous run", "Left the base"
 
     def name_of(seg, side):
         if seg is None:
             return new_row if side == "from" else left_col
+        if side == "from" and previous_names is not None:
+            return previous_names.get(seg) or SEP.join(wrap_lines(f"{seg} · previous run", 22, 2))
         return names.get(seg) or SEP.join(wrap_lines(f"{seg} · no longer a segment", 22, 2))
 
     rows = []

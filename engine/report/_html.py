@@ -7,6 +7,7 @@ import math
 import re
 
 from segone.report._names import (
+    GROWS_WITH_TIME,
     attribute_name,
     feature_name,
     fmt_int,
@@ -286,14 +287,22 @@ class Page:
         made = _dt.datetime.now(_dt.timezone.utc).isoformat()
         sub = [f"{fmt_int(n)} customers in {k} segments" if n is not None else f"{k} segments",
                f"data as of {_date(run.get('as_of'))}", f"report made {_date(made, True)}"]  # fmt: skip
+        sweep = run.get("sweep") if isinstance(run.get("sweep"), dict) else {}
+        warn = ""
+        if sweep.get("fallback"):  # -k auto found no clear structure: say so before anything else
+            warn = (f'<p class="note" id="k-fallback"><b>The number of segments was not chosen by the data.</b> '
+                    f'{esc(sweep.get("note", ""))}</p>')  # fmt: skip
         return (f'<header class="top"><div class="eyebrow">segone · segmentation report</div>'
-                f'<h1>{esc(self.title)}</h1><p>{esc(" · ".join(sub))}</p></header>')  # fmt: skip
+                f'<h1>{esc(self.title)}</h1><p>{esc(" · ".join(sub))}</p>{warn}</header>')  # fmt: skip
 
     def kpis(self):
         d = self.d
         segs = d.shown_segments
         cards = [("Customers", fmt_int(d.run.get("customers")), f"as of {_date(d.run.get('as_of'))}")]
         cards.append(("Segments", fmt_int(len(d.segments)), "groups of similar customers"))
+        no_buy = d.run.get("customers_without_purchase")
+        if isinstance(no_buy, int) and no_buy > 0:  # web or CRM only: customers, not buyers
+            cards.append(("Not bought yet", fmt_int(no_buy), "customers without a purchase (web or CRM only)"))
         if segs:
             big = max(segs, key=lambda s: s["size"] or 0)
             cards.append(("Largest segment", fmt_pct(big["share"], 0), esc(big["label"] or f"Segment {big['id']}")))
@@ -395,7 +404,8 @@ class Page:
                                 self.missing("segments.parquet holds no lift columns (lift_*)."), False)  # fmt: skip
         chart = self.chart("chart-profiles", self.c.profile_heatmap(d),
                            "Heatmap of each feature's lift in each segment against the average customer")  # fmt: skip
-        how = ("each cell compares the segment's average with the average customer. <i>×2.00</i> (blue) = twice as "
+        how = ("each cell compares the segment's average with the average customer (for days since a purchase or a "
+               "visit, and abandoned carts, the colours are reversed: fewer is blue, good). <i>×2.00</i> (blue) = twice as "
                "much, <i>×0.50</i> (red) = half, <i>×1.00</i> (white) = the same. Hover a cell for the segment's "
                "own average. Shares of spend and of orders are shares of each customer's spend or orders.")  # fmt: skip
         mixes = self.mixes()
@@ -604,23 +614,27 @@ class Page:
             cls, word = _psi_words(psi)
             figs.append(("Change in segment sizes", f"{psi:.3f}", f"stability index (PSI): {word}", cls))
         fpsi = t.get("feature_psi") if isinstance(t.get("feature_psi"), dict) else {}
-        drift = sorted(((v, f) for f, v in fpsi.items() if isinstance(v, (int, float))), reverse=True)[:3]
+        drift = sorted(((v, f) for f, v in fpsi.items() if isinstance(v, (int, float)) and f not in GROWS_WITH_TIME),
+                       reverse=True)[:3]  # fmt: skip
         if drift:
             v = drift[0][0]
             cls, word = _psi_words(v)
             names = ", ".join(f"{feature_name(f)} ({x:.2f})" for x, f in drift)
             figs.append(("Biggest change in a feature", f"{v:.2f}", f"PSI, {word}: {names}", cls))
         c = t.get("customers") if isinstance(t.get("customers"), dict) else {}
-        for key, label in (("new", "New customers"), ("gone", "Customers who left")):
+        for key, label in (("new", "New since the previous run"), ("gone", "Left since the previous run")):
             if key in c and (isinstance(c[key], int) or c[key] is None):
-                figs.append((label, self.count(c[key]), "since the previous run", ""))
+                figs.append((label, self.count(c[key]), "customers in one run only", ""))
         fig_html = "".join(f'<div class="fig"><div class="k">{esc(k)}</div><div class="v {cls}">{v}</div>'
                            f'<div class="s">{esc(s)}</div></div>' for k, v, s, cls in figs)  # fmt: skip
         fig_html = f'<div class="figures">{fig_html}</div>' if figs else ""
         chart = ""
         if d.migration:
             names = {s["id"]: self.c.seg_name(s, width=22, max_lines=4) for s in d.segments if not s["hidden"]}
-            chart = self.chart("chart-migration", self.c.migration_chart(d, names),
+            prev = None if d.previous_names is None else {
+                i: self.c.seg_name({"id": i, "label": lab}, width=22, max_lines=4)
+                for i, lab in d.previous_names.items()}  # each run's own labels for its side
+            chart = self.chart("chart-migration", self.c.migration_chart(d, names, prev),
                                "Heatmap of customers moving from each previous segment to each segment "
                                "now")  # fmt: skip
         notes = []
@@ -632,9 +646,10 @@ class Page:
         for n in t.get("notes") or []:
             notes.append(str(n))
         how = ("each row is a segment of the previous run and shows where its customers are now; the outlined cells "
-               "are customers who stayed. <i>New customers</i> were not in the previous run; <i>Left the base</i> "
-               "are customers of the previous run missing from this one. Segment ids are matched between runs, so "
-               "the same id means the same kind of customer.")  # fmt: skip
+               "are customers who stayed. Rows carry the previous run's labels, columns this run's. <i>New since the "
+               "previous run</i> were not in the previous run; <i>Left the base</i> are customers of the previous run "
+               "missing from this one. Segment ids are matched between runs, so the same id means the same kind of "
+               "customer.")  # fmt: skip
         note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
         return self.section("migration", SECTIONS[5][1], how, fig_html + chart + note)
 
@@ -685,7 +700,16 @@ class Page:
             bits = [str(eng.get("engine", ""))] if eng.get("engine") else []
             if eng.get("n_threads"):
                 bits.append(f"{eng['n_threads']} threads")
-            bits += [f"{k.replace('_', ' ')} {v}" for k, v in eng.items() if k not in ("engine", "n_threads")]
+            for k, v in eng.items():
+                if k in ("engine", "n_threads") or v is None:
+                    continue
+                if k == "memory" and isinstance(v, dict):
+                    bits.append("freed memory kept for reuse" if v.get("keep_freed_memory") else
+                                "allocator defaults")  # fmt: skip
+                elif isinstance(v, bool):
+                    bits.append(k.replace("_", " ") if v else f"not {k.replace('_', ' ')}")
+                elif isinstance(v, (int, float, str)):
+                    bits.append(f"{k.replace('_', ' ')} {v}")
             add("Engine", esc(", ".join(bits)))
         made = _date(run.get("created"), True)
         add("segone version / run made", esc(f"{run.get('segone_version', '–')} · {made}"))

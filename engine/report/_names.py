@@ -15,6 +15,16 @@ GROUPS = (
     "Other",
 )
 
+# features that grow with time by construction (every customer is a day older at every run): never "drift"
+GROWS_WITH_TIME = frozenset({"tenure_days", "T"})
+
+
+def lower_is_better(name):
+    """True for features where less is good for the business (days since the last purchase or visit, an
+    abandoned cart): the report colours a low value of these like a high value of spend."""
+    return name in ("recency_days", "cart_abandoned") or name.startswith("days_since_")
+
+
 _FIXED = {
     "recency_days": ("Days since last purchase", "Recency and tenure"),
     "tenure_days": ("Days since first purchase", "Recency and tenure"),

@@ -159,6 +159,7 @@ class ReportData:
     rfm: list | None = None
     migration: list | None = None
     tracking: dict | None = None
+    previous_names: dict | None = None  # the previous run's segment id -> its own label (the movement matrix rows)
     moves_rows: int | None = None
     value: dict | None = None
     value_info: dict | None = None
@@ -326,6 +327,21 @@ def read_tracking(out_dir, run):
         path = os.path.join(out_dir, outputs.TRACKING_JSON)
         t = _read_json(path) if os.path.exists(path) else None
     return t if isinstance(t, dict) else None
+
+
+def read_previous_names(tracking):
+    """{segment id: label} of the previous run a tracked run was compared with (None when it cannot be read)."""
+    prev = (tracking or {}).get("previous")
+    if not isinstance(prev, str):
+        return None
+    path = os.path.join(prev, outputs.SEGMENTS)
+    if not os.path.exists(path):
+        return None
+    t = pq.read_table(path)
+    if "segment" not in t.column_names or "label" not in t.column_names:
+        return None
+    return {int(i): str(lab) for i, lab in zip(t.column("segment").to_pylist(), t.column("label").to_pylist())
+            if i is not None and lab is not None}  # fmt: skip
 
 
 def _segment_value_columns(segments):
@@ -526,6 +542,7 @@ def read_outputs(out_dir, *, max_rows=MAX_ROWS, persona_rows=MAX_PERSONA_ROWS, p
     data.rfm = optional("The RFM grid", read_rfm, out_dir, run, k)
     data.migration = optional(outputs.MIGRATION, read_migration, out_dir, k)
     data.tracking = optional("The tracking figures", read_tracking, out_dir, run)
+    data.previous_names = optional("The previous run's labels", read_previous_names, data.tracking)
     data.moves_rows = optional(outputs.MOVES, parquet_rows, os.path.join(out_dir, outputs.MOVES))
     data.value_info = run.get("clv") if isinstance(run.get("clv"), dict) else None
 
