@@ -57,9 +57,23 @@ def main():
 @click.option("--customers-per-file", default=500_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--overwrite", is_flag=True, help="Replace DIRECTORY if it exists.")
 @click.option("--no-personal-data", is_flag=True, help="Leave out the fake names, e-mails, phones and consent purposes.")
+@click.option("--periods", default=1, show_default=True, type=click.IntRange(min=1, max=100),
+              help="Write this many periods as DIRECTORY/period-0, period-1, ... (10% of the customers switch "
+                   "segment between periods), to try `segone run DIRECTORY/period-1 --previous OUT0`.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, no_personal_data, quiet):
+def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, no_personal_data, periods,
+          quiet):  # fmt: skip
     """Write synthetic transactions, web events, CRM attributes and the true segments."""
+    if periods > 1:
+        ms = segone.synth.write_periods(directory, customers, periods=periods, seed=seed, overwrite=overwrite,
+                                        tx_per_customer=tx_per_customer, personal_data=not no_personal_data)  # fmt: skip
+        for p, m in enumerate(ms):
+            rows = m["rows"]
+            click.echo(f"wrote {os.path.join(directory, f'period-{p}')}: {rows['customers']:,} customers, "
+                       f"{rows['transactions']:,} transactions, {rows['events']:,} web events")  # fmt: skip
+        click.echo(f"next: segone run {os.path.join(directory, 'period-0')} -o OUT0, then segone run "
+                   f"{os.path.join(directory, 'period-1')} -o OUT1 --previous OUT0")  # fmt: skip
+        return
     m = segone.synth.write_dataset(
         directory, customers, seed=seed, tx_per_customer=tx_per_customer,
         customers_per_file=customers_per_file, overwrite=overwrite, progress=not quiet,
