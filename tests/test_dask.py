@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-dd = pytest.importorskip("dask.dataframe")
-distributed = pytest.importorskip("distributed")
+import dask.dataframe as dd  # noqa: E402
+import distributed  # noqa: E402
 
 import segone  # noqa: E402
 import segone.dask as sd  # noqa: E402

@@ -925,7 +925,7 @@ def test_a_withheld_output_as_previous_says_what_to_do(tmp_path, tx_dir, monkeyp
 # ------------------------------------------------- class 5: the same on Dask (a 2-worker LocalCluster)
 @pytest.fixture(scope="module")
 def cluster_client():
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   memory_limit="2GiB") as cluster, distributed.Client(cluster) as c:  # fmt: skip
         yield c

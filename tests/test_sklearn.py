@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
+import sklearn  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.cluster import MiniBatchKMeans  # noqa: E402
 from sklearn.datasets import make_blobs  # noqa: E402
@@ -20,7 +20,7 @@ import segone  # noqa: E402
 from segone import FeatureScorer, Segmenter  # noqa: E402
 from segone.errors import DataError, NotFittedError, ParameterError, SchemaError, SegoneError  # noqa: E402
 
-pd = pytest.importorskip("pandas")
+import pandas as pd  # noqa: E402
 
 # The checks Segmenter fails, each one failed by MiniBatchKMeans too (test below):
 # fitting with integer weights is not the same as repeating rows, because the
@@ -122,7 +122,7 @@ def test_set_output(X):
     assert isinstance(D, pd.DataFrame) and list(D.columns) == ["segmenter0", "segmenter1", "segmenter2"]
     assert D.index[0] == 7  # the input's index comes back on the output, never into the features
     assert list(seg.get_feature_names_out()) == ["segmenter0", "segmenter1", "segmenter2"]
-    pl = pytest.importorskip("polars")
+    import polars as pl
     out = Segmenter(3, random_state=0).set_output(transform="polars").fit(X).transform(X)
     assert isinstance(out, pl.DataFrame) and out.columns == ["segmenter0", "segmenter1", "segmenter2"]
 
@@ -221,7 +221,7 @@ def test_float32_kept_and_copies_only_when_needed(X):
 
 
 def test_errors_are_segone_errors_with_sklearn_meaning(X):
-    scipy_sparse = pytest.importorskip("scipy.sparse")
+    import scipy.sparse as scipy_sparse
     with pytest.raises(SchemaError, match="[Ss]parse data was passed.*X.toarray"):
         Segmenter(3).fit(scipy_sparse.csr_matrix(X))
     with pytest.raises(NotFittedError) as info:
@@ -254,7 +254,7 @@ def test_feature_scorer_in_a_pipeline_over_tables():
     ref = Segmenter(4, random_state=0).fit(FeatureScorer().fit_transform(prof)).labels_
     np.testing.assert_array_equal(pipe.predict(prof), ref)
     kinds = [prof.to_pandas().set_index("customer_id", drop=False), prof.select(prof.column_names[::-1])]
-    pl = pytest.importorskip("polars")
+    import polars as pl
     kinds.append(pl.from_arrow(prof))
     for src in kinds:  # any table kind, any column order, any index
         np.testing.assert_array_equal(pipe.predict(src), ref)
