@@ -32,12 +32,15 @@ th = threading.Thread(target=sample, daemon=True)
 base = rss()
 import segone
 th.start()
-data, out, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data, out, k, stream = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+from segone._engine import LocalEngine
+eng = LocalEngine() if stream == "default" else LocalEngine(stream_rows=int(stream))
 t0 = time.perf_counter()
-res = segone.run(data, out, k, overwrite=True)
+res = segone.run(data, out, k, overwrite=True, engine=eng)
 t1 = time.perf_counter()
 stop.set(); th.join()
 print(json.dumps({"t0": t0, "t1": t1, "samples": samples, "timings": res.summary["timings_s"],
+                  "pieces": res.summary["engine"].get("pieces", 1),
                   "customers": res.summary["customers"], "rows_read": res.summary["rows_read"],
                   "import_rss": base}))
 """
@@ -62,12 +65,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data")
     ap.add_argument("--clusters", "-k", type=int, default=8)
+    ap.add_argument("--stream-rows", default="default",
+                    help="LocalEngine(stream_rows=N): profile split inputs file by file above N rows (default: its default)")
     ap.add_argument("--json")
     args = ap.parse_args()
     sizes = json.loads(subprocess.run([sys.executable, "-c", SIZE, args.data], check=True, capture_output=True,
                                       text=True).stdout)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([sys.executable, "-c", CHILD, args.data, os.path.join(tmp, "out"), str(args.clusters)],
+        r = subprocess.run([sys.executable, "-c", CHILD, args.data, os.path.join(tmp, "out"), str(args.clusters),
+                            str(args.stream_rows)],
                            capture_output=True, text=True)  # fmt: skip
         if r.returncode:
             sys.exit(r.stderr)
@@ -84,7 +90,7 @@ def main():
         inside = [s[1] for s in res["samples"] if t <= s[0] <= t_end] or [0]
         rows.append((name, res["timings"][name], max(inside)))
         t = t_end
-    print(f"customers {res['customers']:,}, rows {res['rows_read']}")
+    print(f"customers {res['customers']:,}, rows {res['rows_read']}, profiled in {res['pieces']} piece(s)")
     print(f"input in Arrow: {inp / gib:.2f} GiB ({', '.join(f'{k} {v / gib:.2f}' for k, v in sizes.items())})")
     print(f"RSS after import {res['import_rss'] / gib:.2f} GiB")
     print(f"{'stage':10s} {'time s':>8s} {'peak GiB':>9s} {'x input':>8s}")

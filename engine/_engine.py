@@ -8,17 +8,41 @@ small results and writes parts.  It computes nothing itself: every
 computation is a function of the stage's own module, and
 :func:`segone.pipeline.run` is the one sequence of stages over any engine.
 
-Parts are opaque to the pipeline.  The :class:`LocalEngine` keeps one part
-per input (the source itself, which the kernels stream record batch by record
-batch) and runs everything in this process; the Dask engine
+Parts are opaque to the pipeline.  The :class:`LocalEngine` runs everything
+in this process.  It keeps one part per input (the source itself, which the
+kernels stream record batch by record batch), except for large Parquet
+datasets already split by customer (file i of every input holds the same
+customers): those it profiles file by file, so the stage's memory holds one
+file's rows at a time instead of the whole history.  The Dask engine
 (:class:`segone.dask.DaskEngine`) holds one part per partition on the workers.
 """
+
+import os
 
 from segone._state import merge_all
 from segone._threads import effective_n_threads
 from segone.io import write_parquet
 
 ROLES = ("transactions", "events", "attributes")
+# above this many transaction and event rows (Parquet metadata), split inputs are profiled file by file
+STREAM_ROWS = 32_000_000
+
+
+def _parquet_rows(src, role):
+    """Rows of a Parquet file or dataset from its metadata (None: not a Parquet path)."""
+    import pyarrow.dataset as ds
+
+    from segone.io import dataset
+
+    if not isinstance(src, (str, os.PathLike)):
+        return None
+    try:
+        d = dataset(src, name=role)
+    except Exception:  # noqa: BLE001 - the profile stage reports unreadable inputs with their own message
+        return None
+    if not isinstance(d, ds.FileSystemDataset) or not isinstance(d.format, ds.ParquetFileFormat):
+        return None
+    return d.count_rows()
 
 
 class LocalEngine:
@@ -28,12 +52,20 @@ class LocalEngine:
     ----------
     n_threads : int or None
         Kernel threads (None: every CPU), recorded in run.json.
+    stream_rows : int, default STREAM_ROWS (32M)
+        Inputs of more transaction and event rows than this (read from the
+        Parquet metadata) whose files are split by customer are profiled
+        file by file (the outputs are the same; the peak memory of the
+        profile stage follows one file instead of the whole input).  0:
+        always, when the inputs are split so.
     """
 
     name = "local"
 
-    def __init__(self, n_threads=None):
+    def __init__(self, n_threads=None, stream_rows=STREAM_ROWS):
         self.n_threads = n_threads
+        self.stream_rows = stream_rows
+        self._whole = {}
 
     def __enter__(self):
         return self
@@ -47,18 +79,35 @@ class LocalEngine:
     def set_stage(self, what):
         """Name the stage that runs next (the Dask engine puts it in a stall error; nothing to do here)."""
 
+    # -- the five verbs -----------------------------------------------------------
+    def read(self, sources):
+        """{role: [part]}: one part per input (the source itself, streamed later), or its files when the input is
+        a large Parquet dataset that may be split by customer (see ``stream_rows``)."""
+        self._whole = {role: src for role, src in sources.items() if src is not None}
+        rows = [_parquet_rows(self._whole.get(r), r) for r in ("transactions", "events")]
+        big = rows[0] is not None and sum(r or 0 for r in rows) > self.stream_rows
+        out = {}
+        for role, src in self._whole.items():
+            files = None
+            if big and _parquet_rows(src, role) is not None:
+                from segone.io import parquet_files
+
+                files = parquet_files(src, role)
+            out[role] = files if files and len(files) > 1 else [src]
+        return out
+
     def facts(self):
         """Engine facts for run.json."""
         return {"engine": self.name, "n_threads": effective_n_threads(self.n_threads)}
 
-    # -- the five verbs -----------------------------------------------------------
-    def read(self, sources):
-        """{role: [part]}: one part per input, the source itself (streamed later)."""
-        return {role: [src] for role, src in sources.items() if src is not None}
-
     def by_customer(self, parts, split, npartitions=None, cid="customer_id"):
-        """Pieces whose customers are disjoint: here one piece holding every input."""
-        return [tuple(parts[r][0] if r in parts else None for r in ROLES)]
+        """Pieces whose customers are disjoint: file i of every input when the inputs are split by customer
+        file by file, else one piece holding every input."""
+        counts = {len(p) for p in parts.values()}
+        if split and len(counts) == 1 and counts.pop() > 1:
+            n = len(parts["transactions"])
+            return [tuple(parts[r][i] if r in parts else None for r in ROLES) for i in range(n)]
+        return [tuple(self._whole.get(r) for r in ROLES)]
 
     def co_partition(self, part_lists, cid="customer_id", npartitions=None):
         """Pieces whose customers are disjoint, one item per list: here one piece, each list concatenated."""

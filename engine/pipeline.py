@@ -531,7 +531,10 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         write_json(info, os.path.join(tmp, outputs.RUN_JSON))
     log(f"wrote {out} in {timings['write']:.2f}s (total {timings['total']:.2f}s)")
     local = eng.gather(assignments) if eng.name == "local" else None
-    return RunResult(os.path.abspath(os.fspath(out)), local[0] if local else None, segments, info, seg, scorer)
+    table = None
+    if local:
+        table = local[0] if len(local) == 1 else pa.concat_tables(local)
+    return RunResult(os.path.abspath(os.fspath(out)), table, segments, info, seg, scorer)
 
 
 def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_threads=None,
@@ -561,7 +564,10 @@ def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_th
                       n_threads=n_threads, **params)  # fmt: skip
     results = eng.persist(results, "profiles")
     summary = eng.reduce(eng.map(_second, results)).finish()
-    facts = {} if eng.name == "local" else {"partitions": eng.count(pieces), "shuffled": not split}
+    if eng.name == "local":  # profiled file by file when the inputs are large and split by customer
+        facts = {"pieces": eng.count(pieces)} if eng.count(pieces) > 1 else {}
+    else:
+        facts = {"partitions": eng.count(pieces), "shuffled": not split}
     return eng.map(_first, results), summary, facts
 
 
