@@ -307,23 +307,14 @@ def rfm_scores(persona_profiles, persona_whole):
     return personas.select(["r_score", "f_score"]), persona_profiles.column("spend_total").to_numpy()
 
 
-RFM_EMPTY_PIECE_BUG = (
-    "RFMGrid.of on an empty piece with spend keeps np.bincount's int64 result as its spend grid (bincount of no "
-    "values is int64 even with float weights): the state does not round-trip equal (from_dict makes it float64) and "
-    "its finish() types rfm.parquet's spend as int64; fix: cast the grid to float64 in RFMGrid.of"
-)
-
-
 @covers(RFMGrid)
-@pytest.mark.parametrize(
-    "empty_pieces", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=RFM_EMPTY_PIECE_BUG))]
-)
+@pytest.mark.parametrize("empty_pieces", [False, True])  # True: the first piece is empty (its spend grid was int64)
 @given(cuts=cut_lists, split_every=splits)
 def test_rfm_grid_merge_equals_whole(rfm_scores, empty_pieces, cuts, split_every):
     rfm, spend = rfm_scores
     whole = RFMGrid.of(rfm, spend)
     c = _cuts(rfm.num_rows, cuts)
-    # empty_pieces: the first piece is always empty (the xfail case); else no piece is empty
+    # empty_pieces: the first piece is always empty; else no piece is empty
     c = [0] + c if empty_pieces else sorted(set(c))
     merged = _merge([RFMGrid.of(t, s) for t, s in zip(_pieces(rfm, c), _pieces(spend, c))], split_every)
     assert merged.bins == whole.bins == 5

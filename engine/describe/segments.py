@@ -404,10 +404,11 @@ class RFMGrid(State):
         f = np.asarray(rfm.column("f_score").to_numpy(zero_copy_only=False), np.int64) - 1
         cell = r * bins + f
         st = cls(bins=bins)
-        st.customers = np.bincount(cell, minlength=bins * bins).reshape(bins, bins)
+        st.customers = np.bincount(cell, minlength=bins * bins).reshape(bins, bins).astype(np.int64)
         if spend is not None:
             w = np.nan_to_num(np.asarray(spend, np.float64))
-            st.spend = np.bincount(cell, weights=w, minlength=bins * bins).reshape(bins, bins)
+            # float64 even for an empty piece (bincount of nothing is int64 whatever the weights)
+            st.spend = np.bincount(cell, weights=w, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
         return st
 
     def merge(self, other):
