@@ -490,6 +490,25 @@ cdef void _sort_i64(long long* v, Py_ssize_t m) noexcept nogil:
         qsort(v, m, sizeof(long long), _cmp_i64)
 
 
+cdef inline Py_ssize_t _block_rows(Py_ssize_t maxm, Py_ssize_t n, Py_ssize_t cap) noexcept nogil:
+    """Rows grouped at a time by the group kernels: ``cap`` (0: max(2M, N / 8)), at most N, at least the largest
+    group (``maxm``), so that a block holds whole groups."""
+    cdef Py_ssize_t b = cap if cap > 0 else (n // 8 if n // 8 > (1 << 21) else (1 << 21))
+    if b > n:
+        b = n
+    return b if b > maxm else maxm
+
+
+cdef inline Py_ssize_t _block_end(const long long[::1] off, Py_ssize_t gb, Py_ssize_t n_groups,
+                                  Py_ssize_t block_rows) noexcept nogil:
+    """The end of the block of consecutive groups that starts at ``gb`` (CSR offsets ``off``): as many groups as
+    fit in ``block_rows`` rows, at least one."""
+    cdef Py_ssize_t ge = gb + 1
+    while ge < n_groups and off[ge + 1] - off[gb] <= block_rows:
+        ge = ge + 1
+    return ge
+
+
 def _profile_kernel(
     const long long[::1] codes,      # IN (N,) group of every row, in [0, n_groups)
     const long long[::1] ts,         # IN (N,)
@@ -534,7 +553,7 @@ def _profile_kernel(
     # (and at least one customer), so the grouped copy costs block_rows * sizeof(TxRow) bytes, not N times that
     # (at 20M rows, 60 MB instead of 480 MB).  Each block re-reads the codes, which is cheap next to the rows.
     # The grouped rows live in a NumPy buffer: NumPy asks the OS for huge pages on large allocations.
-    cdef Py_ssize_t block_rows = max(maxm, min(n, max(1 << 21, n // 8) if block_rows_cap <= 0 else block_rows_cap))
+    cdef Py_ssize_t block_rows = _block_rows(maxm, n, block_rows_cap)
     rows_arr = np.empty(max(block_rows, 1) * sizeof(TxRow), dtype=np.uint8)
     cdef unsigned char[::1] rows_mem = rows_arr
     rows = <TxRow*> &rows_mem[0]
@@ -545,9 +564,7 @@ def _profile_kernel(
     cdef Py_ssize_t gb = 0, ge
     cdef long long base
     while gb < n_groups:
-        ge = gb + 1
-        while ge < n_groups and off[ge + 1] - off[gb] <= block_rows:
-            ge = ge + 1
+        ge = _block_end(off, gb, n_groups, block_rows)
         base = off[gb]
         with nogil:
             # scatter the block's rows into group order; thread t owns a contiguous share of the block's
@@ -956,7 +973,7 @@ def _session_kernel(
             maxm = off[g + 1]
         off[g + 1] += off[g]
     # grouped one block of consecutive groups at a time, as in the profile kernel (bounded scratch)
-    cdef Py_ssize_t block_rows = max(maxm, min(n, max(1 << 21, n // 8) if block_rows_cap <= 0 else block_rows_cap))
+    cdef Py_ssize_t block_rows = _block_rows(maxm, n, block_rows_cap)
     buf_arr = np.empty(max(block_rows, 1), dtype=np.int64)
     cdef long long[::1] buf = buf_arr
     b = &buf[0]
@@ -965,9 +982,7 @@ def _session_kernel(
     cdef Py_ssize_t gb = 0, ge
     cdef long long base
     while gb < n_groups:
-        ge = gb + 1
-        while ge < n_groups and off[ge + 1] - off[gb] <= block_rows:
-            ge = ge + 1
+        ge = _block_end(off, gb, n_groups, block_rows)
         base = off[gb]
         with nogil:
             for t in prange(n_threads, schedule="static", chunksize=1, num_threads=n_threads):
