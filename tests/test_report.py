@@ -331,13 +331,13 @@ def test_full_outputs_fill_every_section(full_dir, tmp_path):
     assert set(specs) == {"chart-overview", "chart-profiles", "chart-value", "chart-rfm", "chart-migration"}
     assert len(seg_rows(page, "value-table")) == K
     body = " ".join(page.text)
-    assert "Stayed in the same segment" in body and "New customers" in body
+    assert "Stayed in the same segment" in body and "New since the previous run" in body
     assert "moves.parquet" in body
     # the RFM grid covers 5 x 5 cells; the migration chart has a row for new customers and a column for those gone
     rfm = spec_values(specs["chart-rfm"])
     assert len(rfm) == 25 and sum(r["customers"] for r in rfm) == 3000
     mig = spec_values(specs["chart-migration"])
-    assert any(r["from"] == "New customers" for r in mig) and any(r["to"] == "Left the base" for r in mig)
+    assert any(r["from"] == "New since the previous run" for r in mig) and any(r["to"] == "Left the base" for r in mig)
     # every lift column of the segment table is in the heatmap
     lifts = [c for c in pq.read_table(full_dir / "segments.parquet").column_names if c.startswith("lift_")]
     heat = spec_values(specs["chart-profiles"])

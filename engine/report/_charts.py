@@ -166,8 +166,7 @@ def profile_heatmap(data):
     ).encode(x=x, y=alt.value(head_h), text="text:N").properties(width=alt.Step(step_x), height=head_h)
     legend = alt.Legend(values=[-2, -1, 0, 1, 2], gradientLength=300, titleLimit=400, orient="top",
                         labelExpr="datum.value == 0 ? 'same' : '×' + format(pow(2, datum.value), '.2~f')")  # fmt: skip
-    color = alt.Color("color:Q", title="Segment average against the average customer (days since a purchase or "
-                                       "visit: colours reversed, fewer is blue)",
+    color = alt.Color("color:Q", title="Segment vs the average customer (days since: fewer is blue)",
                       scale=alt.Scale(scheme="redblue", domain=[-2, 2], domainMid=0), legend=legend)  # fmt: skip
     tooltip = [alt.Tooltip("label:N", title="Segment"), alt.Tooltip("feature:N", title="Feature"),
                alt.Tooltip("text:N", title="Against the average customer"),
