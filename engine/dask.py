@@ -267,8 +267,9 @@ class DaskEngine:
     spill_dir : path, optional
         Where the spilled parts go (a folder ``segone-spill-*`` is made in
         it and removed by :meth:`close`); default the system's temporary
-        directory.  On a cluster of several machines it must be storage
-        that every worker sees, like the output.
+        directory when every worker runs on this machine.  On a cluster of
+        several machines give storage that every worker sees, like the
+        output; without it, parts stay in worker memory there.
 
     Examples
     --------
@@ -293,6 +294,7 @@ class DaskEngine:
         self.spill = bool(spill)
         self.spill_dir = None if spill_dir is None else os.fspath(spill_dir)
         self._spill_root = None
+        self._local_workers = None
         self.split_every = check_int(split_every, "split_every", low=2)
         self.n_threads = n_threads
         self.verbose = verbose
@@ -347,12 +349,20 @@ class DaskEngine:
         return os.path.join(self._spill_root, f"{what or 'part'}-{uuid.uuid4().hex[:8]}")
 
     def _spilling(self):
-        return self.spill and self.client is not None
+        """Whether persisted parts go to files: asked for, on a distributed cluster, and to a folder every worker
+        sees (``spill_dir``, or the default temporary folder when every worker runs on this machine)."""
+        if not self.spill or self.client is None:
+            return False
+        if self.spill_dir is None:
+            if self._local_workers is None:
+                self._local_workers = _workers_on_this_machine(self.client)
+            return self._local_workers
+        return True
 
     def facts(self):
         workers = len(self.client.scheduler_info()["workers"]) if self.client is not None else None
         return {"engine": self.name, "scheduler": "distributed" if self.client is not None else "threads",
-                "workers": workers}  # fmt: skip
+                "workers": workers, "spill": self._spilling()}  # fmt: skip
 
     def set_stage(self, what):
         """Name the stage that runs next (for the progress bar and a :class:`StalledError`)."""
@@ -496,6 +506,19 @@ class DaskEngine:
 
     def count(self, parts):
         return len(parts)
+
+
+def _workers_on_this_machine(client):
+    """True when every worker of ``client`` runs on this machine (so this machine's temporary folder is theirs)."""
+    import socket
+
+    names = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    try:
+        names.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    hosts = {w.get("host") for w in client.scheduler_info()["workers"].values()}
+    return bool(hosts) and hosts <= names
 
 
 def _cluster_state(dask_scheduler):

@@ -565,3 +565,17 @@ def test_a_persisted_part_is_a_file_handle_on_the_workers(client, tmp_path):
     assert got == [25_000, 25_000]
     eng.cleanup()
     assert not any(os.path.exists(h.path) for h in handles)
+
+
+def test_parts_spill_only_to_a_folder_every_worker_sees(client, tmp_path, monkeypatch):
+    eng = sd.DaskEngine(client)
+    assert eng._spilling() and eng.facts()["spill"] is True  # a LocalCluster: this machine's temporary folder
+    far = sd.DaskEngine(client)
+    monkeypatch.setattr(far.client, "scheduler_info",
+                        lambda **kw: {"workers": {"tcp://10.9.8.7:1": {"host": "10.9.8.7"}}})  # fmt: skip
+    assert far._spilling() is False  # workers elsewhere and no spill_dir: parts stay in worker memory
+    shared = sd.DaskEngine(client, spill_dir=tmp_path)
+    monkeypatch.setattr(shared.client, "scheduler_info",
+                        lambda **kw: {"workers": {"tcp://10.9.8.7:1": {"host": "10.9.8.7"}}})  # fmt: skip
+    assert shared._spilling() is True  # a folder the user says every worker sees
+    assert sd.DaskEngine(client, spill=False)._spilling() is False
