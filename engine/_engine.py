@@ -83,16 +83,15 @@ class LocalEngine:
     def read(self, sources):
         """{role: [part]}: one part per input (the source itself, streamed later), or its files when the input is
         a large Parquet dataset that may be split by customer (see ``stream_rows``)."""
+        from segone.io import parquet_files
+
         self._whole = {role: src for role, src in sources.items() if src is not None}
-        rows = [_parquet_rows(self._whole.get(r), r) for r in ("transactions", "events")]
-        big = rows[0] is not None and sum(r or 0 for r in rows) > self.stream_rows
+        rows = {role: _parquet_rows(src, role) for role, src in self._whole.items()}
+        big = rows.get("transactions") is not None and \
+            rows["transactions"] + (rows.get("events") or 0) > self.stream_rows  # fmt: skip
         out = {}
         for role, src in self._whole.items():
-            files = None
-            if big and _parquet_rows(src, role) is not None:
-                from segone.io import parquet_files
-
-                files = parquet_files(src, role)
+            files = parquet_files(src, role) if big and rows[role] is not None else None
             out[role] = files if files and len(files) > 1 else [src]
         return out
 

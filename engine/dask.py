@@ -191,10 +191,6 @@ def _unspill(obj):
     return obj
 
 
-def _spill_part(obj, base):
-    return _spill(obj, base)
-
-
 class _Task:
     """``fn`` called with every :class:`Spilled` argument read back (what every engine task runs)."""
 
@@ -487,11 +483,11 @@ class DaskEngine:
     def persist(self, parts, what=None):
         if self.client is None:  # threaded scheduler: the parts live in this process anyway
             return list(self._compute(*parts))
-        from distributed import progress, wait
+        from distributed import progress
 
         if self._spilling():
             base = self._spill_base(what)
-            parts = [_task(_spill_part)(p, f"{base}-{i:05d}") for i, p in enumerate(parts)]
+            parts = [_task(_spill)(p, f"{base}-{i:05d}") for i, p in enumerate(parts)]
         parts = self.client.persist(list(parts))
         if self.verbose:
             progress(parts)

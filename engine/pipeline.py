@@ -307,8 +307,7 @@ def run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
             random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, n_traits=n_traits,
             phrases=phrases, label_rules=label_rules, value=value, value_penalizer=value_penalizer, freq=freq,
-            horizon_months=horizon_months,
-            discount_rate=discount_rate, previous=previous, backend=backend,
+            horizon_months=horizon_months, discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
             verbose=verbose, plan=plan, shown=shown, k_min=k_min, k_max=k_max,
         )  # fmt: skip
@@ -322,8 +321,8 @@ def run(
 
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
-         value_penalizer=0.0,
-         partitioned_by_customer, overwrite, verbose, plan=None, shown=None, k_min=None, k_max=None):  # fmt: skip
+         partitioned_by_customer, overwrite, verbose, plan=None, shown=None, k_min=None, k_max=None,
+         value_penalizer=0.0):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 

@@ -741,7 +741,8 @@ def build_profiles_with_summary(
     # the transaction rows are aggregated: free them (the largest arrays of the stage) before the columns are built
     btyd_periods = _btyd_periods(codes, ts, amount, n, freq, as_of_us) if freq != "D" else None
     del ts, amount, codes, cat, ch, order_ids
-    tx.pop("ts", None), tx.pop("amount", None), tx.pop("raw", None)
+    for key in ("ts", "amount", "raw"):
+        tx.pop(key, None)
     tx["cats"] = {c: (None, labels_) for c, (_, labels_) in tx["cats"].items()}
     if ev is not None:
         ev.pop("ts", None)
