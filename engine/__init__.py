@@ -34,6 +34,7 @@ from segone._memory import keep_freed_memory
 from segone._memory import release as release_memory
 from segone._memory import settings as memory_settings
 from segone.assign import Assignment, assign
+from segone.backtesting import backtest, calibration_and_holdout
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
 from segone.clv import BetaGeo, GammaGamma, predict_value
 from segone.model import Model, apply_model, load_model, save_model
@@ -61,6 +62,8 @@ __all__ = [
     "Segmenter",
     "apply_model",
     "assign",
+    "backtest",
+    "calibration_and_holdout",
     "clv",
     "compare_outputs",
     "available_backends",

@@ -527,6 +527,83 @@ def persona(out, customer_id, id_key_file):
 
 
 @main.command()
+@click.argument("input", type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--holdout-days", default=None, type=click.IntRange(min=1),
+              help="The holdout is the last N days of the data.")  # fmt: skip
+@click.option("--cutoff", default=None, help="The last day of the calibration period (ISO date), instead of "
+              "--holdout-days.")  # fmt: skip
+@click.option("--end", default=None, help="The last day of the holdout (ISO date); default: the latest transaction.")
+@click.option("--freq", default="D", show_default=True, type=click.Choice(["D", "W", "M"]),
+              help="BTYD period: days, weeks or months.")  # fmt: skip
+@click.option("--models", default="all", show_default=True, metavar="all|NAME,...",
+              help="Purchase models to fit and compare.")  # fmt: skip
+@click.option("--value-penalizer", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="L2 penalty of every value fit (lifetimes' penalizer_coef).")  # fmt: skip
+@click.option("--n-clusters", "-k", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Segments of the segment-mean baseline.")  # fmt: skip
+@click.option("--events", type=click.Path(exists=True), help="Web events.")
+@click.option("--attributes", type=click.Path(exists=True), help="CRM attributes.")
+@click.option("--schema", "schema_items", multiple=True, metavar="ROLE=COLUMN", help="As for `segone run`.")
+@click.option("--min-segment-size", default=None, type=click.IntRange(min=1),
+              help="Leave out decile cells of fewer customers.")  # fmt: skip
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Run on Dask with a LocalCluster of this many worker processes.")  # fmt: skip
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Run on this Dask cluster.")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--quiet", "-q", is_flag=True)
+def backtest(input, out, holdout_days, cutoff, end, freq, models, value_penalizer, n_clusters, events, attributes,
+             schema_items, min_segment_size, workers, scheduler, overwrite, quiet):  # fmt: skip
+    """How good is the value prediction? Fit every purchase model on INPUT up to a cutoff, predict each
+    customer's purchases and spend in the holdout after it, and compare with what happened (and with two
+    baselines: each customer's own last window, and their segment's mean)."""
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local one), not both.")
+    engine = None
+    if scheduler or workers:
+        from segone.dask import DaskEngine
+
+        engine = DaskEngine(scheduler, n_workers=workers, verbose=not quiet)
+    try:
+        res = segone.backtest(
+            input, out, holdout_days=holdout_days, cutoff=cutoff, end=end, freq=freq, models=models,
+            value_penalizer=value_penalizer, n_clusters=n_clusters, events=events, attributes=attributes,
+            schema=segone.io.parse_schema_options(schema_items) or None, min_segment_size=min_segment_size,
+            engine=engine, overwrite=overwrite, verbose=not quiet,
+        )  # fmt: skip
+    finally:
+        if engine is not None:
+            engine.close()
+    s = res.summary
+    click.echo(f"calibration up to {s['cutoff']}, holdout to {s['end']} ({s['duration_holdout']:g} {s['unit']}); "
+               f"{s['customers_scored']:,} customers scored ({s['customers_without_purchase_before_cutoff']:,} "
+               "without a purchase before the cutoff)")  # fmt: skip
+    click.echo(format_backtest(res.metrics))
+    if s["fitted"].get("spend_skipped"):
+        click.echo(f"spend predictions of the models: none ({s['fitted']['spend_skipped']})")
+    click.echo(f"outputs in {res.out}")
+
+
+def format_backtest(metrics):
+    """The backtest table as text: one line per model and baseline."""
+    head = f"{'model':<14}{'MAE purch.':>11}{'RMSE':>8}{'Pearson':>9}{'Spearman':>9}{'pred/actual':>12}{'MAE spend':>11}"
+    lines = [head]
+    for r in metrics.to_pylist():
+        if r["skipped"]:
+            lines.append(f"{r['model']:<14}skipped: {r['skipped']}")
+            continue
+
+        def f(v, fmt):
+            return format(v, fmt) if v is not None else "-"
+
+        ratio = None if not r["actual_purchases"] else r["predicted_purchases"] / r["actual_purchases"]
+        lines.append(f"{r['model']:<14}{f(r['mae_purchases'], '.3f'):>11}{f(r['rmse_purchases'], '.3f'):>8}"
+                     f"{f(r['pearson_purchases'], '.3f'):>9}{f(r['spearman_purchases'], '.3f'):>9}"
+                     f"{f(ratio, '.3f'):>12}{f(r['mae_spend'], '.2f'):>11}")  # fmt: skip
+    return "\n".join(lines)
+
+
+@main.command()
 def info():
     """Show backends, OpenMP and thread settings."""
     from segone._threads import effective_n_threads

@@ -13,6 +13,8 @@ name                        kind         content
 ``rfm.parquet``             segment      the recency x frequency grid (customers, spend per cell)
 ``migration.parquet``       segment      from/to segment counts between two runs
 ``sweep.parquet``           run          the sweep over k (``-k auto``)
+``backtest.parquet``        run          ``segone backtest``: one row per value model and baseline
+``backtest_deciles.parquet`` run         ``segone backtest``: per model and decile, predicted vs actual
 ``run.json``                run          the run summary, its ``privacy`` section
 ``tracking.json``           run          ``segone track``'s summary (instead of run.json)
 ``model/``                  model        ``model.json``, ``centroids.npy``, ``scorer.json``,
@@ -49,6 +51,8 @@ SEGMENTS = "segments.parquet"
 RFM = "rfm.parquet"
 MIGRATION = "migration.parquet"
 SWEEP = "sweep.parquet"
+BACKTEST = "backtest.parquet"
+BACKTEST_DECILES = "backtest_deciles.parquet"
 RUN_JSON = "run.json"
 TRACKING_JSON = "tracking.json"
 MODEL_DIR = "model"
@@ -73,7 +77,7 @@ PSEUDONYM_METADATA = b"segone.pseudonym"  # field metadata of an id column holdi
 # which files hold what (the export stage treats each kind its own way)
 PER_CUSTOMER = (ASSIGNMENTS, PERSONAS, MOVES)
 PER_SEGMENT = (SEGMENTS, RFM, MIGRATION)
-SUMMARIES = (RUN_JSON, TRACKING_JSON, SWEEP)
+SUMMARIES = (RUN_JSON, TRACKING_JSON, SWEEP, BACKTEST, BACKTEST_DECILES)
 
 
 def model_dir(out_dir):
@@ -82,7 +86,7 @@ def model_dir(out_dir):
 
 
 __all__ = [
-    "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "CENTROIDS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
+    "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "BACKTEST", "BACKTEST_DECILES", "CENTROIDS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
     "MIGRATION_COLUMNS", "MODEL_DIR", "MODEL_FILES", "MODEL_JSON", "MOVES", "MOVES_COLUMNS", "PERSONAS",
     "PERSONA_COLUMNS", "PER_CUSTOMER", "PER_SEGMENT", "PSEUDONYM_METADATA", "REPORT", "RFM", "RUN_JSON",
     "SCORER", "SEGMENTS", "SEGMENT_COLUMN", "SUMMARIES", "SWEEP", "TRACKING_JSON", "model_dir",

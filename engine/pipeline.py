@@ -537,8 +537,12 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
 
 
 def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_threads=None,
-                  partitioned_by_customer=None, npartitions=None, verbose=False, **params):  # fmt: skip
+                  partitioned_by_customer=None, npartitions=None, verbose=False, piece=None, **params):  # fmt: skip
     """PROFILE over an engine: (profile parts, run-summary dict, engine facts).
+
+    ``piece`` (default: the profile kernel of one piece) is the function
+    mapped over the pieces of customers; it returns ``(profiles, summary)``
+    (the backtest adds each customer's holdout columns so).
 
     With more than one part per input, a light scan fixes what every piece
     must share (the category, channel and event columns, ``as_of``) and tells
@@ -559,7 +563,7 @@ def profile_stage(eng, sources, *, as_of=None, schema=None, backend="auto", n_th
     elif as_of is not None:
         as_of_us = _profile.parse_as_of(as_of)
     pieces = eng.by_customer(parts, split, npartitions, cid=_profile.resolve_schema(schema)["customer_id"])
-    results = eng.map(_profile_piece, pieces, labels=labels, as_of_us=as_of_us, schema=schema, backend=backend,
+    results = eng.map(piece or _profile_piece, pieces, labels=labels, as_of_us=as_of_us, schema=schema, backend=backend,
                       n_threads=n_threads, **params)  # fmt: skip
     results = eng.persist(results, "profiles")
     summary = eng.reduce(eng.map(_second, results)).finish()

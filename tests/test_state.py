@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import segone
 from segone import profile as P
+from segone import backtesting as B
 from segone._state import State, merge_all
 from segone.clv import MonetaryHistogram, PatternHistogram, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
@@ -536,6 +537,45 @@ def _segone_state_classes():
                 assert inspect.getmodule(sub).__name__ == sub.__module__
                 found.add(f"{sub.__module__}.{sub.__qualname__}")
     return found
+
+
+# -- the backtest's states ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def backtest_predictions():
+    """A table of holdout figures and two predictors' forecasts, as segone.backtesting's prediction pieces are."""
+    rng = np.random.default_rng(5)
+    n = 900
+    act = rng.poisson(1.0, n).astype(float)
+    return pa.table({"actual_purchases": act, "actual_spend": act * rng.gamma(2, 30, n),
+                     "m:purchases": rng.gamma(1, 1.2, n), "m:spend": rng.gamma(2, 28, n), "m:p_alive": rng.random(n),
+                     "naive:purchases": rng.poisson(1.2, n).astype(float), "naive:spend": rng.gamma(2, 28, n),
+                     "segment": rng.integers(0, 4, n)})  # fmt: skip
+
+
+@covers(B.SketchState, B.BacktestState, B.SegmentNaive)
+@given(cut_lists, splits)
+@settings(max_examples=25, deadline=None)
+def test_backtest_states_merge_equal_whole(backtest_predictions, cuts, split_every):
+    t = backtest_predictions
+    names = ["m", "naive"]
+    pieces = _pieces(t, _cuts(t.num_rows, cuts))
+    sk = _merge([B.SketchState.of(p, names=names) for p in pieces], split_every)
+    assert sk == B.SketchState.of(t, names=names)
+    merged = _merge([B.BacktestState.of(p, names=names, sketches=sk) for p in pieces], split_every)
+    whole = B.BacktestState.of(t, names=names, sketches=sk)
+    for f in B.BacktestState._FIELDS:  # co-moments merge by Chan's formula: equal to rounding
+        np.testing.assert_allclose(getattr(merged, f), getattr(whole, f), rtol=1e-9, atol=1e-8, err_msg=f)
+    seg = _merge([B.SegmentNaive.of(p, k=4) for p in pieces], split_every)
+    np.testing.assert_allclose(seg.sums, B.SegmentNaive.of(t, k=4).sums, rtol=1e-12)
+
+
+@covers(B.TimeRange)
+@given(cut_lists, splits)
+@settings(max_examples=25, deadline=None)
+def test_time_range_merge_equals_whole(data, cuts, split_every):
+    tx = data.transactions
+    merged = _merge([B.TimeRange.of(p) for p in _pieces(tx, _cuts(tx.num_rows, cuts))], split_every)
+    assert merged == B.TimeRange.of(tx)
 
 
 def test_every_state_class_has_a_merge_test():
