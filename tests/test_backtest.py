@@ -223,3 +223,14 @@ def test_dask_gives_the_numbers_of_one_process(synth, bt, tmp_path):
     rows = a.model.isin(["bgnbd", "naive"])  # segment_mean depends on the segments' sample (same here)
     np.testing.assert_allclose(a.loc[rows, exact].to_numpy(float), b.loc[rows, exact].to_numpy(float), rtol=1e-9)
     assert res.summary["engine"]["name"] == "dask"
+
+
+def test_report_of_a_backtest_has_the_table_and_the_calibration_chart(bt, tmp_path):
+    from segone.report import write_report
+
+    path = write_report(bt.out, tmp_path / "r.html")
+    page = open(path, encoding="utf-8").read()
+    assert "How good is the value prediction?" in page and "Segment mean" in page
+    assert '"chart-calibration"' in page and '"chart-alive"' in page
+    mae = {r["model"]: r["mae_purchases"] for r in bt.metrics.to_pylist()}
+    assert f"{mae['naive']:.3f}" in page

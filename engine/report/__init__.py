@@ -124,9 +124,27 @@ def vega_bundle():
     return bundle
 
 
+def _backtest_info(out_dir):
+    """run.json of a `segone backtest` output directory, else None (a run's directory, or not an output)."""
+    from segone import outputs
+    from segone._validation import load_json
+    from segone.errors import ModelFormatError
+
+    path = os.path.join(os.fspath(out_dir), outputs.RUN_JSON)
+    if not os.path.exists(os.path.join(os.fspath(out_dir), outputs.BACKTEST)) or not os.path.exists(path):
+        return None
+    info = load_json(path, "backtest run.json", error=ModelFormatError)
+    if not isinstance(info, dict) or info.get("format") != "segone-backtest":
+        return None
+    missing = [n for n in (outputs.BACKTEST_DECILES,) if not os.path.exists(os.path.join(os.fspath(out_dir), n))]
+    if missing:
+        raise ModelFormatError(f"{out_dir}: a backtest output without {missing[0]}; run `segone backtest` again.")
+    return info
+
+
 def write_report(out_dir, path=None, *, title=None, max_rows=MAX_ROWS, persona_rows=MAX_PERSONA_ROWS,
                  personas_per_segment=3):  # fmt: skip
-    """Write the HTML report of an output directory of ``segone run``; return its path.
+    """Write the HTML report of an output directory of ``segone run`` (or ``segone backtest``); return its path.
 
     Parameters
     ----------
@@ -165,9 +183,15 @@ def write_report(out_dir, path=None, *, title=None, max_rows=MAX_ROWS, persona_r
     max_rows = check_int(max_rows, "max_rows", low=0)
     persona_rows = check_int(persona_rows, "persona_rows", low=0)
     personas_per_segment = check_int(personas_per_segment, "personas_per_segment", low=0)
-    data = read_outputs(out_dir, max_rows=max_rows, persona_rows=persona_rows,
-                        personas_per_segment=personas_per_segment)  # fmt: skip
-    page = Page(data, _charts, title=title).render(vega_bundle())
+    backtest_info = _backtest_info(out_dir)
+    if backtest_info is not None:  # the output of `segone backtest`: its own page
+        from segone.report._backtest import backtest_page
+
+        page = backtest_page(os.fspath(out_dir), backtest_info, vega_bundle(), title=title)
+    else:
+        data = read_outputs(out_dir, max_rows=max_rows, persona_rows=persona_rows,
+                            personas_per_segment=personas_per_segment)  # fmt: skip
+        page = Page(data, _charts, title=title).render(vega_bundle())
     from segone.outputs import REPORT
 
     path = os.fspath(path) if path is not None else os.path.join(os.fspath(out_dir), REPORT)
