@@ -96,16 +96,24 @@ def holdout_columns(transactions, ids, *, cutoff_us, end_us, freq="D", schema=No
     ``duration_holdout``: the holdout's length in periods; ``naive_*``: the
     same counts in the window of the same length just before the cutoff.
     """
+    from segone.io import iter_batches
+
     roles = _profile.resolve_schema(schema)
-    summary = {"rows_read": {}, "dropped": {}}
-    got = _profile._collect(transactions, "transactions", roles["customer_id"], roles["ts"], summary,
-                            amount=roles["amount"])  # fmt: skip
+    cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
     universe = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     n = len(universe)
-    if got["ids"] is None:
-        tx_ids, ts, amount = pa.chunked_array([], type=universe.type), np.zeros(0, np.int64), np.zeros(0)
-    else:
-        tx_ids, ts, amount = got["ids"], got["ts"], got["amount"]
+    # the profile kernel has read and checked these rows already: only the three columns, no second validation
+    id_parts, ts_parts, amt_parts = [], [], []
+    for batch in iter_batches(transactions, [cid, tcol, acol], name="transactions"):
+        valid = pc.and_(pc.is_valid(batch.column(cid)), pc.is_valid(batch.column(tcol)))
+        b = batch.filter(valid) if pc.sum(pc.invert(valid)).as_py() else batch
+        if b.num_rows:
+            id_parts.append(b.column(cid))
+            ts_parts.append(_profile._ts_to_us(b.column(tcol), f"transactions.{tcol}")[0].to_numpy(zero_copy_only=False))
+            amt_parts.append(pc.cast(b.column(acol), pa.float64(), safe=False).to_numpy(zero_copy_only=False))
+    tx_ids = pa.chunked_array(id_parts, type=universe.type if not id_parts else id_parts[0].type)
+    ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, np.int64)
+    amount = np.concatenate(amt_parts) if amt_parts else np.zeros(0)
     if tx_ids.type != universe.type:
         tx_ids = tx_ids.cast(universe.type)
     hp, hs, hr = _window_sums(tx_ids, ts, amount, cutoff_us, end_us, freq, universe)
@@ -198,11 +206,19 @@ class TimeRange(State):
 
     @classmethod
     def of(cls, source, *, schema=None):
+        """The range of one piece: only the id and time columns are read, and ids are not decoded."""
+        from segone.io import iter_batches
+
         roles = _profile.resolve_schema(schema)
-        got = _profile._collect(source, "transactions", roles["customer_id"], roles["ts"],
-                                {"rows_read": {}, "dropped": {}})  # fmt: skip
-        ts = got["ts"]
-        return cls(int(ts.min()), int(ts.max()), ts.size) if ts.size else cls()
+        cid, tcol = roles["customer_id"], roles["ts"]
+        out = cls()
+        for batch in iter_batches(source, [cid, tcol], name="transactions"):
+            valid = pc.and_(pc.is_valid(batch.column(cid)), pc.is_valid(batch.column(tcol)))
+            tc = batch.column(tcol).filter(valid)
+            if len(tc):
+                ts = _profile._ts_to_us(tc, f"transactions.{tcol}")[0].to_numpy(zero_copy_only=False)
+                out = out.merge(cls(int(ts.min()), int(ts.max()), ts.size))
+        return out
 
     def merge(self, other):
         self._check_same(other)
