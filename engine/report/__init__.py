@@ -124,6 +124,24 @@ def vega_bundle():
     return bundle
 
 
+def _check_report_path(path):
+    """The report never replaces a file segone did not write (an input, a model, another document)."""
+    from segone.errors import OutputError
+
+    if os.path.isdir(path):
+        raise OutputError(f"the report path {path!r} is a directory; give a file name, e.g. {path!r}/report.html.")
+    if os.path.lexists(path):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        except OSError as exc:
+            raise OutputError(f"the report path {path!r} exists and cannot be read ({exc}); choose another path.")
+        if not (head.startswith(b"<!DOCTYPE html>") and (b"segone report</title>" in head or
+                                                          b"segone backtest</title>" in head)):  # fmt: skip
+            raise OutputError(f"the report path {path!r} exists and is not a report segone wrote; segone never "
+                              "replaces other files: choose another path.")  # fmt: skip
+
+
 def _backtest_info(out_dir):
     """run.json of a `segone backtest` output directory, else None (a run's directory, or not an output)."""
     from segone import outputs
@@ -195,6 +213,7 @@ def write_report(out_dir, path=None, *, title=None, max_rows=MAX_ROWS, persona_r
     from segone.outputs import REPORT
 
     path = os.fspath(path) if path is not None else os.path.join(os.fspath(out_dir), REPORT)
+    _check_report_path(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = path + ".tmp"
