@@ -184,6 +184,7 @@ class SyntheticData:
     events: pa.Table
     customers: pa.Table
     truth: pa.Table
+    treatment: pa.Table | None = None  # generate_periods(campaign=...): who the campaign reached (period >= 1)
 
 
 def _expected_orders_per_customer():
@@ -519,9 +520,50 @@ def _period_rows(tables, keep_local, first):
     return out
 
 
+def _check_campaign(campaign):
+    """The campaign option of :func:`generate_periods`, checked, with its defaults."""
+    if campaign is None:
+        return None
+    if not isinstance(campaign, dict):
+        raise ParameterError(f"campaign must be a dict (share, from_segment, to_segment, effect, name), got "
+                             f"{type(campaign).__name__}.")  # fmt: skip
+    known = {"share", "from_segment", "to_segment", "effect", "name", "control"}
+    bad = sorted(set(campaign) - known)
+    if bad:
+        raise ParameterError(f"campaign: unknown key {bad[0]!r}; use {sorted(known)}.")
+    c = {"share": 0.5, "from_segment": 0, "to_segment": 1, "effect": 0.3, "name": "campaign", "control": True,
+         **campaign}  # fmt: skip
+    for k in ("share", "effect"):
+        v = c[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise ParameterError(f"campaign[{k!r}] must be a number in [0, 1], got {v!r}.")
+    for k in ("from_segment", "to_segment"):
+        if not isinstance(c[k], (int, np.integer)) or not 0 <= c[k] < len(SEGMENTS) or isinstance(c[k], bool):
+            raise ParameterError(f"campaign[{k!r}] must be a latent segment 0..{len(SEGMENTS) - 1}, got {c[k]!r}.")
+    if c["from_segment"] == c["to_segment"]:
+        raise ParameterError("campaign: from_segment and to_segment must differ.")
+    return c
+
+
+def campaign_truth(campaign, switch_share=0.1):
+    """The true uplift of moving from ``from_segment`` to ``to_segment`` among the campaign's latent segment.
+
+    A treated customer of ``from_segment`` who did not switch by chance moves
+    with probability ``effect``, so the uplift of the share moving there is
+    ``(1 - switch_share) * effect``; the other customers are unaffected.
+
+    Examples
+    --------
+    >>> round(campaign_truth({"effect": 0.3}, switch_share=0.1), 6)
+    0.27
+    """
+    c = _check_campaign(campaign)
+    return (1.0 - switch_share) * c["effect"]
+
+
 def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_share=0.0, new_share=0.0,
                      period_days=90, redraw=False, seed=0, tx_per_customer=20.0, events_scale=1.0,
-                     end=None, personal_data=True):  # fmt: skip
+                     end=None, personal_data=True, campaign=None):  # fmt: skip
     """Synthetic data for several periods, with a known share of customers switching latent segment.
 
     Period 0 is exactly :func:`generate` ``(n_customers, seed=seed, ...)``.
@@ -554,6 +596,15 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
     churn_share, new_share : float in [0, 1], default 0
     period_days : int, default 90
     redraw : bool, default False
+    campaign : dict, optional
+        A campaign before period 1 (``share``, ``from_segment``,
+        ``to_segment``, ``effect``, ``name``, ``control``): a random ``share``
+        of the customers present is treated; a treated customer of latent
+        segment ``from_segment`` who did not switch by chance moves to
+        ``to_segment`` with probability ``effect`` (:func:`campaign_truth` is
+        the resulting uplift).  Period 1's ``treatment`` table lists the
+        treated customers (group "treatment") and, with ``control`` (default),
+        the others (group "control").
     seed, tx_per_customer, events_scale, end, personal_data :
         As for :func:`generate` (a customer keeps its personal data in every period).
 
@@ -576,6 +627,10 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
     )
     periods = check_int(periods, "periods", low=1)
     period_days = check_int(period_days, "period_days", low=0)
+    campaign = _check_campaign(campaign)
+    if campaign is not None and periods < 2:
+        raise ParameterError("campaign needs periods >= 2 (it runs between period 0 and period 1).")
+    treated_parts = []
     for name, v in (("switch_share", switch_share), ("churn_share", churn_share), ("new_share", new_share)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise ParameterError(f"{name} must be a number in [0, 1], got {v!r}.")
@@ -612,6 +667,23 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
                     if sw.size:
                         seg[sw] = _other_segments(rng, seg[sw])
                         version[sw] = p
+                    if campaign is not None and p == 1:  # the campaign: its own random stream
+                        crng = np.random.default_rng([seed, b, g + 3000])
+                        treated = present & (crng.random(n) < campaign["share"])
+                        switched = np.zeros(n, dtype=bool)
+                        switched[sw] = True
+                        hit = treated & ~switched & (seg == campaign["from_segment"]) & \
+                            (crng.random(n) < campaign["effect"])  # fmt: skip
+                        seg[hit] = campaign["to_segment"]
+                        version[hit] = p
+                        sw = np.union1d(sw, np.flatnonzero(hit))
+                        listed = present if campaign["control"] else treated
+                        ids_c = np.flatnonzero(listed).astype(np.int64) + lo + ID_OFFSET
+                        treated_parts.append(pa.table({
+                            "customer_id": pa.array(ids_c),
+                            "group": pa.array(np.where(treated[listed], "treatment", "control")),
+                            "campaign": pa.array([campaign["name"]] * ids_c.size, pa.string()),
+                        }))  # fmt: skip
                     if redraw:
                         version[present] = p
                     if sw.size or redraw:
@@ -637,7 +709,10 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
         tables[3] = tables[3].sort_by("customer_id") if p else tables[3]
         if p:  # a customer's rows may come from several versions: keep the truth sorted, the rest as drawn
             tables[2] = tables[2].sort_by("customer_id")
-        result.append(SyntheticData(*tables))
+        treatment = None
+        if p >= 1 and campaign is not None:
+            treatment = pa.concat_tables(treated_parts).sort_by("customer_id") if treated_parts else None
+        result.append(SyntheticData(*tables, treatment=treatment))
     return result
 
 
@@ -749,6 +824,9 @@ def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kw
                 os.makedirs(os.path.join(base, name))
                 pq.write_table(t, os.path.join(base, name, "part-00000.parquet"), row_group_size=1 << 20)
                 counts[name] = t.num_rows
+            if d.treatment is not None:  # the campaign between the previous period and this one
+                pq.write_table(d.treatment, os.path.join(base, "treatment.parquet"))
+                counts["treatment"] = d.treatment.num_rows
             manifest = {"format": "segone-synth", "version": 1, "period": p, "periods": periods,
                         "n_customers": d.truth.num_rows, "rows": counts,
                         "segments": [s["name"] for s in SEGMENTS],

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import segone
 from segone import profile as P
 from segone import backtesting as B
+from segone import effects as E
 from segone._state import State, merge_all
 from segone.clv import MonetaryHistogram, PatternHistogram, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
@@ -576,6 +577,30 @@ def test_time_range_merge_equals_whole(data, cuts, split_every):
     tx = data.transactions
     merged = _merge([B.TimeRange.of(p) for p in _pieces(tx, _cuts(tx.num_rows, cuts))], split_every)
     assert merged == B.TimeRange.of(tx)
+
+
+@covers(E.EffectState)
+@given(cut_lists, splits)
+@settings(max_examples=20, deadline=None)
+def test_effect_state_merge_equals_whole(cuts, split_every):
+    rng = np.random.default_rng(8)
+    n = 1200
+    ids = np.arange(n, dtype=np.int64) * 7 + 3
+    prev = rng.integers(0, 3, n)
+    new = np.where(rng.random(n) < 0.8, prev, rng.integers(0, 3, n))
+    moves = pa.table({"customer_id": ids, "previous_segment": prev, "segment": new,
+                      "status": np.where(prev == new, "stayed", "moved")})  # fmt: skip
+    treat = E.read_treatment(pa.table({"customer_id": ids[::2], "group": np.where(rng.random(600) < .5, "treatment",
+                                                                                   "control")}))  # fmt: skip
+    camps, groups, _ = E.plan_groups(treat)
+    vals = pa.table({"customer_id": ids, "spend_change": rng.normal(0, 5, n), "clv_change": rng.normal(0, 9, n)})
+    rows = E.effect_rows(moves, treatment=treat, campaigns=camps, groups=groups, segments=[0, 1, 2], values=vals)
+    ctx = {"campaigns": camps, "groups": groups, "segments": [0, 1, 2], "n_boot": 25, "seed": 1}
+    merged = _merge([E.EffectState.of(p, **ctx) for p in _pieces(rows, _cuts(rows.num_rows, cuts))], split_every)
+    whole = E.EffectState.of(rows, **ctx)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    for f in ("boot", "values", "boot_values"):
+        np.testing.assert_allclose(getattr(merged, f), getattr(whole, f), rtol=1e-12, atol=1e-9, err_msg=f)
 
 
 def test_every_state_class_has_a_merge_test():
