@@ -408,6 +408,28 @@ def _at_most(table, us):
     return table.filter(pc.less_equal(col, pa.scalar(us, col.type)))
 
 
+def order_problems(words, horizon_days=90, min_customers=MIN_CUSTOMERS):
+    """The ways per-word holdout rates (dicts: word, customers, rate) break :data:`ORDERED_PAIRS` or lapse.
+
+    Examples
+    --------
+    >>> order_problems([{"word": "active", "customers": 100, "rate": 0.2},
+    ...                 {"word": "cooling", "customers": 100, "rate": 0.6}])
+    ["'active' customers repurchased at 20.0% (100), not more than 'cooling' at 60.0% (100)"]
+    """
+    shown = {w["word"]: w for w in words if w["word"] in RECENCY_ORDER and w["customers"] >= min_customers}
+    out = []
+    for hi, lo in ((shown[a], shown[b]) for a, b in ORDERED_PAIRS if a in shown and b in shown):
+        if not hi["rate"] > lo["rate"]:
+            out.append(f"{hi['word']!r} customers repurchased at {hi['rate']:.1%} ({hi['customers']:,}), "
+                       f"not more than {lo['word']!r} at {lo['rate']:.1%} ({lo['customers']:,})")  # fmt: skip
+    lap = shown.get("lapsed")
+    if lap and lap["rate"] >= LAPSED_MAX_RATE:
+        out.append(f"'lapsed' customers repurchased at {lap['rate']:.1%} ({lap['customers']:,}) within "
+                   f"{horizon_days} days: not lapsed")  # fmt: skip
+    return out
+
+
 def holdout_check(transactions, out_dir, clusters=8, *, horizon_days=90, events=None, attributes=None,
                   label_rules=None, min_customers=MIN_CUSTOMERS, **run_kwargs):  # fmt: skip
     """Labels against what happened next: cut at the last purchase minus ``horizon_days``, run, look ahead.
@@ -452,16 +474,7 @@ def holdout_check(transactions, out_dir, clusters=8, *, horizon_days=90, events=
         acc["repurchased"] += r
     for acc in words.values():
         acc["rate"] = acc["repurchased"] / acc["customers"]
-    problems = []
-    shown = {w: words[w] for w in RECENCY_ORDER if w in words and words[w]["customers"] >= min_customers}
-    for hi, lo in ((shown[a], shown[b]) for a, b in ORDERED_PAIRS if a in shown and b in shown):
-        if not hi["rate"] > lo["rate"]:
-            problems.append(f"{hi['word']!r} customers repurchased at {hi['rate']:.1%} ({hi['customers']:,}), "
-                            f"not more than {lo['word']!r} at {lo['rate']:.1%} ({lo['customers']:,})")  # fmt: skip
-    lap = words.get("lapsed")
-    if lap and lap["customers"] >= min_customers and lap["rate"] >= LAPSED_MAX_RATE:
-        problems.append(f"'lapsed' customers repurchased at {lap['rate']:.1%} ({lap['customers']:,}) within "
-                        f"{horizon_days} days: not lapsed")  # fmt: skip
+    problems = order_problems(list(words.values()), horizon_days, min_customers)
     return {"cutoff": cutoff, "horizon_days": horizon_days, "customers": a.num_rows,
             "repurchased": int(bought.sum()), "segments": sorted(rows, key=lambda r: -r["customers"]),
             "words": [words[w] for w in (*RECENCY_ORDER, "new", "", "no purchase") if w in words],

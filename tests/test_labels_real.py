@@ -226,13 +226,20 @@ def test_holdout_check_fails_when_labels_ignore_p_alive(complete_journey, tmp_pa
     assert any("'lapsed'" in p and "not lapsed" in p for p in check["problems"]), check["problems"]
 
 
-def test_holdout_check_reports_words_out_of_order():
-    # the order check itself, on a hand-made outcome: cooling customers that bought more often than active ones
-    rows = {"active": (100, 20), "cooling": (100, 60), "lapsed": (100, 5)}
-    words = [{"word": w, "segments": 1, "customers": n, "repurchased": r, "rate": r / n} for w, (n, r) in rows.items()]
-    shown = {w["word"]: w for w in words}
-    bad = [(a, b) for a, b in rl.ORDERED_PAIRS if a in shown and b in shown and not shown[a]["rate"] > shown[b]["rate"]]
-    assert bad == [("active", "cooling")]
+def test_holdout_order_check_reports_words_out_of_order():
+    # the order check itself, on hand-made outcomes
+    def words(**rates):
+        return [{"word": w, "customers": 100, "rate": r} for w, r in rates.items()]
+
+    assert rl.order_problems(words(active=0.5, cooling=0.3, quiet=0.4, lapsed=0.1)) == []  # no order cooling/quiet
+    bad = rl.order_problems(words(active=0.2, cooling=0.6, lapsed=0.05))
+    assert len(bad) == 1 and "'active'" in bad[0] and "'cooling'" in bad[0]
+    bad = rl.order_problems(words(active=0.9, quiet=0.3, lapsed=0.35))
+    assert len(bad) == 1 and "'quiet'" in bad[0] and "'lapsed'" in bad[0]
+    assert rl.order_problems(words(active=0.9, lapsed=0.6)) == ["'lapsed' customers repurchased at 60.0% (100) "
+                                                                "within 90 days: not lapsed"]  # fmt: skip
+    few = [{"word": "active", "customers": 5, "rate": 0.0}, {"word": "lapsed", "customers": 100, "rate": 0.1}]
+    assert rl.order_problems(few) == []  # too few customers to compare
 
 
 # ------------------------------------------------------------------------------------- a web shop's clickstream
