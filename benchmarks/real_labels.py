@@ -1,6 +1,6 @@
-"""Segment labels on real data: are they honest and unique?
+"""Segment labels on real data: are they honest, unique, and borne out by what customers did next?
 
-Two real data sets, each run through ``segone.run`` with K=8 and with
+Three real data sets, each run through ``segone.run`` with K=8 and with
 ``clusters="auto"``; for every run the segment table is printed as markdown
 (label, share of customers, share of last year's spend, spend per customer
 over the last 365 days, median recency in days and in typical gaps, median

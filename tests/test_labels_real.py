@@ -12,6 +12,15 @@ named; "mostly X" / "via Y" only for over-represented categories / channels
 holding their share), and facts of each data set are asserted on top, so
 that none of the old failures (repeated labels, value per row, a 495-day-gone
 one-time buyer called "high-value", "lapsed" at 9.9 days) comes back.
+
+Labels against behaviour (``holdout_check``): cut before the last 90 (or
+180) days, run with ``as_of`` at the cutoff, and the holdout repurchase rate
+of each recency word is ordered active > cooling > lapsed and active > quiet
+> lapsed, on ``segone synth`` data and on The Complete Journey; the check
+fails when the labels ignore ``p_alive``.  A clickstream in the layout of
+retentioneering's ``simple_shop`` (made here: the real one is not a test
+dependency) checks the loader's funnel mapping and that non-buyers' labels
+pass the honesty check.
 """
 
 import importlib.util
