@@ -22,6 +22,7 @@ import segone
 from segone import profile as P
 from segone import backtesting as B
 from segone import effects as E
+from segone import value_segments as VS
 from segone._state import State, merge_all
 from segone.clv import MonetaryHistogram, PatternHistogram, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
@@ -601,6 +602,18 @@ def test_effect_state_merge_equals_whole(cuts, split_every):
     np.testing.assert_array_equal(merged.counts, whole.counts)
     for f in ("boot", "values", "boot_values"):
         np.testing.assert_allclose(getattr(merged, f), getattr(whole, f), rtol=1e-12, atol=1e-9, err_msg=f)
+
+
+@covers(VS.SegmentValueState)
+@given(cut_lists, splits)
+@settings(max_examples=15, deadline=None)
+def test_segment_value_state_merge_equals_whole(value_profiles, cuts, split_every):
+    t = value_profiles
+    seg = np.arange(t.num_rows) % 3
+    c = _cuts(t.num_rows, cuts)
+    merged = _merge([VS.SegmentValueState.of(p, seg[a:b], k=3) for p, a, b in zip(_pieces(t, c), c, c[1:])],
+                    split_every)  # fmt: skip
+    assert merged == VS.SegmentValueState.of(t, seg, k=3)
 
 
 def test_every_state_class_has_a_merge_test():
