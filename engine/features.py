@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 ID_COLUMN = "customer_id"
 # the profile steps that build columns, in the order they run (see segone.profile); "predict" columns come from the
 # PREDICT stage (segone.clv) and join the profiles there
-STEPS = ("timestamps", "transactions", "windows", "categories", "channels", "events", "funnel", "btyd", "predict")
+STEPS = ("transactions", "windows", "categories", "channels", "events", "funnel", "btyd", "predict")
 KINDS = ("timestamp", "days", "count", "money", "share", "rate", "stage", "flag", "probability")
 # the scorer's default columns come in this order of kinds (single features first, then the families)
 KIND_ORDER = ("count", "money", "days", "share")
