@@ -88,7 +88,7 @@ DEFAULT_FUNNEL = {
 }
 FUNNEL_STAGES = ("view", "cart", "checkout", "purchase")  # funnel_stage 1..4; 0: no staged event
 SESSION_GAP_MINUTES = 30  # a gap longer than this between two events of a customer starts a new session
-FUNNEL_COLUMNS = ("sessions", "pages_per_session", "funnel_stage", "cart_abandoned")
+FUNNEL_COLUMNS = tuple(f.name for f in _features.features_of_step("funnel"))  # what funnel_features returns
 
 
 def _period_of(ts_us, freq):
