@@ -298,7 +298,13 @@ def find(column, features=None):
 
 
 def get(name):
-    """The entry named ``name`` exactly (a column or a family pattern); KeyError when there is none."""
+    """The entry named ``name`` exactly (a column or a family pattern); KeyError when there is none.
+
+    Examples
+    --------
+    >>> get("share_*").section
+    'Category mix (share of spend)'
+    """
     exact, families = _index(FEATURES)
     if name in exact:
         return exact[name]
@@ -312,6 +318,11 @@ def label_of(column, pattern, readable=True):
     """What ``*`` of ``pattern`` stands for in ``column`` (``share_home_garden`` -> "home garden").
 
     With ``readable=False`` the matched text as it is ("home_garden").
+
+    Examples
+    --------
+    >>> label_of("share_home_garden", "share_*"), label_of("orders_30d", "orders_*d", readable=False)
+    ('home garden', '30')
     """
     if "*" in pattern:
         head, tail = pattern.split("*", 1)
@@ -322,12 +333,24 @@ def label_of(column, pattern, readable=True):
 
 
 def features_of_step(step):
-    """The entries a profile ``step`` builds, in registry order."""
+    """The entries a profile ``step`` builds, in registry order.
+
+    Examples
+    --------
+    >>> [f.name for f in features_of_step("btyd")]
+    ['frequency', 'recency', 'T', 'monetary_value']
+    """
     return [f for f in FEATURES if f.step == step]
 
 
 def not_features():
-    """The id and timestamp columns of a profile: never described, scored or summed."""
+    """The id and timestamp columns of a profile: never described, scored or summed.
+
+    Examples
+    --------
+    >>> not_features()
+    ('customer_id', 'first_purchase', 'last_purchase')
+    """
     return (ID_COLUMN,) + tuple(f.name for f in FEATURES if f.kind == "timestamp")
 
 
@@ -339,6 +362,11 @@ def scorer_defaults(columns):
     of the family in column order, its exact members such as
     ``share_other`` included), by :data:`KIND_ORDER` again; registry order
     breaks ties.
+
+    Examples
+    --------
+    >>> scorer_defaults(["share_a", "events_visit", "tenure_days", "spend_total"])
+    [('spend_total', 'log1p'), ('tenure_days', 'log1p'), ('events_visit', 'log1p'), ('share_a', 'identity')]
     """
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     scored = [f for f in FEATURES if f.transform is not None]
@@ -354,7 +382,13 @@ def scorer_defaults(columns):
 
 
 def share_group_of(column):
-    """The share family (pattern) ``column`` belongs to, or None (see :attr:`Feature.share_group`)."""
+    """The share family (pattern) ``column`` belongs to, or None (see :attr:`Feature.share_group`).
+
+    Examples
+    --------
+    >>> share_group_of("channel_web"), share_group_of("orders")
+    ('channel_*', None)
+    """
     for fam in _index(FEATURES)[1]:
         if fam.share_group and fam.matches(column):
             return fam.name
@@ -362,7 +396,13 @@ def share_group_of(column):
 
 
 def null_means_never(column):
-    """True when a null of ``column`` means "never" (see :attr:`Feature.null_means_never`)."""
+    """True when a null of ``column`` means "never" (see :attr:`Feature.null_means_never`).
+
+    Examples
+    --------
+    >>> null_means_never("days_since_visit"), null_means_never("tenure_days")
+    (True, False)
+    """
     f = find(column)
     return f is not None and f.null_means_never
 
@@ -373,6 +413,12 @@ def persona_phrases():
     An exact name is matched before any family it is also a member of
     (``share_other`` before ``share_*``); the persona vocabulary appends
     its catch-all rule (``"*"``).
+
+    Examples
+    --------
+    >>> matches = [r["match"] for r in persona_phrases()]
+    >>> matches.index("share_other") < matches.index("share_*")
+    True
     """
     entries = [f for f in FEATURES if f.phrase is not None]
     ordered = [f for f in entries if not f.is_family] + [f for f in entries if f.is_family]
@@ -380,7 +426,13 @@ def persona_phrases():
 
 
 def median_columns():
-    """The columns whose per-segment median the segment table reports, in registry order."""
+    """The columns whose per-segment median the segment table reports, in registry order.
+
+    Examples
+    --------
+    >>> median_columns()[:3]
+    ('recency_days', 'tenure_days', 'orders')
+    """
     out = []
     for f in FEATURES:
         if f.median is True:
@@ -391,36 +443,72 @@ def median_columns():
 
 
 def total_columns():
-    """The columns whose per-segment total the segment table reports (predicted value)."""
+    """The columns whose per-segment total the segment table reports (predicted value).
+
+    Examples
+    --------
+    >>> total_columns()
+    ('clv', 'expected_purchases')
+    """
     return tuple(f.name for f in FEATURES if f.total)
 
 
 def report_table_columns():
-    """The median columns of the report's segment table, by :data:`KIND_ORDER` (orders, spend, recency)."""
+    """The median columns of the report's segment table, by :data:`KIND_ORDER` (orders, spend, recency).
+
+    Examples
+    --------
+    >>> report_table_columns()
+    ('orders', 'spend_total', 'recency_days')
+    """
     rank = {k: i for i, k in enumerate(KIND_ORDER)}
     return tuple(f.name for f in sorted((f for f in FEATURES if f.report_table),
                                         key=lambda f: rank.get(f.kind, len(rank))))  # fmt: skip
 
 
 def is_trait(column):
-    """False for columns never named as a segment trait (see :attr:`Feature.trait`)."""
+    """False for columns never named as a segment trait (see :attr:`Feature.trait`).
+
+    Examples
+    --------
+    >>> is_trait("monetary_value"), is_trait("spend_total")
+    (False, True)
+    """
     f = find(column)
     return f is None or f.trait
 
 
 def is_mix(column):
-    """True for mix columns (see :attr:`Feature.mix`)."""
+    """True for mix columns (see :attr:`Feature.mix`).
+
+    Examples
+    --------
+    >>> is_mix("share_shoes"), is_mix("orders")
+    (True, False)
+    """
     f = find(column)
     return f is not None and f.mix
 
 
 def grows_with_time(column):
-    """True for columns that grow by construction at every run (see :attr:`Feature.grows_with_time`)."""
+    """True for columns that grow by construction at every run (see :attr:`Feature.grows_with_time`).
+
+    Examples
+    --------
+    >>> grows_with_time("tenure_days"), grows_with_time("recency_days")
+    (True, False)
+    """
     f = find(column)
     return f is not None and f.grows_with_time
 
 
 def lower_is_better(column):
-    """True where less is good for the business (see :attr:`Feature.direction`)."""
+    """True where less is good for the business (see :attr:`Feature.direction`).
+
+    Examples
+    --------
+    >>> lower_is_better("recency_days"), lower_is_better("orders")
+    (True, False)
+    """
     f = find(column)
     return f is not None and f.direction == "lower"

@@ -236,3 +236,10 @@ def test_adding_a_feature_is_its_entry_and_its_builder(monkeypatch, data):
     # the entry is frozen data: a consumer cannot change it by accident
     with pytest.raises(dataclasses.FrozenInstanceError):
         SPEND_GROSS.name = "x"
+
+
+def test_registry_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(F, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
