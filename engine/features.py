@@ -26,10 +26,10 @@ made readable.  An exact name always wins over a family it also matches
 (``share_other`` over ``share_*``).
 
 The registry's order is the order of the segment table's median columns
-and of the persona vocabulary; the profile's own column order is fixed by
-its build steps (:func:`segone.build_profiles`), and the scorer's default
-columns come by :data:`KIND_ORDER` (counts, money, days; then the families),
-the order saved models carry.
+and (exact names first) of the persona vocabulary; the profile's own
+column order is fixed by its build steps (:func:`segone.build_profiles`),
+and the scorer's default columns come by :data:`KIND_ORDER` (counts,
+money, days; then the families), the order saved models carry.
 
 Adding a feature: its entry here and its kernel code (a builder in
 ``segone.profile._BUILDERS`` reading the kernel's outputs, and a new kernel

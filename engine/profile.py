@@ -637,7 +637,7 @@ def build_profiles_with_summary(
     _select_rows(tx, ev, codes, as_of_us, drop_returns, roles, summary)
     kern = get_kernels(backend, "group")
     nt = effective_n_threads(n_threads)
-    agg, btyd_periods = _transaction_pass(tx, ev, codes, n, as_of_us, windows, freq, roles, kern, nt, summary)
+    agg, btyd_periods = _transaction_pass(tx, codes, n, as_of_us, windows, freq, roles, kern, nt, summary)
 
     # the columns, step by step (each step sees the columns before it: names never collide)
     fixed = labels or {}
@@ -811,7 +811,7 @@ def _select_rows(tx, ev, codes, as_of_us, drop_returns, roles, summary):
         ev["ts"], ev["types"] = ev_ts, et
 
 
-def _transaction_pass(tx, ev, codes, n, as_of_us, windows, freq, roles, kern, nt, summary):
+def _transaction_pass(tx, codes, n, as_of_us, windows, freq, roles, kern, nt, summary):
     """The transaction kernel: ``(per-customer aggregates, BTYD periods or None)``; frees the transaction rows.
 
     The aggregates are the kernel's outputs (``kernels/_common.PROFILE_FIELDS``),
