@@ -58,6 +58,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone import features as _features
 from segone._backend import get_kernels
 from segone._state import State
 from segone._threads import effective_n_threads
@@ -87,7 +88,7 @@ DEFAULT_FUNNEL = {
 }
 FUNNEL_STAGES = ("view", "cart", "checkout", "purchase")  # funnel_stage 1..4; 0: no staged event
 SESSION_GAP_MINUTES = 30  # a gap longer than this between two events of a customer starts a new session
-FUNNEL_COLUMNS = ("sessions", "pages_per_session", "funnel_stage", "cart_abandoned")
+FUNNEL_COLUMNS = tuple(f.name for f in _features.features_of_step("funnel"))  # what funnel_features returns
 
 
 def _period_of(ts_us, freq):
@@ -610,9 +611,18 @@ def build_profiles_with_summary(
     ``_partition=True`` (the Dask layer, which also fixes ``as_of``) a piece
     without transactions is not an error: its customers come from the events
     and attributes.
+
+    The steps, in order: read and normalise the inputs (:func:`_read_inputs`),
+    fix ``as_of`` (:func:`_resolve_as_of`), factorize the customer ids of
+    every input (:func:`_factorize_ids`), keep the rows up to ``as_of``
+    (:func:`_select_rows`), run the transaction kernel and free the
+    transaction rows (:func:`_transaction_pass`), build the columns (the
+    registry's "transactions" features, the windows, the category and
+    channel mixes, the web events and funnel, the BTYD columns), then attach
+    the CRM attributes (:func:`_attach_attributes`).
     """
     roles = resolve_schema(schema)
-    cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
+    cid, acol = roles["customer_id"], roles["amount"]
     windows = tuple(check_int(w, "windows[i]", low=1, high=MAX_WINDOW_DAYS) for w in windows)
     top_categories = check_int(top_categories, "top_categories", low=0)
     top_channels = check_int(top_channels, "top_channels", low=0)
@@ -620,8 +630,50 @@ def build_profiles_with_summary(
         raise ParameterError(f"freq={freq!r} is not a BTYD period; use one of {sorted(BTYD_UNITS)} (day, week, month).")
     summary = {"rows_read": {}, "dropped": {}, "excluded_after_as_of": {}, "returns": 0, "folded": {}}
 
-    cat_role, ch_role = roles["category"], roles["channel"]
-    order_role = roles["order_id"]
+    tx, ev, attrs = _read_inputs(transactions, events, attributes, roles, summary, _partition)
+    as_of_us = _resolve_as_of(as_of, tx, ev, roles["ts"], summary)
+    uniq, codes = _factorize_ids(tx, ev, attrs, cid, _partition)
+    n = len(uniq)
+    _select_rows(tx, ev, codes, as_of_us, drop_returns, roles, summary)
+    kern = get_kernels(backend, "group")
+    nt = effective_n_threads(n_threads)
+    agg, btyd_periods = _transaction_pass(tx, codes, n, as_of_us, windows, freq, roles, kern, nt, summary)
+
+    # the columns, step by step (each step sees the columns before it: names never collide)
+    fixed = labels or {}
+    k = _Built(agg, as_of_us)
+    cols = {"customer_id": uniq}
+    cols.update(_registry_columns("transactions", k))  # recency, frequency, monetary
+    cols.update(_window_columns(agg, windows))
+    _category_columns(cols, agg, tx, roles["category"], fixed, top_categories, n, summary)
+    _channel_columns(cols, agg, tx, fixed, top_channels, n, summary)
+    _event_columns(cols, ev, codes, fixed, k, kern, nt, n)
+    cols.update(_btyd_columns(k, freq, btyd_periods))
+    summary["btyd_unit"] = BTYD_UNITS[freq]
+    _check_sums_finite(cols, uniq, f"transactions.{acol}")
+
+    out = pa.table(cols)
+    if attrs is not None:  # also when empty: every piece gets the same columns
+        out = _attach_attributes(out, attrs, codes.pop("attributes"), uniq, cid, summary)
+
+    summary["customers"] = n
+    summary["customers_without_purchase"] = int((~k.has).sum())
+    summary["as_of"] = _dt.datetime.fromtimestamp(as_of_us / 1e6, tz=_dt.timezone.utc).isoformat()
+    meta = dict(out.schema.metadata or {})
+    meta[b"segone"] = json.dumps(summary).encode()
+    return out.replace_schema_metadata(meta), summary
+
+
+def _read_inputs(transactions, events, attributes, roles, summary, _partition):
+    """Read and normalise the inputs: ``(tx, ev, attrs)``.
+
+    ``tx`` and ``ev`` are :func:`_collect` dicts (``ev`` None without events
+    or without an event row); the transaction order ids, when the schema
+    names a column that exists, are in ``tx["raw"]``.  ``attrs`` is the CRM
+    table with checked ids and the rows with a null id dropped, or None.
+    """
+    cid, tcol, acol = roles["customer_id"], roles["ts"], roles["amount"]
+    cat_role, ch_role, order_role = roles["category"], roles["channel"], roles["order_id"]
     tx = _collect(transactions, "transactions", cid, tcol, summary, amount=acol, categorical=(cat_role, ch_role),
                   raw=(order_role,))  # fmt: skip
     order_ids = tx["raw"].get(order_role)
@@ -630,10 +682,10 @@ def build_profiles_with_summary(
             f"transactions.{order_role}: order id column has type {order_ids.type}; expected integers or strings "
             "(one id per row): cast it, e.g. pc.cast(col, pa.string())."
         )
+    del order_ids
     if summary["rows_read"]["transactions"] == 0 and not _partition:
         raise EmptyInputError("transactions: the input has 0 rows; nothing to profile.")
-    ts, amount, tx_aware = tx["ts"], tx["amount"], tx["aware"]
-    if ts.size == 0 and not _partition:
+    if tx["ts"].size == 0 and not _partition:
         raise EmptyInputError(
             f"transactions: all {summary['rows_read']['transactions']} rows have a null customer id or timestamp."
         )
@@ -659,25 +711,35 @@ def build_profiles_with_summary(
         summary["rows_read"]["attributes"] = attrs.num_rows
         attrs = attrs.set_column(attrs.column_names.index(cid), cid, _check_ids(attrs.column(cid), f"attributes.{cid}"))
         attrs = _drop_null_keys(attrs, cid, None, "attributes", summary)
+    return tx, ev, attrs
 
-    # time reference
+
+def _resolve_as_of(as_of, tx, ev, tcol, summary):
+    """``as_of`` in microseconds since the epoch (default: the latest transaction), after checking that the
+    transactions and the events have the same kind of timestamps (zone-aware or naive)."""
     as_of_us = parse_as_of(as_of)
     if as_of_us is None:
         from segone._validation import check_timestamp_bulk
 
-        check_timestamp_bulk(ts, f"transactions.{tcol}")  # far-off (damaged) timestamps would move as_of
-        as_of_us = int(ts.max())
+        check_timestamp_bulk(tx["ts"], f"transactions.{tcol}")  # far-off (damaged) timestamps would move as_of
+        as_of_us = int(tx["ts"].max())
         summary["as_of_source"] = "latest transaction timestamp"
-    ev_ts = None
-    if ev is not None:
-        ev_ts = ev["ts"]
-        if ev_ts.size and ev["aware"] != tx_aware:
-            raise SchemaError(
-                f"events.{tcol} is {'time-zone aware' if ev['aware'] else 'naive'} but transactions.{tcol} is "
-                f"{'time-zone aware' if tx_aware else 'naive'}; give both the same kind (e.g. UTC)."
-            )
-    # customer universe: every id in any input (also customers whose rows all
-    # fall after as_of, are dropped as returns or have a null timestamp: they get a zero-purchase row)
+    if ev is not None and ev["ts"].size and ev["aware"] != tx["aware"]:
+        raise SchemaError(
+            f"events.{tcol} is {'time-zone aware' if ev['aware'] else 'naive'} but transactions.{tcol} is "
+            f"{'time-zone aware' if tx['aware'] else 'naive'}; give both the same kind (e.g. UTC)."
+        )
+    return as_of_us
+
+
+def _factorize_ids(tx, ev, attrs, cid, _partition):
+    """The customer universe: ``(sorted unique ids, {"transactions": codes, "events": codes, "attributes": codes})``.
+
+    Every id in any input is a customer (also customers whose rows all fall
+    after as_of, are dropped as returns or have a null timestamp: they get a
+    zero-purchase row).  The id arrays are popped from ``tx`` / ``ev`` and
+    consumed by :func:`_factorize` (ids are held once, not three times).
+    """
     id_type = tx["ids"].type
     parts = [tx.pop("ids")]
     others = [(ev.pop("ids"), "events")] if ev is not None else []
@@ -692,86 +754,146 @@ def build_profiles_with_summary(
                 f"{where}.{cid} has type {oid.type} but transactions.{cid} has {id_type}; "
                 "customer ids must have the same type in every input."
             )
-        parts.append(oid)
+    parts += [oid for oid, _ in others]
+    others = oid = None  # _factorize releases each input's ids as it copies them: hold no other reference
     uniq, part_codes = _factorize(parts)
     del parts
     release_arrow_memory()
-    n = len(uniq)
-    if n == 0 and not _partition:
+    if len(uniq) == 0 and not _partition:
         raise EmptyInputError("no customer remains after dropping rows with null ids or timestamps.")
-    codes = part_codes.pop(0)
-    ecodes = part_codes.pop(0) if ev is not None else None
-    acodes = part_codes.pop(0) if attrs is not None else None
-    cat, cat_labels = tx["cats"].get(cat_role, (np.empty(0, dtype=np.int32), []))
-    ch, ch_labels = tx["cats"].get(ch_role, (np.empty(0, dtype=np.int32), []))
+    codes = {"transactions": part_codes.pop(0)}
+    if ev is not None:
+        codes["events"] = part_codes.pop(0)
+    if attrs is not None:
+        codes["attributes"] = part_codes.pop(0)
+    return uniq, codes
+
+
+def _select_rows(tx, ev, codes, as_of_us, drop_returns, roles, summary):
+    """Keep the rows up to ``as_of`` (and, with ``drop_returns``, the non-negative amounts), in place.
+
+    Afterwards ``tx`` holds ``ts``, ``amount``, ``cat`` / ``ch`` (codes,
+    empty without the column), ``cat_labels`` / ``ch_labels`` and
+    ``order_ids`` (or None) of the kept rows, and ``codes`` their
+    customer codes; ``ev`` its kept ``ts``, ``types`` and ``labels``.
+    """
+    cat_role, ch_role = roles["category"], roles["channel"]
+    ts, amount = tx.pop("ts"), tx.pop("amount")
+    tx["cat"], tx["cat_labels"] = tx["cats"].get(cat_role, (np.empty(0, dtype=np.int32), []))
+    tx["ch"], tx["ch_labels"] = tx["cats"].get(ch_role, (np.empty(0, dtype=np.int32), []))
+    tx["cats"] = {c: (None, labels_) for c, (_, labels_) in tx["cats"].items()}
+    tx["order_ids"] = tx.pop("raw").get(roles["order_id"])
     keep = ts <= as_of_us
-    n_late = int((~keep).sum())
-    summary["excluded_after_as_of"]["transactions"] = n_late
+    summary["excluded_after_as_of"]["transactions"] = int((~keep).sum())
     if drop_returns:
         neg = amount < 0
         if neg.any():
             summary["dropped"]["transactions: negative amount (drop_returns=True)"] = int((neg & keep).sum())
             keep &= ~neg
     if not keep.all():
-        ts, amount, codes = ts[keep], amount[keep], codes[keep]
-        cat = cat[keep] if cat.size else cat
-        ch = ch[keep] if ch.size else ch
-        if order_ids is not None:
-            order_ids = order_ids.filter(pa.array(keep))
+        ts, amount, codes["transactions"] = ts[keep], amount[keep], codes["transactions"][keep]
+        for key in ("cat", "ch"):
+            if tx[key].size:
+                tx[key] = tx[key][keep]
+        if tx["order_ids"] is not None:
+            tx["order_ids"] = tx["order_ids"].filter(pa.array(keep))
+    del keep
+    tx["ts"], tx["amount"] = ts, amount
     summary["returns"] = int((amount < 0).sum())
     if ev is not None:
+        ev_ts = ev.pop("ts")
         ekeep = ev_ts <= as_of_us
         summary["excluded_after_as_of"]["events"] = int((~ekeep).sum())
-        et, e_labels = ev["cats"].get(roles["event"], (np.empty(0, dtype=np.int32), []))
+        et, ev["labels"] = ev["cats"].get(roles["event"], (np.empty(0, dtype=np.int32), []))
+        ev["cats"] = {c: (None, labels_) for c, (_, labels_) in ev["cats"].items()}
         if not ekeep.all():
-            ev_ts, ecodes, et = ev_ts[ekeep], ecodes[ekeep], et[ekeep]
+            ev_ts, codes["events"], et = ev_ts[ekeep], codes["events"][ekeep], et[ekeep]
+        ev["ts"], ev["types"] = ev_ts, et
 
-    kern = get_kernels(backend, "group")
-    nt = effective_n_threads(n_threads)
+
+def _transaction_pass(tx, codes, n, as_of_us, windows, freq, roles, kern, nt, summary):
+    """The transaction kernel: ``(per-customer aggregates, BTYD periods or None)``; frees the transaction rows.
+
+    The aggregates are the kernel's outputs (``kernels/_common.PROFILE_FIELDS``),
+    with orders, window orders, the largest order and the channel mix per
+    order id when the schema has an ``order_id`` column.  The transaction
+    rows (the largest arrays of the stage) are dropped from ``tx`` and
+    ``codes`` before returning, so the columns are built without them.
+    """
+    ts, amount, tcodes = tx.pop("ts"), tx.pop("amount"), codes.pop("transactions")
+    cat, ch, order_ids = tx.pop("cat"), tx.pop("ch"), tx.pop("order_ids")
+    n_ch = len(tx["ch_labels"])
     starts = np.array([as_of_us - w * US_PER_DAY for w in windows], dtype=np.int64)
-    agg = kern.profile_pass(codes, n, ts, amount, cat, len(cat_labels), ch, len(ch_labels), starts, US_PER_DAY, nt)
-
-    rows_per_customer = agg["orders"]  # rows (line items); orders unless an order id says otherwise
+    agg = kern.profile_pass(tcodes, n, ts, amount, cat, len(tx["cat_labels"]), ch, n_ch, starts, US_PER_DAY, nt)
     if order_ids is not None:
-        _orders_from_ids(agg, codes, order_ids, ts, amount, starts, n, ch, len(ch_labels))
-        rows_per_customer = agg["orders"]  # channel shares are shares of orders too
-        summary["orders_from"] = f"distinct {order_role}"
+        _orders_from_ids(agg, tcodes, order_ids, ts, amount, starts, n, ch, n_ch)
+        summary["orders_from"] = f"distinct {roles['order_id']}"
     else:
         summary["orders_from"] = "rows"
+    btyd_periods = _btyd_periods(tcodes, ts, amount, n, freq, as_of_us) if freq != "D" else None
     # the transaction rows are aggregated: free them (the largest arrays of the stage) before the columns are built
-    btyd_periods = _btyd_periods(codes, ts, amount, n, freq, as_of_us) if freq != "D" else None
-    del ts, amount, codes, cat, ch, order_ids
-    for key in ("ts", "amount", "raw"):
-        tx.pop(key, None)
-    tx["cats"] = {c: (None, labels_) for c, (_, labels_) in tx["cats"].items()}
-    if ev is not None:
-        ev.pop("ts", None)
-        ev["cats"] = {c: (None, labels_) for c, (_, labels_) in ev["cats"].items()}
+    del ts, amount, tcodes, cat, ch, order_ids
+    return agg, btyd_periods
 
-    # recency, frequency, monetary
-    cols = {"customer_id": uniq}
-    orders = agg["orders"]
-    has = orders > 0
-    first, last = agg["first"], agg["last"]
-    spend = agg["spend"]
-    cols["first_purchase"] = pa.array(np.where(has, first, 0), type=pa.timestamp("us", tz="UTC"), mask=~has)
-    cols["last_purchase"] = pa.array(np.where(has, last, 0), type=pa.timestamp("us", tz="UTC"), mask=~has)
-    cols["recency_days"] = pa.array((as_of_us - last) / US_PER_DAY, mask=~has)
-    cols["tenure_days"] = pa.array((as_of_us - first) / US_PER_DAY, mask=~has)
-    cols["orders"] = pa.array(orders)
-    # distinct UTC calendar days with a purchase
-    purchase_days = agg["purchase_days"]
-    cols["purchase_days"] = pa.array(purchase_days)
-    cols["spend_total"] = pa.array(spend)
-    cols["spend_mean"] = pa.array(np.where(has, spend / np.maximum(orders, 1), 0.0))
-    cols["spend_max"] = pa.array(np.where(has, agg["spend_max"], 0.0))
+
+class _Built:
+    """What the column builders read: the kernel's aggregates, ``as_of`` and who has a purchase."""
+
+    def __init__(self, agg, as_of_us):
+        self.agg, self.as_of_us = agg, as_of_us
+        self.has = agg["orders"] > 0
+        self.btyd = None  # the BTYD step's periods (see _btyd_columns)
+
+
+_UTC_US = pa.timestamp("us", tz="UTC")
+
+
+def _btyd_spend(k):
+    b = k.btyd
+    with np.errstate(invalid="ignore", over="ignore"):  # overflowing sums are reported by _check_sums_finite
+        return pa.array(np.where(b.repeat > 0, (k.agg["spend"] - b.first_spend) / np.maximum(b.repeat, 1), 0.0))
+
+
+# One builder per registry feature of the "transactions" and "btyd" steps (segone.features): the column from the
+# kernel's aggregates. Adding such a feature: its registry entry, its kernel output, and its builder here.
+_BUILDERS = {
+    "first_purchase": lambda k: pa.array(np.where(k.has, k.agg["first"], 0), type=_UTC_US, mask=~k.has),
+    "last_purchase": lambda k: pa.array(np.where(k.has, k.agg["last"], 0), type=_UTC_US, mask=~k.has),
+    "recency_days": lambda k: pa.array((k.as_of_us - k.agg["last"]) / US_PER_DAY, mask=~k.has),
+    "tenure_days": lambda k: pa.array((k.as_of_us - k.agg["first"]) / US_PER_DAY, mask=~k.has),
+    "orders": lambda k: pa.array(k.agg["orders"]),
+    "purchase_days": lambda k: pa.array(k.agg["purchase_days"]),  # distinct UTC calendar days with a purchase
+    "spend_total": lambda k: pa.array(k.agg["spend"]),
+    "spend_mean": lambda k: pa.array(np.where(k.has, k.agg["spend"] / np.maximum(k.agg["orders"], 1), 0.0)),
+    "spend_max": lambda k: pa.array(np.where(k.has, k.agg["spend_max"], 0.0)),
+    # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, in periods of `freq`)
+    "frequency": lambda k: pa.array(k.btyd.repeat.astype(np.float64)),
+    "recency": lambda k: pa.array(np.where(k.has, k.btyd.last_p - k.btyd.first_p, 0).astype(np.float64)),
+    "T": lambda k: pa.array(np.where(k.has, k.btyd.as_of_p - k.btyd.first_p, 0).astype(np.float64), mask=~k.has),
+    "monetary_value": _btyd_spend,
+}
+
+
+def _registry_columns(step, k):
+    """The columns of the registry's features of ``step``, in registry order, each from its builder."""
+    return {f.name: _BUILDERS[f.name](k) for f in _features.features_of_step(step)}
+
+
+def _window_columns(agg, windows):
+    """``orders_{w}d`` and ``spend_{w}d`` per window, window by window."""
+    cols = {}
     for i, w in enumerate(windows):
         cols[f"orders_{w}d"] = pa.array(agg["window_orders"][:, i])
         cols[f"spend_{w}d"] = pa.array(agg["window_spend"][:, i])
+    return cols
 
-    # category spend shares (of positive spend) and channel mix; with fixed
-    # labels (the Dask layer) every partition gets the same columns
-    fixed = labels or {}
+
+def _category_columns(cols, agg, tx, cat_role, fixed, top_categories, n, summary):
+    """Category spend shares (of positive spend), ``share_other`` and ``n_categories``, added to ``cols``.
+
+    With fixed labels (the Dask layer) every partition gets the same columns.
+    """
+    cat_labels = tx["cat_labels"]
     denom = np.where(agg["gross"] > 0, agg["gross"], 1.0)
     if cat_role in tx["cats"] or "category" in fixed:
         cat_spend = agg["cat_spend"]
@@ -793,6 +915,12 @@ def build_profiles_with_summary(
             summary["folded"]["category"] = len(rest)
     if fixed:  # pieces of a larger input: the global fold counts
         summary["folded"] = dict(fixed.get("folded", {}))
+
+
+def _channel_columns(cols, agg, tx, fixed, top_channels, n, summary):
+    """Channel shares of orders (``channel_*``, ``channel_other``), added to ``cols``."""
+    ch_labels = tx["ch_labels"]
+    rows_per_customer = agg["orders"]  # rows (line items) unless an order id says otherwise: shares of orders
     if "channel" in fixed:
         ch_chosen = [str(lab) for lab in fixed["channel"]]
         ch_other = bool(fixed.get("channel_other"))
@@ -812,10 +940,16 @@ def build_profiles_with_summary(
             other = agg["channel_orders"][:, rest].sum(axis=1) if rest else np.zeros(n, dtype=np.int64)
             cols["channel_other"] = pa.array(other / np.maximum(rows_per_customer, 1))
 
-    # web events
+
+def _event_columns(cols, ev, codes, fixed, k, kern, nt, n):
+    """The event kernel: ``events_*`` / ``days_since_*`` per event type and the web funnel, added to ``cols``."""
+    as_of_us = k.as_of_us
     ev_chosen = fixed.get("event")
+    ev_ts = ev["ts"] if ev is not None else None
+    ecodes = codes.get("events")
     if ev is not None and ev_ts.size:
-        cnt, lst = kern.event_pass(ecodes, n, ev_ts, et, len(e_labels), nt)
+        e_labels = ev["labels"]
+        cnt, lst = kern.event_pass(ecodes, n, ev_ts, ev["types"], len(e_labels), nt)
     else:
         cnt, lst, e_labels = np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.int64), []
     if ev_chosen is None:
@@ -836,64 +970,61 @@ def build_profiles_with_summary(
         sessions = kern.session_count(ecodes, n, ev_ts, SESSION_GAP_MINUTES * 60 * 1_000_000, nt)
         events_per_customer = np.bincount(ecodes, minlength=n)
         cols.update(funnel_features(cnt, lst, e_labels, sessions, events_per_customer,
-                                    np.where(has, last, np.iinfo(np.int64).min)))  # fmt: skip
+                                    np.where(k.has, k.agg["last"], np.iinfo(np.int64).min)))  # fmt: skip
 
-    # BTYD / lifetime-value summary (lifetimes' summary_data_from_transaction_data, in periods of `freq`)
+
+class _Periods:
+    """The BTYD periods per customer: as_of, first and last purchase period, repeat periods, first-period spend."""
+
+    def __init__(self, as_of_p, first_p, last_p, n_periods, first_spend):
+        self.as_of_p, self.first_p, self.last_p = as_of_p, first_p, last_p
+        self.first_spend = first_spend
+        self.repeat = np.maximum(n_periods - 1, 0)
+
+
+def _btyd_columns(k, freq, btyd_periods):
+    """The BTYD columns (the registry's "btyd" step) in periods of ``freq``."""
     if freq == "D":
-        as_of_p = as_of_us // US_PER_DAY
-        first_p = np.where(has, first // US_PER_DAY, 0)
-        last_p = np.where(has, last // US_PER_DAY, 0)
-        n_periods, first_spend = purchase_days, agg["first_day_spend"]
+        has, agg = k.has, k.agg
+        k.btyd = _Periods(k.as_of_us // US_PER_DAY, np.where(has, agg["first"] // US_PER_DAY, 0),
+                          np.where(has, agg["last"] // US_PER_DAY, 0), agg["purchase_days"], agg["first_day_spend"])
     else:
-        as_of_p, first_p, last_p, n_periods, first_spend = btyd_periods
-    repeat = np.maximum(n_periods - 1, 0)
-    cols["frequency"] = pa.array(repeat.astype(np.float64))
-    cols["recency"] = pa.array(np.where(has, last_p - first_p, 0).astype(np.float64))
-    cols["T"] = pa.array(np.where(has, as_of_p - first_p, 0).astype(np.float64), mask=~has)
-    with np.errstate(invalid="ignore", over="ignore"):  # overflowing sums are reported by _check_sums_finite
-        cols["monetary_value"] = pa.array(np.where(repeat > 0, (spend - first_spend) / np.maximum(repeat, 1), 0.0))
-    summary["btyd_unit"] = BTYD_UNITS[freq]
-    _check_sums_finite(cols, uniq, f"transactions.{acol}")
+        k.btyd = _Periods(*btyd_periods)
+    return _registry_columns("btyd", k)
 
-    out = pa.table(cols)
 
-    # CRM attributes
-    if attrs is not None:  # also when empty: every piece gets the same columns
-        per_customer = np.bincount(acodes, minlength=n)
-        if (per_customer > 1).any():
-            dup_codes = np.flatnonzero(per_customer > 1)
-            dup = pc.take(uniq, pa.array(dup_codes[:5])).to_pylist()
-            raise DataError(
-                f"attributes.{cid}: {int((per_customer[dup_codes] - 1).sum())} duplicate customer ids "
-                f"(e.g. {', '.join(map(repr, dup))}); CRM attributes need one row per customer."
-            )
-        row_of = np.full(n, -1, dtype=np.int64)
-        row_of[acodes] = np.arange(attrs.num_rows)
-        take = pa.array(row_of, mask=row_of < 0)
-        # a CRM column keeps its name unless a profile column (or an earlier CRM column) has it: then it
-        # becomes crm_<name>, or crm_<name>_2, ... (never a name another CRM column has)
-        placed, reserved, renamed = set(out.column_names), set(attrs.column_names), {}
-        for i, name in enumerate(attrs.column_names):
-            if name == cid:
-                continue
-            target = name
-            if name in placed:
-                base = target = f"crm_{name}"
-                j = 2
-                while target in placed or target in reserved:
-                    target, j = f"{base}_{j}", j + 1
-                renamed[name] = target
-            placed.add(target)
-            out = out.append_column(target, pc.take(attrs.column(i), take))
-        if renamed:
-            summary["attributes_renamed"] = renamed
-
-    summary["customers"] = n
-    summary["customers_without_purchase"] = int((~has).sum())
-    summary["as_of"] = _dt.datetime.fromtimestamp(as_of_us / 1e6, tz=_dt.timezone.utc).isoformat()
-    meta = dict(out.schema.metadata or {})
-    meta[b"segone"] = json.dumps(summary).encode()
-    return out.replace_schema_metadata(meta), summary
+def _attach_attributes(out, attrs, acodes, uniq, cid, summary):
+    """The CRM attributes joined on the customer codes (one row per customer; renamed when a name is taken)."""
+    n = len(uniq)
+    per_customer = np.bincount(acodes, minlength=n)
+    if (per_customer > 1).any():
+        dup_codes = np.flatnonzero(per_customer > 1)
+        dup = pc.take(uniq, pa.array(dup_codes[:5])).to_pylist()
+        raise DataError(
+            f"attributes.{cid}: {int((per_customer[dup_codes] - 1).sum())} duplicate customer ids "
+            f"(e.g. {', '.join(map(repr, dup))}); CRM attributes need one row per customer."
+        )
+    row_of = np.full(n, -1, dtype=np.int64)
+    row_of[acodes] = np.arange(attrs.num_rows)
+    take = pa.array(row_of, mask=row_of < 0)
+    # a CRM column keeps its name unless a profile column (or an earlier CRM column) has it: then it
+    # becomes crm_<name>, or crm_<name>_2, ... (never a name another CRM column has)
+    placed, reserved, renamed = set(out.column_names), set(attrs.column_names), {}
+    for i, name in enumerate(attrs.column_names):
+        if name == cid:
+            continue
+        target = name
+        if name in placed:
+            base = target = f"crm_{name}"
+            j = 2
+            while target in placed or target in reserved:
+                target, j = f"{base}_{j}", j + 1
+            renamed[name] = target
+        placed.add(target)
+        out = out.append_column(target, pc.take(attrs.column(i), take))
+    if renamed:
+        summary["attributes_renamed"] = renamed
+    return out
 
 
 def funnel_stage_of(label, funnel=None):

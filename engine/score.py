@@ -23,17 +23,20 @@ quartiles and quantile grids come from a :class:`~segone.sketch.QuantileSketch`
 merged result equals the whole-data result, and both are within the sketch
 error of the exact quantiles.
 
-Default features (those present in the profile are used):
+Default features (those present in the profile are used) come from the
+feature registry (:mod:`segone.features`, :func:`~segone.features.scorer_defaults`):
+every feature with a ``transform`` -- today ``log1p`` for orders,
+purchase_days, spend_total, spend_mean, recency_days, tenure_days and the
+events_* counts; as is for the share_* category spend shares and the
+channel_* shares.
 
-* ``log1p``: orders, spend_mean, spend_total, recency_days, tenure_days,
-  purchase_days, events_* counts;
-* as is: share_* category spend shares, channel_* shares.
+Share groups (registry ``share_group``) are down-weighted so that a group of
+``g`` columns counts like about two features: weight ``sqrt(2 / g)`` per
+column.
 
-Share groups are down-weighted so that a group of ``g`` columns counts like
-about two features: weight ``sqrt(2 / g)`` per column.
-
-Null rules: ``recency_days`` and ``days_since_*`` nulls mean "never" and are
-filled with the largest value seen in fit; other nulls are filled with 0.
+Null rules: nulls of the features whose registry entry has
+``null_means_never`` (``recency_days``, ``days_since_*``) mean "never" and
+are filled with the largest value seen in fit; other nulls are filled with 0.
 """
 
 import json
@@ -56,11 +59,10 @@ from segone._validation import (
 )
 from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError, examples
 from segone._state import State
+from segone import features as _features
 from segone.io import read_table
 from segone.sketch import QuantileSketch
 
-LOG_FEATURES = ("orders", "purchase_days", "spend_total", "spend_mean", "recency_days", "tenure_days")
-NEVER_FILLED = ("recency_days",)
 TRANSFORMS = ("identity", "log1p")
 SCALINGS = ("standard", "robust", "quantile", "none")
 N_KNOTS = 257  # quantile grid of the "quantile" scaling: ranks in steps of 1/256
@@ -68,20 +70,22 @@ FORMAT_VERSION = 3  # 3: the state carries its kind and version (stage protocol)
 
 
 def default_features(columns):
-    """Default (feature, transform) list for a profile with these columns."""
-    feats = [(c, "log1p") for c in LOG_FEATURES if c in columns]
-    feats += [(c, "log1p") for c in columns if c.startswith("events_")]
-    feats += [(c, "identity") for c in columns if c.startswith("share_")]
-    feats += [(c, "identity") for c in columns if c.startswith("channel_")]
-    return feats
+    """Default (feature, transform) list for a profile with these columns (see :func:`segone.features.scorer_defaults`).
+
+    Examples
+    --------
+    >>> default_features(["customer_id", "orders", "spend_total", "share_shoes", "share_other"])
+    [('orders', 'log1p'), ('spend_total', 'log1p'), ('share_shoes', 'identity'), ('share_other', 'identity')]
+    """
+    return _features.scorer_defaults(columns)
 
 
 def _default_weights(names):
     groups = {}
     for n in names:
-        for prefix in ("share_", "channel_"):
-            if n.startswith(prefix):
-                groups.setdefault(prefix, []).append(n)
+        g = _features.share_group_of(n)
+        if g is not None:
+            groups.setdefault(g, []).append(n)
     w = {n: 1.0 for n in names}
     for cols in groups.values():
         for n in cols:
@@ -97,7 +101,7 @@ def _check_numeric(table, names):
 
 
 def _never(name):
-    return name in NEVER_FILLED or name.startswith("days_since_")
+    return _features.null_means_never(name)
 
 
 class ScalerState:

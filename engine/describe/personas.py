@@ -20,6 +20,9 @@ picks the ``n_traits`` strongest groups per customer, and traits weaker than
 The phrasing is data: :data:`DEFAULT_PHRASES` is a list of rules (a glob
 pattern over feature names, the feature group, and a phrase for a high and
 for a low value, None to never say it); pass ``phrases=`` to replace it.
+The rules of the profile features come from the feature registry
+(:attr:`segone.features.Feature.phrase`), exact names before families, and
+a catch-all rule ends the list.
 Optional keys of a rule: ``high_one`` / ``low_one`` (the phrase when the
 value reads 1 at the decimals of its ``{value}``: "1 order only", not "1
 orders"), ``high_zero`` / ``low_zero`` (when it reads 0: "no purchase yet"),
@@ -44,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone import features as _features
 from segone._backend import get_kernels
 from segone.describe import _sentences
 from segone.describe.segments import categorical_columns, numeric_columns
@@ -55,60 +59,9 @@ from segone.io import read_table, to_float64
 from segone.score import ScalerState, ScorerState
 from segone.sketch import QuantileSketch, summarise
 
-# (pattern, group, phrase when high, phrase when low); the first matching rule wins
-DEFAULT_PHRASES = [
-    {"match": "recency_days", "group": "recency", "high": "last bought {value:.0f} days ago",
-     "low": "bought recently ({value:.0f} days ago)"},
-    {"match": "tenure_days", "group": "tenure", "high": "a customer for {value:.0f} days",
-     "low": "first bought only {value:.0f} days ago"},
-    {"match": "orders", "group": "frequency", "high": "{value:.0f} orders, {ratio:.1f}x the typical customer",
-     "high_far": "{value:.0f} orders, far above the typical customer", "low": "{value:.0f} orders only",
-     "low_one": "1 order only", "low_zero": "no purchase yet"},
-    {"match": "purchase_days", "group": "frequency", "high": "bought on {value:.0f} different days",
-     "low": "bought on only {value:.0f} days", "low_one": "bought on 1 day only", "low_min": 1},
-    {"match": "orders_*d", "group": "frequency", "high": "{value:.0f} orders in the last {label} days", "low": None},
-    {"match": "spend_total", "group": "spend", "high": "spends {ratio:.1f}x the typical customer",
-     "high_far": "spends far above the typical customer ({value:.0f} in all)",
-     "low": "spends little ({value:.0f} in all)", "low_min": 0.5},
-    {"match": "spend_*d", "group": "spend", "high": "spent {value:.0f} in the last {label} days", "low": None},
-    {"match": "spend_mean", "group": "basket", "high": "big baskets ({value:.0f} per order, {ratio:.1f}x typical)",
-     "high_far": "big baskets ({value:.0f} per order, far above typical)",
-     "low": "small baskets ({value:.0f} per order)", "low_min": 0.5},
-    {"match": "spend_max", "group": "basket", "high": "a top order of {value:.0f}", "low": None},
-    {"match": "n_categories", "group": "breadth", "high": "buys across {value:.0f} categories",
-     "low": "sticks to {value:.0f} categories", "low_one": "sticks to 1 category", "low_min": 1},
-    {"match": "share_other", "group": "share_other", "high": "{pct:.0f}% of spend outside the top categories",
-     "low": None, "high_min": 0.01},
-    # a share that rounds to 0% is never said high; "never buys X" only of a category the base spends a lot on
-    {"match": "share_*", "group": "category mix", "high": "{pct:.0f}% of spend on {label}", "high_min": 0.01,
-     "low": "never buys {label}", "low_max": 0.0, "low_base_min": 0.15},
-    {"match": "channel_*", "group": "channel", "high": "{pct:.0f}% of orders via {label}", "low": None,
-     "high_min": 0.01},
-    {"match": "events_*", "group": "event:{label}", "high": "{label}: {value:.0f} times (top {top:.0f}%)",
-     "high_one": "{label}: once (top {top:.0f}%)", "low": None},
-    {"match": "days_since_*", "group": "event:{label}", "high": None, "low": "{label} seen {value:.0f} days ago",
-     "low_one": "{label} seen 1 day ago", "low_zero": "{label} seen today"},
-    # the web funnel (events with a type)
-    {"match": "sessions", "group": "web visits", "high": "{value:.0f} visits to the site (top {top:.0f}%)",
-     "high_one": "1 visit to the site (top {top:.0f}%)", "low": "few visits to the site ({value:.0f})",
-     "low_zero": "no visit to the site", "low_one": "1 visit to the site only"},
-    {"match": "pages_per_session", "group": "web depth", "high": "{value:.1f} pages a visit (top {top:.0f}%)",
-     "low": "leaves after {value:.1f} pages a visit", "low_one": "bounces: 1 page a visit"},
-    {"match": "funnel_stage", "group": "web funnel", "high": None, "low": None},
-    {"match": "cart_abandoned", "group": "web funnel", "high": "left a cart or checkout without buying",
-     "low": None},
-    # predicted value (segone run's PREDICT stage)
-    {"match": "clv", "group": "value", "high": "predicted value {value:.0f} (top {top:.0f}%)",
-     "low": "low predicted value ({value:.0f})"},
-    {"match": "p_alive", "group": "value", "high": None, "low": "probably lapsed ({pct:.0f}% chance still active)"},
-    {"match": "expected_purchases", "group": "value", "high": "expected to buy {value:.1f} more times soon",
-     "low": None},
-    {"match": "expected_order_value", "group": "basket", "high": None, "low": None},
-    # the BTYD columns repeat the columns above in lifetimes' units: never traits of their own
-    {"match": "frequency", "group": "frequency", "high": None, "low": None},
-    {"match": "recency", "group": "recency", "high": None, "low": None},
-    {"match": "T", "group": "tenure", "high": None, "low": None},
-    {"match": "monetary_value", "group": "basket", "high": None, "low": None},
+# (pattern, group, phrase when high, phrase when low); the first matching rule wins. The rules of the profile
+# features are declared with the features (segone.features: exact names before families); the catch-all ends it.
+DEFAULT_PHRASES = _features.persona_phrases() + [
     {"match": "*", "group": None, "high": "high {name}: {value:.1f} (top {top:.0f}%)",
      "low": "low {name}: {value:.1f} (bottom {bottom:.0f}%)"},
 ]  # fmt: skip
@@ -226,12 +179,7 @@ def _rule_for(name, phrases):
 
 def _label_of(name, pattern):
     """What a glob pattern's ``*`` stands for in ``name``, made readable (share_home_garden -> home garden)."""
-    if "*" in pattern:
-        head, tail = pattern.split("*", 1)
-        rest = name[len(head) : len(name) - len(tail) if tail else None]
-    else:
-        rest = name
-    return rest.replace("_", " ").strip() or name
+    return _features.label_of(name, pattern) or name
 
 
 def _check_phrases(phrases):

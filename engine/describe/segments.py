@@ -56,19 +56,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone import features as _features
 from segone._state import State, array_from_data, array_to_data
 from segone._validation import check_int
 from segone.errors import DataError, ParameterError
 from segone.io import read_table
 from segone.sketch import QuantileSketch
 
-# columns whose per-segment median is reported (those present are used)
-SUMMARY_COLUMNS = (
-    "recency_days", "tenure_days", "orders", "spend_total", "spend_mean",
-    "orders_90d", "spend_365d", "n_categories", "frequency", "monetary_value",
-    "p_alive", "sessions", "pages_per_session",
-)  # fmt: skip
-_SKIP = ("customer_id", "first_purchase", "last_purchase")
+# columns whose per-segment median is reported (those present are used): the registry's ``median`` flags
+SUMMARY_COLUMNS = _features.median_columns()
+_SKIP = _features.not_features()  # the id and the timestamps
 MAX_CATEGORIES = 50  # categorical attributes with more distinct values get no mix columns
 
 DEFAULT_LABEL_RULES = {
@@ -318,7 +315,7 @@ class SegmentStats(State):
             cols[f"mean_{name}"] = pa.array(seg_mean[:, j])
         for j, name in enumerate(self.columns):
             cols[f"lift_{name}"] = pa.array(lift[:, j])
-        for name in ("clv", "expected_purchases"):  # predicted value: the segment's total too
+        for name in _features.total_columns():  # predicted value: the segment's total too
             if name in self.columns:
                 cols[f"total_{name}"] = pa.array(self.sums[:, self.columns.index(name)])
         for c in self.categorical:
@@ -349,13 +346,13 @@ class SegmentStats(State):
         does not buy garden tools is not described by that).
         """
         out = []
-        skip = ("frequency", "recency", "T", "monetary_value", "purchase_days", "expected_order_value")
+        trait = np.array([_features.is_trait(c) for c in self.columns], dtype=bool)  # the registry's trait flags
+        mix = np.array([_features.is_mix(c) for c in self.columns], dtype=bool)
         for i in range(self.k):
             with np.errstate(invalid="ignore", divide="ignore"):
                 lg = np.log(lift[i])
-            ok = np.isfinite(lg) & np.array([c not in skip for c in self.columns])
+            ok = np.isfinite(lg) & trait
             up = [j for j in np.argsort(-np.where(ok, lg, -np.inf), kind="stable") if ok[j] and lg[j] > np.log(1.25)]
-            mix = np.array([c.startswith(("share_", "channel_", "events_", "days_since_")) for c in self.columns])
             down = [j for j in np.argsort(np.where(ok & ~mix, lg, np.inf), kind="stable")
                     if ok[j] and not mix[j] and lg[j] < -np.log(1.25)]  # fmt: skip
             pick = (up + down)[:n]

@@ -6,8 +6,8 @@ import json
 import math
 import re
 
+from segone.features import find, report_table_columns
 from segone.report._names import (
-    GROWS_WITH_TIME,
     attribute_name,
     feature_name,
     fmt_int,
@@ -15,12 +15,16 @@ from segone.report._names import (
     fmt_num,
     fmt_pct,
     fmt_seconds,
+    grows_with_time,
     trait_text,
 )
 from segone.report._read import ids_hashed
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac"]  # fmt: skip
+
+# decimals of a median in the segment table, by the feature's kind (counts 1, days 0, money by size)
+_TABLE_DIGITS = {"count": 1, "days": 0}
 
 SECTIONS = (
     ("overview", "Segments at a glance"),
@@ -371,23 +375,25 @@ class Page:
             return self.section("overview", SECTIONS[0][1], "", self.missing("No segment can be shown."), False)
         chart = self.chart("chart-overview", self.c.overview_chart(d),
                            "Share of customers and share of spend for each segment")  # fmt: skip
+        medians = report_table_columns()  # the registry's report_table features (orders, spend, recency)
         heads = ["Segment and what stands out", "Customers", "Share of customers", "Share of spend",
-                 "Spend per customer vs average", "Median orders", "Median total spend",
-                 "Median days since last purchase"]  # fmt: skip
+                 "Spend per customer vs average"] + [f"Median {feature_name(f)[:1].lower()}{feature_name(f)[1:]}"
+                                                     for f in medians]  # fmt: skip
         th = "".join(f'<th class="n">{h}</th>' if i else f'<th class="segcol">{h}</th>' for i, h in enumerate(heads))
         body = []
         for s in d.segments:
             if s["hidden"]:
                 body.append(f'<tr class="hidden-row" data-segment="{esc(s["id"])}"><td>{self.seg_cell(s)}</td>'
-                            f'<td class="n">{self.count(s["size"])}</td><td colspan="6" class="hidden-cell">'
+                            f'<td class="n">{self.count(s["size"])}</td><td colspan="{3 + len(medians)}" '
+                            f'class="hidden-cell">'
                             f"Hidden: fewer than {d.k:,} customers (privacy rule of this run).</td></tr>")  # fmt: skip
                 continue
             idx = s["value_share"] / s["share"] if s["value_share"] is not None and s["share"] else None
             traits = "; ".join(trait_text(t) for t in s["traits"][:3])
             first = self.seg_cell(s) + (f'<div class="traits">{esc(traits)}</div>' if traits else "")
             cells = [self.count(s["size"]), fmt_pct(s["share"]), fmt_pct(s["value_share"]),
-                     fmt_lift(idx) if idx is not None else "–", fmt_num(self._med(s, "orders"), 1),
-                     fmt_num(self._med(s, "spend_total")), fmt_num(self._med(s, "recency_days"), 0)]  # fmt: skip
+                     fmt_lift(idx) if idx is not None else "–"]
+            cells += [fmt_num(self._med(s, f), _TABLE_DIGITS.get(find(f).kind)) for f in medians]
             body.append(f'<tr data-segment="{esc(s["id"])}"><td>{first}</td>'
                         + "".join(f'<td class="n">{c}</td>' for c in cells) + "</tr>")  # fmt: skip
         table = (f'<div class="tablewrap"><table id="segment-table"><thead><tr>{th}</tr></thead>'
@@ -614,7 +620,7 @@ class Page:
             cls, word = _psi_words(psi)
             figs.append(("Change in segment sizes", f"{psi:.3f}", f"stability index (PSI): {word}", cls))
         fpsi = t.get("feature_psi") if isinstance(t.get("feature_psi"), dict) else {}
-        drift = sorted(((v, f) for f, v in fpsi.items() if isinstance(v, (int, float)) and f not in GROWS_WITH_TIME),
+        drift = sorted(((v, f) for f, v in fpsi.items() if isinstance(v, (int, float)) and not grows_with_time(f)),
                        reverse=True)[:3]  # fmt: skip
         if drift:
             v = drift[0][0]

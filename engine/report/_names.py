@@ -3,6 +3,8 @@
 import math
 import textwrap
 
+from segone import features as _features
+
 # feature groups, in the order the report shows them
 GROUPS = (
     "Recency and tenure",
@@ -15,35 +17,23 @@ GROUPS = (
     "Other",
 )
 
-# features that grow with time by construction (every customer is a day older at every run): never "drift"
-GROWS_WITH_TIME = frozenset({"tenure_days", "T"})
+
+def grows_with_time(name):
+    """True for features that grow with time by construction (every customer is a day older at every run): never
+    "drift" (the registry's ``grows_with_time``)."""
+    return _features.grows_with_time(name)
+
+
+# the exact features that grow with time (the families have none)
+GROWS_WITH_TIME = frozenset(f.name for f in _features.FEATURES if f.grows_with_time and not f.is_family)
 
 
 def lower_is_better(name):
     """True for features where less is good for the business (days since the last purchase or visit, an
-    abandoned cart): the report colours a low value of these like a high value of spend."""
-    return name in ("recency_days", "cart_abandoned") or name.startswith("days_since_")
+    abandoned cart: the registry's ``direction="lower"``): the report colours a low value of these like a high
+    value of spend."""
+    return _features.lower_is_better(name)
 
-
-_FIXED = {
-    "recency_days": ("Days since last purchase", "Recency and tenure"),
-    "tenure_days": ("Days since first purchase", "Recency and tenure"),
-    "orders": ("Orders", "Orders and spend"),
-    "purchase_days": ("Days with a purchase", "Orders and spend"),
-    "spend_total": ("Total spend", "Orders and spend"),
-    "spend_mean": ("Average order value", "Orders and spend"),
-    "spend_max": ("Largest order", "Orders and spend"),
-    "n_categories": ("Categories bought", "Orders and spend"),
-    "clv": ("Predicted customer value (CLV)", "Predicted value"),
-    "p_alive": ("Chance still active", "Predicted value"),
-    "expected_purchases": ("Expected purchases", "Predicted value"),
-    "expected_order_value": ("Expected order value", "Predicted value"),
-    "frequency": ("Repeat purchases", "Purchase model inputs"),
-    "recency": ("Days from first to last purchase", "Purchase model inputs"),
-    "T": ("Days since first purchase (model)", "Purchase model inputs"),
-    "monetary_value": ("Average repeat order value", "Purchase model inputs"),
-    "share_other": ("Other categories", "Category mix (share of spend)"),
-}
 
 _EVENTS = {
     "visit": "Site visits",
@@ -58,24 +48,17 @@ def _words(s):
 
 
 def feature_info(name):
-    """(plain-language name, group) of a profile feature name."""
-    if name in _FIXED:
-        return _FIXED[name]
-    for prefix, template in (("orders_", "Orders, last {n} days"), ("spend_", "Spend, last {n} days")):
-        rest = name[len(prefix):]
-        if name.startswith(prefix) and rest.endswith("d") and rest[:-1].isdigit():
-            return template.format(n=rest[:-1]), "Orders and spend"
-    if name.startswith("share_"):
-        return _words(name[6:]).capitalize(), "Category mix (share of spend)"
-    if name.startswith("channel_"):
-        return _words(name[8:]).capitalize(), "Channels (share of orders)"
-    if name.startswith("events_"):
-        ev = name[7:]
-        return _EVENTS.get(ev, f"Web events: {_words(ev)}"), "Web activity"
-    if name.startswith("days_since_"):
-        ev = name[11:]
-        return f"Days since last {_EVENTS.get(ev, _words(ev)).lower().rstrip('s')}", "Web activity"
-    return _words(name).capitalize(), "Other"
+    """(plain-language name, group) of a profile feature name, from the feature registry (title and section)."""
+    f = _features.find(name)
+    if f is None:
+        return _words(name).capitalize(), "Other"
+    if not f.is_family:
+        return f.title, f.section
+    raw = _features.label_of(name, f.name, readable=False)
+    label = _words(raw)
+    event = _EVENTS.get(raw)
+    return f.title.format(label=label, Label=label.capitalize(), event=event or f"Web events: {label}",
+                          event_one=(event or label).lower().rstrip("s")), f.section
 
 
 def feature_name(name):

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segone import features as _features
 from segone import outputs
 from segone.errors import ModelFormatError
 
@@ -63,12 +64,13 @@ RFM_F = ("f", "f_score", "frequency_score", "F")
 RFM_CUSTOMERS = ("customers", "count", "n_customers", "n", "size")
 RFM_SPEND = ("spend", "spend_total", "monetary", "value")
 
-VALUE_COLUMNS = {
-    "clv": ("clv", "predicted_clv", "customer_value", "predicted_value"),
-    "p_alive": ("p_alive", "prob_alive", "probability_alive"),
-    "expected_purchases": ("expected_purchases", "predicted_purchases"),
-    "expected_order_value": ("expected_order_value",),
+# the predicted-value columns (the registry's "predict" features) and the other names they go by in other outputs
+_VALUE_ALIASES = {
+    "clv": ("predicted_clv", "customer_value", "predicted_value"),
+    "p_alive": ("prob_alive", "probability_alive"),
+    "expected_purchases": ("predicted_purchases",),
 }
+VALUE_COLUMNS = {f.name: (f.name, *_VALUE_ALIASES.get(f.name, ())) for f in _features.features_of_step("predict")}
 PRIVACY_K = ("min_segment_size", "min_cell_size", "k_anonymity", "min_customers", "k", "min_count")
 PRIVACY_HASHED = ("hashed_ids", "ids_hashed", "pseudonymised_ids", "pseudonymized_ids", "hash_ids", "pseudonymised",
                   "pseudonymized")  # fmt: skip
