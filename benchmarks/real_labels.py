@@ -293,7 +293,7 @@ def honesty_problems(segments, rules=None, tolerance=0.01):
     Checked: labels unique; a segment whose median customer has no purchase
     (``non_buyers``) carries no buyer word (recency, value, "buyers",
     "customers", "regulars"); the value word of each other segment is the one its
-    spend per customer (``spend_365d``) against the base's earns, so value
+    spend per customer (``spend_365d``) against the buyers' base earns, so value
     words are ordered by spend per customer; the recency word is the one the
     median recency in typical gaps earns ("new" by median tenure); one-time
     buyers (median orders 1) are called so; "mostly X" / "via Y" only name
@@ -308,9 +308,12 @@ def honesty_problems(segments, rules=None, tolerance=0.01):
     if len(set(t["label"])) != k:
         out.append(f"labels repeat: {t['label']}")
     live = [i for i in range(k) if t["size"][i]]
-    n = sum(t["size"][i] for i in live)
     spend = {i: t["mean_spend_365d"][i] for i in live}
-    base = sum(spend[i] * t["size"][i] for i in live) / max(n, 1)
+    nb = rules.get("non_buyers", segone.DEFAULT_LABEL_RULES.get("non_buyers"))
+    # the value words compare with the buyers' base: segments of non-buyers are left out of it
+    buying = [i for i in live if not nb or t["median_orders"][i] >= nb.get("max_orders", 0.5)] or live
+    n = sum(t["size"][i] for i in buying)
+    base = sum(spend[i] * t["size"][i] for i in buying) / max(n, 1)
     gap = t["typical_gap_days"][live[0]] if live else float("nan")
     words = {i: label_words(t["label"][i], rules) for i in live}
 
@@ -323,7 +326,6 @@ def honesty_problems(segments, rules=None, tolerance=0.01):
     def near(x, levels):
         return any(abs(x - th) <= tolerance * max(abs(th), 1e-12) for th, _ in levels if np.isfinite(th))
 
-    nb = rules.get("non_buyers", segone.DEFAULT_LABEL_RULES.get("non_buyers"))
     for i in live:
         rec, value, noun, mix, via = words[i]
         lab = t["label"][i]

@@ -182,9 +182,29 @@ def test_customers_without_a_purchase_are_named_from_their_web_behaviour():
     assert all(any(lbl.lower().startswith(w) for lbl in seen) for w in words), (words, seen)
     own = dict(segone.DEFAULT_LABEL_RULES, non_buyers={"max_orders": 0.5, "names": [], "default": "leads"})
     assert segone.describe_segments(prof, lab, 5, rules=own).column("label").to_pylist()[1:] == \
-        ["Leads", "Leads (#2)", "Leads (#3)", "Leads (#4)"] or True
+        ["Leads #1", "Leads #2", "Leads #3", "Leads #4"]
     with pytest.raises(ParameterError, match="non_buyers"):
         segone.describe_segments(prof, lab, 5, rules=dict(own, non_buyers={"names": [("mode", "x", "=", 1, "y")]}))
+
+
+def test_buyers_value_is_judged_against_buyers_not_a_base_of_visitors():
+    """Most customers never bought: the buyers (all alike) are not "big-spending" for having bought at all."""
+    tx, ev, attrs, kind = _visitors()
+    prof = segone.build_profiles(tx, events=ev, attributes=attrs)
+    order = ["buyer", "bounced", "browser", "abandoned", "prospect"]
+    lab = np.array([order.index(kind[c]) for c in prof.column("customer_id").to_pylist()])
+    b = np.flatnonzero(lab == 0)
+    lab[b[np.random.default_rng(1).random(b.size) < 0.5]] = 5  # the buyers split at random: two alike segments
+    labels = segone.describe_segments(prof, lab, 6).column("label").to_pylist()
+    for i in (0, 5):
+        assert "spending" not in labels[i], labels
+    # a buyer segment that does spend more than the other buyers still says so
+    amount = tx.column("amount").to_numpy().copy()
+    rich = np.isin(tx.column("customer_id").to_numpy(), prof.column("customer_id").to_numpy()[lab == 5])
+    amount[rich] *= 4
+    prof2 = segone.build_profiles(tx.set_column(2, "amount", pa.array(amount)), events=ev, attributes=attrs)
+    labels2 = segone.describe_segments(prof2, lab, 6).column("label").to_pylist()
+    assert "high-spending" in labels2[5] and "low-spending" in labels2[0], labels2  # 4x spend: 1.6x and 0.4x
 
 
 def test_a_run_never_calls_visitors_buyers_and_their_personas_read_well(tmp_path):

@@ -14,7 +14,10 @@ Labels follow :data:`DEFAULT_LABEL_RULES`, plain data a user can replace:
 
 * **value** is judged on spend per customer over a stated window (default
   ``spend_365d``): the segment's value index is its share of that spend
-  divided by its share of customers;
+  divided by its share of customers, both among the segments of buyers
+  (segments of non-buyers, named from their web behaviour, are left out of
+  that base: where most visitors never bought, buyers are not all
+  "big-spending");
 * **recency** is judged against the base's typical time between purchases
   (the median over repeat customers of their days between the first and
   the last purchase day per repeat purchase day: the BTYD ``recency /
@@ -540,6 +543,24 @@ def _non_buyer_noun(i, rule, stats, medians, seg_mean):
     return rule.get("default", "customers without a purchase yet")
 
 
+def _buyers_value_index(stats, medians, value_index, rules):
+    """The value index against the buyers' base: segments of non-buyers (named from their web behaviour) are left
+    out, so that a base where most customers never bought does not make every buyer segment "big-spending"."""
+    nb = rules.get("non_buyers", DEFAULT_LABEL_RULES["non_buyers"])
+    med_orders = medians.get("orders")
+    if not nb or med_orders is None:
+        return value_index
+    size = np.asarray(stats.size, dtype=np.float64)
+    n = size.sum()
+    buyers = np.isfinite(med_orders) & (med_orders >= nb.get("max_orders", 0.5)) & (size > 0)
+    if n == 0 or buyers.all() or not buyers.any():
+        return value_index
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vshare = value_index * size / n  # each segment's share of the value column
+        scale = (size[buyers].sum() / n) / np.nansum(vshare[buyers])
+    return value_index * scale if np.isfinite(scale) and scale > 0 else value_index
+
+
 def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits=None, rules=None):
     """Unique plain labels, one per segment (see the module docstring for the rules)."""
     rules = DEFAULT_LABEL_RULES if rules is None else rules
@@ -547,6 +568,7 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
     k, cols = stats.k, stats.columns
     col = {c: j for j, c in enumerate(cols)}
     fcol = rules["frequency_column"]
+    value_index = _buyers_value_index(stats, medians, value_index, rules)
     labels, words = [], []
     for i in range(k):
         if stats.size[i] == 0:
