@@ -557,7 +557,7 @@ def choose_k(table, *, tolerance=None, min_stability=None, min_silhouette=None, 
 
 
 def auto_clusters(result, fallback=DEFAULT_FALLBACK_K):
-    """The number of segments of ``clusters="auto"``: ``(k, record for run.json)``.
+    """The number of segments of ``n_clusters="auto"``: ``(k, record for run.json)``.
 
     ``k`` is ``result.best_k``, or ``fallback`` (default 8, ``segone run``'s
     default, clamped to the swept range) when the rule found no cluster
@@ -569,13 +569,13 @@ def auto_clusters(result, fallback=DEFAULT_FALLBACK_K):
     rec = result.to_dict()
     if result.best_k is not None:
         return result.best_k, {**rec, "clusters": result.best_k, "fallback": False,
-                               "note": f"clusters=auto chose k={result.best_k}: {result.reason}"}  # fmt: skip
+                               "note": f"n_clusters=auto chose k={result.best_k}: {result.reason}"}  # fmt: skip
     if result.constant:
         return 1, {**rec, "clusters": 1, "fallback": True,
-                   "note": f"clusters=auto: {result.reason} One segment holds every customer."}  # fmt: skip
+                   "note": f"n_clusters=auto: {result.reason} One segment holds every customer."}  # fmt: skip
     ks = [int(k) for k in result.table.column("k").to_pylist()]
     k = min(max(fallback, ks[0]), ks[-1]) if ks else fallback
-    note = (f"clusters=auto found no cluster structure ({result.reason}); fell back to the default of {k} segments, "
+    note = (f"n_clusters=auto found no cluster structure ({result.reason}); fell back to the default of {k} segments, "
             "which then describe ranges of a continuum rather than natural groups.")  # fmt: skip
     return k, {**rec, "clusters": k, "fallback": True, "note": note}
 
