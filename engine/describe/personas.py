@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone._deprecation import renamed_keywords
 from segone._backend import get_kernels
 from segone.describe import _sentences
 from segone.describe.segments import categorical_columns, numeric_columns
@@ -517,8 +518,10 @@ class PersonaModel:
             med_out = np.where(take, med[s_c], med_out)
         return j_out, t_out, med_out
 
-    def personas(self, profiles, segments=None, *, id_column="customer_id", rfm=False):
-        """A table with ``id_column``, ``segment`` (when given), ``traits`` and ``summary``, one row per customer.
+    @renamed_keywords(where="PersonaModel.personas", segments="labels")
+    def personas(self, profiles, labels=None, *, id_column="customer_id", rfm=False):
+        """A table with ``id_column``, ``segment`` (``labels``, the segment of every row, when given), ``traits``
+        and ``summary``, one row per customer (``segments=`` is the deprecated name of ``labels=``).
 
         ``traits`` is a list of structs (feature, value, percentile,
         strength, against), strongest first; ``against`` is "base" (the whole
@@ -529,6 +532,7 @@ class PersonaModel:
         """
         if not hasattr(self, "state_"):
             raise NotFittedError("this PersonaModel is not fitted yet; call fit(profiles) first.")
+        segments = labels
         table = read_table(profiles, name="profiles")
         if id_column not in table.column_names:
             raise SchemaError(f"profiles have no {id_column!r} column; found {table.column_names[:20]}.")
@@ -705,11 +709,13 @@ class PersonaModel:
         return entries
 
 
-def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
+@renamed_keywords(segments="labels")
+def personas(profiles, labels=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
              n_threads=None):  # fmt: skip
     """Personas of the customers in ``profiles``, against the base they form (see :class:`PersonaModel`).
 
-    ``segments`` (optional, one per row) is carried into the output.
+    ``labels`` (optional, the segment of every row) is carried into the
+    output's ``segment`` column (``segments=`` is its deprecated name).
 
     Examples
     --------
@@ -721,4 +727,4 @@ def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=N
     False
     """
     pm = PersonaModel(n_traits, min_strength=min_strength, phrases=phrases, backend=backend, n_threads=n_threads)
-    return pm.fit(profiles).personas(profiles, segments)
+    return pm.fit(profiles).personas(profiles, labels)

@@ -56,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segone._deprecation import renamed_keywords
 from segone._state import State, array_from_data, array_to_data
 from segone._validation import check_int
 from segone.errors import DataError, ParameterError
@@ -660,11 +661,14 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
     return labels
 
 
-def describe_segments(profiles, labels, k, rules=None):
+@renamed_keywords(k="n_clusters")
+def describe_segments(profiles, labels, n_clusters, rules=None):
     """The segment table of ``profiles`` whose rows belong to segments ``labels`` (-1: not assigned).
 
     ``profiles`` is any table segone reads (pyarrow, pandas, polars, Parquet
-    path); ``rules`` replaces :data:`DEFAULT_LABEL_RULES`.
+    path); ``n_clusters`` is the number of segments (``k=`` is its deprecated
+    name); ``rules`` replaces :data:`DEFAULT_LABEL_RULES` (checked by
+    :func:`segone._validation.check_label_rules`).
 
     Examples
     --------
@@ -673,11 +677,14 @@ def describe_segments(profiles, labels, k, rules=None):
     >>> describe_segments(prof, np.array([0, 0, 1, 1]), 2).column("size").to_pylist()
     [2, 2]
     """
+    from segone._validation import check_label_rules
+
+    check_label_rules(rules)  # before the data
+    k = check_int(n_clusters, "n_clusters", low=1)
     profiles = read_table(profiles, name="profiles")
-    k = check_int(k, "k", low=1)
     if k > max(profiles.num_rows, 1):
         raise ParameterError(
-            f"k={k} segments for {profiles.num_rows} profile rows; a segment table has at most one segment per "
-            "row: give the number of segments the labels come from."
+            f"n_clusters={k} segments for {profiles.num_rows} profile rows; a segment table has at most one segment "
+            "per row: give the number of segments the labels come from."
         )
     return SegmentStats.of(profiles, labels, k).finish(rules)
