@@ -678,11 +678,14 @@ def check_path(value, name, *, kind="file or directory", must_exist=True):
 
 
 # -- the vocabularies: label rules and persona phrases (data a user replaces; checked before any work)
+_DEFAULTS = {"label_rules": "segone.DEFAULT_LABEL_RULES", "phrases": "segone.DEFAULT_PHRASES"}
+
+
 def _keys_error(name, bad, valid, where=""):
     bad = sorted(map(str, bad))
     return ParameterError(
         f"{name}{where}: unknown key{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; valid keys: "
-        f"{', '.join(valid)}. Start from a copy of the default and change what you need."
+        f"{', '.join(valid)}. Start from a copy of {_DEFAULTS.get(name, 'the default')} and change what you need."
     )
 
 
@@ -695,7 +698,8 @@ def _check_keys(value, name, valid, where="", required=()):
         raise _keys_error(name, bad, valid, where)
     missing = [k for k in required if k not in value]
     if missing:
-        raise ParameterError(f"{name}{where} lacks {', '.join(map(repr, missing))}; valid keys: {', '.join(valid)}.")
+        raise ParameterError(f"{name}{where} needs {', '.join(map(repr, missing))}; valid keys: {', '.join(valid)}. "
+                             f"Start from a copy of {_DEFAULTS.get(name, 'the default')}.")  # fmt: skip
 
 
 def _is_number(v):
@@ -725,7 +729,7 @@ def _check_type(value, name, where, kind, what):
 
 LABEL_RULE_KEYS = ("value_column", "value", "recency", "new_tenure", "frequency_column", "regular_ratio", "nouns",
                    "alive_check", "non_buyers", "mix", "channel", "distinguish")  # fmt: skip
-#: keys a rule set may leave out (the defaults apply)
+#: keys a rule set may leave out: rules written before these existed still work (the defaults apply)
 LABEL_RULE_OPTIONAL = ("distinguish", "alive_check", "non_buyers")
 _NOUN_KEYS = ("one_time", "regular", "default")
 _MIX_KEYS = ("prefix", "min_share", "min_lift", "phrase", "tie", "max_labels", "many_phrase")
@@ -747,7 +751,7 @@ def check_label_rules(rules, name="label_rules"):
     >>> check_label_rules(dict(segone.DEFAULT_LABEL_RULES, regualr_ratio=3))
     Traceback (most recent call last):
     ...
-    segone.errors.ParameterError: label_rules: unknown key 'regualr_ratio'; valid keys: value_column, value, recency, new_tenure, frequency_column, regular_ratio, nouns, alive_check, non_buyers, mix, channel, distinguish. Start from a copy of the default and change what you need.
+    segone.errors.ParameterError: label_rules: unknown key 'regualr_ratio'; valid keys: value_column, value, recency, new_tenure, frequency_column, regular_ratio, nouns, alive_check, non_buyers, mix, channel, distinguish. Start from a copy of segone.DEFAULT_LABEL_RULES and change what you need.
     """
     if rules is None:
         return None
@@ -827,7 +831,7 @@ def check_phrases(phrases, name="phrases"):
     >>> check_phrases([{"match": "*", "high": "high {name}", "low": None, "hihg_min": 1}])
     Traceback (most recent call last):
     ...
-    segone.errors.ParameterError: phrases[0]: unknown key 'hihg_min'; valid keys: match, group, high, low, high_far, high_one, high_zero, low_far, low_one, low_zero, high_min, low_min, low_max, low_base_min, far_ratio. Start from a copy of the default and change what you need.
+    segone.errors.ParameterError: phrases[0]: unknown key 'hihg_min'; valid keys: match, group, high, low, high_far, high_one, high_zero, low_far, low_one, low_zero, high_min, low_min, low_max, low_base_min, far_ratio. Start from a copy of segone.DEFAULT_PHRASES and change what you need.
     """
     import string
 

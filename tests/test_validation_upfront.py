@@ -83,7 +83,7 @@ def test_label_rules_unknown_keys_are_named_with_the_valid_ones(tmp_path, no_rea
     mix["mix"]["min_shar"] = 0.2
     assert "'min_shar'" in _run_bad(tmp_path, label_rules=mix)
     missing = {k: v for k, v in segone.DEFAULT_LABEL_RULES.items() if k != "nouns"}
-    assert "lacks 'nouns'" in _run_bad(tmp_path, label_rules=missing)
+    assert "needs 'nouns'" in _run_bad(tmp_path, label_rules=missing)
     typed = dict(segone.DEFAULT_LABEL_RULES, value=[(2.0, 7)])
     assert "label_rules['value']" in _run_bad(tmp_path, label_rules=typed)
     assert "must be a dict" in _run_bad(tmp_path, label_rules=["value"])
@@ -101,7 +101,7 @@ def test_phrases_keys_and_placeholders_are_checked_up_front(tmp_path, no_read):
     msg = _run_bad(tmp_path, phrases=[{"match": "*", "high": "top {valeu:.0f}", "low": None}])
     assert "{valeu}" in msg and "value, ratio, pct" in msg
     assert ".0f" in _run_bad(tmp_path, phrases=[{"match": "*", "high": "{value:,}", "low": None}])
-    assert "lacks 'match'" in _run_bad(tmp_path, phrases=[{"high": "x", "low": None}])
+    assert "needs 'match'" in _run_bad(tmp_path, phrases=[{"high": "x", "low": None}])
     assert "non-empty list" in _run_bad(tmp_path, phrases=[])
     assert "non-empty list" in _run_bad(tmp_path, phrases={"match": "*", "high": "x", "low": None})
     assert "phrases[1]['low_min']" in _run_bad(tmp_path, phrases=[{"match": "a", "high": None, "low": None},
@@ -176,6 +176,9 @@ def test_apply_describe_and_sweep_check_their_parameters_before_their_data(tmp_p
     # describe_segments: the rules before the profiles are read
     with pytest.raises(ParameterError, match="'bogus'"):
         segone.describe_segments(MISSING, np.zeros(3, int), 1, rules={"bogus": 1})
+    # personas: the vocabulary before the profiles are read
+    with pytest.raises(ParameterError, match="'hihg'"):
+        segone.personas(MISSING, phrases=[{"match": "*", "high": None, "low": None, "hihg": 1}])
     # sweep: the range before X
     with pytest.raises(ParameterError, match="k_min must be >= 2"):
         segone.sweep("not a matrix", k_min=1, k_max=4)

@@ -236,14 +236,10 @@ def _label_of(name, pattern):
 
 
 def _check_phrases(phrases):
-    if not isinstance(phrases, (list, tuple)) or not phrases:
-        raise ParameterError("phrases must be a non-empty list of rules (see segone.DEFAULT_PHRASES).")
-    for i, rule in enumerate(phrases):
-        if not isinstance(rule, dict) or "match" not in rule or not {"high", "low"} <= set(rule):
-            raise ParameterError(
-                f"phrases[{i}] = {rule!r}: each rule needs 'match' (a feature name or glob), 'high' and 'low' "
-                "(a phrase or None), and optionally 'group'."
-            )
+    """The persona vocabulary's rules: :func:`segone._validation.check_phrases` (keys, kinds, placeholders)."""
+    from segone._validation import check_phrases
+
+    check_phrases(phrases)
 
 
 class PersonaState(State):
@@ -435,6 +431,8 @@ class PersonaModel:
     def _check_params(self):
         check_int(self.n_traits, "n_traits", low=1, high=64)
         check_float(self.min_strength, "min_strength", low=0.0, high=1.0)
+        if self.phrases is not None:
+            _check_phrases(self.phrases)  # before any profile is read
 
     # -- personas ---------------------------------------------------------------
     def _strengths(self, table, n_extra=0):

@@ -112,7 +112,6 @@ DEFAULT_LABEL_RULES = {
                     ("tenure_days", "customer for {value} days"), ("n_categories", "{value} categories")],
     },
 }  # fmt: skip
-_OPTIONAL_RULES = ("distinguish", "alive_check", "non_buyers")  # rules written before these existed still work (the defaults apply)
 
 
 def numeric_columns(table):
@@ -441,48 +440,10 @@ def _level(x, levels, above=True):
 
 
 def _check_rules(rules):
-    missing = set(DEFAULT_LABEL_RULES) - set(rules) - set(_OPTIONAL_RULES)
-    if missing:
-        raise ParameterError(
-            f"label rules lack {sorted(missing)}; start from a copy of segone.DEFAULT_LABEL_RULES and change "
-            "what you need."
-        )
-    nb = rules.get("non_buyers", DEFAULT_LABEL_RULES["non_buyers"])
-    try:
-        good = nb is None or all(stat in ("mean", "median") and isinstance(c, str) and op in (">=", ">", "<=", "<")
-                                 and isinstance(th, (int, float)) and isinstance(noun, str)
-                                 for stat, c, op, th, noun in nb.get("names", ()))  # fmt: skip
-    except (TypeError, ValueError, AttributeError):
-        good = False
-    if not good:
-        raise ParameterError(
-            f"label rules: 'non_buyers' must be {{'max_orders': number, 'names': [(\"mean\" or \"median\", column, "
-            f"op (>=, >, <=, <), threshold, noun), ...], 'default': noun}}, got {nb!r:.200}; see "
-            "segone.DEFAULT_LABEL_RULES['non_buyers']."
-        )
-    chk = rules.get("alive_check", DEFAULT_LABEL_RULES["alive_check"])
-    if chk is not None and not (isinstance(chk, dict) and isinstance(chk.get("column"), str) and
-                                isinstance(chk.get("max_p_alive"), (int, float)) and
-                                isinstance(chk.get("words", {}), dict)):  # fmt: skip
-        raise ParameterError(
-            f"label rules: 'alive_check' must be {{'column': str, 'max_p_alive': number, 'words': {{word: "
-            f"replacement}}, 'tail': str}} or None, got {chk!r:.200}; see segone.DEFAULT_LABEL_RULES['alive_check']."
-        )
-    dist = rules.get("distinguish", DEFAULT_LABEL_RULES["distinguish"])
-    ok = isinstance(dist, dict) and isinstance(dist.get("min_difference", 0.2), (int, float)) and \
-        isinstance(dist.get("columns", ()), (list, tuple))  # fmt: skip
-    for entry in dist.get("columns", ()) if ok else ():
-        try:
-            name, phrase = entry
-            ok = ok and isinstance(name, str) and isinstance(phrase, str) and "{value}" in phrase
-            phrase.format(value="1")
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-            ok = False
-    if not ok:
-        raise ParameterError(
-            f"label rules: 'distinguish' must be {{'min_difference': number, 'columns': [(column, phrase with "
-            f"{{value}}), ...]}}, got {dist!r:.200}; see segone.DEFAULT_LABEL_RULES['distinguish']."
-        )
+    """The label rules: :func:`segone._validation.check_label_rules` (every key known, every value of its kind)."""
+    from segone._validation import check_label_rules
+
+    check_label_rules(rules)
 
 
 def _number(v):
