@@ -75,6 +75,14 @@ class Engine(Protocol):
         Free what the last job left (spilled files); the engine stays usable.
     close()
         Free everything the engine started (clients, clusters).
+
+    Examples
+    --------
+    >>> import segone
+    >>> isinstance(segone.LocalEngine(), segone.Engine)
+    True
+    >>> isinstance(object(), segone.Engine)
+    False
     """
 
     name: str

@@ -592,7 +592,17 @@ def check_freq(value, name="freq"):
 
 
 def check_penalizer(value, name="value_penalizer"):
-    """The L2 penalty of the value models (lifetimes' ``penalizer_coef``): a finite number >= 0."""
+    """The L2 penalty of the value models (lifetimes' ``penalizer_coef``): a finite number >= 0.
+
+    Examples
+    --------
+    >>> check_penalizer(0.01)
+    0.01
+    >>> check_penalizer(-1)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: value_penalizer must be a finite number >= 0 (0: no penalty; 0.001 to 0.1 steadies fits on data with extreme customers), got -1.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
         raise ParameterError(f"{name} must be a finite number >= 0 (0: no penalty; 0.001 to 0.1 steadies fits on "
                              f"data with extreme customers), got {value!r}.")  # fmt: skip
@@ -617,7 +627,13 @@ def default_sample_size(n_clusters):
 
 
 def check_sample_size(value, name="sample_size"):
-    """None (the default rule, :func:`default_sample_size`) or the number of rows the fits learn on (an int >= 1)."""
+    """None (the default rule, :func:`default_sample_size`) or the number of rows the fits learn on (an int >= 1).
+
+    Examples
+    --------
+    >>> check_sample_size(None), check_sample_size(50_000)
+    (None, 50000)
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -635,6 +651,15 @@ def check_n_clusters_request(value, name="n_clusters", *, k_min=None, k_max=None
     (:func:`segone.tuning.resolve_ks`); ``k_min`` / ``k_max`` with a fixed
     number are refused.  Against the number of customers:
     :func:`check_n_clusters`, once they are known.
+
+    Examples
+    --------
+    >>> check_n_clusters_request(6), check_n_clusters_request(" Auto ", k_max=12)
+    (6, 'auto')
+    >>> check_n_clusters_request(6, k_max=12)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: k_min / k_max only apply to n_clusters='auto', not n_clusters=6; drop them or give n_clusters='auto'.
     """
     if isinstance(value, str):
         if value.strip().lower() != "auto":
@@ -657,6 +682,13 @@ def check_path(value, name, *, kind="file or directory", must_exist=True):
     """A path parameter: a str or os.PathLike; with ``must_exist`` it exists (``kind``: "file", "directory" or both).
 
     Non-paths (tables, frames) are returned as they are: the readers check them.
+
+    Examples
+    --------
+    >>> check_path("/nonexistent/tx.parquet", "input")
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: input='/nonexistent/tx.parquet' does not exist; give an existing file or directory (check the spelling and the working directory).
     """
     import os
 

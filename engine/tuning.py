@@ -623,7 +623,14 @@ def check_sweep_parameters(ks=None, k_min=None, k_max=None, *, sample_size=None,
                            n_resamples=DEFAULT_N_RESAMPLES, n_init=3, refine=5, rule=None):  # fmt: skip
     """Every parameter of :func:`sweep` checked before the data: ``(ks, sample_size, silhouette_sample,
     stability_sample, n_resamples, n_init, refine, rule)`` resolved (``sample_size`` None: the default for k_max;
-    ``rule``: :data:`RULE` with the overrides; an unknown key is named)."""
+    ``rule``: :data:`RULE` with the overrides; an unknown key is named).
+
+    Examples
+    --------
+    >>> ks, sample_size, *_ = check_sweep_parameters(k_max=6)
+    >>> ks, sample_size
+    ([2, 3, 4, 5, 6], 131072)
+    """
     ks = resolve_ks(ks, k_min, k_max)
     sample_size = check_sample_size(sample_size)
     sample_size = default_sample_size(ks[-1]) if sample_size is None else sample_size
