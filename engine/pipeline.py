@@ -25,7 +25,7 @@ from segone import outputs
 from segone import clv as _clv
 from segone import privacy as _privacy
 from segone import profile as _profile
-from segone import tuning as _sweep
+from segone import tuning as _tuning
 from segone import _memory
 from segone import track as _track
 from segone._deprecation import renamed_keywords, warn_deprecated
@@ -52,11 +52,6 @@ _NEXT_STAGE = {
     "track": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
     "write": "done",
 }  # fmt: skip
-
-# the segmenter learns on at most sample_size customers (a uniform sample chosen by a hash of the customer id; by
-# default max(131072, 128 * n_clusters): segone._validation.DEFAULT_SAMPLE_SIZE, the one default of every
-# sample_size), then refines on all of them
-
 
 @dataclass
 class RunResult:
@@ -430,7 +425,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
     plan.check_customers(n)
     if clusters == "auto":
-        check_n_clusters(_sweep.DEFAULT_K_MAX if k_max is None else k_max, n, "k_max", "customers")
+        check_n_clusters(_tuning.DEFAULT_K_MAX if k_max is None else k_max, n, "k_max", "customers")
     else:
         check_n_clusters(clusters, n, "n_clusters", "customers")
 
@@ -448,13 +443,13 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
                                                               id_column=cid, spend="spend", lazy=True)  # fmt: skip
     if sample_size is None:  # the one default: max(131072, 128 * n_clusters) (k_max for "auto")
-        sample_size = default_sample_size(clusters if clusters != "auto" else k_max or _sweep.DEFAULT_K_MAX)
+        sample_size = default_sample_size(clusters if clusters != "auto" else k_max or _tuning.DEFAULT_K_MAX)
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
     sweep_info = sweep_table = None
     if clusters == "auto":  # how many segments: a sweep over k on the same sample, two rounds over every part
-        sw = _sweep.sweep_parts(eng, X, sample, k_min=k_min, k_max=k_max, n_rows=n, random_state=random_state,
+        sw = _tuning.sweep_parts(eng, X, sample, k_min=k_min, k_max=k_max, n_rows=n, random_state=random_state,
                                 sample_size=sample_size, backend=backend, n_threads=n_threads, log=log)  # fmt: skip
-        clusters, sweep_info = _sweep.auto_clusters(sw)
+        clusters, sweep_info = _tuning.auto_clusters(sw)
         sweep_table = sw.table
         log(sweep_info["note"])
     init = None if prev is None else prev.warm_start(scorer, clusters)
