@@ -597,7 +597,7 @@ def run_pipeline(quick, repeat, rows, workdir):
     out = os.path.join(workdir, "out")
 
     def seg():
-        return segone.run(path, out, clusters=8, overwrite=True).summary["customers"]
+        return segone.run(path, out, n_clusters=8, overwrite=True).summary["customers"]
 
     c = {"segone run": seg}
     if _have("sklearn") and _have("pandas") and _have("lifetimes"):
@@ -631,10 +631,10 @@ def run_dask(quick, repeat, rows, workdir):
         try:
             c = {
                 "segone run (one process)": lambda: segone.run(path, out, 32, overwrite=True).summary["customers"],
-                "segone.run on Dask, 2 workers": lambda: segone.dask.run(path, out, 32, overwrite=True,
-                                                                          client=clients[2]).summary["customers"],
-                "segone.run on Dask, 1 worker": lambda: segone.dask.run(path, out, 32, overwrite=True,
-                                                                         client=clients[1]).summary["customers"],
+                "segone.run on Dask, 2 workers": lambda: segone.run(path, out, 32, overwrite=True, engine=(
+                    segone.dask.DaskEngine(clients[2]))).summary["customers"],
+                "segone.run on Dask, 1 worker": lambda: segone.run(path, out, 32, overwrite=True, engine=(
+                    segone.dask.DaskEngine(clients[1]))).summary["customers"],
             }
             for fn in c.values():
                 fn()  # warm-up

@@ -1,4 +1,4 @@
-"""Scale test: segone.dask.run on a synthetic dataset through a LocalCluster.
+"""Scale test: segone.run on a segone.dask.DaskEngine, on a synthetic dataset through a LocalCluster.
 
     python benchmarks/scale_dask.py DATA_DIR OUT_DIR --workers 2 --memory-limit 6GiB
 
@@ -71,10 +71,10 @@ def main(argv=None):
         th = threading.Thread(target=sample, daemon=True)
         th.start()
         t = time.perf_counter()
-        info = segone.dask.run(args.data, args.out, args.clusters, npartitions=args.partitions, overwrite=True,
-                               client=client, verbose=True, spill=not args.no_spill,
-                               stall_timeout=args.stall_timeout,
-                               partitioned_by_customer=False if args.shuffle else None).summary  # fmt: skip
+        with segone.dask.DaskEngine(client, npartitions=args.partitions, verbose=True, spill=not args.no_spill,
+                                    stall_timeout=args.stall_timeout) as engine:  # fmt: skip
+            info = segone.run(args.data, args.out, args.clusters, overwrite=True, engine=engine, verbose=True,
+                              partitioned_by_customer=False if args.shuffle else None).summary  # fmt: skip
         wall = time.perf_counter() - t
         stop.set()
         th.join()

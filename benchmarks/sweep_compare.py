@@ -3,7 +3,7 @@
 The data are the blobs of shared/WORKLOADS.md (``benchmarks/benchmarks/common.py``:
 32 centres in [-10, 10]^16, spreads 0.5..2.5, float32), 1,000,000 rows by default.
 
-* segone: ``segone.sweep.sweep(X, ks=range(2, 21), random_state=0)``: fits
+* segone: ``segone.sweep(X, ks=range(2, 21), random_state=0)``: fits
   on a uniform sample of 200,000 rows, inertia / Calinski-Harabasz /
   Davies-Bouldin over all rows (two rounds of mergeable states), silhouette on
   a uniform sample of 4,000 rows with its standard error, stability (3 random
@@ -59,7 +59,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 from common import blobs  # noqa: E402
 
 import segone  # noqa: E402
-from segone.sweep import sweep  # noqa: E402
+from segone import sweep  # noqa: E402
 
 KS = range(2, 21)
 SIL_SAMPLE = 4000

@@ -18,8 +18,9 @@ save_model, load_model, apply_model  versioned model directories (plain data), a
 compare_outputs, match_segments      who moved where between two runs, stable segment ids
 write_report      one self-contained HTML report of an output directory (pip install segone[report])
 privacy           consent, pseudonymous ids (HMAC-SHA256), personal columns, minimum segment size
-sweep             how many segments: segone.sweep.sweep(X) over k, with a documented automatic choice
+sweep             how many segments: segone.sweep(X) over k, with a documented automatic choice (segone.tuning)
 run               the whole job (in this process or on Dask), outputs written atomically
+Engine            what an engine provides to run (LocalEngine here; segone.dask.DaskEngine on a cluster)
 synth             synthetic customer data with known segments
 io                read any table or file (pyarrow, pandas, polars, DuckDB, Parquet, CSV, Arrow IPC)
 errors            the exceptions segone raises
@@ -28,7 +29,8 @@ keep_freed_memory opt-in: keep freed memory in this process's heap (nothing is c
 
 __version__ = "0.1.0"
 
-from segone import clv, errors, io, model, privacy, sweep, synth, track
+from segone import clv, errors, io, model, privacy, synth, track, tuning
+from segone._engine import Engine, LocalEngine
 from segone._backend import available_backends
 from segone._memory import keep_freed_memory
 from segone._memory import release as release_memory
@@ -46,6 +48,7 @@ from segone.score import FeatureScorer
 from segone.sketch import QuantileSketch
 from segone.report import write_report
 from segone.track import compare_outputs, match_segments
+from segone.tuning import sweep
 
 __all__ = [
     "DEFAULT_LABEL_RULES",
@@ -53,6 +56,8 @@ __all__ = [
     "DEFAULT_RFM_RULES",
     "PersonaModel",
     "Assignment",
+    "Engine",
+    "LocalEngine",
     "BetaGeo",
     "GammaGamma",
     "Model",
@@ -86,6 +91,7 @@ __all__ = [
     "sweep",
     "synth",
     "track",
+    "tuning",
     "write_report",
     "__version__",
 ]

@@ -18,6 +18,7 @@ file's rows at a time instead of the whole history.  The Dask engine
 """
 
 import os
+from typing import Protocol, runtime_checkable
 
 from segone._state import merge_all
 from segone._threads import effective_n_threads
@@ -26,6 +27,124 @@ from segone.io import write_parquet
 ROLES = ("transactions", "events", "attributes")
 # above this many transaction and event rows (Parquet metadata), split inputs are profiled file by file
 STREAM_ROWS = 32_000_000
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What an engine provides to :func:`segone.run` (the stages call nothing else).
+
+    An engine holds *parts* (opaque to the pipeline: tables, file paths,
+    futures) and only moves them and the small states computed from them;
+    every computation is a function of a stage's own module.
+    :class:`LocalEngine` and :class:`segone.dask.DaskEngine` implement it;
+    :func:`check_engine` checks an object against it with a message naming
+    what is missing.
+
+    Attributes
+    ----------
+    name : str
+        "local", "dask", ...: recorded in run.json; "local" also means the
+        parts are in this process (progress line, returned assignments).
+
+    Methods
+    -------
+    read(sources)
+        ``{role: source}`` -> ``{role: [part]}``.
+    by_customer(parts, split, npartitions=None, cid="customer_id")
+        Pieces ``(transactions, events, attributes)`` whose customers are
+        disjoint (``split``: the inputs are already split by customer).
+    co_partition(part_lists, cid="customer_id", npartitions=None)
+        Pieces with one table per list, a customer's rows of every list in one piece.
+    map(fn, *part_lists, **kwargs)
+        ``fn(*parts_i, **kwargs)`` for every i: a list of parts.
+    reduce(states, split_every=None)
+        Merge mergeable states (:mod:`segone._state`) into one, in a tree.
+    gather(parts)
+        Parts holding small results -> a list of values in this process.
+    persist(parts, what=None)
+        Keep computed parts (``what`` names them: profiles, features, ...).
+    write_parts(parts, path)
+        Write parts holding Arrow tables as Parquet at ``path``.
+    count(parts)
+        The number of parts.
+    facts()
+        Engine facts for run.json (a dict with at least ``engine``).
+    set_stage(what)
+        Name the stage that runs next (for progress and error messages).
+    cleanup()
+        Free what the last job left (spilled files); the engine stays usable.
+    close()
+        Free everything the engine started (clients, clusters).
+
+    Examples
+    --------
+    >>> import segone
+    >>> isinstance(segone.LocalEngine(), segone.Engine)
+    True
+    >>> isinstance(object(), segone.Engine)
+    False
+    """
+
+    name: str
+
+    def read(self, sources): ...
+
+    def by_customer(self, parts, split, npartitions=None, cid="customer_id"): ...
+
+    def co_partition(self, part_lists, cid="customer_id", npartitions=None): ...
+
+    def map(self, fn, *part_lists, **kwargs): ...
+
+    def reduce(self, states, split_every=None): ...
+
+    def gather(self, parts): ...
+
+    def persist(self, parts, what=None): ...
+
+    def write_parts(self, parts, path): ...
+
+    def count(self, parts): ...
+
+    def facts(self): ...
+
+    def set_stage(self, what): ...
+
+    def cleanup(self): ...
+
+    def close(self): ...
+
+
+#: what :class:`Engine` requires, in the order its docstring lists it
+ENGINE_MEMBERS = ("name", "read", "by_customer", "co_partition", "map", "reduce", "gather", "persist", "write_parts",
+                  "count", "facts", "set_stage", "cleanup", "close")  # fmt: skip
+
+
+def check_engine(engine, name="engine"):
+    """Return ``engine`` when it provides every member of :class:`Engine`, else raise ParameterError naming them.
+
+    Examples
+    --------
+    >>> check_engine(LocalEngine()).name
+    'local'
+    >>> class Half:
+    ...     name = "half"
+    ...     def map(self, fn, *parts, **kw): ...
+    >>> check_engine(Half())
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: engine=Half is not a segone engine: it lacks read, by_customer, co_partition, reduce, gather, persist, write_parts, count, facts, set_stage, cleanup, close (see segone.Engine); give None (this process), segone.LocalEngine(...) or segone.dask.DaskEngine(...), or add those methods.
+    """
+    from segone.errors import ParameterError
+
+    missing = [m for m in ENGINE_MEMBERS if not hasattr(engine, m)]
+    missing += [m for m in ENGINE_MEMBERS[1:] if m not in missing and not callable(getattr(engine, m))]
+    if missing:
+        shown = type(engine).__name__ if not isinstance(engine, (str, int, float, type(None))) else repr(engine)
+        raise ParameterError(
+            f"{name}={shown} is not a segone engine: it lacks {', '.join(missing)} (see segone.Engine); give "
+            "None (this process), segone.LocalEngine(...) or segone.dask.DaskEngine(...), or add those methods."
+        )
+    return engine
 
 
 def _parquet_rows(src, role):
@@ -74,7 +193,10 @@ class LocalEngine:
         self.close()
 
     def close(self):
-        pass
+        """Nothing to free: the local engine starts nothing."""
+
+    def cleanup(self):
+        """Nothing to free between jobs: the local engine keeps no files."""
 
     def set_stage(self, what):
         """Name the stage that runs next (the Dask engine puts it in a stall error; nothing to do here)."""
@@ -130,6 +252,7 @@ class LocalEngine:
         return list(parts)
 
     def persist(self, parts, what=None):
+        """The parts themselves: they are in this process already."""
         return parts
 
     def write_parts(self, parts, path):
@@ -140,4 +263,5 @@ class LocalEngine:
         write_parquet(table, path)
 
     def count(self, parts):
+        """The number of parts."""
         return len(parts)

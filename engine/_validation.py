@@ -550,13 +550,18 @@ def check_discount_rate(value, name="discount_rate"):
 
 
 def check_horizon_months(value, name="horizon_months"):
-    """The horizon of the predicted purchases and value: an integer number of months in 0..1200 (100 years)."""
+    """The horizon of the predicted purchases and value: an integer number of months in 1..1200 (100 years).
+
+    0 would predict no purchase and no value for every customer; a negative
+    horizon has no meaning.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name} must be an integer number of months, got {value!r} ({type(value).__name__}).")
-    if not 0 <= value <= MAX_HORIZON_MONTHS:
+        raise ParameterError(f"{name} must be an integer number of months, got {value!r} ({type(value).__name__}); "
+                             "e.g. 12 for a year.")  # fmt: skip
+    if not 1 <= value <= MAX_HORIZON_MONTHS:
         raise ParameterError(
-            f"{name}={value} is out of range: give 0..{MAX_HORIZON_MONTHS} months ({MAX_HORIZON_MONTHS // 12} "
-            "years; 12 is usual); the value model sums one term per month."
+            f"{name}={value} is out of range: give 1..{MAX_HORIZON_MONTHS} months ({MAX_HORIZON_MONTHS // 12} "
+            "years; 12 is usual); the value model predicts purchases and value over that many months ahead."
         )
     return int(value)
 
@@ -586,13 +591,330 @@ def check_freq(value, name="freq"):
     return check_choice(value, name, ("D", "W", "M"))
 
 
-def check_run_parameters(*, n_init=5, refine=2, n_traits=3, horizon_months=12, discount_rate=0.01, freq="D",
-                         min_segment_size=None, previous=None, hash_ids=False):  # fmt: skip
-    """Every numeric parameter of :func:`segone.run` range-checked before any work (ParameterError naming it).
+def check_penalizer(value, name="value_penalizer"):
+    """The L2 penalty of the value models (lifetimes' ``penalizer_coef``): a finite number >= 0.
 
-    With ``previous``, the previous output must be of the same kind as this
-    run (pseudonymised with ``hash_ids``, plain without):
+    Examples
+    --------
+    >>> check_penalizer(0.01)
+    0.01
+    >>> check_penalizer(-1)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: value_penalizer must be a finite number >= 0 (0: no penalty; 0.001 to 0.1 steadies fits on data with extreme customers), got -1.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ParameterError(f"{name} must be a finite number >= 0 (0: no penalty; 0.001 to 0.1 steadies fits on "
+                             f"data with extreme customers), got {value!r}.")  # fmt: skip
+    return float(value)
+
+
+#: one default for every ``sample_size`` (run, sweep, Segmenter on NumPy and on Dask): the fits learn on at most
+#: ``max(DEFAULT_SAMPLE_SIZE, 128 * n_clusters)`` rows (all of them when there are fewer)
+DEFAULT_SAMPLE_SIZE = 131_072
+SAMPLE_ROWS_PER_CLUSTER = 128
+
+
+def default_sample_size(n_clusters):
+    """The rows the fits of ``n_clusters`` segments learn on by default: ``max(131072, 128 * n_clusters)``.
+
+    Examples
+    --------
+    >>> default_sample_size(8), default_sample_size(2000)
+    (131072, 256000)
+    """
+    return max(DEFAULT_SAMPLE_SIZE, SAMPLE_ROWS_PER_CLUSTER * int(n_clusters))
+
+
+def check_sample_size(value, name="sample_size"):
+    """None (the default rule, :func:`default_sample_size`) or the number of rows the fits learn on (an int >= 1).
+
+    Examples
+    --------
+    >>> check_sample_size(None), check_sample_size(50_000)
+    (None, 50000)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(
+            f"{name} must be None (the default: max({DEFAULT_SAMPLE_SIZE}, {SAMPLE_ROWS_PER_CLUSTER} * n_clusters) "
+            f"rows) or a number of rows >= 1, got {value!r}."
+        )
+    return int(value)
+
+
+def check_n_clusters_request(value, name="n_clusters", *, k_min=None, k_max=None):
+    """The number of segments asked for before any data is read: an int >= 1, or "auto" (a sweep over k_min..k_max).
+
+    Returns the int, or "auto"; the range of "auto" is checked too
+    (:func:`segone.tuning.resolve_ks`); ``k_min`` / ``k_max`` with a fixed
+    number are refused.  Against the number of customers:
+    :func:`check_n_clusters`, once they are known.
+
+    Examples
+    --------
+    >>> check_n_clusters_request(6), check_n_clusters_request(" Auto ", k_max=12)
+    (6, 'auto')
+    >>> check_n_clusters_request(6, k_max=12)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: k_min / k_max only apply to n_clusters='auto', not n_clusters=6; drop them or give n_clusters='auto'.
+    """
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise ParameterError(f"{name}={value!r} is not valid; give a number of segments (an integer >= 1) or "
+                                 "'auto' (a sweep over k_min..k_max chooses it).")  # fmt: skip
+        from segone.tuning import resolve_ks
+
+        resolve_ks(None, k_min, k_max)
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(f"{name} must be a number of segments (an integer >= 1) or 'auto', got {value!r}; "
+                             "e.g. 8.")  # fmt: skip
+    if k_min is not None or k_max is not None:
+        raise ParameterError(f"k_min / k_max only apply to {name}='auto', not {name}={value}; drop them or give "
+                             f"{name}='auto'.")  # fmt: skip
+    return check_int(value, name, low=1, high=2**31 - 1)
+
+
+def check_path(value, name, *, kind="file or directory", must_exist=True):
+    """A path parameter: a str or os.PathLike; with ``must_exist`` it exists (``kind``: "file", "directory" or both).
+
+    Non-paths (tables, frames) are returned as they are: the readers check them.
+
+    Examples
+    --------
+    >>> check_path("/nonexistent/tx.parquet", "input")
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: input='/nonexistent/tx.parquet' does not exist; give an existing file or directory (check the spelling and the working directory).
+    """
+    import os
+
+    if value is None or not isinstance(value, (str, os.PathLike)):
+        return value
+    path = os.fspath(value)
+    if isinstance(path, bytes) or not path:
+        raise ParameterError(f"{name}={value!r} is not a path; give a non-empty str or pathlib.Path.")
+    if not must_exist:
+        return value
+    if not os.path.exists(path):
+        raise ParameterError(f"{name}={path!r} does not exist; give an existing {kind} (check the spelling and the "
+                             "working directory).")  # fmt: skip
+    if kind == "directory" and not os.path.isdir(path):
+        raise ParameterError(f"{name}={path!r} is a file; give a directory.")
+    if kind == "file" and os.path.isdir(path):
+        raise ParameterError(f"{name}={path!r} is a directory; give a file.")
+    return value
+
+
+# -- the vocabularies: label rules and persona phrases (data a user replaces; checked before any work)
+_DEFAULTS = {"label_rules": "segone.DEFAULT_LABEL_RULES", "phrases": "segone.DEFAULT_PHRASES"}
+
+
+def _keys_error(name, bad, valid, where=""):
+    bad = sorted(map(str, bad))
+    return ParameterError(
+        f"{name}{where}: unknown key{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; valid keys: "
+        f"{', '.join(valid)}. Start from a copy of {_DEFAULTS.get(name, 'the default')} and change what you need."
+    )
+
+
+def _check_keys(value, name, valid, where="", required=()):
+    if not isinstance(value, dict):
+        raise ParameterError(f"{name}{where} must be a dict with keys {', '.join(valid)}, got {type(value).__name__} "
+                             f"{value!r:.80}.")  # fmt: skip
+    bad = [k for k in value if k not in valid]
+    if bad:
+        raise _keys_error(name, bad, valid, where)
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise ParameterError(f"{name}{where} needs {', '.join(map(repr, missing))}; valid keys: {', '.join(valid)}. "
+                             f"Start from a copy of {_DEFAULTS.get(name, 'the default')}.")  # fmt: skip
+
+
+def _is_number(v):
+    return not isinstance(v, bool) and isinstance(v, numbers.Real) and not (isinstance(v, float) and np.isnan(v))
+
+
+def _check_levels(value, name, where):
+    ok = isinstance(value, (list, tuple)) and len(value) > 0
+    for entry in value if ok else ():
+        ok = ok and isinstance(entry, (list, tuple)) and len(entry) == 2 and _is_number(entry[0]) and \
+            isinstance(entry[1], str)  # fmt: skip
+    if not ok:
+        raise ParameterError(f"{name}{where} must be a non-empty list of (threshold, word) pairs, e.g. [(2.0, "
+                             f"'big-spending'), (0.0, 'low-spending')], got {value!r:.120}.")  # fmt: skip
+
+
+def _check_type(value, name, where, kind, what):
+    if kind == "number":
+        ok = _is_number(value)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ParameterError(f"{name}{where} must be {what}, got {value!r:.80}.")
+
+
+LABEL_RULE_KEYS = ("value_column", "value", "recency", "new_tenure", "frequency_column", "regular_ratio", "nouns",
+                   "alive_check", "non_buyers", "mix", "channel", "distinguish")  # fmt: skip
+#: keys a rule set may leave out: rules written before these existed still work (the defaults apply)
+LABEL_RULE_OPTIONAL = ("distinguish", "alive_check", "non_buyers")
+_NOUN_KEYS = ("one_time", "regular", "default")
+_MIX_KEYS = ("prefix", "min_share", "min_lift", "phrase", "tie", "max_labels", "many_phrase")
+_ALIVE_KEYS = ("column", "max_p_alive", "words", "tail")
+_NON_BUYER_KEYS = ("max_orders", "names", "default")
+_DISTINGUISH_KEYS = ("min_difference", "columns")
+
+
+def check_label_rules(rules, name="label_rules"):
+    """None (:data:`segone.DEFAULT_LABEL_RULES`) or a dict of segment label rules: every key known, every value of
+    its kind.
+
+    A misspelt key (``"regualr_ratio"``) would otherwise be ignored in
+    silence; the message names it and the valid keys.
+
+    Examples
+    --------
+    >>> import segone
+    >>> check_label_rules(dict(segone.DEFAULT_LABEL_RULES, regualr_ratio=3))
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: label_rules: unknown key 'regualr_ratio'; valid keys: value_column, value, recency, new_tenure, frequency_column, regular_ratio, nouns, alive_check, non_buyers, mix, channel, distinguish. Start from a copy of segone.DEFAULT_LABEL_RULES and change what you need.
+    """
+    if rules is None:
+        return None
+    required = [k for k in LABEL_RULE_KEYS if k not in LABEL_RULE_OPTIONAL]
+    _check_keys(rules, name, LABEL_RULE_KEYS, required=required)
+    for key in ("value_column", "frequency_column"):
+        if key in rules:
+            _check_type(rules[key], name, f"[{key!r}]", "str", "a profile column name (a str)")
+    _check_levels(rules["value"], name, "['value']")
+    _check_levels(rules["recency"], name, "['recency']")
+    for key in ("new_tenure", "regular_ratio"):
+        _check_type(rules[key], name, f"[{key!r}]", "number", "a number")
+    _check_keys(rules["nouns"], name, _NOUN_KEYS, "['nouns']", required=_NOUN_KEYS)
+    for k, v in rules["nouns"].items():
+        _check_type(v, name, f"['nouns'][{k!r}]", "str", "a noun (a str)")
+    for key in ("mix", "channel"):
+        r = rules.get(key)
+        if r:
+            _check_keys(r, name, _MIX_KEYS, f"[{key!r}]", required=("prefix", "min_share", "min_lift", "phrase"))
+            for k in ("prefix", "phrase", "many_phrase"):
+                if k in r:
+                    _check_type(r[k], name, f"[{key!r}][{k!r}]", "str", "a str")
+            for k in ("min_share", "min_lift", "tie", "max_labels"):
+                if k in r:
+                    _check_type(r[k], name, f"[{key!r}][{k!r}]", "number", "a number")
+    chk = rules.get("alive_check")
+    if chk is not None:
+        _check_keys(chk, name, _ALIVE_KEYS, "['alive_check']", required=("column", "max_p_alive"))
+        _check_type(chk["column"], name, "['alive_check']['column']", "str", "a column name (a str)")
+        _check_type(chk["max_p_alive"], name, "['alive_check']['max_p_alive']", "number", "a number in [0, 1]")
+        _check_type(chk.get("words", {}), name, "['alive_check']['words']", dict, "a dict {word: replacement}")
+    nb = rules.get("non_buyers")
+    if nb is not None:
+        _check_keys(nb, name, _NON_BUYER_KEYS, "['non_buyers']")
+        names = nb.get("names", ())
+        ok = isinstance(names, (list, tuple))
+        for entry in names if ok else ():
+            ok = ok and isinstance(entry, (list, tuple)) and len(entry) == 5 and entry[0] in ("mean", "median") and \
+                isinstance(entry[1], str) and entry[2] in (">=", ">", "<=", "<") and _is_number(entry[3]) and \
+                isinstance(entry[4], str)  # fmt: skip
+        if not ok:
+            raise ParameterError(
+                f"{name}['non_buyers']['names'] must be a list of (\"mean\" or \"median\", column, op (>=, >, <=, <), "
+                f"threshold, noun), got {names!r:.200}; see segone.DEFAULT_LABEL_RULES['non_buyers']."
+            )
+    dist = rules.get("distinguish")
+    if dist is not None:
+        _check_keys(dist, name, _DISTINGUISH_KEYS, "['distinguish']")
+        if "min_difference" in dist:
+            _check_type(dist["min_difference"], name, "['distinguish']['min_difference']", "number", "a number")
+        ok = isinstance(dist.get("columns", ()), (list, tuple))
+        for entry in dist.get("columns", ()) if ok else ():
+            ok = ok and isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str) and \
+                isinstance(entry[1], str) and "{value}" in entry[1]  # fmt: skip
+        if not ok:
+            raise ParameterError(
+                f"{name}['distinguish']['columns'] must be a list of (column, phrase with {{value}}), got "
+                f"{dist.get('columns')!r:.200}; see segone.DEFAULT_LABEL_RULES['distinguish']."
+            )
+    return rules
+
+
+PHRASE_KEYS = ("match", "group", "high", "low", "high_far", "high_one", "high_zero", "low_far", "low_one", "low_zero",
+               "high_min", "low_min", "low_max", "low_base_min", "far_ratio")  # fmt: skip
+_PHRASE_TEMPLATES = ("high", "low", "high_far", "high_one", "high_zero", "low_far", "low_one", "low_zero")
+_PHRASE_NUMBERS = ("high_min", "low_min", "low_max", "low_base_min", "far_ratio")
+#: the placeholders a persona phrase may hold
+PHRASE_PLACEHOLDERS = ("value", "ratio", "pct", "top", "bottom", "label", "name")
+
+
+def check_phrases(phrases, name="phrases"):
+    """None (:data:`segone.DEFAULT_PHRASES`) or a non-empty list of persona phrase rules, each with known keys,
+    a ``match`` glob, ``high`` and ``low`` phrases (or None) whose placeholders are known.
+
+    Examples
+    --------
+    >>> check_phrases([{"match": "*", "high": "high {name}", "low": None, "hihg_min": 1}])
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: phrases[0]: unknown key 'hihg_min'; valid keys: match, group, high, low, high_far, high_one, high_zero, low_far, low_one, low_zero, high_min, low_min, low_max, low_base_min, far_ratio. Start from a copy of segone.DEFAULT_PHRASES and change what you need.
+    """
+    import string
+
+    if phrases is None:
+        return None
+    if isinstance(phrases, (str, bytes, dict)) or not isinstance(phrases, (list, tuple)) or not phrases:
+        raise ParameterError(f"{name} must be a non-empty list of phrase rules (dicts, see segone.DEFAULT_PHRASES), "
+                             f"got {phrases!r:.80}.")  # fmt: skip
+    for i, rule in enumerate(phrases):
+        where = f"[{i}]"
+        _check_keys(rule, name, PHRASE_KEYS, where, required=("match", "high", "low"))
+        _check_type(rule["match"], name, f"{where}['match']", "str", "a feature name or glob such as 'share_*'")
+        if rule.get("group") is not None:
+            _check_type(rule["group"], name, f"{where}['group']", "str", "a str or None")
+        for key in _PHRASE_NUMBERS:
+            if rule.get(key) is not None:
+                _check_type(rule[key], name, f"{where}[{key!r}]", "number", "a number or None")
+        for key in _PHRASE_TEMPLATES:
+            t = rule.get(key)
+            if t is None:
+                continue
+            _check_type(t, name, f"{where}[{key!r}]", "str", "a phrase (a str) or None")
+            try:
+                fields = [(f, spec) for _, f, spec, _ in string.Formatter().parse(t) if f is not None]
+            except ValueError as exc:
+                raise ParameterError(f"{name}{where}[{key!r}]: {t!r} is not a valid phrase ({exc}); write "
+                                     "placeholders as {value:.0f} and literal braces as {{ }}.") from None  # fmt: skip
+            for f, spec in fields:
+                if f not in PHRASE_PLACEHOLDERS:
+                    raise ParameterError(f"{name}{where}[{key!r}]: {t!r} names {{{f}}}; known placeholders: "
+                                         f"{', '.join(PHRASE_PLACEHOLDERS)}.")  # fmt: skip
+                if spec and not (spec.startswith(".") and spec.endswith("f") and spec[1:-1].isdigit()):
+                    raise ParameterError(f"{name}{where}[{key!r}]: format {spec!r} in {t!r}; use .0f, .1f, ...")
+    return phrases
+
+
+def check_run_parameters(*, n_clusters=8, k_min=None, k_max=None, n_init=5, refine=2, sample_size=None, n_traits=3,
+                         horizon_months=12, discount_rate=0.01, value_penalizer=0.0, freq="D", min_segment_size=None,
+                         label_rules=None, phrases=None, n_threads=None, previous=None,
+                         hash_ids=False):  # fmt: skip
+    """Every parameter of :func:`segone.run` (and of ``segone run``) checked before any data is read.
+
+    One helper per rule (:func:`check_n_clusters_request`,
+    :func:`check_sample_size`, :func:`check_horizon_months`,
+    :func:`check_discount_rate`, :func:`check_penalizer`,
+    :func:`check_label_rules`, :func:`check_phrases`, ...); each raises a
+    ParameterError naming the parameter, the value and the fix.  With
+    ``previous``, the previous output must be a directory of the same kind
+    as this run (pseudonymised with ``hash_ids``, plain without):
     :func:`segone.track.check_previous` (also: no withheld customers).
+    Returns the number of segments (an int or "auto").
 
     Examples
     --------
@@ -601,19 +923,39 @@ def check_run_parameters(*, n_init=5, refine=2, n_traits=3, horizon_months=12, d
     ...
     segone.errors.ParameterError: discount_rate=-0.5 is out of range: it is a monthly rate in [0, 1] (0.01 is 1% a month); a negative rate would inflate every customer value instead of discounting it.
     """
+    from segone._threads import effective_n_threads
+
+    n_clusters = check_n_clusters_request(n_clusters, k_min=k_min, k_max=k_max)
     if not (isinstance(n_init, str) and n_init == "auto"):
         check_n_init(n_init)
     if not (isinstance(refine, str) and refine == "auto"):
         check_refine(refine)
+    check_sample_size(sample_size)
     check_n_traits(n_traits)
     check_horizon_months(horizon_months)
     check_discount_rate(discount_rate)
+    check_penalizer(value_penalizer)
     check_freq(freq)
     check_min_segment_size(min_segment_size)
+    check_label_rules(label_rules)
+    check_phrases(phrases)
+    effective_n_threads(n_threads)  # an absurd thread count is refused before any work
     if previous is not None:
-        from segone.track import check_previous
+        check_previous_output(previous, hash_ids=hash_ids)
+    return n_clusters
 
-        check_previous(previous, pseudonymised=bool(hash_ids))
+
+def check_previous_output(previous, *, hash_ids=False, name="previous"):
+    """The output directory of an earlier run to track against: an existing directory of the same kind as this run
+    (pseudonymised with ``hash_ids``, plain without; :func:`segone.track.check_previous`)."""
+    check_path(previous, name, kind="directory")
+    if not isinstance(previous, (str, __import__("os").PathLike)):
+        raise ParameterError(f"{name} must be the path of an earlier run's output directory, got "
+                             f"{type(previous).__name__}.")  # fmt: skip
+    from segone.track import check_previous
+
+    check_previous(previous, pseudonymised=bool(hash_ids))
+    return previous
 
 
 # ------------------------------------------------ timestamps far beyond the data (damaged bytes read as data)

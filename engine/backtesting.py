@@ -46,7 +46,7 @@ from segone import clv as _clv
 from segone import outputs
 from segone import profile as _profile
 from segone._state import State, array_from_data, array_to_data
-from segone._validation import check_choice, check_float, check_int
+from segone._validation import check_choice, check_int, default_sample_size
 from segone.errors import DataError, EmptyInputError, ParameterError
 from segone.sketch import QuantileSketch
 
@@ -650,8 +650,8 @@ class BacktestResult:
 
 def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=None, attributes=None, schema=None,
              freq="D", models="all", value_penalizer=0.0, n_clusters=8, random_state=0, backend="auto",
-             n_threads=None, engine=None, client=None, npartitions=None, partitioned_by_customer=None,
-             min_segment_size=None, overwrite=False, verbose=False):  # fmt: skip
+             n_threads=None, engine=None, partitioned_by_customer=None, min_segment_size=None, overwrite=False,
+             verbose=False):  # fmt: skip
     """Backtest the value models on the data's own past.
 
     Parameters
@@ -681,7 +681,10 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
         Segments of the ``segment_mean`` baseline.
     min_segment_size : int, optional
         Decile cells with fewer customers are left out of the tables.
-    engine, client, npartitions, partitioned_by_customer, backend, n_threads, random_state, overwrite, verbose :
+    engine : None or an engine
+        Where the job runs: this process (default) or
+        ``segone.dask.DaskEngine(...)`` (see :class:`segone.Engine`).
+    partitioned_by_customer, backend, n_threads, random_state, overwrite, verbose :
         As :func:`segone.run`.
 
     Returns
@@ -716,8 +719,11 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
     inputs = resolve_inputs(input, events, attributes)
     lock = check_output(out, [(role, src) for role, src in zip(("transactions", "events", "attributes"), inputs)],
                         overwrite)  # fmt: skip
+    if engine is not None and isinstance(engine, str):
+        raise ParameterError(f"engine={engine!r}: give None (this process) or an engine object, e.g. "
+                             "segone.dask.DaskEngine(client).")  # fmt: skip
     try:
-        eng, owned = _pipe._engine_for(engine, client, n_threads, npartitions, verbose)
+        eng, owned = _pipe._engine_for(engine, None, n_threads, None, verbose)
         shown = lock.releasing(_progress.stage_line("reading the time range", enabled=verbose and eng.name == "local"))
     except BaseException:
         lock.release()
@@ -788,7 +794,7 @@ def _backtest(eng, inputs, out, *, holdout_days, cutoff_us, end_us, schema, freq
     scorer = FeatureScorer(backend=backend, n_threads=n_threads)
     scorer.fit_state(eng.reduce(eng.map(ScorerState.of, profiles, scorer=scorer)))
     X = eng.persist(eng.map(scorer.transform, profiles), "features")
-    sample = _pipe._fit_sample(eng, profiles, X, min(1.0, _pipe.DEFAULT_SAMPLE_SIZE / max(n, 1)), random_state,
+    sample = _pipe._fit_sample(eng, profiles, X, min(1.0, default_sample_size(k) / max(n, 1)), random_state,
                                schema)  # fmt: skip
     seg = Segmenter(k, random_state=random_state, backend=backend, n_threads=n_threads)
     seg.fit_passes(sample, lambda c: eng.reduce(eng.map(PartialSums.of, X, centers=c, backend=backend,

@@ -10,6 +10,7 @@ import click
 
 import segone
 from segone import io
+from segone._validation import check_path
 from segone.errors import SegoneError
 
 
@@ -87,7 +88,9 @@ def synth(directory, customers, seed, tx_per_customer, customers_per_file, overw
 
 
 def _clusters_option(ctx, param, value):
-    """--clusters: a number of segments (>= 1) or 'auto'."""
+    """-k/--n-clusters: a number of segments (>= 1) or 'auto' (None: not given)."""
+    if value is None:
+        return None
     text = str(value).strip().lower()
     if text == "auto":
         return "auto"
@@ -98,6 +101,17 @@ def _clusters_option(ctx, param, value):
     if k < 1:
         raise click.BadParameter(f"{k} segments: use at least 1 (or 'auto').")
     return k
+
+
+def _n_clusters(n_clusters, old, default):
+    """The number of segments from -k/--n-clusters and the deprecated --clusters (a warning; both: refused)."""
+    if old is not None:
+        click.secho("warning: --clusters is deprecated and will be removed in segone 0.3; use -k/--n-clusters "
+                    "instead.", fg="yellow", err=True)  # fmt: skip
+        if n_clusters is not None:
+            raise click.UsageError("give -k/--n-clusters only (--clusters is its deprecated name), not both.")
+        return old
+    return default if n_clusters is None else n_clusters
 
 
 def _print_segments(segments):
@@ -125,9 +139,11 @@ def _print_segments(segments):
 @main.command()
 @click.argument("input", type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--clusters", "-k", default="8", show_default=True, callback=_clusters_option, metavar="K|auto",
+@click.option("-k", "--n-clusters", "n_clusters", default=None, callback=_clusters_option, metavar="K|auto",
               help="Number of segments, or 'auto': a sweep over --k-min..--k-max chooses it (sweep.parquet, and "
-                   "the table and the choice in run.json).")  # fmt: skip
+                   "the table and the choice in run.json).  [default: 8]")  # fmt: skip
+@click.option("--clusters", "clusters_old", default=None, hidden=True, callback=_clusters_option,
+              help="Deprecated name of -k/--n-clusters.")  # fmt: skip
 @click.option("--k-min", default=None, type=click.IntRange(min=2), help="-k auto: the smallest k tried (default 2).")
 @click.option("--k-max", default=None, type=click.IntRange(min=3), help="-k auto: the largest k tried (default 20).")
 @click.option("--events", type=click.Path(exists=True), help="Web events (Parquet, CSV or Arrow file or directory).")
@@ -153,7 +169,7 @@ def _print_segments(segments):
 @click.option("--previous", default=None, type=click.Path(exists=True, file_okay=False),
               help="Output directory of an earlier run: keep its segment ids, write who moved where.")  # fmt: skip
 @click.option("--no-value", is_flag=True, help="Skip the predicted customer value (BG/NBD + Gamma-Gamma).")
-@click.option("--horizon-months", default=12, show_default=True, type=click.IntRange(min=0),
+@click.option("--horizon-months", default=12, show_default=True, type=click.IntRange(min=1),
               help="Horizon of the predicted purchases and value.")  # fmt: skip
 @click.option("--value-penalizer", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="L2 penalty on the value models' parameters (lifetimes' penalizer_coef; 0.001 to 0.1 steadies "
@@ -182,17 +198,29 @@ def _print_segments(segments):
 @click.option("--report", "with_report", is_flag=True,
               help="Also write OUT/report.html, a report to open in a browser (needs segone[report]).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
-def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, backend, n_threads, overwrite,
-        scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months, value_penalizer, consent,
-        consent_scope, consent_default, hash_ids, id_key_file, min_segment_size, small_segments, keep_columns, personal_columns,
-        schema_items, with_report, quiet, k_min, k_max):  # fmt: skip
+def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n_init, refine, backend, n_threads,
+        overwrite, scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months,
+        value_penalizer, consent, consent_scope, consent_default, hash_ids, id_key_file, min_segment_size,
+        small_segments, keep_columns, personal_columns, schema_items, with_report, quiet, k_min, k_max):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
-    With --scheduler or --workers the job runs on Dask (segone.dask.run):
+    With --scheduler or --workers the job runs on Dask (segone.run with a segone.dask.DaskEngine):
     assignments.parquet is then a directory of Parquet files, one per partition.
     """
     if scheduler and workers:
         raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local one), not both.")
+    n_clusters = _n_clusters(n_clusters, clusters_old, 8)
+    args = dict(
+        events=events, attributes=attributes, as_of=as_of, random_state=seed, n_init=n_init, refine=refine,
+        backend=backend, n_threads=n_threads, overwrite=overwrite, verbose=not quiet, previous=previous,
+        value=not no_value, horizon_months=horizon_months, value_penalizer=value_penalizer,
+        consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
+        hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
+        small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
+        schema=segone.io.parse_schema_options(schema_items) or None, k_min=k_min, k_max=k_max,
+    )  # fmt: skip
+    # every argument is checked before any data is read and before a Dask cluster is started
+    segone.pipeline.check_run_arguments(input, out, n_clusters, **args)
     if with_report:
         from segone.report import check_dependencies
 
@@ -207,16 +235,7 @@ def run(input, out, clusters, events, attributes, as_of, seed, n_init, refine, b
             facts = engine.facts()
             click.echo(f"dask: {facts['workers']} workers at {engine.client.scheduler.address}")
     try:
-        res = segone.run(
-            input, out, clusters, events=events, attributes=attributes, as_of=as_of, random_state=seed,
-            n_init=n_init, refine=refine, backend=backend, n_threads=n_threads, overwrite=overwrite,
-            verbose=not quiet, engine=engine, previous=previous, value=not no_value, horizon_months=horizon_months,
-            value_penalizer=value_penalizer,
-            consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
-            hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
-            small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
-            schema=segone.io.parse_schema_options(schema_items) or None, k_min=k_min, k_max=k_max,
-        )  # fmt: skip
+        res = segone.run(input, out, n_clusters, engine=engine, **args)
     finally:
         if engine is not None:
             engine.close()
@@ -337,8 +356,10 @@ DEMO_NAMES = ("period-1", "period-2", "demo.json", "report.html")  # what `segon
 
 @main.command()
 @click.option("--customers", "-n", default=100_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--clusters", "-k", default="auto", show_default=True, callback=_clusters_option, metavar="K|auto",
-              help="Number of segments, or 'auto' (a sweep over k = 2..20 chooses it).")  # fmt: skip
+@click.option("-k", "--n-clusters", "n_clusters", default=None, callback=_clusters_option, metavar="K|auto",
+              help="Number of segments, or 'auto' (a sweep over k = 2..20 chooses it).  [default: auto]")  # fmt: skip
+@click.option("--clusters", "clusters_old", default=None, hidden=True, callback=_clusters_option,
+              help="Deprecated name of -k/--n-clusters.")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False),
               help="Keep the outputs here: OUT/period-1 and OUT/period-2 (the runs), OUT/demo.json (how well the "
@@ -346,7 +367,7 @@ DEMO_NAMES = ("period-1", "period-2", "demo.json", "report.html")  # what `segon
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
               help="Where to write the HTML report of period 2 (default: OUT/report.html with --out, else "
                    "segone-demo-report.html in the temporary directory).")  # fmt: skip
-def demo(customers, clusters, seed, out, report_path):
+def demo(customers, n_clusters, clusters_old, seed, out, report_path):
     """Synthesise two periods of customers with known segments (10% switch between them), segment period 1,
     track period 2 against it (--previous), print how well the segments and the moves were found."""
     import time
@@ -355,8 +376,12 @@ def demo(customers, clusters, seed, out, report_path):
     import pyarrow.parquet as pq
 
     t_start = time.perf_counter()
+    clusters = _n_clusters(n_clusters, clusters_old, "auto")
     if out is not None:
+        check_path(out, "--out", must_exist=False)
         _check_demo_out(out)
+    if report_path is not None:
+        check_path(report_path, "--report", must_exist=False)
     work = tempfile.mkdtemp(prefix="segone-demo-")
     try:
         data_dir = os.path.join(work, "data")
@@ -369,8 +394,8 @@ def demo(customers, clusters, seed, out, report_path):
         for p in (0, 1):
             click.echo(f"\n== period {p + 1}" + (" (tracked against period 1: --previous)" if p else "") + " ==")
             k = clusters if p == 0 else runs[0].summary["segments"]  # period 2: period 1's k, so ids carry over
-            res = segone.run(os.path.join(data_dir, f"period-{p}"), os.path.join(base, f"period-{p + 1}"), k,
-                             random_state=seed, overwrite=bool(out), verbose=True,
+            res = segone.run(os.path.join(data_dir, f"period-{p}"), os.path.join(base, f"period-{p + 1}"),
+                             n_clusters=k, random_state=seed, overwrite=bool(out), verbose=True,
                              previous=os.path.join(base, "period-1") if p else None)  # fmt: skip
             _print_segments(res.segments)
             truth = pq.read_table(os.path.join(data_dir, f"period-{p}", "truth")).sort_by("customer_id")

@@ -40,9 +40,17 @@ from segone import pipeline as _pipeline
 from segone import profile as _profile
 from segone import score as _score
 from segone import segment as _segment
+from segone._deprecation import renamed_keywords, warn_deprecated
 from segone._engine import ROLES
 from segone._state import merge_all
-from segone._validation import check_float, check_int, check_n_clusters, check_random_state
+from segone._validation import (
+    check_float,
+    check_int,
+    check_n_clusters,
+    check_random_state,
+    check_sample_size,
+    default_sample_size,
+)
 from segone.assign import Assignment
 from segone.assign import assign as _assign
 from segone.errors import EmptyInputError, NotFittedError, ParameterError, StalledError
@@ -665,8 +673,8 @@ class Segmenter(_segment.Segmenter):
     """:class:`segone.Segmenter` that also fits Dask Arrays.
 
     On a Dask Array, ``fit`` draws a uniform sample of ``sample_size`` rows
-    across the chunks (default ``max(200 * n_clusters, 20 * batch_size)``,
-    at most all rows) and runs the shared driver
+    across the chunks (None: segone's one default,
+    ``max(131072, 128 * n_clusters)``; at most all rows) and runs the shared driver
     (:meth:`segone.Segmenter.fit_passes`): seeding and mini-batch steps on the
     sample, then ``refine`` full-data Lloyd passes, each one
     :class:`~segone.segment.PartialSums` per chunk, tree-reduced.
@@ -675,7 +683,6 @@ class Segmenter(_segment.Segmenter):
     """
 
     split_every = 8
-    sample_size = None
 
     def fit(self, X, y=None, sample_weight=None, client=None, order_key=None):
         """Fit on a NumPy array or Arrow table (as the parent) or a Dask Array.
@@ -696,7 +703,7 @@ class Segmenter(_segment.Segmenter):
         k = check_n_clusters(self.n_clusters, n)
         eng = DaskEngine(client, split_every=self.split_every)
         rng = check_random_state(self.random_state)
-        m = min(int(self.sample_size or max(200 * k, 20 * self.batch_size)), n)
+        m = min(check_sample_size(self.sample_size) or default_sample_size(k), n)
         rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
         bounds = np.cumsum((0,) + X.chunks[0])
         blocks = list(X.to_delayed().ravel())
@@ -774,22 +781,38 @@ def assign(X, centroids, *, margin=False, backend="auto", n_threads=None):
 
 
 # ------------------------------------------------------------------ the job
-def run(input, out, clusters=8, *, client=None, npartitions=None, stall_timeout=DEFAULT_STALL_TIMEOUT, spill=True,
+@renamed_keywords(where="segone.dask.run", clusters="n_clusters")
+def run(input, out, n_clusters=8, *, client=None, npartitions=None, stall_timeout=DEFAULT_STALL_TIMEOUT, spill=True,
         spill_dir=None, **kwargs):
-    """:func:`segone.run` on Dask: the same job, on a :class:`DaskEngine`.
+    """Deprecated: :func:`segone.run` with ``engine=DaskEngine(...)`` is the one way to run on Dask.
 
-    ``client`` is a ``distributed.Client``, a scheduler address, or None
-    (the current client, else the threaded scheduler); ``npartitions`` the
-    customer partitions; ``stall_timeout``, ``spill`` and ``spill_dir`` as in :class:`DaskEngine`.  Every other parameter is that of
-    :func:`segone.run`.  ``assignments.parquet`` is a directory of Parquet
-    files (one per partition, written by the workers, so ``out`` must be on
-    storage that the workers and the client share).  Returns the
-    :class:`~segone.RunResult`.
+    ``segone.dask.run(input, out, k, client=c, npartitions=p)`` still runs
+    ``segone.run(input, out, k, engine=DaskEngine(c, npartitions=p))`` (and
+    closes the engine), with a FutureWarning; it goes away in segone 0.3.
+    ``client``, ``npartitions``, ``stall_timeout``, ``spill`` and
+    ``spill_dir`` are those of :class:`DaskEngine`; every other parameter is
+    that of :func:`segone.run`.
+
+    Examples
+    --------
+    >>> import segone, segone.dask, tempfile, os
+    >>> from segone.synth import generate
+    >>> d = generate(1000, seed=0)
+    >>> with segone.dask.DaskEngine(npartitions=2) as eng:   # instead of segone.dask.run(..., npartitions=2)
+    ...     res = segone.run(d.transactions, os.path.join(tempfile.mkdtemp(), "o"), n_clusters=3, engine=eng)
+    >>> res.summary["customers"]
+    1000
     """
+    warn_deprecated("segone.dask.run(...)", "segone.run(..., engine=segone.dask.DaskEngine(client, npartitions=...))")
+    for name in ("engine", "client", "npartitions"):
+        if name in kwargs:
+            raise ParameterError(f"segone.dask.run() got {name}= twice; give segone.run(..., "
+                                 "engine=segone.dask.DaskEngine(...)) instead.")  # fmt: skip
+    _pipeline.check_run_arguments(input, out, n_clusters, **kwargs)  # before a cluster is reached
     eng = DaskEngine(client, npartitions=npartitions, n_threads=kwargs.get("n_threads"),
                      verbose=kwargs.get("verbose", False), stall_timeout=stall_timeout, spill=spill,
                      spill_dir=spill_dir)  # fmt: skip
     try:
-        return _pipeline.run(input, out, clusters, engine=eng, **kwargs)
+        return _pipeline.run(input, out, n_clusters, engine=eng, **kwargs)
     finally:
         eng.close()

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from segone import outputs
 from segone._state import State, array_from_data, array_to_data
-from segone.errors import DataError, ParameterError, SchemaError
+from segone.errors import DataError, SchemaError
 
 CONTROL = "control"
 UNTREATED = "untreated"

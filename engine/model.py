@@ -598,7 +598,17 @@ keep_columns, personal_columns, purposes :
 
     from segone import privacy as _privacy
 
+    from segone._threads import effective_n_threads
+    from segone._validation import check_min_segment_size, check_path
+
     t0 = time.perf_counter()
+    # every parameter, then the paths, before any input is read (the model itself: load_model, before the data)
+    check_min_segment_size(min_segment_size)
+    effective_n_threads(n_threads)
+    for name, src in (("input", input), ("events", events), ("attributes", attributes)):
+        check_path(src, name)
+    check_path(out, "out", must_exist=False)
+    check_path(id_key_file, "id_key_file", kind="file")
     tx, ev, at = resolve_inputs(input, events, attributes)
     # checked and locked before any work: writable, not an input, not written by another run
     lock = check_output(out, [("transactions", tx), ("events", ev), ("attributes", at)], overwrite,

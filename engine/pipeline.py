@@ -25,12 +25,18 @@ from segone import outputs
 from segone import clv as _clv
 from segone import privacy as _privacy
 from segone import profile as _profile
-from segone import sweep as _sweep
+from segone import tuning as _tuning
 from segone import _memory
 from segone import track as _track
-from segone._engine import LocalEngine
-from segone._threads import effective_n_threads
-from segone._validation import check_int, check_n_clusters, check_run_parameters
+from segone._deprecation import renamed_keywords, warn_deprecated
+from segone._engine import LocalEngine, check_engine
+from segone._validation import (
+    check_n_clusters,
+    check_path,
+    check_previous_output,
+    check_run_parameters,
+    default_sample_size,
+)
 from segone.assign import assign_piece
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ParameterError
@@ -46,11 +52,6 @@ _NEXT_STAGE = {
     "track": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
     "write": "done",
 }  # fmt: skip
-
-# the segmenter learns on at most this many customers (a uniform sample chosen
-# by a hash of the customer id), then refines on all of them
-DEFAULT_SAMPLE_SIZE = 1_000_000
-
 
 @dataclass
 class RunResult:
@@ -69,28 +70,93 @@ class RunResult:
 
 
 def _engine_for(engine, client, n_threads, npartitions, verbose=False):
-    """(engine, owned): the engine to run on, and whether this call made it (and must close it)."""
-    if engine is None:
-        engine = "local" if client is None else "dask"
-    if engine == "local":
-        if client is not None:
-            raise ParameterError("engine='local' runs in this process; drop client= or use engine='dask'.")
-        return LocalEngine(n_threads=n_threads), True
+    """(engine, owned): the engine to run on, and whether this call made it (and must close it).
+
+    The one way to run on Dask is ``engine=segone.dask.DaskEngine(...)``; ``engine="dask"``, ``client=`` and
+    ``npartitions=`` still build one for this call, with a FutureWarning.  The arguments were checked by
+    :func:`_check_engine_argument`.
+    """
+    if not (engine is None or isinstance(engine, str)):
+        return check_engine(engine), False
+    if client is not None:
+        warn_deprecated("segone.run(client=...)", "engine=segone.dask.DaskEngine(client)", stacklevel=5)
+    if npartitions is not None:
+        warn_deprecated("segone.run(npartitions=...)", "engine=segone.dask.DaskEngine(npartitions=...)",
+                        stacklevel=5)  # fmt: skip
     if engine == "dask":
+        warn_deprecated("segone.run(engine='dask')", "engine=segone.dask.DaskEngine(...)", stacklevel=5)
+    if engine == "dask" or (engine is None and client is not None):
         from segone.dask import DaskEngine
 
         return DaskEngine(client=client, npartitions=npartitions, n_threads=n_threads, verbose=verbose), True
-    if hasattr(engine, "map") and hasattr(engine, "reduce") and hasattr(engine, "write_parts"):
-        return engine, False
-    raise ParameterError(
-        f"engine={engine!r} is not an engine; use 'local', 'dask', a segone.dask.DaskEngine or a LocalEngine."
-    )
+    return LocalEngine(n_threads=n_threads), True
 
 
+def check_run_arguments(*args, **kwargs):
+    """Check the arguments of :func:`run` as it does before any input is read; returns the number of segments.
+
+    The same arguments as :func:`run`.  Every parameter (one helper per rule
+    of :mod:`segone._validation`: the number of segments and the sweep
+    range, ``sample_size``, ``n_init``, ``refine``, ``n_traits``,
+    ``horizon_months``, ``discount_rate``, ``value_penalizer``, ``freq``,
+    ``min_segment_size``, ``label_rules``, ``phrases``, ``n_threads``,
+    ``engine``), then the paths (``input``, ``events``, ``attributes``,
+    ``id_key_file`` exist; ``previous`` is an earlier run's output).  The
+    command line calls it before it starts a Dask cluster.
+
+    Examples
+    --------
+    >>> check_run_arguments("data/", "out/", n_clusters=0)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: n_clusters must be a number of segments (an integer >= 1) or 'auto', got 0; e.g. 8.
+    """
+    import inspect
+
+    bound = inspect.signature(run).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return _check_arguments(bound.arguments)
+
+
+def _check_arguments(a):
+    """The checks of :func:`check_run_arguments` on the dict of run's arguments (parameters first, paths last)."""
+    clusters = check_run_parameters(
+        n_clusters=a["n_clusters"], k_min=a["k_min"], k_max=a["k_max"], n_init=a["n_init"], refine=a["refine"],
+        sample_size=a["sample_size"], n_traits=a["n_traits"], horizon_months=a["horizon_months"],
+        discount_rate=a["discount_rate"], value_penalizer=a["value_penalizer"], freq=a["freq"],
+        min_segment_size=a["min_segment_size"], label_rules=a["label_rules"], phrases=a["phrases"],
+        n_threads=a["n_threads"],
+    )  # fmt: skip
+    _check_engine_argument(a["engine"], a["client"], a["npartitions"])
+    for name in ("input", "events", "attributes"):
+        check_path(a[name], name)
+    check_path(a["out"], "out", must_exist=False)
+    check_path(a["id_key_file"], "id_key_file", kind="file")
+    if a["previous"] is not None:
+        check_previous_output(a["previous"], hash_ids=a["hash_ids"])  # a previous run that can be tracked
+    return clusters
+
+
+def _check_engine_argument(engine, client=None, npartitions=None):
+    """The ``engine`` argument before any work: None, "local", "dask" (deprecated) or an :class:`~segone.Engine`."""
+    if isinstance(engine, str) and engine not in ("local", "dask"):
+        raise ParameterError(f"engine={engine!r} is not valid; give None (this process) or an engine: "
+                             "segone.dask.DaskEngine(...) to run on Dask, segone.LocalEngine(...).")  # fmt: skip
+    if engine == "local" and (client is not None or npartitions is not None):
+        raise ParameterError("engine='local' runs in this process; drop client= and npartitions=, or give "
+                             "engine=segone.dask.DaskEngine(client, npartitions=...).")  # fmt: skip
+    if not (engine is None or isinstance(engine, str)):
+        if client is not None or npartitions is not None:
+            raise ParameterError("client= and npartitions= are options of segone.dask.DaskEngine; with an engine "
+                                 "object give them to the engine, not to segone.run.")  # fmt: skip
+        check_engine(engine)
+
+
+@renamed_keywords(clusters="n_clusters")
 def run(
     input,
     out,
-    clusters=8,
+    n_clusters=8,
     *,
     k_min=None,
     k_max=None,
@@ -101,7 +167,7 @@ def run(
     random_state=0,
     n_init=5,
     refine=2,
-    sample_size=DEFAULT_SAMPLE_SIZE,
+    sample_size=None,
     n_traits=3,
     phrases=None,
     label_rules=None,
@@ -140,10 +206,14 @@ def run(
     segments, timings per stage, the engine), and ``model/`` (centroids as
     ``.npy``, scorer and model metadata as JSON; never pickle).
 
-    The same job runs in this process (default) or on Dask (``engine="dask"``
-    or a ``client``), with the same stages and the same results: on Dask,
-    ``assignments.parquet`` is a directory of Parquet files, one per
-    partition, written by the workers.
+    The same job runs in this process (default) or on Dask
+    (``engine=segone.dask.DaskEngine(...)``), with the same stages and the
+    same results: on Dask, ``assignments.parquet`` is a directory of Parquet
+    files, one per partition, written by the workers.
+
+    Every parameter is checked before any input is read (one helper per rule
+    in :mod:`segone._validation`): a bad one raises
+    :class:`~segone.errors.ParameterError` naming it, the value and the fix.
 
     Parameters
     ----------
@@ -153,12 +223,13 @@ def run(
         ``__arrow_c_stream__``; on Dask also a Dask DataFrame).
     out : str or path
         Output directory (must not exist or be empty unless ``overwrite``).
-    clusters : int or "auto"
+    n_clusters : int or "auto", default 8
         Number of segments, or "auto": a sweep over ``k_min..k_max`` (default
-        2..20) chooses it by the rule of :mod:`segone.sweep` (the table goes to
-        sweep.parquet and run.json).
+        2..20) chooses it by the rule of :func:`segone.tuning.choose_k` (the
+        table goes to sweep.parquet and run.json).  (``clusters=`` is its
+        deprecated name.)
     k_min, k_max : int, optional
-        The range of the sweep (``clusters="auto"`` only).
+        The range of the sweep (``n_clusters="auto"`` only).
     events, attributes : optional
         Web events and CRM attributes (found automatically in a synth directory).
     as_of : datetime, date or ISO string, optional
@@ -175,9 +246,13 @@ def run(
     n_traits : int, default 3
         Traits per customer in personas.parquet.
     phrases : list of dict, optional
-        The persona vocabulary (default :data:`segone.DEFAULT_PHRASES`).
+        The persona vocabulary (default :data:`segone.DEFAULT_PHRASES`); every
+        rule's keys and placeholders are checked up front
+        (:func:`segone._validation.check_phrases`).
     label_rules : dict, optional
-        The segment label rules (default :data:`segone.DEFAULT_LABEL_RULES`).
+        The segment label rules (default :data:`segone.DEFAULT_LABEL_RULES`);
+        every key is checked up front, a misspelt one is named
+        (:func:`segone._validation.check_label_rules`).
     value : bool, default True
         Predict every customer's value (BG/NBD + Gamma-Gamma on the BTYD
         columns): ``expected_purchases`` over ``horizon_months``, ``p_alive``,
@@ -197,28 +272,32 @@ def run(
         Period of the BTYD columns the value models are fitted on (days,
         weeks or months, as lifetimes' ``freq``).
     horizon_months : int, default 12
+        Months ahead of the predicted purchases and value (1..1200).
     discount_rate : float, default 0.01
+        Monthly discount rate of the customer value, in [0, 1].
     previous : str or path, optional
         The output directory of an earlier run: the fit warm-starts from its
         segments (same features and number of segments), segments keep their
         ids (matched one-to-one on the customers both runs share), and
         ``migration.parquet`` / ``moves.parquet`` say who moved where.
-    sample_size : int, default 1,000,000
-        The segmenter's seeding and mini-batch phase see at most this many
-        customers, chosen by a hash of the customer id (all of them when there
-        are fewer); the refine passes see every customer.  The sample does not
-        depend on the engine or the partitioning.
+    sample_size : int or None
+        The segmenter (and the sweep of ``n_clusters="auto"``) learns on at
+        most this many customers, chosen by a hash of the customer id (all of
+        them when there are fewer); the refine passes see every customer.  The
+        sample does not depend on the engine or the partitioning.  None: the
+        one default of every ``sample_size`` in segone,
+        ``max(131072, 128 * n_clusters)``.
     backend, n_threads :
         Kernel backend and thread count (see :func:`segone.assign`).  On Dask
         the thread count is resolved on each worker (default 1 per task).
-    engine : None, "local", "dask", or an engine object
-        Where the job runs (default: this process, or Dask when ``client`` is
-        given).
-    client : distributed.Client, scheduler address or None
-        The Dask cluster (``engine="dask"`` without a client uses the current
-        client, else Dask's threaded scheduler).
-    npartitions : int, optional
-        Dask: customer partitions (default: the pieces of the transactions).
+    engine : None or an engine
+        Where the job runs: None (or "local") in this process;
+        ``segone.dask.DaskEngine(client, npartitions=...)`` on Dask (the one
+        way to run on Dask); any object that provides :class:`segone.Engine`.
+        ``engine="dask"`` is deprecated.
+    client, npartitions :
+        Deprecated: give them to ``segone.dask.DaskEngine`` instead (they
+        still build one for this call, with a FutureWarning).
     partitioned_by_customer : bool or None
         Dask: True when piece i of every input holds the same customers (no
         shuffle), False to always shuffle, None to detect it.
@@ -260,29 +339,13 @@ def run(
     >>> import segone, tempfile, os
     >>> from segone.synth import generate
     >>> d = generate(2000, seed=0)
-    >>> res = segone.run(d.transactions, os.path.join(tempfile.mkdtemp(), "out"), 4,
+    >>> res = segone.run(d.transactions, os.path.join(tempfile.mkdtemp(), "out"), n_clusters=4,
     ...                  events=d.events, attributes=d.customers)
     >>> res.summary["customers"], res.segments.num_rows
     (2000, 4)
     """
-    if isinstance(clusters, str):
-        if clusters.strip().lower() != "auto":
-            raise ParameterError(f"clusters={clusters!r} is not valid; give a number of segments or 'auto' (a sweep "
-                                 "over k_min..k_max chooses it).")  # fmt: skip
-        clusters = "auto"
-        _sweep.resolve_ks(None, k_min, k_max)  # a bad range fails before any work
-    else:
-        clusters = check_int(clusters, "clusters", low=1)
-        if k_min is not None or k_max is not None:
-            raise ParameterError(f"k_min / k_max only apply to clusters='auto', not clusters={clusters}.")
-    sample_size = check_int(sample_size, "sample_size", low=1)
-    value_penalizer = _clv.check_penalizer(value_penalizer, "value_penalizer")
-    effective_n_threads(n_threads)  # an absurd thread count is refused before any work
-    check_run_parameters(n_init=n_init, refine=refine, n_traits=n_traits, horizon_months=horizon_months,
-                         discount_rate=discount_rate, freq=freq, min_segment_size=min_segment_size, previous=previous,
-                         hash_ids=hash_ids)  # every numeric parameter, and a previous run that can be tracked
-    if previous is not None and not os.path.isdir(os.fspath(previous)):
-        raise ParameterError(f"previous={os.fspath(previous)!r} is not a directory; give the --out of an earlier run.")
+    clusters = _check_arguments(locals())  # every argument, before any input is read
+    value_penalizer = float(value_penalizer)
     inputs = resolve_inputs(input, events, attributes)
     plan = _privacy.check_privacy(
         attributes=inputs[2], inputs=inputs, schema=schema, consent=consent, consent_scope=consent_scope,
@@ -315,7 +378,7 @@ def run(
         shown.close()
         if owned:
             eng.close()
-        elif hasattr(eng, "cleanup"):  # an engine given by the caller: the job's spilled parts are no longer needed
+        else:  # an engine given by the caller: the job's spilled parts are no longer needed
             eng.cleanup()
 
 
@@ -338,7 +401,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         set_stage(_NEXT_STAGE.get(name, "finishing"))
         return timings[name]
 
-    set_stage = getattr(eng, "set_stage", lambda what: None)  # an engine may name the running stage in its errors
+    set_stage = eng.set_stage  # an engine may name the running stage in its errors
     set_stage(_NEXT_STAGE[None])
 
     # EVENTS IN + PROFILE
@@ -362,9 +425,9 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     log(f"profiles: {n} customers in {stage('profile'):.2f}s")
     plan.check_customers(n)
     if clusters == "auto":
-        check_n_clusters(_sweep.DEFAULT_K_MAX if k_max is None else k_max, n, "k_max", "customers")
+        check_n_clusters(_tuning.DEFAULT_K_MAX if k_max is None else k_max, n, "k_max", "customers")
     else:
-        check_n_clusters(clusters, n, "clusters", "customers")
+        check_n_clusters(clusters, n, "n_clusters", "customers")
 
     # SCORE
     t0 = time.perf_counter()
@@ -379,17 +442,20 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     cid = outputs.ID_COLUMN  # profiles (and every output) name the id so, whatever the input column
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
                                                               id_column=cid, spend="spend", lazy=True)  # fmt: skip
+    if sample_size is None:  # the one default: max(131072, 128 * n_clusters) (k_max for "auto")
+        sample_size = default_sample_size(clusters if clusters != "auto" else k_max or _tuning.DEFAULT_K_MAX)
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
     sweep_info = sweep_table = None
     if clusters == "auto":  # how many segments: a sweep over k on the same sample, two rounds over every part
-        sw = _sweep.sweep_parts(eng, X, sample, k_min=k_min, k_max=k_max, n_rows=n, random_state=random_state,
-                                backend=backend, n_threads=n_threads, log=log)  # fmt: skip
-        clusters, sweep_info = _sweep.auto_clusters(sw)
+        sw = _tuning.sweep_parts(eng, X, sample, k_min=k_min, k_max=k_max, n_rows=n, random_state=random_state,
+                                sample_size=sample_size, backend=backend, n_threads=n_threads, log=log)  # fmt: skip
+        clusters, sweep_info = _tuning.auto_clusters(sw)
         sweep_table = sw.table
         log(sweep_info["note"])
     init = None if prev is None else prev.warm_start(scorer, clusters)
     seg = Segmenter(clusters, init="k-means++" if init is None else init, n_init=n_init if init is None else 1,
-                    random_state=random_state, refine=refine, backend=backend, n_threads=n_threads)  # fmt: skip
+                    random_state=random_state, refine=refine, sample_size=sample_size, backend=backend,
+                    n_threads=n_threads)  # fmt: skip
 
     def full_pass(centers):
         return eng.reduce(eng.map(PartialSums.of, X, centers=centers, backend=backend, n_threads=n_threads))

@@ -36,7 +36,9 @@ from segone._validation import (
     check_float,
     check_int,
     check_n_clusters,
+    check_sample_size,
     check_sample_weight,
+    default_sample_size,
     random_seed,
 )
 from segone.assign import assign
@@ -327,8 +329,10 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         ``tol``, ``max_no_improvement`` and ``reassignment_ratio`` (which
         only this algorithm uses), then the refine passes.
     sample_size : int or None
-        Rows of the Lloyd sample (``algorithm="sample"``); default
-        ``max(131072, 128 * n_clusters)``, all rows when there are fewer.
+        Rows of the Lloyd sample (``algorithm="sample"``); None: segone's one
+        default of every ``sample_size`` (:func:`segone.run`,
+        :func:`segone.sweep`, the Dask Segmenter),
+        ``max(131072, 128 * n_clusters)``; all rows when there are fewer.
     refine : int or "auto", default "auto"
         Full-data Lloyd passes after the sample or mini-batch phase (0 for
         none); "auto" is 0 after the sample phase (its centroids are
@@ -469,7 +473,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
         if not (isinstance(self.n_init, str) and self.n_init == "auto"):
             check_int(self.n_init, "n_init", low=1)
         check_choice(self.algorithm, "algorithm", ("auto", "sample", "minibatch"))
-        check_int(self.sample_size, "sample_size", low=1, allow_none=True)
+        check_sample_size(self.sample_size)
         if not (isinstance(self.refine, str) and self.refine == "auto"):
             check_int(self.refine, "refine", low=0)
         self._decay_factor()
@@ -684,7 +688,7 @@ class Segmenter(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
     def _sample_phase(self, X, w, k, rng, kern, nt, t0, max_iter=100, rtol=3e-4):
         """Seeding, then Lloyd iterations to convergence on a uniform sample; returns (centers, counts)."""
         n = X.shape[0]
-        m = self.sample_size or max(131072, 128 * k)
+        m = self.sample_size or default_sample_size(k)
         m = min(max(m, k), n)
         rows = np.sort(rng.choice(n, size=m, replace=False)) if m < n else None
         Xs = X if rows is None else X[rows]

@@ -36,7 +36,8 @@ if __name__ == "__main__":  # LocalCluster starts worker processes: keep the ent
 
         # or the whole job, outputs written atomically (same as `segone run --scheduler ADDRESS`):
         # the same segone.run as in one process, on the Dask engine
-        res = segone.run(data_dir, out_dir, clusters=6, engine="dask", client=client, overwrite=True, verbose=True)
+        with segone.dask.DaskEngine(client) as engine:  # the client stays open: the engine closes only what it starts
+            res = segone.run(data_dir, out_dir, n_clusters=6, engine=engine, overwrite=True, verbose=True)
         print("customers", res.summary["customers"], "timings", res.summary["timings_s"])
     finally:
         client.close()

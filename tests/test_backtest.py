@@ -215,7 +215,10 @@ def test_dask_gives_the_numbers_of_one_process(synth, bt, tmp_path):
     tx = dd.from_pandas(synth.transactions.to_pandas(), npartitions=3)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c, \
             distributed.Client(c) as client:  # fmt: skip
-        res = segone.backtest(tx, tmp_path / "o", holdout_days=60, n_clusters=4, random_state=0, client=client)
+        from segone.dask import DaskEngine
+
+        res = segone.backtest(tx, tmp_path / "o", holdout_days=60, n_clusters=4, random_state=0,
+                              engine=DaskEngine(client))  # fmt: skip
     a, b = res.metrics.to_pandas(), bt.metrics.to_pandas()
     assert a.model.tolist() == b.model.tolist() and (a.customers == b.customers).all()
     exact = ["mae_purchases", "rmse_purchases", "pearson_purchases", "predicted_purchases", "actual_purchases",

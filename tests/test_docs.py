@@ -8,7 +8,8 @@ import pytest
 MODULES = [
     "segone.assign", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.describe.personas",
     "segone.dask", "segone.profile", "segone.score", "segone.sketch", "segone.rfm", "segone.clv", "segone.model",
-    "segone.track", "segone.synth", "segone.privacy", "segone.report", "segone.io", "segone.sweep",
+    "segone.track", "segone.synth", "segone.privacy", "segone.report", "segone.io", "segone.tuning",
+    "segone._validation", "segone._engine", "segone._deprecation",
 ]  # fmt: skip
 
 

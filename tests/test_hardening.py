@@ -143,7 +143,7 @@ def test_bad_estimator_parameters_raise_segone_errors():
     nested = _tx([1, 2], [1, 2], [1.0, 2.0]).append_column("order_id", pa.array([[1], [2]]))
     with pytest.raises(SchemaError, match="order id"):
         segone.build_profiles(nested)  # ArrowNotImplementedError before
-    with pytest.raises(ParameterError, match="k="):
+    with pytest.raises(ParameterError, match="n_clusters="):
         segone.describe_segments(prof, np.zeros(3, dtype=int), 10**12)  # MemoryError before
 
 

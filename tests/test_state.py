@@ -30,7 +30,7 @@ from segone.errors import ModelFormatError, ParameterError
 from segone.privacy import PrivacyCounts, drop_personal_columns, personal_columns
 from segone.score import ScorerState
 from segone.segment import PartialSums
-from segone.sweep import SweepRound, SweepStats, stats_piece, sums_piece
+from segone.tuning import SweepRound, SweepStats, stats_piece, sums_piece
 from segone.synth import generate
 from segone.track import Contingency, FeatureHistogram, feature_psi, moves_piece
 

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
 import segone
-from segone import sweep as S
+from segone import tuning as S
 from segone._engine import LocalEngine
 from segone._state import merge_all
 from segone.errors import DataError, ParameterError, SegoneError

@@ -96,17 +96,17 @@ class Pipeline:
         shutil.rmtree(self.out, ignore_errors=True)
 
     def time_run(self, path):
-        segone.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True)
+        segone.run(path + "/data", self.out + "/o", n_clusters=len(SEGMENTS), overwrite=True)
 
     def peakmem_run(self, path):
-        segone.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True)
+        segone.run(path + "/data", self.out + "/o", n_clusters=len(SEGMENTS), overwrite=True)
 
     def track_ari(self, path):
         import pyarrow.parquet as pq
 
         from segone.cli import _adjusted_rand
 
-        res = segone.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True)
+        res = segone.run(path + "/data", self.out + "/o", n_clusters=len(SEGMENTS), overwrite=True)
         truth = pq.read_table(path + "/data/truth").sort_by("customer_id").column("segment").to_numpy()
         found = res.assignments.sort_by("customer_id").column("segment").to_numpy()
         return _adjusted_rand(truth, found)
@@ -137,7 +137,8 @@ class DaskPipeline:
     def time_run(self, path):
         import segone.dask
 
-        segone.dask.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True, client=self.client)
+        with segone.dask.DaskEngine(self.client) as eng:
+            segone.run(path + "/data", self.out + "/o", n_clusters=len(SEGMENTS), overwrite=True, engine=eng)
 
     def track_ari(self, path):
         import pyarrow.parquet as pq
@@ -145,7 +146,8 @@ class DaskPipeline:
         import segone.dask
         from segone.cli import _adjusted_rand
 
-        segone.dask.run(path + "/data", self.out + "/o", clusters=len(SEGMENTS), overwrite=True, client=self.client)
+        with segone.dask.DaskEngine(self.client) as eng:
+            segone.run(path + "/data", self.out + "/o", n_clusters=len(SEGMENTS), overwrite=True, engine=eng)
         truth = pq.read_table(path + "/data/truth").sort_by("customer_id").column("segment").to_numpy()
         found = pq.read_table(self.out + "/o/assignments.parquet").sort_by("customer_id").column("segment").to_numpy()
         return _adjusted_rand(truth, found)

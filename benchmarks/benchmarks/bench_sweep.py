@@ -6,7 +6,8 @@ sampled silhouette per k) is ``benchmarks/sweep_compare.py``.
 
 import numpy as np
 
-from segone.sweep import SweepStats, stats_piece, sums_piece, sweep
+from segone import sweep
+from segone.tuning import SweepStats, stats_piece, sums_piece
 
 from .common import THREADS, blobs, scaled
 

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone import features as _features
+from segone._deprecation import renamed_keywords
 from segone._backend import get_kernels
 from segone.describe import _sentences
 from segone.describe.segments import categorical_columns, numeric_columns
@@ -183,14 +184,10 @@ def _label_of(name, pattern):
 
 
 def _check_phrases(phrases):
-    if not isinstance(phrases, (list, tuple)) or not phrases:
-        raise ParameterError("phrases must be a non-empty list of rules (see segone.DEFAULT_PHRASES).")
-    for i, rule in enumerate(phrases):
-        if not isinstance(rule, dict) or "match" not in rule or not {"high", "low"} <= set(rule):
-            raise ParameterError(
-                f"phrases[{i}] = {rule!r}: each rule needs 'match' (a feature name or glob), 'high' and 'low' "
-                "(a phrase or None), and optionally 'group'."
-            )
+    """The persona vocabulary's rules: :func:`segone._validation.check_phrases` (keys, kinds, placeholders)."""
+    from segone._validation import check_phrases
+
+    check_phrases(phrases)
 
 
 class PersonaState(State):
@@ -382,6 +379,8 @@ class PersonaModel:
     def _check_params(self):
         check_int(self.n_traits, "n_traits", low=1, high=64)
         check_float(self.min_strength, "min_strength", low=0.0, high=1.0)
+        if self.phrases is not None:
+            _check_phrases(self.phrases)  # before any profile is read
 
     # -- personas ---------------------------------------------------------------
     def _strengths(self, table, n_extra=0):
@@ -465,8 +464,10 @@ class PersonaModel:
             med_out = np.where(take, med[s_c], med_out)
         return j_out, t_out, med_out
 
-    def personas(self, profiles, segments=None, *, id_column="customer_id", rfm=False):
-        """A table with ``id_column``, ``segment`` (when given), ``traits`` and ``summary``, one row per customer.
+    @renamed_keywords(where="PersonaModel.personas", segments="labels")
+    def personas(self, profiles, labels=None, *, id_column="customer_id", rfm=False):
+        """A table with ``id_column``, ``segment`` (``labels``, the segment of every row, when given), ``traits``
+        and ``summary``, one row per customer (``segments=`` is the deprecated name of ``labels=``).
 
         ``traits`` is a list of structs (feature, value, percentile,
         strength, against), strongest first; ``against`` is "base" (the whole
@@ -477,6 +478,7 @@ class PersonaModel:
         """
         if not hasattr(self, "state_"):
             raise NotFittedError("this PersonaModel is not fitted yet; call fit(profiles) first.")
+        segments = labels
         table = read_table(profiles, name="profiles")
         if id_column not in table.column_names:
             raise SchemaError(f"profiles have no {id_column!r} column; found {table.column_names[:20]}.")
@@ -653,11 +655,13 @@ class PersonaModel:
         return entries
 
 
-def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
+@renamed_keywords(segments="labels")
+def personas(profiles, labels=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
              n_threads=None):  # fmt: skip
     """Personas of the customers in ``profiles``, against the base they form (see :class:`PersonaModel`).
 
-    ``segments`` (optional, one per row) is carried into the output.
+    ``labels`` (optional, the segment of every row) is carried into the
+    output's ``segment`` column (``segments=`` is its deprecated name).
 
     Examples
     --------
@@ -669,4 +673,4 @@ def personas(profiles, segments=None, *, n_traits=3, min_strength=0.5, phrases=N
     False
     """
     pm = PersonaModel(n_traits, min_strength=min_strength, phrases=phrases, backend=backend, n_threads=n_threads)
-    return pm.fit(profiles).personas(profiles, segments)
+    return pm.fit(profiles).personas(profiles, labels)

@@ -60,6 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone import features as _features
+from segone._deprecation import renamed_keywords
 from segone._state import State, array_from_data, array_to_data
 from segone._validation import check_int
 from segone.errors import DataError, ParameterError
@@ -111,7 +112,6 @@ DEFAULT_LABEL_RULES = {
                     ("tenure_days", "customer for {value} days"), ("n_categories", "{value} categories")],
     },
 }  # fmt: skip
-_OPTIONAL_RULES = ("distinguish", "alive_check", "non_buyers")  # rules written before these existed still work (the defaults apply)
 
 
 def numeric_columns(table):
@@ -440,48 +440,10 @@ def _level(x, levels, above=True):
 
 
 def _check_rules(rules):
-    missing = set(DEFAULT_LABEL_RULES) - set(rules) - set(_OPTIONAL_RULES)
-    if missing:
-        raise ParameterError(
-            f"label rules lack {sorted(missing)}; start from a copy of segone.DEFAULT_LABEL_RULES and change "
-            "what you need."
-        )
-    nb = rules.get("non_buyers", DEFAULT_LABEL_RULES["non_buyers"])
-    try:
-        good = nb is None or all(stat in ("mean", "median") and isinstance(c, str) and op in (">=", ">", "<=", "<")
-                                 and isinstance(th, (int, float)) and isinstance(noun, str)
-                                 for stat, c, op, th, noun in nb.get("names", ()))  # fmt: skip
-    except (TypeError, ValueError, AttributeError):
-        good = False
-    if not good:
-        raise ParameterError(
-            f"label rules: 'non_buyers' must be {{'max_orders': number, 'names': [(\"mean\" or \"median\", column, "
-            f"op (>=, >, <=, <), threshold, noun), ...], 'default': noun}}, got {nb!r:.200}; see "
-            "segone.DEFAULT_LABEL_RULES['non_buyers']."
-        )
-    chk = rules.get("alive_check", DEFAULT_LABEL_RULES["alive_check"])
-    if chk is not None and not (isinstance(chk, dict) and isinstance(chk.get("column"), str) and
-                                isinstance(chk.get("max_p_alive"), (int, float)) and
-                                isinstance(chk.get("words", {}), dict)):  # fmt: skip
-        raise ParameterError(
-            f"label rules: 'alive_check' must be {{'column': str, 'max_p_alive': number, 'words': {{word: "
-            f"replacement}}, 'tail': str}} or None, got {chk!r:.200}; see segone.DEFAULT_LABEL_RULES['alive_check']."
-        )
-    dist = rules.get("distinguish", DEFAULT_LABEL_RULES["distinguish"])
-    ok = isinstance(dist, dict) and isinstance(dist.get("min_difference", 0.2), (int, float)) and \
-        isinstance(dist.get("columns", ()), (list, tuple))  # fmt: skip
-    for entry in dist.get("columns", ()) if ok else ():
-        try:
-            name, phrase = entry
-            ok = ok and isinstance(name, str) and isinstance(phrase, str) and "{value}" in phrase
-            phrase.format(value="1")
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-            ok = False
-    if not ok:
-        raise ParameterError(
-            f"label rules: 'distinguish' must be {{'min_difference': number, 'columns': [(column, phrase with "
-            f"{{value}}), ...]}}, got {dist!r:.200}; see segone.DEFAULT_LABEL_RULES['distinguish']."
-        )
+    """The label rules: :func:`segone._validation.check_label_rules` (every key known, every value of its kind)."""
+    from segone._validation import check_label_rules
+
+    check_label_rules(rules)
 
 
 def _number(v):
@@ -679,11 +641,14 @@ def label_segments(stats, medians, value_index, seg_mean, base_mean, gap, traits
     return labels
 
 
-def describe_segments(profiles, labels, k, rules=None):
+@renamed_keywords(k="n_clusters")
+def describe_segments(profiles, labels, n_clusters, rules=None):
     """The segment table of ``profiles`` whose rows belong to segments ``labels`` (-1: not assigned).
 
     ``profiles`` is any table segone reads (pyarrow, pandas, polars, Parquet
-    path); ``rules`` replaces :data:`DEFAULT_LABEL_RULES`.
+    path); ``n_clusters`` is the number of segments (``k=`` is its deprecated
+    name); ``rules`` replaces :data:`DEFAULT_LABEL_RULES` (checked by
+    :func:`segone._validation.check_label_rules`).
 
     Examples
     --------
@@ -692,11 +657,14 @@ def describe_segments(profiles, labels, k, rules=None):
     >>> describe_segments(prof, np.array([0, 0, 1, 1]), 2).column("size").to_pylist()
     [2, 2]
     """
+    from segone._validation import check_label_rules
+
+    check_label_rules(rules)  # before the data
+    k = check_int(n_clusters, "n_clusters", low=1)
     profiles = read_table(profiles, name="profiles")
-    k = check_int(k, "k", low=1)
     if k > max(profiles.num_rows, 1):
         raise ParameterError(
-            f"k={k} segments for {profiles.num_rows} profile rows; a segment table has at most one segment per "
-            "row: give the number of segments the labels come from."
+            f"n_clusters={k} segments for {profiles.num_rows} profile rows; a segment table has at most one segment "
+            "per row: give the number of segments the labels come from."
         )
     return SegmentStats.of(profiles, labels, k).finish(rules)

@@ -1,6 +1,7 @@
 """How many segments?  A fast sweep over k, its quality columns, and an automatic choice.
 
-:func:`sweep` fits k-means for every k of a range and measures each fit:
+The module ``segone.tuning`` (it was ``segone.sweep``, a name now held by the
+function alone: ``segone.sweep(X)``).  :func:`sweep` fits k-means for every k of a range and measures each fit:
 
 * ``inertia``: the sum of squared distances to the nearest centroid over
   **all** the rows (float64);
@@ -49,14 +50,22 @@ from numba import njit
 from segone._backend import resolve_backend
 from segone._state import State, array_from_data, array_to_data
 from segone._threads import threads_for_work
-from segone._validation import check_finite, check_float, check_int, check_matrix, check_n_clusters, random_seed
+from segone._validation import (
+    check_finite,
+    check_float,
+    check_int,
+    check_matrix,
+    check_n_clusters,
+    check_sample_size,
+    default_sample_size,
+    random_seed,
+)
 from segone.assign import assign
 from segone.errors import ParameterError
 from segone.segment import PartialSums, Segmenter, kmeans_plusplus
 
 DEFAULT_K_MIN = 2
 DEFAULT_K_MAX = 20
-DEFAULT_SAMPLE_SIZE = 200_000
 DEFAULT_SILHOUETTE_SAMPLE = 4_000
 DEFAULT_STABILITY_SAMPLE = 20_000
 DEFAULT_N_RESAMPLES = 3
@@ -548,7 +557,7 @@ def choose_k(table, *, tolerance=None, min_stability=None, min_silhouette=None, 
 
 
 def auto_clusters(result, fallback=DEFAULT_FALLBACK_K):
-    """The number of segments of ``clusters="auto"``: ``(k, record for run.json)``.
+    """The number of segments of ``n_clusters="auto"``: ``(k, record for run.json)``.
 
     ``k`` is ``result.best_k``, or ``fallback`` (default 8, ``segone run``'s
     default, clamped to the swept range) when the rule found no cluster
@@ -560,13 +569,13 @@ def auto_clusters(result, fallback=DEFAULT_FALLBACK_K):
     rec = result.to_dict()
     if result.best_k is not None:
         return result.best_k, {**rec, "clusters": result.best_k, "fallback": False,
-                               "note": f"clusters=auto chose k={result.best_k}: {result.reason}"}  # fmt: skip
+                               "note": f"n_clusters=auto chose k={result.best_k}: {result.reason}"}  # fmt: skip
     if result.constant:
         return 1, {**rec, "clusters": 1, "fallback": True,
-                   "note": f"clusters=auto: {result.reason} One segment holds every customer."}  # fmt: skip
+                   "note": f"n_clusters=auto: {result.reason} One segment holds every customer."}  # fmt: skip
     ks = [int(k) for k in result.table.column("k").to_pylist()]
     k = min(max(fallback, ks[0]), ks[-1]) if ks else fallback
-    note = (f"clusters=auto found no cluster structure ({result.reason}); fell back to the default of {k} segments, "
+    note = (f"n_clusters=auto found no cluster structure ({result.reason}); fell back to the default of {k} segments, "
             "which then describe ranges of a continuum rather than natural groups.")  # fmt: skip
     return k, {**rec, "clusters": k, "fallback": True, "note": note}
 
@@ -609,6 +618,36 @@ def resolve_ks(ks=None, k_min=None, k_max=None):
     return vals
 
 
+def check_sweep_parameters(ks=None, k_min=None, k_max=None, *, sample_size=None,
+                           silhouette_sample=DEFAULT_SILHOUETTE_SAMPLE, stability_sample=DEFAULT_STABILITY_SAMPLE,
+                           n_resamples=DEFAULT_N_RESAMPLES, n_init=3, refine=5, rule=None):  # fmt: skip
+    """Every parameter of :func:`sweep` checked before the data: ``(ks, sample_size, silhouette_sample,
+    stability_sample, n_resamples, n_init, refine, rule)`` resolved (``sample_size`` None: the default for k_max;
+    ``rule``: :data:`RULE` with the overrides; an unknown key is named).
+
+    Examples
+    --------
+    >>> ks, sample_size, *_ = check_sweep_parameters(k_max=6)
+    >>> ks, sample_size
+    ([2, 3, 4, 5, 6], 131072)
+    """
+    ks = resolve_ks(ks, k_min, k_max)
+    sample_size = check_sample_size(sample_size)
+    sample_size = default_sample_size(ks[-1]) if sample_size is None else sample_size
+    silhouette_sample = check_int(silhouette_sample, "silhouette_sample", low=2)
+    stability_sample = check_int(stability_sample, "stability_sample", low=2)
+    n_resamples = check_int(n_resamples, "n_resamples", low=0)
+    n_init = check_int(n_init, "n_init", low=1)
+    refine = check_int(refine, "refine", low=0)
+    if rule is not None and not isinstance(rule, dict):
+        raise ParameterError(f"rule must be a dict of overrides of segone.tuning.RULE, got {rule!r:.80}.")
+    unknown = set(rule or {}) - set(RULE)
+    if unknown:
+        raise ParameterError(f"rule has unknown keys {sorted(unknown)}; valid keys: {', '.join(sorted(RULE))}.")
+    rule = dict(RULE, **(rule or {}))
+    return ks, sample_size, silhouette_sample, stability_sample, n_resamples, n_init, refine, rule
+
+
 def sweep(
     X,
     ks=None,
@@ -616,7 +655,7 @@ def sweep(
     k_min=None,
     k_max=None,
     random_state=0,
-    sample_size=DEFAULT_SAMPLE_SIZE,
+    sample_size=None,
     silhouette_sample=DEFAULT_SILHOUETTE_SAMPLE,
     stability_sample=DEFAULT_STABILITY_SAMPLE,
     n_resamples=DEFAULT_N_RESAMPLES,
@@ -640,10 +679,11 @@ def sweep(
         The bounds of the range when ``ks`` is not given (default 2 and 20).
     random_state : int, RandomState, Generator or None
         One seed for everything (samples, seedings, splits).
-    sample_size : int, default 200,000
+    sample_size : int or None
         The fits run on a uniform sample of at most this many rows (every row
         when there are fewer); inertia, Calinski-Harabasz and Davies-Bouldin
-        are then measured on **all** rows.
+        are then measured on **all** rows.  None: segone's one default,
+        ``max(131072, 128 * k_max)``.
     silhouette_sample : int, default 4,000
         Rows of the uniform sample the silhouette is computed on (its
         standard error is reported).
@@ -675,7 +715,7 @@ def sweep(
     --------
     >>> import numpy as np
     >>> from sklearn.datasets import make_blobs
-    >>> from segone.sweep import sweep
+    >>> from segone import sweep
     >>> X, _ = make_blobs(3000, n_features=8, centers=4, random_state=0)
     >>> res = sweep(X.astype(np.float32), k_max=8, silhouette_sample=1000)
     >>> res.best_k
@@ -683,17 +723,22 @@ def sweep(
     """
     from segone._engine import LocalEngine
 
+    # every parameter before the data (one helper per rule)
+    ks, sample_size, *_ = check_sweep_parameters(ks, k_min, k_max, sample_size=sample_size,
+                                                 silhouette_sample=silhouette_sample,
+                                                 stability_sample=stability_sample, n_resamples=n_resamples,
+                                                 n_init=n_init, refine=refine, rule=rule)  # fmt: skip
+    seed = random_seed(random_state)
+    resolve_backend(backend, "partial_sums")
     X = check_matrix(X, "X", min_rows=1)
     n = X.shape[0]
-    sample_size = check_int(sample_size, "sample_size", low=1)
-    seed = random_seed(random_state)
     if n > sample_size:
         rng = np.random.default_rng([seed, 0])
         sample = np.ascontiguousarray(X[np.sort(rng.choice(n, size=sample_size, replace=False))])
     else:
         sample = X
     return sweep_parts(
-        LocalEngine(n_threads), [X], sample, ks, k_min=k_min, k_max=k_max, n_rows=n, random_state=seed,
+        LocalEngine(n_threads), [X], sample, ks, n_rows=n, random_state=seed,
         sample_size=sample_size, silhouette_sample=silhouette_sample, stability_sample=stability_sample,
         n_resamples=n_resamples, n_init=n_init, refine=refine, rule=rule, backend=backend, n_threads=n_threads,
         verbose=verbose,
@@ -710,7 +755,7 @@ def sweep_parts(
     k_max=None,
     n_rows=None,
     random_state=0,
-    sample_size=DEFAULT_SAMPLE_SIZE,
+    sample_size=None,
     silhouette_sample=DEFAULT_SILHOUETTE_SAMPLE,
     stability_sample=DEFAULT_STABILITY_SAMPLE,
     n_resamples=DEFAULT_N_RESAMPLES,
@@ -739,21 +784,14 @@ def sweep_parts(
     t_all = time.perf_counter()
     timings = {}
     say = log or ((lambda msg: print(f"[segone.sweep] {msg}", flush=True)) if verbose else (lambda msg: None))
-    ks = resolve_ks(ks, k_min, k_max)
+    ks, sample_size, silhouette_sample, stability_sample, n_resamples, n_init, refine, rule = \
+        check_sweep_parameters(ks, k_min, k_max, sample_size=sample_size, silhouette_sample=silhouette_sample,
+                               stability_sample=stability_sample, n_resamples=n_resamples, n_init=n_init,
+                               refine=refine, rule=rule)  # fmt: skip
+    resolve_backend(backend, "partial_sums")
     sample = check_matrix(sample, "sample", min_rows=1)
     if n_rows is not None:
         check_n_clusters(ks[-1], check_int(n_rows, "n_rows", low=1), "k_max", "rows")
-    sample_size = check_int(sample_size, "sample_size", low=1)
-    silhouette_sample = check_int(silhouette_sample, "silhouette_sample", low=2)
-    stability_sample = check_int(stability_sample, "stability_sample", low=2)
-    n_resamples = check_int(n_resamples, "n_resamples", low=0)
-    n_init = check_int(n_init, "n_init", low=1)
-    refine = check_int(refine, "refine", low=0)
-    rule = dict(RULE, **(rule or {}))
-    unknown = set(rule) - set(RULE)
-    if unknown:
-        raise ParameterError(f"rule has unknown keys {sorted(unknown)}; valid keys: {', '.join(sorted(RULE))}.")
-    resolve_backend(backend, "partial_sums")
     seed = random_seed(random_state)
     if sample.shape[0] > sample_size:
         keep = np.sort(np.random.default_rng([seed, 0]).choice(sample.shape[0], size=sample_size, replace=False))
