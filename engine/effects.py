@@ -553,5 +553,101 @@ def campaign_effects(moves, treatment, *, values=None, top_segment=None, n_boot=
                    "min_segment_size": min_segment_size, "notes": notes}  # fmt: skip
 
 
-__all__ = ["EffectState", "TreatmentError", "campaign_effects", "effect_rows", "effects_table", "id_hashes",
-           "plan_groups", "poisson_weights", "read_treatment"]  # fmt: skip
+# -- from output directories ------------------------------------------------------------------------------------
+def _read_columns(path, columns, what):
+    """The ``columns`` present in a Parquet file or directory (page checksums verified), or None when absent."""
+    import os
+
+    import pyarrow.dataset as ds
+
+    from segone.io import parquet_format
+
+    if not os.path.exists(path):
+        return None
+    d = ds.dataset(path, format=parquet_format())
+    have = [c for c in columns if c in d.schema.names]
+    if outputs.ID_COLUMN not in have:
+        raise SchemaError(f"{what} ({path}) has no {outputs.ID_COLUMN!r} column; not a segone output.")
+    return d.to_table(columns=have)
+
+
+def top_segment_of(segments):
+    """The most valuable segment of a segment table: the highest total CLV per customer, else spend per customer."""
+    cols = segments.column_names
+    if "segment" not in cols or "size" not in cols or segments.num_rows == 0:
+        return None
+    size = np.asarray(segments.column("size").to_numpy(zero_copy_only=False), dtype=float)
+    for name in ("total_clv", "mean_spend_365d", "mean_spend_total"):
+        if name in cols:
+            v = np.asarray(pc.fill_null(segments.column(name), np.nan).to_numpy(zero_copy_only=False), dtype=float)
+            per = v / np.maximum(size, 1) if name == "total_clv" else v
+            if np.isfinite(per).any():
+                return int(segments.column("segment").to_numpy(zero_copy_only=False)[int(np.nanargmax(per))])
+    return None
+
+
+def value_changes(previous_assignments, assignments):
+    """``customer_id``, ``spend_change``, ``clv_change`` of the customers in both (null where a run lacks it).
+
+    ``spend_change`` is the growth of the cumulative ``spend_total`` (what the
+    customer spent between the runs), ``clv_change`` the change of ``clv``.
+    """
+    cid = outputs.ID_COLUMN
+    a = previous_assignments.select([c for c in (cid, "spend_total", "clv") if c in previous_assignments.column_names])
+    b = assignments.select([c for c in (cid, "spend_total", "clv") if c in assignments.column_names])
+    j = b.join(a, cid, join_type="inner", left_suffix="_new", right_suffix="_old", coalesce_keys=True)
+    cols = {cid: j.column(cid)}
+    for name, out in (("spend_total", "spend_change"), ("clv", "clv_change")):
+        if f"{name}_new" in j.column_names:  # in both runs (the join suffixes the names both sides have)
+            cols[out] = pc.subtract(j.column(f"{name}_new"), j.column(f"{name}_old"))
+        else:
+            cols[out] = pa.nulls(j.num_rows, pa.float64())
+    return pa.table(cols)
+
+
+def effects_from_outputs(previous_dir, new_dir, treatment, *, moves_dir=None, n_boot=N_BOOT, seed=0,
+                         min_segment_size=None, as_of=None, id_key=None, engine=None):  # fmt: skip
+    """:func:`campaign_effects` of two output directories of ``segone run`` (or of ``segone track``'s moves).
+
+    ``previous_dir`` and ``new_dir`` hold assignments.parquet (their
+    ``spend_total`` and ``clv`` give the value changes) and the new run's
+    segments.parquet (its most valuable segment is the headline's target);
+    moves.parquet is read from ``moves_dir`` (default ``new_dir``).  When
+    the outputs hold pseudonyms (``--hash-ids``), the treatment file's ids
+    are pseudonymised with ``id_key`` first, so that they match.
+    """
+    import os
+
+    from segone.io import read_table
+
+    moves_dir = moves_dir or new_dir
+    moves = _read_columns(os.path.join(moves_dir, outputs.MOVES), list(outputs.MOVES_COLUMNS), "moves")
+    if moves is None:
+        raise SchemaError(f"{moves_dir}: no {outputs.MOVES}; campaign effects need the moves of a run with "
+                          "--previous (or of segone track).")  # fmt: skip
+    prev = _read_columns(os.path.join(previous_dir, outputs.ASSIGNMENTS), [outputs.ID_COLUMN, "spend_total", "clv"],
+                         "previous assignments")  # fmt: skip
+    new = _read_columns(os.path.join(new_dir, outputs.ASSIGNMENTS), [outputs.ID_COLUMN, "spend_total", "clv"],
+                        "assignments")  # fmt: skip
+    values = value_changes(prev, new) if prev is not None and new is not None else None
+    seg_path = os.path.join(new_dir, outputs.SEGMENTS)
+    top = top_segment_of(read_table(seg_path, name="segments")) if os.path.exists(seg_path) else None
+    treat = treatment
+    if id_key is not None:
+        from segone.privacy import pseudonymise_column
+
+        t = read_treatment(treatment, as_of=as_of)
+        treat = pseudonymise_column(t.set_column(0, outputs.ID_COLUMN, pc.cast(t.column(0), pa.string())
+                                                 if not pa.types.is_integer(t.column(0).type) else t.column(0)),
+                                    outputs.ID_COLUMN, id_key)  # fmt: skip
+    table, info = campaign_effects(moves, treat, values=values, top_segment=top, n_boot=n_boot, seed=seed,
+                                   min_segment_size=min_segment_size, as_of=as_of, engine=engine)  # fmt: skip
+    info["top_segment"] = top
+    info["values"] = None if values is None else {
+        "spend_change": "spend_total" in (prev.column_names if prev is not None else []),
+        "clv_change": "clv" in (prev.column_names if prev is not None else [])}  # fmt: skip
+    return table, info
+
+
+__all__ = ["EffectState", "TreatmentError", "campaign_effects", "effect_rows", "effects_from_outputs", "effects_table",
+           "id_hashes", "plan_groups", "poisson_weights", "read_treatment", "top_segment_of", "value_changes"]  # fmt: skip
