@@ -162,8 +162,9 @@ class EffectState(State):
     Groups are indexed per campaign with the reference group last.  Outcomes
     are the segments of the new run (in ``segments`` order) then ``gone``.
     ``values`` holds, per (campaign, group, previous segment), the customers
-    with both values and the sums of the spend and CLV changes; ``boot`` and
-    ``boot_values`` the same weighted by each replicate's Poisson weights.
+    with a spend change and its sum, then the customers with a CLV change and
+    its sum; ``boot`` and ``boot_values`` the same weighted by each
+    replicate's Poisson weights.
     """
 
     kind = "effect_state"
@@ -177,9 +178,9 @@ class EffectState(State):
         self.counts = np.zeros((c, g, s, o)) if counts is None else np.asarray(counts, float).reshape(c, g, s, o)
         self.boot = np.zeros((self.n_boot, c, g, s, o)) if boot is None else \
             np.asarray(boot, float).reshape(self.n_boot, c, g, s, o)  # fmt: skip
-        self.values = np.zeros((c, g, s, 3)) if values is None else np.asarray(values, float).reshape(c, g, s, 3)
-        self.boot_values = np.zeros((self.n_boot, c, g, s, 3)) if boot_values is None else \
-            np.asarray(boot_values, float).reshape(self.n_boot, c, g, s, 3)  # fmt: skip
+        self.values = np.zeros((c, g, s, 4)) if values is None else np.asarray(values, float).reshape(c, g, s, 4)
+        self.boot_values = np.zeros((self.n_boot, c, g, s, 4)) if boot_values is None else \
+            np.asarray(boot_values, float).reshape(self.n_boot, c, g, s, 4)  # fmt: skip
 
     @classmethod
     def empty(cls, campaigns=(), groups=(), segments=(), n_boot=N_BOOT, seed=0):
@@ -204,16 +205,16 @@ class EffectState(State):
             piece.column_names else np.full(piece.num_rows, np.nan)  # fmt: skip
         dclv = piece.column("clv_change").to_numpy(zero_copy_only=False) if "clv_change" in \
             piece.column_names else np.full(piece.num_rows, np.nan)  # fmt: skip
-        has = np.isfinite(dspend) & np.isfinite(dclv)
-        dspend, dclv = np.where(has, dspend, 0.0), np.where(has, dclv, 0.0)
-        vals = np.stack([has.astype(float), dspend, dclv], axis=1)
-        for q in range(3):
+        hs, hc = np.isfinite(dspend), np.isfinite(dclv)  # each change counted where that run pair has it
+        vals = np.stack([hs.astype(float), np.where(hs, dspend, 0.0), hc.astype(float), np.where(hc, dclv, 0.0)],
+                        axis=1)  # fmt: skip
+        for q in range(4):
             s.values[..., q] = np.bincount(vcell, weights=vals[:, q], minlength=n_vcells).reshape(shape[:3])
         h = id_hashes(piece.column(outputs.ID_COLUMN))
         for b in range(s.n_boot):
             w = poisson_weights(h, b, s.seed)
             s.boot[b] = np.bincount(cell, weights=w, minlength=n_cells).reshape(shape)
-            for q in range(3):
+            for q in range(4):
                 s.boot_values[b, ..., q] = np.bincount(vcell, weights=w * vals[:, q], minlength=n_vcells).reshape(
                     shape[:3])  # fmt: skip
         return s
@@ -371,8 +372,10 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
         with np.errstate(invalid="ignore", divide="ignore"):
             share = counts / n_gs[..., None]
             bshare = boot / bn_gs[..., None]
-            mean_v = vals[..., 1:] / vals[..., :1]
-            bmean_v = bvals[..., 1:] / bvals[..., :1]
+            mean_v = np.stack([vals[..., 1] / vals[..., 0], vals[..., 3] / vals[..., 2]], axis=-1)
+            bmean_v = np.stack([bvals[..., 1] / bvals[..., 0], bvals[..., 3] / bvals[..., 2]], axis=-1)
+        n_v = vals[..., 0::2]  # (group, prev seg, [spend, clv]): customers with each change
+        bn_v = bvals[..., 0::2]
         info = {"campaign": c, "groups": {g: int(n_gs[i].sum()) for i, g in enumerate(g_names)},
                 "reference": g_names[r], "observational": bool(observational[ci])}  # fmt: skip
         for gi, g in enumerate(g_names[:-1]):
@@ -391,9 +394,9 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
                     ci_ = _interval(bshare[:, gi, si, oi] - bshare[:, r, si, oi]) if n_t and n_r else (None, None)
                     add(c, s, g, g_names[r], measure, to_seg, n_t, n_r, v_t, v_r, ci_, sup)
                 for q, measure in ((0, "spend_change"), (1, "clv_change")):
-                    if vals[gi, si, 0] and vals[r, si, 0]:
+                    if n_v[gi, si, q] and n_v[r, si, q]:
                         ci_ = _interval(bmean_v[:, gi, si, q] - bmean_v[:, r, si, q])
-                        add(c, s, g, g_names[r], measure, None, vals[gi, si, 0], vals[r, si, 0],
+                        add(c, s, g, g_names[r], measure, None, n_v[gi, si, q], n_v[r, si, q],
                             mean_v[gi, si, q], mean_v[r, si, q], ci_, sup)  # fmt: skip
             # headline: into the most valuable segment (from any other previous segment), value gained per customer
             head = {"group": g}
@@ -412,16 +415,16 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
                     head["into_top_segment"] = None if sup else {"uplift": float(v_t - v_r), "low": ci_[0],
                                                                  "high": ci_[1], "segment": top_segment}  # fmt: skip
             for q, measure in ((0, "spend_gained_per_treated"), (1, "clv_gained_per_treated")):
-                n_t, n_r = vals[gi, :, 0].sum(), vals[r, :, 0].sum()
+                n_t, n_r = n_v[gi, :, q].sum(), n_v[r, :, q].sum()
                 if n_t and n_r:
                     # per previous segment difference, weighted by the treated customers of each (like-for-like)
-                    w = vals[gi, :, 0]
+                    w = n_v[gi, :, q]
                     with np.errstate(invalid="ignore", divide="ignore"):
-                        d = np.nansum(w * (mean_v[gi, :, q] - np.where(vals[r, :, 0] > 0, mean_v[r, :, q], np.nan)))
-                        cover = np.nansum(w * (vals[r, :, 0] > 0))
-                        bw = bvals[:, gi, :, 0]
+                        d = np.nansum(w * (mean_v[gi, :, q] - np.where(n_v[r, :, q] > 0, mean_v[r, :, q], np.nan)))
+                        cover = np.nansum(w * (n_v[r, :, q] > 0))
+                        bw = bn_v[:, gi, :, q]
                         bd = np.nansum(bw * (bmean_v[:, gi, :, q] - bmean_v[:, r, :, q]), axis=1) / np.nansum(
-                            bw * (bvals[:, r, :, 0] > 0), axis=1)  # fmt: skip
+                            bw * (bn_v[:, r, :, q] > 0), axis=1)  # fmt: skip
                     est = d / cover if cover else None
                     ci_ = _interval(bd)
                     sup = small(n_t) or small(n_r)
@@ -643,9 +646,10 @@ def effects_from_outputs(previous_dir, new_dir, treatment, *, moves_dir=None, n_
     table, info = campaign_effects(moves, treat, values=values, top_segment=top, n_boot=n_boot, seed=seed,
                                    min_segment_size=min_segment_size, as_of=as_of, engine=engine)  # fmt: skip
     info["top_segment"] = top
+    # customers with each change (0: a run lacks the column, or its value model was skipped)
     info["values"] = None if values is None else {
-        "spend_change": "spend_total" in (prev.column_names if prev is not None else []),
-        "clv_change": "clv" in (prev.column_names if prev is not None else [])}  # fmt: skip
+        c: int(values.num_rows - values.column(c).null_count - int(pc.sum(pc.is_nan(values.column(c))).as_py() or 0))
+        if values.column(c).type != pa.null() else 0 for c in ("spend_change", "clv_change")}  # fmt: skip
     return table, info
 
 

@@ -12,6 +12,7 @@ name                        kind         content
 ``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label)
 ``rfm.parquet``             segment      the recency x frequency grid (customers, spend per cell)
 ``migration.parquet``       segment      from/to segment counts between two runs
+``effects.parquet``         segment      per campaign and previous segment: moves of treated vs control
 ``sweep.parquet``           run          the sweep over k (``-k auto``)
 ``backtest.parquet``        run          ``segone backtest``: one row per value model and baseline
 ``backtest_deciles.parquet`` run         ``segone backtest``: per model and decile, predicted vs actual
@@ -50,6 +51,7 @@ MOVES = "moves.parquet"
 SEGMENTS = "segments.parquet"
 RFM = "rfm.parquet"
 MIGRATION = "migration.parquet"
+EFFECTS = "effects.parquet"
 SWEEP = "sweep.parquet"
 BACKTEST = "backtest.parquet"
 BACKTEST_DECILES = "backtest_deciles.parquet"
@@ -76,7 +78,7 @@ PSEUDONYM_METADATA = b"segone.pseudonym"  # field metadata of an id column holdi
 
 # which files hold what (the export stage treats each kind its own way)
 PER_CUSTOMER = (ASSIGNMENTS, PERSONAS, MOVES)
-PER_SEGMENT = (SEGMENTS, RFM, MIGRATION)
+PER_SEGMENT = (SEGMENTS, RFM, MIGRATION, EFFECTS)
 SUMMARIES = (RUN_JSON, TRACKING_JSON, SWEEP, BACKTEST, BACKTEST_DECILES)
 
 
@@ -86,7 +88,7 @@ def model_dir(out_dir):
 
 
 __all__ = [
-    "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "BACKTEST", "BACKTEST_DECILES", "CENTROIDS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
+    "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "BACKTEST", "BACKTEST_DECILES", "CENTROIDS", "EFFECTS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
     "MIGRATION_COLUMNS", "MODEL_DIR", "MODEL_FILES", "MODEL_JSON", "MOVES", "MOVES_COLUMNS", "PERSONAS",
     "PERSONA_COLUMNS", "PER_CUSTOMER", "PER_SEGMENT", "PSEUDONYM_METADATA", "REPORT", "RFM", "RUN_JSON",
     "SCORER", "SEGMENTS", "SEGMENT_COLUMN", "SUMMARIES", "SWEEP", "TRACKING_JSON", "model_dir",

@@ -128,12 +128,21 @@ def _check_arguments(a):
         n_threads=a["n_threads"],
     )  # fmt: skip
     _check_engine_argument(a["engine"], a["client"], a["npartitions"])
+    if a.get("treatment") is not None and a["previous"] is None:
+        raise ParameterError("treatment= needs previous=: campaign effects compare who moved between two runs; give "
+                             "the earlier run's output directory.")  # fmt: skip
     for name in ("input", "events", "attributes"):
         check_path(a[name], name)
     check_path(a["out"], "out", must_exist=False)
     check_path(a["id_key_file"], "id_key_file", kind="file")
     if a["previous"] is not None:
         check_previous_output(a["previous"], hash_ids=a["hash_ids"])  # a previous run that can be tracked
+    if a.get("treatment") is not None:
+        if isinstance(a["treatment"], (str, os.PathLike)):
+            check_path(a["treatment"], "treatment")
+        from segone import effects as _effects
+
+        _effects.plan_groups(_effects.read_treatment(a["treatment"]))  # columns, nulls, groups: before any work
     return clusters
 
 
@@ -177,6 +186,7 @@ def run(
     horizon_months=12,
     discount_rate=0.01,
     previous=None,
+    treatment=None,
     backend="auto",
     n_threads=None,
     engine=None,
@@ -280,6 +290,14 @@ def run(
         segments (same features and number of segments), segments keep their
         ids (matched one-to-one on the customers both runs share), and
         ``migration.parquet`` / ``moves.parquet`` say who moved where.
+    treatment : path or table, optional
+        With ``previous``: who a campaign reached between the two runs
+        (``customer_id``, ``group`` "treatment" / "control" or free names,
+        optionally ``campaign`` and ``sent_at``).  ``effects.parquet`` and
+        run.json's ``effects`` say, per campaign and previous segment, how the
+        treated customers moved compared with the control group (or, without
+        one, with the untreated customers of the same segment: observational),
+        with 95% bootstrap intervals (:func:`segone.effects.campaign_effects`).
     sample_size : int or None
         The segmenter (and the sweep of ``n_clusters="auto"``) learns on at
         most this many customers, chosen by a hash of the customer id (all of
@@ -372,7 +390,7 @@ def run(
             phrases=phrases, label_rules=label_rules, value=value, value_penalizer=value_penalizer, freq=freq,
             horizon_months=horizon_months, discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
-            verbose=verbose, plan=plan, shown=shown, k_min=k_min, k_max=k_max,
+            verbose=verbose, plan=plan, shown=shown, k_min=k_min, k_max=k_max, treatment=treatment,
         )  # fmt: skip
     finally:
         shown.close()
@@ -385,7 +403,7 @@ def run(
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
          partitioned_by_customer, overwrite, verbose, plan=None, shown=None, k_min=None, k_max=None,
-         value_penalizer=0.0):  # fmt: skip
+         value_penalizer=0.0, treatment=None):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -485,6 +503,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                                        horizon_months=horizon_months, discount_rate=discount_rate), "profiles")  # fmt: skip
         assignments = eng.persist(eng.map(_with_value, assignments, profiles), "assignments")
         log(f"customer value in {stage('predict'):.2f}s")
+    else:
+        assignments = eng.persist(eng.map(_with_value, assignments, profiles, names=("spend_total",)), "assignments")
 
     # TRACK: stable ids against the previous run, who moved where
     t0 = time.perf_counter()
@@ -590,6 +610,16 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         if tracked is not None:
             eng.write_parts(tracked.moves, os.path.join(tmp, outputs.MOVES))
             write_parquet(tracked.migration, os.path.join(tmp, outputs.MIGRATION))
+        if treatment is not None:  # campaign effects: from the outputs just written (consent and pseudonyms applied)
+            from segone import effects as _effects
+
+            t_eff = time.perf_counter()
+            effects, info["effects"] = _effects.effects_from_outputs(
+                prev.path, tmp, treatment, min_segment_size=plan.min_segment_size, as_of=_as_of_us(summary),
+                id_key=plan.key if plan.hash_ids else None, seed=random_state,
+            )  # fmt: skip
+            write_parquet(effects, os.path.join(tmp, outputs.EFFECTS))
+            timings["effects"] = time.perf_counter() - t_eff
         stage("write")
         timings["total"] = time.perf_counter() - t_all
         info["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
@@ -678,10 +708,25 @@ def _segment_stats(profiles, assignments, *, k):
     return SegmentStats.of(profiles, assignments.column("segment").to_numpy(), k)
 
 
-def _with_value(assignments, profiles):
-    """The predicted value columns of a profile piece appended to its assignments."""
-    for name in ("expected_purchases", "p_alive", "clv"):
-        assignments = assignments.append_column(name, profiles.column(name))
+def _as_of_us(summary):
+    """The run's as_of (microseconds since the epoch) from its summary, or None."""
+    a = summary.get("as_of")
+    if a is None:
+        return None
+    from segone.profile import parse_as_of
+
+    return parse_as_of(a if not isinstance(a, str) else a.replace("Z", "+00:00"))
+
+
+def _with_value(assignments, profiles, *, names=("spend_total", "expected_purchases", "p_alive", "clv")):
+    """The spend to date and the predicted value columns of a profile piece appended to its assignments.
+
+    ``spend_total`` (the customer's cumulative spend) is there so that a later
+    run can tell what each customer spent in between (campaign effects).
+    """
+    for name in names:
+        if name in profiles.column_names:
+            assignments = assignments.append_column(name, profiles.column(name))
     return assignments
 
 

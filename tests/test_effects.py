@@ -189,3 +189,51 @@ def test_a_campaign_sent_after_the_run_is_refused(sim):
 def test_malformed_treatment_files(sim, bad, match):
     with pytest.raises(E.TreatmentError, match=match):
         E.campaign_effects(sim[0], bad)
+
+
+# -- through segone run --previous --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    import segone
+
+    root = tmp_path_factory.mktemp("eff")
+    camp = {"from_segment": 0, "to_segment": 1, "effect": 0.5, "name": "spring"}
+    p0, p1 = generate_periods(6000, periods=2, switch_share=0.05, seed=7, campaign=camp)
+    r0 = segone.run(p0.transactions, root / "r0", 6, events=p0.events, attributes=p0.customers)
+    return root, r0, p1, camp
+
+
+def test_run_with_previous_and_treatment_writes_the_effects(two_runs):
+    import pyarrow.parquet as pq
+
+    import segone
+
+    root, r0, p1, camp = two_runs
+    res = segone.run(p1.transactions, root / "r1", 6, events=p1.events, attributes=p1.customers,
+                     previous=r0.out, treatment=p1.treatment)  # fmt: skip
+    eff = pq.read_table(root / "r1" / "effects.parquet")
+    info = res.summary["effects"]
+    assert info["campaigns"][0]["campaign"] == "spring" and info["campaigns"][0]["reference"] == "control"
+    assert info["values"]["spend_change"] > 5000  # the customers of both runs
+    rows = eff.to_pylist()
+    want = {"stayed", "moved", "spend_change", "spend_gained_per_treated"}
+    if info["values"]["clv_change"]:  # the CLV is empty when the spend model is skipped (synthetic lognormal spend)
+        want |= {"clv_change", "clv_gained_per_treated"}
+    assert {r["measure"] for r in rows} >= want
+    # the planted move: treated customers of latent segment 0 leave their segment far more often than the control
+    stayed = [r for r in rows if r["measure"] == "stayed" and r["difference"] is not None]
+    assert min(r["difference"] for r in stayed) < -0.15
+    assert all(r["low"] <= r["difference"] <= r["high"] for r in stayed)
+
+
+def test_treatment_without_previous_and_bad_files_fail_before_any_work(two_runs, tmp_path):
+    import segone
+    from segone.errors import ParameterError
+
+    root, r0, p1, camp = two_runs
+    with pytest.raises(ParameterError, match="treatment= needs previous="):
+        segone.run("no/such/input", tmp_path / "o", 4, treatment=p1.treatment)
+    bad = p1.treatment.drop_columns(["group"])
+    with pytest.raises(E.TreatmentError, match="'group' not found"):
+        segone.run(p1.transactions, tmp_path / "o", 4, previous=r0.out, treatment=bad)
+    assert not (tmp_path / "o").exists()
