@@ -643,7 +643,12 @@ def _minimize(lik, u0, where, advice):
         return f, g
 
     with np.errstate(all="ignore"):
-        # BFGS, as lifetimes (from the same start), to gtol 1e-6; the Newton steps below finish.  Not
+        found = _trust_newton(lik, u0)
+    if found is not None:
+        return found
+    with np.errstate(all="ignore"):
+        # Fallback when the trust-region Newton did not reach an interior optimum: BFGS, as lifetimes
+        # (from the same start), to gtol 1e-6; the Newton steps below finish.  Not
         # L-BFGS-B: its Fortran core calls scipy's bundled OpenBLAS between our evaluations, whose
         # worker threads then busy-wait through each evaluation (twice the CPU on a shared machine).
         res = optimize.minimize(fg, u0, jac=True, method="BFGS", options={"maxiter": 2000, "gtol": 1e-6})
@@ -697,6 +702,53 @@ def _minimize(lik, u0, where, advice):
             "penalizer_coef), or check the input columns."
         )
     return u, f, g, H, n_iter
+
+
+def _trust_newton(lik, u0):
+    """Newton's method with a trust region (scipy's ``trust-exact``) and the analytic Hessian.
+
+    The value, gradient and Hessian come from one pass over the patterns
+    (``lik._terms(u, 2)``), so each iteration costs one evaluation: from
+    lifetimes' start it takes about 7 on BG/NBD, against about 30 BFGS
+    evaluations plus Newton steps.  Returns ``(u, f, g, H, n_iter)`` when
+    the end point is an interior optimum (finite, gradient below ``_GTOL``,
+    inside the bounds, positive definite Hessian), else None (the caller
+    falls back to BFGS).
+    """
+    k = u0.size
+    last = {}
+
+    def full(u):
+        key = u.tobytes()
+        if key not in last:
+            out = None
+            if np.max(np.abs(u)) <= _UMAX + 5:
+                f, g, H = lik._terms(u, 2)
+                if np.isfinite(f) and np.all(np.isfinite(g)) and np.all(np.isfinite(H)):
+                    out = (f, g, H)
+            if out is None:  # outside the bounds or not finite: the trust region shrinks
+                out = (np.inf, np.zeros(k), np.eye(k))
+            last.clear()
+            last[key] = out
+        return last[key]
+
+    try:
+        res = optimize.minimize(
+            lambda u: full(np.asarray(u, dtype=np.float64))[:2], u0, jac=True,
+            hess=lambda u: full(np.asarray(u, dtype=np.float64))[2], method="trust-exact",
+            options={"gtol": _GTOL / 10, "maxiter": 200},
+        )  # fmt: skip
+    except (np.linalg.LinAlgError, ValueError, ArithmeticError):
+        return None
+    u = np.asarray(res.x, dtype=np.float64)
+    f, g, H = full(u)
+    if not np.isfinite(f) or np.max(np.abs(u)) >= _UMAX - 1e-6 or np.max(np.abs(g)) > _GTOL:
+        return None
+    try:
+        np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    return u, f, g, H, int(res.nit)
 
 
 def _standard_errors(theta, H, n):
