@@ -1444,11 +1444,11 @@ class _ParetoNBDLikelihood(_NumericLikelihood):
 
     Per pattern, with ``I = int_tx^T (alpha+y)^-(r+x) (beta+y)^-(s+1) dy``:
 
-        LL = lnG(r+x) - lnG(r) + r ln(alpha) + s ln(beta)
-             + ln[(alpha+T)^-(r+x) (beta+T)^-s + s I]
+        LL = lnG(r+x) - lnG(r) + r ln(alpha) + s ln(beta) + logaddexp(P1, Q)
+        P1 = -(r+x) ln(alpha+T) - s ln(beta+T)
+        Q  = ln(s) - ln(r+s+x) + ln A0 = ln(s I)
 
-    ``s I = s/(r+s+x) A0`` with lifetimes' ``A0``, the difference of two
-    hypergeometric terms ``K(tx) - K(T)``.  Each ``ln K(y)`` is evaluated
+    with lifetimes' ``A0 = K(tx) - K(T)``.  Each ``ln K(y)`` is evaluated
     after Euler's transformation, with ``z = |alpha - beta| / (max(alpha, beta) + y)``:
 
         alpha <  beta: ln K = -(r+x-1) ln(alpha+y) - (s+1) ln(beta+y) + ln 2F1(1, s+1; r+s+x+1; z)
@@ -1458,12 +1458,19 @@ class _ParetoNBDLikelihood(_NumericLikelihood):
     untransformed 2F1 of lifetimes grows like ``((beta+y)/(alpha+y))^(r+x-1)``
     and overflows for large frequencies); ``ln A0 = ln K(tx) +
     ln(-expm1(ln K(T) - ln K(tx)))``.  ``K(tx)`` is evaluated once per distinct
-    ``(x, tx)``, ``K(T)`` once per distinct ``(x, T)``.
+    ``(x, tx)``, ``K(T)`` and ``P1`` once per distinct ``(x, T)``.
+
+    The gradient is analytic except for the derivatives of ``ln 2F1`` in the
+    parameters, which are central differences per distinct pair (cheap: a
+    few thousand pairs), carried to the patterns by the chain rule; the
+    Hessian is the central difference of the gradient.
 
     The penalty is lifetimes' ``ParetoNBDFitter``'s on one row per customer:
     ``penalizer * sum(theta^2)`` added to the *total* negative
     log-likelihood (that fitter divides by the mean weight, not the sum).
     """
+
+    _HF = 1e-6  # step of the differences of ln 2F1 in its parameters b and c
 
     def __init__(self, x, tx, T, w, penalizer):
         self.N = float(w.sum())
@@ -1472,36 +1479,96 @@ class _ParetoNBDLikelihood(_NumericLikelihood):
         (self.ux,), self.Wx, _ = _group([x], w)
         (self.ax, self.atx), _, self.ia = _group([x, tx], inverse=True)
         (self.bx, self.bT), _, self.ib = _group([x, T], inverse=True)
+        self.na, self.nb = self.ax.size, self.bx.size
 
     @staticmethod
-    def _ln_k(r, al, s, be, x, y):
-        rsf = r + s + x
-        if al < be:
-            z = (be - al) / (be + y)
-            ln_f = np.log(special.hyp2f1(1.0, s + 1.0, rsf + 1.0, z))
-            return -(r + x - 1.0) * np.log(al + y) - (s + 1.0) * np.log(be + y) + ln_f
-        z = (al - be) / (al + y)
-        ln_f = np.log(special.hyp2f1(1.0, r + x, rsf + 1.0, z))
-        return -(r + x) * np.log(al + y) - s * np.log(be + y) + ln_f
+    def _fparams(r, al, s, be, x, y, low):
+        """(b, c, z) of the 2F1(1, b; c; z) of ln K (``low``: the alpha < beta form)."""
+        if low:
+            return s + 1.0, r + s + x + 1.0, (be - al) / (be + y)
+        return r + x, r + s + x + 1.0, (al - be) / (al + y)
 
-    def _pattern_ll(self, th):
-        """Per-pattern LL without the A1 part: (ln of the bracket, per pattern)."""
-        r, al, s, be = th
-        with np.errstate(all="ignore"):
-            k1 = self._ln_k(r, al, s, be, self.ax, self.atx)[self.ia]
-            k2b = self._ln_k(r, al, s, be, self.bx, self.bT)
-            p1b = -(r + self.bx) * np.log(al + self.bT) - s * np.log(be + self.bT)
-            k2, p1 = k2b[self.ib], p1b[self.ib]
-            ln_a0 = k1 + np.log(-np.expm1(k2 - k1))  # -inf where tx == T
-            return np.logaddexp(p1, np.log(s) - np.log(r + s + self.ax[self.ia]) + ln_a0)
+    @classmethod
+    def _ln_k(cls, r, al, s, be, x, y, grad=False):
+        """ln K(y) per element; with ``grad`` also its gradient in (r, alpha, s, beta), shape (4, n)."""
+        low = al < be
+        la, lb = np.log(al + y), np.log(be + y)
+        c1, c2 = (r + x - 1.0, s + 1.0) if low else (r + x, s)
+        fb, fc, z = cls._fparams(r, al, s, be, x, y, low)
+        F = special.hyp2f1(1.0, fb, fc, z)
+        out = -c1 * la - c2 * lb + np.log(F)
+        if not grad:
+            return out
+        # d ln F: in z analytically (dF/dz = b/c 2F1(2, b+1; c+1; z)); in b and c by central differences
+        dz = fb / fc * special.hyp2f1(2.0, fb + 1.0, fc + 1.0, z) / F
+        h = cls._HF
+        dfb = (np.log(special.hyp2f1(1.0, fb + h, fc, z)) - np.log(special.hyp2f1(1.0, fb - h, fc, z))) / (2 * h)
+        dfc = (np.log(special.hyp2f1(1.0, fb, fc + h, z)) - np.log(special.hyp2f1(1.0, fb, fc - h, z))) / (2 * h)
+        d = np.empty((4, np.size(out)))
+        if low:  # z = (be - al) / (be + y): dz/dal = -1/(be + y), dz/dbe = (al + y)/(be + y)^2
+            d[0] = dfc - la
+            d[2] = dfb + dfc - lb
+            d[1] = -dz / (be + y) - c1 / (al + y)
+            d[3] = dz * (al + y) / (be + y) ** 2 - c2 / (be + y)
+        else:  # z = (al - be) / (al + y): dz/dal = (be + y)/(al + y)^2, dz/dbe = -1/(al + y)
+            d[0] = dfb + dfc - la
+            d[2] = dfc - lb
+            d[1] = dz * (be + y) / (al + y) ** 2 - c1 / (al + y)
+            d[3] = -dz / (al + y) - c2 / (be + y)
+        return out, d
 
-    def _value(self, u):
+    def _terms(self, u, order):
+        if order == 2:
+            return self._fd_hessian(u)
         th = np.exp(u)
         r, al, s, be = th
-        a1 = _dot(self.Wx, special.gammaln(r + self.ux)) + self.N * (
-            -special.gammaln(r) + r * np.log(al) + s * np.log(be))
-        ll = a1 + _dot(self.w, self._pattern_ll(th))
-        return -ll / self.N + self.pen * _dot(th, th)
+        ax, bx, bT = self.ax, self.bx, self.bT
+        with np.errstate(all="ignore"):
+            k1, dk1 = self._ln_k(r, al, s, be, ax, self.atx, grad=True)
+            k2, dk2 = self._ln_k(r, al, s, be, bx, bT, grad=True)
+            lab, lbb = np.log(al + bT), np.log(be + bT)
+            p1 = -(r + bx) * lab - s * lbb
+            rsf = r + s + ax
+            qa = np.log(s) - np.log(rsf) + k1
+            e = np.exp(k2[self.ib] - k1[self.ia])  # K(T) / K(tx) in [0, 1]; 1 where tx == T
+            p1p = p1[self.ib]
+            delta = qa[self.ia] + np.log1p(-e) - p1p  # Q - P1 (-inf where tx == T)
+            e2 = np.exp(-np.abs(delta))
+            ll = _dot(self.Wx, special.gammaln(r + self.ux)) + self.N * (
+                -special.gammaln(r) + r * np.log(al) + s * np.log(be)) + _dot(
+                self.w, p1p + np.maximum(delta, 0.0) + np.log1p(e2))
+            pi = np.where(delta > 0, 1.0, e2) / (1.0 + e2)  # weight of the "died between tx and T" branch
+            rho = np.where(e < 1.0, e / (1.0 - e), 0.0)
+            wpi = self.w * pi
+            wq = np.bincount(self.ia, wpi, minlength=self.na)
+            wa = wq + np.bincount(self.ia, wpi * rho, minlength=self.na)
+            wbk = np.bincount(self.ib, wpi * rho, minlength=self.nb)
+            wbp = np.bincount(self.ib, self.w - wpi, minlength=self.nb)
+            g = np.array([
+                _dot(self.Wx, special.digamma(r + self.ux)) + self.N * (np.log(al) - special.digamma(r))
+                - _dot(wq, 1.0 / rsf) - _dot(wbp, lab),
+                self.N * r / al - _dot(wbp, (r + bx) / (al + bT)),
+                self.N * np.log(be) + _dot(wq, 1.0 / s - 1.0 / rsf) - _dot(wbp, lbb),
+                self.N * s / be - _dot(wbp, np.full(self.nb, s) / (be + bT)),
+            ])  # fmt: skip
+            g += dk1 @ wa - dk2 @ wbk
+        f = -ll / self.N + self.pen * _dot(th, th)
+        gf = -g / self.N + 2 * self.pen * th
+        return _to_log_space(th, f, gf)
+
+    def _fd_hessian(self, u):
+        """(f, g, H): H is the symmetrized central difference of the gradient (step 1e-4 in u)."""
+        f, g = self._terms(u, 1)
+        k, h = u.size, 1e-4
+        H = np.empty((k, k))
+        for i in range(k):
+            e = np.zeros(k)
+            e[i] = h
+            H[i] = (self._terms(u + e, 1)[1] - self._terms(u - e, 1)[1]) / (2 * h)
+        return f, g, (H + H.T) / 2
+
+    def _value(self, u):
+        return self._terms(u, 1)[0]
 
 
 # -- Pareto/NBD and MBG/NBD ----------------------------------------------------------------
@@ -1606,7 +1673,7 @@ class ParetoNBD(BetaGeo):
         r, al, s, be = self._theta("ParetoNBD.p_alive")
         with np.errstate(all="ignore"):
             k1 = _ParetoNBDLikelihood._ln_k(r, al, s, be, x, tx)
-            k2 = _ParetoNBDLikelihood._ln_k(r, al, s, be, x, T)
+            k2 = _ParetoNBDLikelihood._ln_k(r, al, s, be, x, T)  # fmt: skip
             ln_a0 = k1 + np.log(-np.expm1(k2 - k1))
             e = np.log(s) - np.log(r + s + x) + (r + x) * np.log(al + T) + s * np.log(be + T) + ln_a0
         return special.expit(-e)
