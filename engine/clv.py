@@ -904,7 +904,7 @@ def _one_minus_hyp(A, B, C, z, pre):
     h = special.hyp2f1(A, B, C, z)
     l1z = np.log1p(-z)
     ln_h = np.log(h)
-    out = -pre * np.expm1(ln_h + A * l1z)
+    out = np.array(-pre * np.expm1(ln_h + A * l1z), dtype=np.float64)
     bad = ~np.isfinite(h)
     if bad.any():
         Ab, Bb, Cb, zb = A[bad], B[bad], C[bad], z[bad]
