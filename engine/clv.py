@@ -104,6 +104,7 @@ __all__ = [
     "predict_value",
     "sample_bgnbd",
     "sample_gamma_gamma",
+    "segment_intervals",
 ]
 
 #: Periods of the BTYD columns per month, as in ``lifetimes.utils.customer_lifetime_value``.
@@ -2043,6 +2044,7 @@ class GammaGamma:
         )  # fmt: skip
         theta = np.exp(u)
         theta[2] *= scale
+        self._cov_log_ = np.linalg.inv(H) / lik.N  # covariance of the log-parameters
         self.params_ = dict(zip(self._names, map(float, theta)))
         self.standard_errors_ = dict(zip(self._names, map(float, _standard_errors(theta, H, lik.N))))
         self.log_likelihood_ = float(lik.log_likelihood(u) - lik.N * math.log(scale))
@@ -2151,6 +2153,165 @@ class GammaGamma:
         _, _, disc = beta_geo._value_terms(xf, txf, tf, time, discount_rate, factor)
         out = (self._eov(xf, mf) * disc).reshape(shape)
         return out if out.ndim else float(out)
+
+
+# -- uncertainty of segment totals ------------------------------------------------------------------
+def _cov_log(model, where):
+    cov = getattr(model, "_cov_log_", None)
+    if cov is None:
+        raise ParameterError(
+            f"{where}: {type(model).__name__} has no parameter covariance (made with from_params, or fitted by "
+            "an older segone); intervals need a model fitted here (fit or fit_histogram)."
+        )
+    return cov
+
+
+def segment_intervals(purchase_model, frequency, recency, T, segments, *, gamma_gamma=None, monetary_value=None,
+                      time=12, discount_rate=0.01, freq="D", level=0.9, method="delta", n_draws=500,
+                      random_state=0):  # fmt: skip
+    """Per-segment totals of expected purchases (and CLV) with intervals from the parameter covariance.
+
+    The totals are those of :func:`predict_value` summed over each segment's
+    customers: expected purchases in the next ``time`` months and, with a
+    fitted ``gamma_gamma`` and ``monetary_value``, the CLV.  The intervals
+    express the estimation uncertainty of the fitted parameters (not the
+    randomness of the customers' future purchases): the log-parameters are
+    asymptotically normal with the covariance of the fit (the inverse
+    Hessian behind ``standard_errors_``; the purchase and spend fits are
+    independent, so the joint covariance is block diagonal).
+
+    * ``method="delta"`` (default): the delta method on the logarithm of
+      each total (central differences in the log-parameters), so the
+      interval is ``total * exp(+-z sd)``, positive and asymmetric.
+    * ``method="draws"``: ``n_draws`` parameter vectors drawn from that
+      normal; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2``
+      quantiles of the totals.
+
+    Parameters
+    ----------
+    purchase_model : BetaGeo, ParetoNBD or ModifiedBetaGeo
+        Fitted (with ``fit`` or ``fit_histogram``).
+    frequency, recency, T : array-like
+        The customers' BTYD columns.
+    segments : array-like of int
+        Each customer's segment.
+    gamma_gamma : GammaGamma, optional
+        Fitted spend model; with ``monetary_value`` the CLV totals are added.
+    monetary_value : array-like, optional
+    time, discount_rate, freq
+        As :func:`predict_value` (``horizon_months``, ``discount_rate``, ``freq``).
+    level : float, default 0.9
+    method : {"delta", "draws"}
+    n_draws : int, default 500
+    random_state : int, Generator or None
+        Seed of the draws.
+
+    Returns
+    -------
+    dict of ndarray
+        ``segment``, ``n_customers``, ``expected_purchases`` with
+        ``expected_purchases_low`` / ``_high``, and with a spend model
+        ``clv``, ``clv_low``, ``clv_high``; one entry per distinct segment, sorted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from segone.clv import BetaGeo, sample_bgnbd, segment_intervals
+    >>> x, tx, T = sample_bgnbd(2000, r=0.3, alpha=10.0, a=0.7, b=2.5, T=52.0, seed=2)
+    >>> bg = BetaGeo().fit(x, tx, T)
+    >>> out = segment_intervals(bg, x, tx, T, np.arange(2000) % 2, time=6, freq="W")
+    >>> out["segment"].tolist(), bool((out["expected_purchases_low"] < out["expected_purchases"]).all())
+    ([0, 1], True)
+    """
+    where = "segment_intervals"
+    if not isinstance(purchase_model, BetaGeo):
+        raise ParameterError(
+            f"{where}: purchase_model must be a fitted {', '.join(c.__name__ for c in PURCHASE_MODELS.values())}, "
+            f"got {type(purchase_model).__name__}."
+        )
+    purchase_model._theta(where)
+    covs = [_cov_log(purchase_model, where)]
+    level = check_float(level, "level", low=0.0, high=1.0, low_inclusive=False)
+    if level == 1.0:
+        raise ParameterError(f"{where}: level must be < 1 (a probability), got 1.")
+    method = check_choice(method, "method", ("delta", "draws"))
+    time = check_int(time, "time", low=0)
+    discount_rate = check_float(discount_rate, "discount_rate", low=0.0)
+    factor = FREQ_FACTORS[check_choice(freq, "freq", tuple(FREQ_FACTORS))]
+    x, tx, t_age = _check_btyd(frequency, recency, T, where, same_length=True)
+    seg = _as_float(segments, "segments", where)
+    if seg.shape != x.shape:
+        raise ParameterError(f"{where}: segments must have one value per customer ({x.size}), got shape {seg.shape}.")
+    _check_values(seg, "segments", where, nonneg=False, integer=True)
+    with_clv = gamma_gamma is not None
+    if with_clv:
+        if not isinstance(gamma_gamma, GammaGamma) or monetary_value is None:
+            raise ParameterError(f"{where}: the CLV totals need a fitted GammaGamma and the monetary_value column.")
+        gamma_gamma._theta(where)
+        covs.append(_cov_log(gamma_gamma, where))
+        m = _as_float(monetary_value, "monetary_value", where)
+        if m.shape != x.shape:
+            raise ParameterError(f"{where}: monetary_value must have one value per customer ({x.size}).")
+        _check_values(m, "monetary_value", where, nonneg=False)
+    else:
+        m = np.zeros(x.size)
+    if not x.size:
+        raise EmptyInputError(f"{where}: no customers.")
+    # (pattern, segment) pairs with their customer counts and spend sums; the patterns they use
+    (px, ptx, pT, pseg), cnt, inv = _group([x, tx, t_age, seg], inverse=True)
+    cnt = cnt.astype(np.float64)
+    msum = np.bincount(inv, m, minlength=cnt.size)
+    (ux, utx, uT), _, pat = _group([px, ptx, pT], inverse=True)
+    useg, sidx = np.unique(pseg, return_inverse=True)
+    k_bg = len(purchase_model._names)
+    u0 = np.log([purchase_model.params_[k] for k in purchase_model._names])
+    if with_clv:
+        u0 = np.concatenate([u0, np.log([gamma_gamma.params_[k] for k in gamma_gamma._names])])
+    cov = covs[0] if len(covs) == 1 else np.block([[covs[0], np.zeros((k_bg, 3))], [np.zeros((3, k_bg)), covs[1]]])
+
+    def totals(u):
+        bg = type(purchase_model).from_params(dict(zip(purchase_model._names, np.exp(u[:k_bg]))))
+        with np.errstate(all="ignore"):
+            _, exp_p, disc = bg._value_terms(ux, utx, uT, time, discount_rate, factor)
+        out = [np.bincount(sidx, exp_p[pat] * cnt, minlength=useg.size)]
+        if with_clv:
+            p, q, v = np.exp(u[k_bg:])
+            wx = p * px / (p * px + q - 1.0)
+            eov_sum = (1.0 - wx) * (v * p / (q - 1.0)) * cnt + wx * msum
+            out.append(np.bincount(sidx, disc[pat] * eov_sum, minlength=useg.size))
+        return np.concatenate(out)
+
+    point = totals(u0)
+    z = special.ndtri(0.5 + level / 2)
+    if method == "delta":
+        h = 1e-5
+        J = np.empty((point.size, u0.size))
+        for i in range(u0.size):
+            e = np.zeros(u0.size)
+            e[i] = h
+            with np.errstate(divide="ignore", invalid="ignore"):
+                J[:, i] = (np.log(totals(u0 + e)) - np.log(totals(u0 - e))) / (2 * h)
+        sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", J, cov, J), 0.0))
+        low, high = point * np.exp(-z * sd), point * np.exp(z * sd)
+    else:
+        n_draws = check_int(n_draws, "n_draws", low=2)
+        rng = check_random_state(random_state)
+        draws = rng.multivariate_normal(u0, cov, size=n_draws, method="eigh")
+        tot = np.array([totals(d) for d in draws])
+        low, high = np.quantile(tot, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    bad = ~(np.isfinite(point) & np.isfinite(low) & np.isfinite(high))
+    if bad.any():
+        raise DataError(
+            f"{where}: the totals or their intervals are not finite for {int(bad.sum())} segment(s); the fitted "
+            f"parameters make the predictions overflow ({PENALIZER_ADVICE})."
+        )
+    ns = useg.size
+    out = {"segment": useg.astype(np.int64), "n_customers": np.bincount(sidx, cnt, minlength=ns).astype(np.int64),
+           "expected_purchases": point[:ns], "expected_purchases_low": low[:ns],
+           "expected_purchases_high": high[:ns]}  # fmt: skip
+    if with_clv:
+        out.update(clv=point[ns:], clv_low=low[ns:], clv_high=high[ns:])
+    return out
 
 
 # -- sampling --------------------------------------------------------------------------
@@ -2497,8 +2658,13 @@ def _check_predictions(bg, gg, state, horizon_months, discount_rate, factor):
 
 
 def fit_value(state, *, penalizer=0.0, gg_penalizer=None, fallback_penalizer=1e-3, max_mean_ratio=3.0,
-              horizon_months=12, discount_rate=0.01, freq="D"):  # fmt: skip
+              horizon_months=12, discount_rate=0.01, freq="D", model="bgnbd"):  # fmt: skip
     """Fit BG/NBD and Gamma-Gamma on a merged :class:`ValueState`: ``(beta_geo, gamma_gamma, info)``.
+
+    ``model`` names the purchase model in :data:`PURCHASE_MODELS` (``"bgnbd"``,
+    ``"pareto"``, ``"mbgnbd"``); whichever it is, it is returned first and
+    reported under ``info["bg_nbd"]`` (the key the outputs read), with
+    ``info["purchase_model"]`` naming it.
 
     ``penalizer`` is lifetimes' ``penalizer_coef`` (an L2 penalty on the
     parameters), applied to both fits; ``gg_penalizer`` (default: the same)
@@ -2533,8 +2699,9 @@ def fit_value(state, *, penalizer=0.0, gg_penalizer=None, fallback_penalizer=1e-
     horizon_months = check_int(horizon_months, "horizon_months", low=0)
     discount_rate = check_float(discount_rate, "discount_rate", low=0.0)
     factor = FREQ_FACTORS[check_choice(freq, "freq", tuple(FREQ_FACTORS))]
+    purchase_model = PURCHASE_MODELS[check_choice(model, "model", tuple(PURCHASE_MODELS))]
     info = {"skipped": {"rows_without_purchase": state.patterns.n_without_purchase, "bg_nbd": None,
-                        "gamma_gamma": None}, "notes": []}  # fmt: skip
+                        "gamma_gamma": None}, "notes": [], "purchase_model": model}  # fmt: skip
     numeric = (ConvergenceError, DataError, ArithmeticError)  # EmptyInputError is a DataError
 
     def attempt(model, fit, what):
@@ -2562,7 +2729,7 @@ def fit_value(state, *, penalizer=0.0, gg_penalizer=None, fallback_penalizer=1e-
         _check_predictions(model, None, state, horizon_months, discount_rate, factor)
         return model
 
-    bg = attempt(BetaGeo(penalizer), fit_bg, "bg_nbd")
+    bg = attempt(purchase_model(penalizer), fit_bg, "bg_nbd")
     gg = None
     if bg is not None:
         def fit_gg(model):

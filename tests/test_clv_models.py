@@ -28,6 +28,8 @@ from segone.clv import (
     ParetoNBD,
     PatternHistogram,
     sample_bgnbd,
+    sample_gamma_gamma,
+    segment_intervals,
 )
 from segone.errors import DataError, ParameterError, SegoneError
 
@@ -286,3 +288,67 @@ def test_bgbb_input_errors_name_the_column():
         BetaGeoBetaBinom().fit([1, 1], [3, 3], [6, 6])
     with pytest.raises(SegoneError, match="not fitted"):
         BetaGeoBetaBinom().p_alive(1, 2, 6)
+
+
+# -- intervals of segment totals -------------------------------------------------------------------
+def _sim(n, seed):
+    rng = np.random.default_rng(seed)
+    T = rng.integers(20, 53, n).astype(float)
+    x, tx, T = sample_bgnbd(n, T=T, seed=rng, r=0.5, alpha=8.0, a=0.6, b=2.5)
+    m = sample_gamma_gamma(x, p=6.0, q=4.0, v=15.0, seed=rng)
+    return x, tx, T, m
+
+
+def test_segment_intervals_totals_methods_and_errors():
+    x, tx, T, m = _sim(3000, 1)
+    seg = np.arange(x.size) % 3 - 1  # -1, 0, 1
+    bg, gg = BetaGeo().fit(x, tx, T), GammaGamma().fit(x, m)
+    out = segment_intervals(bg, x, tx, T, seg, gamma_gamma=gg, monetary_value=m, time=6, freq="W")
+    assert out["segment"].tolist() == [-1, 0, 1] and out["n_customers"].tolist() == [1000] * 3
+    # the totals are the sums of the per-customer predictions
+    clv = gg.customer_lifetime_value(bg, x, tx, T, m, time=6, freq="W")
+    ep = bg.expected_purchases(6 * 4.345, x, tx, T)
+    np.testing.assert_allclose(out["clv"], np.bincount(seg + 1, clv), rtol=1e-10)
+    np.testing.assert_allclose(out["expected_purchases"], np.bincount(seg + 1, ep), rtol=1e-10)
+    for k in ("expected_purchases", "clv"):
+        assert (out[f"{k}_low"] < out[k]).all() and (out[k] < out[f"{k}_high"]).all()
+    # parameter draws give the same intervals within their Monte-Carlo error
+    dr = segment_intervals(bg, x, tx, T, seg, gamma_gamma=gg, monetary_value=m, time=6, freq="W", method="draws",
+                           n_draws=400, random_state=3)  # fmt: skip
+    for k in ("expected_purchases", "clv"):
+        width = out[f"{k}_high"] - out[f"{k}_low"]
+        np.testing.assert_allclose(dr[f"{k}_low"], out[f"{k}_low"], atol=0.1 * width.max())
+        np.testing.assert_allclose(dr[f"{k}_high"], out[f"{k}_high"], atol=0.1 * width.max())
+    # a wider level, a wider interval; Pareto/NBD works the same way
+    wide = segment_intervals(bg, x, tx, T, seg, time=6, freq="W", level=0.99)
+    assert (wide["expected_purchases_low"] < out["expected_purchases_low"]).all()
+    assert "clv" not in wide
+    pn = segment_intervals(ParetoNBD().fit(x, tx, T), x, tx, T, seg, time=6, freq="W")
+    assert (pn["expected_purchases_low"] < pn["expected_purchases"]).all()
+    with pytest.raises(ParameterError, match="no parameter covariance"):
+        segment_intervals(BetaGeo.from_params(bg.params_), x, tx, T, seg)
+    with pytest.raises(ParameterError, match="level"):
+        segment_intervals(bg, x, tx, T, seg, level=1.0)
+    with pytest.raises(ParameterError, match="one value per customer"):
+        segment_intervals(bg, x, tx, T, seg[:-1])
+
+
+@pytest.mark.slow
+def test_segment_intervals_cover_the_true_totals_at_the_nominal_rate():
+    """300 data sets of 1500 customers from known parameters: the 90% intervals of the segment totals (expected
+    purchases and CLV over 6 months, given each data set's histories) cover the totals computed with the true
+    parameters in 90% of them, within 3 binomial standard deviations (sqrt(0.09 / 300) = 0.017)."""
+    true_bg = BetaGeo.from_params({"r": 0.5, "alpha": 8.0, "a": 0.6, "b": 2.5})
+    true_gg = GammaGamma.from_params({"p": 6.0, "q": 4.0, "v": 15.0})
+    reps, hits = 300, np.zeros(4)
+    for rep in range(reps):
+        x, tx, T, m = _sim(1500, 100 + rep)
+        seg = np.arange(x.size) % 2
+        out = segment_intervals(BetaGeo().fit(x, tx, T), x, tx, T, seg, gamma_gamma=GammaGamma().fit(x, m),
+                                monetary_value=m, time=6, freq="W")  # fmt: skip
+        ep = np.bincount(seg, true_bg.expected_purchases(6 * 4.345, x, tx, T))
+        clv = np.bincount(seg, true_gg.customer_lifetime_value(true_bg, x, tx, T, m, time=6, freq="W"))
+        hits[:2] += (out["expected_purchases_low"] <= ep) & (ep <= out["expected_purchases_high"])
+        hits[2:] += (out["clv_low"] <= clv) & (clv <= out["clv_high"])
+    coverage = hits / reps
+    assert (np.abs(coverage - 0.9) <= 3 * np.sqrt(0.09 / reps)).all(), coverage
