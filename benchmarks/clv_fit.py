@@ -126,7 +126,8 @@ def main(argv=None):
                 res = _run(c, args.n)
                 results[m][c].append(res)
                 print(f"round {rnd + 1}: {c:17s} {res['seconds']:8.3f} s  ({res['patterns']:,} patterns)", flush=True)
-    print(f"\n| model | patterns | lifetimes (s) | segone (s) | speed-up | max rel. param diff |\n|---|---|---|---|---|---|")
+    print("\n| model | patterns | lifetimes (s) | segone (s) | speed-up | max rel. param diff |")
+    print("|---|---|---|---|---|---|")
     summary = {}
     for m in models:
         peer, seg = CONTENDERS[m]

@@ -15,6 +15,24 @@ BTYD columns that :func:`segone.build_profiles` writes (``frequency``,
   expected order value and, with a fitted :class:`BetaGeo`, the discounted
   customer lifetime value.
 
+The rest of the family, with the same interface and the same exactness to
+lifetimes:
+
+* :class:`ParetoNBD` (Schmittlein, Morrison & Colombo 1987; lifetimes'
+  ``ParetoNBDFitter``): drop-out at any time, not only after a purchase;
+* :class:`ModifiedBetaGeo` (MBG/NBD, Batislam et al. 2007; lifetimes'
+  ``ModifiedBetaGeoFitter``): customers may drop out right after the first
+  purchase, so a one-time buyer is not certainly alive;
+* :class:`BetaGeoBetaBinom` (BG/BB, Fader, Hardie & Shang 2010; lifetimes'
+  ``BetaGeoBetaBinomFitter``) for discrete-time (opportunity) data, with its
+  own mergeable :class:`OpportunityHistogram`.
+
+:data:`PURCHASE_MODELS` maps the names ``bgnbd``, ``pareto`` and ``mbgnbd``
+to the continuous-time classes (any of them works with
+:meth:`GammaGamma.customer_lifetime_value` and :func:`fit_value`), and
+:func:`segment_intervals` gives segment totals of expected purchases and CLV
+with intervals from the fitted parameters' covariance.
+
 Every formula follows the ``lifetimes`` package (``BetaGeoFitter``,
 ``GammaGammaFitter``, ``utils.customer_lifetime_value``): the same
 likelihoods, the same L2 penalizer, the same standard errors and the same
@@ -29,7 +47,11 @@ different is the speed:
   distinct frequencies only and its ``log(alpha + T)`` terms over the distinct
   ages only; the per-pattern work is one log-sum-exp;
 * the gradient and the Hessian are analytic (no automatic differentiation):
-  BFGS on the log-parameters (as lifetimes), then Newton steps to machine precision;
+  a trust-region Newton method on the log-parameters (scipy's ``trust-exact``,
+  one pass over the patterns per iteration, about 7 iterations from
+  lifetimes' start), with BFGS plus Newton steps as the fallback;
+  Pareto/NBD and BG/BB use numerical derivatives of their exact likelihoods
+  (see the classes);
 * predictions evaluate the Gauss hypergeometric function once per distinct
   ``(frequency, T)`` pair, not once per customer and time step.
 
@@ -183,7 +205,8 @@ def _check_btyd(frequency, recency, T, where, *, same_length=False, t_name="T"):
                 raise ParameterError(f"{where}: {name} must be 1-D (one value per customer), got shape {a.shape}.")
         if not (x.shape == tx.shape == t_age.shape):
             raise ParameterError(
-                f"{where}: frequency, recency and {t_name} must have the same length, got {x.size}, {tx.size}, {t_age.size}."
+                f"{where}: frequency, recency and {t_name} must have the same length, got {x.size}, {tx.size}, "
+                f"{t_age.size}."
             )
     else:
         try:

@@ -352,3 +352,22 @@ def test_segment_intervals_cover_the_true_totals_at_the_nominal_rate():
         hits[2:] += (out["clv_low"] <= clv) & (clv <= out["clv_high"])
     coverage = hits / reps
     assert (np.abs(coverage - 0.9) <= 3 * np.sqrt(0.09 / reps)).all(), coverage
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "pareto", "mbgnbd"])
+def test_fit_value_and_value_piece_take_each_purchase_model(name):
+    import pyarrow as pa
+
+    from segone.clv import ValueState, fit_value, value_piece
+
+    x, tx, T, m = _sim(2000, 4)
+    table = pa.table({"frequency": x, "recency": tx, "T": T, "monetary_value": m})
+    bg, gg, info = fit_value(ValueState.of(table), model=name, freq="W", horizon_months=6)
+    assert type(bg) is PURCHASE_MODELS[name] and gg is not None, info
+    assert info["purchase_model"] == name and info["bg_nbd"]["params"] == bg.params_
+    out = value_piece(table, beta_geo=bg, gamma_gamma=gg, horizon_months=6, freq="W")
+    np.testing.assert_allclose(out.column("p_alive").to_numpy(), bg.p_alive(x, tx, T), rtol=1e-12)
+    np.testing.assert_allclose(out.column("clv").to_numpy(),
+                               gg.customer_lifetime_value(bg, x, tx, T, m, time=6, freq="W"), rtol=1e-12)  # fmt: skip
+    with pytest.raises(ParameterError, match="model='bgbb'"):
+        fit_value(ValueState.of(table), model="bgbb")
