@@ -371,3 +371,25 @@ def test_fit_value_and_value_piece_take_each_purchase_model(name):
                                gg.customer_lifetime_value(bg, x, tx, T, m, time=6, freq="W"), rtol=1e-12)  # fmt: skip
     with pytest.raises(ParameterError, match="model='bgbb'"):
         fit_value(ValueState.of(table), model="bgbb")
+
+
+@pytest.mark.parametrize("model", [BetaGeo, ModifiedBetaGeo])
+def test_warm_start_on_a_coarse_histogram_changes_the_path_not_the_optimum(model, monkeypatch):
+    x, tx, T, _ = _sim(4000, 9)
+    tx = np.round(tx, 2)
+    cold = model(0.01).fit(x, tx, T)
+    monkeypatch.setattr(model, "_WARM_PATTERNS", 10)  # large data only, by default: here for 4000 customers
+    calls = []
+    real = model._warm_start
+
+    def spy(self, *args):
+        out = real(self, *args)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(model, "_warm_start", spy)
+    warm = model(0.01).fit(x, tx, T)
+    assert len(calls) == 1 and calls[0] is not None
+    for k in cold.params_:
+        assert warm.params_[k] == pytest.approx(cold.params_[k], rel=1e-8)
+        assert warm.standard_errors_[k] == pytest.approx(cold.standard_errors_[k], rel=1e-6)
