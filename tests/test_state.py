@@ -24,7 +24,7 @@ from segone import backtesting as B
 from segone import effects as E
 from segone import value_segments as VS
 from segone._state import State, merge_all
-from segone.clv import MonetaryHistogram, PatternHistogram, ValueState
+from segone.clv import MonetaryHistogram, OpportunityHistogram, PatternHistogram, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ModelFormatError, ParameterError
 from segone.privacy import PrivacyCounts, drop_personal_columns, personal_columns
@@ -236,6 +236,30 @@ def test_pattern_histogram_merge_equals_whole(value_profiles, cuts, split_every)
         np.testing.assert_array_equal(a, b)
     assert merged.n_without_purchase == whole.n_without_purchase == t.column("T").null_count > 0
     assert merged.n_customers == t.num_rows - t.column("T").null_count
+
+
+@pytest.fixture(scope="module")
+def opportunities():
+    """Discrete-time (frequency, recency, n_periods) of 1500 customers, many ties."""
+    rng = np.random.default_rng(7)
+    n = rng.integers(1, 8, 1500).astype(float)
+    tx = np.floor(rng.random(1500) * (n + 1))
+    x = np.where(tx > 0, np.ceil(rng.random(1500) * tx), 0.0)
+    return x, tx, n
+
+
+@covers(OpportunityHistogram)
+@given(cuts=cut_lists, split_every=splits)
+def test_opportunity_histogram_merge_equals_whole(opportunities, cuts, split_every):
+    x, tx, n = opportunities
+    whole = OpportunityHistogram.of(x, tx, n)
+    c = _cuts(x.size, cuts)
+    merged = _merge([OpportunityHistogram.of(a, b, m) for a, b, m in zip(_pieces(x, c), _pieces(tx, c), _pieces(n, c))],
+                    split_every)  # fmt: skip
+    assert merged == whole
+    for a, b in zip(merged.finish(), whole.finish()):
+        np.testing.assert_array_equal(a, b)
+    assert merged.n_customers == x.size
 
 
 @covers(MonetaryHistogram)
@@ -485,6 +509,8 @@ def _feature_histogram(features, **kw):
 REFUSALS = {
     "PatternHistogram-other-class": lambda: (PatternHistogram.empty(), MonetaryHistogram.empty(), "cannot merge a"),
     "MonetaryHistogram-other-class": lambda: (MonetaryHistogram.empty(), PatternHistogram.empty(), "cannot merge a"),
+    "OpportunityHistogram-other-class": lambda: (OpportunityHistogram.empty(), PatternHistogram.empty(),
+                                                 "cannot merge a"),
     "ValueState-other-class": lambda: (ValueState(PatternHistogram.empty(), MonetaryHistogram.empty()),
                                        PatternHistogram.empty(), "cannot merge a"),
     "PersonaState-other-class": lambda: (_persona_state(["x"]), PrivacyCounts(), "cannot merge a"),

@@ -60,9 +60,15 @@ def _tx(n_customers=300, seed=0, days=200):
     return generate(n_customers, seed=seed, tx_per_customer=6.0, personal_data=False)
 
 
-def test_a_run_whose_value_predictions_overflow_completes(tmp_path):
-    # on this data a penalized BG/NBD fits a + b < 1: its expected purchases overflow for the one-time buyers
+def test_a_run_whose_value_predictions_overflow_completes(tmp_path, monkeypatch):
+    # on this data a penalized BG/NBD fits a + b < 1: the hypergeometric term of the one-time buyers is negative;
+    # its logarithm was NaN and the model was skipped; the expected purchases are now formed directly, finite
     d = _tx()
+    segone.run(d.transactions, tmp_path / "ok", 3, value_penalizer=0.02)
+    info = json.loads((tmp_path / "ok" / "run.json").read_text())["clv"]
+    assert info["bg_nbd"]["params"]["a"] + info["bg_nbd"]["params"]["b"] < 1 and info["skipped"]["bg_nbd"] is None
+    # predictions that do overflow (simulated: every hypergeometric term infinite) skip the model, the run completes
+    monkeypatch.setattr(clv.BetaGeo, "_numerator", lambda self, t, x, T: np.full(np.broadcast(t, x, T).shape, np.inf))
     res = segone.run(d.transactions, tmp_path / "o", 3, value_penalizer=0.02)
     info = json.loads((tmp_path / "o" / "run.json").read_text())["clv"]
     assert info["bg_nbd"] is None and "overflow" in info["skipped"]["bg_nbd"], info
