@@ -741,16 +741,32 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
             eng.close()
 
 
-def _backtest(eng, inputs, out, *, holdout_days, cutoff_us, end_us, schema, freq, names, penalizer, n_clusters,
-              random_state, backend, n_threads, partitioned_by_customer, min_segment_size, overwrite, shown, input,
-              io):  # fmt: skip
-    from segone import pipeline as _pipe
-    from segone.assign import assign_piece
-    from segone.score import FeatureScorer, ScorerState
-    from segone.segment import PartialSums, Segmenter
-
+def _backtest(eng, inputs, out, *, overwrite, io, **kwargs):
+    """Evaluate (:func:`evaluate`), then write the tables and run.json atomically."""
     atomic_directory, write_json, write_parquet = io
     t_all = time.perf_counter()
+    metrics, deciles, info = evaluate(eng, inputs, **kwargs)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        write_parquet(metrics, os.path.join(tmp, outputs.BACKTEST))
+        write_parquet(deciles, os.path.join(tmp, outputs.BACKTEST_DECILES))
+        info["timings_s"]["total"] = round(time.perf_counter() - t_all, 4)
+        write_json(info, os.path.join(tmp, outputs.RUN_JSON))
+    return BacktestResult(os.path.abspath(os.fspath(out)), metrics, deciles, info)
+
+
+def evaluate(eng, inputs, *, holdout_days=None, cutoff_us=None, end_us=None, schema=None, freq="D", names=("bgnbd",),
+             penalizer=0.0, n_clusters=8, random_state=0, backend="auto", n_threads=None,
+             partitioned_by_customer=None, min_segment_size=None, shown=None, input=None):  # fmt: skip
+    """The backtest over an engine, without writing: ``(metrics table, deciles table, summary dict)``.
+
+    ``inputs`` are the (transactions, events, attributes) sources.  With
+    ``n_clusters=1`` no segments are learnt and ``segment_mean`` is the mean
+    over every customer (what ``segone run --value-model auto`` uses).
+    """
+    from segone import _progress
+    from segone import pipeline as _pipe
+
+    shown = shown or _progress.NullProgress()
     timings = {}
     sources = dict(zip(("transactions", "events", "attributes"), inputs))
     t0 = time.perf_counter()
@@ -759,6 +775,8 @@ def _backtest(eng, inputs, out, *, holdout_days, cutoff_us, end_us, schema, freq
     if rng.max_ts is None:
         raise EmptyInputError("transactions: no row with a customer id and a timestamp; nothing to backtest.")
     end_us = rng.max_ts if end_us is None else end_us
+    if holdout_days == "auto":  # a quarter of the history, at most 90 days
+        holdout_days = int(max(1, min(90, (end_us - rng.min_ts) // _profile.US_PER_DAY // 4)))
     if cutoff_us is None:  # whole days: the cutoff is the last instant of the day holdout_days before the end's
         day = _profile.US_PER_DAY
         cutoff_us = (end_us // day - holdout_days + 1) * day - 1
@@ -791,17 +809,12 @@ def _backtest(eng, inputs, out, *, holdout_days, cutoff_us, end_us, schema, freq
     shown.set_description("segmenting the calibration profiles")
     n = summary["customers"]
     k = min(n_clusters, n)
-    scorer = FeatureScorer(backend=backend, n_threads=n_threads)
-    scorer.fit_state(eng.reduce(eng.map(ScorerState.of, profiles, scorer=scorer)))
-    X = eng.persist(eng.map(scorer.transform, profiles), "features")
-    sample = _pipe._fit_sample(eng, profiles, X, min(1.0, default_sample_size(k) / max(n, 1)), random_state,
-                               schema)  # fmt: skip
-    seg = Segmenter(k, random_state=random_state, backend=backend, n_threads=n_threads)
-    seg.fit_passes(sample, lambda c: eng.reduce(eng.map(PartialSums.of, X, centers=c, backend=backend,
-                                                        n_threads=n_threads)))  # fmt: skip
-    del sample
-    assignments = eng.map(assign_piece, profiles, X, centroids=seg.cluster_centers_, id_column=outputs.ID_COLUMN,
-                          backend=backend, n_threads=n_threads)  # fmt: skip
+    if k <= 1:  # one segment: the segment mean is the mean over every customer (no segmentation needed)
+        k = 1
+        assignments = eng.map(_one_segment, profiles)
+    else:
+        assignments = _calibration_segments(eng, profiles, k, n=n, schema=schema, random_state=random_state,
+                                            backend=backend, n_threads=n_threads)  # fmt: skip
     timings["segment"] = time.perf_counter() - t0
 
     # PREDICT per piece, then the figures
@@ -854,13 +867,31 @@ def _backtest(eng, inputs, out, *, holdout_days, cutoff_us, end_us, schema, freq
         "best": _best(metrics),
         "engine": {"name": eng.name, **eng.facts(), **facts},
     }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_parquet(metrics, os.path.join(tmp, outputs.BACKTEST))
-        write_parquet(deciles, os.path.join(tmp, outputs.BACKTEST_DECILES))
-        timings["total"] = time.perf_counter() - t_all
-        info["timings_s"] = {k_: round(v, 4) for k_, v in timings.items()}
-        write_json(info, os.path.join(tmp, outputs.RUN_JSON))
-    return BacktestResult(os.path.abspath(os.fspath(out)), metrics, deciles, info)
+    info["timings_s"] = {k_: round(v, 4) for k_, v in timings.items()}
+    return metrics, deciles, info
+
+
+def _one_segment(profiles):
+    return pa.table({"segment": pa.array(np.zeros(profiles.num_rows, dtype=np.int64))})
+
+
+def _calibration_segments(eng, profiles, k, *, n, schema, random_state, backend, n_threads):
+    """Assignments (parts) of the calibration profiles to ``k`` segments, learnt as ``segone run`` learns them."""
+    from segone import pipeline as _pipe
+    from segone.assign import assign_piece
+    from segone.score import FeatureScorer, ScorerState
+    from segone.segment import PartialSums, Segmenter
+
+    scorer = FeatureScorer(backend=backend, n_threads=n_threads)
+    scorer.fit_state(eng.reduce(eng.map(ScorerState.of, profiles, scorer=scorer)))
+    X = eng.persist(eng.map(scorer.transform, profiles), "features")
+    sample = _pipe._fit_sample(eng, profiles, X, min(1.0, default_sample_size(k) / max(n, 1)), random_state, schema)
+    seg = Segmenter(k, random_state=random_state, backend=backend, n_threads=n_threads)
+    seg.fit_passes(sample, lambda c: eng.reduce(eng.map(PartialSums.of, X, centers=c, backend=backend,
+                                                        n_threads=n_threads)))  # fmt: skip
+    del sample
+    return eng.map(assign_piece, profiles, X, centroids=seg.cluster_centers_, id_column=outputs.ID_COLUMN,
+                   backend=backend, n_threads=n_threads)  # fmt: skip
 
 
 def _with_skipped_rows(figures, names, models):

@@ -61,19 +61,30 @@ def main():
 @click.option("--periods", default=1, show_default=True, type=click.IntRange(min=1, max=100),
               help="Write this many periods as DIRECTORY/period-0, period-1, ... (10% of the customers switch "
                    "segment between periods), to try `segone run DIRECTORY/period-1 --previous OUT0`.")  # fmt: skip
+@click.option("--campaign", "campaign_effect", default=None, type=click.FloatRange(0, 1), metavar="EFFECT",
+              help="With --periods 2 or more: a campaign before period 1 reaches a random half of the customers; "
+                   "a treated customer of latent segment 0 moves to segment 1 with probability EFFECT. Period 1 "
+                   "gets treatment.parquet (treatment and control groups).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, no_personal_data, periods,
-          quiet):  # fmt: skip
+          campaign_effect, quiet):  # fmt: skip
     """Write synthetic transactions, web events, CRM attributes and the true segments."""
+    if campaign_effect is not None and periods < 2:
+        raise click.UsageError("--campaign needs --periods 2 or more (the campaign runs between two periods).")
     if periods > 1:
+        campaign = None if campaign_effect is None else {"effect": campaign_effect, "name": "synthetic campaign"}
         ms = segone.synth.write_periods(directory, customers, periods=periods, seed=seed, overwrite=overwrite,
-                                        tx_per_customer=tx_per_customer, personal_data=not no_personal_data)  # fmt: skip
+                                        tx_per_customer=tx_per_customer, personal_data=not no_personal_data,
+                                        campaign=campaign)  # fmt: skip
         for p, m in enumerate(ms):
             rows = m["rows"]
             click.echo(f"wrote {os.path.join(directory, f'period-{p}')}: {rows['customers']:,} customers, "
                        f"{rows['transactions']:,} transactions, {rows['events']:,} web events")  # fmt: skip
-        click.echo(f"next: segone run {os.path.join(directory, 'period-0')} -o OUT0, then segone run "
-                   f"{os.path.join(directory, 'period-1')} -o OUT1 --previous OUT0")  # fmt: skip
+        nxt = (f"next: segone run {os.path.join(directory, 'period-0')} -o OUT0, then segone run "
+               f"{os.path.join(directory, 'period-1')} -o OUT1 --previous OUT0")  # fmt: skip
+        if campaign is not None:
+            nxt += f" --treatment {os.path.join(directory, 'period-1', 'treatment.parquet')}"
+        click.echo(nxt)
         return
     m = segone.synth.write_dataset(
         directory, customers, seed=seed, tx_per_customer=tx_per_customer,
@@ -174,6 +185,15 @@ def _print_segments(segments):
 @click.option("--value-penalizer", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="L2 penalty on the value models' parameters (lifetimes' penalizer_coef; 0.001 to 0.1 steadies "
                    "fits on data with extreme customers).")  # fmt: skip
+@click.option("--value-model", default="bgnbd", show_default=True,
+              type=click.Choice(["bgnbd", "pareto", "mbgnbd", "auto"]),
+              help="Purchase model: BG/NBD, Pareto/NBD, MBG/NBD, or auto (the lowest holdout error in a backtest "
+                   "on the data's own past).")  # fmt: skip
+@click.option("--value-by", default=None, type=click.Choice(["segment"]),
+              help="Fit the value models per segment, shrunk toward the fit on everyone.")
+@click.option("--treatment", default=None, type=click.Path(exists=True),
+              help="With --previous: who a campaign reached (customer_id, group[, campaign, sent_at]); writes "
+                   "effects.parquet.")  # fmt: skip
 @click.option("--consent", "consent", multiple=True, metavar="COLUMN[=PURPOSE]",
               help="Consent column of the attributes (boolean), or COLUMN=purpose for a column of purposes; repeat "
                    "for several (all must hold). Customers without consent are in no per-customer output.")  # fmt: skip
@@ -200,8 +220,9 @@ def _print_segments(segments):
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n_init, refine, backend, n_threads,
         overwrite, scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months,
-        value_penalizer, consent, consent_scope, consent_default, hash_ids, id_key_file, min_segment_size,
-        small_segments, keep_columns, personal_columns, schema_items, with_report, quiet, k_min, k_max):  # fmt: skip
+        value_penalizer, value_model, value_by, treatment, consent, consent_scope, consent_default, hash_ids,
+        id_key_file, min_segment_size, small_segments, keep_columns, personal_columns, schema_items, with_report, quiet,
+        k_min, k_max):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.run with a segone.dask.DaskEngine):
@@ -214,7 +235,7 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
         events=events, attributes=attributes, as_of=as_of, random_state=seed, n_init=n_init, refine=refine,
         backend=backend, n_threads=n_threads, overwrite=overwrite, verbose=not quiet, previous=previous,
         value=not no_value, horizon_months=horizon_months, value_penalizer=value_penalizer,
-        consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
+        value_model=value_model, value_by=value_by, treatment=treatment, consent=list(consent) or None, consent_scope=consent_scope, consent_default=consent_default == "yes",
         hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
         small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
         schema=segone.io.parse_schema_options(schema_items) or None, k_min=k_min, k_max=k_max,
@@ -249,10 +270,36 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
     if tr and not quiet:
         click.echo(f"tracking against {previous}: {_pct(tr.get('stayed_share'))} of common customers stayed, "
                    f"ARI {tr.get('adjusted_rand_common', float('nan')):.3f}, segment PSI {tr.get('segment_psi', 0):.3f}")
+    eff = res.summary.get("effects")
+    if eff:
+        for line in format_effects(eff):
+            click.echo(line)
     if with_report:
         from segone.report import write_report
 
         click.echo(f"report: {write_report(res.out)}")
+
+
+def format_effects(info):
+    """One line per campaign and treated group: the headline of run.json's effects section."""
+    out = []
+    for c in info.get("campaigns", []):
+        for h in c.get("headline", []):
+            bits = []
+            top = h.get("into_top_segment")
+            if top:
+                bits.append(f"into segment {top['segment']}: {top['uplift']:+.1%} [{top['low']:+.1%}, "
+                            f"{top['high']:+.1%}]")  # fmt: skip
+            for key, name in (("spend_gained_per_treated", "spend"), ("clv_gained_per_treated", "CLV")):
+                v = h.get(key)
+                if v and v.get("low") is not None:
+                    bits.append(f"{name} per treated customer {v['value']:+,.2f} [{v['low']:+,.2f}, {v['high']:+,.2f}]")
+            kind = "observational" if c.get("observational") else f"vs {c.get('reference')}"
+            srm = c.get("sample_ratio") or {}
+            warn = "; SAMPLE RATIO MISMATCH" if srm.get("flagged") else ""
+            out.append(f"campaign {c['campaign']} ({h['group']} {kind}): " + ("; ".join(bits) or "no headline")
+                       + warn)  # fmt: skip
+    return out
 
 
 def _pct(x):

@@ -39,7 +39,7 @@ from segone._validation import (
 )
 from segone.assign import assign_piece
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
-from segone.errors import ParameterError
+from segone.errors import DataError, ParameterError
 from segone.io import atomic_directory, resolve_inputs, write_json, write_parquet
 from segone.model import write_model
 from segone.score import FeatureScorer, ScorerState
@@ -128,6 +128,11 @@ def _check_arguments(a):
         n_threads=a["n_threads"],
     )  # fmt: skip
     _check_engine_argument(a["engine"], a["client"], a["npartitions"])
+    if a.get("value_model") not in (*_clv.PURCHASE_MODELS, "auto"):
+        raise ParameterError(f"value_model={a.get('value_model')!r} is not a purchase model; use one of "
+                             f"{[*_clv.PURCHASE_MODELS, 'auto']}.")  # fmt: skip
+    if a.get("value_by") not in (None, "segment"):
+        raise ParameterError(f"value_by={a.get('value_by')!r}: use None (one fit for every customer) or 'segment'.")
     if a.get("treatment") is not None and a["previous"] is None:
         raise ParameterError("treatment= needs previous=: campaign effects compare who moved between two runs; give "
                              "the earlier run's output directory.")  # fmt: skip
@@ -182,6 +187,8 @@ def run(
     label_rules=None,
     value=True,
     value_penalizer=0.0,
+    value_model="bgnbd",
+    value_by=None,
     freq="D",
     horizon_months=12,
     discount_rate=0.01,
@@ -278,6 +285,18 @@ def run(
         the mean negative log-likelihood), for BG/NBD and Gamma-Gamma.  0:
         unpenalized, with one refit at 0.001 when a fit fails (said in
         run.json); 0.001 to 0.1 steadies fits on data with extreme customers.
+    value_model : {"bgnbd", "pareto", "mbgnbd", "auto"}, default "bgnbd"
+        The purchase model (:data:`segone.clv.PURCHASE_MODELS`: BG/NBD,
+        Pareto/NBD, MBG/NBD).  "auto" backtests them first on the data's own
+        past (the last ``min(90, span / 4)`` days held out,
+        :func:`segone.backtest`) and uses the one with the lowest error on
+        the holdout's purchases; run.json's ``clv.value_model`` records the
+        choice and the figures.  It costs a second profile pass.
+    value_by : None or "segment"
+        "segment": the purchase and spend models are fitted per segment and
+        shrunk toward the fit on every customer (random effects,
+        :mod:`segone.value_segments`); the per-segment parameters go to
+        run.json's ``clv.by_segment`` and segments.parquet (``purchase_*``).
     freq : {"D", "W", "M"}, default "D"
         Period of the BTYD columns the value models are fitted on (days,
         weeks or months, as lifetimes' ``freq``).
@@ -391,6 +410,7 @@ def run(
             horizon_months=horizon_months, discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
             verbose=verbose, plan=plan, shown=shown, k_min=k_min, k_max=k_max, treatment=treatment,
+            value_model=value_model, value_by=value_by,
         )  # fmt: skip
     finally:
         shown.close()
@@ -403,7 +423,7 @@ def run(
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
          partitioned_by_customer, overwrite, verbose, plan=None, shown=None, k_min=None, k_max=None,
-         value_penalizer=0.0, treatment=None):  # fmt: skip
+         value_penalizer=0.0, treatment=None, value_model="bgnbd", value_by=None):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -494,13 +514,34 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     # PREDICT: customer value from the mergeable BTYD pattern histograms, predicted per piece
     t0 = time.perf_counter()
     value_info = None
+    by_segment = None
     if value:
+        chosen, choice = value_model, None
+        if value_model == "auto":  # a backtest on the data's own past chooses the purchase model
+            chosen, choice = _choose_value_model(eng, sources, schema=schema, freq=freq, penalizer=value_penalizer,
+                                                 backend=backend, n_threads=n_threads,
+                                                 partitioned_by_customer=partitioned_by_customer, log=log)  # fmt: skip
         bg, gg, value_info = _clv.fit_value(eng.reduce(eng.map(_clv.ValueState.of, profiles)),
                                             penalizer=value_penalizer, horizon_months=horizon_months,
-                                            discount_rate=discount_rate, freq=freq)  # fmt: skip
+                                            discount_rate=discount_rate, freq=freq, model=chosen)  # fmt: skip
         value_info.update(horizon_months=horizon_months, discount_rate=discount_rate, unit=_profile.BTYD_UNITS[freq])
-        profiles = eng.persist(eng.map(_clv.value_piece, profiles, beta_geo=bg, gamma_gamma=gg, freq=freq,
-                                       horizon_months=horizon_months, discount_rate=discount_rate), "profiles")  # fmt: skip
+        value_info["value_model"] = {"requested": value_model, "used": chosen, **(choice or {})}
+        if value_by == "segment" and bg is not None:
+            from segone import value_segments as _vs
+
+            sv = eng.reduce(eng.map(_segment_value_state, profiles, assignments, k=clusters))
+            models, by_segment, tau2 = _vs.fit_by_segment(sv, bg, gg, penalizer=value_penalizer)
+            value_info["by_segment"] = {"segments": by_segment, "between_segment_variance": tau2,
+                                        "shrinkage": "random effects (DerSimonian-Laird) toward the pooled fit"}
+            profiles = eng.persist(eng.map(_value_piece_by_segment, profiles, assignments, models=models, freq=freq,
+                                           horizon_months=horizon_months, discount_rate=discount_rate),
+                                   "profiles")  # fmt: skip
+        else:
+            if value_by == "segment":
+                value_info["notes"].append("value_by='segment' needs the pooled purchase model, which was skipped")
+            profiles = eng.persist(eng.map(_clv.value_piece, profiles, beta_geo=bg, gamma_gamma=gg, freq=freq,
+                                           horizon_months=horizon_months, discount_rate=discount_rate),
+                                   "profiles")  # fmt: skip
         assignments = eng.persist(eng.map(_with_value, assignments, profiles), "assignments")
         log(f"customer value in {stage('predict'):.2f}s")
     else:
@@ -532,6 +573,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                                                              plan.min_segment_size, plan.small_segments)  # fmt: skip
         stats = _privacy.merge_segment_stats(stats, mapping)
     segments = stats.finish(label_rules)
+    if by_segment is not None and mapping is None:  # one row per fitted segment: its shrunk BG/NBD parameters
+        segments = _with_segment_params(segments, by_segment)
     if plan.min_segment_size is not None:
         segments, suppressed["segments"] = _privacy.suppress_segment_table(segments, plan.min_segment_size,
                                                                            categorical=stats.categorical)  # fmt: skip
@@ -706,6 +749,51 @@ def _sample_part(profiles, X, *, fraction, seed, cid):
 
 def _segment_stats(profiles, assignments, *, k):
     return SegmentStats.of(profiles, assignments.column("segment").to_numpy(), k)
+
+
+def _segment_value_state(profiles, assignments, *, k):
+    from segone.value_segments import SegmentValueState
+
+    return SegmentValueState.of(profiles, assignments.column("segment").to_numpy(zero_copy_only=False), k=k)
+
+
+def _value_piece_by_segment(profiles, assignments, **kwargs):
+    from segone.value_segments import value_piece_by_segment
+
+    return value_piece_by_segment(profiles, assignments.column("segment").to_numpy(zero_copy_only=False), **kwargs)
+
+
+def _with_segment_params(segments, by_segment):
+    """segments.parquet with each segment's shrunk purchase-model parameters (``purchase_<name>``)."""
+    names = list(by_segment[0]["bg_nbd"]["shrunk"]) if by_segment and by_segment[0]["bg_nbd"] else []
+    for p in names:
+        segments = segments.append_column(f"purchase_{p}", pa.array([d["bg_nbd"]["shrunk"][p] for d in by_segment]))
+    if names:
+        segments = segments.append_column("purchase_own_fit", pa.array([d["bg_nbd"]["own"] is not None
+                                                                      for d in by_segment]))  # fmt: skip
+    return segments
+
+
+def _choose_value_model(eng, sources, *, schema, freq, penalizer, backend, n_threads, partitioned_by_customer, log):
+    """(model name, run.json figures): the purchase model with the lowest holdout MAE of purchases."""
+    from segone import backtesting as _bt
+
+    try:
+        metrics, _, info = _bt.evaluate(eng, tuple(sources.values()), holdout_days="auto", schema=schema, freq=freq,
+                                        names=list(_clv.PURCHASE_MODELS), penalizer=penalizer, n_clusters=1,
+                                        backend=backend, n_threads=n_threads,
+                                        partitioned_by_customer=partitioned_by_customer)  # fmt: skip
+    except (ParameterError, DataError) as exc:  # a history too short to hold part of it out
+        log(f"value_model='auto': no backtest ({exc}); BG/NBD")
+        return "bgnbd", {"by": "default (no backtest possible)", "reason": str(exc)}
+    rows = [r for r in metrics.to_pylist() if r["kind"] == "model" and r["mae_purchases"] is not None]
+    figures = {r["model"]: {"mae_purchases": r["mae_purchases"], "rmse_purchases": r["rmse_purchases"],
+                            "spearman_purchases": r["spearman_purchases"], "skipped": r["skipped"]}
+               for r in metrics.to_pylist()}  # fmt: skip
+    best = min(rows, key=lambda r: r["mae_purchases"])["model"] if rows else "bgnbd"
+    log(f"value_model='auto': {best} (holdout MAE of purchases)")
+    return best, {"by": "lowest holdout MAE of purchases", "cutoff": info["cutoff"], "end": info["end"],
+                  "duration_holdout": info["duration_holdout"], "figures": figures}
 
 
 def _as_of_us(summary):

@@ -1,4 +1,4 @@
-"""Customer value per segment: BG/NBD and Gamma-Gamma fitted per segment, shrunk toward the pooled fit.
+"""Customer value per segment: the purchase model and Gamma-Gamma fitted per segment, shrunk toward the pooled fit.
 
 ``segone run --value-by segment`` fits the purchase and spend models on each
 segment's own customers (a mergeable :class:`SegmentValueState`: one pattern
@@ -11,16 +11,20 @@ model of meta-analysis, applied to each log-parameter:
 * the segments' true log-parameters are normal around the pooled fit's
   ``mu = log(theta_pooled)`` with a between-segment variance ``tau^2``,
   estimated by DerSimonian and Laird's moment estimator;
-* the shrunk value is the posterior mean
-  ``(y_s / v_s + mu / tau^2) / (1 / v_s + 1 / tau^2)``.
+* the shrunk value is the posterior mean ``mu + T (T + V_s)^-1 (y_s - mu)``
+  with ``T = diag(tau^2)`` and ``V_s`` the covariance of the segment's
+  log-estimates (one parameter alone: ``(y_s / v_s + mu / tau^2) / (1 / v_s +
+  1 / tau^2)``).
 
 A segment whose own fit is precise (many customers) keeps its estimate; a
 small or noisy segment moves toward the pooled value; with ``tau^2 = 0``
 (the segments do not differ more than their noise) every segment gets the
 pooled value.  This is a quadratic penalty on the log-parameters centred on
 the pooled fit, with its weight learnt from the data, rather than lifetimes'
-penalty toward 0.  A segment with fewer than ``min_customers`` customers, or
-whose own fit fails, uses the pooled parameters (and says why).
+penalty toward 0.  A segment's own fit that does not converge is retried
+once with lifetimes' penalizer 0.001; a segment with fewer than
+``min_customers`` customers, or whose own fit still fails, uses the pooled
+parameters (and says why).
 """
 
 import numpy as np
@@ -32,6 +36,7 @@ from segone._validation import check_int
 from segone.errors import DataError, ParameterError
 
 MIN_CUSTOMERS = 200
+FALLBACK_PENALIZER = 1e-3  # a segment's fit that does not converge unpenalized is retried once with this penalizer
 
 
 def _empty_value_state():
@@ -98,29 +103,43 @@ def dersimonian_laird(y, v):
     return m, tau2
 
 
-def shrink(estimates, log_variances, pooled):
+def shrink(estimates, log_covariances, pooled):
     """Posterior means of the log-parameters: each segment's estimate pulled toward ``pooled`` (see the module).
 
     ``estimates`` (segments x parameters, natural scale; NaN rows are
-    segments without their own fit), ``log_variances`` (the same shape, the
-    variance of each log-estimate) and ``pooled`` (parameters).  Returns
-    (shrunk parameters, tau^2 per parameter); segments without an estimate
-    get ``pooled``.
+    segments without their own fit), ``log_covariances`` (segments x
+    parameters x parameters: the covariance of each segment's
+    log-estimates; or segments x parameters, their variances alone) and
+    ``pooled`` (parameters).  The between-segment variance ``tau^2`` of each
+    log-parameter is DerSimonian and Laird's; the posterior mean is
+    ``mu + T (T + V_s)^-1 (y_s - mu)`` with ``T = diag(tau^2)``, so that a
+    parameter pinned to the pooled value (``tau^2 = 0``) moves the others
+    through their correlation (BG/NBD's ``r`` and ``alpha`` are strongly
+    correlated: shrinking one alone would change the purchase rate).
+    Returns (shrunk parameters, tau^2 per parameter); segments without an
+    estimate get ``pooled``.
     """
     est = np.asarray(estimates, float)
-    var = np.asarray(log_variances, float)
+    cov = np.asarray(log_covariances, float)
+    if cov.ndim == 2:
+        cov = np.stack([np.diag(v) for v in cov]) if cov.size else cov.reshape(0, est.shape[1], est.shape[1])
+    var = np.diagonal(cov, axis1=1, axis2=2)
     mu = np.log(np.asarray(pooled, float))
     out = np.tile(np.exp(mu), (est.shape[0], 1))
-    ok = np.isfinite(est).all(axis=1) & np.isfinite(var).all(axis=1) & (var > 0).all(axis=1) & (est > 0).all(axis=1)
+    ok = (np.isfinite(est).all(axis=1) & np.isfinite(cov).all(axis=(1, 2)) & (var > 0).all(axis=1)
+          & (est > 0).all(axis=1))  # fmt: skip
     tau2 = np.zeros(est.shape[1])
     if ok.sum() >= 2:
         y = np.log(est[ok])
         for j in range(est.shape[1]):
             tau2[j] = dersimonian_laird(y[:, j], var[ok, j])[1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prec = 1.0 / var[ok] + np.where(tau2 > 0, 1.0 / np.where(tau2 > 0, tau2, 1.0), np.inf)
-            post = np.where(tau2 > 0, (y / var[ok] + mu / np.where(tau2 > 0, tau2, 1.0)) / prec, mu)
-        out[ok] = np.exp(post)
+        T = np.diag(tau2)
+        for s_, row in zip(np.flatnonzero(ok), y):
+            try:
+                gain = T @ np.linalg.solve(T + cov[s_], row - mu)
+            except np.linalg.LinAlgError:
+                continue  # a singular covariance: the pooled value
+            out[s_] = np.exp(mu + gain)
     return out, tau2
 
 
@@ -137,8 +156,9 @@ def fit_by_segment(state, pooled_bg, pooled_gg=None, *, penalizer=0.0, min_custo
     ----------
     state : SegmentValueState
         The merged per-segment histograms.
-    pooled_bg, pooled_gg : BetaGeo, GammaGamma or None
-        The fits on all customers (``segone.clv.fit_value``).
+    pooled_bg, pooled_gg : purchase model, GammaGamma or None
+        The fits on all customers (``segone.clv.fit_value``); the segments'
+        purchase model is of the pooled one's class (BG/NBD, Pareto/NBD, ...).
     penalizer : float
         lifetimes' penalizer for the segments' own fits.
     min_customers : int
@@ -156,13 +176,13 @@ def fit_by_segment(state, pooled_bg, pooled_gg=None, *, penalizer=0.0, min_custo
         raise ParameterError("fit_by_segment needs the pooled BG/NBD fit; it was skipped (see run.json).")
     k = len(state.states)
     out = []
-    for kind, cls, pooled in (("bg", _clv.BetaGeo, pooled_bg), ("gg", _clv.GammaGamma, pooled_gg)):
+    for kind, cls, pooled in (("bg", type(pooled_bg), pooled_bg), ("gg", _clv.GammaGamma, pooled_gg)):
         if pooled is None:
             out.append((None, [None] * k, {}, ["no pooled model"] * k))
             continue
         names = list(cls._names)
         est = np.full((k, len(names)), np.nan)
-        var = np.full((k, len(names)), np.nan)
+        var = np.full((k, len(names), len(names)), np.nan)
         why = [None] * k
         for s, st in enumerate(state.states):
             hist = st.patterns if kind == "bg" else st.monetary
@@ -170,14 +190,22 @@ def fit_by_segment(state, pooled_bg, pooled_gg=None, *, penalizer=0.0, min_custo
             if n < min_customers:
                 why[s] = f"{int(n)} customers < {min_customers}: the pooled fit"
                 continue
-            try:
-                m = _fit_one(cls, (lambda m, h=hist: m.fit_histogram(h)), penalizer)
-            except (_clv.ConvergenceError, DataError, ArithmeticError) as exc:
-                why[s] = f"own fit failed ({str(exc)[:120]}): the pooled fit"
+            m = None
+            for pen in dict.fromkeys([penalizer, max(penalizer, FALLBACK_PENALIZER)]):  # one retry, penalized
+                try:
+                    m = _fit_one(cls, (lambda m, h=hist: m.fit_histogram(h)), pen)
+                    break
+                except (_clv.ConvergenceError, DataError, ArithmeticError) as exc:
+                    why[s] = f"own fit failed ({str(exc)[:120]}): the pooled fit"
+            if m is None:
                 continue
+            why[s] = None
             est[s] = [m.params_[p] for p in names]
-            se = np.array([m.standard_errors_[p] for p in names])
-            var[s] = (se / est[s]) ** 2
+            c = getattr(m, "_cov_log_", None)  # the fit's covariance of its log-parameters
+            if c is None:
+                se = np.array([m.standard_errors_[p] for p in names])
+                c = np.diag((se / est[s]) ** 2)
+            var[s] = np.asarray(c, float)
             if not np.isfinite(var[s]).all():
                 why[s] = "own fit has no finite standard errors: the pooled fit"
                 est[s] = np.nan

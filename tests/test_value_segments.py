@@ -62,3 +62,34 @@ def test_without_a_pooled_fit_it_refuses():
 
     with pytest.raises(ParameterError, match="pooled BG/NBD"):
         V.fit_by_segment(V.SegmentValueState.empty(2), None)
+
+
+# -- through segone.run ------------------------------------------------------------------------------------------
+def test_run_value_model_auto_records_the_choice_and_value_by_segment_writes_parameters(tmp_path):
+    import segone
+    from segone.synth import generate
+
+    d = generate(4000, seed=2)
+    r = segone.run(d.transactions, tmp_path / "a", 4, value_model="auto", value_by="segment")
+    vm = r.summary["clv"]["value_model"]
+    assert vm["requested"] == "auto" and vm["used"] in ("bgnbd", "pareto", "mbgnbd")
+    maes = {m: f["mae_purchases"] for m, f in vm["figures"].items() if f["mae_purchases"] is not None}
+    assert vm["used"] == min((m for m in maes if m not in ("naive", "segment_mean")), key=maes.get)
+    cols = [c for c in r.segments.column_names if c.startswith("purchase_")]
+    assert "purchase_own_fit" in cols and len(cols) == 5
+    own = r.segments.column("purchase_own_fit").to_pylist()
+    assert any(own), "no segment of 4,000 synthetic customers got its own fit"
+    by = r.summary["clv"]["by_segment"]["segments"]
+    for s, fitted in zip(by, own):  # a segment with its own fit keeps its purchase rate r / alpha (within 10%)
+        if fitted:
+            o, sh = s["bg_nbd"]["own"], s["bg_nbd"]["shrunk"]
+            assert abs(sh["r"] / sh["alpha"] / (o["r"] / o["alpha"]) - 1) < 0.1
+
+
+@pytest.mark.parametrize("kw, match", [({"value_model": "nope"}, "value_model"), ({"value_by": "region"}, "value_by")])
+def test_bad_value_options_fail_before_any_work(tmp_path, kw, match):
+    import segone
+    from segone.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=match):
+        segone.run("no/such/input", tmp_path / "o", 4, **kw)
