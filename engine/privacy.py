@@ -55,10 +55,11 @@ The key is never written anywhere.  A model records a *key check*,
 from another; like any pseudonym in the outputs it reveals nothing about the
 key.
 
-:func:`pseudonymise` runs a compiled HMAC kernel (Numba, no GIL, over
-threads), exact to ``hmac.new`` (the tests check it on adversarial ids):
-about 0.2 s per million ids on one core, against ~1.3 s for ``hmac.digest``
-in a Python loop.
+:func:`pseudonymise` hashes each distinct id once with the standard
+library's ``hmac.digest`` (OpenSSL's one-shot HMAC) and maps the pseudonyms
+back to the rows.  It replaced a hand-written Numba HMAC-SHA256 kernel whose
+compilation (several seconds in every new process: its cache never hit)
+cost more than it saved on a run.
 
 **Personal columns.**  Attribute columns holding personal data (e-mail,
 phone, name, address, birth date, national id numbers, ...; detected by
@@ -98,7 +99,6 @@ import hashlib
 import hmac
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -106,7 +106,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone._state import State
-from segone._threads import effective_n_threads
 from segone._validation import check_int
 from segone import outputs
 from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError, examples
@@ -534,203 +533,12 @@ def _check_length(length):
     return length
 
 
-# -- the compiled HMAC kernel -------------------------------------------------
-_SHA_K = np.array([
-    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
-    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
-    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
-    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
-    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
-    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
-    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
-    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
-], dtype=np.uint32)  # fmt: skip
-_SHA_H0 = np.array([0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB,
-                    0x5BE0CD19], dtype=np.uint32)  # fmt: skip
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
-_KERNELS = None
-
-
-def _kernels():
-    """The Numba HMAC kernels (compiled on first use, cached on disk); None without Numba."""
-    global _KERNELS
-    if _KERNELS is None:
-        try:
-            from numba import njit
-        except ImportError:  # pragma: no cover - numba is a dependency
-            _KERNELS = False
-            return None
-
-        M32 = np.uint64(0xFFFFFFFF)
-
-        @njit(nogil=True, cache=True, inline="always")
-        def rotr(x, n):  # pragma: no cover - compiled
-            return ((x >> np.uint64(n)) | (x << np.uint64(32 - n))) & M32
-
-        @njit(nogil=True, cache=True)
-        def compress(h, blk, off, w, K):  # pragma: no cover - compiled
-            """One SHA-256 compression of the 64 bytes ``blk[off:off+64]`` into the state ``h`` (uint32[8])."""
-            for t in range(16):
-                p = off + 4 * t
-                w[t] = (np.uint64(blk[p]) << np.uint64(24)) | (np.uint64(blk[p + 1]) << np.uint64(16)) | \
-                       (np.uint64(blk[p + 2]) << np.uint64(8)) | np.uint64(blk[p + 3])  # fmt: skip
-            for t in range(16, 64):
-                x = w[t - 15]
-                y = w[t - 2]
-                s0 = rotr(x, 7) ^ rotr(x, 18) ^ (x >> np.uint64(3))
-                s1 = rotr(y, 17) ^ rotr(y, 19) ^ (y >> np.uint64(10))
-                w[t] = (w[t - 16] + s0 + w[t - 7] + s1) & M32
-            a = np.uint64(h[0])
-            b = np.uint64(h[1])
-            c = np.uint64(h[2])
-            d = np.uint64(h[3])
-            e = np.uint64(h[4])
-            f = np.uint64(h[5])
-            g = np.uint64(h[6])
-            hh = np.uint64(h[7])
-            for t in range(64):
-                S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-                ch = (e & f) ^ ((~e & M32) & g)
-                t1 = (hh + S1 + ch + np.uint64(K[t]) + w[t]) & M32
-                S0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-                maj = (a & b) ^ (a & c) ^ (b & c)
-                t2 = (S0 + maj) & M32
-                hh = g
-                g = f
-                f = e
-                e = (d + t1) & M32
-                d = c
-                c = b
-                b = a
-                a = (t1 + t2) & M32
-            h[0] = np.uint32((np.uint64(h[0]) + a) & M32)
-            h[1] = np.uint32((np.uint64(h[1]) + b) & M32)
-            h[2] = np.uint32((np.uint64(h[2]) + c) & M32)
-            h[3] = np.uint32((np.uint64(h[3]) + d) & M32)
-            h[4] = np.uint32((np.uint64(h[4]) + e) & M32)
-            h[5] = np.uint32((np.uint64(h[5]) + f) & M32)
-            h[6] = np.uint32((np.uint64(h[6]) + g) & M32)
-            h[7] = np.uint32((np.uint64(h[7]) + hh) & M32)
-
-        @njit(nogil=True, cache=True)
-        def finish(h, mid_o, blk, w, K, tail, total, out, pos, nbytes, hexd):  # pragma: no cover - compiled
-            """Pad the ``tail`` bytes already in ``blk`` (message of ``total`` bytes), finish the inner hash
-            ``h``, run the outer hash from ``mid_o`` and write ``nbytes`` of it as hex at ``out[pos:]``."""
-            blk[tail] = 0x80
-            for i in range(tail + 1, 64):
-                blk[i] = 0
-            if tail + 1 > 56:
-                compress(h, blk, 0, w, K)
-                for i in range(64):
-                    blk[i] = 0
-            bits = np.uint64(total) * np.uint64(8)
-            for i in range(8):
-                blk[63 - i] = np.uint8((bits >> np.uint64(8 * i)) & np.uint64(0xFF))
-            compress(h, blk, 0, w, K)
-            # outer: the 32-byte inner digest after the opad block (96 bytes in all)
-            for i in range(8):
-                v = h[i]
-                blk[4 * i] = np.uint8((v >> 24) & 0xFF)
-                blk[4 * i + 1] = np.uint8((v >> 16) & 0xFF)
-                blk[4 * i + 2] = np.uint8((v >> 8) & 0xFF)
-                blk[4 * i + 3] = np.uint8(v & 0xFF)
-            blk[32] = 0x80
-            for i in range(33, 62):
-                blk[i] = 0
-            blk[62] = 0x03  # 96 * 8 = 768 bits = 0x0300
-            blk[63] = 0x00
-            for i in range(8):
-                h[i] = mid_o[i]
-            compress(h, blk, 0, w, K)
-            for j in range(nbytes):
-                byte = (h[j >> 2] >> (24 - 8 * (j & 3))) & 0xFF
-                out[pos + 2 * j] = hexd[byte >> 4]
-                out[pos + 2 * j + 1] = hexd[byte & 15]
-
-        @njit(nogil=True, cache=True)
-        def hmac_int64(ids, mid_i, mid_o, K, hexd, out, nbytes, lo, hi):  # pragma: no cover - compiled
-            """HMAC of the decimal text of ``ids[lo:hi]`` into ``out`` (2 * nbytes hex bytes per id)."""
-            h = np.empty(8, dtype=np.uint32)
-            w = np.empty(64, dtype=np.uint64)
-            blk = np.empty(64, dtype=np.uint8)
-            digits = np.empty(20, dtype=np.uint8)
-            step = 2 * nbytes
-            for r in range(lo, hi):
-                v = ids[r]
-                neg = v < 0
-                mag = np.uint64(~v) + np.uint64(1) if neg else np.uint64(v)  # |v|, also for the minimum int64
-                nd = 0
-                while True:
-                    digits[nd] = np.uint8(np.uint64(48) + mag % np.uint64(10))
-                    mag //= np.uint64(10)
-                    nd += 1
-                    if mag == 0:
-                        break
-                L = 0
-                if neg:
-                    blk[0] = 45  # "-"
-                    L = 1
-                for i in range(nd):
-                    blk[L + i] = digits[nd - 1 - i]
-                L += nd
-                for i in range(8):
-                    h[i] = mid_i[i]
-                finish(h, mid_o, blk, w, K, L, 64 + L, out, r * step, nbytes, hexd)
-
-        @njit(nogil=True, cache=True)
-        def hmac_bytes(offsets, data, mid_i, mid_o, K, hexd, out, nbytes, lo, hi):  # pragma: no cover - compiled
-            """HMAC of the byte strings ``data[offsets[r]:offsets[r+1]]``, r in [lo, hi), into ``out``."""
-            h = np.empty(8, dtype=np.uint32)
-            w = np.empty(64, dtype=np.uint64)
-            blk = np.empty(64, dtype=np.uint8)
-            step = 2 * nbytes
-            for r in range(lo, hi):
-                start = offsets[r]
-                L = offsets[r + 1] - start
-                for i in range(8):
-                    h[i] = mid_i[i]
-                full = L // 64
-                for b in range(full):
-                    compress(h, data, start + 64 * b, w, K)
-                tail = L - 64 * full
-                base = start + 64 * full
-                for i in range(tail):
-                    blk[i] = data[base + i]
-                finish(h, mid_o, blk, w, K, tail, 64 + L, out, r * step, nbytes, hexd)
-
-        _KERNELS = {"compress": compress, "int64": hmac_int64, "bytes": hmac_bytes}
-    return _KERNELS or None
-
-
-def _midstates(key):
-    """SHA-256 states after the (key XOR ipad) and (key XOR opad) blocks: HMAC's two fixed prefixes."""
-    kern = _kernels()
-    k0 = hashlib.sha256(key).digest() if len(key) > 64 else key
-    k0 = np.frombuffer(k0.ljust(64, b"\0"), dtype=np.uint8)
-    out = []
-    w = np.empty(64, dtype=np.uint64)
-    for pad in (0x36, 0x5C):
-        h = _SHA_H0.copy()
-        kern["compress"](h, (k0 ^ np.uint8(pad)).astype(np.uint8), 0, w, _SHA_K)
-        out.append(h)
-    return out
-
-
-CHUNK = 1 << 16  # ids per kernel call (threads take chunks)
-
-
-def _run_kernel(fn, args, n, nbytes, n_threads):
-    """``fn(*args, out, nbytes, lo, hi)`` over [0, n) in chunks on ``n_threads`` threads; the hex bytes."""
-    out = np.empty(n * 2 * nbytes, dtype=np.uint8)
-    threads = min(effective_n_threads(n_threads), max(1, -(-n // CHUNK)))
-    if threads <= 1:
-        if n:
-            fn(*args, out, nbytes, 0, n)
-        return out
-    bounds = list(range(0, n, CHUNK)) + [n]
-    with ThreadPoolExecutor(threads) as ex:
-        list(ex.map(lambda i: fn(*args, out, nbytes, bounds[i], bounds[i + 1]), range(len(bounds) - 1)))
-    return out
+# -- pseudonyms of many ids ---------------------------------------------------
+def _hex_digests(messages, key, nbytes):
+    """The first ``nbytes`` of ``HMAC-SHA256(key, m)`` of every message, as hex: a uint8 array (len, 2 * nbytes)."""
+    digest = hmac.digest
+    hexed = b"".join(digest(key, m, "sha256")[:nbytes] for m in messages).hex().encode("ascii")
+    return np.frombuffer(hexed, dtype=np.uint8).reshape(len(messages), 2 * nbytes)
 
 
 def _string_array(hexbytes, n, length, validity):
@@ -747,12 +555,12 @@ def _max_rows(length):
     return (2**31 - 1) // length
 
 
-def _pseudo_array(arr, key, length, n_threads, mids):
-    """One pyarrow Array of ids -> pyarrow string array of pseudonyms."""
+def _pseudo_array(arr, key, length):
+    """One pyarrow Array of ids -> pyarrow string array of pseudonyms (each distinct id hashed once)."""
     t = arr.type
     n = len(arr)
     if pa.types.is_dictionary(t):  # hash the dictionary once, then take
-        return pc.take(_pseudo_array(arr.dictionary, key, length, n_threads, mids), arr.indices)
+        return pc.take(_pseudo_array(arr.dictionary, key, length), arr.indices)
     if pa.types.is_null(t):
         return pa.nulls(n, pa.string())
     if pa.types.is_boolean(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
@@ -760,37 +568,35 @@ def _pseudo_array(arr, key, length, n_threads, mids):
             f"customer ids of type {t} cannot be pseudonymised; ids must be integers or strings (cast them first)."
         )
     if pa.types.is_unsigned_integer(t) and t.bit_width == 64:
-        return _pseudo_array(pc.cast(arr, pa.string()), key, length, n_threads, mids)  # decimal text, exactly
-    validity = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
-    kern = _kernels()
+        return _pseudo_array(pc.cast(arr, pa.string()), key, length)  # decimal text, exactly
     if n > _max_rows(length):
-        parts = [_pseudo_array(arr.slice(i, _max_rows(length)), key, length, n_threads, mids)
-                 for i in range(0, n, _max_rows(length))]  # fmt: skip
+        parts = [_pseudo_array(arr.slice(i, _max_rows(length)), key, length) for i in range(0, n, _max_rows(length))]
         return pa.chunked_array(parts, pa.string())
-    if kern is None:  # pragma: no cover - numba is a dependency
-        return pa.array([pseudonym_of(v, key, length) for v in arr.to_pylist()], pa.string())
-    nbytes = length // 2
+    validity = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
     if pa.types.is_integer(t):
         ids = pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy(zero_copy_only=False)
-        out = _run_kernel(kern["int64"], (np.ascontiguousarray(ids), *mids, _SHA_K, _HEX), n, nbytes, n_threads)
-        return _string_array(out, n, length, validity)
-    if _is_text(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        bufs = arr.buffers()
-        odt = np.int64 if (pa.types.is_large_string(t) or pa.types.is_large_binary(t)) else np.int32
-        offsets = np.frombuffer(bufs[1], dtype=odt)[arr.offset : arr.offset + n + 1].astype(np.int64)
-        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-        # a null slot's bytes (whatever its offsets span) are hashed too; its result is masked
-        out = _run_kernel(kern["bytes"], (offsets, data, *mids, _SHA_K, _HEX), n, nbytes, n_threads)
-        return _string_array(out, n, length, validity)
-    raise ParameterError(f"customer ids of type {t} cannot be pseudonymised; ids must be integers or strings.")
+        distinct, codes = np.unique(ids, return_inverse=True)
+        messages = [b"%d" % v for v in distinct.tolist()]
+    elif _is_text(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+        enc = pc.dictionary_encode(arr.cast(pa.large_binary() if large else pa.binary()))  # the UTF-8 bytes as stored
+        messages = enc.dictionary.to_pylist()
+        codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
+    else:
+        raise ParameterError(f"customer ids of type {t} cannot be pseudonymised; ids must be integers or strings.")
+    if not messages:  # only nulls
+        return pa.nulls(n, pa.string())
+    hexed = _hex_digests(messages, key, length // 2)[codes]
+    return _string_array(np.ascontiguousarray(hexed).ravel(), n, length, validity)
 
 
 def pseudonymise(ids, key, *, length=PSEUDONYM_HEX, n_threads=None):
     """The pseudonym of every id: ``HMAC-SHA256(key, canonical bytes)`` as ``length`` hex characters.
 
     Exactly :func:`pseudonym_of` for every id (see the module docstring for
-    the canonical bytes: integer 7 and string "7" get the same pseudonym),
-    computed by a compiled kernel on ``n_threads`` threads.
+    the canonical bytes: integer 7 and string "7" get the same pseudonym):
+    each distinct id is hashed once with the standard library's
+    ``hmac.digest`` and the pseudonyms are mapped back to the rows.
 
     Parameters
     ----------
@@ -802,6 +608,7 @@ def pseudonymise(ids, key, *, length=PSEUDONYM_HEX, n_threads=None):
     length : int, default 32
         Hex characters kept (even, 16..64): 32 = 128 bits.
     n_threads : int or None
+        Accepted for compatibility and ignored: the hashing runs in this thread.
 
     Returns
     -------
@@ -819,14 +626,13 @@ def pseudonymise(ids, key, *, length=PSEUDONYM_HEX, n_threads=None):
     if len(key) < MIN_KEY_BYTES:
         raise ParameterError(f"the key has {len(key)} bytes; at least {MIN_KEY_BYTES} are needed.")
     length = _check_length(length)
-    mids = _midstates(key) if _kernels() is not None else None
     if isinstance(ids, pa.ChunkedArray):
-        return pa.chunked_array([_pseudo_array(c, key, length, n_threads, mids) for c in ids.chunks], pa.string())
+        return pa.chunked_array([_pseudo_array(c, key, length) for c in ids.chunks], pa.string())
     if isinstance(ids, pa.Array):
-        return _pseudo_array(ids, key, length, n_threads, mids)
+        return _pseudo_array(ids, key, length)
     if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
         arr = pa.array(ids) if ids.dtype != np.uint64 else pa.array(ids.astype(str))
-        return _pseudo_array(arr, key, length, n_threads, mids)
+        return _pseudo_array(arr, key, length)
     if isinstance(ids, np.ndarray) and ids.dtype.kind in "bfc":
         raise ParameterError(f"customer ids of dtype {ids.dtype} cannot be pseudonymised; use integers or strings.")
     values = list(ids)
@@ -837,7 +643,7 @@ def pseudonymise(ids, key, *, length=PSEUDONYM_HEX, n_threads=None):
     if arr is None or pa.types.is_boolean(arr.type) or pa.types.is_floating(arr.type):
         # mixed types or integers beyond 64 bits: the reference, one id at a time
         return pa.array([pseudonym_of(v, key, length) for v in values], pa.string())
-    return _pseudo_array(arr, key, length, n_threads, mids)
+    return _pseudo_array(arr, key, length)
 
 
 def pseudonymise_column(table, column, key, *, length=PSEUDONYM_HEX, n_threads=None):
