@@ -17,7 +17,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, ceil, fabs, log, log1p
+from libc.math cimport INFINITY, ceil, fabs, isfinite, log, log1p
 from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
@@ -1108,3 +1108,61 @@ def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads
     col_ptrs = np.array([c.ctypes.data for c in cols], dtype=np.uint64)
     lg, mv, mk = (float(b) for b in bucket)
     _persona_kernel(col_ptrs, *tables, lg, mv, mk, S, max(1, int(n_threads)))
+
+
+# ---------------------------------------------------------------------------
+# Quantile sketch: one sequential pass per column, without the GIL (callers
+# run columns on their own threads); the moments are a sequential sum and the
+# keys use the C library's log, as the Numba twin and the reference.
+
+def sketch_summary(const double[::1] v, double log_gamma, long long min_key, double min_value,
+                   long long[::1] pos, long long[::1] neg, n_threads=1):
+    """A column's moments and sketch histogram; see ``segone.kernels.reference.sketch_summary``."""
+    cdef Py_ssize_t i, n = v.shape[0]
+    cdef long long width = pos.shape[0]
+    cdef long long cnt = 0, zero = 0, k
+    cdef long long plo = pos.shape[0], phi = -1, nlo = neg.shape[0], nhi = -1
+    cdef double x, a, dx, x0 = 0.0, s1 = 0.0, s2 = 0.0, mx = -INFINITY
+    with nogil:
+        for i in range(n):
+            x = v[i]
+            if not isfinite(x):
+                continue
+            if cnt == 0:
+                x0 = x
+            cnt += 1
+            dx = x - x0
+            s1 += dx
+            s2 += dx * dx
+            if x > mx:
+                mx = x
+            a = fabs(x)
+            if a < min_value:
+                zero += 1
+                continue
+            k = <long long> ceil(log(a) / log_gamma) - min_key
+            if k < 0:
+                k = 0
+            elif k > width - 1:
+                k = width - 1
+            if x > 0:
+                pos[k] += 1
+                if k < plo:
+                    plo = k
+                if k > phi:
+                    phi = k
+            else:
+                neg[k] += 1
+                if k < nlo:
+                    nlo = k
+                if k > nhi:
+                    nhi = k
+    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
+
+
+def sketch_keys(const double[::1] mag, double log_gamma, long long[::1] out, n_threads=1):
+    """Bucket keys of magnitudes; see ``segone.kernels.reference.sketch_keys``."""
+    cdef Py_ssize_t i, n = mag.shape[0]
+    with nogil:
+        for i in range(n):
+            out[i] = <long long> ceil(log(mag[i]) / log_gamma)

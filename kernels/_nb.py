@@ -749,3 +749,63 @@ def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads
         _persona_kernel(numba.typed.List(cols), *tables, lg, mv, mk, S, -(-S.shape[0] // ASSIGN_BLOCK))
     finally:
         numba.set_num_threads(prev)
+
+
+# ---------------------------------------------------------------------------
+# Quantile sketch (see the Cython twin): one sequential pass per column, the
+# GIL released; callers run columns on their own threads.  No fastmath: the
+# moments are a sequential sum and the keys use the C library's log.
+@njit(**_jit_exact)
+def _sketch_summary_kernel(v, lg, min_key, min_value, pos, neg):
+    cnt = 0
+    x0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    mx = -np.inf
+    zero = 0
+    plo, phi, nlo, nhi = pos.size, -1, neg.size, -1
+    for i in range(v.size):
+        x = v[i]
+        if not np.isfinite(x):
+            continue
+        if cnt == 0:
+            x0 = x
+        cnt += 1
+        dx = x - x0
+        s1 += dx
+        s2 += dx * dx
+        if x > mx:
+            mx = x
+        a = abs(x)
+        if a < min_value:
+            zero += 1
+            continue
+        k = np.int64(np.ceil(np.log(a) / lg)) - min_key
+        k = min(max(k, 0), pos.size - 1)
+        if x > 0:
+            pos[k] += 1
+            plo = min(plo, k)
+            phi = max(phi, k)
+        else:
+            neg[k] += 1
+            nlo = min(nlo, k)
+            nhi = max(nhi, k)
+    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
+
+
+@njit(**_jit_exact)
+def _sketch_keys_kernel(mag, lg, out):
+    for i in range(mag.size):
+        out[i] = np.int64(np.ceil(np.log(mag[i]) / lg))
+
+
+def sketch_summary(v, log_gamma, min_key, min_value, pos, neg, n_threads=1):
+    """A column's moments and sketch histogram; see ``segone.kernels.reference.sketch_summary``."""
+    cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi = _sketch_summary_kernel(
+        v, float(log_gamma), np.int64(min_key), float(min_value), pos, neg)  # fmt: skip
+    return int(cnt), float(s1), float(s2), float(x0), float(mx), int(zero), int(plo), int(phi), int(nlo), int(nhi)
+
+
+def sketch_keys(mag, log_gamma, out, n_threads=1):
+    """Bucket keys of magnitudes; see ``segone.kernels.reference.sketch_keys``."""
+    _sketch_keys_kernel(mag, float(log_gamma), out)

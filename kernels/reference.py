@@ -484,3 +484,70 @@ def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads
             ci = np.clip(c - lut_low[j], 0, lut_len[j] - 1).astype(np.int64)
             out[fin] = lut[lut_off[j] + ci[fin]]
         S[:, j] = out
+
+
+# ---------------------------------------------------------------- quantile sketch
+def sketch_summary(v, log_gamma, min_key, min_value, pos, neg, n_threads=None):
+    """One pass over a column: its moments, maximum and quantile-sketch histogram (``segone.sketch.summarise``).
+
+    Parameters
+    ----------
+    v : (N,) float64                        # IN  NaN / infinity are skipped
+    log_gamma : float                       # the sketch's log(gamma): value x > 0 falls in key ceil(log(x) / log_gamma)
+    min_key : int                           # the key stored at index 0 of ``pos`` / ``neg``
+    min_value : float                       # magnitudes below it count in the zero bucket
+    pos, neg : (W,) int64, zeroed           # OUT counts of the positive / negative values per key - min_key
+                                            #     (keys outside [0, W) are clamped to the ends)
+
+    Returns
+    -------
+    (count, s1, s2, x0, max, zero, plo, phi, nlo, nhi): the finite values'
+    count, sum and sum of squares of ``x - x0`` with ``x0`` the first finite
+    value (a sequential sum, so all backends give the same bits), their
+    maximum (-inf if none), the zero bucket's count and the lowest / highest
+    index written in ``pos`` and ``neg`` (``plo = W, phi = -1`` if none).
+    The log is the C library's (``math.log``), as in the compiled twins.
+    The pass is sequential (callers run columns on their own threads).
+    """
+    import math
+
+    cnt, x0, s1, s2, mx, zero = 0, 0.0, 0.0, 0.0, -math.inf, 0
+    plo, phi, nlo, nhi = pos.size, -1, neg.size, -1
+    for x in np.asarray(v, dtype=np.float64).tolist():
+        if not math.isfinite(x):
+            continue
+        if cnt == 0:
+            x0 = x
+        cnt += 1
+        dx = x - x0
+        s1 += dx
+        s2 += dx * dx
+        if x > mx:
+            mx = x
+        a = abs(x)
+        if a < min_value:
+            zero += 1
+            continue
+        k = min(max(math.ceil(math.log(a) / log_gamma) - min_key, 0), pos.size - 1)
+        if x > 0:
+            pos[k] += 1
+            plo, phi = min(plo, k), max(phi, k)
+        else:
+            neg[k] += 1
+            nlo, nhi = min(nlo, k), max(nhi, k)
+    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
+
+
+def sketch_keys(mag, log_gamma, out, n_threads=None):
+    """Bucket key ``ceil(log(m) / log_gamma)`` of every magnitude (``segone.sketch.QuantileSketch.coords``).
+
+    Parameters
+    ----------
+    mag : (N,) float64, finite and > 0      # IN
+    log_gamma : float
+    out : (N,) int64                        # OUT
+    """
+    import math
+
+    for i, m in enumerate(np.asarray(mag, dtype=np.float64).tolist()):
+        out[i] = math.ceil(math.log(m) / log_gamma)

@@ -630,3 +630,72 @@ def test_session_count_hypothesis(rows, gap):
 def test_session_count_bad_codes(backend):
     with pytest.raises(ValueError, match="outside"):
         KERNELS[backend].session_count(np.array([0, 3], np.int64), 3, np.array([1, 2], np.int64), 5, 1)
+
+
+# ------------------------------------------------------------------ quantile sketch
+SKETCH_LG = float(np.log(1.005 / 0.995))  # QuantileSketch's default alpha = 0.005
+
+
+def _sketch_span(min_value=1e-9):
+    lo = int(np.ceil(np.log(min_value) / SKETCH_LG))
+    hi = int(np.ceil(np.log(np.finfo(np.float64).max) / SKETCH_LG)) + 1
+    return lo, hi - lo + 1
+
+
+def check_sketch(backend, v, min_value=1e-9, width=None):
+    lo, w = _sketch_span(min_value)
+    w = w if width is None else width
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    pr, nr = np.zeros(w, np.int64), np.zeros(w, np.int64)
+    ref = reference.sketch_summary(v, SKETCH_LG, lo, min_value, pr, nr)
+    pg, ng = np.zeros(w, np.int64), np.zeros(w, np.int64)
+    got = KERNELS[backend].sketch_summary(v, SKETCH_LG, lo, min_value, pg, ng, 2)
+    assert len(got) == 10
+    for a, b in zip(got, ref):  # the same bits: a sequential sum and the C library's log everywhere
+        assert np.array_equal(np.float64(a), np.float64(b)), (got, ref)
+    np.testing.assert_array_equal(pg, pr)
+    np.testing.assert_array_equal(ng, nr)
+    mag = np.abs(v[np.isfinite(v) & (np.abs(v) >= min_value)])
+    kr, kg = np.empty(mag.size, np.int64), np.empty(mag.size, np.int64)
+    reference.sketch_keys(mag, SKETCH_LG, kr)
+    KERNELS[backend].sketch_keys(mag, SKETCH_LG, kg, 2)
+    np.testing.assert_array_equal(kg, kr)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_sketch_summary_matches_reference(backend, n):
+    rng = np.random.default_rng(n)
+    v = rng.lognormal(3.0, 2.0, size=n) * rng.choice([-1.0, 1.0], size=n)
+    check_sketch(backend, v)
+
+
+def test_sketch_summary_adversarial(backend):
+    g = np.exp(SKETCH_LG)
+    at_edges = np.concatenate([g ** np.arange(-50, 50, dtype=np.float64), np.nextafter(g ** np.arange(-5, 5.0), 0),
+                               np.nextafter(g ** np.arange(-5, 5.0), np.inf)])  # fmt: skip
+    cases = [
+        np.array([np.nan, np.inf, -np.inf]),  # nothing finite
+        np.array([np.nan, 3.0, np.inf, 3.0]),  # the shift is the first finite value
+        np.full(50, 7.25),  # constant
+        np.repeat([1.0, 2.0, 2.0, 1e6], 5),  # ties and duplicates
+        np.array([0.0, -0.0, 1e-12, -1e-12, 5e-324, 1e-9, -1e-9]),  # the zero bucket and its edge
+        np.array([np.finfo(np.float64).max, -np.finfo(np.float64).max, 1e300, 1e-300]),  # huge and tiny
+        1e12 + np.arange(100, dtype=np.float64) * 0.25,  # a large offset: the shifted moments stay exact
+        at_edges, -at_edges,  # values at and beside the bucket boundaries
+    ]
+    for v in cases:
+        check_sketch(backend, v)
+    check_sketch(backend, np.array([1e-5, 1.0, 1e5, -1e5]), width=40)  # keys beyond the histogram clamp to its ends
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=40))
+def test_sketch_summary_hypothesis(values):
+    for backend in KERNELS:
+        check_sketch(backend, np.array(values, dtype=np.float64))
+
+
+def test_sketch_family_is_dispatched():
+    from segone._backend import get_kernels
+
+    for name in ("cython", "numba"):
+        assert get_kernels(name, "sketch").sketch_summary is KERNELS[name].sketch_summary
