@@ -1166,3 +1166,82 @@ def sketch_keys(const double[::1] mag, double log_gamma, long long[::1] out, n_t
     with nogil:
         for i in range(n):
             out[i] = <long long> ceil(log(mag[i]) / log_gamma)
+
+
+# ---------------------------------------------------------------------------
+# Tracking: the LSD radix argsort of int64 ids (11-bit digits of the key with
+# its sign bit flipped, so negative ids sort first; digits the same for every
+# key are skipped), sequential passes without the GIL.
+
+ctypedef fused order_t:
+    int
+    long long
+
+
+def _radix_argsort_kernel(const long long[::1] keys, order_t[::1] ia, order_t[::1] ib, long long[::1] out):
+    """Sorted keys into ``out``, the order into ``ia`` (returns 0) or ``ib`` (returns 1)."""
+    cdef Py_ssize_t n = keys.shape[0], i, p, s
+    cdef int bits = 11, d, first = 1, which = 0
+    cdef Py_ssize_t R = 2048, D = 6, b
+    cdef unsigned long long sign = (<unsigned long long> 1) << 63, mask = 2047, v, shift
+    if n == 0:
+        return 0
+    hist_arr = np.zeros((D, R), dtype=np.int64)
+    cdef long long[:, ::1] hist = hist_arr
+    ka_arr = np.empty(n, dtype=np.uint64)
+    kb_arr = np.empty(n, dtype=np.uint64)
+    cdef unsigned long long[::1] ka_v = ka_arr
+    cdef unsigned long long[::1] kb_v = kb_arr
+    off_arr = np.empty(R, dtype=np.int64)
+    cdef long long[::1] off = off_arr
+    cdef unsigned long long* ka = &ka_v[0]
+    cdef unsigned long long* kb = &kb_v[0]
+    cdef unsigned long long* tk
+    cdef order_t* oa = &ia[0]
+    cdef order_t* ob = &ib[0]
+    cdef order_t* to
+    with nogil:
+        for i in range(n):
+            v = (<unsigned long long> keys[i]) ^ sign
+            ka[i] = v
+            for d in range(D):
+                hist[d, <Py_ssize_t> ((v >> (d * bits)) & mask)] += 1
+        for d in range(D):
+            shift = d * bits
+            if hist[d, <Py_ssize_t> ((ka[0] >> shift) & mask)] == n:
+                continue
+            s = 0
+            for b in range(R):
+                off[b] = s
+                s = s + hist[d, b]
+            for i in range(n):
+                v = ka[i]
+                b = <Py_ssize_t> ((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                if first:
+                    ob[p] = <order_t> i
+                else:
+                    ob[p] = oa[i]
+                off[b] = p + 1
+            first = 0
+            tk = ka
+            ka = kb
+            kb = tk
+            to = oa
+            oa = ob
+            ob = to
+            which = 1 - which
+        if first:
+            for i in range(n):
+                oa[i] = <order_t> i
+        for i in range(n):
+            out[i] = <long long> (ka[i] ^ sign)
+    return which
+
+
+def radix_argsort(keys, ia, ib, n_threads=1):
+    """(keys in increasing order, the stable order); see ``segone.kernels.reference.radix_argsort``."""
+    out = np.empty(keys.shape[0], dtype=np.int64)
+    which = _radix_argsort_kernel(keys, ia, ib, out)
+    return out, (ib if which else ia)

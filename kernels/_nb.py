@@ -809,3 +809,67 @@ def sketch_summary(v, log_gamma, min_key, min_value, pos, neg, n_threads=1):
 def sketch_keys(mag, log_gamma, out, n_threads=1):
     """Bucket keys of magnitudes; see ``segone.kernels.reference.sketch_keys``."""
     _sketch_keys_kernel(mag, float(log_gamma), out)
+
+
+# ---------------------------------------------------------------------------
+# Tracking (see the Cython twin): the LSD radix argsort of int64 ids, one
+# sequential pass per digit without the GIL.
+@njit(**_jit_exact)
+def _radix_argsort_kernel(keys, ia, ib):
+    # 11-bit digits of the key with its sign bit flipped (so negative ids sort first); one pass
+    # builds every digit's histogram, digits that are the same for every key are skipped
+    n = keys.shape[0]
+    bits = 11
+    R = 1 << bits
+    D = 6  # 66 bits >= 64
+    sign = np.uint64(1) << np.uint64(63)
+    mask = np.uint64(R - 1)
+    hist = np.zeros((D, R), dtype=np.int64)
+    ka = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        v = np.uint64(keys[i]) ^ sign
+        ka[i] = v
+        for d in range(D):
+            hist[d, np.int64((v >> np.uint64(d * bits)) & mask)] += 1
+    kb = np.empty(n, dtype=np.uint64)
+    off = np.empty(R, dtype=np.int64)
+    first = True
+    for d in range(D):
+        shift = np.uint64(d * bits)
+        if n == 0 or hist[d, np.int64((ka[0] >> shift) & mask)] == n:
+            continue
+        s = 0
+        for b in range(R):
+            off[b] = s
+            s += hist[d, b]
+        if first:
+            for i in range(n):
+                v = ka[i]
+                b = np.int64((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                ib[p] = i
+                off[b] = p + 1
+            first = False
+        else:
+            for i in range(n):
+                v = ka[i]
+                b = np.int64((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                ib[p] = ia[i]
+                off[b] = p + 1
+        ka, kb = kb, ka
+        ia, ib = ib, ia
+    if first:
+        for i in range(n):
+            ia[i] = i
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = np.int64(ka[i] ^ sign)
+    return out, ia
+
+
+def radix_argsort(keys, ia, ib, n_threads=1):
+    """(keys in increasing order, the stable order); see ``segone.kernels.reference.radix_argsort``."""
+    return _radix_argsort_kernel(keys, ia, ib)

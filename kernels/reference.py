@@ -551,3 +551,23 @@ def sketch_keys(mag, log_gamma, out, n_threads=None):
 
     for i, m in enumerate(np.asarray(mag, dtype=np.float64).tolist()):
         out[i] = math.ceil(math.log(m) / log_gamma)
+
+
+# ---------------------------------------------------------------------- tracking
+def radix_argsort(keys, ia, ib, n_threads=None):
+    """The int64 keys in increasing order and the stable order that sorts them.
+
+    Parameters
+    ----------
+    keys : (N,) int64                       # IN  any int64, negative included
+    ia, ib : (N,) int32 or int64            # OUT / scratch: the order is written into one of them
+
+    Returns
+    -------
+    (sorted keys (N,) int64, order): ``order`` is ``ia`` or ``ib`` holding
+    ``np.argsort(keys, kind="stable")`` (ties keep their input order); the
+    compiled twins are an O(n) LSD radix sort on 11-bit digits.
+    """
+    order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+    ia[:] = order
+    return np.asarray(keys, dtype=np.int64)[order], ia

@@ -699,3 +699,50 @@ def test_sketch_family_is_dispatched():
 
     for name in ("cython", "numba"):
         assert get_kernels(name, "sketch").sketch_summary is KERNELS[name].sketch_summary
+
+
+# ------------------------------------------------------------------ tracking: radix argsort
+def check_radix(backend, keys, dt=np.int32):
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    n = keys.size
+    ref_keys, ref_order = reference.radix_argsort(keys, np.empty(n, dt), np.empty(n, dt))
+    got_keys, got_order = KERNELS[backend].radix_argsort(keys, np.empty(n, dt), np.empty(n, dt), 2)
+    assert got_order.dtype == dt
+    np.testing.assert_array_equal(got_keys, ref_keys)
+    np.testing.assert_array_equal(got_order, ref_order)  # stable: ties keep their input order
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000, 70_000])
+def test_radix_argsort_matches_reference(backend, n):
+    rng = np.random.default_rng(n)
+    check_radix(backend, rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64))
+    check_radix(backend, rng.integers(0, 1000, size=n), dt=np.int64)  # small keys, many ties
+
+
+def test_radix_argsort_adversarial(backend):
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    cases = [
+        [lo, hi, 0, -1, 1, lo + 1, hi - 1],  # the extremes and the sign flip
+        [5] * 40,  # one key: no digit pass at all
+        [3, 1, 2, 1, 3, 2, 1],  # duplicates: a stable order
+        np.arange(3000),  # sorted
+        np.arange(3000)[::-1] - 1500,  # reversed, across zero
+        10**15 + np.random.default_rng(1).permutation(5000) * 2048,  # a large offset; the low digit constant
+        [2**11 - 1, 2**11, 2**22, -(2**22), 2**33 + 1, -(2**55)],  # values at digit boundaries
+    ]
+    for keys in cases:
+        check_radix(backend, keys)
+        check_radix(backend, keys, dt=np.int64)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=60))
+def test_radix_argsort_hypothesis(keys):
+    for backend in KERNELS:
+        check_radix(backend, keys)
+
+
+def test_track_family_is_dispatched():
+    from segone._backend import get_kernels
+
+    for name in ("cython", "numba"):
+        assert get_kernels(name, "track").radix_argsort is KERNELS[name].radix_argsort

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from segone._backend import get_kernels
 from segone.errors import DataError, ParameterError, SchemaError, examples
 from segone.io import to_float64
 from segone.track._common import GONE, MOVED, NEW, STATUSES, STAYED, _column, _lookup
@@ -278,68 +279,11 @@ def _merge(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, 
 
 
 
-# the LSD radix argsort of int64 keys (compiled on first use, cached on disk)
-@njit(nogil=True, cache=True)
-def _radix_argsort(keys, ia, ib):  # pragma: no cover - compiled
-    # 11-bit digits of the key with its sign bit flipped (so negative ids sort first); one pass
-    # builds every digit's histogram, digits that are the same for every key are skipped
-    n = keys.shape[0]
-    bits = 11
-    R = 1 << bits
-    D = 6  # 66 bits >= 64
-    sign = np.uint64(1) << np.uint64(63)
-    mask = np.uint64(R - 1)
-    hist = np.zeros((D, R), dtype=np.int64)
-    ka = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        v = np.uint64(keys[i]) ^ sign
-        ka[i] = v
-        for d in range(D):
-            hist[d, np.int64((v >> np.uint64(d * bits)) & mask)] += 1
-    kb = np.empty(n, dtype=np.uint64)
-    off = np.empty(R, dtype=np.int64)
-    first = True
-    for d in range(D):
-        shift = np.uint64(d * bits)
-        if n == 0 or hist[d, np.int64((ka[0] >> shift) & mask)] == n:
-            continue
-        s = 0
-        for b in range(R):
-            off[b] = s
-            s += hist[d, b]
-        if first:
-            for i in range(n):
-                v = ka[i]
-                b = np.int64((v >> shift) & mask)
-                p = off[b]
-                kb[p] = v
-                ib[p] = i
-                off[b] = p + 1
-            first = False
-        else:
-            for i in range(n):
-                v = ka[i]
-                b = np.int64((v >> shift) & mask)
-                p = off[b]
-                kb[p] = v
-                ib[p] = ia[i]
-                off[b] = p + 1
-        ka, kb = kb, ka
-        ia, ib = ib, ia
-    if first:
-        for i in range(n):
-            ia[i] = i
-    out = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        out[i] = np.int64(ka[i] ^ sign)
-    return out, ia
-
-
-
 def _argsort_ids(ids):
     """(sorted ids, order) of unique int64 ids: a radix sort (O(n), any int64 incl. negative)."""
     dt = np.int32 if ids.size < 2**31 - 1 else np.int64
-    return _radix_argsort(np.ascontiguousarray(ids, dtype=np.int64), np.empty(ids.size, dtype=dt), np.empty(ids.size, dtype=dt))
+    return get_kernels("auto", "track").radix_argsort(np.ascontiguousarray(ids, dtype=np.int64),
+                                                      np.empty(ids.size, dtype=dt), np.empty(ids.size, dtype=dt))
 
 
 def _sorted_side(ids, where):
