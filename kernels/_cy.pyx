@@ -1245,3 +1245,92 @@ def radix_argsort(keys, ia, ib, n_threads=1):
     out = np.empty(keys.shape[0], dtype=np.int64)
     which = _radix_argsort_kernel(keys, ia, ib, out)
     return out, (ib if which else ia)
+
+
+ctypedef fused prev_order_t:
+    int
+    long long
+
+
+ctypedef fused new_order_t:
+    int
+    long long
+
+
+def _merge_moves_kernel(const long long[::1] P, const long long[::1] N, const prev_order_t[::1] op,
+                        const new_order_t[::1] on, const long long[::1] ps, const long long[::1] ns,
+                        const double[::1] sp, const double[::1] sn, const long long[::1] lp, const long long[::1] ln,
+                        long long[::1] ids, int[::1] prev, int[::1] new, signed char[::1] status, double[::1] spend,
+                        long long[:, ::1] counts, double[:, ::1] csum):
+    cdef Py_ssize_t nP = P.shape[0], nN = N.shape[0], i = 0, j = 0, u = 0, ri, rj, r, c
+    cdef bint use_op = op.shape[0] == nP and nP > 0
+    cdef bint use_on = on.shape[0] == nN and nN > 0
+    cdef bint use_sp = sp.shape[0] == nP and nP > 0
+    cdef bint use_sn = sn.shape[0] == nN and nN > 0
+    cdef bint has_spend = spend.shape[0] > 0
+    cdef Py_ssize_t pa_ = counts.shape[0] - 1, na_ = counts.shape[1] - 1
+    cdef long long a, b
+    cdef double v, nan = INFINITY - INFINITY
+    cdef Py_ssize_t bad = 0
+    with nogil:
+        for i in range(1, nP):
+            if P[i] <= P[i - 1]:
+                bad = -1
+                break
+        if bad == 0:
+            for j in range(1, nN):
+                if N[j] <= N[j - 1]:
+                    bad = -2
+                    break
+        i = 0
+        j = 0
+        while bad == 0 and (i < nP or j < nN):
+            if j >= nN or (i < nP and P[i] < N[j]):
+                ri = op[i] if use_op else i
+                a = ps[ri]
+                ids[u] = P[i]
+                prev[u] = <int> a
+                new[u] = -1
+                status[u] = 3
+                r = lp[a]
+                c = na_
+                v = sp[ri] if use_sp else nan
+                i += 1
+            elif i >= nP or N[j] < P[i]:
+                rj = on[j] if use_on else j
+                b = ns[rj]
+                ids[u] = N[j]
+                prev[u] = -1
+                new[u] = <int> b
+                status[u] = 2
+                r = pa_
+                c = ln[b]
+                v = sn[rj] if use_sn else nan
+                j += 1
+            else:
+                ri = op[i] if use_op else i
+                rj = on[j] if use_on else j
+                a = ps[ri]
+                b = ns[rj]
+                ids[u] = P[i]
+                prev[u] = <int> a
+                new[u] = <int> b
+                status[u] = 0 if a == b else 1
+                r = lp[a]
+                c = ln[b]
+                v = sn[rj] if use_sn else nan
+                i += 1
+                j += 1
+            counts[r, c] += 1
+            if has_spend:
+                spend[u] = v
+                if v == v:
+                    csum[r, c] += v
+            u += 1
+    return bad if bad else u
+
+
+def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum, n_threads=1):
+    """The moves of two runs joined by integer id; see ``segone.kernels.reference.merge_moves``."""
+    return int(_merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
+                                   csum))

@@ -873,3 +873,74 @@ def _radix_argsort_kernel(keys, ia, ib):
 def radix_argsort(keys, ia, ib, n_threads=1):
     """(keys in increasing order, the stable order); see ``segone.kernels.reference.radix_argsort``."""
     return _radix_argsort_kernel(keys, ia, ib)
+
+
+@njit(**_jit_exact)
+def _merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum):
+    # P, N: the sorted ids; op, on: the row of each sorted id in ps / sp and ns / sn (empty: the same row)
+    nP, nN = P.shape[0], N.shape[0]
+    use_op = op.shape[0] == nP and nP > 0
+    use_on = on.shape[0] == nN and nN > 0
+    for i in range(1, nP):
+        if P[i] <= P[i - 1]:
+            return -1
+    for j in range(1, nN):
+        if N[j] <= N[j - 1]:
+            return -2
+    use_sp = sp.shape[0] == nP and nP > 0
+    use_sn = sn.shape[0] == nN and nN > 0
+    has_spend = spend.shape[0] > 0
+    pa_, na_ = counts.shape[0] - 1, counts.shape[1] - 1
+    i = 0
+    j = 0
+    u = 0
+    nan = np.nan
+    while i < nP or j < nN:
+        if j >= nN or (i < nP and P[i] < N[j]):
+            ri = op[i] if use_op else i
+            a = ps[ri]
+            ids[u] = P[i]
+            prev[u] = a
+            new[u] = -1
+            status[u] = 3
+            r = lp[a]
+            c = na_
+            v = sp[ri] if use_sp else nan
+            i += 1
+        elif i >= nP or N[j] < P[i]:
+            rj = on[j] if use_on else j
+            b = ns[rj]
+            ids[u] = N[j]
+            prev[u] = -1
+            new[u] = b
+            status[u] = 2
+            r = pa_
+            c = ln[b]
+            v = sn[rj] if use_sn else nan
+            j += 1
+        else:
+            ri = op[i] if use_op else i
+            rj = on[j] if use_on else j
+            a = ps[ri]
+            b = ns[rj]
+            ids[u] = P[i]
+            prev[u] = a
+            new[u] = b
+            status[u] = 0 if a == b else 1
+            r = lp[a]
+            c = ln[b]
+            v = sn[rj] if use_sn else nan
+            i += 1
+            j += 1
+        counts[r, c] += 1
+        if has_spend:
+            spend[u] = v
+            if v == v:
+                csum[r, c] += v
+        u += 1
+    return u
+
+
+def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum, n_threads=1):
+    """The moves of two runs joined by integer id; see ``segone.kernels.reference.merge_moves``."""
+    return int(_merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum))

@@ -746,3 +746,86 @@ def test_track_family_is_dispatched():
 
     for name in ("cython", "numba"):
         assert get_kernels(name, "track").radix_argsort is KERNELS[name].radix_argsort
+
+
+# ------------------------------------------------------------------ tracking: the merge of two runs
+def merge_inputs(rng, n_p, n_n, k=4, universe=None, orders=True, spend=True, dt=np.int32, nan_share=0.1):
+    universe = max(n_p + n_n, 1) * 2 if universe is None else universe
+    P = np.sort(rng.choice(universe, size=n_p, replace=False)).astype(np.int64) - universe // 3
+    N = np.sort(rng.choice(universe, size=n_n, replace=False)).astype(np.int64) - universe // 3
+    ps, ns = rng.integers(0, k, size=n_p).astype(np.int64), rng.integers(0, k + 1, size=n_n).astype(np.int64)
+    op = rng.permutation(n_p).astype(dt) if orders and n_p else np.empty(0, np.int64)
+    on = rng.permutation(n_n).astype(dt) if orders and n_n else np.empty(0, np.int64)
+
+    def values(n):
+        v = rng.lognormal(2.0, 1.5, size=n)
+        v[rng.random(n) < nan_share] = np.nan
+        return v
+
+    sp, sn = (values(n_p), values(n_n)) if spend else (np.empty(0), np.empty(0))
+    pk, nk = np.unique(ps), np.unique(ns)
+    lp = np.full(int(pk.max()) + 1 if pk.size else 1, pk.size, np.int64)
+    lp[pk] = np.arange(pk.size)
+    ln = np.full(int(nk.max()) + 1 if nk.size else 1, nk.size, np.int64)
+    ln[nk] = np.arange(nk.size)
+    return P, N, op, on, ps, ns, sp, sn, lp, ln, (pk.size + 1, nk.size + 1), spend
+
+
+def check_merge(backend, inputs):
+    P, N, op, on, ps, ns, sp, sn, lp, ln, shape, spend = inputs
+    L = P.size + N.size
+
+    def run(mod):
+        out = (np.empty(L, np.int64), np.empty(L, np.int32), np.empty(L, np.int32), np.empty(L, np.int8),
+               np.empty(L if spend else 0), np.zeros(shape, np.int64), np.zeros(shape))  # fmt: skip
+        u = mod.merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, *out, **({} if mod is reference else {"n_threads": 2}))
+        return u, out
+
+    u_ref, ref = run(reference)
+    u, got = run(KERNELS[backend])
+    assert u == u_ref
+    if u < 0:
+        return u
+    for a, b in zip(got[:5], ref[:5]):
+        np.testing.assert_array_equal(a[:u], b[:u])  # NaN spend compares equal
+    np.testing.assert_array_equal(got[5], ref[5])
+    assert np.array_equal(got[6], ref[6])  # the spend sums in id order: the same bits
+    return u
+
+
+@pytest.mark.parametrize("n_p, n_n", [(0, 0), (1, 0), (0, 1), (1, 1), (300, 200), (5000, 7000)])
+@pytest.mark.parametrize("orders, spend", [(True, True), (False, True), (True, False)])
+def test_merge_moves_matches_reference(backend, n_p, n_n, orders, spend):
+    rng = np.random.default_rng(n_p * 31 + n_n)
+    check_merge(backend, merge_inputs(rng, n_p, n_n, orders=orders, spend=spend))
+    check_merge(backend, merge_inputs(rng, n_p, n_n, orders=orders, spend=spend, dt=np.int64))
+
+
+def test_merge_moves_adversarial(backend):
+    rng = np.random.default_rng(5)
+    # the same customers in both runs (all stay or move), disjoint runs (all new or gone), one segment, all NaN
+    same = merge_inputs(rng, 400, 0, k=1)
+    P = same[0]
+    check_merge(backend, (P, P.copy(), *same[2:4], same[4], np.zeros(400, np.int64), same[6], same[6].copy(),
+                          same[8], np.array([0], np.int64), (2, 2), True))  # fmt: skip
+    check_merge(backend, merge_inputs(rng, 300, 300, universe=600, nan_share=1.0))
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    ext = merge_inputs(rng, 3, 3)
+    check_merge(backend, (np.array([lo, 0, hi]), np.array([lo, 1, hi - 1]), *ext[2:]))  # the int64 extremes
+    huge = merge_inputs(rng, 50, 50, nan_share=0.0)  # huge spend: the sums overflow to inf alike
+    check_merge(backend, (*huge[:6], huge[6] * 1e304, huge[7] * 1e304, *huge[8:]))
+    # a duplicated id: -1 for the previous run, -2 for the new one, nothing written
+    dup = merge_inputs(rng, 5, 5, orders=False)
+    P2 = dup[0].copy()
+    P2[3] = P2[2]
+    assert check_merge(backend, (P2, *dup[1:])) == -1
+    N2 = dup[1].copy()
+    N2[1] = N2[0]
+    assert check_merge(backend, (dup[0], N2, *dup[2:])) == -2
+
+
+def test_merge_moves_family_is_dispatched():
+    from segone._backend import get_kernels
+
+    for name in ("cython", "numba"):
+        assert get_kernels(name, "track").merge_moves is KERNELS[name].merge_moves

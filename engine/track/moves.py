@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
 
 from segone._backend import get_kernels
 from segone.errors import DataError, ParameterError, SchemaError, examples
@@ -211,71 +210,6 @@ class _Moves:
 
 
 # the fused sort-merge of two runs' integer ids (compiled on first use, cached on disk)
-@njit(nogil=True, cache=True)
-def _merge(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
-          csum):  # pragma: no cover
-    # P, N: the sorted ids; op, on: the row of each sorted id in ps / sp and ns / sn (empty: the same row)
-    nP, nN = P.shape[0], N.shape[0]
-    use_op = op.shape[0] == nP and nP > 0
-    use_on = on.shape[0] == nN and nN > 0
-    for i in range(1, nP):
-        if P[i] <= P[i - 1]:
-            return -1
-    for j in range(1, nN):
-        if N[j] <= N[j - 1]:
-            return -2
-    use_sp = sp.shape[0] == nP and nP > 0
-    use_sn = sn.shape[0] == nN and nN > 0
-    has_spend = spend.shape[0] > 0
-    pa_, na_ = counts.shape[0] - 1, counts.shape[1] - 1
-    i = 0
-    j = 0
-    u = 0
-    nan = np.nan
-    while i < nP or j < nN:
-        if j >= nN or (i < nP and P[i] < N[j]):
-            ri = op[i] if use_op else i
-            a = ps[ri]
-            ids[u] = P[i]
-            prev[u] = a
-            new[u] = -1
-            status[u] = 3
-            r = lp[a]
-            c = na_
-            v = sp[ri] if use_sp else nan
-            i += 1
-        elif i >= nP or N[j] < P[i]:
-            rj = on[j] if use_on else j
-            b = ns[rj]
-            ids[u] = N[j]
-            prev[u] = -1
-            new[u] = b
-            status[u] = 2
-            r = pa_
-            c = ln[b]
-            v = sn[rj] if use_sn else nan
-            j += 1
-        else:
-            ri = op[i] if use_op else i
-            rj = on[j] if use_on else j
-            a = ps[ri]
-            b = ns[rj]
-            ids[u] = P[i]
-            prev[u] = a
-            new[u] = b
-            status[u] = 0 if a == b else 1
-            r = lp[a]
-            c = ln[b]
-            v = sn[rj] if use_sn else nan
-            i += 1
-            j += 1
-        counts[r, c] += 1
-        if has_spend:
-            spend[u] = v
-            if v == v:
-                csum[r, c] += v
-        u += 1
-    return u
 
 
 
@@ -325,9 +259,10 @@ def _moves_ints(p, n, ps, ns, sp, sn, where):
     counts = np.zeros((pk.size + 1, nk.size + 1), dtype=np.int64)
     csum = np.zeros(counts.shape)
     none = np.empty(0, dtype=np.int64)
-    u = _merge(P, N, none if op is None else op, none if on is None else on, ps.astype(np.int64, copy=False),
-             ns.astype(np.int64, copy=False), empty if sp is None else sp, empty if sn is None else sn, lp, ln, ids,
-             prev, new, status, spend, counts, csum)  # fmt: skip
+    u = get_kernels("auto", "track").merge_moves(
+        P, N, none if op is None else op, none if on is None else on, ps.astype(np.int64, copy=False),
+        ns.astype(np.int64, copy=False), empty if sp is None else sp, empty if sn is None else sn, lp, ln, ids, prev,
+        new, status, spend, counts, csum)  # fmt: skip
     if u < 0:
         _duplicates(P if u == -1 else N, where[0] if u == -1 else where[1])
     cont = Contingency(pk, nk, counts, csum if has_spend else None)
