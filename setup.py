@@ -133,7 +133,8 @@ def extensions():
 
 
 setup(
-    packages=["segone", "segone.kernels", "segone.describe", "segone.report"],
+    packages=["segone", "segone.kernels", "segone.describe", "segone.report", "segone.io", "segone.privacy",
+              "segone.track"],
     package_dir={"segone": "engine", "segone.kernels": "kernels"},
     package_data={"segone.kernels": ["*.pyx", "*.pxd", "*.h"]},
     ext_modules=extensions(),

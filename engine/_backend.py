@@ -23,6 +23,10 @@ _AUTO_ORDER = {
     "group": ("cython", "numba"),
     "score": ("cython", "numba"),
     "persona": ("cython", "numba"),
+    # the quantile sketch's one pass per column: bit-identical on both; cython needs no JIT compile
+    "sketch": ("cython", "numba"),
+    # tracking's radix argsort of the customer ids: cython needs no JIT compile
+    "track": ("cython", "numba"),
 }
 _loaded = {}
 

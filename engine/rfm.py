@@ -8,7 +8,13 @@ Scores are rank-based and deterministic: a customer's score is
 ``1 + floor(bins * p)`` where ``p`` is the share of customers with a strictly
 worse value, so tied customers always share a score (many one-time buyers all
 get F = 1, whatever their row order) and the scores do not depend on how the
-input is sorted.  Customers without a purchase (null recency) get R = 1.
+input is sorted.  Customers without a value (null recency: no purchase) get
+1 and count as worse than everyone.  The ranks are read from the column's
+mergeable quantile sketch (:func:`population`, :func:`score`): values within
+the sketch's 0.5% of each other tie.  This is the one RFM scoring: a run's
+per-customer scores (:meth:`segone.PersonaModel.rfm_columns`, on every
+engine) rank against the same sketch, merged over the pieces, so they equal
+:func:`rfm_scores` on the same profiles.
 
 The rule table (:data:`DEFAULT_RFM_RULES`) is plain data: an ordered list of
 ``{"segment", "r": [lo, hi], "f": [lo, hi], "m": [lo, hi]}`` entries with
@@ -26,6 +32,7 @@ import pyarrow as pa
 from segone._validation import check_int
 from segone.errors import ParameterError, SchemaError
 from segone.io import read_table, to_float64
+from segone.sketch import summarise
 
 UNCLASSIFIED = "Unclassified"
 
@@ -81,18 +88,53 @@ def rule_grid(rules=None, bins=5):
     return [name for name, _ in checked], grid
 
 
-def _scores(values, bins, higher_is_better=True):
-    """Rank-based 1..bins scores; ties share a score; NaN gets 1."""
+def population(values):
+    """The population of one RFM column: ``(sketch of its finite values, number of customers)``.
+
+    The state that :func:`score` ranks against; :class:`segone.PersonaModel`
+    holds the same sketch for every profile column (merged over the pieces of
+    the data on an engine), so the scores of a run and of
+    :func:`rfm_scores` on the same profiles are the same.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sketch, n = population(np.array([3.0, 1.0, np.nan]))
+    >>> sketch.count, n
+    (2, 3)
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return summarise(v)[4], int(v.size)
+
+
+def score(values, sketch, n, bins=5, higher_is_better=True):
+    """1..``bins`` scores of ``values`` against a population: ``1 + floor(bins * p)``.
+
+    ``p`` is the share of the population's ``n`` customers that is strictly
+    worse: in a sketch bucket below the value's (above it when
+    ``higher_is_better`` is False), plus the customers without a value (not
+    in the sketch).  Values in one bucket (within the sketch's 0.5%) tie and
+    share a score; a value that is NaN scores 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = np.array([1.0, 1.0, 2.0, 3.0, np.nan])
+    >>> score(v, *population(v)).tolist()
+    [2, 2, 4, 5, 1]
+    """
     v = np.asarray(values, dtype=np.float64)
-    valid = ~np.isnan(v)
-    n = int(valid.sum())
     out = np.ones(v.shape, dtype=np.int8)
-    if n == 0:
+    ok = np.isfinite(v)
+    if n <= 0 or sketch is None or sketch.count == 0 or not ok.any():
         return out
-    key = v[valid] if higher_is_better else -v[valid]
-    # share of customers with a strictly worse value, over all customers
-    worse = np.searchsorted(np.sort(key), key, side="left") + (v.size - n)
-    out[valid] = 1 + np.minimum((bins * worse) // v.size, bins - 1)
+    coords, counts = sketch._table(as_coords=True)
+    if not higher_is_better:
+        coords, counts = -coords[::-1], counts[::-1]
+    below = np.concatenate([[0], np.cumsum(counts)])
+    c = sketch.coords(v[ok])
+    worse = below[np.searchsorted(coords, c if higher_is_better else -c, side="left")] + (n - sketch.count)
+    out[ok] = 1 + np.minimum((bins * worse) // n, bins - 1)
     return out
 
 
@@ -144,9 +186,9 @@ def rfm_scores(profiles, *, bins=5, rules=None, recency="recency_days", frequenc
         if np.isinf(v).any():
             raise SchemaError(f"RFM column {name!r} holds infinite values; fix them in the profile.")
         cols[name] = v
-    r = _scores(cols[recency], bins, higher_is_better=False)
-    f = _scores(np.nan_to_num(cols[frequency], nan=0.0), bins)
-    m = _scores(np.nan_to_num(cols[monetary], nan=0.0), bins)
+    r = score(cols[recency], *population(cols[recency]), bins, higher_is_better=False)
+    f = score(cols[frequency], *population(cols[frequency]), bins)
+    m = score(cols[monetary], *population(cols[monetary]), bins)
     digits = np.array([str(i) for i in range(10)], dtype=object)
     code = digits[r] + digits[f] + digits[m]
     out = {

@@ -12,7 +12,10 @@ fitting on the whole, and the same data always gives the same result.
 The updates are one compiled pass per column (the ``ddsketch`` package
 updates one value at a time in Python, far too slow for a million customers
 per feature), and :func:`summarise` gives a column's count, mean, sum of
-squares and maximum from the same pass.  Bucket keys use the C library's
+squares and maximum from the same pass.  The pass and the bucket keys are
+the ``sketch`` kernel family of :mod:`segone.kernels` (Cython and Numba
+twins of ``kernels/reference.py``'s ``sketch_summary`` and ``sketch_keys``,
+chosen by :mod:`segone._backend`).  Bucket keys use the C library's
 ``log``, as the compiled scoring kernels do, so a value's bucket is the same
 everywhere.
 """
@@ -20,58 +23,9 @@ everywhere.
 import threading
 
 import numpy as np
-from numba import njit
-
+from segone._backend import get_kernels
 from segone._validation import check_float
 from segone.errors import DataError, ParameterError
-
-
-@njit(nogil=True, cache=True)
-def _summary_kernel(v, lg, min_key, min_value, pos, neg):
-    """One pass over v: (finite count, shifted sum, shifted sum of squares, shift, max, zero count, key ranges).
-
-    ``pos`` / ``neg`` are zeroed dense histograms indexed by ``key - min_key``.
-    """
-    cnt = 0
-    x0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    mx = -np.inf
-    zero = 0
-    plo, phi, nlo, nhi = pos.size, -1, neg.size, -1
-    for i in range(v.size):
-        x = v[i]
-        if not np.isfinite(x):
-            continue
-        if cnt == 0:
-            x0 = x
-        cnt += 1
-        dx = x - x0
-        s1 += dx
-        s2 += dx * dx
-        if x > mx:
-            mx = x
-        a = abs(x)
-        if a < min_value:
-            zero += 1
-            continue
-        k = np.int64(np.ceil(np.log(a) / lg)) - min_key
-        k = min(max(k, 0), pos.size - 1)
-        if x > 0:
-            pos[k] += 1
-            plo = min(plo, k)
-            phi = max(phi, k)
-        else:
-            neg[k] += 1
-            nlo = min(nlo, k)
-            nhi = max(nhi, k)
-    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
-
-
-@njit(nogil=True, cache=True)
-def _keys_kernel(mag, lg, out):
-    for i in range(mag.size):
-        out[i] = np.int64(np.ceil(np.log(mag[i]) / lg))
 
 
 def _span(log_gamma, min_value):
@@ -110,7 +64,8 @@ def summarise(values, alpha=0.005, min_value=1e-9):
     v = np.ascontiguousarray(values, dtype=np.float64).ravel()
     lo, width = _span(sk.log_gamma, sk.min_value)
     pos, neg = _scratch(width)
-    cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi = _summary_kernel(v, sk.log_gamma, lo, sk.min_value, pos, neg)
+    cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi = get_kernels("auto", "sketch").sketch_summary(
+        v, sk.log_gamma, lo, sk.min_value, pos, neg)  # fmt: skip
     sk.zero_count = int(zero)
     if phi >= plo:
         c = pos[plo : phi + 1]
@@ -163,7 +118,8 @@ class QuantileSketch:
 
     def _keys(self, mag):
         out = np.empty(np.shape(mag), dtype=np.int64)
-        _keys_kernel(np.ascontiguousarray(mag, dtype=np.float64).ravel(), self.log_gamma, out.reshape(-1))
+        get_kernels("auto", "sketch").sketch_keys(np.ascontiguousarray(mag, dtype=np.float64).ravel(), self.log_gamma,
+                                                  out.reshape(-1))  # fmt: skip
         return out
 
     @staticmethod

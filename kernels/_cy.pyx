@@ -17,7 +17,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, ceil, fabs, log, log1p
+from libc.math cimport INFINITY, ceil, fabs, isfinite, log, log1p
 from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
@@ -1108,3 +1108,229 @@ def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads
     col_ptrs = np.array([c.ctypes.data for c in cols], dtype=np.uint64)
     lg, mv, mk = (float(b) for b in bucket)
     _persona_kernel(col_ptrs, *tables, lg, mv, mk, S, max(1, int(n_threads)))
+
+
+# ---------------------------------------------------------------------------
+# Quantile sketch: one sequential pass per column, without the GIL (callers
+# run columns on their own threads); the moments are a sequential sum and the
+# keys use the C library's log, as the Numba twin and the reference.
+
+def sketch_summary(const double[::1] v, double log_gamma, long long min_key, double min_value,
+                   long long[::1] pos, long long[::1] neg, n_threads=1):
+    """A column's moments and sketch histogram; see ``segone.kernels.reference.sketch_summary``."""
+    cdef Py_ssize_t i, n = v.shape[0]
+    cdef long long width = pos.shape[0]
+    cdef long long cnt = 0, zero = 0, k
+    cdef long long plo = pos.shape[0], phi = -1, nlo = neg.shape[0], nhi = -1
+    cdef double x, a, dx, x0 = 0.0, s1 = 0.0, s2 = 0.0, mx = -INFINITY
+    with nogil:
+        for i in range(n):
+            x = v[i]
+            if not isfinite(x):
+                continue
+            if cnt == 0:
+                x0 = x
+            cnt += 1
+            dx = x - x0
+            s1 += dx
+            s2 += dx * dx
+            if x > mx:
+                mx = x
+            a = fabs(x)
+            if a < min_value:
+                zero += 1
+                continue
+            k = <long long> ceil(log(a) / log_gamma) - min_key
+            if k < 0:
+                k = 0
+            elif k > width - 1:
+                k = width - 1
+            if x > 0:
+                pos[k] += 1
+                if k < plo:
+                    plo = k
+                if k > phi:
+                    phi = k
+            else:
+                neg[k] += 1
+                if k < nlo:
+                    nlo = k
+                if k > nhi:
+                    nhi = k
+    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
+
+
+def sketch_keys(const double[::1] mag, double log_gamma, long long[::1] out, n_threads=1):
+    """Bucket keys of magnitudes; see ``segone.kernels.reference.sketch_keys``."""
+    cdef Py_ssize_t i, n = mag.shape[0]
+    with nogil:
+        for i in range(n):
+            out[i] = <long long> ceil(log(mag[i]) / log_gamma)
+
+
+# ---------------------------------------------------------------------------
+# Tracking: the LSD radix argsort of int64 ids (11-bit digits of the key with
+# its sign bit flipped, so negative ids sort first; digits the same for every
+# key are skipped), sequential passes without the GIL.
+
+ctypedef fused order_t:
+    int
+    long long
+
+
+def _radix_argsort_kernel(const long long[::1] keys, order_t[::1] ia, order_t[::1] ib, long long[::1] out):
+    """Sorted keys into ``out``, the order into ``ia`` (returns 0) or ``ib`` (returns 1)."""
+    cdef Py_ssize_t n = keys.shape[0], i, p, s
+    cdef int bits = 11, d, first = 1, which = 0
+    cdef Py_ssize_t R = 2048, D = 6, b
+    cdef unsigned long long sign = (<unsigned long long> 1) << 63, mask = 2047, v, shift
+    if n == 0:
+        return 0
+    hist_arr = np.zeros((D, R), dtype=np.int64)
+    cdef long long[:, ::1] hist = hist_arr
+    ka_arr = np.empty(n, dtype=np.uint64)
+    kb_arr = np.empty(n, dtype=np.uint64)
+    cdef unsigned long long[::1] ka_v = ka_arr
+    cdef unsigned long long[::1] kb_v = kb_arr
+    off_arr = np.empty(R, dtype=np.int64)
+    cdef long long[::1] off = off_arr
+    cdef unsigned long long* ka = &ka_v[0]
+    cdef unsigned long long* kb = &kb_v[0]
+    cdef unsigned long long* tk
+    cdef order_t* oa = &ia[0]
+    cdef order_t* ob = &ib[0]
+    cdef order_t* to
+    with nogil:
+        for i in range(n):
+            v = (<unsigned long long> keys[i]) ^ sign
+            ka[i] = v
+            for d in range(D):
+                hist[d, <Py_ssize_t> ((v >> (d * bits)) & mask)] += 1
+        for d in range(D):
+            shift = d * bits
+            if hist[d, <Py_ssize_t> ((ka[0] >> shift) & mask)] == n:
+                continue
+            s = 0
+            for b in range(R):
+                off[b] = s
+                s = s + hist[d, b]
+            for i in range(n):
+                v = ka[i]
+                b = <Py_ssize_t> ((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                if first:
+                    ob[p] = <order_t> i
+                else:
+                    ob[p] = oa[i]
+                off[b] = p + 1
+            first = 0
+            tk = ka
+            ka = kb
+            kb = tk
+            to = oa
+            oa = ob
+            ob = to
+            which = 1 - which
+        if first:
+            for i in range(n):
+                oa[i] = <order_t> i
+        for i in range(n):
+            out[i] = <long long> (ka[i] ^ sign)
+    return which
+
+
+def radix_argsort(keys, ia, ib, n_threads=1):
+    """(keys in increasing order, the stable order); see ``segone.kernels.reference.radix_argsort``."""
+    out = np.empty(keys.shape[0], dtype=np.int64)
+    which = _radix_argsort_kernel(keys, ia, ib, out)
+    return out, (ib if which else ia)
+
+
+ctypedef fused prev_order_t:
+    int
+    long long
+
+
+ctypedef fused new_order_t:
+    int
+    long long
+
+
+def _merge_moves_kernel(const long long[::1] P, const long long[::1] N, const prev_order_t[::1] op,
+                        const new_order_t[::1] on, const long long[::1] ps, const long long[::1] ns,
+                        const double[::1] sp, const double[::1] sn, const long long[::1] lp, const long long[::1] ln,
+                        long long[::1] ids, int[::1] prev, int[::1] new, signed char[::1] status, double[::1] spend,
+                        long long[:, ::1] counts, double[:, ::1] csum):
+    cdef Py_ssize_t nP = P.shape[0], nN = N.shape[0], i = 0, j = 0, u = 0, ri, rj, r, c
+    cdef bint use_op = op.shape[0] == nP and nP > 0
+    cdef bint use_on = on.shape[0] == nN and nN > 0
+    cdef bint use_sp = sp.shape[0] == nP and nP > 0
+    cdef bint use_sn = sn.shape[0] == nN and nN > 0
+    cdef bint has_spend = spend.shape[0] > 0
+    cdef Py_ssize_t pa_ = counts.shape[0] - 1, na_ = counts.shape[1] - 1
+    cdef long long a, b
+    cdef double v, nan = INFINITY - INFINITY
+    cdef Py_ssize_t bad = 0
+    with nogil:
+        for i in range(1, nP):
+            if P[i] <= P[i - 1]:
+                bad = -1
+                break
+        if bad == 0:
+            for j in range(1, nN):
+                if N[j] <= N[j - 1]:
+                    bad = -2
+                    break
+        i = 0
+        j = 0
+        while bad == 0 and (i < nP or j < nN):
+            if j >= nN or (i < nP and P[i] < N[j]):
+                ri = op[i] if use_op else i
+                a = ps[ri]
+                ids[u] = P[i]
+                prev[u] = <int> a
+                new[u] = -1
+                status[u] = 3
+                r = lp[a]
+                c = na_
+                v = sp[ri] if use_sp else nan
+                i += 1
+            elif i >= nP or N[j] < P[i]:
+                rj = on[j] if use_on else j
+                b = ns[rj]
+                ids[u] = N[j]
+                prev[u] = -1
+                new[u] = <int> b
+                status[u] = 2
+                r = pa_
+                c = ln[b]
+                v = sn[rj] if use_sn else nan
+                j += 1
+            else:
+                ri = op[i] if use_op else i
+                rj = on[j] if use_on else j
+                a = ps[ri]
+                b = ns[rj]
+                ids[u] = P[i]
+                prev[u] = <int> a
+                new[u] = <int> b
+                status[u] = 0 if a == b else 1
+                r = lp[a]
+                c = ln[b]
+                v = sn[rj] if use_sn else nan
+                i += 1
+                j += 1
+            counts[r, c] += 1
+            if has_spend:
+                spend[u] = v
+                if v == v:
+                    csum[r, c] += v
+            u += 1
+    return bad if bad else u
+
+
+def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum, n_threads=1):
+    """The moves of two runs joined by integer id; see ``segone.kernels.reference.merge_moves``."""
+    return int(_merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
+                                   csum))

@@ -749,3 +749,198 @@ def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads
         _persona_kernel(numba.typed.List(cols), *tables, lg, mv, mk, S, -(-S.shape[0] // ASSIGN_BLOCK))
     finally:
         numba.set_num_threads(prev)
+
+
+# ---------------------------------------------------------------------------
+# Quantile sketch (see the Cython twin): one sequential pass per column, the
+# GIL released; callers run columns on their own threads.  No fastmath: the
+# moments are a sequential sum and the keys use the C library's log.
+@njit(**_jit_exact)
+def _sketch_summary_kernel(v, lg, min_key, min_value, pos, neg):
+    cnt = 0
+    x0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    mx = -np.inf
+    zero = 0
+    plo, phi, nlo, nhi = pos.size, -1, neg.size, -1
+    for i in range(v.size):
+        x = v[i]
+        if not np.isfinite(x):
+            continue
+        if cnt == 0:
+            x0 = x
+        cnt += 1
+        dx = x - x0
+        s1 += dx
+        s2 += dx * dx
+        if x > mx:
+            mx = x
+        a = abs(x)
+        if a < min_value:
+            zero += 1
+            continue
+        k = np.int64(np.ceil(np.log(a) / lg)) - min_key
+        k = min(max(k, 0), pos.size - 1)
+        if x > 0:
+            pos[k] += 1
+            plo = min(plo, k)
+            phi = max(phi, k)
+        else:
+            neg[k] += 1
+            nlo = min(nlo, k)
+            nhi = max(nhi, k)
+    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
+
+
+@njit(**_jit_exact)
+def _sketch_keys_kernel(mag, lg, out):
+    for i in range(mag.size):
+        out[i] = np.int64(np.ceil(np.log(mag[i]) / lg))
+
+
+def sketch_summary(v, log_gamma, min_key, min_value, pos, neg, n_threads=1):
+    """A column's moments and sketch histogram; see ``segone.kernels.reference.sketch_summary``."""
+    cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi = _sketch_summary_kernel(
+        v, float(log_gamma), np.int64(min_key), float(min_value), pos, neg)  # fmt: skip
+    return int(cnt), float(s1), float(s2), float(x0), float(mx), int(zero), int(plo), int(phi), int(nlo), int(nhi)
+
+
+def sketch_keys(mag, log_gamma, out, n_threads=1):
+    """Bucket keys of magnitudes; see ``segone.kernels.reference.sketch_keys``."""
+    _sketch_keys_kernel(mag, float(log_gamma), out)
+
+
+# ---------------------------------------------------------------------------
+# Tracking (see the Cython twin): the LSD radix argsort of int64 ids, one
+# sequential pass per digit without the GIL.
+@njit(**_jit_exact)
+def _radix_argsort_kernel(keys, ia, ib):
+    # 11-bit digits of the key with its sign bit flipped (so negative ids sort first); one pass
+    # builds every digit's histogram, digits that are the same for every key are skipped
+    n = keys.shape[0]
+    bits = 11
+    R = 1 << bits
+    D = 6  # 66 bits >= 64
+    sign = np.uint64(1) << np.uint64(63)
+    mask = np.uint64(R - 1)
+    hist = np.zeros((D, R), dtype=np.int64)
+    ka = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        v = np.uint64(keys[i]) ^ sign
+        ka[i] = v
+        for d in range(D):
+            hist[d, np.int64((v >> np.uint64(d * bits)) & mask)] += 1
+    kb = np.empty(n, dtype=np.uint64)
+    off = np.empty(R, dtype=np.int64)
+    first = True
+    for d in range(D):
+        shift = np.uint64(d * bits)
+        if n == 0 or hist[d, np.int64((ka[0] >> shift) & mask)] == n:
+            continue
+        s = 0
+        for b in range(R):
+            off[b] = s
+            s += hist[d, b]
+        if first:
+            for i in range(n):
+                v = ka[i]
+                b = np.int64((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                ib[p] = i
+                off[b] = p + 1
+            first = False
+        else:
+            for i in range(n):
+                v = ka[i]
+                b = np.int64((v >> shift) & mask)
+                p = off[b]
+                kb[p] = v
+                ib[p] = ia[i]
+                off[b] = p + 1
+        ka, kb = kb, ka
+        ia, ib = ib, ia
+    if first:
+        for i in range(n):
+            ia[i] = i
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = np.int64(ka[i] ^ sign)
+    return out, ia
+
+
+def radix_argsort(keys, ia, ib, n_threads=1):
+    """(keys in increasing order, the stable order); see ``segone.kernels.reference.radix_argsort``."""
+    return _radix_argsort_kernel(keys, ia, ib)
+
+
+@njit(**_jit_exact)
+def _merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum):
+    # P, N: the sorted ids; op, on: the row of each sorted id in ps / sp and ns / sn (empty: the same row)
+    nP, nN = P.shape[0], N.shape[0]
+    use_op = op.shape[0] == nP and nP > 0
+    use_on = on.shape[0] == nN and nN > 0
+    for i in range(1, nP):
+        if P[i] <= P[i - 1]:
+            return -1
+    for j in range(1, nN):
+        if N[j] <= N[j - 1]:
+            return -2
+    use_sp = sp.shape[0] == nP and nP > 0
+    use_sn = sn.shape[0] == nN and nN > 0
+    has_spend = spend.shape[0] > 0
+    pa_, na_ = counts.shape[0] - 1, counts.shape[1] - 1
+    i = 0
+    j = 0
+    u = 0
+    nan = np.nan
+    while i < nP or j < nN:
+        if j >= nN or (i < nP and P[i] < N[j]):
+            ri = op[i] if use_op else i
+            a = ps[ri]
+            ids[u] = P[i]
+            prev[u] = a
+            new[u] = -1
+            status[u] = 3
+            r = lp[a]
+            c = na_
+            v = sp[ri] if use_sp else nan
+            i += 1
+        elif i >= nP or N[j] < P[i]:
+            rj = on[j] if use_on else j
+            b = ns[rj]
+            ids[u] = N[j]
+            prev[u] = -1
+            new[u] = b
+            status[u] = 2
+            r = pa_
+            c = ln[b]
+            v = sn[rj] if use_sn else nan
+            j += 1
+        else:
+            ri = op[i] if use_op else i
+            rj = on[j] if use_on else j
+            a = ps[ri]
+            b = ns[rj]
+            ids[u] = P[i]
+            prev[u] = a
+            new[u] = b
+            status[u] = 0 if a == b else 1
+            r = lp[a]
+            c = ln[b]
+            v = sn[rj] if use_sn else nan
+            i += 1
+            j += 1
+        counts[r, c] += 1
+        if has_spend:
+            spend[u] = v
+            if v == v:
+                csum[r, c] += v
+        u += 1
+    return u
+
+
+def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum, n_threads=1):
+    """The moves of two runs joined by integer id; see ``segone.kernels.reference.merge_moves``."""
+    return int(_merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum))

@@ -484,3 +484,148 @@ def persona_strengths(cols, lut, lut_off, lut_low, lut_len, bucket, S, n_threads
             ci = np.clip(c - lut_low[j], 0, lut_len[j] - 1).astype(np.int64)
             out[fin] = lut[lut_off[j] + ci[fin]]
         S[:, j] = out
+
+
+# ---------------------------------------------------------------- quantile sketch
+def sketch_summary(v, log_gamma, min_key, min_value, pos, neg, n_threads=None):
+    """One pass over a column: its moments, maximum and quantile-sketch histogram (``segone.sketch.summarise``).
+
+    Parameters
+    ----------
+    v : (N,) float64                        # IN  NaN / infinity are skipped
+    log_gamma : float                       # the sketch's log(gamma): value x > 0 falls in key ceil(log(x) / log_gamma)
+    min_key : int                           # the key stored at index 0 of ``pos`` / ``neg``
+    min_value : float                       # magnitudes below it count in the zero bucket
+    pos, neg : (W,) int64, zeroed           # OUT counts of the positive / negative values per key - min_key
+                                            #     (keys outside [0, W) are clamped to the ends)
+
+    Returns
+    -------
+    (count, s1, s2, x0, max, zero, plo, phi, nlo, nhi): the finite values'
+    count, sum and sum of squares of ``x - x0`` with ``x0`` the first finite
+    value (a sequential sum, so all backends give the same bits), their
+    maximum (-inf if none), the zero bucket's count and the lowest / highest
+    index written in ``pos`` and ``neg`` (``plo = W, phi = -1`` if none).
+    The log is the C library's (``math.log``), as in the compiled twins.
+    The pass is sequential (callers run columns on their own threads).
+    """
+    import math
+
+    cnt, x0, s1, s2, mx, zero = 0, 0.0, 0.0, 0.0, -math.inf, 0
+    plo, phi, nlo, nhi = pos.size, -1, neg.size, -1
+    for x in np.asarray(v, dtype=np.float64).tolist():
+        if not math.isfinite(x):
+            continue
+        if cnt == 0:
+            x0 = x
+        cnt += 1
+        dx = x - x0
+        s1 += dx
+        s2 += dx * dx
+        if x > mx:
+            mx = x
+        a = abs(x)
+        if a < min_value:
+            zero += 1
+            continue
+        k = min(max(math.ceil(math.log(a) / log_gamma) - min_key, 0), pos.size - 1)
+        if x > 0:
+            pos[k] += 1
+            plo, phi = min(plo, k), max(phi, k)
+        else:
+            neg[k] += 1
+            nlo, nhi = min(nlo, k), max(nhi, k)
+    return cnt, s1, s2, x0, mx, zero, plo, phi, nlo, nhi
+
+
+def sketch_keys(mag, log_gamma, out, n_threads=None):
+    """Bucket key ``ceil(log(m) / log_gamma)`` of every magnitude (``segone.sketch.QuantileSketch.coords``).
+
+    Parameters
+    ----------
+    mag : (N,) float64, finite and > 0      # IN
+    log_gamma : float
+    out : (N,) int64                        # OUT
+    """
+    import math
+
+    for i, m in enumerate(np.asarray(mag, dtype=np.float64).tolist()):
+        out[i] = math.ceil(math.log(m) / log_gamma)
+
+
+# ---------------------------------------------------------------------- tracking
+def radix_argsort(keys, ia, ib, n_threads=None):
+    """The int64 keys in increasing order and the stable order that sorts them.
+
+    Parameters
+    ----------
+    keys : (N,) int64                       # IN  any int64, negative included
+    ia, ib : (N,) int32 or int64            # OUT / scratch: the order is written into one of them
+
+    Returns
+    -------
+    (sorted keys (N,) int64, order): ``order`` is ``ia`` or ``ib`` holding
+    ``np.argsort(keys, kind="stable")`` (ties keep their input order); the
+    compiled twins are an O(n) LSD radix sort on 11-bit digits.
+    """
+    order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+    ia[:] = order
+    return np.asarray(keys, dtype=np.int64)[order], ia
+
+
+def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum, n_threads=None):
+    """The moves of two runs joined by integer id, with their migration counts, in one pass.
+
+    Parameters
+    ----------
+    P, N : (nP,), (nN,) int64               # IN  the previous / new run's ids, strictly increasing
+    op, on : (nP,), (nN,) int32 or int64    # IN  the row of each sorted id in ps / sp and ns / sn
+                                            #     (an empty array: the same row)
+    ps, ns : int64                          # IN  the segment of each row
+    sp, sn : float64 (or empty: none)       # IN  the spend of each row
+    lp, ln : int64                          # IN  the counts' row of a previous segment / column of a new one
+    ids : (nP + nN,) int64                  # OUT the union of the ids, increasing
+    prev, new : (nP + nN,) int32            # OUT the previous / new segment (-1: absent)
+    status : (nP + nN,) int8                # OUT 0 stayed, 1 moved, 2 new, 3 gone
+    spend : (nP + nN,) float64 or (0,)      # OUT the new run's spend (the previous run's for the gone)
+    counts : (kp + 1, kn + 1) int64         # OUT (zeroed) customers per (previous, new) cell; the last row /
+                                            #     column: absent from that run
+    csum : (kp + 1, kn + 1) float64         # OUT (zeroed) the spend per cell (NaN spend is left out), summed in
+                                            #     id order
+
+    Returns
+    -------
+    The number of union ids written, or -1 (-2) when P (N) is not strictly
+    increasing (a duplicated id).
+    """
+    nP, nN = P.shape[0], N.shape[0]
+    if (P[1:] <= P[:-1]).any():  # (np.diff would overflow at the int64 extremes)
+        return -1
+    if (N[1:] <= N[:-1]).any():
+        return -2
+    rp = op if (op.shape[0] == nP and nP > 0) else np.arange(nP)
+    rn = on if (on.shape[0] == nN and nN > 0) else np.arange(nN)
+    U = np.union1d(P, N).astype(np.int64)
+    u = U.size
+    ip = np.minimum(np.searchsorted(P, U), max(nP - 1, 0))
+    jn = np.minimum(np.searchsorted(N, U), max(nN - 1, 0))
+    in_p = (P[ip] == U) if nP else np.zeros(u, bool)
+    in_n = (N[jn] == U) if nN else np.zeros(u, bool)
+    a = np.where(in_p, ps[rp[ip]] if nP else -1, -1)
+    b = np.where(in_n, ns[rn[jn]] if nN else -1, -1)
+    ids[:u] = U
+    prev[:u] = a
+    new[:u] = b
+    status[:u] = np.where(in_p & in_n, np.where(a == b, 0, 1), np.where(in_p, 3, 2))
+    r = np.where(in_p, lp[np.maximum(a, 0)], counts.shape[0] - 1)
+    c = np.where(in_n, ln[np.maximum(b, 0)], counts.shape[1] - 1)
+    np.add.at(counts, (r, c), 1)
+    if spend.shape[0] > 0:
+        v_n = sn[rn[jn]] if (sn.shape[0] == nN and nN > 0) else np.full(u, np.nan)
+        v_p = sp[rp[ip]] if (sp.shape[0] == nP and nP > 0) else np.full(u, np.nan)
+        v = np.where(in_n, v_n, v_p)
+        spend[:u] = v
+        ok = ~np.isnan(v)
+        with np.errstate(over="ignore"):  # a sum beyond float64 is inf, as in the compiled loop
+            np.add.at(csum, (r[ok], c[ok]), v[ok])  # in id order, as the compiled loop
+    return u

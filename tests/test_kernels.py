@@ -630,3 +630,202 @@ def test_session_count_hypothesis(rows, gap):
 def test_session_count_bad_codes(backend):
     with pytest.raises(ValueError, match="outside"):
         KERNELS[backend].session_count(np.array([0, 3], np.int64), 3, np.array([1, 2], np.int64), 5, 1)
+
+
+# ------------------------------------------------------------------ quantile sketch
+SKETCH_LG = float(np.log(1.005 / 0.995))  # QuantileSketch's default alpha = 0.005
+
+
+def _sketch_span(min_value=1e-9):
+    lo = int(np.ceil(np.log(min_value) / SKETCH_LG))
+    hi = int(np.ceil(np.log(np.finfo(np.float64).max) / SKETCH_LG)) + 1
+    return lo, hi - lo + 1
+
+
+def check_sketch(backend, v, min_value=1e-9, width=None):
+    lo, w = _sketch_span(min_value)
+    w = w if width is None else width
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    pr, nr = np.zeros(w, np.int64), np.zeros(w, np.int64)
+    ref = reference.sketch_summary(v, SKETCH_LG, lo, min_value, pr, nr)
+    pg, ng = np.zeros(w, np.int64), np.zeros(w, np.int64)
+    got = KERNELS[backend].sketch_summary(v, SKETCH_LG, lo, min_value, pg, ng, 2)
+    assert len(got) == 10
+    for a, b in zip(got, ref):  # the same bits: a sequential sum and the C library's log everywhere
+        assert np.array_equal(np.float64(a), np.float64(b)), (got, ref)
+    np.testing.assert_array_equal(pg, pr)
+    np.testing.assert_array_equal(ng, nr)
+    mag = np.abs(v[np.isfinite(v) & (np.abs(v) >= min_value)])
+    kr, kg = np.empty(mag.size, np.int64), np.empty(mag.size, np.int64)
+    reference.sketch_keys(mag, SKETCH_LG, kr)
+    KERNELS[backend].sketch_keys(mag, SKETCH_LG, kg, 2)
+    np.testing.assert_array_equal(kg, kr)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_sketch_summary_matches_reference(backend, n):
+    rng = np.random.default_rng(n)
+    v = rng.lognormal(3.0, 2.0, size=n) * rng.choice([-1.0, 1.0], size=n)
+    check_sketch(backend, v)
+
+
+def test_sketch_summary_adversarial(backend):
+    g = np.exp(SKETCH_LG)
+    at_edges = np.concatenate([g ** np.arange(-50, 50, dtype=np.float64), np.nextafter(g ** np.arange(-5, 5.0), 0),
+                               np.nextafter(g ** np.arange(-5, 5.0), np.inf)])  # fmt: skip
+    cases = [
+        np.array([np.nan, np.inf, -np.inf]),  # nothing finite
+        np.array([np.nan, 3.0, np.inf, 3.0]),  # the shift is the first finite value
+        np.full(50, 7.25),  # constant
+        np.repeat([1.0, 2.0, 2.0, 1e6], 5),  # ties and duplicates
+        np.array([0.0, -0.0, 1e-12, -1e-12, 5e-324, 1e-9, -1e-9]),  # the zero bucket and its edge
+        np.array([np.finfo(np.float64).max, -np.finfo(np.float64).max, 1e300, 1e-300]),  # huge and tiny
+        1e12 + np.arange(100, dtype=np.float64) * 0.25,  # a large offset: the shifted moments stay exact
+        at_edges, -at_edges,  # values at and beside the bucket boundaries
+    ]
+    for v in cases:
+        check_sketch(backend, v)
+    check_sketch(backend, np.array([1e-5, 1.0, 1e5, -1e5]), width=40)  # keys beyond the histogram clamp to its ends
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=40))
+def test_sketch_summary_hypothesis(values):
+    for backend in KERNELS:
+        check_sketch(backend, np.array(values, dtype=np.float64))
+
+
+def test_sketch_family_is_dispatched():
+    from segone._backend import get_kernels
+
+    for name in ("cython", "numba"):
+        assert get_kernels(name, "sketch").sketch_summary is KERNELS[name].sketch_summary
+
+
+# ------------------------------------------------------------------ tracking: radix argsort
+def check_radix(backend, keys, dt=np.int32):
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    n = keys.size
+    ref_keys, ref_order = reference.radix_argsort(keys, np.empty(n, dt), np.empty(n, dt))
+    got_keys, got_order = KERNELS[backend].radix_argsort(keys, np.empty(n, dt), np.empty(n, dt), 2)
+    assert got_order.dtype == dt
+    np.testing.assert_array_equal(got_keys, ref_keys)
+    np.testing.assert_array_equal(got_order, ref_order)  # stable: ties keep their input order
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000, 70_000])
+def test_radix_argsort_matches_reference(backend, n):
+    rng = np.random.default_rng(n)
+    check_radix(backend, rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64))
+    check_radix(backend, rng.integers(0, 1000, size=n), dt=np.int64)  # small keys, many ties
+
+
+def test_radix_argsort_adversarial(backend):
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    cases = [
+        [lo, hi, 0, -1, 1, lo + 1, hi - 1],  # the extremes and the sign flip
+        [5] * 40,  # one key: no digit pass at all
+        [3, 1, 2, 1, 3, 2, 1],  # duplicates: a stable order
+        np.arange(3000),  # sorted
+        np.arange(3000)[::-1] - 1500,  # reversed, across zero
+        10**15 + np.random.default_rng(1).permutation(5000) * 2048,  # a large offset; the low digit constant
+        [2**11 - 1, 2**11, 2**22, -(2**22), 2**33 + 1, -(2**55)],  # values at digit boundaries
+    ]
+    for keys in cases:
+        check_radix(backend, keys)
+        check_radix(backend, keys, dt=np.int64)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=60))
+def test_radix_argsort_hypothesis(keys):
+    for backend in KERNELS:
+        check_radix(backend, keys)
+
+
+def test_track_family_is_dispatched():
+    from segone._backend import get_kernels
+
+    for name in ("cython", "numba"):
+        assert get_kernels(name, "track").radix_argsort is KERNELS[name].radix_argsort
+
+
+# ------------------------------------------------------------------ tracking: the merge of two runs
+def merge_inputs(rng, n_p, n_n, k=4, universe=None, orders=True, spend=True, dt=np.int32, nan_share=0.1):
+    universe = max(n_p + n_n, 1) * 2 if universe is None else universe
+    P = np.sort(rng.choice(universe, size=n_p, replace=False)).astype(np.int64) - universe // 3
+    N = np.sort(rng.choice(universe, size=n_n, replace=False)).astype(np.int64) - universe // 3
+    ps, ns = rng.integers(0, k, size=n_p).astype(np.int64), rng.integers(0, k + 1, size=n_n).astype(np.int64)
+    op = rng.permutation(n_p).astype(dt) if orders and n_p else np.empty(0, np.int64)
+    on = rng.permutation(n_n).astype(dt) if orders and n_n else np.empty(0, np.int64)
+
+    def values(n):
+        v = rng.lognormal(2.0, 1.5, size=n)
+        v[rng.random(n) < nan_share] = np.nan
+        return v
+
+    sp, sn = (values(n_p), values(n_n)) if spend else (np.empty(0), np.empty(0))
+    pk, nk = np.unique(ps), np.unique(ns)
+    lp = np.full(int(pk.max()) + 1 if pk.size else 1, pk.size, np.int64)
+    lp[pk] = np.arange(pk.size)
+    ln = np.full(int(nk.max()) + 1 if nk.size else 1, nk.size, np.int64)
+    ln[nk] = np.arange(nk.size)
+    return P, N, op, on, ps, ns, sp, sn, lp, ln, (pk.size + 1, nk.size + 1), spend
+
+
+def check_merge(backend, inputs):
+    P, N, op, on, ps, ns, sp, sn, lp, ln, shape, spend = inputs
+    L = P.size + N.size
+
+    def run(mod):
+        out = (np.empty(L, np.int64), np.empty(L, np.int32), np.empty(L, np.int32), np.empty(L, np.int8),
+               np.empty(L if spend else 0), np.zeros(shape, np.int64), np.zeros(shape))  # fmt: skip
+        u = mod.merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, *out, **({} if mod is reference else {"n_threads": 2}))
+        return u, out
+
+    u_ref, ref = run(reference)
+    u, got = run(KERNELS[backend])
+    assert u == u_ref
+    if u < 0:
+        return u
+    for a, b in zip(got[:5], ref[:5]):
+        np.testing.assert_array_equal(a[:u], b[:u])  # NaN spend compares equal
+    np.testing.assert_array_equal(got[5], ref[5])
+    assert np.array_equal(got[6], ref[6])  # the spend sums in id order: the same bits
+    return u
+
+
+@pytest.mark.parametrize("n_p, n_n", [(0, 0), (1, 0), (0, 1), (1, 1), (300, 200), (5000, 7000)])
+@pytest.mark.parametrize("orders, spend", [(True, True), (False, True), (True, False)])
+def test_merge_moves_matches_reference(backend, n_p, n_n, orders, spend):
+    rng = np.random.default_rng(n_p * 31 + n_n)
+    check_merge(backend, merge_inputs(rng, n_p, n_n, orders=orders, spend=spend))
+    check_merge(backend, merge_inputs(rng, n_p, n_n, orders=orders, spend=spend, dt=np.int64))
+
+
+def test_merge_moves_adversarial(backend):
+    rng = np.random.default_rng(5)
+    # the same customers in both runs (all stay or move), disjoint runs (all new or gone), one segment, all NaN
+    same = merge_inputs(rng, 400, 0, k=1)
+    P = same[0]
+    check_merge(backend, (P, P.copy(), *same[2:4], same[4], np.zeros(400, np.int64), same[6], same[6].copy(),
+                          same[8], np.array([0], np.int64), (2, 2), True))  # fmt: skip
+    check_merge(backend, merge_inputs(rng, 300, 300, universe=600, nan_share=1.0))
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    ext = merge_inputs(rng, 3, 3)
+    check_merge(backend, (np.array([lo, 0, hi]), np.array([lo, 1, hi - 1]), *ext[2:]))  # the int64 extremes
+    huge = merge_inputs(rng, 50, 50, nan_share=0.0)  # huge spend: the sums overflow to inf alike
+    check_merge(backend, (*huge[:6], huge[6] * 1e304, huge[7] * 1e304, *huge[8:]))
+    # a duplicated id: -1 for the previous run, -2 for the new one, nothing written
+    dup = merge_inputs(rng, 5, 5, orders=False)
+    P2 = dup[0].copy()
+    P2[3] = P2[2]
+    assert check_merge(backend, (P2, *dup[1:])) == -1
+    N2 = dup[1].copy()
+    N2[1] = N2[0]
+    assert check_merge(backend, (dup[0], N2, *dup[2:])) == -2
+
+
+def test_merge_moves_family_is_dispatched():
+    from segone._backend import get_kernels
+
+    for name in ("cython", "numba"):
+        assert get_kernels(name, "track").merge_moves is KERNELS[name].merge_moves

@@ -502,7 +502,7 @@ class PersonaModel:
         S, V = self._strengths(table, len(cat_cols))
         for i, (_, _, s) in enumerate(cat_cols):  # one matrix: numeric strengths, then categorical ones
             S[:, len(names) + i] = s
-        rfm_cols = self.rfm_columns(S) if rfm else {}
+        rfm_cols = self.rfm_columns(V) if rfm else {}
         # the kernel keeps each group's strongest member
         groups = list(self.groups_) + [f"category:{c}" for c, _, _ in cat_cols]
         gid = {g: i for i, g in enumerate(dict.fromkeys(groups))}
@@ -522,28 +522,25 @@ class PersonaModel:
             out = out.append_column(name, col)
         return out
 
-    def rfm_columns(self, S, bins=5, recency="recency_days", frequency="orders", monetary="spend_total"):
-        """R, F, M scores 1..``bins`` from the fitted population percentiles, the code and the named segment.
+    def rfm_columns(self, V, bins=5, recency="recency_days", frequency="orders", monetary="spend_total"):
+        """R, F, M scores 1..``bins`` against the fitted population, the code and the named segment.
 
-        The score is ``1 + floor(bins * p)`` with ``p`` the percentile (the
-        mid-rank of the value's sketch bucket; for recency, of being more
-        recent), so it follows :func:`segone.rfm_scores` up to the sketch's
-        resolution (ranks in steps of 1/256, values within 0.5%), the same on
-        every engine; customers without a value score 1.  The segment comes
-        from :data:`segone.DEFAULT_RFM_RULES`.
+        ``V`` holds the value columns of the profile features (as
+        ``_strengths`` returns them).  The scores are :func:`segone.rfm.score`
+        against the fitted sketch of each column, so they equal
+        :func:`segone.rfm_scores` on the profiles the model was fitted on, the
+        same on every engine; customers without a value score 1.  The segment
+        comes from :data:`segone.DEFAULT_RFM_RULES`.
         """
-        from segone.rfm import UNCLASSIFIED, rule_grid
+        from segone.rfm import UNCLASSIFIED, rule_grid, score
 
         names = list(self.features_)
         missing = [c for c in (recency, frequency, monetary) if c not in names]
         if missing:
             raise SchemaError(f"RFM scores need the profile column(s) {missing}; build the profiles with segone.")
-        scores = []
-        for c, better_high in ((recency, False), (frequency, True), (monetary, True)):
-            p = (S[:, names.index(c)].astype(np.float64) + 1.0) / 2.0  # NaN where no value
-            if not better_high:
-                p = 1.0 - p
-            scores.append(np.where(np.isnan(p), 1, 1 + np.minimum(np.floor(bins * p), bins - 1)).astype(np.int8))
+        sketches = self.state_.scorer.sketches
+        scores = [score(V[names.index(c)], sketches[names.index(c)], self.state_.n, bins, better_high)
+                  for c, better_high in ((recency, False), (frequency, True), (monetary, True))]  # fmt: skip
         r, f, m = scores
         seg_names, grid = rule_grid(None, bins)
         cell = (r.astype(np.int64) - 1) * bins * bins + (f.astype(np.int64) - 1) * bins + (m.astype(np.int64) - 1)
