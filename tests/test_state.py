@@ -25,6 +25,7 @@ from segone._state import State, merge_all
 from segone.clv import MonetaryHistogram, PatternHistogram, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ModelFormatError, ParameterError
+from segone.propensity import CalibrationState, NewtonState, ScalerState
 from segone.privacy import PrivacyCounts, drop_personal_columns, personal_columns
 from segone.score import ScorerState
 from segone.segment import PartialSums
@@ -576,6 +577,39 @@ def test_time_range_merge_equals_whole(data, cuts, split_every):
     tx = data.transactions
     merged = _merge([B.TimeRange.of(p) for p in _pieces(tx, _cuts(tx.num_rows, cuts))], split_every)
     assert merged == B.TimeRange.of(tx)
+
+
+# -- the propensity fit's states ------------------------------------------------------------------------------
+@covers(ScalerState, NewtonState, CalibrationState)
+@given(cut_lists, splits)
+@settings(max_examples=25, deadline=None)
+def test_propensity_states_merge_equal_whole(cuts, split_every):
+    rng = np.random.default_rng(9)
+    n = 1600
+    X = rng.normal(size=(n, 3)) * [1.0, 50.0, 0.01] + [0.0, 1e3, 0.0]
+    y = (rng.random(n) < 0.3).astype(float)
+    g = rng.integers(0, 2, n)
+
+    def blocks(a, b):
+        return [(k, X[a:b][g[a:b] == k], y[a:b][g[a:b] == k]) for k in range(2)]
+
+    c = _cuts(n, cuts)
+    sc = _merge([ScalerState.of(blocks(a, b), n_groups=2, n_features=3) for a, b in zip(c, c[1:])], split_every)
+    whole = ScalerState.of(blocks(0, n), n_groups=2, n_features=3)
+    for f in ("n", "mean", "m2"):
+        np.testing.assert_allclose(getattr(sc, f), getattr(whole, f), rtol=1e-9, atol=1e-9, err_msg=f)
+    mean, scale = whole.finish()
+    beta = rng.normal(size=(2, 4)) * 0.3
+    nt = _merge([NewtonState.of(blocks(a, b), beta=beta, mean=mean, scale=scale) for a, b in zip(c, c[1:])],
+                split_every)  # fmt: skip
+    nw = NewtonState.of(blocks(0, n), beta=beta, mean=mean, scale=scale)
+    for f in NewtonState._FIELDS:
+        np.testing.assert_allclose(getattr(nt, f), getattr(nw, f), rtol=1e-9, atol=1e-8, err_msg=f)
+    p = rng.random(n)
+    cal = _merge([CalibrationState.of([(k, p[a:b][g[a:b] == k], y[a:b][g[a:b] == k]) for k in range(2)], n_groups=2)
+                  for a, b in zip(c, c[1:])], split_every)  # fmt: skip
+    cw = CalibrationState.of([(k, p[g == k], y[g == k]) for k in range(2)], n_groups=2)
+    np.testing.assert_allclose(cal.sums, cw.sums, rtol=1e-12, atol=1e-9)
 
 
 def test_every_state_class_has_a_merge_test():
