@@ -85,7 +85,7 @@ def _purchases(transactions, *, schema, as_of_us):
     cid, tcol, acol, ccol, hcol = (roles[r] for r in ("customer_id", "ts", "amount", "category", "channel"))
     ids, ts, amt, cats, chans = [], [], [], [], []
     has = {}
-    for batch in iter_batches(transactions, [cid, tcol, acol, ccol, hcol], name="transactions",
+    for batch in iter_batches(transactions, [cid, tcol, acol], name="transactions",
                               optional=(ccol, hcol)):  # fmt: skip
         has = {"category": ccol in batch.schema.names, "channel": hcol in batch.schema.names}
         ok = pc.and_(pc.and_(pc.is_valid(batch.column(cid)), pc.is_valid(batch.column(tcol))),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import segone
 from segone import profile as P
+from segone import actions as ACT
 from segone import backtesting as B
 from segone._state import State, merge_all
 from segone.clv import MonetaryHistogram, PatternHistogram, ValueState
@@ -610,6 +611,30 @@ def test_propensity_states_merge_equal_whole(cuts, split_every):
                   for a, b in zip(c, c[1:])], split_every)  # fmt: skip
     cw = CalibrationState.of([(k, p[g == k], y[g == k]) for k in range(2)], n_groups=2)
     np.testing.assert_allclose(cal.sums, cw.sums, rtol=1e-12, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def action_parts(data, profiles):
+    """The category_piece table of every customer (three segments), for the actions' states."""
+    seg = pa.table({"segment": (np.arange(profiles.num_rows) % 4 - 1).astype(np.int64)})  # -1: no segment
+    cats = ["apparel", "toys", "garden", "no_such"]
+    as_of = int(data.transactions.column("ts").cast(pa.int64()).to_numpy().max())
+    return ACT.category_piece((data.transactions, None, None), profiles, seg, categories=cats, as_of_us=as_of,
+                              horizon_days=30)  # fmt: skip
+
+
+@covers(ACT.CategoryStats, ACT.ActionCounts)
+@given(cut_lists, splits)
+@settings(max_examples=25, deadline=None)
+def test_actions_states_merge_equal_whole(action_parts, cuts, split_every):
+    t = action_parts
+    pieces = _pieces(t, _cuts(t.num_rows, cuts))
+    merged = _merge([ACT.CategoryStats.of(p, n_segments=3, n_categories=4) for p in pieces], split_every)
+    whole = ACT.CategoryStats.of(t, n_segments=3, n_categories=4)
+    assert merged.customers == whole.customers and merged.history_days == whole.history_days
+    for f in ACT.CategoryStats._FIELDS:
+        np.testing.assert_allclose(getattr(merged, f), getattr(whole, f), rtol=1e-9, err_msg=f)
+    assert _merge([ACT.ActionCounts.of(p) for p in pieces], split_every).finish() == t.num_rows
 
 
 def test_every_state_class_has_a_merge_test():
