@@ -584,6 +584,19 @@ def offers_piece(part, profiles, *, model, stats, categories, horizon_days, offe
     return table
 
 
+def keep_piece(piece, **kwargs):
+    """The profile kernel of one piece that also keeps the piece: ``((profiles, piece), summary)``.
+
+    ``pipeline.profile_stage(eng, sources, piece=actions.keep_piece, ...)``
+    then returns parts of ``(profiles, piece)`` pairs: ``eng.map(_first, ...)``
+    gives the profiles and ``eng.map(_second, ...)`` the pieces that
+    :func:`actions_stage` needs, partitioned alike (on Dask the pieces are not
+    shuffled twice).
+    """
+    table, summary = _profile.profile_piece(*piece, **kwargs)
+    return (table, piece), summary
+
+
 # -- the stage -----------------------------------------------------------------------------------------------------
 def check_history(stats, horizon_days):
     """Raise DataError when the history is shorter than the horizon or than twice the horizon."""
@@ -770,4 +783,4 @@ class ActionCounts(State):
 
 
 __all__ = ["CategoryStats", "FEATURES", "TrainingDesign", "actions_stage", "category_piece", "check_history",
-           "contact_mask", "features_at", "fit_propensity", "offers_piece", "propensities", "reason_of"]  # fmt: skip
+           "contact_mask", "features_at", "fit_propensity", "keep_piece", "offers_piece", "propensities", "reason_of"]  # fmt: skip

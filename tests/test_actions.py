@@ -182,3 +182,28 @@ def test_reasons_in_words():
                        horizon_days=30) == "popular: 12% of customers bought toys in the last 30 days"  # fmt: skip
     assert A.reason_of("toys", orders=3, days_since=200, gap_days=3, lift=9.0, recent_buyer_share=0.1,
                        horizon_days=30) == "buys toys every 3 days, last bought 7 months ago"  # fmt: skip
+
+
+def _segment_of(pair):
+    ids = pair[0].column("customer_id").to_numpy()
+    return pa.table({"segment": pa.array(ids % 3)})
+
+
+def test_the_same_offers_on_the_local_and_the_dask_engine():
+    from segone.dask import DaskEngine
+
+    d = generate(700, seed=6)
+    out = {}
+    for name, eng in (("local", LocalEngine()), ("dask", DaskEngine(npartitions=3))):
+        pp, summary, _ = pipeline.profile_stage(eng, {"transactions": d.transactions, "events": None,
+                                                      "attributes": d.customers}, piece=A.keep_piece)  # fmt: skip
+        parts, info = A.actions_stage(eng, eng.map(pipeline._second, pp), eng.map(pipeline._first, pp),
+                                      eng.map(_segment_of, pp), categories=summary["categories"],
+                                      as_of=summary["as_of"], n_segments=3, contact="consent_marketing")  # fmt: skip
+        out[name] = (pa.concat_tables(eng.gather(parts)).sort_by("customer_id"), info)
+    (a, ia), (b, ib) = out["local"], out["dask"]
+    assert a.column("customer_id").equals(b.column("customer_id"))
+    assert a.column("category").to_pylist() == b.column("category").to_pylist()
+    np.testing.assert_allclose(pc.list_flatten(a.column("propensity")).to_numpy(),
+                               pc.list_flatten(b.column("propensity")).to_numpy(), rtol=1e-9)  # fmt: skip
+    assert ia["categories_fitted"] == ib["categories_fitted"] and ia["skipped"] == ib["skipped"]
