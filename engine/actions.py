@@ -381,32 +381,38 @@ class CategoryStats(State):
 
 
 # -- the design ----------------------------------------------------------------------------------------------------
-def features_at(part, j, c, log_lift, n_categories):
-    """The :data:`FEATURES` (rows x 12) of category ``c`` at cutoff ``j`` for every row of a :func:`category_piece`
-    part; ``log_lift``: (k + 1, C) from :meth:`CategoryStats.lift`."""
+def _quantities(part, j, n_categories):
+    """The arrays of cutoff ``j`` of a :func:`category_piece` part, read once (float64)."""
     C = n_categories
-    o = _matrix(part, f"orders{j}", C)[:, c].astype(np.float64)
-    sp = _matrix(part, f"spend{j}", C)[:, c].astype(np.float64)
-    last = _matrix(part, f"last{j}", C)[:, c].astype(np.float64)
-    first = _matrix(part, f"first{j}", C)[:, c].astype(np.float64)
-    rec = _matrix(part, f"recent{j}", C)[:, c].astype(np.float64)
-    co = part.column(f"c_orders{j}").to_numpy(zero_copy_only=False)
-    cs = part.column(f"c_spend{j}").to_numpy(zero_copy_only=False)
-    cl = np.nan_to_num(part.column(f"c_last{j}").to_numpy(zero_copy_only=False), nan=0.0)
-    tenure = np.nan_to_num(part.column(f"c_first{j}").to_numpy(zero_copy_only=False), nan=0.0)
-    seg = part.column("segment").to_numpy(zero_copy_only=False).astype(np.int64)
+    q = {name: _matrix(part, f"{name}{j}", C).astype(np.float64) for name in _CAT_QUANTITIES}
+    for name in _CUST_QUANTITIES:
+        q[name] = part.column(f"{name}{j}").to_numpy(zero_copy_only=False)
+    q["segment"] = part.column("segment").to_numpy(zero_copy_only=False).astype(np.int64)
+    return q
+
+
+def _features(q, c, log_lift):
+    o, sp, last, first, rec = (q[name][:, c] for name in _CAT_QUANTITIES)
+    co, cs = q["c_orders"], q["c_spend"]
+    cl = np.nan_to_num(q["c_last"], nan=0.0)
+    tenure = np.nan_to_num(q["c_first"], nan=0.0)
     k = log_lift.shape[0] - 1
-    seg = np.where((seg >= 0) & (seg < k), seg, k)
+    seg = np.where((q["segment"] >= 0) & (q["segment"] < k), q["segment"], k)
     bought = o > 0
     days = np.where(bought, np.nan_to_num(last, nan=0.0), tenure)
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = np.where(o >= 2, (np.nan_to_num(first) - np.nan_to_num(last)) / np.maximum(o - 1, 1), 0.0)
         overdue = np.where(o >= 2, np.log((days + 1.0) / (gap + 1.0)), 0.0)
         share = np.where(cs > 0, sp / np.where(cs > 0, cs, 1.0), 0.0)
-    X = np.column_stack([bought.astype(np.float64), np.log1p(o), np.log1p(days), np.log1p(sp), share,
-                         np.log1p(rec), overdue, np.log1p(co), np.log1p(cl), np.log1p(tenure),
-                         np.log1p(cs / np.maximum(co, 1.0)), log_lift[seg, c]])  # fmt: skip
-    return X
+    return np.column_stack([bought.astype(np.float64), np.log1p(o), np.log1p(days), np.log1p(sp), share,
+                            np.log1p(rec), overdue, np.log1p(co), np.log1p(cl), np.log1p(tenure),
+                            np.log1p(cs / np.maximum(co, 1.0)), log_lift[seg, c]])  # fmt: skip
+
+
+def features_at(part, j, c, log_lift, n_categories):
+    """The :data:`FEATURES` (rows x 12) of category ``c`` at cutoff ``j`` for every row of a :func:`category_piece`
+    part; ``log_lift``: (k + 1, C) from :meth:`CategoryStats.lift`."""
+    return _features(_quantities(part, j, n_categories), c, log_lift)
 
 
 class TrainingDesign:
@@ -416,14 +422,14 @@ class TrainingDesign:
     def __init__(self, log_lift, n_categories):
         self.log_lift, self.n_categories = log_lift, int(n_categories)
 
-    def __call__(self, part):
+    def __call__(self, part, groups=None):
         if part.num_rows == 0:
             return
         rows = part.column("c_orders0").to_numpy(zero_copy_only=False) > 0
-        rec1 = _matrix(part, "recent1", self.n_categories)
-        for c in range(self.n_categories):
-            X = features_at(part, 0, c, self.log_lift, self.n_categories)
-            yield c, X[rows], (rec1[rows, c] > 0).astype(np.float64)
+        rec1 = _matrix(part, "recent1", self.n_categories)[rows]
+        q = _quantities(part.filter(pa.array(rows)), 0, self.n_categories)
+        for c in range(self.n_categories) if groups is None else groups:
+            yield c, _features(q, c, self.log_lift), (rec1[:, c] > 0).astype(np.float64)
 
 
 class _ProbaDesign:
@@ -443,9 +449,10 @@ def propensities(part, *, model, log_lift, n_categories, j=1):
     out = np.full((part.num_rows, n_categories), np.nan)
     if part.num_rows == 0:
         return out
+    q = _quantities(part, j, n_categories)
     for c in range(n_categories):
         if c not in model.skipped_:
-            out[:, c] = model.predict_proba(c, features_at(part, j, c, log_lift, n_categories))
+            out[:, c] = model.predict_proba(c, _features(q, c, log_lift))
     return out
 
 
@@ -626,8 +633,8 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
     d = len(FEATURES)
     scaler = eng.reduce(eng.map(_prop.ScalerState.of, parts, design=design, n_groups=C, n_features=d))
     model = _prop.LogisticFit(penalty, max_iter=max_iter, group_names=categories)
-    model.fit_passes(scaler, lambda b, m, s: eng.reduce(eng.map(_prop.NewtonState.of, parts, design=design, beta=b,
-                                                                 mean=m, scale=s)))  # fmt: skip
+    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_prop.NewtonState.of, parts, design=design, beta=b,
+                                                                    mean=m, scale=s, groups=g)))  # fmt: skip
     cal = eng.reduce(eng.map(_prop.CalibrationState.of, parts, design=_ProbaDesign(design, model), n_groups=C))
     table, ece = cal.finish()
     calibration = {}

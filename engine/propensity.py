@@ -69,9 +69,17 @@ def _with_intercept(Z):
     return out
 
 
-def _blocks(piece, design):
-    """(group, X, y) blocks of one piece: ``design(piece)`` or the piece itself when it is already a list of them."""
-    return design(piece) if design is not None else piece
+def _blocks(piece, design, groups=None):
+    """(group, X, y) blocks of one piece: ``design(piece)`` (``design(piece, groups)`` when only some groups are
+    wanted) or the piece itself when it is already a list of them."""
+    if design is None:
+        blocks = piece
+    else:
+        blocks = design(piece) if groups is None else design(piece, groups)
+    if groups is None:
+        return blocks
+    wanted = set(int(g) for g in groups)
+    return (b for b in blocks if b[0] in wanted)
 
 
 # -- the scaler ------------------------------------------------------------------------------------------------
@@ -152,7 +160,9 @@ class NewtonState(State):
 
     ``X`` here is the standardised design with the intercept column first
     (``d + 1`` columns).  ``of(piece, design=..., beta=B, mean=M, scale=S)``
-    with ``B`` of shape (G, d+1) and ``M``, ``S`` of shape (G, d).
+    with ``B`` of shape (G, d+1) and ``M``, ``S`` of shape (G, d); ``groups``
+    (optional): only these groups' sums (the others stay zero), so that the
+    passes after a group has converged skip it.
     """
 
     kind = "propensity_newton"
@@ -171,10 +181,10 @@ class NewtonState(State):
         return cls(n_groups, n_features)
 
     @classmethod
-    def of(cls, piece, *, beta, mean, scale, design=None):
+    def of(cls, piece, *, beta, mean, scale, design=None, groups=None):
         beta = np.asarray(beta, dtype=np.float64)
         out = cls(beta.shape[0], beta.shape[1] - 1)
-        for g, X, y in _blocks(piece, design):
+        for g, X, y in _blocks(piece, design, groups):
             X = np.asarray(X, dtype=np.float64)
             if X.shape[0] == 0:
                 continue
@@ -273,7 +283,7 @@ class LogisticFit:
         scikit-learn's ``C`` is ``1 / lam``.  Must be > 0.
     max_iter : int, default 50
         Newton passes at most.
-    tol : float, default 1e-10
+    tol : float, default 1e-8
         A group has converged when no coefficient moved more than
         ``tol * (1 + max |b|)`` in its last step.
     group_names : list of str, optional
@@ -302,7 +312,7 @@ class LogisticFit:
     0.0
     """
 
-    def __init__(self, lam=1.0, *, max_iter=50, tol=1e-10, group_names=None):
+    def __init__(self, lam=1.0, *, max_iter=50, tol=1e-8, group_names=None):
         self.lam = check_float(lam, "lam", low=0.0, low_inclusive=False)
         self.max_iter = check_int(max_iter, "max_iter", low=1)
         self.tol = check_float(tol, "tol", low=0.0, low_inclusive=False)
@@ -310,10 +320,11 @@ class LogisticFit:
 
     # -- driver ----------------------------------------------------------------
     def fit_passes(self, scaler, newton):
-        """Fit from a merged :class:`ScalerState` and ``newton(beta, mean, scale) -> merged NewtonState``.
+        """Fit from a merged :class:`ScalerState` and ``newton(beta, mean, scale, groups) -> merged NewtonState``.
 
         ``newton`` is where an engine maps :meth:`NewtonState.of` over its parts
-        and reduces: this method only solves (d+1) x (d+1) systems.
+        and reduces (``groups``: the groups still being fitted, None on the
+        first pass); this method only solves (d+1) x (d+1) systems.
         """
         G, d = scaler.n_groups, scaler.n_features
         self.mean_, self.scale_ = scaler.finish()
@@ -331,7 +342,7 @@ class LogisticFit:
         self.n_rows_ = self.n_pos_ = np.zeros(G)
         first = True
         while active.any() and self.n_iter_ < self.max_iter:
-            st = newton(beta, self.mean_, self.scale_)
+            st = newton(beta, self.mean_, self.scale_, None if first else [int(g) for g in np.flatnonzero(active)])
             self.n_iter_ += 1
             if first:  # the groups the data cannot support, from the first pass's counts
                 self.n_rows_, self.n_pos_ = st.n.copy(), st.pos.copy()
@@ -369,7 +380,7 @@ class LogisticFit:
         G = int(groups.max()) + 1 if groups.size else 1
         blocks = [(g, X[groups == g], y[groups == g]) for g in range(G)]
         scaler = ScalerState.of(blocks, n_groups=G, n_features=X.shape[1])
-        return self.fit_passes(scaler, lambda b, m, s: NewtonState.of(blocks, beta=b, mean=m, scale=s))
+        return self.fit_passes(scaler, lambda b, m, s, g: NewtonState.of(blocks, beta=b, mean=m, scale=s, groups=g))
 
     # -- use -------------------------------------------------------------------
     def decision_function(self, g, X):

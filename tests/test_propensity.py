@@ -48,8 +48,8 @@ def test_pieces_give_the_same_fit_as_the_whole():
     pieces = [[(0, X[a:b], y[a:b])] for a, b in zip(cuts, cuts[1:])]
     scaler = merge_all([ScalerState.of(p, n_groups=1, n_features=4) for p in pieces], 3)
 
-    def newton(beta, mean, scale):
-        return merge_all([NewtonState.of(p, beta=beta, mean=mean, scale=scale) for p in pieces], 2)
+    def newton(beta, mean, scale, groups):
+        return merge_all([NewtonState.of(p, beta=beta, mean=mean, scale=scale, groups=groups) for p in pieces], 2)
 
     m = LogisticFit(1.0).fit_passes(scaler, newton)
     whole = LogisticFit(1.0).fit_arrays(X, y)
