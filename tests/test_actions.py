@@ -207,3 +207,15 @@ def test_the_same_offers_on_the_local_and_the_dask_engine():
     np.testing.assert_allclose(pc.list_flatten(a.column("propensity")).to_numpy(),
                                pc.list_flatten(b.column("propensity")).to_numpy(), rtol=1e-9)  # fmt: skip
     assert ia["categories_fitted"] == ib["categories_fitted"] and ia["skipped"] == ib["skipped"]
+
+
+def test_backtest_offers_beat_popularity_on_synthetic_data():
+    from segone.actions_backtest import backtest_actions
+
+    d = generate(1500, seed=3)
+    m, per_cat, info = backtest_actions(d.transactions, n_segments=4, peers=())
+    rows = {r["predictor"]: r for r in m.to_pylist()}
+    assert set(rows) == {"segone", "popularity", "segment_top"}
+    assert rows["segone"]["hit_rate_at_k"] > rows["popularity"]["hit_rate_at_k"]
+    assert rows["segone"]["mean_auc"] > 0.6 and rows["popularity"]["mean_auc"] == pytest.approx(0.5)
+    assert per_cat.num_rows == 3 * len(info["categories"]) and info["customers_scored"] > 0
