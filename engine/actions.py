@@ -495,6 +495,29 @@ def reason_of(category, *, orders, days_since, gap_days, lift, recent_buyer_shar
     return f"popular: {recent_buyer_share:.0%} of customers bought {category} in the last {horizon_days} days"
 
 
+def _part_of_day(hour):
+    if hour is None:
+        return None
+    return "mornings" if 5 <= hour < 12 else "afternoons" if 12 <= hour < 17 else "evenings" if 17 <= hour < 22 \
+        else "nights"  # fmt: skip
+
+
+def next_step(category, propensity, horizon_days, *, channel=None, weekday=None, hour=None):
+    """The persona's next step in words (for the persona sentence).
+
+    Examples
+    --------
+    >>> next_step("toys", 0.62, 30, channel="app", weekday="Saturday", hour=19)
+    'likely to buy toys in the next 30 days (62%), best via app on Saturday evenings'
+    >>> next_step("garden", 0.081, 30)
+    'likely to buy garden in the next 30 days (8%)'
+    """
+    out = f"likely to buy {category} in the next {horizon_days} days ({propensity:.0%})"
+    when = " ".join(w for w in (weekday, _part_of_day(hour)) if w)
+    how = " ".join(w for w in (f"via {channel}" if channel else None, f"on {when}" if when else None) if w)
+    return f"{out}, best {how}" if how else out
+
+
 # -- next best offers ------------------------------------------------------------------------------------------------
 ACTION_SCHEMA_FIELDS = [
     ("segment", pa.int64()), ("offers", pa.int64()), ("category", pa.list_(pa.string())),
@@ -790,4 +813,4 @@ class ActionCounts(State):
 
 
 __all__ = ["CategoryStats", "FEATURES", "TrainingDesign", "actions_stage", "category_piece", "check_history",
-           "contact_mask", "features_at", "fit_propensity", "keep_piece", "offers_piece", "propensities", "reason_of"]  # fmt: skip
+           "contact_mask", "features_at", "fit_propensity", "keep_piece", "next_step", "offers_piece", "propensities", "reason_of"]  # fmt: skip
