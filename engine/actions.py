@@ -650,14 +650,22 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
 
     Returns ``(LogisticFit, calibration info)``: the reliability table and
     expected calibration error of each fitted category on its training rows.
+    The standardised training design is built once and persisted as float32
+    for the Newton passes: ``training customers x categories x 13 x 4`` bytes
+    (about 1 GB for 1M customers and 20 categories); the sums are float64.
     """
     C = len(categories)
     design = TrainingDesign(np.log(np.maximum(stats.lift(0), 1e-3)), C)
     d = len(FEATURES)
     scaler = eng.reduce(eng.map(_prop.ScalerState.of, parts, design=design, n_groups=C, n_features=d))
     model = _prop.LogisticFit(penalty, max_iter=max_iter, group_names=categories)
-    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_prop.NewtonState.of, parts, design=design, beta=b,
-                                                                    mean=m, scale=s, groups=g)))  # fmt: skip
+    mean, scale = scaler.finish()
+    # the standardised training design, built once (float32) and persisted: the passes only multiply
+    blocks = eng.persist(eng.map(_prop.standardized_blocks, parts, design=design, mean=mean, scale=scale),
+                         "propensity design")  # fmt: skip
+    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_prop.NewtonState.of, blocks, beta=b, mean=m,
+                                                                    scale=s, groups=g, prepared=True)))  # fmt: skip
+    del blocks
     cal = eng.reduce(eng.map(_prop.CalibrationState.of, parts, design=_ProbaDesign(design, model), n_groups=C))
     table, ece = cal.finish()
     calibration = {}

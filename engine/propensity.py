@@ -154,6 +154,21 @@ class ScalerState(State):
                    array_from_data(d["m2"], "m2"))  # fmt: skip
 
 
+def standardized_blocks(piece, *, design=None, mean, scale, dtype=np.float32):
+    """The ``(group, A, y)`` blocks of one piece with ``A`` the standardised design and its intercept column
+    first, stored as ``dtype`` (float32: half the memory; the Newton sums still accumulate in float64).
+
+    Persist them once (``eng.persist(eng.map(standardized_blocks, parts, ...))``) and pass them to
+    :meth:`NewtonState.of` with ``prepared=True``: the passes then skip building the features.
+    """
+    out = []
+    for g, X, y in _blocks(piece, design):
+        X = np.asarray(X, dtype=np.float64)
+        A = _with_intercept((X - mean[g]) / scale[g]).astype(dtype)
+        out.append((int(g), A, np.asarray(y, dtype=dtype)))
+    return out
+
+
 # -- one Newton pass ---------------------------------------------------------------------------------------------
 class NewtonState(State):
     """Per group, at coefficients ``beta``: rows, positives, ``X'WX``, ``X'Wz`` and the log-likelihood (sums).
@@ -162,7 +177,8 @@ class NewtonState(State):
     (``d + 1`` columns).  ``of(piece, design=..., beta=B, mean=M, scale=S)``
     with ``B`` of shape (G, d+1) and ``M``, ``S`` of shape (G, d); ``groups``
     (optional): only these groups' sums (the others stay zero), so that the
-    passes after a group has converged skip it.
+    passes after a group has converged skip it; ``prepared``: the blocks come
+    from :func:`standardized_blocks` (``mean`` and ``scale`` are then unused).
     """
 
     kind = "propensity_newton"
@@ -181,23 +197,24 @@ class NewtonState(State):
         return cls(n_groups, n_features)
 
     @classmethod
-    def of(cls, piece, *, beta, mean, scale, design=None, groups=None):
+    def of(cls, piece, *, beta, mean, scale, design=None, groups=None, prepared=False):
         beta = np.asarray(beta, dtype=np.float64)
         out = cls(beta.shape[0], beta.shape[1] - 1)
         for g, X, y in _blocks(piece, design, groups):
-            X = np.asarray(X, dtype=np.float64)
             if X.shape[0] == 0:
                 continue
             y = np.asarray(y, dtype=np.float64)
-            A = _with_intercept((X - mean[g]) / scale[g])
+            if prepared:  # blocks of standardized_blocks: standardised, intercept first
+                A = np.asarray(X, dtype=np.float64)
+            else:
+                A = _with_intercept((np.asarray(X, dtype=np.float64) - mean[g]) / scale[g])
             eta = A @ beta[g]
             p = expit(eta)
             w = np.maximum(p * (1.0 - p), 1e-12)
             out.n[g] += X.shape[0]
             out.pos[g] += y.sum()
-            Aw = A * w[:, None]
-            out.xtwx[g] += A.T @ Aw
-            out.xtwz[g] += Aw.T @ eta + A.T @ (y - p)  # X'W z with z = eta + (y - p) / w
+            out.xtwx[g] += A.T @ (A * w[:, None])
+            out.xtwz[g] += A.T @ (w * eta + (y - p))  # X'W z with z = eta + (y - p) / w
             out.loglik[g] += float(y @ eta - np.logaddexp(0.0, eta).sum())
         return out
 
@@ -439,4 +456,4 @@ def _skip_reason(n, pos, name):
     return None
 
 
-__all__ = ["CalibrationState", "LogisticFit", "NewtonState", "ScalerState", "expit"]
+__all__ = ["CalibrationState", "LogisticFit", "NewtonState", "ScalerState", "expit", "standardized_blocks"]

@@ -97,3 +97,19 @@ def test_reliability_table_counts_and_ece():
     table, ece = CalibrationState.of([(0, p, y)], n_groups=1).finish()
     assert table[0, 0, 0] == 2 and table[0, 9, 0] == 1 and table[0, 5, 2] == 1.0
     assert ece[0] == pytest.approx((0.1 + 0.05 + 0.45) / 4)
+
+
+def test_prepared_float32_design_gives_the_float64_fit_to_float32_precision():
+    from segone.propensity import standardized_blocks
+
+    X, y = _data(3000, seed=5)
+    groups = np.arange(3000) % 2
+    blocks = [(g, X[groups == g], y[groups == g]) for g in range(2)]
+    exact = LogisticFit(1.0).fit_arrays(X, y, groups)
+    scaler = ScalerState.of(blocks, n_groups=2, n_features=4)
+    mean, scale = scaler.finish()
+    prepared = standardized_blocks(blocks, mean=mean, scale=scale)
+    assert prepared[0][1].dtype == np.float32 and (prepared[0][1][:, 0] == 1).all()
+    m = LogisticFit(1.0).fit_passes(scaler, lambda b, mu, s, g: NewtonState.of(prepared, beta=b, mean=mu, scale=s,
+                                                                                groups=g, prepared=True))  # fmt: skip
+    np.testing.assert_allclose(m.coef_, exact.coef_, atol=1e-5)
