@@ -1,6 +1,7 @@
 """segone.actions: category features and the time split, channel and timing, next best offers, bad input."""
 
 import datetime as dt
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -97,6 +98,7 @@ def test_every_consenting_customer_gets_one_row_and_no_other_customer_does(synth
     assert all(a >= b for row in p for a, b in zip(row, row[1:]))  # best first
     assert all(0.0 < v < 1.0 for row in p for v in row)
     assert info["calibration"] and all(c["ece"] is not None for c in info["calibration"].values())
+    assert json.loads(json.dumps(info)) == info  # plain data for run.json
 
 
 def test_new_only_offers_only_categories_not_bought(synth):
