@@ -518,6 +518,45 @@ def next_step(category, propensity, horizon_days, *, channel=None, weekday=None,
     return f"{out}, best {how}" if how else out
 
 
+def _durations(days):
+    """Vectorised :func:`_duration`: an object array of strings."""
+    d = np.maximum(np.nan_to_num(np.asarray(days, dtype=np.float64), nan=0.0), 0.0)
+    n_days = np.round(d).astype(np.int64)
+    n_weeks = np.round(d / 7).astype(np.int64)
+    n_months = np.round(d / 30.44).astype(np.int64)
+    n = np.where(d < 14, n_days, np.where(d < 70, n_weeks, n_months))
+    unit = np.where(d < 14, np.where(n_days == 1, " day", " days"), np.where(d < 70, " weeks", " months"))
+    return np.char.add(n.astype(str), unit).astype(object)
+
+
+def reasons_of(categories, *, orders, days_since, gap_days, lift, recent_buyer_share, horizon_days):
+    """Vectorised :func:`reason_of` over arrays of offers (the same words, offer by offer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reasons_of(np.array(["toys", "garden"], dtype=object), orders=np.array([4, 0]), days_since=np.array([35, 0]),
+    ...            gap_days=np.array([21, 0]), lift=np.array([1.0, 4.08]), recent_buyer_share=np.array([0.1, 0.1]),
+    ...            horizon_days=30)
+    ['buys toys every 3 weeks, last bought 5 weeks ago', 'their segment buys garden 4.1x more than the base']
+    """
+    cat = np.asarray(categories, dtype=object)
+    if cat.size == 0:
+        return []
+    orders = np.asarray(orders)
+    ds, gp = _durations(days_since), _durations(gap_days)
+    tenths = np.round(np.asarray(lift, dtype=np.float64) * 10).astype(np.int64)
+    lift_s = np.char.add(np.char.add((tenths // 10).astype(str), "."), (tenths % 10).astype(str)).astype(object)
+    pct = np.round(np.asarray(recent_buyer_share, dtype=np.float64) * 100).astype(np.int64).astype(str).astype(object)
+    every = "buys " + cat + " every " + gp + ", last bought " + ds + " ago"
+    segment = "their segment buys " + cat + " " + lift_s + "x more than the base"
+    once = "bought " + cat + " once, " + ds + " ago"
+    popular = "popular: " + pct + "% of customers bought " + cat + f" in the last {horizon_days} days"
+    lift = np.asarray(lift, dtype=np.float64)
+    out = np.where(orders >= 2, every, np.where(lift >= 1.5, segment, np.where(orders == 1, once, popular)))
+    return out.tolist()
+
+
 # -- next best offers ------------------------------------------------------------------------------------------------
 ACTION_SCHEMA_FIELDS = [
     ("segment", pa.int64()), ("offers", pa.int64()), ("category", pa.list_(pa.string())),
@@ -587,25 +626,26 @@ def offers_piece(part, profiles, *, model, stats, categories, horizon_days, offe
     segc = np.where((seg >= 0) & (seg < k), seg, k)
     buyer_share = stats.cat_recent_buyers / max(stats.customers, 1)
     rows = np.flatnonzero(keep)
-    cats, props, spends, reasons, counts = [], [], [], [], []
-    for i in rows:
-        cs, ps, es, rs = [], [], [], []
-        for c in top[i]:
-            if not np.isfinite(score[i, c]):
-                continue
-            gap = (first1[i, c] - last1[i, c]) / max(o1[i, c] - 1, 1) if o1[i, c] >= 2 else None
-            cs.append(categories[c])
-            ps.append(float(P[i, c]))
-            es.append(float(P[i, c] * eov[i, c]))
-            rs.append(reason_of(categories[c], orders=int(o1[i, c]), days_since=last1[i, c], gap_days=gap,
-                                lift=float(lift1[segc[i], c]), recent_buyer_share=float(buyer_share[c]),
-                                horizon_days=horizon_days))  # fmt: skip
-        cats.append(cs), props.append(ps), spends.append(es), reasons.append(rs), counts.append(len(cs))
+    chosen = top[rows]
+    valid = np.isfinite(np.take_along_axis(score[rows], chosen, axis=1)) if rows.size else np.zeros((0, m), bool)
+    R = np.repeat(rows, chosen.shape[1])[valid.ravel()]
+    Cc = chosen.ravel()[valid.ravel()]
+    counts = valid.sum(axis=1)
+    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+    o, last = o1[R, Cc], last1[R, Cc]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.where(o >= 2, (first1[R, Cc] - last) / np.maximum(o - 1, 1), 0.0)
+    names = np.asarray(categories, dtype=object)[Cc]
+    reasons = reasons_of(names, orders=o, days_since=last, gap_days=gap, lift=lift1[segc[R], Cc],
+                         recent_buyer_share=buyer_share[Cc], horizon_days=horizon_days)  # fmt: skip
+    prop = P[R, Cc]
     sel = pa.array(keep)
     out = {outputs.ID_COLUMN: part.column(outputs.ID_COLUMN).filter(sel),
-           "segment": part.column("segment").filter(sel), "offers": pa.array(counts, pa.int64())}  # fmt: skip
-    for (name, typ), vals in zip(ACTION_SCHEMA_FIELDS[2:6], (cats, props, spends, reasons)):
-        out[name] = pa.array(vals, typ)
+           "segment": part.column("segment").filter(sel), "offers": pa.array(counts.astype(np.int64))}  # fmt: skip
+    for (name, typ), vals in zip(ACTION_SCHEMA_FIELDS[2:6], (pa.array(names.tolist(), pa.string()), pa.array(prop),
+                                                             pa.array(prop * eov[R, Cc]),
+                                                             pa.array(reasons, pa.string()))):  # fmt: skip
+        out[name] = pa.ListArray.from_arrays(offsets, vals).cast(typ)
     for name in TIMING_COLUMNS:
         out[name] = part.column(name).filter(sel)
     table = pa.table(out)
@@ -821,4 +861,4 @@ class ActionCounts(State):
 
 
 __all__ = ["CategoryStats", "FEATURES", "TrainingDesign", "actions_stage", "category_piece", "check_history",
-           "contact_mask", "features_at", "fit_propensity", "keep_piece", "next_step", "offers_piece", "propensities", "reason_of"]  # fmt: skip
+           "contact_mask", "features_at", "fit_propensity", "keep_piece", "next_step", "reasons_of", "offers_piece", "propensities", "reason_of"]  # fmt: skip

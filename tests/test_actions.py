@@ -221,3 +221,19 @@ def test_backtest_offers_beat_popularity_on_synthetic_data():
     assert rows["segone"]["hit_rate_at_k"] > rows["popularity"]["hit_rate_at_k"]
     assert rows["segone"]["mean_auc"] > 0.6 and rows["popularity"]["mean_auc"] == pytest.approx(0.5)
     assert per_cat.num_rows == 3 * len(info["categories"]) and info["customers_scored"] > 0
+
+
+def test_vectorised_reasons_equal_the_reason_of_each_offer():
+    rng = np.random.default_rng(8)
+    n = 400
+    cats = np.array(["toys", "garden", "books"], dtype=object)[rng.integers(0, 3, n)]
+    orders = rng.integers(0, 4, n)
+    days = rng.choice([0.2, 1.0, 1.4, 13.9, 14.0, 30.0, 69.9, 70.0, 400.0], n)
+    gap = rng.uniform(0, 200, n)
+    lift = rng.choice([0.3, 1.49, 1.5, 4.08, 12.96], n)
+    share = rng.uniform(0, 1, n)
+    got = A.reasons_of(cats, orders=orders, days_since=days, gap_days=gap, lift=lift, recent_buyer_share=share,
+                       horizon_days=28)  # fmt: skip
+    want = [A.reason_of(c, orders=int(o), days_since=d, gap_days=g, lift=float(li), recent_buyer_share=float(s),
+                        horizon_days=28) for c, o, d, g, li, s in zip(cats, orders, days, gap, lift, share)]  # fmt: skip
+    assert got == want
