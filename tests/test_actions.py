@@ -237,3 +237,17 @@ def test_vectorised_reasons_equal_the_reason_of_each_offer():
     want = [A.reason_of(c, orders=int(o), days_since=d, gap_days=g, lift=float(li), recent_buyer_share=float(s),
                         horizon_days=28) for c, o, d, g, li, s in zip(cats, orders, days, gap, lift, share)]  # fmt: skip
     assert got == want
+
+
+def test_the_privacy_plan_applies_its_consent_and_pseudonyms(synth):
+    from segone.privacy import ConsentRule, PrivacyPlan, pseudonym_of
+
+    d, prof, asg, summary = synth
+    key = b"0123456789abcdef0123456789abcdef"
+    plan = PrivacyPlan(rules=(ConsentRule.parse("consent_purposes=analytics"),), key=key)
+    parts, _ = _stage(synth, contact="consent_marketing", plan=plan)
+    rows = prof.select(["customer_id", "consent_marketing", "consent_purposes"]).to_pylist()
+    want = {pseudonym_of(r["customer_id"], key) for r in rows
+            if r["consent_marketing"] and r["consent_purposes"] and "analytics" in r["consent_purposes"]}  # fmt: skip
+    got = parts[0].column("customer_id").to_pylist()
+    assert want and set(got) == want and len(got) == len(want)
