@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import segone
 from segone import profile as P
+from segone import actions as ACT
 from segone import backtesting as B
 from segone import effects as E
 from segone import value_segments as VS
@@ -27,6 +28,7 @@ from segone._state import State, merge_all
 from segone.clv import MonetaryHistogram, OpportunityHistogram, PatternHistogram, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ModelFormatError, ParameterError
+from segone.propensity import CalibrationState, NewtonState, ScalerState
 from segone.privacy import PrivacyCounts, drop_personal_columns, personal_columns
 from segone.score import ScorerState
 from segone.segment import PartialSums
@@ -640,6 +642,63 @@ def test_segment_value_state_merge_equals_whole(value_profiles, cuts, split_ever
     merged = _merge([VS.SegmentValueState.of(p, seg[a:b], k=3) for p, a, b in zip(_pieces(t, c), c, c[1:])],
                     split_every)  # fmt: skip
     assert merged == VS.SegmentValueState.of(t, seg, k=3)
+
+
+# -- the propensity fit's states ------------------------------------------------------------------------------
+@covers(ScalerState, NewtonState, CalibrationState)
+@given(cut_lists, splits)
+@settings(max_examples=25, deadline=None)
+def test_propensity_states_merge_equal_whole(cuts, split_every):
+    rng = np.random.default_rng(9)
+    n = 1600
+    X = rng.normal(size=(n, 3)) * [1.0, 50.0, 0.01] + [0.0, 1e3, 0.0]
+    y = (rng.random(n) < 0.3).astype(float)
+    g = rng.integers(0, 2, n)
+
+    def blocks(a, b):
+        return [(k, X[a:b][g[a:b] == k], y[a:b][g[a:b] == k]) for k in range(2)]
+
+    c = _cuts(n, cuts)
+    sc = _merge([ScalerState.of(blocks(a, b), n_groups=2, n_features=3) for a, b in zip(c, c[1:])], split_every)
+    whole = ScalerState.of(blocks(0, n), n_groups=2, n_features=3)
+    for f in ("n", "mean", "m2"):
+        np.testing.assert_allclose(getattr(sc, f), getattr(whole, f), rtol=1e-9, atol=1e-9, err_msg=f)
+    mean, scale = whole.finish()
+    beta = rng.normal(size=(2, 4)) * 0.3
+    nt = _merge([NewtonState.of(blocks(a, b), beta=beta, mean=mean, scale=scale) for a, b in zip(c, c[1:])],
+                split_every)  # fmt: skip
+    nw = NewtonState.of(blocks(0, n), beta=beta, mean=mean, scale=scale)
+    for f in NewtonState._FIELDS:
+        np.testing.assert_allclose(getattr(nt, f), getattr(nw, f), rtol=1e-9, atol=1e-8, err_msg=f)
+    p = rng.random(n)
+    cal = _merge([CalibrationState.of([(k, p[a:b][g[a:b] == k], y[a:b][g[a:b] == k]) for k in range(2)], n_groups=2)
+                  for a, b in zip(c, c[1:])], split_every)  # fmt: skip
+    cw = CalibrationState.of([(k, p[g == k], y[g == k]) for k in range(2)], n_groups=2)
+    np.testing.assert_allclose(cal.sums, cw.sums, rtol=1e-12, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def action_parts(data, profiles):
+    """The category_piece table of every customer (three segments), for the actions' states."""
+    seg = pa.table({"segment": (np.arange(profiles.num_rows) % 4 - 1).astype(np.int64)})  # -1: no segment
+    cats = ["apparel", "toys", "garden", "no_such"]
+    as_of = int(data.transactions.column("ts").cast(pa.int64()).to_numpy().max())
+    return ACT.category_piece((data.transactions, None, None), profiles, seg, categories=cats, as_of_us=as_of,
+                              horizon_days=30)  # fmt: skip
+
+
+@covers(ACT.CategoryStats, ACT.ActionCounts)
+@given(cut_lists, splits)
+@settings(max_examples=25, deadline=None)
+def test_actions_states_merge_equal_whole(action_parts, cuts, split_every):
+    t = action_parts
+    pieces = _pieces(t, _cuts(t.num_rows, cuts))
+    merged = _merge([ACT.CategoryStats.of(p, n_segments=3, n_categories=4) for p in pieces], split_every)
+    whole = ACT.CategoryStats.of(t, n_segments=3, n_categories=4)
+    assert merged.customers == whole.customers and merged.history_days == whole.history_days
+    for f in ACT.CategoryStats._FIELDS:
+        np.testing.assert_allclose(getattr(merged, f), getattr(whole, f), rtol=1e-9, err_msg=f)
+    assert _merge([ACT.ActionCounts.of(p) for p in pieces], split_every).finish() == t.num_rows
 
 
 def test_every_state_class_has_a_merge_test():
