@@ -584,7 +584,7 @@ def top_segment_of(segments):
         if name in cols:
             v = np.asarray(pc.fill_null(segments.column(name), np.nan).to_numpy(zero_copy_only=False), dtype=float)
             per = v / np.maximum(size, 1) if name == "total_clv" else v
-            if np.isfinite(per).any():
+            if (np.isfinite(per) & (per > 0)).any():  # a column of nulls or zeros (no CLV) says nothing
                 return int(segments.column("segment").to_numpy(zero_copy_only=False)[int(np.nanargmax(per))])
     return None
 

@@ -237,3 +237,19 @@ def test_treatment_without_previous_and_bad_files_fail_before_any_work(two_runs,
     with pytest.raises(E.TreatmentError, match="'group' not found"):
         segone.run(p1.transactions, tmp_path / "o", 4, previous=r0.out, treatment=bad)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_report_shows_the_campaign_effects_only_when_there_are_some(two_runs, tmp_path):
+    import segone
+    from segone.report import write_report
+
+    root, r0, p1, camp = two_runs
+    out = root / "r1"
+    if not out.exists():
+        segone.run(p1.transactions, out, 6, events=p1.events, attributes=p1.customers, previous=r0.out,
+                   treatment=p1.treatment)  # fmt: skip
+    page = open(write_report(out, tmp_path / "r.html"), encoding="utf-8").read()
+    assert 'id="effects" data-present="yes"' in page and '"chart-effects-0"' in page
+    assert "spring" in page and 'href="#effects"' in page
+    plain = open(write_report(r0.out, tmp_path / "p.html"), encoding="utf-8").read()
+    assert 'id="effects"' not in plain and 'href="#effects"' not in plain

@@ -346,3 +346,41 @@ def migration_chart(data, names, previous_names=None):
     sub = base.mark_text(fontSize=10.5, dy=9).encode(text="sub:N", color=color)
     chart = alt.layer(rect, outline, text, sub).properties(width=alt.Step(124), height=alt.Step(58))
     return _finish(chart, rows=rows)
+
+
+def effects_chart(rows, names):
+    """Per previous segment: the uplift in staying there (treated minus reference), with its 95% interval.
+
+    ``names`` maps a previous segment id to its name in the previous run.
+    """
+    alt = _alt()
+    data = []
+    for r in rows:
+        if r["measure"] != "stayed" or r["difference"] is None or r["low"] is None:
+            continue
+        data.append({"segment": _short(f"{r['previous_segment']} · {names.get(r['previous_segment'], '')}"),
+                     "uplift": r["difference"] * 100, "low": r["low"] * 100, "high": r["high"] * 100,
+                     "treated": r["value"], "reference": r["reference_value"], "n": r["customers"]})  # fmt: skip
+    if not data:
+        return None
+    order = [d["segment"] for d in sorted(data, key=lambda d: d["uplift"])]
+    base = alt.Chart(alt.Data(name="rows")).encode(y=alt.Y("segment:N", sort=order, title=None))
+    title = "Treated minus reference: share who stayed in their segment (percentage points)"
+    x = alt.X("uplift:Q", title=title)
+    bars = base.mark_rule(strokeWidth=2, color="#7b8794").encode(x=alt.X("low:Q", title=title), x2="high:Q")
+    points = base.mark_point(filled=True, size=80).encode(
+        x=x, color=alt.condition("datum.low > 0 || datum.high < 0", alt.value("#c2410c"), alt.value("#4e79a7")),
+        tooltip=[alt.Tooltip("segment:N", title="Previous segment"), alt.Tooltip("uplift:Q", format="+.1f"),
+                 alt.Tooltip("low:Q", format="+.1f", title="95% low"), alt.Tooltip("high:Q", format="+.1f",
+                                                                                    title="95% high"),
+                 alt.Tooltip("treated:Q", format=".1%", title="Treated stayed"),
+                 alt.Tooltip("reference:Q", format=".1%", title="Reference stayed"),
+                 alt.Tooltip("n:Q", format=",", title="Treated customers")],
+    )  # fmt: skip
+    zero = alt.Chart(alt.Data(name="zero")).mark_rule(color="#999", strokeDash=[4, 4]).encode(x="x:Q")
+    chart = alt.layer(zero, bars, points).properties(width=620, height=alt.Step(34))
+    return _finish(chart, rows=data, zero=[{"x": 0}])
+
+
+def _short(text, width=44):
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -33,8 +33,10 @@ SECTIONS = (
     ("value", "Predicted customer value"),
     ("rfm", "Recency and frequency (RFM grid)"),
     ("migration", "Movement since the previous run"),
+    ("effects", "Campaign effects"),
     ("run-facts", "Run facts and data quality"),
 )
+OPTIONAL_SECTIONS = ("effects",)  # listed in the contents only when the run has them
 
 CSS = """
 :root{--ink:#1f2933;--muted:#616e7c;--line:#e4e7eb;--soft:#f5f7fa;--accent:#2366b8;--warn:#b44d12}
@@ -110,6 +112,7 @@ word-break:break-all}
 .fig .k{color:var(--muted);font-size:13px}
 .fig .s{font-size:13px}
 .good{color:#1f7a3d}.fair{color:#9a6700}.bad{color:var(--warn)}
+p.warn{color:var(--warn);border-left:3px solid var(--warn);padding-left:10px}
 .tbar{display:inline-block;height:9px;background:#8fb8e8;border-radius:2px;vertical-align:middle;margin-left:8px}
 table.mix{width:auto}
 table.mix th{font-weight:500;color:var(--ink);text-align:left;width:150px;font-size:12.5px;vertical-align:bottom}
@@ -324,6 +327,8 @@ class Page:
     def toc(self):
         links = []
         for sid, title in SECTIONS:
+            if sid in OPTIONAL_SECTIONS and not self.present.get(sid, False):
+                continue
             cls = "" if self.present.get(sid, True) else ' class="off" title="not in this run\'s outputs"'
             links.append(f'<a href="#{sid}"{cls}>{esc(title)}</a>')
         return '<nav class="toc" aria-label="Sections">' + "".join(links) + "</nav>"
@@ -597,6 +602,82 @@ class Page:
                "customers and their share of all customers.")  # fmt: skip
         return self.section("rfm", SECTIONS[4][1], how, chart)
 
+    def effects(self):
+        """Campaign effects (effects.parquet): per campaign, the headline, the caveats and the uplift chart."""
+        d = self.d
+        if not d.effects:
+            self.present["effects"] = False
+            return ""
+        info = d.effects_info or {}
+        names = {s["id"]: s["label"] or f"Segment {s['id']}" for s in d.segments}
+        # a previous segment is named by its own run's label (ids are stable, labels may change)
+        before = {**names, **{k: v for k, v in (d.previous_names or {}).items() if v}}
+        blocks = []
+        for c in info.get("campaigns", []) or [{"campaign": r["campaign"]} for r in d.effects[:1]]:
+            rows = [r for r in d.effects if r["campaign"] == c["campaign"]]
+            figs = []
+            for h in c.get("headline", []):
+                top = h.get("into_top_segment")
+                if top and top.get("low") is not None:
+                    sure = top["low"] > 0 or top["high"] < 0
+                    figs.append((f"Moved into {names.get(top['segment'], top['segment'])} (the most valuable segment)",
+                                 f"{top['uplift'] * 100:+.1f} pts",
+                                 f"treated vs {c.get('reference', 'control')}, 95% interval "
+                                 f"{top['low'] * 100:+.1f} to {top['high'] * 100:+.1f}", "good" if sure and
+                                 top["uplift"] > 0 else "bad" if sure else "fair"))  # fmt: skip
+                for key, what in (("spend_gained_per_treated", "Spend per treated customer"),
+                                  ("clv_gained_per_treated", "Predicted value per treated customer")):  # fmt: skip
+                    v = h.get(key)
+                    if v and v.get("low") is not None:
+                        sure = v["low"] > 0 or v["high"] < 0
+                        figs.append((what, f"{v['value']:+,.2f}", f"95% interval {v['low']:+,.2f} to "
+                                     f"{v['high']:+,.2f}", "good" if sure and v["value"] > 0 else
+                                     "bad" if sure else "fair"))  # fmt: skip
+            fig_html = "".join(f'<div class="fig"><div class="k">{esc(k)}</div><div class="v {cls}">{esc(v)}</div>'
+                               f'<div class="s">{esc(s_)}</div></div>' for k, v, s_, cls in figs)  # fmt: skip
+            caveats = []
+            if c.get("observational"):
+                caveats.append("There is no control group: the treated customers are compared with the customers of "
+                               "the same segment the campaign did not reach. Who was targeted may differ from who "
+                               "was not, so read these as associations, not effects.")  # fmt: skip
+            srm = c.get("sample_ratio") or {}
+            if srm.get("flagged"):
+                caveats.append(f"Sample ratio mismatch: the control group is {srm['observed_reference_share']:.1%} of "
+                               f"the customers analysed against {srm['expected_reference_share']:.1%} in the "
+                               "treatment file (p < 0.001). Customers were lost or mixed up between the groups: "
+                               "fix that before trusting any figure here.")  # fmt: skip
+            ids = c.get("ids") or {}
+            if ids.get("not_found"):
+                caveats.append(f"{ids['not_found']:,} of the {ids['listed']:,} customers in the treatment file are "
+                               "in neither run (or have no consent) and are left out.")  # fmt: skip
+            moved = sorted((r for r in rows if r["measure"] in ("moved", "stayed", "gone") and
+                            r["difference"] is not None and r["low"] is not None and
+                            (r["low"] > 0 or r["high"] < 0)), key=lambda r: -abs(r["difference"]))[:6]  # fmt: skip
+            lines = []
+            for r in moved:
+                frm = before.get(r["previous_segment"], r["previous_segment"])
+                what = ("stayed" if r["measure"] == "stayed" else "left (gone)" if r["measure"] == "gone" else
+                        f"moved to {names.get(r['to_segment'], r['to_segment'])}")  # fmt: skip
+                lines.append(f"<li>{esc(frm)}: {esc(what)} {r['difference'] * 100:+.1f} pts "
+                             f"({r['value']:.1%} treated vs {r['reference_value']:.1%}; 95% interval "
+                             f"{r['low'] * 100:+.1f} to {r['high'] * 100:+.1f})</li>")  # fmt: skip
+            biggest = ("<p>Where the treated customers moved differently (intervals that exclude no difference):</p>"
+                       f"<ul>{''.join(lines)}</ul>") if lines else \
+                "<p>No move differs between the groups beyond chance (every 95% interval holds 0).</p>"  # fmt: skip
+            chart = self.chart(f"chart-effects-{len(blocks)}", self.c.effects_chart(rows, before),
+                               f"Uplift in staying in each segment for campaign {c['campaign']}")  # fmt: skip
+            cav = "".join(f'<p class="warn">{esc(x)}</p>' for x in caveats)
+            groups = ", ".join(f"{g}: {self.count(n)}" for g, n in (c.get("groups") or {}).items())
+            blocks.append(f"<h3>{esc(c['campaign'])}</h3><p>Customers of the previous run per group: {groups}.</p>"
+                          f'<div class="figures">{fig_html}</div>{cav}{biggest}{chart}')  # fmt: skip
+        how = ("each campaign's treated customers against the control group (or the untreated customers of the same "
+               "segment), per segment of the previous run. A difference is in percentage points of the segment's "
+               "customers; the 95% interval comes from a bootstrap. With many cells, about one interval in twenty "
+               "excludes 0 by chance alone: trust large, consistent differences. Cells of fewer customers than the "
+               "privacy minimum are not shown.")  # fmt: skip
+        self.present["effects"] = True
+        return self.section("effects", dict(SECTIONS)["effects"], how, "".join(blocks))
+
     def migration(self):
         d = self.d
         t = d.tracking or {}
@@ -744,11 +825,11 @@ class Page:
                    f'<th class="n">Time</th><th></th></tr></thead><tbody>{trs}</tbody></table>')  # fmt: skip
         notes = "".join(f'<p class="note">{esc(n)}</p>' for n in d.notes)
         how = "what went into this run, what was left out and why, and how long each stage took."
-        return self.section("run-facts", SECTIONS[6][1], how, facts + tim + notes)
+        return self.section("run-facts", dict(SECTIONS)["run-facts"], how, facts + tim + notes)
 
     # ------------------------------------------------------------- page
     def render(self, bundle_js):
-        body = [self.overview(), self.profiles(), self.personas(), self.value(), self.rfm(), self.migration(),
+        body = [self.overview(), self.profiles(), self.personas(), self.value(), self.rfm(), self.migration(), self.effects(),
                 self.run_facts()]  # fmt: skip
         head = self.header() + self.kpis() + self.toc() + self.findings()
         footer = ('<footer>Made by segone from the outputs in '

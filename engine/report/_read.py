@@ -165,6 +165,8 @@ class ReportData:
     moves_rows: int | None = None
     value: dict | None = None
     value_info: dict | None = None
+    effects: list | None = None  # rows of effects.parquet (campaign effects), already suppressed below k
+    effects_info: dict | None = None  # run.json's effects section
     personas: dict = field(default_factory=dict)
     pseudonyms: bool = False  # the id column of the per-customer outputs is marked as pseudonyms
     sample: dict = field(default_factory=dict)
@@ -547,6 +549,10 @@ def read_outputs(out_dir, *, max_rows=MAX_ROWS, persona_rows=MAX_PERSONA_ROWS, p
     data.previous_names = optional("The previous run's labels", read_previous_names, data.tracking)
     data.moves_rows = optional(outputs.MOVES, parquet_rows, os.path.join(out_dir, outputs.MOVES))
     data.value_info = run.get("clv") if isinstance(run.get("clv"), dict) else None
+    if os.path.exists(os.path.join(out_dir, outputs.EFFECTS)):
+        data.effects = optional(outputs.EFFECTS, lambda p: pq.read_table(p).to_pylist(),
+                                os.path.join(out_dir, outputs.EFFECTS))  # fmt: skip
+        data.effects_info = run.get("effects") if isinstance(run.get("effects"), dict) else None
 
     want = ["customer_id", *CUSTOMER_ID[1:], "segment", "distance"] + [c for cs in VALUE_COLUMNS.values() for c in cs]
     res = optional(outputs.ASSIGNMENTS, read_head, os.path.join(out_dir, outputs.ASSIGNMENTS), want, max_rows)
