@@ -299,6 +299,12 @@ def format_effects(info):
             warn = "; SAMPLE RATIO MISMATCH" if srm.get("flagged") else ""
             out.append(f"campaign {c['campaign']} ({h['group']} {kind}): " + ("; ".join(bits) or "no headline")
                        + warn)  # fmt: skip
+        for m in c.get("largest_moves", []):
+            what = ("stayed" if m["measure"] == "stayed" else "left" if m["measure"] == "gone" else
+                    f"moved to segment {m['to_segment']}")  # fmt: skip
+            out.append(f"  segment {m['previous_segment']}, {what}: {m['value']:.1%} treated vs "
+                       f"{m['reference_value']:.1%} ({m['difference'] * 100:+.1f} pts [{m['low'] * 100:+.1f}, "
+                       f"{m['high'] * 100:+.1f}])")  # fmt: skip
     return out
 
 
@@ -397,6 +403,9 @@ def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwr
     click.echo(f"{res.assignments.num_rows:,} customers assigned; outputs in {res.out}")
 
 
+# the demo's campaign: a win-back offer to a random half of the customers; a treated "lapsed" customer (latent
+# segment 5) comes back as a "loyal in store" one (segment 1) with this probability
+DEMO_CAMPAIGN = {"name": "win-back", "from_segment": 5, "to_segment": 1, "effect": 0.3}
 DEMO_SWITCH_SHARE = 0.1  # customers who switch latent segment between the demo's two periods
 DEMO_NAMES = ("period-1", "period-2", "demo.json", "report.html")  # what `segone demo --out OUT` writes in OUT
 
@@ -435,7 +444,8 @@ def demo(customers, n_clusters, clusters_old, seed, out, report_path):
         click.echo(f"synthesising {customers:,} customers in two periods, {DEMO_SWITCH_SHARE:.0%} switching "
                    f"segment (seed {seed}) ...")  # fmt: skip
         segone.synth.write_periods(data_dir, customers, periods=2, switch_share=DEMO_SWITCH_SHARE, seed=seed,
-                                   redraw=True)  # fmt: skip
+                                   redraw=True, campaign=DEMO_CAMPAIGN)  # fmt: skip
+        treatment = os.path.join(data_dir, "period-1", "treatment.parquet")
         base = out or os.path.join(work, "out")
         runs, aris = [], []
         for p in (0, 1):
@@ -443,7 +453,8 @@ def demo(customers, n_clusters, clusters_old, seed, out, report_path):
             k = clusters if p == 0 else runs[0].summary["segments"]  # period 2: period 1's k, so ids carry over
             res = segone.run(os.path.join(data_dir, f"period-{p}"), os.path.join(base, f"period-{p + 1}"),
                              n_clusters=k, random_state=seed, overwrite=bool(out), verbose=True,
-                             previous=os.path.join(base, "period-1") if p else None)  # fmt: skip
+                             previous=os.path.join(base, "period-1") if p else None,
+                             treatment=treatment if p else None)  # fmt: skip
             _print_segments(res.segments)
             truth = pq.read_table(os.path.join(data_dir, f"period-{p}", "truth")).sort_by("customer_id")
             found = res.assignments.sort_by("customer_id")
@@ -462,7 +473,15 @@ def demo(customers, n_clusters, clusters_old, seed, out, report_path):
             f"migration matrix vs the true one: {rec['migration_agreement']:.1%} agreement (total variation "
             f"distance {rec['migration_tv_distance']:.4f}); stayed share {_pct(tracking.get('stayed_share'))}"
         )  # fmt: skip
+        eff = runs[1].summary.get("effects") or {}
+        truth_uplift = segone.synth.campaign_truth(DEMO_CAMPAIGN, switch_share=DEMO_SWITCH_SHARE)
+        click.echo(f"\ncampaign '{DEMO_CAMPAIGN['name']}' (half the customers; a treated lapsed customer comes back "
+                   f"with probability {DEMO_CAMPAIGN['effect']:.0%}: {truth_uplift:+.1%} of the lapsed, planted):")
+        for line in format_effects(eff):
+            click.echo("  " + line)
         summary = {"format": "segone-demo", "version": 1, "customers": customers, "seed": seed,
+                   "campaign": {**DEMO_CAMPAIGN, "true_uplift_in_latent_segment": truth_uplift,
+                                "effects": eff.get("campaigns")},
                    "switch_share": DEMO_SWITCH_SHARE, "segments": runs[0].summary["segments"],
                    "adjusted_rand": {"period-1": float(aris[0]), "period-2": float(aris[1])},
                    "moves": rec, "stayed_share": tracking.get("stayed_share"),

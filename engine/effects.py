@@ -449,6 +449,16 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
     return table, summary
 
 
+def _largest_moves(table, campaign, n=3):
+    """The ``n`` largest differences in staying, moving or leaving whose 95% interval excludes 0."""
+    rows = [r for r in table.to_pylist() if r["campaign"] == campaign and r["measure"] in ("stayed", "moved", "gone")
+            and r["difference"] is not None and r["low"] is not None and (r["low"] > 0 or r["high"] < 0)]
+    rows.sort(key=lambda r: -abs(r["difference"]))
+    keep = ("group", "previous_segment", "measure", "to_segment", "value", "reference_value", "difference", "low",
+            "high")  # fmt: skip
+    return [{k: r[k] for k in keep} for r in rows[:n]]
+
+
 def campaign_effects(moves, treatment, *, values=None, top_segment=None, n_boot=N_BOOT, seed=0,
                      min_segment_size=None, as_of=None, expected_reference_share=None, engine=None):  # fmt: skip
     """Effects of the campaigns of ``treatment`` on the moves between two runs (one process, or over an engine).
@@ -547,6 +557,7 @@ def campaign_effects(moves, treatment, *, values=None, top_segment=None, n_boot=
                                    expected_reference=expected_reference_share)  # fmt: skip
     for s in summary:
         s["ids"] = info_ids[s["campaign"]]
+        s["largest_moves"] = _largest_moves(table, s["campaign"])
     notes = []
     if any(observational):
         notes.append("observational: a campaign without a control group is compared with the customers of the same "
