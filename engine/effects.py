@@ -46,6 +46,7 @@ CONTROL = "control"
 UNTREATED = "untreated"
 DEFAULT_CAMPAIGN = "campaign"
 N_BOOT = 200
+MIN_COMPARE = 20  # groups of fewer customers in a cell get no difference interval (shares are still shown)
 SRM_P_VALUE = 1e-3
 TREATMENT_COLUMNS = ("customer_id", "group", "campaign", "sent_at")
 
@@ -358,7 +359,8 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
                      "reference_customers": None if suppressed else int(n_r),
                      "value": None if suppressed or v_t is None else float(v_t),
                      "reference_value": None if suppressed or v_r is None else float(v_r),
-                     "difference": None if suppressed or v_t is None or v_r is None else float(v_t - v_r),
+                     "difference": None if suppressed or v_t is None or v_r is None or lo_hi[0] is None
+                     else float(v_t - v_r),
                      "low": None if suppressed else lo_hi[0], "high": None if suppressed else lo_hi[1],
                      "observational": bool(observational[ci])})  # fmt: skip
 
@@ -384,6 +386,7 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
                 if n_t == 0 and n_r == 0:
                     continue
                 sup = small(n_t) or small(n_r)
+                comparable = n_t >= MIN_COMPARE and n_r >= MIN_COMPARE  # a bootstrap of a handful says nothing
                 for oi in range(S + 1):
                     if counts[gi, si, oi] == 0 and counts[r, si, oi] == 0 and oi != si:
                         continue
@@ -391,11 +394,12 @@ def effects_table(state, *, observational, top_segment=None, min_segment_size=No
                     to_seg = None if oi == S else segs[oi]
                     v_t = share[gi, si, oi] if n_t else None
                     v_r = share[r, si, oi] if n_r else None
-                    ci_ = _interval(bshare[:, gi, si, oi] - bshare[:, r, si, oi]) if n_t and n_r else (None, None)
+                    ci_ = _interval(bshare[:, gi, si, oi] - bshare[:, r, si, oi]) if comparable else (None, None)
                     add(c, s, g, g_names[r], measure, to_seg, n_t, n_r, v_t, v_r, ci_, sup)
                 for q, measure in ((0, "spend_change"), (1, "clv_change")):
                     if n_v[gi, si, q] and n_v[r, si, q]:
-                        ci_ = _interval(bmean_v[:, gi, si, q] - bmean_v[:, r, si, q])
+                        ci_ = _interval(bmean_v[:, gi, si, q] - bmean_v[:, r, si, q]) if \
+                            min(n_v[gi, si, q], n_v[r, si, q]) >= MIN_COMPARE else (None, None)  # fmt: skip
                         add(c, s, g, g_names[r], measure, None, n_v[gi, si, q], n_v[r, si, q],
                             mean_v[gi, si, q], mean_v[r, si, q], ci_, sup)  # fmt: skip
             # headline: into the most valuable segment (from any other previous segment), value gained per customer
