@@ -341,19 +341,28 @@ def report(out, output, title):
 @click.option("--no-match", is_flag=True, help="Compare segment ids as they are (no one-to-one matching).")
 @click.option("--spend", default=None, help="Spend column of the assignments, if any.")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
-def track(old, new, out, no_match, spend, overwrite):
+@click.option("--treatment", default=None, type=click.Path(exists=True),
+              help="Who a campaign reached between OLD and NEW (customer_id, group[, campaign, sent_at]): writes "
+                   "effects.parquet.")  # fmt: skip
+@click.option("--id-key-file", default=None, type=click.Path(dir_okay=False),
+              help="With --treatment and pseudonymised outputs: the key the runs hashed the ids with (default: "
+                   "SEGONE_ID_KEY).")  # fmt: skip
+def track(old, new, out, no_match, spend, overwrite, treatment, id_key_file):
     """Compare two outputs of `segone run` (OLD, NEW) without refitting: migration.parquet, moves.parquet.
 
     The outputs honour the privacy options of both runs (the stricter apply: consent, minimum segment size);
     outputs with raw ids and pseudonyms, or pseudonyms of two keys, are refused.
     """
-    cmp = segone.track.compare_outputs(old, new, out, match=not no_match, spend=spend, overwrite=overwrite)
+    cmp = segone.track.compare_outputs(old, new, out, match=not no_match, spend=spend, overwrite=overwrite,
+                                       treatment=treatment, id_key_file=id_key_file)  # fmt: skip
     s = cmp.summary
     c = s.get("customers", {})
     click.echo(f"customers: {_count(c.get('previous'))} before, {_count(c.get('now'))} now, "
                f"{_count(c.get('common'))} in both")  # fmt: skip
     click.echo(f"stayed: {_pct(s.get('stayed_share'))}; adjusted Rand index {s.get('adjusted_rand_common')}; "
                f"segment PSI {s.get('segment_psi')}")
+    for line in format_effects(s.get("effects") or {}):
+        click.echo(line)
     click.echo(f"outputs in {os.path.abspath(out)}")
 
 

@@ -253,3 +253,41 @@ def test_the_report_shows_the_campaign_effects_only_when_there_are_some(two_runs
     assert "spring" in page and 'href="#effects"' in page
     plain = open(write_report(r0.out, tmp_path / "p.html"), encoding="utf-8").read()
     assert 'id="effects"' not in plain and 'href="#effects"' not in plain
+
+
+def test_track_gives_the_effects_of_run_previous(two_runs, tmp_path):
+    import pyarrow.parquet as pq
+
+    import segone
+
+    root, r0, p1, camp = two_runs
+    out = root / "r1"
+    if not out.exists():
+        segone.run(p1.transactions, out, 6, events=p1.events, attributes=p1.customers, previous=r0.out,
+                   treatment=p1.treatment)  # fmt: skip
+    cmp = segone.track.compare_outputs(r0.out, out, tmp_path / "t", treatment=p1.treatment)
+    a = pq.read_table(out / "effects.parquet")
+    b = pq.read_table(tmp_path / "t" / "effects.parquet")
+    assert a.equals(b)
+    assert cmp.summary["effects"]["campaigns"][0]["ids"]["found"] == p1.treatment.num_rows
+
+
+def test_pseudonymised_runs_match_the_treatment_ids_with_the_key(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import segone
+
+    monkeypatch.setenv("SEGONE_ID_KEY", "an id key of at least sixteen bytes")
+    p0, p1 = generate_periods(2000, periods=2, switch_share=0.05, seed=9,
+                              campaign={"from_segment": 0, "to_segment": 1, "effect": 0.5})  # fmt: skip
+    r0 = segone.run(p0.transactions, tmp_path / "r0", 4, hash_ids=True)
+    r1 = segone.run(p1.transactions, tmp_path / "r1", 4, hash_ids=True, previous=r0.out, treatment=p1.treatment)
+    ids = r1.summary["effects"]["campaigns"][0]["ids"]
+    assert ids["found"] == ids["listed"] == 2000
+    raw = {str(v) for v in p1.treatment.column("customer_id").to_pylist()}
+    for name in ("effects.parquet", "moves.parquet"):
+        t = pq.read_table(tmp_path / "r1" / name)
+        for c in t.column_names:
+            vals = {str(v) for v in t.column(c).to_pylist()}
+            assert not (vals & raw) or c in ("previous_segment", "segment", "to_segment", "customers",
+                                            "reference_customers"), (name, c)  # fmt: skip

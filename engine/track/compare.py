@@ -147,7 +147,8 @@ class Comparison:
     summary: dict
 
 
-def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_column=None, overwrite=False):
+def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_column=None, overwrite=False,
+                    treatment=None, id_key_file=None):  # fmt: skip
     """Compare two existing outputs without refitting: migration.parquet, moves.parquet, tracking.json.
 
     The outputs honour the privacy options of both runs (their models'
@@ -198,12 +199,17 @@ def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_col
     from segone.io import check_output
 
     # checked and locked before any work: writable, neither run's directory, not written by another run
+    if treatment is not None:  # the treatment file is checked before any work (campaign effects)
+        from segone import effects as _effects
+
+        _effects.plan_groups(_effects.read_treatment(treatment))
     with check_output(out_dir, (), overwrite, others=[("old output", old_dir), ("new output", new_dir)]):
         return _compare_outputs(old_dir, new_dir, out_dir, id_column=id_column, match=match, spend=spend,
-                                overwrite=overwrite)  # fmt: skip
+                                overwrite=overwrite, treatment=treatment, id_key_file=id_key_file)  # fmt: skip
 
 
-def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, overwrite):
+def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, overwrite, treatment=None,
+                     id_key_file=None):  # fmt: skip
     from segone import privacy as _privacy
     from segone.io import atomic_directory, write_json, write_parquet
 
@@ -282,8 +288,34 @@ def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, over
         "min_segment_size": plan.min_segment_size,
         "cells_suppressed": {name: int(r.get("cells", 0)) for name, r in suppressed.items()},
     }
+    key = None
+    if treatment is not None and summary["privacy"]["pseudonymous_ids"]:  # treatment ids must be hashed the same way
+        key = _privacy.load_key(id_key_file=id_key_file)[0]
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_parquet(migration, os.path.join(tmp, outputs.MIGRATION))
         write_parquet(moves, os.path.join(tmp, outputs.MOVES))
+        if treatment is not None:  # campaign effects from the moves just written (privacy applied)
+            from segone import effects as _effects
+            from segone.profile import parse_as_of
+
+            as_of = (_read_run_json(new_dir) or {}).get("as_of")
+            effects, summary["effects"] = _effects.effects_from_outputs(
+                old_dir, new_dir, treatment, moves_dir=tmp, min_segment_size=plan.min_segment_size,
+                as_of=None if not isinstance(as_of, str) else parse_as_of(as_of.replace("Z", "+00:00")), id_key=key,
+            )  # fmt: skip
+            write_parquet(effects, os.path.join(tmp, outputs.EFFECTS))
         write_json(summary, os.path.join(tmp, outputs.TRACKING_JSON))
     return Comparison(os.path.abspath(os.fspath(out_dir)), moves, migration, summary)
+
+
+def _read_run_json(out_dir):
+    """An output directory's run.json as a dict, or None when it is missing or unreadable."""
+    from segone._validation import load_json
+    from segone.errors import ModelFormatError
+
+    path = os.path.join(os.fspath(out_dir), outputs.RUN_JSON)
+    try:
+        d = load_json(path, "run.json")
+    except (ModelFormatError, OSError):
+        return None
+    return d if isinstance(d, dict) else None
