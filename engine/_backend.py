@@ -27,6 +27,8 @@ _AUTO_ORDER = {
     "sketch": ("cython", "numba"),
     # tracking's radix argsort of the customer ids: cython needs no JIT compile
     "track": ("cython", "numba"),
+    # campaign effects' Poisson bootstrap: bit-identical on both; cython needs no JIT compile
+    "effects": ("cython", "numba"),
 }
 _loaded = {}
 

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone import outputs
+from segone._backend import get_kernels
 from segone._state import State, array_from_data, array_to_data
 from segone.errors import DataError, SchemaError
 
@@ -128,9 +129,6 @@ def read_treatment(source, *, id_column=outputs.ID_COLUMN, as_of=None):
 
 
 # -- Poisson bootstrap weights ---------------------------------------------------------------------------------------
-_POISSON_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(25)])
-
-
 def id_hashes(ids):
     """A stable 64-bit hash of each customer id (ints and strings; the same on every machine and partition)."""
     import pandas as pd
@@ -141,19 +139,19 @@ def id_hashes(ids):
     return pd.util.hash_array(a, categorize=False)
 
 
-def _mix(x):
-    """splitmix64's finaliser (uint64 -> uint64)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def poisson_weights(hashes, replicate, seed=0):
-    """Poisson(1) bootstrap weights of the customers (by id hash) in one replicate: deterministic, partition-free."""
-    with np.errstate(over="ignore"):
-        key = np.uint64((seed * 0x9E3779B97F4A7C15 + (replicate + 1) * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
-        u = (_mix(hashes ^ key) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-    return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
+    """Poisson(1) bootstrap weights of the customers (by id hash) in one replicate: deterministic, partition-free.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = poisson_weights(id_hashes(np.arange(100_000)), 0)
+    >>> round(float(w.mean()), 2), round(float(w.var()), 2)
+    (1.0, 1.0)
+    """
+    from segone.kernels import reference
+
+    return reference.poisson1_weights(hashes, seed, replicate)
 
 
 # -- the mergeable state ----------------------------------------------------------------------------------------------
@@ -188,7 +186,7 @@ class EffectState(State):
         return cls(campaigns, groups, segments, n_boot, seed)
 
     @classmethod
-    def of(cls, piece, *, campaigns, groups, segments, n_boot=N_BOOT, seed=0):
+    def of(cls, piece, *, campaigns, groups, segments, n_boot=N_BOOT, seed=0, backend="auto", n_threads=None):
         """The state of one piece of moves joined with the treatment (see :func:`effect_rows`)."""
         s = cls(campaigns, groups, segments, n_boot, seed)
         if piece.num_rows == 0:
@@ -212,12 +210,14 @@ class EffectState(State):
         for q in range(4):
             s.values[..., q] = np.bincount(vcell, weights=vals[:, q], minlength=n_vcells).reshape(shape[:3])
         h = id_hashes(piece.column(outputs.ID_COLUMN))
-        for b in range(s.n_boot):
-            w = poisson_weights(h, b, s.seed)
-            s.boot[b] = np.bincount(cell, weights=w, minlength=n_cells).reshape(shape)
-            for q in range(4):
-                s.boot_values[b, ..., q] = np.bincount(vcell, weights=w * vals[:, q], minlength=n_vcells).reshape(
-                    shape[:3])  # fmt: skip
+        # one compiled pass over the rows, every replicate per row (kernels/: bootstrap_sums, the same bits as the
+        # NumPy reference, which draws the weights of each replicate with poisson_weights)
+        from segone._threads import effective_n_threads
+
+        boot, boot_values = get_kernels(backend, family="effects").bootstrap_sums(
+            h, cell, vcell, vals, s.seed, s.n_boot, n_cells, n_vcells, n_threads=effective_n_threads(n_threads))
+        s.boot = boot.reshape((s.n_boot, *shape))
+        s.boot_values = boot_values.reshape((s.n_boot, *shape[:3], 4))
         return s
 
     def merge(self, other):

@@ -1334,3 +1334,56 @@ def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, sp
     """The moves of two runs joined by integer id; see ``segone.kernels.reference.merge_moves``."""
     return int(_merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts,
                                    csum))
+
+
+# --------------------------------------------------------------- bootstrap (campaign effects)
+cdef void _bootstrap_kernel(const unsigned long long[::1] hashes, const long long[::1] cell,
+                            const long long[::1] vcell, const double[:, ::1] vals,
+                            const unsigned long long[::1] keys, const double[::1] cdf, double[:, ::1] boot,
+                            double[:, :, ::1] boot_values, int n_threads) noexcept nogil:
+    # replicates are shared out over the threads: each owns its rows of boot and boot_values and adds the rows in
+    # row order, so the sums have the reference's bits whatever the thread count
+    cdef Py_ssize_t n = vals.shape[0], q = vals.shape[1], nb = keys.shape[0], nc = cdf.shape[0]
+    cdef Py_ssize_t i, b, j, k
+    cdef unsigned long long x, key
+    cdef long long c, v
+    cdef double u, w
+    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+        key = keys[b]
+        for i in range(n):
+            x = hashes[i] ^ key
+            x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL
+            x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL
+            x = x ^ (x >> 31)
+            u = <double> (x >> 11) * (1.0 / 9007199254740992.0)
+            k = 0
+            while k < nc and cdf[k] <= u:
+                k = k + 1
+            w = <double> k
+            c = cell[i]
+            v = vcell[i]
+            boot[b, c] += w
+            for j in range(q):
+                boot_values[b, v, j] += w * vals[i, j]
+
+
+def bootstrap_sums(hashes, cell, vcell, vals, seed, n_boot, n_cells, n_vcells, n_threads=1):
+    """Poisson-bootstrap replicate sums; see ``segone.kernels.reference.bootstrap_sums``."""
+    from segone.kernels import reference as _ref
+
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    cell = np.ascontiguousarray(cell, dtype=np.int64)
+    vcell = np.ascontiguousarray(vcell, dtype=np.int64)
+    vals = np.asarray(vals, dtype=np.float64)
+    vals = np.ascontiguousarray(vals[:, None] if vals.ndim == 1 else vals)
+    n = hashes.shape[0]
+    if cell.shape[0] != n or vcell.shape[0] != n:
+        raise ValueError("hashes, cell, vcell and vals must have the same length")
+    if n and (cell.min() < 0 or cell.max() >= n_cells or vcell.min() < 0 or vcell.max() >= n_vcells):
+        raise ValueError("cell and vcell must lie in [0, n_cells) and [0, n_vcells)")
+    keys = np.array([_ref.replicate_key(seed, b) for b in range(int(n_boot))], dtype=np.uint64)
+    boot = np.zeros((int(n_boot), int(n_cells)))
+    boot_values = np.zeros((int(n_boot), int(n_vcells), vals.shape[1]))
+    cdf = np.ascontiguousarray(_ref.POISSON1_CDF, dtype=np.float64)
+    _bootstrap_kernel(hashes, cell, vcell, vals, keys, cdf, boot, boot_values, max(1, int(n_threads)))
+    return boot, boot_values

@@ -944,3 +944,55 @@ def _merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, st
 def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum, n_threads=1):
     """The moves of two runs joined by integer id; see ``segone.kernels.reference.merge_moves``."""
     return int(_merge_moves_kernel(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, spend, counts, csum))
+
+
+# --------------------------------------------------------------- bootstrap (campaign effects)
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _bootstrap_kernel(hashes, cell, vcell, vals, keys, cdf, boot, boot_values):
+    # replicates over the threads, rows in order within each: the reference's bits whatever the thread count
+    n, q = vals.shape
+    nb = keys.shape[0]
+    nc = cdf.shape[0]
+    for b in numba.prange(nb):
+        key = keys[b]
+        for i in range(n):
+            x = hashes[i] ^ key
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+            u = np.float64(x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+            k = 0
+            while k < nc and cdf[k] <= u:
+                k += 1
+            w = np.float64(k)
+            boot[b, cell[i]] += w
+            for j in range(q):
+                boot_values[b, vcell[i], j] += w * vals[i, j]
+
+
+def bootstrap_sums(hashes, cell, vcell, vals, seed, n_boot, n_cells, n_vcells, n_threads=1):
+    """Poisson-bootstrap replicate sums; see ``segone.kernels.reference.bootstrap_sums``."""
+    from segone.kernels import reference as _ref
+
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    cell = np.ascontiguousarray(cell, dtype=np.int64)
+    vcell = np.ascontiguousarray(vcell, dtype=np.int64)
+    vals = np.asarray(vals, dtype=np.float64)
+    vals = np.ascontiguousarray(vals[:, None] if vals.ndim == 1 else vals)
+    _check_bootstrap_cells(cell, vcell, n_cells, n_vcells, hashes.shape[0])
+    keys = np.array([_ref.replicate_key(seed, b) for b in range(int(n_boot))], dtype=np.uint64)
+    boot = np.zeros((int(n_boot), int(n_cells)))
+    boot_values = np.zeros((int(n_boot), int(n_vcells), vals.shape[1]))
+    prev = _set_threads(n_threads)
+    try:
+        _bootstrap_kernel(hashes, cell, vcell, vals, keys, _ref.POISSON1_CDF, boot, boot_values)
+    finally:
+        numba.set_num_threads(prev)
+    return boot, boot_values
+
+
+def _check_bootstrap_cells(cell, vcell, n_cells, n_vcells, n):
+    if cell.shape[0] != n or vcell.shape[0] != n:
+        raise ValueError("hashes, cell, vcell and vals must have the same length")
+    if n and (cell.min() < 0 or cell.max() >= n_cells or vcell.min() < 0 or vcell.max() >= n_vcells):
+        raise ValueError("cell and vcell must lie in [0, n_cells) and [0, n_vcells)")

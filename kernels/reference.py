@@ -629,3 +629,67 @@ def merge_moves(P, N, op, on, ps, ns, sp, sn, lp, ln, ids, prev, new, status, sp
         with np.errstate(over="ignore"):  # a sum beyond float64 is inf, as in the compiled loop
             np.add.at(csum, (r[ok], c[ok]), v[ok])  # in id order, as the compiled loop
     return u
+
+
+# --------------------------------------------------------------- bootstrap (campaign effects)
+#: Poisson(1) cumulative probabilities P(W <= k), k = 0..24: the inverse CDF of the bootstrap weights
+POISSON1_CDF = np.cumsum([np.exp(-1.0) / float(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(25)])
+_GOLDEN = 0x9E3779B97F4A7C15
+_STEP = 0xD1B54A32D192ED03
+
+
+def replicate_key(seed, replicate):
+    """The 64-bit key of one bootstrap replicate: ``seed * golden + (replicate + 1) * step`` modulo 2**64."""
+    return np.uint64((int(seed) * _GOLDEN + (int(replicate) + 1) * _STEP) & 0xFFFFFFFFFFFFFFFF)
+
+
+def mix64(x):
+    """splitmix64's finaliser on uint64 values."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def poisson1_weights(hashes, seed, replicate):
+    """Poisson(1) weights of the rows (by their 64-bit id hash) in one replicate: the inverse CDF of a uniform
+    taken from the top 53 bits of ``mix64(hash ^ key)``."""
+    u = (mix64(np.asarray(hashes, dtype=np.uint64) ^ replicate_key(seed, replicate)) >> np.uint64(11)).astype(
+        np.float64) * (1.0 / 9007199254740992.0)  # fmt: skip
+    return np.searchsorted(POISSON1_CDF, u, side="right").astype(np.float64)
+
+
+def bootstrap_sums(hashes, cell, vcell, vals, seed, n_boot, n_cells, n_vcells, n_threads=None):
+    """Poisson-bootstrap replicate sums of the rows, by cell.
+
+    Parameters
+    ----------
+    hashes : (N,) uint64                 # a stable hash of each row's customer id
+    cell : (N,) int64 in [0, n_cells)    # the row's count cell
+    vcell : (N,) int64 in [0, n_vcells)  # the row's value cell
+    vals : (N, Q) float64                # values summed per value cell (finite)
+    seed, n_boot : int
+
+    Returns
+    -------
+    boot : (n_boot, n_cells) float64         sum of the weights of the rows of each cell
+    boot_values : (n_boot, n_vcells, Q)      sum of weight * vals of the rows of each value cell
+
+    Every sum adds its rows in row order, so a compiled twin that loops rows
+    in order gives the same bits.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    cell = np.asarray(cell, dtype=np.int64)
+    vcell = np.asarray(vcell, dtype=np.int64)
+    vals = np.asarray(vals, dtype=np.float64)
+    vals = vals[:, None] if vals.ndim == 1 else vals
+    q = vals.shape[1]
+    boot = np.zeros((int(n_boot), int(n_cells)))
+    boot_values = np.zeros((int(n_boot), int(n_vcells), q))
+    for b in range(int(n_boot)):
+        w = poisson1_weights(hashes, seed, b)
+        boot[b] = np.bincount(cell, weights=w, minlength=int(n_cells))
+        for j in range(q):
+            boot_values[b, :, j] = np.bincount(vcell, weights=w * vals[:, j], minlength=int(n_vcells))
+    return boot, boot_values

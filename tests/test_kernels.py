@@ -829,3 +829,50 @@ def test_merge_moves_family_is_dispatched():
 
     for name in ("cython", "numba"):
         assert get_kernels(name, "track").merge_moves is KERNELS[name].merge_moves
+
+
+# -- the Poisson bootstrap of campaign effects ---------------------------------------------------------------------
+def _boot_case(rng, n, n_cells=7, n_vcells=3, q=4):
+    h = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64).view(np.uint64)
+    return h, rng.integers(0, n_cells, n), rng.integers(0, n_vcells, n), rng.normal(size=(n, q)), n_cells, n_vcells
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+@pytest.mark.parametrize("n", [0, 1, 2, 997])
+def test_bootstrap_sums_match_reference(backend, n):
+    from segone.kernels import reference as ref
+
+    kern = KERNELS[backend]
+    rng = np.random.default_rng(n)
+    h, c, v, vals, nc, nv = _boot_case(rng, n)
+    for seed, threads in ((0, 1), (12345, 2), (2**40, 3)):
+        want = ref.bootstrap_sums(h, c, v, vals, seed, 17, nc, nv)
+        got = kern.bootstrap_sums(h, c, v, vals, seed, 17, nc, nv, n_threads=threads)
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(a, b)  # the same additions in the same order: the same bits
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_bootstrap_sums_adversarial(backend):
+    from segone.kernels import reference as ref
+
+    kern = KERNELS[backend]
+    h = np.array([0, 2**64 - 1, 0, 2**63, 1, 1], dtype=np.uint64)  # extreme and duplicated hashes
+    c = np.array([0, 0, 0, 1, 1, 1])
+    v = np.array([0, 1, 0, 1, 0, 1])
+    vals = np.array([[1e300, -1e300], [np.nan, 1.0], [5e-324, 0.0], [-0.0, 2.0], [1e15 + 1, 3.0], [7.0, 7.0]])
+    want = ref.bootstrap_sums(h, c, v, vals, 3, 40, 2, 2)
+    got = kern.bootstrap_sums(h, c, v, vals, 3, 40, 2, 2)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+    # the weights are Poisson(1): mean and variance 1 over many ids
+    w = ref.poisson1_weights(np.arange(200_000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), 0, 0)
+    assert abs(w.mean() - 1) < 0.01 and abs(w.var() - 1) < 0.02
+    with pytest.raises(ValueError, match="cell"):
+        kern.bootstrap_sums(h, c + 5, v, vals, 3, 4, 2, 2)
+
+
+def test_effects_family_is_dispatched():
+    from segone._backend import resolve_backend
+
+    assert resolve_backend("auto", family="effects") in ("cython", "numba")
