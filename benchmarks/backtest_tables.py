@@ -85,11 +85,12 @@ def main(argv=None):
         if s["fitted"].get("spend_skipped"):
             print(f"\nSpend model skipped: {s['fitted']['spend_skipped']}")
         dec = res.deciles.to_pandas()
-        alive = dec[dec["by"] == "p_alive"]
-        if len(alive):
-            print("\nRepurchase share by p_alive decile (first model): "
-                  + ", ".join(f"{p:.2f}->{b:.0%}" for p, b in zip(alive.p_alive, alive.repurchased_share)
-                              if True) + "\n")  # fmt: skip
+        for model in s["models"]:
+            alive = dec[(dec["by"] == "p_alive") & (dec["model"] == model)]
+            if len(alive):
+                print(f"\nBought again by p_alive decile, {model}: "
+                      + ", ".join(f"{p:.2f} -> {b:.0%}" for p, b in zip(alive.p_alive, alive.repurchased_share)))
+        print()
         write_report(out)
     print(f"outputs in {root}", file=sys.stderr)
 
