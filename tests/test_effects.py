@@ -291,3 +291,28 @@ def test_pseudonymised_runs_match_the_treatment_ids_with_the_key(tmp_path, monke
             vals = {str(v) for v in t.column(c).to_pylist()}
             assert not (vals & raw) or c in ("previous_segment", "segment", "to_segment", "customers",
                                             "reference_customers"), (name, c)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_dask_run_gives_the_effects_of_one_process(two_runs, tmp_path):
+    import distributed
+    import pyarrow.parquet as pq
+
+    import segone
+    from segone.dask import DaskEngine
+
+    root, r0, p1, camp = two_runs
+    out = root / "r1"
+    if not out.exists():
+        segone.run(p1.transactions, out, 6, events=p1.events, attributes=p1.customers, previous=r0.out,
+                   treatment=p1.treatment)  # fmt: skip
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c, \
+            distributed.Client(c) as client:  # fmt: skip
+        segone.run(p1.transactions, tmp_path / "d", 6, events=p1.events, attributes=p1.customers, previous=r0.out,
+                   treatment=p1.treatment, engine=DaskEngine(client, npartitions=3))  # fmt: skip
+    a = pq.read_table(out / "effects.parquet").to_pandas()
+    b = pq.read_table(tmp_path / "d" / "effects.parquet").to_pandas()
+    assert a.drop(columns=["value", "reference_value", "difference", "low", "high"]).equals(
+        b.drop(columns=["value", "reference_value", "difference", "low", "high"]))
+    for c_ in ("value", "reference_value", "difference", "low", "high"):
+        np.testing.assert_allclose(a[c_].to_numpy(float), b[c_].to_numpy(float), rtol=1e-9, atol=1e-12)
