@@ -196,3 +196,20 @@ def test_run_previous_suppresses_the_clv_of_small_cells(two_runs):
     for name in ("customers", "share", "spend", "clv", "clv_before"):
         assert t.column(name).filter(pa.array(hidden)).null_count == int(hidden.sum()), name
     assert t.column("clv").filter(pa.array(~hidden)).null_count == 0
+
+
+def test_report_shows_the_clv_that_moved(two_runs):
+    from segone.report import read_outputs
+
+    tmp, _, b, old = two_runs
+    new = str(tmp / "report")
+    segone.run(b, new, 3, previous=old)
+    want = {(r["from_segment"], r["to_segment"]): (r["clv"], r["clv_before"])
+            for r in pq.read_table(os.path.join(new, outputs.MIGRATION)).to_pylist()}  # fmt: skip
+    got = {(m["from"], m["to"]): (m["clv"], m["clv_before"]) for m in read_outputs(new).migration}
+    assert got == want
+    pytest.importorskip("altair")
+    from segone.report import _charts
+
+    spec = _charts.migration_chart(read_outputs(new), {})  # a Vega-Lite spec (dict)
+    assert "Their CLV now" in str(spec) and "Their CLV before" in str(spec)
