@@ -169,8 +169,10 @@ def test_run_previous_and_track_give_the_same_clv(two_runs):
     assert ran.column("clv").null_count == 0 and ran.column("clv_before").is_null().equals(new_rows)  # nothing before
     _check_against_hand(ran, old, new)
     tracked = pq.read_table(os.path.join(compare_outputs(old, new, str(tmp / "cmp")).out, outputs.MIGRATION))
-    for name in ("from_segment", "to_segment", "status", "customers", "share", "clv", "clv_before"):
+    for name in ("from_segment", "to_segment", "status", "customers", "share", "spend", "clv", "clv_before"):
         assert tracked.column(name).equals(ran.column(name)), name
+    gone = ran.filter(ran.column("to_segment").is_null())
+    assert gone.num_rows and all(v > 0 for v in gone.column("spend").to_pylist())  # the previous run's spend
 
 
 def test_run_without_value_has_null_clv_but_the_gone_keep_theirs(two_runs):

@@ -308,13 +308,17 @@ def relabel_piece(table, *, segment_ids, column="segment"):
     return table.set_column(table.column_names.index(column), column, pa.array(ids[v].astype(np.int32)))
 
 
-def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="spend_total", clv="clv"):
-    """Per part: the id and segment of the assignments with the profile's spend column (named ``spend``).
+def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="spend_total", clv="clv",
+                     spend_as="spend"):  # fmt: skip
+    """Per part: the id and segment of the assignments with the profile's spend column (named ``spend_as``).
 
     The rows of an assignments part follow the rows of its profiles part
     (the pipeline assigns each profile piece), so the spend is taken by
     position.  Without that profile column, no spend column.  The profile's
     ``clv`` column (the value model's) comes along too, when present.
+    ``spend_as`` is the name the previous output's assignments give the
+    same figure (``spend_total`` for a ``segone run`` output), so that a
+    gone customer's spend is found there.
 
     Examples
     --------
@@ -329,7 +333,7 @@ def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="s
     if spend is not None and spend in profiles.column_names:
         if profiles.num_rows != assignments.num_rows:
             raise ParameterError("profiles and assignments of a part must have the same rows.")
-        cols["spend"] = profiles.column(spend)
+        cols[spend_as] = profiles.column(spend)
     if clv is not None and clv in profiles.column_names:
         if profiles.num_rows != assignments.num_rows:
             raise ParameterError("profiles and assignments of a part must have the same rows.")
