@@ -73,7 +73,7 @@ SEGMENT_COLUMN = "segment"  # the stable (exported) segment id
 ASSIGNMENT_COLUMNS = (ID_COLUMN, SEGMENT_COLUMN, "distance", "margin")  # the first columns of assignments
 PERSONA_COLUMNS = (ID_COLUMN, SEGMENT_COLUMN, "traits", "summary")
 MOVES_COLUMNS = (ID_COLUMN, "previous_segment", SEGMENT_COLUMN, "status")
-MIGRATION_COLUMNS = ("from_segment", "to_segment", "status", "customers", "share", "spend")
+MIGRATION_COLUMNS = ("from_segment", "to_segment", "status", "customers", "share", "spend", "clv", "clv_before")
 PSEUDONYM_METADATA = b"segone.pseudonym"  # field metadata of an id column holding pseudonyms
 
 # which files hold what (the export stage treats each kind its own way)

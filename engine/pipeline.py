@@ -479,7 +479,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     t0 = time.perf_counter()
     cid = outputs.ID_COLUMN  # profiles (and every output) name the id so, whatever the input column
     prev = None if previous is None else _track.read_previous(previous, features=scorer.feature_names_out_,
-                                                              id_column=cid, spend="spend", lazy=True)  # fmt: skip
+                                                              id_column=cid, spend=("spend_total", "clv"),
+                                                              lazy=True)  # fmt: skip
     if sample_size is None:  # the one default: max(131072, 128 * n_clusters) (k_max for "auto")
         sample_size = default_sample_size(clusters if clusters != "auto" else k_max or _tuning.DEFAULT_K_MAX)
     sample = _fit_sample(eng, profiles, X, min(1.0, sample_size / n), random_state, schema)
@@ -552,12 +553,13 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     hist = eng.reduce(eng.map(_track.FeatureHistogram.of, profiles, features=scorer.feature_names_out_))
     tracked, seg_ids, next_id = None, np.arange(clusters), clusters
     if prev is not None:
-        parts = eng.map(_track.tracking_columns, profiles, assignments, id_column=cid)
+        # named as in the previous assignments.parquet, so that the gone customers' spend and CLV are found there
+        parts = eng.map(_track.tracking_columns, profiles, assignments, id_column=cid, spend_as="spend_total")
         if plan.hash_ids:  # the previous output holds pseudonyms
             parts = eng.map(_privacy.pseudonymise_column, parts, column=cid, key=plan.key)
         # per part: the previous customers that hash with each part's, joined; only the contingency is reduced
         tracked = _track.track_parts(eng, prev, parts, excluded=no_consent, centroids=seg.cluster_centers_,
-                                     scorer=scorer, spend="spend", histogram=hist)  # fmt: skip
+                                     scorer=scorer, spend="spend_total", clv="clv", histogram=hist)  # fmt: skip
         seg_ids, next_id = tracked.segment_ids, tracked.next_id
     stage("track")  # the feature histogram (drift in the model) and, with a previous run, the tracking
     if tracked is not None:

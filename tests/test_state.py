@@ -455,9 +455,14 @@ def moves(profiles):
     ids = profiles.column("customer_id").to_numpy()
     spend = profiles.column("spend_total").to_numpy()
     was, now = ids % 7 != 3, ids % 5 != 1
-    prev = pa.table({"customer_id": ids[was], "segment": (ids[was] % 4).astype(np.int32), "spend": spend[was]})
-    new = pa.table({"customer_id": ids[now], "segment": ((ids[now] // 7) % 5).astype(np.int32), "spend": spend[now]})
-    return moves_piece(prev, new, spend="spend")
+    # CLV in both runs, some customers without one (null): their cells count only the customers with a CLV
+    clv = np.round(np.where(ids % 11 == 0, np.nan, spend * 1.5), 2)
+    clv_was = np.round(np.where(ids % 13 == 0, np.nan, spend * 0.75), 2)
+    prev = pa.table({"customer_id": ids[was], "segment": (ids[was] % 4).astype(np.int32), "spend": spend[was],
+                     "clv": pa.array(clv_was[was], mask=np.isnan(clv_was[was]))})  # fmt: skip
+    new = pa.table({"customer_id": ids[now], "segment": ((ids[now] // 7) % 5).astype(np.int32), "spend": spend[now],
+                    "clv": pa.array(clv[now], mask=np.isnan(clv[now]))})  # fmt: skip
+    return moves_piece(prev, new, spend="spend", clv="clv")
 
 
 @covers(Contingency)
@@ -469,15 +474,26 @@ def test_contingency_merge_equals_whole_and_gives_the_same_migration(moves, cuts
     np.testing.assert_array_equal(merged.new_ids, whole.new_ids)
     np.testing.assert_array_equal(merged.counts, whole.counts)
     np.testing.assert_allclose(merged.spend, whole.spend, rtol=1e-12)  # positive spend: (n - 1) * eps
+    # the CLV counts merge exactly, the sums up to float64 rounding
+    for name in ("clv_n", "clv_before_n"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
+    for name in ("clv", "clv_before"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(whole, name), rtol=1e-12)
     assert merged.figures() == whole.figures()  # customers, shares, stability, ARI, PSI: from the counts
     c = whole.customers()
     assert c["new"] > 0 and c["gone"] > 0 and c["moved"] > 0 and c["previous"] + c["new"] == moves.num_rows
+    assert 0 < whole.clv_n.sum() < moves.num_rows and 0 < whole.clv_before_n.sum() < c["previous"]
     a, b = merged.finish(), whole.finish()
     assert a.column_names == b.column_names
+    assert b.column("clv").null_count == 0 and b.column("clv_before").null_count > 0  # the new customers' row
     for name in a.column_names:
-        if name != "spend":
+        if name not in ("spend", "clv", "clv_before"):
             assert a.column(name).equals(b.column(name)), name
-    np.testing.assert_allclose(a.column("spend").to_numpy(), b.column("spend").to_numpy(), rtol=1e-12)
+    for name in ("spend", "clv", "clv_before"):
+        assert a.column(name).is_null().equals(b.column(name).is_null()), name
+        np.testing.assert_allclose(a.column(name).to_numpy(zero_copy_only=False),
+                                   b.column(name).to_numpy(zero_copy_only=False), rtol=1e-12)  # fmt: skip
+    assert Contingency.from_dict(merged.to_dict()) == merged  # the CLV sums travel as plain data
 
 
 @pytest.fixture(scope="module")

@@ -459,12 +459,14 @@ def suppress_counts_table(table, k, *, count="customers", keys=(), row_columns=(
 def suppress_migration(table, k):
     """The migration table (:func:`segone.track.migration_table`) with no cell below ``k`` customers.
 
-    ``customers`` of 1..k-1 become null with their ``share`` and ``spend``,
-    and a ``suppressed`` column flags those rows; within every from-segment
-    and every to-segment (whose totals are published) a lone suppressed cell
-    takes the smallest other cell with it.  Returns ``(table, report)``.
+    ``customers`` of 1..k-1 become null with their ``share``, ``spend``,
+    ``clv`` and ``clv_before``, and a ``suppressed`` column flags those rows;
+    within every from-segment and every to-segment (whose totals are
+    published) a lone suppressed cell takes the smallest other cell with it.
+    Returns ``(table, report)``.
     """
-    return suppress_counts_table(table, k, keys=("from_segment", "to_segment"))
+    return suppress_counts_table(table, k, keys=("from_segment", "to_segment"),
+                                 row_columns=("share", "spend", "clv", "clv_before"))
 
 
 def suppress_counts(counts, k):

@@ -324,6 +324,13 @@ def migration_chart(data, names, previous_names=None):
     t_order = [x[2] for x in sorted(set(tos))]
     for r in rows:
         r["dark"] = not r["hidden"] and (r["share"] or 0) > 0.55
+    # the CLV that moved (migration.parquet's clv / clv_before), in the tooltip when a run had customer value
+    value_tips = []
+    for key, title in (("clv", "Their CLV now"), ("clv_before", "Their CLV before")):
+        if any(m.get(key) is not None for m in data.migration):
+            for r, m in zip(rows, data.migration):
+                r[key] = "–" if m["hidden"] or m.get(key) is None else fmt_num(m[key])
+            value_tips.append(alt.Tooltip(f"{key}:N", title=title))
     base = alt.Chart(alt.Data(name="rows")).encode(
         x=alt.X("to:N", sort=t_order, title="Segment now",
                 axis=alt.Axis(orient="bottom", labelAngle=0, labelFontSize=11, **_multiline({"labelLimit": 140}))),
@@ -331,7 +338,7 @@ def migration_chart(data, names, previous_names=None):
                 axis=alt.Axis(labelFontSize=11, **_multiline({"labelLimit": 220, "labelPadding": 8}))),
         tooltip=[alt.Tooltip("from_t:N", title="From"), alt.Tooltip("to_t:N", title="To"),
                  alt.Tooltip("n:N", title="Customers"), alt.Tooltip("pct:N", title="Share of the row"),
-                 alt.Tooltip("spend:N", title="Their spend")],
+                 alt.Tooltip("spend:N", title="Their spend"), *value_tips],
     )  # fmt: skip
     rect = base.mark_rect(stroke="white", strokeWidth=2).encode(
         color=alt.condition("datum.hidden", alt.value(HIDDEN_COLOR),

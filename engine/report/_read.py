@@ -321,6 +321,9 @@ def read_migration(out_dir, k):
             "from": r[fc], "to": r[tc], "customers": None if hidden else n, "share": None if hidden else share,
             "spend": None if hidden else (_float(r.get(spc)) if spc else None), "hidden": hidden,
             "reason": "withheld" if withheld else "small" if hidden else None,
+            # the CLV that moved (null: a run without customer value), when the table has it
+            "clv": None if hidden else _float(r.get("clv")),
+            "clv_before": None if hidden else _float(r.get("clv_before")),
         })  # fmt: skip
     return out
 

@@ -174,7 +174,9 @@ def compare_outputs(old_dir, new_dir, out_dir, *, match=True, spend=None, id_col
         other).  The mapping used is in tracking.json (``id_map``).
     spend : str, optional
         A spend column of the assignments (default: ``spend`` or
-        ``spend_total`` when present).
+        ``spend_total`` when present).  The ``clv`` column of either
+        output, when present, gives migration.parquet's ``clv`` and
+        ``clv_before`` (see :func:`segone.track.migration_table`).
     id_column : str, optional
         The customer id column (default: as written by the runs).
     overwrite : bool
@@ -221,7 +223,7 @@ def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, over
                    now=f"the new output {os.fspath(new_dir)!r}")  # fmt: skip
     check_previous(new_dir, role="new output")
     _check_spend(spend, os.fspath(old_dir), os.fspath(new_dir))
-    probe = [spend] if spend is not None else ["spend", "spend_total"]
+    probe = ([spend] if spend is not None else ["spend", "spend_total"]) + ["clv"]
     old = read_previous(old_dir, id_column=id_column, spend=probe)
     new = read_previous(new_dir, id_column=id_column or old.id_column, spend=probe)
     if spend is None:
@@ -234,7 +236,7 @@ def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, over
     cid = old.id_column
     check_id_types(old.assignments.schema.field(cid).type, new.assignments.schema.field(cid).type,
                    f"the old output {old.path}")  # fmt: skip
-    m = _moves_arrays(old.assignments, new.assignments, id_column=cid, spend=spend)
+    m = _moves_arrays(old.assignments, new.assignments, id_column=cid, spend=spend, clv="clv")
     id_map = None
     seg_match = None
     raw = _contingency_of(m)

@@ -24,15 +24,23 @@ def _keys_of(v):
 
 
 class Contingency(State):
-    """Mergeable migration counts: customers and spend per (previous segment, new segment).
+    """Mergeable migration counts: customers, spend and CLV per (previous segment, new segment).
 
     ``counts[i, j]`` counts the customers in previous segment ``prev_ids[i]``
     now in segment ``new_ids[j]``; the extra last row counts customers absent
     before (new customers, per new segment) and the extra last column those
     absent now (gone customers, per previous segment).  ``spend`` holds the
-    spend sums of the same cells.  Built per piece of the *joined* data (a
-    moves table, :func:`moves_piece`), merged by adding the cells (the keys
-    are unioned): counts merge exactly, spend sums up to float64 rounding.
+    spend sums of the same cells.  ``clv`` and ``clv_before`` (None when
+    neither run had a ``clv``) hold per cell the sum of the customers' CLV
+    and, in ``clv_n`` / ``clv_before_n``, how many customers of the cell had
+    one (a cell none of whose customers had one is null in the migration
+    table): ``clv`` sums the new run's CLV of the customers present now and
+    the previous run's of the gone ones, ``clv_before`` the previous run's
+    CLV of the customers present before (see :func:`migration_table`).
+    Built per piece of the *joined* data (a moves table, :func:`moves_piece`),
+    merged by adding the cells (the keys are unioned): counts merge exactly,
+    spend and CLV sums up to float64 rounding (exactly for values whose sums
+    are exact, such as whole cents in a float64's range).
 
     Examples
     --------
@@ -48,12 +56,21 @@ class Contingency(State):
 
     kind = "migration"
 
-    def __init__(self, prev_ids, new_ids, counts, spend=None):
+    def __init__(self, prev_ids, new_ids, counts, spend=None, clv=None):
         self.prev_ids = np.asarray(prev_ids, dtype=np.int64)
         self.new_ids = np.asarray(new_ids, dtype=np.int64)
         shape = (self.prev_ids.size + 1, self.new_ids.size + 1)
         self.counts = np.asarray(counts, dtype=np.int64).reshape(shape)
         self.spend = None if spend is None else np.asarray(spend, dtype=np.float64).reshape(shape)
+        # clv: None, or (clv sums, clv counts, clv_before sums, clv_before counts) per cell
+        self.clv = self.clv_n = self.clv_before = self.clv_before_n = None
+        if clv is not None:
+            s, n, sb, nb = clv
+            self.clv, self.clv_before = (np.asarray(a, dtype=np.float64).reshape(shape) for a in (s, sb))
+            self.clv_n, self.clv_before_n = (np.asarray(a, dtype=np.int64).reshape(shape) for a in (n, nb))
+
+    def _clv_parts(self):
+        return None if self.clv is None else (self.clv, self.clv_n, self.clv_before, self.clv_before_n)
 
     @classmethod
     def empty(cls, spend=True):
@@ -61,7 +78,8 @@ class Contingency(State):
 
     @classmethod
     def of(cls, piece, *, spend="spend"):
-        """The state of one piece of joined data: a moves table (``previous_segment``, ``segment``, ``spend``)."""
+        """The state of one piece of joined data: a moves table (``previous_segment``, ``segment``, ``spend``,
+        and ``clv`` / ``clv_before`` when present)."""
         if isinstance(piece, pa.RecordBatch):
             piece = pa.Table.from_batches([piece])
         prev = pc.fill_null(_column(piece, "previous_segment", "moves"), -1).to_numpy().astype(np.int64)
@@ -69,11 +87,21 @@ class Contingency(State):
         sv = None
         if spend is not None and spend in piece.column_names:
             sv = pc.fill_null(to_float64(piece.column(spend)), 0.0).to_numpy()
-        return cls.of_arrays(prev, new, sv)
+        clv = clv_before = None
+        if "clv" in piece.column_names or "clv_before" in piece.column_names:
+            clv, clv_before = (pc.fill_null(to_float64(piece.column(c)), np.nan).to_numpy()
+                               if c in piece.column_names else np.full(piece.num_rows, np.nan)
+                               for c in ("clv", "clv_before"))  # fmt: skip
+        return cls.of_arrays(prev, new, sv, clv=clv, clv_before=clv_before)
 
     @classmethod
-    def of_arrays(cls, prev, new, spend=None):
-        """From per-customer arrays: previous and new segment ids (-1 where absent) and optional spend."""
+    def of_arrays(cls, prev, new, spend=None, *, clv=None, clv_before=None):
+        """From per-customer arrays: previous and new segment ids (-1 where absent), optional spend and CLV.
+
+        ``clv`` is the customer's CLV counted in its cell (the new run's, the
+        previous run's for a gone customer), ``clv_before`` its previous CLV;
+        NaN where there is none.  Give both or neither.
+        """
         prev = np.asarray(prev, dtype=np.int64)
         new = np.asarray(new, dtype=np.int64)
         if prev.shape != new.shape or prev.ndim != 1:
@@ -97,7 +125,7 @@ class Contingency(State):
         if spend is not None:
             w = np.nan_to_num(np.asarray(spend, dtype=np.float64), nan=0.0)
             sp = np.bincount(code, weights=w, minlength=size)
-        return cls(pk, nk, counts, sp)
+        return cls(pk, nk, counts, sp, _clv_sums(code, size, clv, clv_before, prev.size))
 
     def merge(self, other):
         self._check_same(other)
@@ -106,13 +134,21 @@ class Contingency(State):
         counts = np.zeros((pk.size + 1, nk.size + 1), dtype=np.int64)
         both = self.spend is not None and other.spend is not None
         spend = np.zeros(counts.shape) if both else None
+        # a state without CLV is one whose cells hold no CLV: zero sums of zero customers
+        clv = None
+        if self.clv is not None or other.clv is not None:
+            clv = (np.zeros(counts.shape), np.zeros(counts.shape, np.int64), np.zeros(counts.shape),
+                   np.zeros(counts.shape, np.int64))  # fmt: skip
         for s in (self, other):
             r = np.append(np.searchsorted(pk, s.prev_ids), pk.size)
             c = np.append(np.searchsorted(nk, s.new_ids), nk.size)
             counts[np.ix_(r, c)] += s.counts
             if both:
                 spend[np.ix_(r, c)] += s.spend
-        return Contingency(pk, nk, counts, spend)
+            if s.clv is not None:
+                for acc, part in zip(clv, s._clv_parts()):
+                    acc[np.ix_(r, c)] += part
+        return Contingency(pk, nk, counts, spend, clv)
 
     def relabel(self, mapping):
         """A new state with the new segments renamed: ``new_ids[j] -> mapping[new_ids[j]]`` (one to one)."""
@@ -125,7 +161,8 @@ class Contingency(State):
         order = np.argsort(nk, kind="stable")
         cols = np.append(order, self.new_ids.size)
         spend = None if self.spend is None else self.spend[:, cols]
-        return Contingency(self.prev_ids, nk[order], self.counts[:, cols], spend)
+        clv = None if self.clv is None else tuple(a[:, cols] for a in self._clv_parts())
+        return Contingency(self.prev_ids, nk[order], self.counts[:, cols], spend, clv)
 
     def finish(self):
         """The migration table (see :func:`migration_table`)."""
@@ -221,12 +258,39 @@ class Contingency(State):
             "new_ids": self.new_ids.tolist(),
             "counts": array_to_data(self.counts),
             "spend": None if self.spend is None else array_to_data(self.spend),
+            "clv": None if self.clv is None else {name: array_to_data(a) for name, a in zip(_CLV_PARTS,
+                                                                                            self._clv_parts())},
         }
 
     @classmethod
     def _from_data(cls, d):
         spend = None if d["spend"] is None else array_from_data(d["spend"], "spend")
-        return cls(d["prev_ids"], d["new_ids"], array_from_data(d["counts"], "counts"), spend)
+        c = d.get("clv")
+        clv = None if c is None else tuple(array_from_data(c[name], name) for name in _CLV_PARTS)
+        return cls(d["prev_ids"], d["new_ids"], array_from_data(d["counts"], "counts"), spend, clv)
+
+
+_CLV_PARTS = ("clv", "clv_n", "clv_before", "clv_before_n")
+
+
+def _clv_sums(code, size, clv, clv_before, n):
+    """(clv sums, clv counts, clv_before sums, clv_before counts) per cell code, or None without CLV.
+
+    NaN values are left out of a sum and of its count; the sums run in row
+    order (the same order as the compiled merge's spend sums).
+    """
+    if clv is None and clv_before is None:
+        return None
+    out = []
+    for v in (clv, clv_before):
+        v = np.full(n, np.nan) if v is None else np.asarray(v, dtype=np.float64)
+        if v.shape != (n,):
+            raise ParameterError(f"clv and clv_before must have one value per row ({n}), got shape {v.shape}.")
+        ok = ~np.isnan(v)
+        with np.errstate(over="ignore"):
+            out.append(np.bincount(code[ok], weights=v[ok], minlength=size))
+        out.append(np.bincount(code[ok], minlength=size).astype(np.int64))
+    return tuple(out)
 
 
 def psi(expected, actual, epsilon=PSI_EPSILON):
@@ -249,8 +313,15 @@ def migration_table(contingency):
     Columns: ``from_segment`` (null: absent before, i.e. new customers),
     ``to_segment`` (null: absent now, i.e. gone customers), ``status``,
     ``customers``, ``share`` (of the from-segment's customers; of all new
-    customers for the null row) and ``spend`` (the spend of those customers,
-    null when no spend column was given).  Sorted by from, then to (nulls last).
+    customers for the null row), ``spend`` (the spend of those customers,
+    null when no spend column was given), ``clv`` and ``clv_before``: the
+    CLV that moved.  ``clv`` sums the new run's CLV of the cell's customers
+    present now (stayed, moved, new) and, in a gone cell, the previous run's
+    CLV of those customers; ``clv_before`` sums the previous run's CLV of the
+    cell's customers (null in the new customers' row).  Each sums the
+    customers of the cell that have a CLV; a cell none of whose customers has
+    one (the run skipped the value model, or ran without it) is null, never 0.
+    Sorted by from, then to (nulls last).
 
     Examples
     --------
@@ -275,6 +346,12 @@ def migration_table(contingency):
     order = np.lexsort((np.where(to < 0, big, to), np.where(frm < 0, big, frm)))
     frm, to, n, row_tot, status, r, k = (a[order] for a in (frm, to, n, row_tot, status, r, k))
     spend = c.spend[r, k] if c.spend is not None else np.full(r.size, np.nan)
+    clv = {}
+    for name, total, have in (("clv", c.clv, c.clv_n), ("clv_before", c.clv_before, c.clv_before_n)):
+        if total is None:
+            clv[name] = pa.nulls(r.size, pa.float64())
+        else:
+            clv[name] = pa.array(total[r, k], mask=have[r, k] == 0)
     return pa.table({
         "from_segment": pa.array(frm.astype(np.int32), mask=frm < 0),
         "to_segment": pa.array(to.astype(np.int32), mask=to < 0),
@@ -282,4 +359,5 @@ def migration_table(contingency):
         "customers": pa.array(n.astype(np.int64)),
         "share": pa.array(n / np.maximum(row_tot, 1)),
         "spend": pa.array(spend, mask=np.full(r.size, c.spend is None)),
+        **clv,
     })  # fmt: skip

@@ -207,6 +207,8 @@ class _Moves:
     status: np.ndarray  # int8
     spend: np.ndarray | None
     contingency: "Contingency | None" = None  # filled by the fused integer path
+    clv: np.ndarray | None = None  # the new run's CLV (the previous run's for the gone), NaN: none
+    clv_before: np.ndarray | None = None  # the previous run's CLV, NaN: none (or new)
 
 
 # the fused sort-merge of two runs' integer ids (compiled on first use, cached on disk)
@@ -239,8 +241,14 @@ def _sorted_side(ids, where):
     return sids, order
 
 
-def _moves_ints(p, n, ps, ns, sp, sn, where):
-    """The fused path for integer ids: sort-merge, segments, status, spend and the contingency in one pass."""
+def _moves_ints(p, n, ps, ns, sp, sn, where, cp=None, cn=None, with_clv=False):
+    """The fused path for integer ids: sort-merge, segments, status, spend and the contingency in one pass.
+
+    With ``with_clv``, the CLV of each union row is then gathered in NumPy
+    (``cp`` / ``cn``: per row of each run, or None): the rows present in a
+    run are, in union (id) order, that run's ids in increasing order, so its
+    sorted order gives them without a search.
+    """
     P, op = _sorted_side(p, where[0])  # the segments and spend are read through the orders by the kernel
     N, on = _sorted_side(n, where[1])
     pk, nk = _keys_of(ps), _keys_of(ns)
@@ -265,11 +273,23 @@ def _moves_ints(p, n, ps, ns, sp, sn, where):
         new, status, spend, counts, csum)  # fmt: skip
     if u < 0:
         _duplicates(P if u == -1 else N, where[0] if u == -1 else where[1])
+    prev, new = prev[:u], new[:u]
     cont = Contingency(pk, nk, counts, csum if has_spend else None)
-    return _Moves(ids[:u], prev[:u], new[:u], status[:u], spend[:u] if has_spend else None, cont)
+    clv = clv_before = None
+    if with_clv:
+        inp, inn = prev >= 0, new >= 0
+        clv, clv_before = np.full(u, np.nan), np.full(u, np.nan)
+        if cp is not None:
+            clv_before[inp] = cp if op is None else cp[op]
+        if cn is not None:
+            clv[inn] = cn if on is None else cn[on]
+        clv[~inn] = clv_before[~inn]  # the gone: the previous run's CLV
+        cont.clv, cont.clv_n, cont.clv_before, cont.clv_before_n = Contingency.of_arrays(
+            prev, new, clv=clv, clv_before=clv_before)._clv_parts()  # same keys: the kernel's pk, nk
+    return _Moves(ids[:u], prev, new, status[:u], spend[:u] if has_spend else None, cont, clv, clv_before)
 
 
-def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None,
+def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None, clv=None,
                   where=("previous assignments", "new assignments")):  # fmt: skip
     for t in (prev_table, new_table):
         if not isinstance(t, (pa.Table, pa.RecordBatch)):
@@ -285,12 +305,15 @@ def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids
     sn = _spend_values(new_table, spend) if spend is not None else None
     if spend is not None and sp is None and sn is None:
         sn = np.full(ns.size, np.nan)  # asked for, found nowhere: an all-null spend column
+    cp = _spend_values(prev_table, clv) if clv is not None else None
+    cn = _spend_values(new_table, clv) if clv is not None else None
+    with_clv = cp is not None or cn is not None  # found in neither run: no CLV columns
     p, pstr = _id_array(_column(prev_table, id_column, where[0]), where[0])
     n, nstr = _id_array(_column(new_table, id_column, where[1]), where[1])
     if (p is None) != (n is None):
         check_id_types(pa.string() if p is None else pa.int64(), pa.string() if n is None else pa.int64())
     if p is not None:
-        return _moves_ints(p, n, ps, ns, sp, sn, where)
+        return _moves_ints(p, n, ps, ns, sp, sn, where, cp, cn, with_clv)
     j = _join_strings(pstr, nstr, where)
     inp, inn = j.pi >= 0, j.ni >= 0
     prev = np.full(j.pi.size, -1, dtype=np.int64)
@@ -306,7 +329,15 @@ def _moves_arrays(prev_table, new_table, *, id_column="customer_id", segment_ids
         if sp is not None:
             gone = ~inn
             sv[gone] = sp[j.pi[gone]]
-    return _Moves(j.ids, prev, new, status, sv)
+    cv = cb = None
+    if with_clv:
+        cv, cb = np.full(j.pi.size, np.nan), np.full(j.pi.size, np.nan)
+        if cp is not None:
+            cb[inp] = cp[j.pi[inp]]
+        if cn is not None:
+            cv[inn] = cn[j.ni[inn]]
+        cv[~inn] = cb[~inn]
+    return _Moves(j.ids, prev, new, status, sv, None, cv, cb)
 
 
 def _relabel_moves(m, mapping):
@@ -332,7 +363,9 @@ def _overlap_from(cont, prev_ids, cols, k):
 
 
 def _contingency_of(m):
-    return m.contingency if m.contingency is not None else Contingency.of_arrays(m.prev, m.new, m.spend)
+    if m.contingency is not None:
+        return m.contingency
+    return Contingency.of_arrays(m.prev, m.new, m.spend, clv=m.clv, clv_before=m.clv_before)
 
 
 def _moves_table(m, id_column):
@@ -345,10 +378,13 @@ def _moves_table(m, id_column):
     }
     if m.spend is not None:
         cols["spend"] = pa.array(m.spend, mask=np.isnan(m.spend))
+    if m.clv is not None:
+        cols["clv"] = pa.array(m.clv, mask=np.isnan(m.clv))
+        cols["clv_before"] = pa.array(m.clv_before, mask=np.isnan(m.clv_before))
     return pa.table(cols)
 
 
-def moves_piece(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None):
+def moves_piece(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None, clv=None):
     """Who moved where: one row per customer of either run.
 
     Parameters
@@ -364,13 +400,19 @@ def moves_piece(prev_table, new_table, *, id_column="customer_id", segment_ids=N
     spend : str, optional
         A spend column: the new run's value for customers present now, the
         previous run's value for those gone (null where the table lacks it).
+    clv : str, optional
+        A CLV column (``"clv"``): when either table has it, the moves gain
+        ``clv`` (the new run's CLV for customers present now, the previous
+        run's for those gone) and ``clv_before`` (the previous run's CLV;
+        null for new customers), null where a run has none.
 
     Returns
     -------
     pyarrow.Table
         ``id_column``, ``previous_segment`` and ``segment`` (int32, null
         where the customer is absent from that run), ``status``
-        (dictionary: stayed, moved, new, gone) and ``spend`` when asked.
+        (dictionary: stayed, moved, new, gone), ``spend`` when asked, and
+        ``clv`` / ``clv_before`` when asked and found.
         Every customer of either run appears exactly once; rows are sorted by
         id for integer ids, and for string ids follow the new run's order,
         then the gone customers in the previous run's order.
@@ -388,10 +430,11 @@ def moves_piece(prev_table, new_table, *, id_column="customer_id", segment_ids=N
     ([0, 0, 1, None], [None, 0, 0, 1])
     """
     return _moves_table(_moves_arrays(prev_table, new_table, id_column=id_column, segment_ids=segment_ids,
-                                      spend=spend), id_column)  # fmt: skip
+                                      spend=spend, clv=clv), id_column)  # fmt: skip
 
 
-def moves_and_contingency(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None):
+def moves_and_contingency(prev_table, new_table, *, id_column="customer_id", segment_ids=None, spend=None,
+                          clv=None):  # fmt: skip
     """:func:`moves_piece` and its :class:`Contingency` from one join (the fast path of a whole comparison).
 
     Examples
@@ -404,5 +447,5 @@ def moves_and_contingency(prev_table, new_table, *, id_column="customer_id", seg
     >>> moves.num_rows, float(cont.spend.sum())
     (4, 18.0)
     """
-    m = _moves_arrays(prev_table, new_table, id_column=id_column, segment_ids=segment_ids, spend=spend)
+    m = _moves_arrays(prev_table, new_table, id_column=id_column, segment_ids=segment_ids, spend=spend, clv=clv)
     return _moves_table(m, id_column), _contingency_of(m)

@@ -40,7 +40,7 @@ class Tracking:
 
 
 def track_assignments(prev, assignments, *, centroids=None, scorer=None, spend=None, min_overlap=1,
-                      histogram=None):  # fmt: skip
+                      histogram=None, clv=None):  # fmt: skip
     """Track a new run's assignments against a previous output: stable ids, moves, migration, figures.
 
     Parameters
@@ -61,6 +61,9 @@ def track_assignments(prev, assignments, *, centroids=None, scorer=None, spend=N
     histogram : FeatureHistogram, optional
         The new run's feature histogram: with the previous model's, the
         feature PSI goes into the figures.
+    clv : str, optional
+        CLV column of ``assignments`` (and of the previous assignments, if
+        present): the migration gains the CLV that moved (:func:`migration_table`).
 
     Returns
     -------
@@ -89,7 +92,7 @@ def track_assignments(prev, assignments, *, centroids=None, scorer=None, spend=N
                                  segment_ids=None if prev.model is None else prev.segment_ids)
                   for src in prev.sources()]  # fmt: skip
         prev_table = pa.concat_tables(pieces, promote_options="permissive")
-    moves, raw, _ = moves_bucket(prev_table, assignments, id_column=cid, spend=spend, where=prev.where,
+    moves, raw, _ = moves_bucket(prev_table, assignments, id_column=cid, spend=spend, clv=clv, where=prev.where,
                                  prev_type=prev_table.schema.field(cid).type)  # fmt: skip
     match, cont, figures = finish_tracking(prev, raw, centroids=centroids, scorer=scorer, min_overlap=min_overlap,
                                            histogram=histogram)  # fmt: skip
@@ -98,7 +101,7 @@ def track_assignments(prev, assignments, *, centroids=None, scorer=None, spend=N
 
 
 def moves_bucket(prev_piece, new_piece, excluded=None, *, id_column="customer_id", spend=None, prev_type=None,
-                 where="previous assignments"):  # fmt: skip
+                 where="previous assignments", clv=None):  # fmt: skip
     """The moves of one bucket of customers (every customer of the bucket in both pieces), before the matching.
 
     Returns ``(moves, contingency, excluded)``: the moves table with the new
@@ -110,7 +113,8 @@ def moves_bucket(prev_piece, new_piece, excluded=None, *, id_column="customer_id
     """
     if prev_type is not None and id_column in new_piece.column_names:
         check_id_types(prev_type, new_piece.schema.field(id_column).type, f"the previous output {where}")
-    m = _moves_arrays(prev_piece, new_piece, id_column=id_column, spend=spend, where=(where, "new assignments"))
+    m = _moves_arrays(prev_piece, new_piece, id_column=id_column, spend=spend, clv=clv,
+                      where=(where, "new assignments"))  # fmt: skip
     ids = None
     if excluded is not None:
         ids = excluded.column(id_column) if isinstance(excluded, pa.Table) else excluded
@@ -198,7 +202,7 @@ class TrackedParts:
 
 
 def track_parts(eng, prev, new_parts, *, centroids=None, scorer=None, spend="spend", histogram=None,
-                excluded=None, min_overlap=1):  # fmt: skip
+                excluded=None, min_overlap=1, clv=None):  # fmt: skip
     """:func:`track_assignments` over an engine's parts, with nothing per customer on the driver.
 
     The previous assignments are read part by part (:func:`previous_piece`,
@@ -219,10 +223,12 @@ def track_parts(eng, prev, new_parts, *, centroids=None, scorer=None, spend="spe
     prev : PreviousRun
         From :func:`read_previous` (``lazy=True`` keeps the driver free of customers).
     new_parts : parts
-        Per part: the id column, ``segment`` (cluster indices) and ``spend``
-        (:func:`tracking_columns`).
+        Per part: the id column, ``segment`` (cluster indices), ``spend``
+        and ``clv`` when the run has it (:func:`tracking_columns`).
     excluded : parts, optional
         Per part: an array of ids to carry along (the ids without consent).
+    clv : str, optional
+        The CLV column of both runs (``"clv"``): the migration gains the CLV that moved.
 
     Returns
     -------
@@ -236,8 +242,8 @@ def track_parts(eng, prev, new_parts, *, centroids=None, scorer=None, spend="spe
     if excluded is not None:
         lists.append(eng.map(_ids_table, excluded, column=cid))
     pieces = eng.co_partition(lists, cid, eng.count(new_parts))
-    results = eng.persist(eng.map(_moves_of_piece, pieces, id_column=cid, spend=spend, prev_type=prev.id_type,
-                                  where=prev.where), "moves")  # fmt: skip
+    results = eng.persist(eng.map(_moves_of_piece, pieces, id_column=cid, spend=spend, clv=clv,
+                                  prev_type=prev.id_type, where=prev.where), "moves")  # fmt: skip
     raw = eng.reduce(eng.map(_item, results, i=1))
     match, cont, figures = finish_tracking(prev, raw, centroids=centroids, scorer=scorer, min_overlap=min_overlap,
                                            histogram=histogram)  # fmt: skip
@@ -302,12 +308,17 @@ def relabel_piece(table, *, segment_ids, column="segment"):
     return table.set_column(table.column_names.index(column), column, pa.array(ids[v].astype(np.int32)))
 
 
-def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="spend_total"):
-    """Per part: the id and segment of the assignments with the profile's spend column (named ``spend``).
+def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="spend_total", clv="clv",
+                     spend_as="spend"):  # fmt: skip
+    """Per part: the id and segment of the assignments with the profile's spend column (named ``spend_as``).
 
     The rows of an assignments part follow the rows of its profiles part
     (the pipeline assigns each profile piece), so the spend is taken by
-    position.  Without that profile column, no spend column.
+    position.  Without that profile column, no spend column.  The profile's
+    ``clv`` column (the value model's) comes along too, when present.
+    ``spend_as`` is the name the previous output's assignments give the
+    same figure (``spend_total`` for a ``segone run`` output), so that a
+    gone customer's spend is found there.
 
     Examples
     --------
@@ -322,5 +333,9 @@ def tracking_columns(profiles, assignments, *, id_column="customer_id", spend="s
     if spend is not None and spend in profiles.column_names:
         if profiles.num_rows != assignments.num_rows:
             raise ParameterError("profiles and assignments of a part must have the same rows.")
-        cols["spend"] = profiles.column(spend)
+        cols[spend_as] = profiles.column(spend)
+    if clv is not None and clv in profiles.column_names:
+        if profiles.num_rows != assignments.num_rows:
+            raise ParameterError("profiles and assignments of a part must have the same rows.")
+        cols["clv"] = profiles.column(clv)
     return pa.table(cols)
