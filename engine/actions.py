@@ -502,8 +502,19 @@ def _part_of_day(hour):
         else "nights"  # fmt: skip
 
 
-def next_step(category, propensity, horizon_days, *, channel=None, weekday=None, hour=None):
+#: below this propensity the next step says the customer is unlikely to buy (a "likely ... (1%)" would mislead)
+UNLIKELY = 0.05
+
+
+def _pct(p):
+    return "<1%" if p < 0.005 else f"{p:.0%}"
+
+
+def next_step(category, propensity, horizon_days, *, channel=None, weekday=None, hour=None, unlikely=UNLIKELY):
     """The persona's next step in words (for the persona sentence).
+
+    Below ``unlikely`` the words say that the customer is unlikely to buy,
+    and name the best chance.
 
     Examples
     --------
@@ -511,14 +522,19 @@ def next_step(category, propensity, horizon_days, *, channel=None, weekday=None,
     'likely to buy toys in the next 30 days (62%), best via app on Saturday evenings'
     >>> next_step("garden", 0.081, 30)
     'likely to buy garden in the next 30 days (8%)'
+    >>> next_step("garden", 0.003, 30, channel="web")
+    'unlikely to buy in the next 30 days (best chance: garden, <1%), best via web'
     """
-    out = f"likely to buy {category} in the next {horizon_days} days ({propensity:.0%})"
+    if propensity < unlikely:
+        out = f"unlikely to buy in the next {horizon_days} days (best chance: {category}, {_pct(propensity)})"
+    else:
+        out = f"likely to buy {category} in the next {horizon_days} days ({_pct(propensity)})"
     when = " ".join(w for w in (weekday, _part_of_day(hour)) if w)
     how = " ".join(w for w in (f"via {channel}" if channel else None, f"on {when}" if when else None) if w)
     return f"{out}, best {how}" if how else out
 
 
-def next_steps(actions, horizon_days):
+def next_steps(actions, horizon_days, *, unlikely=UNLIKELY):
     """Vectorised :func:`next_step` of the top offer of every row of an actions table (None: no offer).
 
     Examples
@@ -542,8 +558,11 @@ def next_steps(actions, horizon_days):
     if not rows.size:
         return out.tolist()
     names = np.asarray(first("category").to_pylist(), dtype=object)
-    pct = np.asarray([f"{p:.0%}" for p in first("propensity").to_pylist()], dtype=object)
-    text = "likely to buy " + names + f" in the next {horizon_days} days (" + pct + ")"
+    prop = np.asarray(first("propensity").to_pylist(), dtype=np.float64)
+    pct = np.asarray([_pct(p) for p in prop], dtype=object)
+    text = np.where(prop < unlikely,
+                    f"unlikely to buy in the next {horizon_days} days (best chance: " + names + ", " + pct + ")",
+                    "likely to buy " + names + f" in the next {horizon_days} days (" + pct + ")")  # fmt: skip
 
     def col(name):
         return (np.asarray(actions.column(name).filter(pa.array(has)).to_pylist(), dtype=object)

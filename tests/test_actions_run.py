@@ -115,6 +115,8 @@ def test_the_persona_sentence_carries_the_next_step(plain):
     assert per.column("customer_id").to_pylist() == act.column("customer_id").to_pylist()
     for summary, step in zip(per.column("summary").to_pylist()[:50], steps[:50]):
         assert step and summary.endswith(step) and "likely to buy" in step
+    assert any(s.startswith("likely") for s in steps) and any(s.startswith("unlikely") for s in steps)
+    assert not [s for s in steps if s.startswith("likely") and "(0%)" in s]  # never "likely ... (0%)"
 
 
 def test_next_steps_equal_next_step_row_by_row(plain):

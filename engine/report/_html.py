@@ -604,19 +604,24 @@ class Page:
             if isinstance(r, dict) and d.visible(r.get("customers")):
                 rows_by_seg.setdefault(r.get("segment"), []).append(r)
         heads = ["Segment", "Offer (category)", "Customers for whom it is the best offer",
-                 f"Average chance they buy it in the next {horizon} days", "Expected spend from them"]  # fmt: skip
+                 f"Average chance they buy it in the next {horizon} days",
+                 f"Expected spend on it in the next {horizon} days"]  # fmt: skip
         th = "".join(f'<th class="n">{h}</th>' if i > 1 else f"<th>{h}</th>" for i, h in enumerate(heads))
         rows, shown_per_segment = [], 3
         for s in d.shown_segments:
             offers = rows_by_seg.get(s["id"])
             if not offers:
                 continue
+            # the offers worth most first: the expected spend is what a campaign on them can bring
+            offers = sorted(offers, key=lambda r: -(r.get("expected_spend") or 0.0))
             top = offers[:shown_per_segment]
             rest = len(offers) - len(top)
+            extra = f'<div class="note">and {rest} other offer{"s" if rest > 1 else ""}</div>' if rest else ""
+            if max((r.get("mean_propensity") or 0.0) for r in offers) < 0.02:
+                extra += ('<div class="note">Unlikely to buy anything soon, whatever the offer: a win-back '
+                          "message, not a category push.</div>")  # fmt: skip
             for j, r in enumerate(top):
-                seg = (f'<td rowspan="{len(top)}">{self.seg_cell(s)}'
-                       + (f'<div class="note">and {rest} other offer{"s" if rest > 1 else ""}</div>' if rest else "")
-                       + "</td>") if j == 0 else ""  # fmt: skip
+                seg = f'<td rowspan="{len(top)}">{self.seg_cell(s)}{extra}</td>' if j == 0 else ""
                 rows.append(f'<tr data-segment="{esc(s["id"])}">{seg}<td>{esc(r.get("category"))}</td>'
                             f'<td class="n">{self.count(r.get("customers"))}</td>'
                             f'<td class="n">{fmt_pct(r.get("mean_propensity"), 0)}</td>'
@@ -641,9 +646,10 @@ class Page:
                                                                skipped.items()) + ".")  # fmt: skip
         how = (f"each customer gets the categories they are most likely to buy in the next {horizon} days, with the "
                "channel, weekday and hour they buy most (actions.parquet, one row per customer who may be "
-               "contacted). For each segment, this table shows the categories that are most often the customer's "
-               "best offer: how many customers that is, their average chance of buying it, and the spend expected "
-               "from them (chance x the customer's usual order value in that category, added up). Use it to pick "
+               "contacted). For each segment, this table shows the categories that are the customers' best "
+               "offer, the most valuable first: how many customers that is, their average chance of buying it, and "
+               "the spend expected from them (chance x the customer's usual order value in that category, added "
+               "up). Use it to pick "
                "what to promote to each segment; the file has the list per customer.")  # fmt: skip
         note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
         return self.section("actions", title, how, table + note)
