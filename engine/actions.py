@@ -765,7 +765,7 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
     # the standardised training design, built once (float32) and persisted: the passes only multiply
     blocks = eng.persist(eng.map(_prop.standardized_blocks, parts, design=design, mean=mean, scale=scale),
                          "propensity design")  # fmt: skip
-    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_prop.NewtonState.of, blocks, beta=b, mean=m,
+    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_newton_one_thread, blocks, beta=b, mean=m,
                                                                     scale=s, groups=g, prepared=True)))  # fmt: skip
     del blocks
     cal = eng.reduce(eng.map(_prop.CalibrationState.of, parts, design=_ProbaDesign(design, model), n_groups=C))
@@ -778,6 +778,18 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
                              "bins": [[int(r[0]), round(float(r[1]), 6), round(float(r[2]), 6)]
                                       for r in table[c] if r[0] > 0]}  # fmt: skip
     return model, calibration
+
+
+def _newton_one_thread(blocks, **kwargs):
+    """:meth:`NewtonState.of <segone.propensity.NewtonState.of>` with BLAS on one thread for the call.
+
+    Its products are tall and skinny (rows x 13): a BLAS thread team costs more than they do (5 to 10x slower
+    on two busy cores), as in :func:`segone.tuning._fit_all`.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _prop.NewtonState.of(blocks, **kwargs)
 
 
 def actions_stage(eng, pieces, profiles, assignments, *, categories, as_of, n_segments, horizon_days=30, offers=3,
