@@ -765,10 +765,12 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
     # the standardised training design, built once (float32) and persisted: the passes only multiply
     blocks = eng.persist(eng.map(_prop.standardized_blocks, parts, design=design, mean=mean, scale=scale),
                          "propensity design")  # fmt: skip
-    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_newton_one_thread, blocks, beta=b, mean=m,
-                                                                    scale=s, groups=g, prepared=True)))  # fmt: skip
+    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_one_blas_thread, blocks, func=_prop.NewtonState.of,
+                                                                    beta=b, mean=m, scale=s, groups=g,
+                                                                    prepared=True)))  # fmt: skip
     del blocks
-    cal = eng.reduce(eng.map(_prop.CalibrationState.of, parts, design=_ProbaDesign(design, model), n_groups=C))
+    cal = eng.reduce(eng.map(_one_blas_thread, parts, func=_prop.CalibrationState.of,
+                             design=_ProbaDesign(design, model), n_groups=C))  # fmt: skip
     table, ece = cal.finish()
     calibration = {}
     for c, name in enumerate(categories):
@@ -780,16 +782,16 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
     return model, calibration
 
 
-def _newton_one_thread(blocks, **kwargs):
-    """:meth:`NewtonState.of <segone.propensity.NewtonState.of>` with BLAS on one thread for the call.
+def _one_blas_thread(*parts, func, **kwargs):
+    """``func(*parts, **kwargs)`` with BLAS on one thread for the call (the Newton passes, the scoring).
 
-    Its products are tall and skinny (rows x 13): a BLAS thread team costs more than they do (5 to 10x slower
+    Their products are tall and skinny (rows x 13): a BLAS thread team costs more than they do (5 to 10x slower
     on two busy cores), as in :func:`segone.tuning._fit_all`.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _prop.NewtonState.of(blocks, **kwargs)
+        return func(*parts, **kwargs)
 
 
 def actions_stage(eng, pieces, profiles, assignments, *, categories, as_of, n_segments, horizon_days=30, offers=3,
@@ -891,7 +893,7 @@ def actions_stage(eng, pieces, profiles, assignments, *, categories, as_of, n_se
                 skipped={categories[g]: r for g, r in model.skipped_.items()}, calibration=calibration,
                 not_converged=[categories[g] for g in range(len(categories))
                                if g not in model.skipped_ and not model.converged_[g]])  # fmt: skip
-    out = eng.persist(eng.map(offers_piece, parts, profiles, model=model, stats=stats, categories=categories,
+    out = eng.persist(eng.map(_one_blas_thread, parts, profiles, func=offers_piece, model=model, stats=stats, categories=categories,
                               horizon_days=horizon_days, offers=offers, new_only=new_only,
                               shrink_orders=shrink_orders, contact=contact, contact_default=contact_default,
                               plan=plan), "actions")  # fmt: skip
