@@ -52,7 +52,7 @@ from segone.segment import PartialSums, Segmenter, sample_piece
 _NEXT_STAGE = {
     None: "reading and profiling customers", "profile": "scoring features", "score": "finding segments",
     "segment": "assigning customers", "assign": "predicting value", "predict": "tracking and describing",
-    "track": "next best actions", "actions": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
+    "track": "describing segments", "actions": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
     "write": "done",
 }  # fmt: skip
 
@@ -601,6 +601,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     actions_parts, actions_info = None, None
     if actions:
         t0 = time.perf_counter()
+        shown.set_description("next best actions")
+        set_stage("next best actions")
         actions_parts, actions_info = _actions_or_skip(eng, pieces, profiles, assignments, summary=summary,
                                                        n_segments=clusters, horizon_days=horizon_days,
                                                        offers=offers, new_only=new_only, schema=schema)  # fmt: skip

@@ -183,3 +183,22 @@ def test_cli_options(data, tmp_path):
     assert r.exit_code == 0 and not os.path.exists(tmp_path / "p" / outputs.ACTIONS)
     r = CliRunner().invoke(main, ["run", str(src), "-o", str(tmp_path / "q"), "--offers", "0"])
     assert r.exit_code == 2 and "offers=0" in r.output
+
+
+@pytest.mark.slow
+def test_the_same_actions_file_on_the_dask_engine(data, tmp_path, monkeypatch):
+    from segone.dask import DaskEngine
+
+    monkeypatch.setenv("SEGONE_ID_KEY", "x" * 32)
+    kw = dict(n_clusters=3, attributes=data.customers, value=False, n_init=1, consent=["consent_marketing"],
+              hash_ids=True)
+    loc = segone.run(data.transactions, tmp_path / "l", **kw)
+    das = segone.run(data.transactions, tmp_path / "d", engine=DaskEngine(npartitions=3), **kw)
+    a = _read(tmp_path / "l" / outputs.ACTIONS).sort_by("customer_id")
+    b = _read(tmp_path / "d" / outputs.ACTIONS).sort_by("customer_id")
+    assert a.num_rows == b.num_rows > 0 and a.column("customer_id").equals(b.column("customer_id"))
+    assert a.column("segment").to_pylist() == b.column("segment").to_pylist()
+    assert a.column("category").to_pylist() == b.column("category").to_pylist()
+    np.testing.assert_allclose(pc.list_flatten(a.column("propensity")).to_numpy(),
+                               pc.list_flatten(b.column("propensity")).to_numpy(), rtol=1e-9)  # fmt: skip
+    assert loc.summary["actions"]["by_segment"] == das.summary["actions"]["by_segment"]
