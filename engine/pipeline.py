@@ -103,7 +103,7 @@ def check_run_arguments(*args, **kwargs):
     range, ``sample_size``, ``n_init``, ``refine``, ``n_traits``,
     ``horizon_months``, ``discount_rate``, ``value_penalizer``, ``freq``,
     ``min_segment_size``, ``label_rules``, ``phrases``, ``n_threads``,
-    ``engine``), then the paths (``input``, ``events``, ``attributes``,
+    ``engine``, the actions' ``horizon_days`` and ``offers``), then the paths (``input``, ``events``, ``attributes``,
     ``id_key_file`` exist; ``previous`` is an earlier run's output).  The
     command line calls it before it starts a Dask cluster.
 
