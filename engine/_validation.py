@@ -566,6 +566,52 @@ def check_horizon_months(value, name="horizon_months"):
     return int(value)
 
 
+MAX_HORIZON_DAYS = 3650  # 10 years: the propensity horizon of the next-best-action stage
+MAX_OFFERS = 50
+
+
+def check_horizon_days(value, name="horizon_days"):
+    """The horizon of the category propensities (next best action): an integer number of days in 1..3650.
+
+    Examples
+    --------
+    >>> check_horizon_days(30)
+    30
+    >>> check_horizon_days(0)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: horizon_days=0 is out of range: give 1..3650 days (30 is usual); the next best action predicts who buys each category in that many days ahead.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name} must be an integer number of days, got {value!r} ({type(value).__name__}); "
+                             "e.g. 30.")  # fmt: skip
+    if not 1 <= value <= MAX_HORIZON_DAYS:
+        raise ParameterError(f"{name}={value} is out of range: give 1..{MAX_HORIZON_DAYS} days (30 is usual); the "
+                             "next best action predicts who buys each category in that many days ahead.")  # fmt: skip
+    return int(value)
+
+
+def check_offers(value, name="offers"):
+    """Offers per customer in actions.parquet: an integer in 1..50.
+
+    Examples
+    --------
+    >>> check_offers(3)
+    3
+    >>> check_offers(51)
+    Traceback (most recent call last):
+    ...
+    segone.errors.ParameterError: offers=51 is out of range: give 1..50 offers per customer (3 is usual).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name} must be an integer number of offers per customer, got {value!r} "
+                             f"({type(value).__name__}); e.g. 3.")  # fmt: skip
+    if not 1 <= value <= MAX_OFFERS:
+        raise ParameterError(f"{name}={value} is out of range: give 1..{MAX_OFFERS} offers per customer (3 is "
+                             "usual).")  # fmt: skip
+    return int(value)
+
+
 def check_n_init(value, name="n_init"):
     """Seedings tried by the segmenter: an integer in 1..1000."""
     return check_int(value, name, low=1, high=MAX_N_INIT)

@@ -502,8 +502,19 @@ def _part_of_day(hour):
         else "nights"  # fmt: skip
 
 
-def next_step(category, propensity, horizon_days, *, channel=None, weekday=None, hour=None):
+#: below this propensity the next step says the customer is unlikely to buy (a "likely ... (1%)" would mislead)
+UNLIKELY = 0.05
+
+
+def _pct(p):
+    return "<1%" if p < 0.005 else f"{p:.0%}"
+
+
+def next_step(category, propensity, horizon_days, *, channel=None, weekday=None, hour=None, unlikely=UNLIKELY):
     """The persona's next step in words (for the persona sentence).
+
+    Below ``unlikely`` the words say that the customer is unlikely to buy,
+    and name the best chance.
 
     Examples
     --------
@@ -511,11 +522,62 @@ def next_step(category, propensity, horizon_days, *, channel=None, weekday=None,
     'likely to buy toys in the next 30 days (62%), best via app on Saturday evenings'
     >>> next_step("garden", 0.081, 30)
     'likely to buy garden in the next 30 days (8%)'
+    >>> next_step("garden", 0.003, 30, channel="web")
+    'unlikely to buy in the next 30 days (best chance: garden, <1%), best via web'
     """
-    out = f"likely to buy {category} in the next {horizon_days} days ({propensity:.0%})"
+    if propensity < unlikely:
+        out = f"unlikely to buy in the next {horizon_days} days (best chance: {category}, {_pct(propensity)})"
+    else:
+        out = f"likely to buy {category} in the next {horizon_days} days ({_pct(propensity)})"
     when = " ".join(w for w in (weekday, _part_of_day(hour)) if w)
     how = " ".join(w for w in (f"via {channel}" if channel else None, f"on {when}" if when else None) if w)
     return f"{out}, best {how}" if how else out
+
+
+def next_steps(actions, horizon_days, *, unlikely=UNLIKELY):
+    """Vectorised :func:`next_step` of the top offer of every row of an actions table (None: no offer).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> t = pa.table({"category": [["toys", "garden"], []], "propensity": [[0.62, 0.1], []],
+    ...               "channel": ["app", None], "weekday": ["Saturday", None], "hour": [19, None]})
+    >>> next_steps(t, 30)
+    ['likely to buy toys in the next 30 days (62%), best via app on Saturday evenings', None]
+    """
+    n = actions.num_rows
+    if not n:
+        return []
+    import pyarrow.compute as _pc
+
+    cat = actions.column("category")
+    has = (_pc.list_value_length(cat).fill_null(0).to_numpy(zero_copy_only=False) > 0)
+    first = lambda name: _pc.list_element(actions.column(name).filter(pa.array(has)), 0)  # noqa: E731
+    rows = np.flatnonzero(has)
+    out = np.full(n, None, dtype=object)
+    if not rows.size:
+        return out.tolist()
+    names = np.asarray(first("category").to_pylist(), dtype=object)
+    prop = np.asarray(first("propensity").to_pylist(), dtype=np.float64)
+    pct = np.asarray([_pct(p) for p in prop], dtype=object)
+    text = np.where(prop < unlikely,
+                    f"unlikely to buy in the next {horizon_days} days (best chance: " + names + ", " + pct + ")",
+                    "likely to buy " + names + f" in the next {horizon_days} days (" + pct + ")")  # fmt: skip
+
+    def col(name):
+        return (np.asarray(actions.column(name).filter(pa.array(has)).to_pylist(), dtype=object)
+                if name in actions.column_names else np.full(rows.size, None, dtype=object))  # fmt: skip
+
+    chan, wd, hr = col("channel"), col("weekday"), col("hour")
+    h = np.array([-1 if x is None else x for x in hr], dtype=np.int64)
+    part = np.select([h < 0, (5 <= h) & (h < 12), (12 <= h) & (h < 17), (17 <= h) & (h < 22)],
+                     [None, "mornings", "afternoons", "evenings"], "nights").astype(object)  # fmt: skip
+    part[h < 0] = None
+    when = np.array([" ".join(w for w in (a, b) if w) for a, b in zip(wd, part)], dtype=object)
+    how = np.array([" ".join(w for w in (f"via {c}" if c else None, f"on {w}" if w else None) if w)
+                    for c, w in zip(chan, when)], dtype=object)  # fmt: skip
+    out[rows] = np.where(how != "", text + ", best " + how, text)
+    return out.tolist()
 
 
 def _durations(days):
@@ -703,10 +765,12 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
     # the standardised training design, built once (float32) and persisted: the passes only multiply
     blocks = eng.persist(eng.map(_prop.standardized_blocks, parts, design=design, mean=mean, scale=scale),
                          "propensity design")  # fmt: skip
-    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_prop.NewtonState.of, blocks, beta=b, mean=m,
-                                                                    scale=s, groups=g, prepared=True)))  # fmt: skip
+    model.fit_passes(scaler, lambda b, m, s, g: eng.reduce(eng.map(_one_blas_thread, blocks, func=_prop.NewtonState.of,
+                                                                    beta=b, mean=m, scale=s, groups=g,
+                                                                    prepared=True)))  # fmt: skip
     del blocks
-    cal = eng.reduce(eng.map(_prop.CalibrationState.of, parts, design=_ProbaDesign(design, model), n_groups=C))
+    cal = eng.reduce(eng.map(_one_blas_thread, parts, func=_prop.CalibrationState.of,
+                             design=_ProbaDesign(design, model), n_groups=C))  # fmt: skip
     table, ece = cal.finish()
     calibration = {}
     for c, name in enumerate(categories):
@@ -716,6 +780,18 @@ def fit_propensity(eng, parts, *, stats, categories, penalty=1.0, max_iter=50):
                              "bins": [[int(r[0]), round(float(r[1]), 6), round(float(r[2]), 6)]
                                       for r in table[c] if r[0] > 0]}  # fmt: skip
     return model, calibration
+
+
+def _one_blas_thread(*parts, func, **kwargs):
+    """``func(*parts, **kwargs)`` with BLAS on one thread for the call (the Newton passes, the scoring).
+
+    Their products are tall and skinny (rows x 13): a BLAS thread team costs more than they do (5 to 10x slower
+    on two busy cores), as in :func:`segone.tuning._fit_all`.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return func(*parts, **kwargs)
 
 
 def actions_stage(eng, pieces, profiles, assignments, *, categories, as_of, n_segments, horizon_days=30, offers=3,
@@ -817,7 +893,7 @@ def actions_stage(eng, pieces, profiles, assignments, *, categories, as_of, n_se
                 skipped={categories[g]: r for g, r in model.skipped_.items()}, calibration=calibration,
                 not_converged=[categories[g] for g in range(len(categories))
                                if g not in model.skipped_ and not model.converged_[g]])  # fmt: skip
-    out = eng.persist(eng.map(offers_piece, parts, profiles, model=model, stats=stats, categories=categories,
+    out = eng.persist(eng.map(_one_blas_thread, parts, profiles, func=offers_piece, model=model, stats=stats, categories=categories,
                               horizon_days=horizon_days, offers=offers, new_only=new_only,
                               shrink_orders=shrink_orders, contact=contact, contact_default=contact_default,
                               plan=plan), "actions")  # fmt: skip
@@ -861,4 +937,67 @@ class ActionCounts(State):
 
 
 __all__ = ["CategoryStats", "FEATURES", "TrainingDesign", "actions_stage", "category_piece", "check_history",
-           "contact_mask", "features_at", "fit_propensity", "keep_piece", "next_step", "reasons_of", "offers_piece", "propensities", "reason_of"]  # fmt: skip
+           "OfferSummary", "contact_mask", "features_at", "fit_propensity", "keep_piece", "next_step", "next_steps", "reasons_of", "offers_piece", "propensities", "reason_of"]  # fmt: skip
+
+
+class OfferSummary(State):
+    """Per segment and category: the customers whose top offer it is, their propensity and expected spend (mergeable).
+
+    Built on the exported actions parts (consent applied, exported segment ids; a null segment is not
+    counted).  :meth:`finish` gives the report's "What to do next" rows.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> t = pa.table({"segment": [0, 0, 1], "category": [["toys"], ["toys", "garden"], []],
+    ...               "propensity": [[0.5], [0.3, 0.1], []], "expected_spend": [[10.0], [6.0, 1.0], []]})
+    >>> OfferSummary.of(t).finish()
+    [{'segment': 0, 'category': 'toys', 'customers': 2, 'mean_propensity': 0.4, 'expected_spend': 16.0}]
+    """
+
+    kind = "actions_offer_summary"
+
+    def __init__(self, cells=None):
+        self.cells = {k: list(v) for k, v in (cells or {}).items()}  # (segment, category) -> [n, sum p, sum spend]
+
+    @classmethod
+    def of(cls, part):
+        if not part.num_rows:
+            return cls()
+        n_off = pc.list_value_length(part.column("category")).fill_null(0).to_numpy(zero_copy_only=False)
+        seg = part.column("segment")
+        keep = (n_off > 0) & seg.is_valid().to_numpy(zero_copy_only=False)
+        if not keep.any():
+            return cls()
+        t = part.filter(pa.array(keep))
+        g = pa.table({"segment": pc.cast(t.column("segment"), pa.int64()),
+                      "category": pc.list_element(t.column("category"), 0),
+                      "p": pc.list_element(t.column("propensity"), 0),
+                      "e": pc.list_element(t.column("expected_spend"), 0)})  # fmt: skip
+        agg = g.group_by(["segment", "category"]).aggregate([("p", "count"), ("p", "sum"), ("e", "sum")])
+        cells = {(int(s), str(c)): [int(n), float(p), float(e)]
+                 for s, c, n, p, e in zip(*(agg.column(x).to_pylist() for x in
+                                            ("segment", "category", "p_count", "p_sum", "e_sum")))}  # fmt: skip
+        return cls(cells)
+
+    def merge(self, other):
+        self._check_same(other)
+        out = OfferSummary(self.cells)
+        for k, v in other.cells.items():
+            a = out.cells.setdefault(k, [0, 0.0, 0.0])
+            out.cells[k] = [a[0] + v[0], a[1] + v[1], a[2] + v[2]]
+        return out
+
+    def finish(self, min_customers=None):
+        """Rows sorted by segment then customers (most first); cells of fewer than ``min_customers`` left out."""
+        rows = [{"segment": s, "category": c, "customers": n, "mean_propensity": round(p / n, 6),
+                 "expected_spend": round(e, 2)}
+                for (s, c), (n, p, e) in self.cells.items() if n and (min_customers is None or n >= min_customers)]
+        return sorted(rows, key=lambda r: (r["segment"], -r["customers"], r["category"]))
+
+    def _data(self):
+        return {"cells": [[s, c, *v] for (s, c), v in sorted(self.cells.items())]}
+
+    @classmethod
+    def _from_data(cls, d):
+        return cls({(int(r[0]), str(r[1])): [int(r[2]), float(r[3]), float(r[4])] for r in d["cells"]})

@@ -191,6 +191,13 @@ def _print_segments(segments):
                    "on the data's own past).")  # fmt: skip
 @click.option("--value-by", default=None, type=click.Choice(["segment"]),
               help="Fit the value models per segment, shrunk toward the fit on everyone.")
+@click.option("--no-actions", is_flag=True,
+              help="Skip actions.parquet (the next best offers, channel and timing of each customer).")
+@click.option("--horizon-days", default=30, show_default=True, type=int,
+              help="Actions: the propensity horizon, the probability of buying each category in that many days "
+                   "(1..3650; the data need at least twice as many days of history).")  # fmt: skip
+@click.option("--offers", default=3, show_default=True, type=int, help="Actions: offers per customer (1..50).")
+@click.option("--new-only", is_flag=True, help="Actions: offer only categories the customer has not bought yet.")
 @click.option("--treatment", default=None, type=click.Path(exists=True),
               help="With --previous: who a campaign reached (customer_id, group[, campaign, sent_at]); writes "
                    "effects.parquet.")  # fmt: skip
@@ -222,7 +229,7 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
         overwrite, scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months,
         value_penalizer, value_model, value_by, treatment, consent, consent_scope, consent_default, hash_ids,
         id_key_file, min_segment_size, small_segments, keep_columns, personal_columns, schema_items, with_report, quiet,
-        k_min, k_max):  # fmt: skip
+        k_min, k_max, no_actions, horizon_days, offers, new_only):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.run with a segone.dask.DaskEngine):
@@ -239,6 +246,7 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
         hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
         small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
         schema=segone.io.parse_schema_options(schema_items) or None, k_min=k_min, k_max=k_max,
+        actions=not no_actions, horizon_days=horizon_days, offers=offers, new_only=new_only,
     )  # fmt: skip
     # every argument is checked before any data is read and before a Dask cluster is started
     segone.pipeline.check_run_arguments(input, out, n_clusters, **args)
@@ -270,6 +278,9 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
     if tr and not quiet:
         click.echo(f"tracking against {previous}: {_pct(tr.get('stayed_share'))} of common customers stayed, "
                    f"ARI {tr.get('adjusted_rand_common', float('nan')):.3f}, segment PSI {tr.get('segment_psi', 0):.3f}")
+    act = res.summary.get("actions") or {}
+    if act.get("skipped_stage") and not quiet:
+        click.echo(f"actions skipped: {act['skipped_stage']}")
     eff = res.summary.get("effects")
     if eff:
         for line in format_effects(eff):

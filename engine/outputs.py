@@ -9,6 +9,7 @@ name                        kind         content
 ``assignments.parquet``     customer     id (or pseudonym), segment, distance, margin, RFM, value
 ``personas.parquet``        customer     id (or pseudonym), segment, traits, summary
 ``moves.parquet``           customer     id (or pseudonym), previous segment, segment, status
+``actions.parquet``         customer     id (or pseudonym), segment, the next best offers, channel, timing
 ``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label)
 ``rfm.parquet``             segment      the recency x frequency grid (customers, spend per cell)
 ``migration.parquet``       segment      from/to segment counts between two runs
@@ -48,6 +49,7 @@ import os
 ASSIGNMENTS = "assignments.parquet"
 PERSONAS = "personas.parquet"
 MOVES = "moves.parquet"
+ACTIONS = "actions.parquet"
 SEGMENTS = "segments.parquet"
 RFM = "rfm.parquet"
 MIGRATION = "migration.parquet"
@@ -77,7 +79,7 @@ MIGRATION_COLUMNS = ("from_segment", "to_segment", "status", "customers", "share
 PSEUDONYM_METADATA = b"segone.pseudonym"  # field metadata of an id column holding pseudonyms
 
 # which files hold what (the export stage treats each kind its own way)
-PER_CUSTOMER = (ASSIGNMENTS, PERSONAS, MOVES)
+PER_CUSTOMER = (ASSIGNMENTS, PERSONAS, MOVES, ACTIONS)
 PER_SEGMENT = (SEGMENTS, RFM, MIGRATION, EFFECTS)
 SUMMARIES = (RUN_JSON, TRACKING_JSON, SWEEP, BACKTEST, BACKTEST_DECILES)
 
@@ -88,7 +90,7 @@ def model_dir(out_dir):
 
 
 __all__ = [
-    "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "BACKTEST", "BACKTEST_DECILES", "CENTROIDS", "EFFECTS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
+    "ACTIONS", "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "BACKTEST", "BACKTEST_DECILES", "CENTROIDS", "EFFECTS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
     "MIGRATION_COLUMNS", "MODEL_DIR", "MODEL_FILES", "MODEL_JSON", "MOVES", "MOVES_COLUMNS", "PERSONAS",
     "PERSONA_COLUMNS", "PER_CUSTOMER", "PER_SEGMENT", "PSEUDONYM_METADATA", "REPORT", "RFM", "RUN_JSON",
     "SCORER", "SEGMENTS", "SEGMENT_COLUMN", "SUMMARIES", "SWEEP", "TRACKING_JSON", "model_dir",

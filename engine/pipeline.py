@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segone import _progress
+from segone import actions as _actions
 from segone import outputs
 from segone import clv as _clv
 from segone import privacy as _privacy
@@ -34,6 +35,8 @@ from segone._validation import (
     check_n_clusters,
     check_path,
     check_previous_output,
+    check_horizon_days,
+    check_offers,
     check_run_parameters,
     default_sample_size,
 )
@@ -49,7 +52,7 @@ from segone.segment import PartialSums, Segmenter, sample_piece
 _NEXT_STAGE = {
     None: "reading and profiling customers", "profile": "scoring features", "score": "finding segments",
     "segment": "assigning customers", "assign": "predicting value", "predict": "tracking and describing",
-    "track": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
+    "track": "describing segments", "actions": "describing segments", "describe": "writing personas", "personas": "writing the outputs",
     "write": "done",
 }  # fmt: skip
 
@@ -100,7 +103,7 @@ def check_run_arguments(*args, **kwargs):
     range, ``sample_size``, ``n_init``, ``refine``, ``n_traits``,
     ``horizon_months``, ``discount_rate``, ``value_penalizer``, ``freq``,
     ``min_segment_size``, ``label_rules``, ``phrases``, ``n_threads``,
-    ``engine``), then the paths (``input``, ``events``, ``attributes``,
+    ``engine``, the actions' ``horizon_days`` and ``offers``), then the paths (``input``, ``events``, ``attributes``,
     ``id_key_file`` exist; ``previous`` is an earlier run's output).  The
     command line calls it before it starts a Dask cluster.
 
@@ -128,6 +131,8 @@ def _check_arguments(a):
         n_threads=a["n_threads"],
     )  # fmt: skip
     _check_engine_argument(a["engine"], a["client"], a["npartitions"])
+    check_horizon_days(a.get("horizon_days", 30))
+    check_offers(a.get("offers", 3))
     if a.get("value_model") not in (*_clv.PURCHASE_MODELS, "auto"):
         raise ParameterError(f"value_model={a.get('value_model')!r} is not a purchase model; use one of "
                              f"{[*_clv.PURCHASE_MODELS, 'auto']}.")  # fmt: skip
@@ -212,6 +217,10 @@ def run(
     keep_columns=(),
     personal_columns=(),
     purposes=None,
+    actions=True,
+    horizon_days=30,
+    offers=3,
+    new_only=False,
 ):
     """Run the whole job and write the outputs atomically to ``out``.
 
@@ -366,6 +375,23 @@ def run(
         personal (e-mail, phone, name, address, birth date are detected).
     purposes : list of str, optional
         Consent purposes known besides :data:`segone.privacy.DEFAULT_PURPOSES`.
+    actions : bool, default True
+        Write ``actions.parquet``: per customer, the next best offers (the
+        ``offers`` categories of highest propensity to be bought in the next
+        ``horizon_days`` days, with the expected spend and a reason in words)
+        and the preferred channel, weekday and hour (:mod:`segone.actions`).
+        It goes through the export path like assignments.parquet: customers
+        without consent get no row, ids are pseudonymised with ``hash_ids``,
+        segments carry the exported ids.  The persona sentence gains the top
+        offer.  Data that cannot support it (no category column, a history
+        shorter than 2 x ``horizon_days``) skip the stage with the reason in
+        run.json's ``actions``; the run completes.
+    horizon_days : int, default 30
+        The propensity horizon in days (1..3650).
+    offers : int, default 3
+        Offers per customer (1..50).
+    new_only : bool, default False
+        Offer only categories the customer has not bought yet.
 
     Returns
     -------
@@ -410,7 +436,8 @@ def run(
             horizon_months=horizon_months, discount_rate=discount_rate, previous=previous, backend=backend,
             n_threads=n_threads, partitioned_by_customer=partitioned_by_customer, overwrite=overwrite,
             verbose=verbose, plan=plan, shown=shown, k_min=k_min, k_max=k_max, treatment=treatment,
-            value_model=value_model, value_by=value_by,
+            value_model=value_model, value_by=value_by, actions=actions, horizon_days=horizon_days, offers=offers,
+            new_only=new_only,
         )  # fmt: skip
     finally:
         shown.close()
@@ -423,7 +450,8 @@ def run(
 def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random_state, n_init, refine, sample_size,
          n_traits, phrases, label_rules, value, freq, horizon_months, discount_rate, previous, backend, n_threads,
          partitioned_by_customer, overwrite, verbose, plan=None, shown=None, k_min=None, k_max=None,
-         value_penalizer=0.0, treatment=None, value_model="bgnbd", value_by=None):  # fmt: skip
+         value_penalizer=0.0, treatment=None, value_model="bgnbd", value_by=None, actions=False, horizon_days=30,
+         offers=3, new_only=False):  # fmt: skip
     t_all = time.perf_counter()
     timings = {}
 
@@ -448,7 +476,12 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     profiles, summary, facts = profile_stage(
         eng, sources, as_of=as_of, schema=schema, backend=backend, n_threads=n_threads,
         partitioned_by_customer=partitioned_by_customer, verbose=verbose, freq=freq,
+        piece=_actions.keep_piece if actions else None,
     )  # fmt: skip
+    pieces = None
+    if actions:  # the pieces stay (persisted with the profiles) for the actions stage, partitioned alike
+        pieces = eng.map(_second, profiles)
+        profiles = eng.map(_first, profiles)
     # PRIVACY: count consent, drop the customers without it (scope "processing") and the personal columns
     plan = plan or _privacy.PrivacyPlan()
     privacy_counts = _privacy.PrivacyCounts(customers=summary["customers"], consented=summary["customers"])
@@ -565,6 +598,19 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     if tracked is not None:
         log(f"tracking: {tracked.figures.get('stayed_share')} stayed in {timings['track']:.2f}s")
 
+    # ACT: the next best offers of every customer (rows following the profiles, cluster indices); consent,
+    # pseudonyms and the exported segment ids are applied at WRITE like the other per-customer outputs
+    actions_parts, actions_info = None, None
+    if actions:
+        t0 = time.perf_counter()
+        shown.set_description("next best actions")
+        set_stage("next best actions")
+        actions_parts, actions_info = _actions_or_skip(eng, pieces, profiles, assignments, summary=summary,
+                                                       n_segments=clusters, horizon_days=horizon_days,
+                                                       offers=offers, new_only=new_only, schema=schema)  # fmt: skip
+        del pieces
+        log(f"actions: {actions_info.get('skipped_stage') or 'offers'} in {stage('actions'):.2f}s")
+
     # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()
     stats = eng.reduce(eng.map(_segment_stats, profiles, assignments, k=clusters))
@@ -589,6 +635,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                        "personas")  # fmt: skip
     personas = eng.map(_first, both)
     assignments = eng.map(_second, both)  # with the R, F, M scores and the RFM segment
+    if actions_parts is not None:  # the persona sentence gains the top offer (rows follow the profiles)
+        personas = eng.map(_with_next_step, personas, actions_parts, horizon_days=horizon_days)
     rfm_grid = eng.reduce(eng.map(_rfm_grid, both, profiles)).finish()
     log(f"personas: {n} customers in {stage('personas'):.2f}s")
     model_labels = segments.column("label").to_pylist()
@@ -600,6 +648,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         assignments = eng.persist(eng.map(_track.relabel_piece, assignments, segment_ids=seg_ids), "assignments")
         personas = eng.map(_track.relabel_piece, personas, segment_ids=seg_ids)
         segments = _track.relabel_piece(segments, segment_ids=seg_ids)
+        if actions_parts is not None:
+            actions_parts = eng.map(_track.relabel_piece, actions_parts, segment_ids=seg_ids)
 
     # WRITE: per-customer outputs relabelled, consent-filtered and pseudonymised per piece; small cells suppressed
     t0 = time.perf_counter()
@@ -608,6 +658,15 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
                                           mapping=final_ids), "assignments")  # fmt: skip
         personas = eng.persist(eng.map(_privacy.export_piece, personas, profiles, plan=plan, mapping=final_ids),
                                "personas")  # fmt: skip
+        if actions_parts is not None:
+            actions_parts = eng.persist(eng.map(_privacy.export_piece, actions_parts, profiles, plan=plan,
+                                                mapping=final_ids), "actions")  # fmt: skip
+    if actions_parts is not None:
+        actions_info["customers_with_actions"] = eng.reduce(eng.map(_actions.ActionCounts.of, actions_parts)).rows
+        actions_info["customers_without_actions"] = n - actions_info["customers_with_actions"]  # no consent
+        # the report's "What to do next": per exported segment, the leading top offers (cells below k left out)
+        actions_info["by_segment"] = eng.reduce(eng.map(_actions.OfferSummary.of, actions_parts)).finish(
+            plan.min_segment_size)
     if tracked is not None:
         moves = tracked.moves
         if final_ids is not None:
@@ -637,12 +696,16 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         info["clv"] = value_info
     info["privacy"] = _privacy.privacy_summary(plan, privacy_counts, segments=seg_report, suppressed=suppressed,
                                                exported_ids=final_ids)
+    if actions_info is not None:
+        info["actions"] = actions_info
     if prev is not None:
         info["tracking"] = {"previous": os.path.abspath(os.fspath(previous)), "warm_start": init is not None,
                             "notes": list(prev.notes), **tracked.figures}  # fmt: skip
     with atomic_directory(out, overwrite=overwrite) as tmp:
         eng.write_parts(assignments, os.path.join(tmp, outputs.ASSIGNMENTS))
         eng.write_parts(personas, os.path.join(tmp, outputs.PERSONAS))
+        if actions_parts is not None:
+            eng.write_parts(actions_parts, os.path.join(tmp, outputs.ACTIONS))
         write_parquet(segments, os.path.join(tmp, outputs.SEGMENTS))
         write_parquet(rfm_grid, os.path.join(tmp, outputs.RFM))
         if sweep_table is not None:
@@ -838,6 +901,36 @@ def _personas_piece(profiles, assignments, *, model, id_column, block=None):
     for name in rfm:
         assignments = assignments.append_column(name, t.column(name))
     return t.drop_columns(list(rfm)), assignments
+
+
+def _actions_or_skip(eng, pieces, profiles, assignments, *, summary, n_segments, horizon_days, offers, new_only,
+                     schema):  # fmt: skip
+    """(actions parts or None, run.json's "actions"): every customer's offers, rows following the profiles.
+
+    No consent filter and no pseudonyms here (``contact=None, plan=None``): the parts then go through
+    :func:`segone.privacy.export_piece` like assignments.parquet.  A history the stage cannot learn from
+    (shorter than 2 x the horizon, a horizon longer than the data) skips it with the reason; the run goes on.
+    """
+    try:
+        parts, info = _actions.actions_stage(eng, pieces, profiles, assignments, categories=summary["categories"],
+                                             as_of=summary["as_of"], n_segments=n_segments,
+                                             horizon_days=horizon_days, offers=offers, new_only=new_only,
+                                             schema=schema)  # fmt: skip
+    except DataError as exc:
+        return None, {"horizon_days": horizon_days, "offers": offers, "new_only": bool(new_only),
+                      "skipped_stage": str(exc)}  # fmt: skip
+    if parts is None:
+        info["skipped_stage"] = info.pop("skipped")
+        return None, info
+    for name in ("customers_with_actions", "customers_not_contactable"):  # counted again after the export
+        info.pop(name, None)
+    return parts, info
+
+
+def _with_next_step(personas, actions, *, horizon_days):
+    from segone.describe.personas import with_next_step
+
+    return with_next_step(personas, _actions.next_steps(actions, horizon_days))
 
 
 def _rfm_grid(both, profiles):

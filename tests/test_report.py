@@ -40,7 +40,7 @@ def _have_charts():
 needs_charts = pytest.mark.skipif(not _have_charts(), reason="needs the optional extra: pip install segone[report]")
 
 K = 4
-SECTION_IDS = ["overview", "profiles", "personas", "value", "rfm", "migration", "run-facts"]
+SECTION_IDS = ["overview", "profiles", "personas", "value", "actions", "rfm", "migration", "run-facts"]
 
 
 # ------------------------------------------------------------------ fixtures
@@ -74,7 +74,8 @@ def _drop(table, pred):
 def _strip(src, dst):
     """Copy an output without any optional part: no value columns, RFM grid, tracking or privacy."""
     shutil.copytree(src, dst)
-    for name in ("rfm.parquet", "migration.parquet", "moves.parquet", "tracking.json", "report.html"):
+    for name in ("rfm.parquet", "migration.parquet", "moves.parquet", "tracking.json", "report.html",
+                 "actions.parquet"):  # fmt: skip
         if (dst / name).exists():
             os.remove(dst / name)
     asg = pq.read_table(dst / "assignments.parquet")
@@ -82,7 +83,7 @@ def _strip(src, dst):
     segs = pq.read_table(dst / "segments.parquet")
     pq.write_table(_drop(segs, lambda c: any(v in c for v in VALUE_COLUMNS)), dst / "segments.parquet")
     run = json.loads((dst / "run.json").read_text())
-    for key in ("clv", "tracking", "privacy", "rfm", "rfm_grid"):
+    for key in ("clv", "tracking", "privacy", "rfm", "rfm_grid", "actions"):
         run.pop(key, None)
     (dst / "run.json").write_text(json.dumps(run))
     return dst
@@ -134,6 +135,7 @@ def _enrich(src, dst, *, k_min=None, hashed=False):
     run["tracking"] = {"previous": "/runs/last-month", "stayed_share": float((prev == seg).mean()),
                        "adjusted_rand_common": 0.81, "segment_psi": 0.004, "customers": counts}  # fmt: skip
     run["clv"] = {"model": "BG/NBD + Gamma-Gamma", "horizon_months": 12, "discount_rate": 0.01}
+    run["actions"] = json.loads((src / "run.json").read_text())["actions"]  # the run's own next best actions
     if k_min is not None:
         run["privacy"] = {"min_segment_size": k_min, "hashed_ids": hashed}
     (dst / "run.json").write_text(json.dumps(run))
@@ -280,7 +282,7 @@ def test_minimal_outputs_report_structure(minimal_dir, tmp_path):
     page = parse(text)
     assert list(page.sections) == ["findings", *SECTION_IDS]
     # present in every run; absent optional outputs degrade to a note
-    assert [page.sections[s] for s in SECTION_IDS] == ["yes", "yes", "yes", "no", "no", "no", "yes"]
+    assert [page.sections[s] for s in SECTION_IDS] == ["yes", "yes", "yes", "no", "no", "no", "no", "yes"]
     segs = pq.read_table(run_dir / "segments.parquet")
     assert len(seg_rows(page)) == segs.num_rows == K
     assert_offline(page)
@@ -307,7 +309,8 @@ def test_report_of_a_pipeline_run_shows_what_its_outputs_hold(run_dir, tmp_path)
     expect = {"overview": "yes", "profiles": "yes", "personas": "yes", "run-facts": "yes",
               "value": "yes" if "clv" in asg or "mean_clv" in segs else "no",
               "rfm": "yes" if (run_dir / "rfm.parquet").exists() else "no",
-              "migration": "yes" if (run_dir / "migration.parquet").exists() else "no"}  # fmt: skip
+              "migration": "yes" if (run_dir / "migration.parquet").exists() else "no",
+              "actions": "yes" if (run_dir / "actions.parquet").exists() else "no"}  # fmt: skip
     assert {s: page.sections[s] for s in SECTION_IDS} == expect
     assert len(seg_rows(page)) == K
 

@@ -653,6 +653,36 @@ class PersonaModel:
 
 
 @renamed_keywords(segments="labels")
+
+def with_next_step(table, steps):
+    """A personas table whose ``summary`` gains each customer's next step (``"; "`` then the step).
+
+    ``steps``: one string or None per row (:func:`segone.actions.next_steps`), rows following the table; a
+    row without a step keeps its sentence.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> t = pa.table({"customer_id": [1, 2], "summary": ["Orders often", "A typical customer."]})
+    >>> with_next_step(t, ["likely to buy toys in the next 30 days (62%)", None]).column("summary").to_pylist()
+    ['Orders often; likely to buy toys in the next 30 days (62%)', 'A typical customer.']
+    """
+    if len(steps) != table.num_rows:
+        raise ParameterError(f"{len(steps)} next steps for a personas piece of {table.num_rows} rows; give one "
+                             "per row (None for a customer without an offer).")  # fmt: skip
+    if not table.num_rows or "summary" not in table.column_names:
+        return table
+    summary = np.asarray(table.column("summary").to_pylist(), dtype=object)
+    step = np.asarray(steps, dtype=object)
+    has = np.array([x is not None for x in steps], dtype=bool)
+    if not has.any():
+        return table
+    base = np.array([x.rstrip(".") if x else "" for x in summary[has]], dtype=object)
+    summary[has] = np.where(base != "", base + "; " + step[has], step[has])
+    i = table.column_names.index("summary")
+    return table.set_column(i, "summary", pa.array(summary.tolist(), pa.string()))
+
+
 def personas(profiles, labels=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
              n_threads=None):  # fmt: skip
     """Personas of the customers in ``profiles``, against the base they form (see :class:`PersonaModel`).

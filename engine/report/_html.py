@@ -35,6 +35,7 @@ SECTIONS = (
     ("migration", "Movement since the previous run"),
     ("effects", "Campaign effects"),
     ("run-facts", "Run facts and data quality"),
+    ("actions", "What to do next"),
 )
 OPTIONAL_SECTIONS = ("effects",)  # listed in the contents only when the run has them
 
@@ -326,7 +327,8 @@ class Page:
 
     def toc(self):
         links = []
-        for sid, title in SECTIONS:
+        order = {sid: i for i, sid in enumerate(self.present)}  # the order the sections were rendered in
+        for sid, title in sorted(SECTIONS, key=lambda t: order.get(t[0], len(order))):
             if sid in OPTIONAL_SECTIONS and not self.present.get(sid, False):
                 continue
             cls = "" if self.present.get(sid, True) else ' class="off" title="not in this run\'s outputs"'
@@ -588,6 +590,75 @@ class Page:
                      + "".join(f"<p>{esc(n)}</p>" for n in details) + "</details>")  # fmt: skip
         return self.section("value", SECTIONS[3][1], how, chart + table + note)
 
+    def actions(self):
+        """What to do next: per segment, the leading top offers (actions.parquet, summed in run.json)."""
+        d = self.d
+        title = dict(SECTIONS)["actions"]
+        info = d.run.get("actions") if isinstance(d.run.get("actions"), dict) else None
+        if info is None:
+            msg = ("This run wrote no next best actions (<code>actions.parquet</code>): it was run with "
+                   "<code>--no-actions</code>, or by a segone without them.")  # fmt: skip
+            return self.section("actions", title, "", self.missing(msg), False)
+        if info.get("skipped_stage"):
+            msg = ("This run has no next best actions: the data could not support them, and the rest of the run "
+                   f"is complete. {esc(info['skipped_stage'])}")  # fmt: skip
+            return self.section("actions", title, "", self.missing(msg), False)
+        horizon = info.get("horizon_days")
+        rows_by_seg = {}
+        for r in info.get("by_segment") or []:
+            if isinstance(r, dict) and d.visible(r.get("customers")):
+                rows_by_seg.setdefault(r.get("segment"), []).append(r)
+        heads = ["Segment", "Offer (category)", "Customers for whom it is the best offer",
+                 f"Average chance they buy it in the next {horizon} days",
+                 f"Expected spend on it in the next {horizon} days"]  # fmt: skip
+        th = "".join(f'<th class="n">{h}</th>' if i > 1 else f"<th>{h}</th>" for i, h in enumerate(heads))
+        rows, shown_per_segment = [], 3
+        for s in d.shown_segments:
+            offers = rows_by_seg.get(s["id"])
+            if not offers:
+                continue
+            # the offers worth most first: the expected spend is what a campaign on them can bring
+            offers = sorted(offers, key=lambda r: -(r.get("expected_spend") or 0.0))
+            top = offers[:shown_per_segment]
+            rest = len(offers) - len(top)
+            extra = f'<div class="note">and {rest} other offer{"s" if rest > 1 else ""}</div>' if rest else ""
+            if max((r.get("mean_propensity") or 0.0) for r in offers) < 0.02:
+                extra += ('<div class="note">Unlikely to buy anything soon, whatever the offer: a win-back '
+                          "message, not a category push.</div>")  # fmt: skip
+            for j, r in enumerate(top):
+                seg = f'<td rowspan="{len(top)}">{self.seg_cell(s)}{extra}</td>' if j == 0 else ""
+                rows.append(f'<tr data-segment="{esc(s["id"])}">{seg}<td>{esc(r.get("category"))}</td>'
+                            f'<td class="n">{self.count(r.get("customers"))}</td>'
+                            f'<td class="n">{fmt_pct(r.get("mean_propensity"), 0)}</td>'
+                            f'<td class="n">{fmt_num(r.get("expected_spend"))}</td></tr>')  # fmt: skip
+        if not rows:
+            msg = ("No segment has an offer that can be shown (every cell stands for too few customers, or no "
+                   "customer may be contacted).")  # fmt: skip
+            return self.section("actions", title, "", self.missing(msg), False)
+        table = (f'<div class="tablewrap"><table id="actions-table"><thead><tr>{th}</tr></thead>'
+                 f'<tbody>{"".join(rows)}</tbody></table></div>')  # fmt: skip
+        notes = []
+        n_with = info.get("customers_with_actions")
+        if isinstance(n_with, int):
+            line = f"{fmt_int(n_with)} customers have offers in actions.parquet"
+            n_without = info.get("customers_without_actions")
+            if isinstance(n_without, int) and n_without > 0:
+                line += f"; {fmt_int(n_without)} customers may not be contacted (no marketing consent) and have none"
+            notes.append(line + ".")
+        skipped = info.get("skipped") if isinstance(info.get("skipped"), dict) else {}
+        if skipped:
+            notes.append("Not offered (no model): " + "; ".join(f"{c}: {str(w).rstrip('.')}" for c, w in
+                                                               skipped.items()) + ".")  # fmt: skip
+        how = (f"each customer gets the categories they are most likely to buy in the next {horizon} days, with the "
+               "channel, weekday and hour they buy most (actions.parquet, one row per customer who may be "
+               "contacted). For each segment, this table shows the categories that are the customers' best "
+               "offer, the most valuable first: how many customers that is, their average chance of buying it, and "
+               "the spend expected from them (chance x the customer's usual order value in that category, added "
+               "up). Use it to pick "
+               "what to promote to each segment; the file has the list per customer.")  # fmt: skip
+        note = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+        return self.section("actions", title, how, table + note)
+
     def rfm(self):
         d = self.d
         if not d.rfm:
@@ -829,8 +900,8 @@ class Page:
 
     # ------------------------------------------------------------- page
     def render(self, bundle_js):
-        body = [self.overview(), self.profiles(), self.personas(), self.value(), self.rfm(), self.migration(), self.effects(),
-                self.run_facts()]  # fmt: skip
+        body = [self.overview(), self.profiles(), self.personas(), self.value(), self.actions(), self.rfm(),
+                self.migration(), self.effects(), self.run_facts()]  # fmt: skip
         head = self.header() + self.kpis() + self.toc() + self.findings()
         footer = ('<footer>Made by segone from the outputs in '
                   f'<code>{esc(self.d.out_dir)}</code>. This file works offline: it loads nothing from the network.'
