@@ -116,16 +116,25 @@ def read_treatment(source, *, id_column=outputs.ID_COLUMN, as_of=None):
                                  "those rows.")  # fmt: skip
         cols["sent_at"] = sent
     t = pa.table(cols).combine_chunks()
-    # one customer, one group per campaign (the same row twice is harmless)
-    pairs = t.select([outputs.ID_COLUMN, "campaign", "group"]).group_by([outputs.ID_COLUMN, "campaign"]).aggregate(
-        [("group", "count_distinct")])  # fmt: skip
-    both = pairs.filter(pc.greater(pairs.column("group_count_distinct"), 1))
-    if both.num_rows:
-        ex = both.column(outputs.ID_COLUMN).slice(0, 5).to_pylist()
-        raise TreatmentError(f"treatment: {both.num_rows} customers are in more than one group of the same campaign "
-                             f"(e.g. {ex}); a customer is either treated or not. Fix the file.")  # fmt: skip
-    return t.group_by([outputs.ID_COLUMN, "campaign", "group"]).aggregate([]).sort_by(
-        [("campaign", "ascending"), (outputs.ID_COLUMN, "ascending")])  # fmt: skip
+    # sorted by campaign, customer and group: a customer in two groups of one campaign shows as neighbours that
+    # share the campaign and the customer; the same row twice is harmless (kept once)
+    t = t.take(pc.sort_indices(t, [("campaign", "ascending"), (outputs.ID_COLUMN, "ascending"),
+                                   ("group", "ascending")]))  # fmt: skip
+    if t.num_rows > 1:
+        def same(name):
+            c = t.column(name)
+            return pc.equal(c.slice(1), c.slice(0, t.num_rows - 1)).to_numpy(zero_copy_only=False)
+
+        same_key = same("campaign") & same(outputs.ID_COLUMN)
+        dup_row = same_key & same("group")
+        clash = same_key & ~dup_row
+        if clash.any():
+            ex = t.column(outputs.ID_COLUMN).take(pa.array(np.flatnonzero(clash)[:5] + 1)).to_pylist()
+            raise TreatmentError(f"treatment: {int(clash.sum())} customers are in more than one group of the same "
+                                 f"campaign (e.g. {ex}); a customer is either treated or not. Fix the file.")  # fmt: skip
+        if dup_row.any():
+            t = t.filter(pa.array(np.concatenate([[True], ~dup_row])))
+    return t
 
 
 # -- Poisson bootstrap weights ---------------------------------------------------------------------------------------
@@ -244,10 +253,11 @@ class EffectState(State):
 # -- per piece: moves joined with the treatment ------------------------------------------------------------------
 def plan_groups(treatment):
     """(campaigns, groups per campaign with the reference last, observational flags) of a read treatment table."""
-    campaigns = sorted(set(treatment.column("campaign").to_pylist()))
+    pairs = treatment.select(["campaign", "group"]).group_by(["campaign", "group"]).aggregate([])
+    campaigns = sorted(set(pairs.column("campaign").to_pylist()))
     groups, observational = [], []
     for c in campaigns:
-        g = sorted(set(treatment.filter(pc.equal(treatment.column("campaign"), c)).column("group").to_pylist()))
+        g = sorted(set(pairs.filter(pc.equal(pairs.column("campaign"), c)).column("group").to_pylist()))
         ctrl = [x for x in g if x.lower() == CONTROL]
         if ctrl:
             groups.append([x for x in g if x.lower() != CONTROL] + ctrl[:1])
