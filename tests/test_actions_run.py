@@ -27,7 +27,8 @@ def data():
 @pytest.fixture(scope="module")
 def plain(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("plain") / "out"
-    res = segone.run(data.transactions, out, n_clusters=3, attributes=data.customers, value=False, n_init=1)
+    res = segone.run(data.transactions, out, n_clusters=3, attributes=data.customers, value=False, n_init=1,
+                     actions=True)  # fmt: skip
     return res, out
 
 
@@ -69,7 +70,8 @@ def test_a_history_shorter_than_twice_the_horizon_skips_the_stage_and_the_run_co
     recent = data.transactions.filter(pc.greater(data.transactions.column("ts"),
                                                  pa.scalar(as_of - dt.timedelta(days=40),
                                                            data.transactions.schema.field("ts").type)))  # fmt: skip
-    res = segone.run(recent, tmp_path / "o", n_clusters=2, attributes=data.customers, value=False, n_init=1)
+    res = segone.run(recent, tmp_path / "o", n_clusters=2, attributes=data.customers, value=False, n_init=1,
+                     actions=True)  # fmt: skip
     assert os.path.exists(tmp_path / "o" / outputs.ASSIGNMENTS)
     assert not os.path.exists(tmp_path / "o" / outputs.ACTIONS)
     reason = _run_json(tmp_path / "o")["actions"]["skipped_stage"]
@@ -82,7 +84,7 @@ def test_privacy_holds_in_the_actions_file(data, tmp_path):
     key.write_text("k" * 32)
     out = tmp_path / "o"
     segone.run(data.transactions, out, n_clusters=3, attributes=data.customers, value=False, n_init=1,
-               consent=["consent_marketing"], hash_ids=True, id_key_file=str(key))  # fmt: skip
+               consent=["consent_marketing"], hash_ids=True, id_key_file=str(key), actions=True)  # fmt: skip
     act = _read(out / outputs.ACTIONS)
     asg = _read(out / outputs.ASSIGNMENTS)
     consenting = int(pc.sum(data.customers.column("consent_marketing")).as_py())
@@ -99,7 +101,7 @@ def test_privacy_holds_in_the_actions_file(data, tmp_path):
 def test_the_segment_ids_of_actions_are_the_exported_ones_after_a_merge(data, tmp_path):
     out = tmp_path / "o"
     res = segone.run(data.transactions, out, n_clusters=6, attributes=data.customers, value=False, n_init=1,
-                     min_segment_size=100)  # fmt: skip
+                     min_segment_size=100, actions=True)  # fmt: skip
     act, asg = _read(out / outputs.ACTIONS), _read(out / outputs.ASSIGNMENTS)
     assert res.segments.num_rows < 6  # a small segment was merged: the exported ids are not the cluster indices
     assert act.column("segment").to_pylist() == asg.column("segment").to_pylist()
@@ -172,15 +174,14 @@ def test_cli_options(data, tmp_path):
     src = tmp_path / "tx.parquet"
     pq.write_table(data.transactions, src)
     r = CliRunner().invoke(main, ["run", str(src), "-o", str(tmp_path / "o"), "-k", "2", "--no-value", "-q",
-                                  "--offers", "2", "--new-only", "--horizon-days", "20"])  # fmt: skip
+                                  "--actions", "--offers", "2", "--new-only", "--horizon-days", "20"])  # fmt: skip
     assert r.exit_code == 0, r.output
     act = _read(tmp_path / "o" / outputs.ACTIONS)
     assert pc.max(pc.list_value_length(act.column("category"))).as_py() <= 2
     info = _run_json(tmp_path / "o")["actions"]
     assert (info["horizon_days"], info["offers"], info["new_only"]) == (20, 2, True)
-    r = CliRunner().invoke(main, ["run", str(src), "-o", str(tmp_path / "p"), "-k", "2", "--no-value", "-q",
-                                  "--no-actions"])  # fmt: skip
-    assert r.exit_code == 0 and not os.path.exists(tmp_path / "p" / outputs.ACTIONS)
+    r = CliRunner().invoke(main, ["run", str(src), "-o", str(tmp_path / "p"), "-k", "2", "--no-value", "-q"])
+    assert r.exit_code == 0 and not os.path.exists(tmp_path / "p" / outputs.ACTIONS)  # opt-in: none by default
     r = CliRunner().invoke(main, ["run", str(src), "-o", str(tmp_path / "q"), "--offers", "0"])
     assert r.exit_code == 2 and "offers=0" in r.output
 
@@ -191,7 +192,7 @@ def test_the_same_actions_file_on_the_dask_engine(data, tmp_path, monkeypatch):
 
     monkeypatch.setenv("SEGONE_ID_KEY", "x" * 32)
     kw = dict(n_clusters=3, attributes=data.customers, value=False, n_init=1, consent=["consent_marketing"],
-              hash_ids=True)
+              hash_ids=True, actions=True)
     loc = segone.run(data.transactions, tmp_path / "l", **kw)
     das = segone.run(data.transactions, tmp_path / "d", engine=DaskEngine(npartitions=3), **kw)
     a = _read(tmp_path / "l" / outputs.ACTIONS).sort_by("customer_id")

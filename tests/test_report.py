@@ -57,10 +57,10 @@ def _strict_charts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A plain `segone run` output of 3,000 synthetic customers (no optional outputs)."""
+    """A `segone run` output of 3,000 synthetic customers, with the next best actions (opt-in)."""
     d = segone.synth.generate(3000, seed=11)
     out = tmp_path_factory.mktemp("report") / "out"
-    segone.run(d.transactions, out, K, events=d.events, attributes=d.customers, random_state=0)
+    segone.run(d.transactions, out, K, events=d.events, attributes=d.customers, random_state=0, actions=True)
     return out
 
 
