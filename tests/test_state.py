@@ -717,6 +717,26 @@ def test_actions_states_merge_equal_whole(action_parts, cuts, split_every):
     assert _merge([ACT.ActionCounts.of(p) for p in pieces], split_every).finish() == t.num_rows
 
 
+@covers(ACT.OfferSummary)
+@given(cut_lists, splits)
+@settings(max_examples=20, deadline=None)
+def test_offer_summary_merge_equals_whole(cuts, split_every):
+    rng = np.random.default_rng(12)
+    n = 600
+    cats = ["toys", "garden", "books", "food"]
+    k = rng.integers(0, 4, n)  # offers per customer, 0 included
+    t = pa.table({"segment": pa.array([None if i % 37 == 0 else int(i % 5) for i in range(n)], pa.int64()),
+                  "category": [list(rng.choice(cats, m, replace=False)) for m in k],
+                  "propensity": [list(np.sort(rng.random(m))[::-1]) for m in k],
+                  "expected_spend": [list(rng.gamma(2, 10, m)) for m in k]})  # fmt: skip
+    merged = _merge([ACT.OfferSummary.of(p) for p in _pieces(t, _cuts(t.num_rows, cuts))], split_every)
+    whole = ACT.OfferSummary.of(t)
+    assert merged.cells.keys() == whole.cells.keys()
+    for key, v in whole.cells.items():
+        assert merged.cells[key][0] == v[0]
+        np.testing.assert_allclose(merged.cells[key][1:], v[1:], rtol=1e-12)
+
+
 def test_every_state_class_has_a_merge_test():
     found = _segone_state_classes()
     assert {"segone.segment.PartialSums", "segone.track.Contingency", "segone.privacy.PrivacyCounts"} <= found

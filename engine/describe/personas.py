@@ -652,8 +652,6 @@ class PersonaModel:
         return entries
 
 
-@renamed_keywords(segments="labels")
-
 def with_next_step(table, steps):
     """A personas table whose ``summary`` gains each customer's next step (``"; "`` then the step).
 
@@ -683,6 +681,7 @@ def with_next_step(table, steps):
     return table.set_column(i, "summary", pa.array(summary.tolist(), pa.string()))
 
 
+@renamed_keywords(segments="labels")
 def personas(profiles, labels=None, *, n_traits=3, min_strength=0.5, phrases=None, backend="auto",
              n_threads=None):  # fmt: skip
     """Personas of the customers in ``profiles``, against the base they form (see :class:`PersonaModel`).
