@@ -590,7 +590,6 @@ def _fit_models(state, names, *, penalizer, freq):
     """{name: fitted model}, {name: reason skipped}, the Gamma-Gamma model and the value info of run.json."""
     bg, gg, info = _clv.fit_value(state, penalizer=penalizer, freq=freq)
     models, skipped = {}, {}
-    registry = getattr(_clv, "PURCHASE_MODELS", {"bgnbd": _clv.BetaGeo})
     for name in names:
         if name == "bgnbd":
             if bg is None:
@@ -598,22 +597,13 @@ def _fit_models(state, names, *, penalizer, freq):
             else:
                 models[name] = bg
             continue
-        try:
-            m = registry[name](penalizer)
-            m.fit_histogram(state.patterns)
+        m, reason, note = _clv.fit_with_fallback(_clv.PURCHASE_MODELS[name], state.patterns, penalizer)
+        if m is None:
+            skipped[name] = reason
+        else:
             models[name] = m
-        except (_clv.ConvergenceError, DataError, ArithmeticError) as exc:
-            if penalizer == 0:
-                try:
-                    m = registry[name](1e-3)
-                    m.fit_histogram(state.patterns)
-                    models[name] = m
-                    info["notes"].append(f"{name} did not converge unpenalized; refitted with penalizer 0.001 "
-                                         f"({exc})")  # fmt: skip
-                    continue
-                except (_clv.ConvergenceError, DataError, ArithmeticError) as exc2:
-                    exc = exc2
-            skipped[name] = str(exc)
+        if note:
+            info["notes"].append(note)
     spend = None if gg is not None else (info["skipped"].get("gamma_gamma") or "no spend model")
     fitted = {}
     for name, m in models.items():
@@ -626,7 +616,7 @@ def _fit_models(state, names, *, penalizer, freq):
 
 def model_names(models):
     """The purchase models a backtest fits: ``"all"`` or a list of names of :data:`segone.clv.PURCHASE_MODELS`."""
-    registry = getattr(_clv, "PURCHASE_MODELS", {"bgnbd": _clv.BetaGeo})
+    registry = _clv.PURCHASE_MODELS
     if models is None or (isinstance(models, str) and models == "all"):
         return list(registry)
     if isinstance(models, str):
@@ -702,7 +692,7 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
     ['naive', 'segment_mean']
     """
     from segone import pipeline as _pipe
-    from segone.io import atomic_directory, check_output, resolve_inputs, write_json, write_parquet
+    from segone.io import check_output, resolve_inputs
 
     if (holdout_days is None) == (cutoff is None):
         raise ParameterError("give exactly one of holdout_days (e.g. 90) and cutoff (e.g. '2024-06-30').")
@@ -733,17 +723,17 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
                          schema=schema, freq=freq, names=names, penalizer=value_penalizer, n_clusters=n_clusters,
                          random_state=random_state, backend=backend, n_threads=n_threads,
                          partitioned_by_customer=partitioned_by_customer, min_segment_size=min_segment_size,
-                         overwrite=overwrite, shown=shown, input=input,
-                         io=(atomic_directory, write_json, write_parquet))  # fmt: skip
+                         overwrite=overwrite, shown=shown, input=input)  # fmt: skip
     finally:
         shown.close()
         if owned:
             eng.close()
 
 
-def _backtest(eng, inputs, out, *, overwrite, io, **kwargs):
+def _backtest(eng, inputs, out, *, overwrite, **kwargs):
     """Evaluate (:func:`evaluate`), then write the tables and run.json atomically."""
-    atomic_directory, write_json, write_parquet = io
+    from segone.io import atomic_directory, write_json, write_parquet
+
     t_all = time.perf_counter()
     metrics, deciles, info = evaluate(eng, inputs, **kwargs)
     with atomic_directory(out, overwrite=overwrite) as tmp:

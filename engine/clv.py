@@ -1778,7 +1778,7 @@ class _BGBBLikelihood(_NumericLikelihood):
 
     def pattern_ll(self, th):
         al, be, ga, de = th
-        x, tx, n = self.x, self.tx, self.n
+        x, n = self.x, self.n
         bab, bgd = special.betaln(al, be), special.betaln(ga, de)
         A = special.betaln(al + x, be + n - x) - bab + special.betaln(ga, de + n) - bgd
         B = np.full(x.size, -np.inf)
@@ -2706,6 +2706,38 @@ def _check_predictions(bg, gg, state, horizon_months, discount_rate, factor):
                         f"the CLV (expected order value x discounted purchases) overflows for frequencies "
                         f"{examples(ux[~np.isfinite(worst)])}; the CLV is left empty: {PENALIZER_ADVICE}."
                     )
+
+
+def fit_with_fallback(model_cls, hist, penalizer=0.0, fallback_penalizer=1e-3):
+    """Fit ``model_cls(penalizer)`` on a histogram; an unpenalized fit that fails is retried once, penalized.
+
+    Returns ``(model or None, reason or None, note or None)``: the fitted
+    model; why no model could be fitted (the last error); what the retry did
+    (for run.json's notes).  Never raises for what the data cannot support
+    (:class:`ConvergenceError`, a :class:`~segone.errors.DataError`, an
+    arithmetic error).
+
+    Examples
+    --------
+    >>> from segone.clv import BetaGeo, PatternHistogram, fit_with_fallback, sample_bgnbd
+    >>> x, tx, T = sample_bgnbd(2000, r=0.3, alpha=4.0, a=0.8, b=2.5, T=39.0, seed=1)
+    >>> m, reason, note = fit_with_fallback(BetaGeo, PatternHistogram.of(x, tx, T))
+    >>> sorted(m.params_), reason, note
+    (['a', 'alpha', 'b', 'r'], None, None)
+    """
+    numeric = (ConvergenceError, DataError, ArithmeticError)
+    try:
+        return model_cls(penalizer).fit_histogram(hist), None, None
+    except numeric as exc:
+        if penalizer != 0 or not fallback_penalizer:
+            return None, str(exc), None
+        first = exc
+    try:
+        model = model_cls(fallback_penalizer).fit_histogram(hist)
+    except numeric as exc:
+        return None, str(exc), None
+    return model, None, (f"{model_cls.__name__} did not converge unpenalized; refitted with penalizer "
+                         f"{fallback_penalizer:g} ({first})")  # fmt: skip
 
 
 def fit_value(state, *, penalizer=0.0, gg_penalizer=None, fallback_penalizer=1e-3, max_mean_ratio=3.0,

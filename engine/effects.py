@@ -148,21 +148,6 @@ def id_hashes(ids):
     return pd.util.hash_array(a, categorize=False)
 
 
-def poisson_weights(hashes, replicate, seed=0):
-    """Poisson(1) bootstrap weights of the customers (by id hash) in one replicate: deterministic, partition-free.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> w = poisson_weights(id_hashes(np.arange(100_000)), 0)
-    >>> round(float(w.mean()), 2), round(float(w.var()), 2)
-    (1.0, 1.0)
-    """
-    from segone.kernels import reference
-
-    return reference.poisson1_weights(hashes, seed, replicate)
-
-
 # -- the mergeable state ----------------------------------------------------------------------------------------------
 class EffectState(State):
     """Counts and bootstrap replicate sums per (campaign, group, previous segment, outcome) (mergeable).
@@ -220,7 +205,7 @@ class EffectState(State):
             s.values[..., q] = np.bincount(vcell, weights=vals[:, q], minlength=n_vcells).reshape(shape[:3])
         h = id_hashes(piece.column(outputs.ID_COLUMN))
         # one compiled pass over the rows, every replicate per row (kernels/: bootstrap_sums, the same bits as the
-        # NumPy reference, which draws the weights of each replicate with poisson_weights)
+        # NumPy reference, which draws the weights of each replicate with reference.poisson1_weights)
         from segone._threads import effective_n_threads
 
         boot, boot_values = get_kernels(backend, family="effects").bootstrap_sums(
@@ -640,7 +625,9 @@ def effects_from_outputs(previous_dir, new_dir, treatment, *, moves_dir=None, n_
     ``previous_dir`` and ``new_dir`` hold assignments.parquet (their
     ``spend_total`` and ``clv`` give the value changes) and the new run's
     segments.parquet (its most valuable segment is the headline's target);
-    moves.parquet is read from ``moves_dir`` (default ``new_dir``).  When
+    moves.parquet is read from ``moves_dir`` (default ``new_dir``).
+    ``as_of`` (microseconds or an ISO string; default: the new output's
+    run.json) refuses campaigns sent after the new run.  When
     the outputs hold pseudonyms (``--hash-ids``), the treatment file's ids
     are pseudonymised with ``id_key`` first, so that they match.
     """
@@ -648,7 +635,15 @@ def effects_from_outputs(previous_dir, new_dir, treatment, *, moves_dir=None, n_
 
     from segone.io import read_table
 
+    from segone.track.previous import _read_run
+
     moves_dir = moves_dir or new_dir
+    if as_of is None:  # the new run's own as_of (its run.json), when the caller did not give it
+        as_of = (_read_run(os.fspath(new_dir), []) or {}).get("as_of")
+    if isinstance(as_of, str):
+        from segone.profile import parse_as_of
+
+        as_of = parse_as_of(as_of.replace("Z", "+00:00"))
     moves = _read_columns(os.path.join(moves_dir, outputs.MOVES), list(outputs.MOVES_COLUMNS), "moves")
     if moves is None:
         raise SchemaError(f"{moves_dir}: no {outputs.MOVES}; campaign effects need the moves of a run with "
@@ -679,4 +674,4 @@ def effects_from_outputs(previous_dir, new_dir, treatment, *, moves_dir=None, n_
 
 
 __all__ = ["EffectState", "TreatmentError", "campaign_effects", "effect_rows", "effects_from_outputs", "effects_table",
-           "id_hashes", "plan_groups", "poisson_weights", "read_treatment", "top_segment_of", "value_changes"]  # fmt: skip
+           "id_hashes", "plan_groups", "read_treatment", "top_segment_of", "value_changes"]  # fmt: skip

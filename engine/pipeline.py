@@ -726,7 +726,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
 
             t_eff = time.perf_counter()
             effects, info["effects"] = _effects.effects_from_outputs(
-                prev.path, tmp, treatment, min_segment_size=plan.min_segment_size, as_of=_as_of_us(summary),
+                prev.path, tmp, treatment, min_segment_size=plan.min_segment_size, as_of=summary["as_of"],
                 id_key=plan.key if plan.hash_ids else None, seed=random_state,
             )  # fmt: skip
             write_parquet(effects, os.path.join(tmp, outputs.EFFECTS))
@@ -862,16 +862,6 @@ def _choose_value_model(eng, sources, *, schema, freq, penalizer, backend, n_thr
     log(f"value_model='auto': {best} (holdout MAE of purchases)")
     return best, {"by": "lowest holdout MAE of purchases", "cutoff": info["cutoff"], "end": info["end"],
                   "duration_holdout": info["duration_holdout"], "figures": figures}
-
-
-def _as_of_us(summary):
-    """The run's as_of (microseconds since the epoch) from its summary, or None."""
-    a = summary.get("as_of")
-    if a is None:
-        return None
-    from segone.profile import parse_as_of
-
-    return parse_as_of(a if not isinstance(a, str) else a.replace("Z", "+00:00"))
 
 
 def _with_value(assignments, profiles, *, names=("spend_total", "expected_purchases", "p_alive", "clv")):

@@ -33,7 +33,7 @@ import pyarrow as pa
 from segone import clv as _clv
 from segone._state import State
 from segone._validation import check_int
-from segone.errors import DataError, ParameterError
+from segone.errors import ParameterError
 
 MIN_CUSTOMERS = 200
 FALLBACK_PENALIZER = 1e-3  # a segment's fit that does not converge unpenalized is retried once with this penalizer
@@ -143,12 +143,6 @@ def shrink(estimates, log_covariances, pooled):
     return out, tau2
 
 
-def _fit_one(model_cls, fit, penalizer):
-    m = model_cls(penalizer)
-    fit(m)
-    return m
-
-
 def fit_by_segment(state, pooled_bg, pooled_gg=None, *, penalizer=0.0, min_customers=MIN_CUSTOMERS):
     """Per segment: (BetaGeo, GammaGamma or None) shrunk toward the pooled models, and a description per segment.
 
@@ -190,16 +184,10 @@ def fit_by_segment(state, pooled_bg, pooled_gg=None, *, penalizer=0.0, min_custo
             if n < min_customers:
                 why[s] = f"{int(n)} customers < {min_customers}: the pooled fit"
                 continue
-            m = None
-            for pen in dict.fromkeys([penalizer, max(penalizer, FALLBACK_PENALIZER)]):  # one retry, penalized
-                try:
-                    m = _fit_one(cls, (lambda m, h=hist: m.fit_histogram(h)), pen)
-                    break
-                except (_clv.ConvergenceError, DataError, ArithmeticError) as exc:
-                    why[s] = f"own fit failed ({str(exc)[:120]}): the pooled fit"
+            m, reason, _ = _clv.fit_with_fallback(cls, hist, penalizer, FALLBACK_PENALIZER)
             if m is None:
+                why[s] = f"own fit failed ({reason[:120]}): the pooled fit"
                 continue
-            why[s] = None
             est[s] = [m.params_[p] for p in names]
             c = getattr(m, "_cov_log_", None)  # the fit's covariance of its log-parameters
             if c is None:

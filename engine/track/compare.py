@@ -298,26 +298,9 @@ def _compare_outputs(old_dir, new_dir, out_dir, *, id_column, match, spend, over
         write_parquet(moves, os.path.join(tmp, outputs.MOVES))
         if treatment is not None:  # campaign effects from the moves just written (privacy applied)
             from segone import effects as _effects
-            from segone.profile import parse_as_of
 
-            as_of = (_read_run_json(new_dir) or {}).get("as_of")
             effects, summary["effects"] = _effects.effects_from_outputs(
-                old_dir, new_dir, treatment, moves_dir=tmp, min_segment_size=plan.min_segment_size,
-                as_of=None if not isinstance(as_of, str) else parse_as_of(as_of.replace("Z", "+00:00")), id_key=key,
-            )  # fmt: skip
+                old_dir, new_dir, treatment, moves_dir=tmp, min_segment_size=plan.min_segment_size, id_key=key)
             write_parquet(effects, os.path.join(tmp, outputs.EFFECTS))
         write_json(summary, os.path.join(tmp, outputs.TRACKING_JSON))
     return Comparison(os.path.abspath(os.fspath(out_dir)), moves, migration, summary)
-
-
-def _read_run_json(out_dir):
-    """An output directory's run.json as a dict, or None when it is missing or unreadable."""
-    from segone._validation import load_json
-    from segone.errors import ModelFormatError
-
-    path = os.path.join(os.fspath(out_dir), outputs.RUN_JSON)
-    try:
-        d = load_json(path, "run.json")
-    except (ModelFormatError, OSError):
-        return None
-    return d if isinstance(d, dict) else None
