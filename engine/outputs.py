@@ -9,6 +9,7 @@ name                        kind         content
 ``assignments.parquet``     customer     id (or pseudonym), segment, distance, margin, RFM, value
 ``personas.parquet``        customer     id (or pseudonym), segment, traits, summary
 ``moves.parquet``           customer     id (or pseudonym), previous segment, segment, status
+``changelog.parquet``       customer     ``segone update``: id (or pseudonym), from / to segment, at
 ``actions.parquet``         customer     id (or pseudonym), segment, the next best offers, channel, timing
 ``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label)
 ``rfm.parquet``             segment      the recency x frequency grid (customers, spend per cell)
@@ -57,6 +58,7 @@ EFFECTS = "effects.parquet"
 SWEEP = "sweep.parquet"
 BACKTEST = "backtest.parquet"
 BACKTEST_DECILES = "backtest_deciles.parquet"
+CHANGELOG = "changelog.parquet"
 RUN_JSON = "run.json"
 TRACKING_JSON = "tracking.json"
 MODEL_DIR = "model"
@@ -79,7 +81,7 @@ MIGRATION_COLUMNS = ("from_segment", "to_segment", "status", "customers", "share
 PSEUDONYM_METADATA = b"segone.pseudonym"  # field metadata of an id column holding pseudonyms
 
 # which files hold what (the export stage treats each kind its own way)
-PER_CUSTOMER = (ASSIGNMENTS, PERSONAS, MOVES, ACTIONS)
+PER_CUSTOMER = (ASSIGNMENTS, PERSONAS, MOVES, ACTIONS, CHANGELOG)
 PER_SEGMENT = (SEGMENTS, RFM, MIGRATION, EFFECTS)
 SUMMARIES = (RUN_JSON, TRACKING_JSON, SWEEP, BACKTEST, BACKTEST_DECILES)
 

@@ -1,0 +1,934 @@
+"""Incremental updates: a per-customer state store that new events fold into.
+
+``segone run --state DIR`` (or :func:`init_state` on the output of any run)
+keeps, next to the model, every customer's compact history: the columns of
+their transactions and web events that the profile reads, and their CRM
+attributes, in Parquet files partitioned by a hash of the customer id
+(*buckets*), plus every customer's profile, assignment and the few
+timestamps that move with time.  :func:`update` (``segone update STATE
+NEW_INPUT --out DIR``) then folds a batch of new events into the store:
+
+* the customers of the batch, and those whose time windows change between
+  the state's ``as_of`` and the new one (a purchase leaves the 30-day window,
+  a row dated after the old ``as_of`` enters), are profiled again from their
+  own stored rows plus the batch's, with the profile code of ``segone run``
+  and the labels (categories, channels, event types) the model was fitted
+  on;
+* every other customer's time-relative columns (recency, tenure, days since
+  each event type, the BTYD age ``T``) are moved to the new ``as_of`` from
+  stored timestamps, without reading their history;
+* every customer is scored and assigned with the state's saved model (no
+  refit), and valued with the run's fitted value model;
+* the customers whose segment changed are written (``assignments.parquet``
+  holds the changed customers, ``changelog.parquet`` who moved from which
+  segment to which, at which ``as_of``) through the same export stage as
+  every other output (consent, pseudonyms, minimum segment size);
+* the new state is swapped in by replacing one manifest file: a kill leaves
+  the previous state whole, and the next update removes the orphans.
+
+The result equals a full profile-and-apply of all data at the same ``as_of``
+(the equivalence test ``tests/test_update.py``): counts and sums bit for
+bit, means to float rounding.  Late events (older than the watermark) are
+folded in exactly: the customer is profiled again from all their rows.  A
+batch id already applied changes nothing.  One writer at a time: the store
+is locked while an update runs.
+
+Cost: reading the profile files (every customer is re-assigned at the new
+``as_of``), the rows of the buckets the batch touches, and profiling the
+customers of the batch; see the README's "Incremental updates" for
+measurements.
+
+Examples
+--------
+>>> import os, tempfile, segone
+>>> from segone import update as up
+>>> d = segone.synth.generate(600, seed=3)
+>>> tmp = tempfile.mkdtemp()
+>>> cut = d.transactions.filter(segone.update._before(d.transactions, "2024-10-01"))
+>>> res = segone.run(cut, os.path.join(tmp, "fit"), 3, value=False)
+>>> info = up.init_state(os.path.join(tmp, "state"), os.path.join(tmp, "fit"), cut)
+>>> info["customers"] == res.assignments.num_rows
+True
+>>> late = d.transactions.filter(segone.update._before(d.transactions, "2024-10-01", after=True))
+>>> out = up.update(os.path.join(tmp, "state"), late, out=os.path.join(tmp, "night1"))
+>>> out.info["batch"]["transactions"] == late.num_rows
+True
+"""
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from segone import outputs
+from segone import profile as _profile
+from segone.errors import DataError, ParameterError, SchemaError, SegoneError
+
+STATE_FORMAT = "segone-state"
+STATE_VERSION = 1
+MANIFEST = "manifest.json"
+DATA_DIR = "data"
+DEFAULT_BUCKETS = 8
+MAX_DELTAS = 8  # a bucket's row files are compacted into one when an update would leave more
+_HASH_SEED = 31  # the bucket of a customer: customer_hash(id, seed) % buckets (stable across processes)
+_NEVER = np.iinfo(np.int64).max
+_LOW = np.iinfo(np.int64).min
+NEXT_CHANGE = "_next_change_us"  # hidden profile columns of the store (never exported)
+LAST_EVENT = "_last_event_{}"
+ROLES = ("transactions", "events", "attributes")
+
+
+class StateError(SegoneError):
+    """A state directory that is missing, damaged, locked or of another format."""
+
+
+# -- small helpers --------------------------------------------------------------------------------
+def _before(table, when, *, after=False, column="ts"):
+    """Rows of ``table`` before ``when`` (ISO date), or from ``when`` on with ``after=True`` (docs/tests)."""
+    t = pa.scalar(_dt.datetime.fromisoformat(when).replace(tzinfo=_dt.timezone.utc), type=pa.timestamp("us", "UTC"))
+    ts = pc.cast(table.column(column), pa.timestamp("us", "UTC"))
+    return pc.greater_equal(ts, t) if after else pc.less(ts, t)
+
+
+def _iso(us):
+    return _dt.datetime.fromtimestamp(int(us) / 1e6, tz=_dt.timezone.utc).isoformat()
+
+
+def _bucket_of(ids, n_buckets):
+    from segone.segment import customer_hash
+
+    return (customer_hash(ids, _HASH_SEED) % np.uint64(n_buckets)).astype(np.int64)
+
+
+def _read_json(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise StateError(f"{path!r}: no {what}; is this a state directory written by `segone run --state`?") from None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{path!r}: the {what} cannot be read ({exc}); the state is damaged.") from None
+
+
+def _write_json_atomic(obj, path):
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_table(table, directory, stem):
+    """Write ``table`` under a new unique name in ``directory``; returns the file name (immutable afterwards)."""
+    name = f"{stem}-{uuid.uuid4().hex[:12]}.parquet"
+    path = os.path.join(directory, name)
+    tmp = path + ".tmp"
+    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+    os.replace(tmp, path)
+    return name
+
+
+# -- the columns a role keeps, normalised -------------------------------------------------------------
+def _role_columns(role, roles, names):
+    """The columns of ``role`` the profile reads, of those present in ``names`` (attributes: every column)."""
+    if role == "attributes":
+        return list(names)
+    if role == "transactions":
+        want = [roles["customer_id"], roles["ts"], roles["amount"]]
+        opt = [roles["category"], roles["channel"], roles["order_id"]]
+    else:
+        want, opt = [roles["customer_id"], roles["ts"]], [roles["event"]]
+    missing = [c for c in want if c not in names]
+    if missing:
+        raise SchemaError(
+            f"{role}: the column(s) {missing} are missing (columns: {list(names)[:20]}); the state reads "
+            f"{want} (schema roles customer_id, ts{', amount' if role == 'transactions' else ''})."
+        )
+    return want + [c for c in opt if c in names]
+
+
+def _normalise(table, role, roles, types=None):
+    """``table`` with the role's columns, ts as UTC microseconds, amounts float64, labels strings.
+
+    ``types`` (the state's column types) casts a batch to the store's types;
+    a column the state has but the batch lacks is null, a column the batch
+    has but the state lacks is an error (the profile's columns would change).
+    """
+    cols = _role_columns(role, roles, table.column_names)
+    where = role
+    out = {}
+    for c in cols:
+        col = table.column(c)
+        if role != "attributes" and c == roles["ts"]:
+            us, _ = _profile._ts_to_us(col, f"{where}.{c}")
+            col = us.view(pa.timestamp("us", tz="UTC")) if isinstance(us, pa.Array) else pa.array(us).view(
+                pa.timestamp("us", tz="UTC"))
+        elif role != "attributes" and c == roles["amount"]:
+            try:
+                col = pc.cast(col, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise SchemaError(f"{where}.{c}: amounts of type {col.type}; expected numbers.") from None
+        elif role != "attributes" and c in (roles["category"], roles["channel"], roles["event"], roles["order_id"]):
+            if pa.types.is_dictionary(col.type):
+                col = pc.cast(col, col.type.value_type)
+            if not pa.types.is_string(col.type) and c != roles["order_id"]:
+                col = pc.cast(col, pa.string())
+        out[c] = col
+    t = pa.table(out)
+    if types is None:
+        return t
+    extra = [c for c in t.column_names if c not in types]
+    if extra:
+        raise SchemaError(
+            f"{role}: the batch has column(s) {extra} that the state's {role} do not have; the state was built "
+            f"with {list(types)}. Drop them, or build a new state with `segone run --state`."
+        )
+    fixed = {}
+    for c, ty in types.items():
+        if c not in t.column_names:
+            if c in (roles["customer_id"], roles["ts"]) or (role == "transactions" and c == roles["amount"]):
+                raise SchemaError(f"{role}: the batch lacks the column {c!r}.")
+            fixed[c] = pa.nulls(t.num_rows, ty)
+            continue
+        col = t.column(c)
+        if col.type != ty:
+            try:
+                col = pc.cast(col, ty)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise SchemaError(
+                    f"{role}.{c}: the batch's type {col.type} cannot be read as the state's {ty}; give the batch "
+                    "the same column types as the data the state was built from."
+                ) from None
+        fixed[c] = col
+    return pa.table(fixed)
+
+
+def _types_of(table):
+    return {f.name: f.type for f in table.schema} if table is not None else None
+
+
+def _types_from_json(d):
+    if d is None:
+        return None
+    return {name: pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(d))).field(name).type for name in
+            pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(d))).names}  # fmt: skip
+
+
+def _types_to_json(types):
+    if types is None:
+        return None
+    return pa.schema(list(types.items())).serialize().to_pybytes().hex()
+
+
+# -- profiling a set of customers ---------------------------------------------------------------------
+class _Settings:
+    """What the state profiles with: roles, labels, windows, BTYD freq, the value model, the buckets."""
+
+    def __init__(self, d):
+        self.d = d
+        self.roles = d["roles"]
+        self.labels = d["labels"]
+        self.windows = tuple(d["windows"])
+        self.freq = d["freq"]
+        self.n_buckets = int(d["buckets"])
+        self.types = {r: _types_from_json(d["types"].get(r)) for r in ROLES}
+        self.value = d.get("value")
+
+    @property
+    def cid(self):
+        return self.roles["customer_id"]
+
+
+def _profile_customers(settings, tx, ev, at, as_of_us):
+    """Profiles of the customers of ``tx`` / ``ev`` / ``at`` (their whole histories) at ``as_of_us``, sorted by id,
+    with the hidden columns (the next time a window changes; the latest event of each type)."""
+    table, _ = _profile.profile_piece(
+        tx, ev, at, labels=settings.labels, as_of_us=int(as_of_us), schema=settings.roles,
+        windows=settings.windows, freq=settings.freq,
+    )  # fmt: skip
+    table = table.replace_schema_metadata(None)
+    ids = table.column(outputs.ID_COLUMN)
+    r = settings.roles
+    # the next instant a time-relative column other than the refreshed ones changes: a row leaves a window
+    # (ts + w days) or a row dated after as_of enters
+    cand_ids, cand = [], []
+    for rows, is_tx in ((tx, True), (ev, False)):
+        if rows is None or rows.num_rows == 0:
+            continue
+        ts = rows.column(r["ts"]).combine_chunks().view(pa.int64()).to_numpy(zero_copy_only=False)
+        rid = rows.column(r["customer_id"])
+        future = ts > as_of_us
+        if future.any():
+            cand_ids.append(rid.filter(pa.array(future)))
+            cand.append(ts[future])
+        if is_tx:
+            for w in settings.windows:
+                span = w * _profile.US_PER_DAY
+                inw = (ts > as_of_us - span) & ~future
+                if inw.any():
+                    cand_ids.append(rid.filter(pa.array(inw)))
+                    cand.append(ts[inw] + span)
+    nxt = np.full(table.num_rows, _NEVER, dtype=np.int64)
+    if cand:
+        c = pa.table({"id": pa.concat_arrays([x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+                                             for x in cand_ids]), "t": np.concatenate(cand)})
+        g = c.group_by("id").aggregate([("t", "min")])
+        pos = pc.index_in(g.column("id"), value_set=ids)
+        ok = np.asarray(pos.is_valid())  # rows of customers the profile dropped (no id) have no place
+        nxt[pos.filter(pos.is_valid()).to_numpy().astype(np.int64)] = g.column("t_min").to_numpy()[ok]
+    table = table.append_column(NEXT_CHANGE, pa.array(nxt))
+    # the latest event of every type (kept to move days_since_* to a new as_of)
+    for i, lab in enumerate(settings.labels.get("event", [])):
+        last = np.full(table.num_rows, _LOW, dtype=np.int64)
+        if ev is not None and ev.num_rows and r["event"] in ev.column_names:
+            sel = ev.filter(pc.and_(pc.equal(ev.column(r["event"]), pa.scalar(str(lab))),
+                                    pc.less_equal(ev.column(r["ts"]).combine_chunks().view(pa.int64()),
+                                                  pa.scalar(int(as_of_us)))))  # fmt: skip
+            if sel.num_rows:
+                g = pa.table({"id": sel.column(r["customer_id"]),
+                              "t": sel.column(r["ts"]).combine_chunks().view(pa.int64())}).group_by("id").aggregate(
+                    [("t", "max")])  # fmt: skip
+                pos = pc.index_in(g.column("id"), value_set=ids).to_numpy(zero_copy_only=False)
+                last[pos.astype(np.int64)] = g.column("t_max").to_numpy()
+        table = table.append_column(LAST_EVENT.format(i), pa.array(last))
+    return _sorted(table)
+
+
+def _sorted(table):
+    if table.num_rows < 2:
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[(outputs.ID_COLUMN, "ascending")]))
+
+
+def _ts_us(table, name):
+    col = table.column(name).combine_chunks()
+    v = col.view(pa.int64()) if pa.types.is_timestamp(col.type) else col
+    return v.to_numpy(zero_copy_only=False), np.asarray(col.is_valid())
+
+
+def _retime(settings, table, as_of_us):
+    """Move the time-relative columns of profiles ``table`` to ``as_of_us`` (the profile's own formulas)."""
+    if table.num_rows == 0:
+        return table
+    day = _profile.US_PER_DAY
+    first, has = _ts_us(table, "first_purchase")
+    last, _ = _ts_us(table, "last_purchase")
+    first = np.where(has, first, 0)
+    last = np.where(has, last, 0)
+    cols = {
+        "recency_days": pa.array((as_of_us - last) / day, mask=~has),
+        "tenure_days": pa.array((as_of_us - first) / day, mask=~has),
+    }
+    if "T" in table.column_names:
+        if settings.freq == "D":
+            age = as_of_us // day - first // day
+        else:
+            age = int(_profile._period_of([as_of_us], settings.freq)[0]) - _profile._period_of(first, settings.freq)
+        cols["T"] = pa.array(np.where(has, age, 0).astype(np.float64), mask=~has)
+    days_since = [c for c in table.column_names if c.startswith("days_since_")]
+    for i, name in enumerate(days_since):
+        last_ev = table.column(LAST_EVENT.format(i)).to_numpy()
+        count = table.column("events_" + name[len("days_since_"):]).to_numpy()
+        last_ev = np.where(count > 0, last_ev, 0)
+        cols[name] = pa.array((as_of_us - last_ev) / day, mask=count == 0)
+    for name, arr in cols.items():
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, table.schema.field(i).with_type(arr.type), arr)
+    return table
+
+
+def _visible(table):
+    """The profile columns without the store's hidden ones."""
+    return table.drop_columns([c for c in table.column_names if c.startswith("_")])
+
+
+# -- the store ------------------------------------------------------------------------------------
+def _lock(state_dir):
+    """The store's writer lock (the output lock of segone.io: stale locks of dead processes are broken)."""
+    from segone.io.writers import _acquire
+
+    lock, owned = _acquire(os.path.abspath(os.fspath(state_dir)))
+    if not owned:
+        raise StateError(f"the state {state_dir!r} is already being updated in this thread; one writer at a time.")
+    return lock
+
+
+def _read_manifest(state_dir):
+    m = _read_json(os.path.join(state_dir, MANIFEST), "manifest")
+    if m.get("format") != STATE_FORMAT:
+        raise StateError(f"{state_dir!r}: {MANIFEST} is not a segone state (format {m.get('format')!r}).")
+    if m.get("version") != STATE_VERSION:
+        raise StateError(f"{state_dir!r}: state format version {m.get('version')!r}; this segone reads version "
+                         f"{STATE_VERSION}. Build the state again with `segone run --state`.")  # fmt: skip
+    return m
+
+
+def _remove_orphans(state_dir, manifest):
+    """Delete data files no manifest names (left by a killed or superseded update)."""
+    keep = set()
+    for entry in manifest["buckets"]:
+        for role in ROLES:
+            keep.update(entry["rows"].get(role, []))
+        keep.update(entry.get("profiles", []))
+    data = os.path.join(state_dir, DATA_DIR)
+    removed = 0
+    for name in os.listdir(data):
+        if name not in keep:
+            try:
+                os.unlink(os.path.join(data, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _read_files(state_dir, names):
+    tables = [pq.read_table(os.path.join(state_dir, DATA_DIR, n)) for n in names]
+    if not tables:
+        return None
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _read_profiles(state_dir, names):
+    """A bucket's stored profiles: the base file and its deltas, the latest row of every customer, by id."""
+    if not names:
+        return None
+    tables = [pq.read_table(os.path.join(state_dir, DATA_DIR, n)) for n in names]
+    out = tables[-1]
+    for t in reversed(tables[:-1]):
+        seen = out.column(outputs.ID_COLUMN).combine_chunks()
+        older = t.filter(pc.invert(pc.is_in(t.column(outputs.ID_COLUMN), value_set=seen)))
+        out = pa.concat_tables([older, out.select(older.column_names)])
+    return _sorted(out)
+
+
+def _value_models(value):
+    """The run's fitted value models (purchase model, Gamma-Gamma or None) from the state's settings."""
+    if not value:
+        return None, None
+    from segone import clv as _clv
+
+    cls = _clv.PURCHASE_MODELS[value["purchase_model"]]
+    bg = cls.from_params(value["params"])
+    gg = _clv.GammaGamma.from_params(value["gamma_gamma"]) if value.get("gamma_gamma") else None
+    return bg, gg
+
+
+def _value_settings(run_info):
+    clv = run_info.get("clv")
+    if not clv or not clv.get("bg_nbd"):
+        return None
+    gg = clv.get("gamma_gamma")
+    return {"purchase_model": clv.get("purchase_model", "bgnbd"), "params": clv["bg_nbd"]["params"],
+            "gamma_gamma": gg["params"] if gg else None, "horizon_months": clv.get("horizon_months", 12),
+            "discount_rate": clv.get("discount_rate", 0.01)}  # fmt: skip
+
+
+class _Ctx:
+    """What every bucket's update needs: the settings, the model, the value models."""
+
+    def __init__(self, state_dir, manifest):
+        from segone.model import load_model
+
+        self.dir = os.fspath(state_dir)
+        self.settings = _Settings(manifest["settings"])
+        self.model = load_model(os.path.join(self.dir, outputs.MODEL_DIR))
+        self.bg, self.gg = _value_models(self.settings.value)
+
+    def assign(self, table):
+        """(assignments with value columns, visible profiles) of profiles ``table``."""
+        vis = _visible(table)
+        asg = self.model.apply(vis, id_column=outputs.ID_COLUMN)
+        cols = {"spend_total": vis.column("spend_total")}
+        if self.bg is not None:
+            from segone.clv import value_piece
+
+            v = self.settings.value
+            valued = value_piece(vis.select(["frequency", "recency", "T", "monetary_value"]), beta_geo=self.bg,
+                                 gamma_gamma=self.gg, horizon_months=v["horizon_months"],
+                                 discount_rate=v["discount_rate"], freq=self.settings.freq)  # fmt: skip
+            for name in ("expected_purchases", "p_alive", "clv"):
+                cols[name] = valued.column(name)
+        for name, col in cols.items():
+            asg = asg.append_column(name, col)
+        return asg, vis
+
+
+def _empty(types):
+    return None if types is None else pa.table({c: pa.array([], type=t) for c, t in types.items()})
+
+
+def _filter_ids(table, column, ids):
+    if table is None or table.num_rows == 0:
+        return table
+    return table.filter(pc.is_in(table.column(column), value_set=ids))
+
+
+def _upsert(old, new, column):
+    """Attribute rows: ``new`` replaces the rows of ``old`` with the same id."""
+    if new is None or new.num_rows == 0:
+        return old
+    if old is None or old.num_rows == 0:
+        return new
+    keep = pc.invert(pc.is_in(old.column(column), value_set=new.column(column).combine_chunks()))
+    return pa.concat_tables([old.filter(keep), new.select(old.column_names)])
+
+
+def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True):
+    """Fold one bucket's batch rows into it at ``as_of_us``: (new manifest entry, changed assignments, moves, counts).
+
+    ``entry`` is the bucket's manifest entry; ``batch`` {role: rows of this bucket or None}.  With ``write``
+    the new row and profile files are written (never over an existing file).
+    """
+    s, cid = ctx.settings, ctx.settings.cid
+    prof = _read_profiles(ctx.dir, entry.get("profiles", []))
+    touched = [batch[r].column(cid) for r in ROLES if batch.get(r) is not None and batch[r].num_rows]
+    touched_ids = pc.unique(pa.chunked_array([c for t in touched for c in (t.chunks if isinstance(
+        t, pa.ChunkedArray) else [t])])) if touched else None  # fmt: skip
+    if prof is not None and prof.num_rows:
+        due = prof.filter(pc.less_equal(prof.column(NEXT_CHANGE), pa.scalar(int(as_of_us))))
+        due_ids = due.column(outputs.ID_COLUMN).combine_chunks()
+    else:
+        due_ids = None
+    parts = [x for x in (touched_ids, due_ids) if x is not None and len(x)]
+    new_entry = {"rows": {r: list(entry["rows"].get(r, [])) for r in ROLES}, "profiles": list(entry.get("profiles", []))}
+    reprofiled = 0
+    if parts:
+        R = pc.unique(pa.concat_arrays([p.cast(parts[0].type) for p in parts]))
+        rows = {}
+        for role in ("transactions", "events"):
+            stored = _filter_ids(_read_files(ctx.dir, entry["rows"].get(role, [])), cid, R)
+            got = [t for t in (stored, batch.get(role)) if t is not None and t.num_rows]
+            rows[role] = pa.concat_tables(got) if got else None
+        if rows["transactions"] is None and s.types["transactions"] is not None:
+            rows["transactions"] = pa.table({c: pa.array([], type=t) for c, t in s.types["transactions"].items()})
+        if rows["events"] is None and s.types["events"] is not None:
+            rows["events"] = pa.table({c: pa.array([], type=t) for c, t in s.types["events"].items()})
+        attrs = None
+        if s.types["attributes"] is not None:
+            all_attrs = _upsert(_read_files(ctx.dir, entry["rows"].get("attributes", [])), batch.get("attributes"),
+                                cid)  # fmt: skip
+            attrs = _filter_ids(all_attrs, cid, R)
+            if attrs is None:
+                attrs = pa.table({c: pa.array([], type=t) for c, t in s.types["attributes"].items()})
+        fresh = _profile_customers(s, rows["transactions"], rows["events"], attrs, as_of_us)
+        reprofiled = fresh.num_rows
+        if prof is not None and prof.num_rows:
+            others = prof.filter(pc.invert(pc.is_in(prof.column(outputs.ID_COLUMN), value_set=R)))
+            old_seg = prof.select([outputs.ID_COLUMN, "_segment"])
+            others = _retime(s, others.drop_columns(["_segment"]), as_of_us)
+            table = _sorted(pa.concat_tables([others, fresh.select(others.column_names)]))
+        else:
+            old_seg, table = None, fresh
+        if write and batch.get("attributes") is not None and batch["attributes"].num_rows:
+            new_entry["rows"]["attributes"] = [_write_table(all_attrs, os.path.join(ctx.dir, DATA_DIR), "attributes")]
+    else:
+        old_seg = prof.select([outputs.ID_COLUMN, "_segment"]) if prof is not None else None
+        table = _retime(s, prof.drop_columns(["_segment"]), as_of_us) if prof is not None else None
+    if table is None or table.num_rows == 0:
+        return new_entry, None, None, {"customers": 0, "reprofiled": 0}
+    asg, vis = ctx.assign(table)
+    seg = asg.column(outputs.SEGMENT_COLUMN)
+    # who moved: compare with the stored segment (new customers have none)
+    if old_seg is not None:
+        pos = pc.index_in(asg.column(outputs.ID_COLUMN), value_set=old_seg.column(outputs.ID_COLUMN))
+        before = pc.take(old_seg.column("_segment"), pos)
+    else:
+        before = pa.nulls(asg.num_rows, pa.int32())
+    before = before.combine_chunks() if isinstance(before, pa.ChunkedArray) else before
+    seg_arr = seg.combine_chunks() if isinstance(seg, pa.ChunkedArray) else seg
+    moved = pc.fill_null(pc.not_equal(before, seg_arr), True)
+    changed = moved
+    if parts:
+        changed = pc.or_(moved, pc.is_in(asg.column(outputs.ID_COLUMN), value_set=R))
+    store = table.append_column("_segment", seg_arr)
+    if write:
+        data = os.path.join(ctx.dir, DATA_DIR)
+        for role in ("transactions", "events"):
+            b = batch.get(role)
+            if b is not None and b.num_rows:
+                files = new_entry["rows"][role] + [_write_table(b, data, role)]
+                if len(files) > MAX_DELTAS:  # compaction: one file of the bucket's rows, in customer order
+                    merged = _read_files(ctx.dir, new_entry["rows"][role])
+                    merged = pa.concat_tables([merged, b])
+                    merged = merged.take(pc.sort_indices(merged, sort_keys=[(cid, "ascending")]))
+                    files = [_write_table(merged, data, role)]
+                new_entry["rows"][role] = files
+        # the profiles: a delta of the customers profiled again or moved (the others' stored rows stay valid:
+        # their time columns are recomputed from timestamps at every load), or one full file when deltas pile up
+        delta = store.filter(changed) if prof is not None else store
+        if len(new_entry["profiles"]) + 1 > MAX_DELTAS:
+            new_entry["profiles"] = [_write_table(store, data, "profile")]
+        elif delta.num_rows:
+            new_entry["profiles"] = new_entry["profiles"] + [_write_table(delta, data, "profile")]
+    counts = {"customers": table.num_rows, "reprofiled": reprofiled, "moved": int(pc.sum(moved).as_py() or 0)}
+    if not changes:
+        return new_entry, None, None, counts
+    moves = pa.table({outputs.ID_COLUMN: asg.column(outputs.ID_COLUMN), "from_segment": before,
+                      "to_segment": seg_arr}).filter(moved)  # fmt: skip
+    return new_entry, (asg.filter(changed), vis.filter(changed)), (moves, vis.filter(moved)), counts
+
+
+# -- building a state -----------------------------------------------------------------------------
+def _read_role(source, role, roles, types=None):
+    if source is None:
+        return None
+    from segone.io import read_table
+
+    table = read_table(source, name=role)
+    return _normalise(table, role, roles, types)
+
+
+def _split(table, cid, n_buckets):
+    """{bucket: rows of ``table`` whose customer hashes to it} (rows keep their order)."""
+    if table is None:
+        return {}
+    b = _bucket_of(table.column(cid), n_buckets)
+    order = np.argsort(b, kind="stable")
+    counts = np.bincount(b, minlength=n_buckets)
+    out, start = {}, 0
+    for i, c in enumerate(counts):
+        if c:
+            out[i] = table.take(pa.array(order[start:start + c]))
+        start += c
+    return out
+
+
+def _labels_of(sources, roles, as_of):
+    """The category / channel / event labels a run of these inputs profiles with (segone.profile.global_labels)."""
+    scans = {role: _profile.ScanState.of(src, role, schema=roles, as_of=as_of) for role, src in sources.items()
+             if src is not None}  # fmt: skip
+    labels, _ = _profile.global_labels(scans, as_of=as_of)
+    return labels
+
+
+def init_state(state_dir, run_out, transactions, *, events=None, attributes=None, schema=None, windows=(30, 90, 365),
+               buckets=DEFAULT_BUCKETS, overwrite=False, engine=None):  # fmt: skip
+    """Build the state store of a run: its model and every customer's history, profile and assignment.
+
+    Parameters
+    ----------
+    state_dir : str or path
+        Where the state goes (must not exist unless ``overwrite``).
+    run_out : str or path
+        The output directory of the ``segone run`` whose model the state keeps.
+    transactions, events, attributes, schema :
+        The inputs that run read (anything :func:`segone.run` reads), and its schema.
+    windows : tuple of int
+        The profile's windows (``segone.run`` uses the default).
+    buckets : int
+        How many customer-hash buckets the store is split in (the unit an update rewrites).
+    engine : segone engine, optional
+        Builds the buckets on an engine's workers (``segone.dask.DaskEngine``); default: this process.
+
+    Returns
+    -------
+    dict
+        The manifest's summary: customers, rows, as_of, the store's size on disk.
+    """
+    from segone._validation import check_int, check_path
+    from segone.io import atomic_directory, resolve_inputs
+
+    buckets = check_int(buckets, "buckets", low=1, high=4096)
+    check_path(run_out, "run_out")
+    info = _read_json(os.path.join(os.fspath(run_out), outputs.RUN_JSON), "run summary (run.json) of the run")
+    if info.get("format") not in (None, "segone-run") or not os.path.isdir(os.path.join(run_out, outputs.MODEL_DIR)):
+        raise StateError(f"{run_out!r} is not the output of `segone run` (no model/ or another run.json format).")
+    roles = _profile.resolve_schema(schema)
+    tx_src, ev_src, at_src = resolve_inputs(transactions, events, attributes)
+    as_of = info["as_of"]
+    as_of_us = _profile.parse_as_of(as_of)
+    sources = {"transactions": tx_src, "events": ev_src, "attributes": at_src}
+    labels = _labels_of(sources, roles, as_of)
+    tables = {r: _read_role(src, r, roles) for r, src in sources.items()}
+    unit = (info.get("clv") or {}).get("unit", "days")
+    freq = {v: k for k, v in _profile.BTYD_UNITS.items()}.get(unit, "D")
+    settings = {"roles": roles, "labels": labels, "windows": list(windows), "freq": freq, "buckets": buckets,
+                "types": {r: _types_to_json(_types_of(t)) for r, t in tables.items()},
+                "value": _value_settings(info)}  # fmt: skip
+    watermark = max(int(pc.max(t.column(roles["ts"])).value) for t in (tables["transactions"], tables["events"])
+                    if t is not None and t.num_rows)  # fmt: skip
+    with atomic_directory(state_dir, overwrite=overwrite) as tmp:
+        import shutil
+
+        shutil.copytree(os.path.join(run_out, outputs.MODEL_DIR), os.path.join(tmp, outputs.MODEL_DIR))
+        os.mkdir(os.path.join(tmp, DATA_DIR))
+        manifest = {"format": STATE_FORMAT, "version": STATE_VERSION, "generation": 0, "settings": settings,
+                    "buckets": [{"rows": {r: [] for r in ROLES}, "profiles": []} for _ in range(buckets)]}  # fmt: skip
+        ctx = _Ctx(tmp, manifest)
+        split = {r: _split(t, roles["customer_id"], buckets) for r, t in tables.items()}
+        del tables
+        args = [(manifest["buckets"][b], {r: split[r].pop(b, None) for r in ROLES}) for b in range(buckets)]
+        results = _map_buckets(engine, ctx, args, tmp, manifest, as_of_us, changes=False)
+        manifest["buckets"] = [r[0] for r in results]
+        customers = sum(r[3]["customers"] for r in results)
+        manifest.update(as_of=as_of, as_of_us=as_of_us, watermark_us=watermark, batches=[],
+                        customers=customers, run=os.path.abspath(os.fspath(run_out)),
+                        created=_dt.datetime.now(_dt.timezone.utc).isoformat())  # fmt: skip
+        _write_json_atomic(manifest, os.path.join(tmp, MANIFEST))
+    return state_summary(state_dir)
+
+
+def state_summary(state_dir):
+    """What a state holds: customers, as_of, watermark, batches applied, files and bytes on disk."""
+    m = _read_manifest(os.fspath(state_dir))
+    data = os.path.join(state_dir, DATA_DIR)
+    files = [n for e in m["buckets"] for r in ROLES for n in e["rows"].get(r, [])] + \
+        [n for e in m["buckets"] for n in e.get("profiles", [])]  # fmt: skip
+    size = {"rows": 0, "profiles": 0}
+    for n in files:
+        size["profiles" if n.startswith("profile") else "rows"] += os.path.getsize(os.path.join(data, n))
+    return {"customers": m["customers"], "as_of": m["as_of"], "watermark": _iso(m["watermark_us"]),
+            "generation": m["generation"], "batches": len(m["batches"]), "buckets": len(m["buckets"]),
+            "files": len(files), "bytes": size}  # fmt: skip
+
+
+# -- updating a state -----------------------------------------------------------------------------
+class UpdateResult:
+    """What an update did: ``changes`` (the changed customers' assignments), ``moves`` and ``info`` (run.json)."""
+
+    def __init__(self, path, changes, moves, info):
+        self.path, self.changes, self.moves, self.info = path, changes, moves, info
+
+    def __repr__(self):
+        return (f"UpdateResult(as_of={self.info.get('as_of')!r}, changed={self.info.get('customers_changed')}, "
+                f"moved={self.info.get('customers_moved')})")  # fmt: skip
+
+
+def batch_id_of(tables):
+    """A batch's id from its content: the SHA-256 of its normalised rows (the same rows give the same id)."""
+    h = hashlib.sha256()
+    for role in ROLES:
+        t = tables.get(role)
+        h.update(role.encode())
+        if t is not None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, t.schema) as w:
+                w.write_table(t)
+            h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()[:32]
+
+
+def _read_batch(settings, transactions, events, attributes):
+    from segone.io import resolve_inputs
+
+    srcs = dict(zip(ROLES, resolve_inputs(transactions, events, attributes)))
+    out = {}
+    for role, src in srcs.items():
+        if src is None:
+            out[role] = None
+            continue
+        if settings.types[role] is None:
+            raise SchemaError(f"{role}: the state was built without {role}; a batch cannot add them. Build a new "
+                              f"state with `segone run --state` from data with {role}.")  # fmt: skip
+        out[role] = _read_role(src, role, settings.roles, settings.types[role])
+    if all(t is None for t in out.values()):
+        raise ParameterError("update: no batch given; pass new transactions, events or attributes.")
+    return out
+
+
+def _new_as_of(manifest, batch, roles, as_of):
+    old = int(manifest["as_of_us"])
+    latest = [int(pc.max(t.column(roles["ts"])).value) for r, t in batch.items()
+              if r != "attributes" and t is not None and t.num_rows]  # fmt: skip
+    if as_of is None:
+        return max([old] + latest)
+    us = _profile.parse_as_of(as_of)
+    if us < old:
+        raise ParameterError(
+            f"as_of={as_of!r} is before the state's as_of {manifest['as_of']}; a state only moves forward. Rebuild "
+            "the state with `segone run --state` to look at an earlier date."
+        )
+    return us
+
+
+def update(state, transactions=None, *, events=None, attributes=None, out=None, as_of=None, batch_id=None,
+           overwrite=False, id_key_file=None, engine=None):  # fmt: skip
+    """Fold a batch of new events into a state store; write the changed customers to ``out``.
+
+    Parameters
+    ----------
+    state : str or path
+        A state directory (``segone run --state`` or :func:`init_state`).
+    transactions, events, attributes :
+        The batch: new transactions, web events, and CRM attribute rows (which replace a customer's row).
+    out : str or path, optional
+        Output directory for ``assignments.parquet`` (the customers whose data or segment changed),
+        ``changelog.parquet`` (who moved, from, to, at) and ``run.json``.
+    as_of : str or datetime, optional
+        The new as_of (default: the latest of the state's and the batch's timestamps); never earlier than the
+        state's.
+    batch_id : str, optional
+        The batch's id (default: a hash of its rows); a batch id already applied changes nothing.
+    id_key_file :
+        The key file of a model fitted with ``hash_ids`` (as for ``segone apply``).
+    engine : segone engine, optional
+        Runs the buckets on an engine's workers (``segone.dask.DaskEngine``); default: this process.
+
+    Returns
+    -------
+    UpdateResult
+    """
+    from segone import privacy as _privacy
+    from segone._validation import check_path
+    from segone.io import atomic_directory, write_json, write_parquet
+
+    t0 = time.perf_counter()
+    state = os.fspath(state)
+    check_path(state, "state", kind="dir")
+    if out is not None:
+        check_path(out, "out", must_exist=False)
+    check_path(id_key_file, "id_key_file", kind="file")
+    lock = _lock(state)
+    with lock:
+        manifest = _read_manifest(state)
+        orphans = _remove_orphans(state, manifest)
+        ctx = _Ctx(state, manifest)
+        s = ctx.settings
+        batch = _read_batch(s, transactions, events, attributes)
+        bid = str(batch_id) if batch_id is not None else batch_id_of(batch)
+        record = _privacy.model_privacy(ctx.model)
+        plan, taken = _privacy.apply_plan(record, where=ctx.model.path, id_key_file=id_key_file,
+                                          attributes=_empty(s.types["attributes"]), schema=s.roles)
+        counts = {r: (t.num_rows if t is not None else 0) for r, t in batch.items()}
+        info = {"format": "segone-update", "version": 1, "state": os.path.abspath(state), "batch_id": bid,
+                "batch": counts, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "segone_version": __import__("segone").__version__}  # fmt: skip
+        if bid in manifest["batches"]:
+            info.update(applied=False, note=f"batch {bid} was applied before; nothing changed.",
+                        as_of=manifest["as_of"], customers_changed=0, customers_moved=0)  # fmt: skip
+            return _write_update(out, overwrite, None, None, info, t0)
+        as_of_us = _new_as_of(manifest, batch, s.roles, as_of)
+        late = sum(int(pc.sum(pc.less(t.column(s.roles["ts"]).combine_chunks().view(pa.int64()),
+                                      pa.scalar(int(manifest["watermark_us"])))).as_py() or 0)
+                   for r, t in batch.items() if r != "attributes" and t is not None)  # fmt: skip
+        split = {r: _split(t, s.cid, s.n_buckets) for r, t in batch.items()}
+        args = [(manifest["buckets"][b], {r: split[r].get(b) for r in ROLES}) for b in range(s.n_buckets)]
+        results = _map_buckets(engine, ctx, args, state, manifest, as_of_us)
+        new = dict(manifest)
+        new["buckets"] = [r[0] for r in results]
+        sizes = {}
+        changed, moves = [], []
+        totals = {"customers": 0, "reprofiled": 0, "moved": 0}
+        for _, ch, mv, c in results:
+            for k in totals:
+                totals[k] += c.get(k, 0)
+            if ch is not None:
+                changed.append(ch)
+            if mv is not None:
+                moves.append(mv)
+        watermark = max([int(manifest["watermark_us"])] + [
+            int(pc.max(t.column(s.roles["ts"])).value) for r, t in batch.items()
+            if r != "attributes" and t is not None and t.num_rows])  # fmt: skip
+        new.update(generation=manifest["generation"] + 1, as_of=_iso(as_of_us), as_of_us=as_of_us,
+                   watermark_us=watermark, batches=manifest["batches"] + [bid], customers=totals["customers"],
+                   updated=_dt.datetime.now(_dt.timezone.utc).isoformat())  # fmt: skip
+        at = _iso(as_of_us)
+        ch_asg, ch_prof = _concat_pairs(changed)
+        mv_tab, mv_prof = _concat_pairs(moves)
+        if mv_tab is not None:
+            mv_tab = mv_tab.append_column("at", pa.array([as_of_us] * mv_tab.num_rows, pa.timestamp("us", "UTC")))
+        # EXPORT: the model's privacy (consent, pseudonyms, the exported segment ids, personal columns)
+        mapping = None
+        if record is not None and record.get("exported_ids") is not None:
+            mapping = _privacy.id_lookup(ctx.model.segment_ids, record["exported_ids"])
+        if ch_asg is not None and (plan.active or mapping is not None):
+            ch_asg = _privacy.export_piece(ch_asg, ch_prof, plan=plan, mapping=mapping)
+        if mv_tab is not None and (plan.active or mapping is not None):
+            if mapping is not None:
+                mv_tab = _privacy.relabel_segments(mv_tab, mapping, "from_segment")
+            mv_tab = _privacy.export_piece(mv_tab, mv_prof, plan=plan, mapping=mapping, column="to_segment")
+        info.update(applied=True, as_of=at, previous_as_of=manifest["as_of"], watermark=_iso(watermark),
+                    late_rows=late, late_rule="folded in: a customer with late rows is profiled again from all rows",
+                    customers=totals["customers"], customers_reprofiled=totals["reprofiled"],
+                    customers_changed=0 if ch_asg is None else ch_asg.num_rows,
+                    customers_moved=totals["moved"], orphans_removed=orphans,
+                    privacy=_privacy.privacy_summary(plan))  # fmt: skip
+        if plan.min_segment_size is not None and 0 < totals["moved"] < plan.min_segment_size:
+            info["customers_moved"] = f"fewer than {plan.min_segment_size}"
+        result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0)
+        # the new state, swapped in by one rename (a kill before leaves the previous state whole)
+        new["last_update"] = {k: info[k] for k in ("batch_id", "as_of", "customers_reprofiled", "customers_changed")}
+        _write_json_atomic(new, os.path.join(state, MANIFEST))
+        _remove_orphans(state, new)
+        info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
+        return result
+
+
+def _bucket_task(item, *, state, manifest, as_of_us, changes=True):
+    entry, batch = item
+    return _bucket_step(_Ctx(state, manifest), entry, batch, as_of_us, changes=changes)
+
+
+def _map_buckets(engine, ctx, args, state, manifest, as_of_us, changes=True):
+    """Every bucket's step: in this process, or one task per bucket on an engine's workers (only the changed
+    customers' rows come back)."""
+    if engine is None or getattr(engine, "name", None) == "local":
+        return [_bucket_step(ctx, e, bt, as_of_us, changes=changes) for e, bt in args]
+    from segone._engine import check_engine
+
+    eng = check_engine(engine)
+    return eng.gather(eng.map(_bucket_task, args, state=os.path.abspath(state), manifest=manifest,
+                              as_of_us=as_of_us, changes=changes))
+
+def _concat_pairs(pairs):
+    pairs = [p for p in pairs if p is not None and p[0].num_rows]
+    if not pairs:
+        return None, None
+    return (pa.concat_tables([p[0] for p in pairs], promote_options="permissive"),
+            pa.concat_tables([p[1] for p in pairs], promote_options="permissive"))
+
+
+def _write_update(out, overwrite, changes, moves, info, t0):
+    from segone.io import atomic_directory, write_json, write_parquet
+
+    if out is None:
+        return UpdateResult(None, changes, moves, info)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        if changes is not None:
+            write_parquet(changes, os.path.join(tmp, outputs.ASSIGNMENTS))
+        if moves is not None:
+            write_parquet(moves, os.path.join(tmp, outputs.CHANGELOG))
+        info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
+        write_json(info, os.path.join(tmp, outputs.RUN_JSON))
+    return UpdateResult(os.path.abspath(os.fspath(out)), changes, moves, info)
+
+
+def read_profiles(state, *, hidden=False):
+    """Every customer's profile in a state at its ``as_of`` (sorted by customer id), with the ``segment``.
+
+    ``hidden=True`` keeps the store's own columns (the next window change, the latest event times).
+
+    Examples
+    --------
+    >>> import os, tempfile, segone
+    >>> from segone import update as up
+    >>> d = segone.synth.generate(300, seed=0)
+    >>> tmp = tempfile.mkdtemp()
+    >>> _ = segone.run(d.transactions, os.path.join(tmp, "fit"), 2, value=False)
+    >>> _ = up.init_state(os.path.join(tmp, "state"), os.path.join(tmp, "fit"), d.transactions)
+    >>> up.read_profiles(os.path.join(tmp, "state")).num_rows
+    300
+    """
+    state = os.fspath(state)
+    m = _read_manifest(state)
+    s = _Settings(m["settings"])
+    parts = [p for p in (_read_profiles(state, e.get("profiles", [])) for e in m["buckets"]) if p is not None]
+    table = _sorted(pa.concat_tables(parts)) if parts else None
+    if table is None:
+        return None
+    table = _retime(s, table, int(m["as_of_us"]))
+    seg = table.column("_segment")
+    table = table.drop_columns(["_segment"])
+    if not hidden:
+        table = _visible(table)
+    return table.append_column(outputs.SEGMENT_COLUMN, seg)
