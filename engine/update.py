@@ -158,9 +158,11 @@ def _role_columns(role, roles, names):
 def _normalise(table, role, roles, types=None):
     """``table`` with the role's columns, ts as UTC microseconds, amounts float64, labels strings.
 
-    ``types`` (the state's column types) casts a batch to the store's types;
-    a column the state has but the batch lacks is null, a column the batch
-    has but the state lacks is an error (the profile's columns would change).
+    ``types`` (the state's column types) casts a batch to the store's types; a
+    batch lacking a column the state has, or whose column cannot be cast, is
+    refused.  Other columns are ignored, as :func:`segone.run` ignores them
+    (the attributes: a column the state lacks is refused, it would add a
+    profile column).
     """
     cols = _role_columns(role, roles, table.column_names)
     where = role
@@ -194,10 +196,10 @@ def _normalise(table, role, roles, types=None):
     fixed = {}
     for c, ty in types.items():
         if c not in t.column_names:
-            if c in (roles["customer_id"], roles["ts"]) or (role == "transactions" and c == roles["amount"]):
-                raise SchemaError(f"{role}: the batch lacks the column {c!r}.")
-            fixed[c] = pa.nulls(t.num_rows, ty)
-            continue
+            raise SchemaError(
+                f"{role}: the batch lacks the column {c!r} that the state's {role} have ({list(types)}); every "
+                "batch needs the columns of the data the state was built from (null values where unknown)."
+            )
         col = t.column(c)
         if col.type != ty:
             try:
@@ -302,6 +304,16 @@ def _profile_customers(settings, tx, ev, at, as_of_us):
     return _sorted(table)
 
 
+def _event_names(labels):
+    """The suffix of the events_* / days_since_* columns of every event label (the profile's own naming)."""
+    taken, out = set(), []
+    for lab in labels.get("event", []):
+        name = _profile._unique_name("events_", str(lab), taken)
+        taken.add(name)
+        out.append(name[len("events_"):])
+    return out
+
+
 def _sorted(table):
     if table.num_rows < 2:
         return table
@@ -333,16 +345,17 @@ def _retime(settings, table, as_of_us):
         else:
             age = int(_profile._period_of([as_of_us], settings.freq)[0]) - _profile._period_of(first, settings.freq)
         cols["T"] = pa.array(np.where(has, age, 0).astype(np.float64), mask=~has)
-    days_since = [c for c in table.column_names if c.startswith("days_since_")]
-    for i, name in enumerate(days_since):
+    for i, name in enumerate(_event_names(settings.labels)):
         last_ev = table.column(LAST_EVENT.format(i)).to_numpy()
-        count = table.column("events_" + name[len("days_since_"):]).to_numpy()
+        count = table.column("events_" + name).to_numpy()
         last_ev = np.where(count > 0, last_ev, 0)
-        cols[name] = pa.array((as_of_us - last_ev) / day, mask=count == 0)
+        cols["days_since_" + name] = pa.array((as_of_us - last_ev) / day, mask=count == 0)
     for name, arr in cols.items():
         if name in table.column_names:
             i = table.column_names.index(name)
             table = table.set_column(i, table.schema.field(i).with_type(arr.type), arr)
+        else:
+            table = table.append_column(name, arr)
     return table
 
 
@@ -379,6 +392,8 @@ def _remove_orphans(state_dir, manifest):
         for role in ROLES:
             keep.update(entry["rows"].get(role, []))
         keep.update(entry.get("profiles", []))
+        if entry.get("assign"):
+            keep.add(entry["assign"])
     data = os.path.join(state_dir, DATA_DIR)
     removed = 0
     for name in os.listdir(data):
@@ -398,11 +413,17 @@ def _read_files(state_dir, names):
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
-def _read_profiles(state_dir, names):
-    """A bucket's stored profiles: the base file and its deltas, the latest row of every customer, by id."""
+def _read_profiles(state_dir, names, columns=None):
+    """A bucket's stored profiles: the base file and its deltas, the latest row of every customer, by id.
+
+    ``columns`` reads those columns only (of those the files have)."""
     if not names:
         return None
-    tables = [pq.read_table(os.path.join(state_dir, DATA_DIR, n)) for n in names]
+    paths = [os.path.join(state_dir, DATA_DIR, n) for n in names]
+    if columns is not None:
+        have = set(pq.read_schema(paths[0]).names)
+        columns = [c for c in columns if c in have]
+    tables = [pq.read_table(p, columns=columns) for p in paths]
     out = tables[-1]
     for t in reversed(tables[:-1]):
         seen = out.column(outputs.ID_COLUMN).combine_chunks()
@@ -443,6 +464,15 @@ class _Ctx:
         self.settings = _Settings(manifest["settings"])
         self.model = load_model(os.path.join(self.dir, outputs.MODEL_DIR))
         self.bg, self.gg = _value_models(self.settings.value)
+        # the stored profile columns an update reads for the customers it does not profile again
+        s = self.settings
+        attrs = [c for c in (s.types["attributes"] or {}) if c != s.cid]
+        self.needed = list(dict.fromkeys(
+            [outputs.ID_COLUMN, NEXT_CHANGE, "first_purchase", "last_purchase", "spend_total", "frequency", "recency",
+             "T", "monetary_value"] + list(self.model.features) + [c for c in attrs]
+            + [LAST_EVENT.format(i) for i in range(len(s.labels.get("event", [])))]
+            + [f"events_{n}" for n in _event_names(s.labels)] + [f"days_since_{n}" for n in _event_names(s.labels)]
+            + ["recency_days", "tenure_days"]))  # fmt: skip
 
     def assign(self, table):
         """(assignments with value columns, visible profiles) of profiles ``table``."""
@@ -486,71 +516,60 @@ def _upsert(old, new, column):
 def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True):
     """Fold one bucket's batch rows into it at ``as_of_us``: (new manifest entry, changed assignments, moves, counts).
 
-    ``entry`` is the bucket's manifest entry; ``batch`` {role: rows of this bucket or None}.  With ``write``
-    the new row and profile files are written (never over an existing file).
+    ``entry`` is the bucket's manifest entry; ``batch`` {role: rows of this bucket or None}.  The customers of
+    the batch and those whose windows changed are profiled again from all their rows; the others' stored
+    profiles are read for the columns the model, the value model and the export need only, moved to
+    ``as_of_us``; everyone is assigned.  With ``write`` the new row, profile and assignment files are written
+    (new names: no file the manifest names is ever changed).
     """
     s, cid = ctx.settings, ctx.settings.cid
-    prof = _read_profiles(ctx.dir, entry.get("profiles", []))
+    prof = _read_profiles(ctx.dir, entry.get("profiles", []), columns=ctx.needed)
+    old_seg = _read_files(ctx.dir, [entry["assign"]]) if entry.get("assign") else None
     touched = [batch[r].column(cid) for r in ROLES if batch.get(r) is not None and batch[r].num_rows]
     touched_ids = pc.unique(pa.chunked_array([c for t in touched for c in (t.chunks if isinstance(
         t, pa.ChunkedArray) else [t])])) if touched else None  # fmt: skip
+    due_ids = None
     if prof is not None and prof.num_rows:
-        due = prof.filter(pc.less_equal(prof.column(NEXT_CHANGE), pa.scalar(int(as_of_us))))
-        due_ids = due.column(outputs.ID_COLUMN).combine_chunks()
-    else:
-        due_ids = None
+        due_ids = prof.filter(pc.less_equal(prof.column(NEXT_CHANGE), pa.scalar(int(as_of_us)))).column(
+            outputs.ID_COLUMN).combine_chunks()  # fmt: skip
     parts = [x for x in (touched_ids, due_ids) if x is not None and len(x)]
-    new_entry = {"rows": {r: list(entry["rows"].get(r, [])) for r in ROLES}, "profiles": list(entry.get("profiles", []))}
-    reprofiled = 0
+    new_entry = {"rows": {r: list(entry["rows"].get(r, [])) for r in ROLES},
+                 "profiles": list(entry.get("profiles", [])), "assign": entry.get("assign")}  # fmt: skip
+    fresh, R, all_attrs = None, None, None
     if parts:
         R = pc.unique(pa.concat_arrays([p.cast(parts[0].type) for p in parts]))
         rows = {}
         for role in ("transactions", "events"):
             stored = _filter_ids(_read_files(ctx.dir, entry["rows"].get(role, [])), cid, R)
             got = [t for t in (stored, batch.get(role)) if t is not None and t.num_rows]
-            rows[role] = pa.concat_tables(got) if got else None
-        if rows["transactions"] is None and s.types["transactions"] is not None:
-            rows["transactions"] = pa.table({c: pa.array([], type=t) for c, t in s.types["transactions"].items()})
-        if rows["events"] is None and s.types["events"] is not None:
-            rows["events"] = pa.table({c: pa.array([], type=t) for c, t in s.types["events"].items()})
+            rows[role] = pa.concat_tables(got) if got else _empty(s.types[role])
         attrs = None
         if s.types["attributes"] is not None:
             all_attrs = _upsert(_read_files(ctx.dir, entry["rows"].get("attributes", [])), batch.get("attributes"),
                                 cid)  # fmt: skip
             attrs = _filter_ids(all_attrs, cid, R)
-            if attrs is None:
-                attrs = pa.table({c: pa.array([], type=t) for c, t in s.types["attributes"].items()})
+            attrs = _empty(s.types["attributes"]) if attrs is None else attrs
         fresh = _profile_customers(s, rows["transactions"], rows["events"], attrs, as_of_us)
-        reprofiled = fresh.num_rows
-        if prof is not None and prof.num_rows:
-            others = prof.filter(pc.invert(pc.is_in(prof.column(outputs.ID_COLUMN), value_set=R)))
-            old_seg = prof.select([outputs.ID_COLUMN, "_segment"])
-            others = _retime(s, others.drop_columns(["_segment"]), as_of_us)
-            table = _sorted(pa.concat_tables([others, fresh.select(others.column_names)]))
-        else:
-            old_seg, table = None, fresh
-        if write and batch.get("attributes") is not None and batch["attributes"].num_rows:
-            new_entry["rows"]["attributes"] = [_write_table(all_attrs, os.path.join(ctx.dir, DATA_DIR), "attributes")]
+        del rows, attrs
+    if prof is not None and prof.num_rows:
+        others = prof if R is None else prof.filter(pc.invert(pc.is_in(prof.column(outputs.ID_COLUMN), value_set=R)))
+        others = _retime(s, others, as_of_us)
+        table = others if fresh is None else _sorted(pa.concat_tables([others, fresh.select(others.column_names)]))
     else:
-        old_seg = prof.select([outputs.ID_COLUMN, "_segment"]) if prof is not None else None
-        table = _retime(s, prof.drop_columns(["_segment"]), as_of_us) if prof is not None else None
+        table = fresh
     if table is None or table.num_rows == 0:
-        return new_entry, None, None, {"customers": 0, "reprofiled": 0}
+        return new_entry, None, None, {"customers": 0, "reprofiled": 0, "moved": 0}
     asg, vis = ctx.assign(table)
-    seg = asg.column(outputs.SEGMENT_COLUMN)
+    ids = asg.column(outputs.ID_COLUMN)
+    seg = _one_chunk(asg.column(outputs.SEGMENT_COLUMN))
     # who moved: compare with the stored segment (new customers have none)
     if old_seg is not None:
-        pos = pc.index_in(asg.column(outputs.ID_COLUMN), value_set=old_seg.column(outputs.ID_COLUMN))
-        before = pc.take(old_seg.column("_segment"), pos)
+        before = _one_chunk(pc.take(old_seg.column("segment"), pc.index_in(ids, value_set=old_seg.column(
+            outputs.ID_COLUMN))))  # fmt: skip
     else:
-        before = pa.nulls(asg.num_rows, pa.int32())
-    before = before.combine_chunks() if isinstance(before, pa.ChunkedArray) else before
-    seg_arr = seg.combine_chunks() if isinstance(seg, pa.ChunkedArray) else seg
-    moved = pc.fill_null(pc.not_equal(before, seg_arr), True)
-    changed = moved
-    if parts:
-        changed = pc.or_(moved, pc.is_in(asg.column(outputs.ID_COLUMN), value_set=R))
-    store = table.append_column("_segment", seg_arr)
+        before = pa.nulls(asg.num_rows, seg.type)
+    moved = pc.fill_null(pc.not_equal(before, seg), True)
+    changed = moved if R is None else pc.or_(moved, pc.is_in(ids, value_set=R))
     if write:
         data = os.path.join(ctx.dir, DATA_DIR)
         for role in ("transactions", "events"):
@@ -558,24 +577,39 @@ def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True):
             if b is not None and b.num_rows:
                 files = new_entry["rows"][role] + [_write_table(b, data, role)]
                 if len(files) > MAX_DELTAS:  # compaction: one file of the bucket's rows, in customer order
-                    merged = _read_files(ctx.dir, new_entry["rows"][role])
-                    merged = pa.concat_tables([merged, b])
-                    merged = merged.take(pc.sort_indices(merged, sort_keys=[(cid, "ascending")]))
+                    merged = _read_files(ctx.dir, files)
+                    merged = merged.take(pc.sort_indices(merged, sort_keys=[(cid, "ascending")]))  # stable
                     files = [_write_table(merged, data, role)]
                 new_entry["rows"][role] = files
-        # the profiles: a delta of the customers profiled again or moved (the others' stored rows stay valid:
-        # their time columns are recomputed from timestamps at every load), or one full file when deltas pile up
-        delta = store.filter(changed) if prof is not None else store
-        if len(new_entry["profiles"]) + 1 > MAX_DELTAS:
-            new_entry["profiles"] = [_write_table(store, data, "profile")]
-        elif delta.num_rows:
-            new_entry["profiles"] = new_entry["profiles"] + [_write_table(delta, data, "profile")]
-    counts = {"customers": table.num_rows, "reprofiled": reprofiled, "moved": int(pc.sum(moved).as_py() or 0)}
+        if all_attrs is not None and batch.get("attributes") is not None and batch["attributes"].num_rows:
+            new_entry["rows"]["attributes"] = [_write_table(all_attrs, data, "attributes")]
+        # profiles: a delta file of the customers profiled again (every other stored row stays valid until its
+        # next window change: its time columns are recomputed from timestamps at every load); one full file
+        # when the deltas pile up
+        if fresh is not None and fresh.num_rows:
+            if len(new_entry["profiles"]) + 1 > MAX_DELTAS:
+                full = _read_profiles(ctx.dir, new_entry["profiles"])
+                full = full.filter(pc.invert(pc.is_in(full.column(outputs.ID_COLUMN), value_set=R)))
+                full = _sorted(pa.concat_tables([full, fresh.select(full.column_names)]))
+                new_entry["profiles"] = [_write_table(full, data, "profile")]
+            else:
+                new_entry["profiles"] = new_entry["profiles"] + [_write_table(fresh, data, "profile")]
+        new_entry["assign"] = _write_table(pa.table({outputs.ID_COLUMN: ids, "segment": seg}), data, "assign")
+    counts = {"customers": table.num_rows, "reprofiled": 0 if fresh is None else fresh.num_rows,
+              "moved": int(pc.sum(moved).as_py() or 0)}  # fmt: skip
+    if changes and ctx.model.histogram is not None:
+        from segone.track import FeatureHistogram
+
+        counts["histogram"] = FeatureHistogram.of(vis, features=[f for f in ctx.model.features
+                                                                 if f in vis.column_names])
     if not changes:
         return new_entry, None, None, counts
-    moves = pa.table({outputs.ID_COLUMN: asg.column(outputs.ID_COLUMN), "from_segment": before,
-                      "to_segment": seg_arr}).filter(moved)  # fmt: skip
+    moves = pa.table({outputs.ID_COLUMN: ids, "from_segment": before, "to_segment": seg}).filter(moved)
     return new_entry, (asg.filter(changed), vis.filter(changed)), (moves, vis.filter(moved)), counts
+
+
+def _one_chunk(col):
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
 # -- building a state -----------------------------------------------------------------------------
@@ -663,7 +697,8 @@ def init_state(state_dir, run_out, transactions, *, events=None, attributes=None
         shutil.copytree(os.path.join(run_out, outputs.MODEL_DIR), os.path.join(tmp, outputs.MODEL_DIR))
         os.mkdir(os.path.join(tmp, DATA_DIR))
         manifest = {"format": STATE_FORMAT, "version": STATE_VERSION, "generation": 0, "settings": settings,
-                    "buckets": [{"rows": {r: [] for r in ROLES}, "profiles": []} for _ in range(buckets)]}  # fmt: skip
+                    "buckets": [{"rows": {r: [] for r in ROLES}, "profiles": [], "assign": None}
+                                for _ in range(buckets)]}  # fmt: skip
         ctx = _Ctx(tmp, manifest)
         split = {r: _split(t, roles["customer_id"], buckets) for r, t in tables.items()}
         del tables
@@ -683,10 +718,10 @@ def state_summary(state_dir):
     m = _read_manifest(os.fspath(state_dir))
     data = os.path.join(state_dir, DATA_DIR)
     files = [n for e in m["buckets"] for r in ROLES for n in e["rows"].get(r, [])] + \
-        [n for e in m["buckets"] for n in e.get("profiles", [])]  # fmt: skip
+        [n for e in m["buckets"] for n in e.get("profiles", []) + ([e["assign"]] if e.get("assign") else [])]
     size = {"rows": 0, "profiles": 0}
     for n in files:
-        size["profiles" if n.startswith("profile") else "rows"] += os.path.getsize(os.path.join(data, n))
+        size["profiles" if n.startswith(("profile", "assign")) else "rows"] += os.path.getsize(os.path.join(data, n))
     return {"customers": m["customers"], "as_of": m["as_of"], "watermark": _iso(m["watermark_us"]),
             "generation": m["generation"], "batches": len(m["batches"]), "buckets": len(m["buckets"]),
             "files": len(files), "bytes": size}  # fmt: skip
@@ -788,80 +823,103 @@ def update(state, transactions=None, *, events=None, attributes=None, out=None, 
     if out is not None:
         check_path(out, "out", must_exist=False)
     check_path(id_key_file, "id_key_file", kind="file")
-    lock = _lock(state)
-    with lock:
+    with _lock(state):
         manifest = _read_manifest(state)
-        orphans = _remove_orphans(state, manifest)
         ctx = _Ctx(state, manifest)
-        s = ctx.settings
-        batch = _read_batch(s, transactions, events, attributes)
+        batch = _read_batch(ctx.settings, transactions, events, attributes)
         bid = str(batch_id) if batch_id is not None else batch_id_of(batch)
-        record = _privacy.model_privacy(ctx.model)
-        plan, taken = _privacy.apply_plan(record, where=ctx.model.path, id_key_file=id_key_file,
-                                          attributes=_empty(s.types["attributes"]), schema=s.roles)
-        counts = {r: (t.num_rows if t is not None else 0) for r, t in batch.items()}
-        info = {"format": "segone-update", "version": 1, "state": os.path.abspath(state), "batch_id": bid,
-                "batch": counts, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                "segone_version": __import__("segone").__version__}  # fmt: skip
-        if bid in manifest["batches"]:
-            info.update(applied=False, note=f"batch {bid} was applied before; nothing changed.",
-                        as_of=manifest["as_of"], customers_changed=0, customers_moved=0)  # fmt: skip
-            return _write_update(out, overwrite, None, None, info, t0)
-        as_of_us = _new_as_of(manifest, batch, s.roles, as_of)
-        late = sum(int(pc.sum(pc.less(t.column(s.roles["ts"]).combine_chunks().view(pa.int64()),
-                                      pa.scalar(int(manifest["watermark_us"])))).as_py() or 0)
-                   for r, t in batch.items() if r != "attributes" and t is not None)  # fmt: skip
-        split = {r: _split(t, s.cid, s.n_buckets) for r, t in batch.items()}
-        args = [(manifest["buckets"][b], {r: split[r].get(b) for r in ROLES}) for b in range(s.n_buckets)]
-        results = _map_buckets(engine, ctx, args, state, manifest, as_of_us)
-        new = dict(manifest)
-        new["buckets"] = [r[0] for r in results]
-        sizes = {}
-        changed, moves = [], []
-        totals = {"customers": 0, "reprofiled": 0, "moved": 0}
-        for _, ch, mv, c in results:
-            for k in totals:
-                totals[k] += c.get(k, 0)
-            if ch is not None:
-                changed.append(ch)
-            if mv is not None:
-                moves.append(mv)
-        watermark = max([int(manifest["watermark_us"])] + [
-            int(pc.max(t.column(s.roles["ts"])).value) for r, t in batch.items()
-            if r != "attributes" and t is not None and t.num_rows])  # fmt: skip
-        new.update(generation=manifest["generation"] + 1, as_of=_iso(as_of_us), as_of_us=as_of_us,
-                   watermark_us=watermark, batches=manifest["batches"] + [bid], customers=totals["customers"],
-                   updated=_dt.datetime.now(_dt.timezone.utc).isoformat())  # fmt: skip
-        at = _iso(as_of_us)
-        ch_asg, ch_prof = _concat_pairs(changed)
-        mv_tab, mv_prof = _concat_pairs(moves)
-        if mv_tab is not None:
-            mv_tab = mv_tab.append_column("at", pa.array([as_of_us] * mv_tab.num_rows, pa.timestamp("us", "UTC")))
-        # EXPORT: the model's privacy (consent, pseudonyms, the exported segment ids, personal columns)
-        mapping = None
-        if record is not None and record.get("exported_ids") is not None:
-            mapping = _privacy.id_lookup(ctx.model.segment_ids, record["exported_ids"])
-        if ch_asg is not None and (plan.active or mapping is not None):
-            ch_asg = _privacy.export_piece(ch_asg, ch_prof, plan=plan, mapping=mapping)
-        if mv_tab is not None and (plan.active or mapping is not None):
-            if mapping is not None:
-                mv_tab = _privacy.relabel_segments(mv_tab, mapping, "from_segment")
-            mv_tab = _privacy.export_piece(mv_tab, mv_prof, plan=plan, mapping=mapping, column="to_segment")
-        info.update(applied=True, as_of=at, previous_as_of=manifest["as_of"], watermark=_iso(watermark),
-                    late_rows=late, late_rule="folded in: a customer with late rows is profiled again from all rows",
-                    customers=totals["customers"], customers_reprofiled=totals["reprofiled"],
-                    customers_changed=0 if ch_asg is None else ch_asg.num_rows,
-                    customers_moved=totals["moved"], orphans_removed=orphans,
-                    privacy=_privacy.privacy_summary(plan))  # fmt: skip
-        if plan.min_segment_size is not None and 0 < totals["moved"] < plan.min_segment_size:
-            info["customers_moved"] = f"fewer than {plan.min_segment_size}"
-        result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0)
-        # the new state, swapped in by one rename (a kill before leaves the previous state whole)
-        new["last_update"] = {k: info[k] for k in ("batch_id", "as_of", "customers_reprofiled", "customers_changed")}
-        _write_json_atomic(new, os.path.join(state, MANIFEST))
-        _remove_orphans(state, new)
-        info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
-        return result
+        return _apply(state, manifest, ctx, batch, [bid], as_of=as_of, out=out, overwrite=overwrite,
+                      id_key_file=id_key_file, engine=engine, t0=t0)
+
+
+def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_file, engine, t0):
+    """Fold ``batch`` (normalised tables) with ids ``bids`` into the state; the store's lock is held."""
+    from segone import privacy as _privacy
+
+    orphans = _remove_orphans(state, manifest)
+    s = ctx.settings
+    record = _privacy.model_privacy(ctx.model)
+    plan, taken = _privacy.apply_plan(record, where=ctx.model.path, id_key_file=id_key_file,
+                                      attributes=_empty(s.types["attributes"]), schema=s.roles)
+    counts = {r: (t.num_rows if t is not None else 0) for r, t in batch.items()}
+    bid = bids[0] if len(bids) == 1 else bids
+    info = {"format": "segone-update", "version": 1, "state": os.path.abspath(state), "batch_id": bid,
+            "batch": counts, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "segone_version": __import__("segone").__version__}  # fmt: skip
+    seen = [b for b in bids if b in manifest["batches"]]
+    if seen:
+        if len(seen) < len(bids):
+            raise ParameterError(f"batches {seen} were applied before and {[b for b in bids if b not in seen]} were "
+                                 "not; apply the new ones alone.")  # fmt: skip
+        info.update(applied=False, note=f"batch {bid} was applied before; nothing changed.",
+                    as_of=manifest["as_of"], customers_changed=0, customers_moved=0)  # fmt: skip
+        return _write_update(out, overwrite, None, None, info, t0)
+    as_of_us = _new_as_of(manifest, batch, s.roles, as_of)
+    late = sum(int(pc.sum(pc.less(t.column(s.roles["ts"]).combine_chunks().view(pa.int64()),
+                                  pa.scalar(int(manifest["watermark_us"])))).as_py() or 0)
+               for r, t in batch.items() if r != "attributes" and t is not None)  # fmt: skip
+    split = {r: _split(t, s.cid, s.n_buckets) for r, t in batch.items()}
+    args = [(manifest["buckets"][b], {r: split[r].get(b) for r in ROLES}) for b in range(s.n_buckets)]
+    results = _map_buckets(engine, ctx, args, state, manifest, as_of_us)
+    new = dict(manifest)
+    new["buckets"] = [r[0] for r in results]
+    changed, moves = [], []
+    totals = {"customers": 0, "reprofiled": 0, "moved": 0}
+    hist = None
+    for _, ch, mv, c in results:
+        for k in totals:
+            totals[k] += c.get(k, 0)
+        if c.get("histogram") is not None:
+            hist = c["histogram"] if hist is None else hist.merge(c["histogram"])
+        if ch is not None:
+            changed.append(ch)
+        if mv is not None:
+            moves.append(mv)
+    watermark = max([int(manifest["watermark_us"])] + [
+        int(pc.max(t.column(s.roles["ts"])).value) for r, t in batch.items()
+        if r != "attributes" and t is not None and t.num_rows])  # fmt: skip
+    new.update(generation=manifest["generation"] + 1, as_of=_iso(as_of_us), as_of_us=as_of_us,
+               watermark_us=watermark, batches=manifest["batches"] + list(bids), customers=totals["customers"],
+               updated=_dt.datetime.now(_dt.timezone.utc).isoformat())  # fmt: skip
+    at = _iso(as_of_us)
+    ch_asg, ch_prof = _concat_pairs(changed)
+    mv_tab, mv_prof = _concat_pairs(moves)
+    if mv_tab is not None:
+        mv_tab = mv_tab.append_column("at", pa.array([as_of_us] * mv_tab.num_rows, pa.timestamp("us", "UTC")))
+    # EXPORT: the model's privacy (consent, pseudonyms, the exported segment ids, personal columns)
+    mapping = None
+    if record is not None and record.get("exported_ids") is not None:
+        mapping = _privacy.id_lookup(ctx.model.segment_ids, record["exported_ids"])
+    if ch_asg is not None and (plan.active or mapping is not None):
+        ch_asg = _privacy.export_piece(ch_asg, ch_prof, plan=plan, mapping=mapping)
+    if mv_tab is not None and (plan.active or mapping is not None):
+        if mapping is not None:
+            mv_tab = _privacy.relabel_segments(mv_tab, mapping, "from_segment")
+        mv_tab = _privacy.export_piece(mv_tab, mv_prof, plan=plan, mapping=mapping, column="to_segment")
+    info.update(applied=True, as_of=at, previous_as_of=manifest["as_of"], watermark=_iso(watermark),
+                late_rows=late, late_rule="folded in: a customer with late rows is profiled again from all rows",
+                customers=totals["customers"], customers_reprofiled=totals["reprofiled"],
+                customers_changed=0 if ch_asg is None else ch_asg.num_rows,
+                customers_moved=totals["moved"], orphans_removed=orphans,
+                privacy=_privacy.privacy_summary(plan))  # fmt: skip
+    if hist is not None and ctx.model.histogram is not None:  # drift since the model was fitted
+        from segone.track import feature_psi
+
+        psi = feature_psi(ctx.model.histogram, hist)
+        info["feature_psi"] = psi
+        info["max_feature_psi"] = max((v for v in psi.values() if v is not None), default=None) \
+            if isinstance(psi, dict) else None  # fmt: skip
+    if plan.min_segment_size is not None and 0 < totals["moved"] < plan.min_segment_size:
+        info["customers_moved"] = f"fewer than {plan.min_segment_size}"
+    result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0)
+    # the new state, swapped in by one rename (a kill before leaves the previous state whole)
+    new["last_update"] = {k: info[k] for k in ("batch_id", "as_of", "customers_reprofiled", "customers_changed")}
+    _write_json_atomic(new, os.path.join(state, MANIFEST))
+    _remove_orphans(state, new)
+    info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
+    return result
+
+
 
 
 def _bucket_task(item, *, state, manifest, as_of_us, changes=True):
@@ -927,8 +985,231 @@ def read_profiles(state, *, hidden=False):
     if table is None:
         return None
     table = _retime(s, table, int(m["as_of_us"]))
-    seg = table.column("_segment")
-    table = table.drop_columns(["_segment"])
+    asg = pa.concat_tables([_read_files(state, [e["assign"]]) for e in m["buckets"] if e.get("assign")])
+    seg = pc.take(asg.column("segment"), pc.index_in(table.column(outputs.ID_COLUMN),
+                                                     value_set=asg.column(outputs.ID_COLUMN)))
     if not hidden:
         table = _visible(table)
     return table.append_column(outputs.SEGMENT_COLUMN, seg)
+
+
+# -- a long-lived consumer ------------------------------------------------------------------------
+class _Rows:
+    """One role's rows of every customer in memory, in customer order, with each customer's row range; new rows
+    wait in a small tail until :meth:`compact`."""
+
+    def __init__(self, table, cid):
+        self.cid = cid
+        self.tail = []
+        self._index(table)
+
+    def _index(self, table):
+        if table is not None and table.num_rows:
+            table = table.take(pc.sort_indices(table, sort_keys=[(self.cid, "ascending")]))  # stable
+            ids = table.column(self.cid).combine_chunks()
+            change = np.flatnonzero(np.asarray(pc.not_equal(ids[1:], ids[:-1]))) + 1 if len(ids) > 1 else \
+                np.zeros(0, np.int64)  # fmt: skip
+            self.starts = np.concatenate([[0], change, [len(ids)]]).astype(np.int64)
+            self.keys = ids.take(pa.array(self.starts[:-1]))
+        else:
+            self.starts, self.keys = np.zeros(1, np.int64), None
+        self.table = table
+
+    def add(self, rows):
+        if rows is not None and rows.num_rows:
+            self.tail.append(rows)
+
+    def of(self, ids):
+        """The rows of customers ``ids`` (stored rows first, then new rows in arrival order)."""
+        got = []
+        if self.keys is not None and len(ids):
+            pos = pc.index_in(ids, value_set=self.keys)
+            pos = pos.filter(pos.is_valid()).to_numpy().astype(np.int64)
+            if pos.size:
+                lo, hi = self.starts[pos], self.starts[pos + 1]
+                lens = hi - lo
+                take = np.repeat(lo - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+                got.append(self.table.take(pa.array(np.sort(take))))
+        for t in self.tail:
+            got.append(t.filter(pc.is_in(t.column(self.cid), value_set=ids)))
+        got = [g for g in got if g.num_rows]
+        if not got:
+            return None
+        out = pa.concat_tables(got)
+        if len(got) > 1:  # a customer's rows: stored first, then the tail in arrival order (stable sort by id)
+            out = out.take(pc.sort_indices(out, sort_keys=[(self.cid, "ascending")]))
+        return out
+
+    def compact(self):
+        if self.tail:
+            self._index(pa.concat_tables(([self.table] if self.table is not None else []) + self.tail))
+            self.tail = []
+
+
+class Updater:
+    """A warm updater for a long-lived consumer: fold small batches into a state in memory, flush to the store.
+
+    ``Updater(state)`` takes the store's lock for its lifetime and loads every customer's rows and profile.
+    :meth:`update` folds one batch: the customers of the batch (and those whose windows changed) are profiled
+    again from all their rows at the batch's ``as_of``, assigned with the saved model and valued; it returns
+    the table of those customers with their segment before and after (``moved``).  The other customers are
+    moved to the new ``as_of`` at :meth:`flush`, which folds every batch since the last flush into the store
+    exactly as :func:`update` does (the store then equals a full profile-and-apply) and returns that update's
+    result.  ``flush_every`` batches or ``flush_seconds`` flush by themselves.
+
+    Parameters
+    ----------
+    state : str or path
+    flush_every : int, optional
+    flush_seconds : float, optional
+    id_key_file : optional
+        As for :func:`update`.
+
+    Examples
+    --------
+    >>> import os, tempfile, segone
+    >>> from segone import update as up
+    >>> d = segone.synth.generate(400, seed=2)
+    >>> old = d.transactions.filter(up._before(d.transactions, "2025-06-01"))
+    >>> new = d.transactions.filter(up._before(d.transactions, "2025-06-01", after=True))
+    >>> tmp = tempfile.mkdtemp()
+    >>> _ = segone.run(old, os.path.join(tmp, "fit"), 3, value=False)
+    >>> _ = up.init_state(os.path.join(tmp, "state"), os.path.join(tmp, "fit"), old)
+    >>> with up.Updater(os.path.join(tmp, "state")) as u:
+    ...     changes = u.update(new.slice(0, 50))
+    ...     flushed = u.flush()
+    >>> changes.column_names[:4]
+    ['customer_id', 'segment_before', 'segment', 'moved']
+    >>> flushed.info["applied"]
+    True
+    """
+
+    def __init__(self, state, *, flush_every=None, flush_seconds=None, id_key_file=None):
+        from segone._validation import check_int, check_path
+
+        self.state = os.fspath(state)
+        check_path(self.state, "state", kind="dir")
+        self.flush_every = None if flush_every is None else check_int(flush_every, "flush_every", low=1)
+        if flush_seconds is not None and not (isinstance(flush_seconds, (int, float)) and flush_seconds > 0):
+            raise ParameterError(f"flush_seconds={flush_seconds!r}: give a positive number of seconds, or None.")
+        self.flush_seconds, self.id_key_file = flush_seconds, id_key_file
+        self._lock = _lock(self.state)
+        try:
+            self._load()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _load(self):
+        self.manifest = _read_manifest(self.state)
+        _remove_orphans(self.state, self.manifest)
+        self.ctx = _Ctx(self.state, self.manifest)
+        s = self.ctx.settings
+        self.rows = {}
+        for role in ("transactions", "events"):
+            files = [n for e in self.manifest["buckets"] for n in e["rows"].get(role, [])]
+            self.rows[role] = _Rows(_read_files(self.state, files), s.cid) if s.types[role] is not None else None
+        files = [n for e in self.manifest["buckets"] for n in e["rows"].get("attributes", [])]
+        self.attrs = _read_files(self.state, files)
+        prof = read_profiles(self.state, hidden=True)
+        self.ids = prof.column(outputs.ID_COLUMN).combine_chunks()
+        self.segment = _one_chunk(prof.column(outputs.SEGMENT_COLUMN))
+        self.next_change = prof.column(NEXT_CHANGE).to_numpy()
+        self.as_of_us = int(self.manifest["as_of_us"])
+        self.pending, self.pending_ids, self.last_flush = {r: [] for r in ROLES}, [], time.monotonic()
+        self.seen = set(self.manifest["batches"])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(flush=exc[0] is None)
+
+    def update(self, transactions=None, *, events=None, attributes=None, batch_id=None, as_of=None):
+        """Fold one batch in memory; returns the changes table of the customers it profiled again."""
+        s = self.ctx.settings
+        batch = _read_batch(s, transactions, events, attributes)
+        bid = str(batch_id) if batch_id is not None else batch_id_of(batch)
+        if bid in self.seen:
+            return None
+        as_of_us = _new_as_of({"as_of_us": self.as_of_us, "as_of": _iso(self.as_of_us)}, batch, s.roles, as_of)
+        touched = [t.column(s.cid) for t in batch.values() if t is not None and t.num_rows]
+        due = self.ids.filter(pa.array(self.next_change <= as_of_us)) if len(self.ids) else None
+        parts = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in touched]
+        if due is not None and len(due):
+            parts.append(due)
+        for role in ("transactions", "events"):
+            if self.rows[role] is not None:
+                self.rows[role].add(batch.get(role))
+        if batch.get("attributes") is not None:
+            self.attrs = _upsert(self.attrs, batch["attributes"], s.cid)
+        for role in ROLES:
+            if batch.get(role) is not None:
+                self.pending[role].append(batch[role])
+        self.pending_ids.append(bid)
+        self.seen.add(bid)
+        self.as_of_us = as_of_us
+        changes = None
+        if parts:
+            R = pc.unique(pa.concat_arrays([p.cast(self.ids.type) if len(self.ids) else p for p in parts]))
+            tx = self.rows["transactions"].of(R) if self.rows["transactions"] is not None else None
+            ev = self.rows["events"].of(R) if self.rows["events"] is not None else None
+            at = _filter_ids(self.attrs, s.cid, R) if self.attrs is not None else None
+            fresh = _profile_customers(s, tx if tx is not None else _empty(s.types["transactions"]),
+                                       ev if ev is not None or s.types["events"] is None else _empty(s.types["events"]),
+                                       at if at is not None or s.types["attributes"] is None
+                                       else _empty(s.types["attributes"]), as_of_us)  # fmt: skip
+            asg, _ = self.ctx.assign(fresh)
+            fid = asg.column(outputs.ID_COLUMN)
+            seg = _one_chunk(asg.column(outputs.SEGMENT_COLUMN))
+            pos = pc.index_in(fid, value_set=self.ids)
+            before = _one_chunk(pc.take(self.segment, pos))
+            changes = pa.table({outputs.ID_COLUMN: fid, "segment_before": before, "segment": seg,
+                                "moved": pc.fill_null(pc.not_equal(before, seg), True)})  # fmt: skip
+            for name in asg.column_names[4:]:
+                changes = changes.append_column(name, asg.column(name))
+            # remember the new segments and next changes (new customers join)
+            known = np.asarray(pos.is_valid())
+            p_known = pos.filter(pos.is_valid()).to_numpy().astype(np.int64)
+            segs = self.segment.to_numpy(zero_copy_only=False).copy()
+            segs[p_known] = seg.filter(pa.array(known)).to_numpy(zero_copy_only=False)
+            nxt = fresh.column(NEXT_CHANGE).to_numpy()
+            self.next_change = self.next_change.copy()
+            self.next_change[p_known] = nxt[known]
+            if (~known).any():
+                self.ids = pa.concat_arrays([self.ids, fid.filter(pa.array(~known)).combine_chunks()
+                                             if isinstance(fid, pa.ChunkedArray) else fid.filter(pa.array(~known))])
+                segs = np.concatenate([segs, seg.filter(pa.array(~known)).to_numpy(zero_copy_only=False)])
+                self.next_change = np.concatenate([self.next_change, nxt[~known]])
+            self.segment = pa.array(segs, type=seg.type)
+        if (self.flush_every is not None and len(self.pending_ids) >= self.flush_every) or (
+                self.flush_seconds is not None and time.monotonic() - self.last_flush >= self.flush_seconds):
+            self.flush()
+        return changes
+
+    def flush(self, out=None, *, overwrite=False):
+        """Fold the batches since the last flush into the store (as :func:`update`); returns its result or None."""
+        if not self.pending_ids:
+            return None
+        batch = {r: (pa.concat_tables(v) if v else None) for r, v in self.pending.items()}
+        res = _apply(self.state, self.manifest, self.ctx, batch, list(self.pending_ids), as_of=_iso(self.as_of_us),
+                     out=out, overwrite=overwrite, id_key_file=self.id_key_file, engine=None,
+                     t0=time.perf_counter())  # fmt: skip
+        self.manifest = _read_manifest(self.state)
+        for role in ("transactions", "events"):
+            if self.rows[role] is not None:
+                self.rows[role].compact()
+        self.pending, self.pending_ids, self.last_flush = {r: [] for r in ROLES}, [], time.monotonic()
+        prof = read_profiles(self.state, hidden=True)  # everyone at the new as_of, as the store holds them
+        self.ids = prof.column(outputs.ID_COLUMN).combine_chunks()
+        self.segment = _one_chunk(prof.column(outputs.SEGMENT_COLUMN))
+        self.next_change = prof.column(NEXT_CHANGE).to_numpy()
+        return res
+
+    def close(self, flush=True):
+        """Flush (unless ``flush=False``) and release the store's lock."""
+        try:
+            if flush:
+                self.flush()
+        finally:
+            self._lock.release()
