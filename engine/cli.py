@@ -44,6 +44,7 @@ def main():
     segone persona OUT CUSTOMER_ID      one customer's persona
     segone track OLD NEW --out DIR      who moved where between two runs
     segone apply MODEL INPUT --out DIR  assign new data to a saved model
+    segone update STATE NEW --out DIR   fold new events into the state of `run --state`
     segone report OUT                   an HTML report of OUT to open in a browser
     segone demo                         two synthetic periods: run, track, score the moves, report
     segone info                         backends, threads, OpenMP
@@ -225,12 +226,14 @@ def _print_segments(segments):
                    "several (roles: customer_id, ts, amount, category, channel, event, order_id).")  # fmt: skip
 @click.option("--report", "with_report", is_flag=True,
               help="Also write OUT/report.html, a report to open in a browser (needs segone[report]).")  # fmt: skip
+@click.option("--state", "state", default=None, type=click.Path(file_okay=False),
+              help="Also keep the state store of this run in this directory, for `segone update`.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True)
 def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n_init, refine, backend, n_threads,
         overwrite, scheduler, workers, partitions, memory_limit, stall_timeout, previous, no_value, horizon_months,
         value_penalizer, value_model, value_by, treatment, consent, consent_scope, consent_default, hash_ids,
         id_key_file, min_segment_size, small_segments, keep_columns, personal_columns, schema_items, with_report, quiet,
-        k_min, k_max, with_actions, horizon_days, offers, new_only):  # fmt: skip
+        k_min, k_max, with_actions, horizon_days, offers, new_only, state):  # fmt: skip
     """Profile, score, segment and assign the customers in INPUT; write to --out.
 
     With --scheduler or --workers the job runs on Dask (segone.run with a segone.dask.DaskEngine):
@@ -247,7 +250,7 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
         hash_ids=hash_ids, id_key_file=id_key_file, min_segment_size=min_segment_size,
         small_segments=small_segments, keep_columns=keep_columns, personal_columns=personal_columns,
         schema=segone.io.parse_schema_options(schema_items) or None, k_min=k_min, k_max=k_max,
-        actions=with_actions, horizon_days=horizon_days, offers=offers, new_only=new_only,
+        actions=with_actions, horizon_days=horizon_days, offers=offers, new_only=new_only, state=state,
     )  # fmt: skip
     # every argument is checked before any data is read and before a Dask cluster is started
     segone.pipeline.check_run_arguments(input, out, n_clusters, **args)
@@ -286,10 +289,18 @@ def run(input, out, n_clusters, clusters_old, events, attributes, as_of, seed, n
     if eff:
         for line in format_effects(eff):
             click.echo(line)
+    st = res.summary.get("state")
+    if st:
+        click.echo(f"state: {st['customers']:,} customers as of {st['as_of']} in {state} "
+                   f"({_mib(st['bytes'])}); fold new events in with `segone update {state} NEW --out DIR`")
     if with_report:
         from segone.report import write_report
 
         click.echo(f"report: {write_report(res.out)}")
+
+
+def _mib(size):
+    return f"{sum(size.values()) / 2**20:,.1f} MiB"
 
 
 def format_effects(info):
@@ -422,6 +433,51 @@ def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwr
     if taken:
         click.echo(f"privacy options of the model: {', '.join(taken)}")
     click.echo(f"{res.assignments.num_rows:,} customers assigned; outputs in {res.out}")
+
+
+@main.command()
+@click.argument("state", type=click.Path(file_okay=False))
+@click.argument("input", required=False, type=click.Path(exists=True))
+@click.option("--out", "-o", default=None, type=click.Path(file_okay=False),
+              help="Write the changed customers (assignments.parquet), who moved (changelog.parquet) and run.json.")
+@click.option("--events", type=click.Path(exists=True), help="New web events.")
+@click.option("--attributes", type=click.Path(exists=True), help="New or changed CRM attribute rows.")
+@click.option("--as-of", default=None, help="The new reference time (default: the latest of the state and batch).")
+@click.option("--batch-id", default=None, help="The batch's id (default: a hash of its rows); re-applying one "
+                                                "changes nothing.")  # fmt: skip
+@click.option("--id-key-file", default=None, type=click.Path(dir_okay=False),
+              help="The id key file of a model fitted with --hash-ids (default: $SEGONE_ID_KEY).")  # fmt: skip
+@click.option("--refit-above", default=None, type=click.FloatRange(min=0),
+              help="Refit (a full run with --previous, keeping segment ids) when a feature's PSI against the "
+                   "model's data passes this (0.25 is a common 'large shift').")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+def update(state, input, out, events, attributes, as_of, batch_id, id_key_file, refit_above, overwrite):
+    """Fold new events (INPUT: transactions) into the STATE of `segone run --state`; no refit.
+
+    The customers of the batch, and those whose time windows changed, are profiled again from all their rows;
+    everyone moves to the new as-of and is assigned with the saved model. The result equals applying the model to
+    all data at the same as-of.
+    """
+    if input is None and events is None and attributes is None:
+        raise click.UsageError("give new transactions (INPUT), --events or --attributes.")
+    from segone import update as _update
+
+    res = _update.update(state, input, events=events, attributes=attributes, out=out, as_of=as_of,
+                               batch_id=batch_id, id_key_file=id_key_file, overwrite=overwrite,
+                               refit_above=refit_above)  # fmt: skip
+    i = res.info
+    if not i.get("applied"):
+        click.echo(i["note"])
+        return
+    click.echo(f"as of {i['as_of']}: {i['customers_reprofiled']:,} of {i['customers']:,} customers profiled again, "
+               f"{i['customers_changed']:,} changed, {i['customers_moved']} moved segment"
+               + (f"; {i['late_rows']:,} late rows folded in" if i.get("late_rows") else "")
+               + (f"; largest feature PSI {i['max_feature_psi']:.3f}" if i.get("max_feature_psi") is not None
+                  else ""))  # fmt: skip
+    if i.get("refit"):
+        click.echo(f"refit: {i['refit']['reason']}; the new run is in {i['refit']['out']}, the state rebuilt from it")
+    if res.path:
+        click.echo(f"outputs in {res.path}")
 
 
 # the demo's campaign: a win-back offer to a random half of the customers; a treated "lapsed" customer (latent

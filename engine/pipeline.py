@@ -145,6 +145,10 @@ def _check_arguments(a):
         check_path(a[name], name)
     check_path(a["out"], "out", must_exist=False)
     check_path(a["id_key_file"], "id_key_file", kind="file")
+    if a.get("state") is not None:
+        check_path(a["state"], "state", must_exist=False)
+        if os.path.abspath(os.fspath(a["state"])) == os.path.abspath(os.fspath(a["out"])):
+            raise ParameterError("state= must be another directory than out=; e.g. out='night-0', state='state'.")
     if a["previous"] is not None:
         check_previous_output(a["previous"], hash_ids=a["hash_ids"])  # a previous run that can be tracked
     if a.get("treatment") is not None:
@@ -221,6 +225,7 @@ def run(
     horizon_days=30,
     offers=3,
     new_only=False,
+    state=None,
 ):
     """Run the whole job and write the outputs atomically to ``out``.
 
@@ -326,6 +331,10 @@ def run(
         treated customers moved compared with the control group (or, without
         one, with the untreated customers of the same segment: observational),
         with 95% bootstrap intervals (:func:`segone.effects.campaign_effects`).
+    state : str or path, optional
+        Also build the state store of this run there (:func:`segone.update.init_state`): every customer's
+        history, profile and assignment, which ``segone update`` / :class:`segone.update.Updater` then fold new
+        events into without reading the history again.
     sample_size : int or None
         The segmenter (and the sweep of ``n_clusters="auto"``) learns on at
         most this many customers, chosen by a hash of the customer id (all of
@@ -432,7 +441,7 @@ def run(
         lock.release()
         raise
     try:
-        return _run(
+        res = _run(
             eng, input, out, clusters, events=events, attributes=attributes, as_of=as_of, schema=schema,
             random_state=random_state, n_init=n_init, refine=refine, sample_size=sample_size, n_traits=n_traits,
             phrases=phrases, label_rules=label_rules, value=value, value_penalizer=value_penalizer, freq=freq,
@@ -442,6 +451,12 @@ def run(
             value_model=value_model, value_by=value_by, actions=actions, horizon_days=horizon_days, offers=offers,
             new_only=new_only,
         )  # fmt: skip
+        if state is not None:  # the store of this run, for incremental updates
+            from segone import update as _update
+
+            res.summary["state"] = _update.init_state(state, res.out, input, events=events, attributes=attributes,
+                                                      schema=schema, overwrite=overwrite, engine=eng)  # fmt: skip
+        return res
     finally:
         shown.close()
         if owned:

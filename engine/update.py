@@ -787,7 +787,7 @@ def _new_as_of(manifest, batch, roles, as_of):
 
 
 def update(state, transactions=None, *, events=None, attributes=None, out=None, as_of=None, batch_id=None,
-           overwrite=False, id_key_file=None, engine=None):  # fmt: skip
+           overwrite=False, id_key_file=None, engine=None, refit_above=None):  # fmt: skip
     """Fold a batch of new events into a state store; write the changed customers to ``out``.
 
     Parameters
@@ -808,10 +808,19 @@ def update(state, transactions=None, *, events=None, attributes=None, out=None, 
         The key file of a model fitted with ``hash_ids`` (as for ``segone apply``).
     engine : segone engine, optional
         Runs the buckets on an engine's workers (``segone.dask.DaskEngine``); default: this process.
+    refit_above : float, optional
+        When the largest population stability index of a model feature (the customers now against the model's
+        data) passes this, refit: a full :func:`segone.run` of every row the state holds into ``out/refit``
+        with ``previous=`` the state's run (segment ids kept), the model's privacy options, and the state
+        rebuilt from it.  Needs ``out``.
 
     Returns
     -------
     UpdateResult
+
+    Examples
+    --------
+    See the module's docstring and the README's "Incremental updates".
     """
     from segone import privacy as _privacy
     from segone._validation import check_path
@@ -823,13 +832,61 @@ def update(state, transactions=None, *, events=None, attributes=None, out=None, 
     if out is not None:
         check_path(out, "out", must_exist=False)
     check_path(id_key_file, "id_key_file", kind="file")
+    if refit_above is not None:
+        if isinstance(refit_above, bool) or not isinstance(refit_above, (int, float)) or not refit_above >= 0:
+            raise ParameterError(f"refit_above={refit_above!r}: give a PSI threshold >= 0 (e.g. 0.25), or None.")
+        if out is None:
+            raise ParameterError("refit_above needs out=: the refit's run is written to out/refit.")
     with _lock(state):
         manifest = _read_manifest(state)
         ctx = _Ctx(state, manifest)
         batch = _read_batch(ctx.settings, transactions, events, attributes)
         bid = str(batch_id) if batch_id is not None else batch_id_of(batch)
-        return _apply(state, manifest, ctx, batch, [bid], as_of=as_of, out=out, overwrite=overwrite,
-                      id_key_file=id_key_file, engine=engine, t0=t0)
+        res = _apply(state, manifest, ctx, batch, [bid], as_of=as_of, out=out, overwrite=overwrite,
+                     id_key_file=id_key_file, engine=engine, t0=t0)
+        psi = res.info.get("max_feature_psi")
+        if refit_above is not None and psi is not None and psi > refit_above:
+            res.info["refit"] = _refit(state, ctx, os.path.join(res.path, "refit"), id_key_file=id_key_file,
+                                       engine=engine, reason=f"largest feature PSI {psi:.3f} > {refit_above}")
+            from segone.io import write_json
+
+            write_json(res.info, os.path.join(res.path, outputs.RUN_JSON))
+        return res
+
+
+def stored_inputs(state):
+    """Every row a state holds, per role (transactions, events, attributes): the inputs of a full run."""
+    state = os.fspath(state)
+    m = _read_manifest(state)
+    return {r: _read_files(state, [n for e in m["buckets"] for n in e["rows"].get(r, [])]) for r in ROLES}
+
+
+def _refit(state, ctx, out, *, id_key_file, engine, reason):
+    """A full run of every stored row into ``out`` (previous: the state's run), and the state rebuilt from it."""
+    from segone.pipeline import run
+
+    m = _read_manifest(state)
+    rec = (ctx.model.settings or {}).get("privacy") or {}
+    prev = m.get("run") if m.get("run") and os.path.isdir(m["run"]) else None
+    rows = stored_inputs(state)
+    priv = {}
+    if rec:
+        priv = dict(consent=rec.get("consent") or None, consent_scope=rec.get("consent_scope", "export"),
+                    consent_default=bool(rec.get("consent_default", False)), hash_ids=bool(rec.get("hash_ids")),
+                    id_key_file=id_key_file, min_segment_size=rec.get("min_segment_size"),
+                    small_segments=rec.get("small_segments", "merge"), keep_columns=rec.get("keep_columns") or (),
+                    personal_columns=rec.get("personal_columns") or ())  # fmt: skip
+    value = ctx.settings.value
+    res = run(rows["transactions"], out, len(ctx.model.segment_ids), events=rows["events"],
+              attributes=rows["attributes"], as_of=m["as_of"], schema=ctx.settings.roles, previous=prev,
+              value=value is not None, freq=ctx.settings.freq, engine=engine, state=state, overwrite=True,
+              **({} if value is None else {"horizon_months": value["horizon_months"],
+                                           "discount_rate": value["discount_rate"]}), **priv)  # fmt: skip
+    new = _read_manifest(state)  # the rebuilt state remembers the batches folded in before (re-applying: a no-op)
+    new["batches"] = list(m["batches"])
+    new["watermark_us"] = max(int(new["watermark_us"]), int(m["watermark_us"]))
+    _write_json_atomic(new, os.path.join(state, MANIFEST))
+    return {"reason": reason, "out": res.out, "previous": prev, "segments": res.segments.num_rows}
 
 
 def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_file, engine, t0):

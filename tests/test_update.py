@@ -277,3 +277,30 @@ def test_dask_update_equals_one_process(fitted, data, tmp_path):
     assert a.equals(b)
     assert local.info["customers_moved"] == dask.info["customers_moved"]
     assert local.changes.sort_by("customer_id").equals(dask.changes.sort_by("customer_id"))
+
+
+def test_cli_run_with_state_then_update_and_refit(data, tmp_path):
+    from click.testing import CliRunner
+
+    from segone.cli import main
+
+    tx = data.transactions
+    pa.parquet.write_table(tx.filter(up._before(tx, CUT)), tmp_path / "old.parquet")
+    pa.parquet.write_table(tx.filter(up._before(tx, CUT, after=True)), tmp_path / "new.parquet")
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "old.parquet"), "-o", str(tmp_path / "fit"), "-k", "3", "-q",
+                                  "--state", str(tmp_path / "state")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    n_old = len(set(tx.filter(up._before(tx, CUT)).column("customer_id").to_pylist()))
+    assert f"state: {n_old:,} customers" in r.output
+    r = CliRunner().invoke(main, ["update", str(tmp_path / "state"), str(tmp_path / "new.parquet"), "--out",
+                                  str(tmp_path / "n1"), "--refit-above", "0.1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "profiled again" in r.output and "refit: largest feature PSI" in r.output
+    assert (tmp_path / "n1" / "refit" / "model").is_dir()
+    # the rebuilt state remembers the batch: applying it again is a no-op
+    r = CliRunner().invoke(main, ["update", str(tmp_path / "state"), str(tmp_path / "new.parquet")])
+    assert r.exit_code == 0 and "applied before" in r.output
+    _assert_equal_to_full(tmp_path / "state", pa.concat_tables([tx.filter(up._before(tx, CUT)),
+                                                                tx.filter(up._before(tx, CUT, after=True))]), None, None)
+    r = CliRunner().invoke(main, ["update", str(tmp_path / "nowhere"), str(tmp_path / "new.parquet")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and r.output.startswith("error: ")
