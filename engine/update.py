@@ -249,12 +249,12 @@ class _Settings:
         return self.roles["customer_id"]
 
 
-def _profile_customers(settings, tx, ev, at, as_of_us):
+def _profile_customers(settings, tx, ev, at, as_of_us, n_threads=None):
     """Profiles of the customers of ``tx`` / ``ev`` / ``at`` (their whole histories) at ``as_of_us``, sorted by id,
     with the hidden columns (the next time a window changes; the latest event of each type)."""
     table, _ = _profile.profile_piece(
         tx, ev, at, labels=settings.labels, as_of_us=int(as_of_us), schema=settings.roles,
-        windows=settings.windows, freq=settings.freq,
+        windows=settings.windows, freq=settings.freq, n_threads=n_threads,
     )  # fmt: skip
     table = table.replace_schema_metadata(None)
     ids = table.column(outputs.ID_COLUMN)
@@ -457,12 +457,15 @@ def _value_settings(run_info):
 class _Ctx:
     """What every bucket's update needs: the settings, the model, the value models."""
 
-    def __init__(self, state_dir, manifest):
+    def __init__(self, state_dir, manifest, n_threads=None):
         from segone.model import load_model
 
+        self.n_threads = n_threads
         self.dir = os.fspath(state_dir)
         self.settings = _Settings(manifest["settings"])
         self.model = load_model(os.path.join(self.dir, outputs.MODEL_DIR))
+        if n_threads is not None:
+            self.model.scorer.n_threads = n_threads
         self.bg, self.gg = _value_models(self.settings.value)
         # the stored profile columns an update reads for the customers it does not profile again
         s = self.settings
@@ -477,7 +480,7 @@ class _Ctx:
     def assign(self, table):
         """(assignments with value columns, visible profiles) of profiles ``table``."""
         vis = _visible(table)
-        asg = self.model.apply(vis, id_column=outputs.ID_COLUMN)
+        asg = self.model.apply(vis, id_column=outputs.ID_COLUMN, n_threads=self.n_threads)
         cols = {"spend_total": vis.column("spend_total")}
         if self.bg is not None:
             from segone.clv import value_piece
@@ -1051,6 +1054,19 @@ def read_profiles(state, *, hidden=False):
 
 
 # -- a long-lived consumer ------------------------------------------------------------------------
+class _Lookup:
+    """Positions of ids in a fixed array of distinct ids (a hash index built once; -1 where absent)."""
+
+    def __init__(self, ids):
+        import pandas as pd
+
+        self.index = pd.Index(ids.to_numpy(zero_copy_only=False))
+
+    def positions(self, ids):
+        vals = ids.to_numpy(zero_copy_only=False) if isinstance(ids, (pa.Array, pa.ChunkedArray)) else ids
+        return self.index.get_indexer(vals).astype(np.int64)
+
+
 class _Rows:
     """One role's rows of every customer in memory, in customer order, with each customer's row range; new rows
     wait in a small tail until :meth:`compact`."""
@@ -1067,7 +1083,7 @@ class _Rows:
             change = np.flatnonzero(np.asarray(pc.not_equal(ids[1:], ids[:-1]))) + 1 if len(ids) > 1 else \
                 np.zeros(0, np.int64)  # fmt: skip
             self.starts = np.concatenate([[0], change, [len(ids)]]).astype(np.int64)
-            self.keys = ids.take(pa.array(self.starts[:-1]))
+            self.keys = _Lookup(ids.take(pa.array(self.starts[:-1])))
         else:
             self.starts, self.keys = np.zeros(1, np.int64), None
         self.table = table
@@ -1080,8 +1096,8 @@ class _Rows:
         """The rows of customers ``ids`` (stored rows first, then new rows in arrival order)."""
         got = []
         if self.keys is not None and len(ids):
-            pos = pc.index_in(ids, value_set=self.keys)
-            pos = pos.filter(pos.is_valid()).to_numpy().astype(np.int64)
+            pos = self.keys.positions(ids)
+            pos = pos[pos >= 0]
             if pos.size:
                 lo, hi = self.starts[pos], self.starts[pos + 1]
                 lens = hi - lo
@@ -1107,10 +1123,10 @@ class Updater:
     """A warm updater for a long-lived consumer: fold small batches into a state in memory, flush to the store.
 
     ``Updater(state)`` takes the store's lock for its lifetime and loads every customer's rows and profile.
-    :meth:`update` folds one batch: the customers of the batch (and those whose windows changed) are profiled
-    again from all their rows at the batch's ``as_of``, assigned with the saved model and valued; it returns
-    the table of those customers with their segment before and after (``moved``).  The other customers are
-    moved to the new ``as_of`` at :meth:`flush`, which folds every batch since the last flush into the store
+    :meth:`update` folds one batch: the customers of the batch are profiled again from all their rows at the
+    batch's ``as_of``, assigned with the saved model and valued; it returns the table of those customers with
+    their segment before and after (``moved``), in time proportional to the batch.  The other customers (those
+    whose windows changed with time included) move to the new ``as_of`` at :meth:`flush`, which folds every batch since the last flush into the store
     exactly as :func:`update` does (the store then equals a full profile-and-apply) and returns that update's
     result.  ``flush_every`` batches or ``flush_seconds`` flush by themselves.
 
@@ -1160,7 +1176,7 @@ class Updater:
     def _load(self):
         self.manifest = _read_manifest(self.state)
         _remove_orphans(self.state, self.manifest)
-        self.ctx = _Ctx(self.state, self.manifest)
+        self.ctx = _Ctx(self.state, self.manifest, n_threads=1)  # small batches: threads cost more than they save
         s = self.ctx.settings
         self.rows = {}
         for role in ("transactions", "events"):
@@ -1170,6 +1186,7 @@ class Updater:
         self.attrs = _read_files(self.state, files)
         prof = read_profiles(self.state, hidden=True)
         self.ids = prof.column(outputs.ID_COLUMN).combine_chunks()
+        self._lookup = _Lookup(self.ids)
         self.segment = _one_chunk(prof.column(outputs.SEGMENT_COLUMN))
         self.next_change = prof.column(NEXT_CHANGE).to_numpy()
         self.as_of_us = int(self.manifest["as_of_us"])
@@ -1190,11 +1207,9 @@ class Updater:
         if bid in self.seen:
             return None
         as_of_us = _new_as_of({"as_of_us": self.as_of_us, "as_of": _iso(self.as_of_us)}, batch, s.roles, as_of)
+        # the batch's customers only: the others (a window change included) move to the new as_of at flush
         touched = [t.column(s.cid) for t in batch.values() if t is not None and t.num_rows]
-        due = self.ids.filter(pa.array(self.next_change <= as_of_us)) if len(self.ids) else None
         parts = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in touched]
-        if due is not None and len(due):
-            parts.append(due)
         for role in ("transactions", "events"):
             if self.rows[role] is not None:
                 self.rows[role].add(batch.get(role))
@@ -1215,11 +1230,12 @@ class Updater:
             fresh = _profile_customers(s, tx if tx is not None else _empty(s.types["transactions"]),
                                        ev if ev is not None or s.types["events"] is None else _empty(s.types["events"]),
                                        at if at is not None or s.types["attributes"] is None
-                                       else _empty(s.types["attributes"]), as_of_us)  # fmt: skip
+                                       else _empty(s.types["attributes"]), as_of_us, n_threads=1)  # fmt: skip
             asg, _ = self.ctx.assign(fresh)
             fid = asg.column(outputs.ID_COLUMN)
             seg = _one_chunk(asg.column(outputs.SEGMENT_COLUMN))
-            pos = pc.index_in(fid, value_set=self.ids)
+            p = self._lookup.positions(fid)
+            pos = pa.array(p, mask=p < 0)
             before = _one_chunk(pc.take(self.segment, pos))
             changes = pa.table({outputs.ID_COLUMN: fid, "segment_before": before, "segment": seg,
                                 "moved": pc.fill_null(pc.not_equal(before, seg), True)})  # fmt: skip
@@ -1238,6 +1254,7 @@ class Updater:
                                              if isinstance(fid, pa.ChunkedArray) else fid.filter(pa.array(~known))])
                 segs = np.concatenate([segs, seg.filter(pa.array(~known)).to_numpy(zero_copy_only=False)])
                 self.next_change = np.concatenate([self.next_change, nxt[~known]])
+                self._lookup = _Lookup(self.ids)  # new customers: rebuilt (rare after the first batches)
             self.segment = pa.array(segs, type=seg.type)
         if (self.flush_every is not None and len(self.pending_ids) >= self.flush_every) or (
                 self.flush_seconds is not None and time.monotonic() - self.last_flush >= self.flush_seconds):
@@ -1259,6 +1276,7 @@ class Updater:
         self.pending, self.pending_ids, self.last_flush = {r: [] for r in ROLES}, [], time.monotonic()
         prof = read_profiles(self.state, hidden=True)  # everyone at the new as_of, as the store holds them
         self.ids = prof.column(outputs.ID_COLUMN).combine_chunks()
+        self._lookup = _Lookup(self.ids)
         self.segment = _one_chunk(prof.column(outputs.SEGMENT_COLUMN))
         self.next_change = prof.column(NEXT_CHANGE).to_numpy()
         return res
