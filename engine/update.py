@@ -913,7 +913,7 @@ def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_f
                                  "not; apply the new ones alone.")  # fmt: skip
         info.update(applied=False, note=f"batch {bid} was applied before; nothing changed.",
                     as_of=manifest["as_of"], customers_changed=0, customers_moved=0)  # fmt: skip
-        return _write_update(out, overwrite, None, None, info, t0)
+        return _write_update(out, overwrite, None, None, info, t0, id_type=_out_id_type(s, plan))
     as_of_us = _new_as_of(manifest, batch, s.roles, as_of)
     late = sum(int(pc.sum(pc.less(t.column(s.roles["ts"]).combine_chunks().view(pa.int64()),
                                   pa.scalar(int(manifest["watermark_us"])))).as_py() or 0)
@@ -971,7 +971,7 @@ def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_f
             if isinstance(psi, dict) else None  # fmt: skip
     if plan.min_segment_size is not None and 0 < totals["moved"] < plan.min_segment_size:
         info["customers_moved"] = f"fewer than {plan.min_segment_size}"
-    result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0)
+    result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0, id_type=_out_id_type(s, plan))
     # the new state, swapped in by one rename (a kill before leaves the previous state whole)
     new["last_update"] = {k: info[k] for k in ("batch_id", "as_of", "customers_reprofiled", "customers_changed")}
     _write_json_atomic(new, os.path.join(state, MANIFEST))
@@ -980,6 +980,13 @@ def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_f
     return result
 
 
+
+
+def _out_id_type(settings, plan):
+    """The id column's type in the outputs: the input's, or strings (pseudonyms) when ids are hashed."""
+    if plan.key is not None:
+        return pa.string()
+    return settings.types["transactions"][settings.cid]
 
 
 def _bucket_task(item, *, state, manifest, as_of_us, changes=True):
@@ -1006,16 +1013,20 @@ def _concat_pairs(pairs):
             pa.concat_tables([p[1] for p in pairs], promote_options="permissive"))
 
 
-def _write_update(out, overwrite, changes, moves, info, t0):
+def _write_update(out, overwrite, changes, moves, info, t0, id_type=pa.int64()):
     from segone.io import atomic_directory, write_json, write_parquet
 
+    if changes is None:  # nobody changed: the files are there, empty, with their columns
+        changes = pa.table({outputs.ID_COLUMN: pa.array([], id_type), outputs.SEGMENT_COLUMN: pa.array([], pa.int32()),
+                            "distance": pa.array([], pa.float32()), "margin": pa.array([], pa.float32())})
+    if moves is None:
+        moves = pa.table({outputs.ID_COLUMN: pa.array([], id_type), "from_segment": pa.array([], pa.int32()),
+                          "to_segment": pa.array([], pa.int32()), "at": pa.array([], pa.timestamp("us", "UTC"))})
     if out is None:
         return UpdateResult(None, changes, moves, info)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        if changes is not None:
-            write_parquet(changes, os.path.join(tmp, outputs.ASSIGNMENTS))
-        if moves is not None:
-            write_parquet(moves, os.path.join(tmp, outputs.CHANGELOG))
+        write_parquet(changes, os.path.join(tmp, outputs.ASSIGNMENTS))
+        write_parquet(moves, os.path.join(tmp, outputs.CHANGELOG))
         info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
         write_json(info, os.path.join(tmp, outputs.RUN_JSON))
     return UpdateResult(os.path.abspath(os.fspath(out)), changes, moves, info)
