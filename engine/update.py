@@ -127,11 +127,14 @@ def _write_json_atomic(obj, path):
 
 
 def _write_table(table, directory, stem):
-    """Write ``table`` under a new unique name in ``directory``; returns the file name (immutable afterwards)."""
+    """Write ``table`` under a new unique name in ``directory``; returns the file name (immutable afterwards).
+
+    Profile files (sorted by id) get row groups of 16k rows, so that reading a few customers skips the rest."""
     name = f"{stem}-{uuid.uuid4().hex[:12]}.parquet"
     path = os.path.join(directory, name)
     tmp = path + ".tmp"
-    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True,
+                   row_group_size=16_384 if stem == "profile" else None)
     os.replace(tmp, path)
     return name
 
@@ -413,17 +416,19 @@ def _read_files(state_dir, names):
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
-def _read_profiles(state_dir, names, columns=None):
+def _read_profiles(state_dir, names, columns=None, ids=None):
     """A bucket's stored profiles: the base file and its deltas, the latest row of every customer, by id.
 
-    ``columns`` reads those columns only (of those the files have)."""
+    ``columns`` reads those columns only (of those the files have); ``ids`` those customers only (the files'
+    row groups hold ranges of ids: the others are skipped)."""
     if not names:
         return None
     paths = [os.path.join(state_dir, DATA_DIR, n) for n in names]
     if columns is not None:
         have = set(pq.read_schema(paths[0]).names)
         columns = [c for c in columns if c in have]
-    tables = [pq.read_table(p, columns=columns) for p in paths]
+    filters = None if ids is None else [(outputs.ID_COLUMN, "in", ids.to_pylist())]
+    tables = [pq.read_table(p, columns=columns, filters=filters) for p in paths]
     out = tables[-1]
     for t in reversed(tables[:-1]):
         seen = out.column(outputs.ID_COLUMN).combine_chunks()
@@ -467,6 +472,8 @@ class _Ctx:
         if n_threads is not None:
             self.model.scorer.n_threads = n_threads
         self.bg, self.gg = _value_models(self.settings.value)
+        self.n_traits = int(manifest["settings"].get("n_traits", 3))
+        self.personas = _load_personas(self.dir)
         # the stored profile columns an update reads for the customers it does not profile again
         s = self.settings
         attrs = [c for c in (s.types["attributes"] or {}) if c != s.cid]
@@ -478,22 +485,70 @@ class _Ctx:
             + ["recency_days", "tenure_days"]))  # fmt: skip
 
     def assign(self, table):
-        """(assignments with value columns, visible profiles) of profiles ``table``."""
+        """(assignments with value columns, visible profiles with the value columns) of profiles ``table``."""
         vis = _visible(table)
         asg = self.model.apply(vis, id_column=outputs.ID_COLUMN, n_threads=self.n_threads)
-        cols = {"spend_total": vis.column("spend_total")}
+        asg = asg.append_column("spend_total", vis.column("spend_total"))
         if self.bg is not None:
-            from segone.clv import value_piece
+            from segone.clv import VALUE_COLUMNS, value_piece
 
             v = self.settings.value
             valued = value_piece(vis.select(["frequency", "recency", "T", "monetary_value"]), beta_geo=self.bg,
                                  gamma_gamma=self.gg, horizon_months=v["horizon_months"],
                                  discount_rate=v["discount_rate"], freq=self.settings.freq)  # fmt: skip
             for name in ("expected_purchases", "p_alive", "clv"):
-                cols[name] = valued.column(name)
-        for name, col in cols.items():
-            asg = asg.append_column(name, col)
+                asg = asg.append_column(name, valued.column(name))
+            for name in VALUE_COLUMNS:
+                vis = vis.append_column(name, valued.column(name))
         return asg, vis
+
+    def rows_of(self, seg_ids):
+        """The model's centroid row of every stable segment id (the personas' segment contrast counts rows)."""
+        lookup = {int(sid): r for r, sid in enumerate(self.model.segment_ids.tolist())}
+        return np.array([lookup[int(x)] for x in seg_ids.to_numpy(zero_copy_only=False)], dtype=np.int64)
+
+    def persona_table(self, profiles, seg_ids):
+        """Personas of ``profiles`` (full columns, value included) against the state's base and segments."""
+        pm = self.personas
+        if pm is None or profiles.num_rows == 0:
+            return None
+        t = pm.personas(profiles, self.rows_of(seg_ids), id_column=outputs.ID_COLUMN)
+        i = t.column_names.index(outputs.SEGMENT_COLUMN)
+        return t.set_column(i, outputs.SEGMENT_COLUMN, _one_chunk(seg_ids))
+
+
+PERSONAS_JSON = "personas.json"
+
+
+def _persona_states(ctx, vis, seg_ids):
+    """One bucket's mergeable persona states: the base's percentiles and the per-segment sketches."""
+    from segone.describe import PersonaModel, PersonaState, SegmentStats
+
+    pm = PersonaModel(ctx.n_traits)
+    return PersonaState.of(vis, model=pm), SegmentStats.of(vis, ctx.rows_of(seg_ids), len(ctx.model.segment_ids))
+
+
+def _save_personas(directory, n_traits, persona_state, segment_stats):
+    sketches = segment_stats.segment_sketches()
+    doc = {"n_traits": n_traits, "persona_state": persona_state.to_dict(),
+           "segment_sketches": {f: [None if sk is None else sk.to_dict() for sk in sks] for f, sks in sketches.items()}}
+    _write_json_atomic(doc, os.path.join(directory, PERSONAS_JSON))
+
+
+def _load_personas(directory):
+    """The state's persona model (fitted at init on every customer) or None for a state without one."""
+    path = os.path.join(directory, PERSONAS_JSON)
+    if not os.path.exists(path):
+        return None
+    from segone.describe import PersonaModel, PersonaState
+    from segone.sketch import QuantileSketch
+
+    d = _read_json(path, "persona model")
+    pm = PersonaModel(d["n_traits"])
+    pm.fit_state(PersonaState.from_dict(d["persona_state"]))
+    pm.set_segments({f: [None if x is None else QuantileSketch.from_dict(x) for x in sks]
+                     for f, sks in d["segment_sketches"].items()})  # fmt: skip
+    return pm
 
 
 def _empty(types):
@@ -516,7 +571,7 @@ def _upsert(old, new, column):
     return pa.concat_tables([old.filter(keep), new.select(old.column_names)])
 
 
-def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True):
+def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True, init=False):
     """Fold one bucket's batch rows into it at ``as_of_us``: (new manifest entry, changed assignments, moves, counts).
 
     ``entry`` is the bucket's manifest entry; ``batch`` {role: rows of this bucket or None}.  The customers of
@@ -605,10 +660,35 @@ def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True):
 
         counts["histogram"] = FeatureHistogram.of(vis, features=[f for f in ctx.model.features
                                                                  if f in vis.column_names])
+    if init:  # the base and the segments the personas of later updates are measured against
+        counts["persona_states"] = _persona_states(ctx, vis, seg)
     if not changes:
         return new_entry, None, None, counts
     moves = pa.table({outputs.ID_COLUMN: ids, "from_segment": before, "to_segment": seg}).filter(moved)
+    if ctx.personas is not None:
+        counts["personas"] = _changed_personas(ctx, entry, prof, fresh, R, ids.filter(changed), as_of_us)
     return new_entry, (asg.filter(changed), vis.filter(changed)), (moves, vis.filter(moved)), counts
+
+
+def _changed_personas(ctx, entry, prof, fresh, R, changed_ids, as_of_us):
+    """(personas, their profiles) of the changed customers: full profile rows (the fresh ones; the stored rows,
+    moved to ``as_of_us``, of customers who only changed segment)."""
+    if not len(changed_ids):
+        return None
+    parts = []
+    if fresh is not None:
+        parts.append(fresh.filter(pc.is_in(fresh.column(outputs.ID_COLUMN), value_set=changed_ids)))
+    rest = changed_ids if R is None else changed_ids.filter(pc.invert(pc.is_in(changed_ids, value_set=R)))
+    if len(rest) and prof is not None:
+        full = _read_profiles(ctx.dir, entry.get("profiles", []), ids=rest)
+        parts.append(_retime(ctx.settings, full, as_of_us))
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        return None
+    table = parts[0] if len(parts) == 1 else pa.concat_tables([parts[0]] + [p.select(parts[0].column_names)
+                                                                           for p in parts[1:]])  # fmt: skip
+    asg, vis = ctx.assign(table)
+    return ctx.persona_table(vis, _one_chunk(asg.column(outputs.SEGMENT_COLUMN))), vis
 
 
 def _one_chunk(col):
@@ -691,7 +771,7 @@ def init_state(state_dir, run_out, transactions, *, events=None, attributes=None
     freq = {v: k for k, v in _profile.BTYD_UNITS.items()}.get(unit, "D")
     settings = {"roles": roles, "labels": labels, "windows": list(windows), "freq": freq, "buckets": buckets,
                 "types": {r: _types_to_json(_types_of(t)) for r, t in tables.items()},
-                "value": _value_settings(info)}  # fmt: skip
+                "value": _value_settings(info), "n_traits": int(info.get("n_traits") or 3)}  # fmt: skip
     watermark = max(int(pc.max(t.column(roles["ts"])).value) for t in (tables["transactions"], tables["events"])
                     if t is not None and t.num_rows)  # fmt: skip
     with atomic_directory(state_dir, overwrite=overwrite) as tmp:
@@ -706,8 +786,14 @@ def init_state(state_dir, run_out, transactions, *, events=None, attributes=None
         split = {r: _split(t, roles["customer_id"], buckets) for r, t in tables.items()}
         del tables
         args = [(manifest["buckets"][b], {r: split[r].pop(b, None) for r in ROLES}) for b in range(buckets)]
-        results = _map_buckets(engine, ctx, args, tmp, manifest, as_of_us, changes=False)
+        results = _map_buckets(engine, ctx, args, tmp, manifest, as_of_us, changes=False, init=True)
         manifest["buckets"] = [r[0] for r in results]
+        states = [r[3]["persona_states"] for r in results if "persona_states" in r[3]]
+        if states:  # the personas' base (every customer at the run's as_of) and segment sketches
+            ps, ss = states[0]
+            for a, b in states[1:]:
+                ps, ss = ps.merge(a), ss.merge(b)
+            _save_personas(tmp, ctx.n_traits, ps, ss)
         customers = sum(r[3]["customers"] for r in results)
         manifest.update(as_of=as_of, as_of_us=as_of_us, watermark_us=watermark, batches=[],
                         customers=customers, run=os.path.abspath(os.fspath(run_out)),
@@ -732,10 +818,11 @@ def state_summary(state_dir):
 
 # -- updating a state -----------------------------------------------------------------------------
 class UpdateResult:
-    """What an update did: ``changes`` (the changed customers' assignments), ``moves`` and ``info`` (run.json)."""
+    """What an update did: ``changes`` (the changed customers' assignments), ``moves``, ``personas`` (of the
+    changed customers) and ``info`` (run.json)."""
 
-    def __init__(self, path, changes, moves, info):
-        self.path, self.changes, self.moves, self.info = path, changes, moves, info
+    def __init__(self, path, changes, moves, info, personas=None):
+        self.path, self.changes, self.moves, self.info, self.personas = path, changes, moves, info, personas
 
     def __repr__(self):
         return (f"UpdateResult(as_of={self.info.get('as_of')!r}, changed={self.info.get('customers_changed')}, "
@@ -944,6 +1031,7 @@ def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_f
     at = _iso(as_of_us)
     ch_asg, ch_prof = _concat_pairs(changed)
     mv_tab, mv_prof = _concat_pairs(moves)
+    pe_tab, pe_prof = _concat_pairs([c["personas"] for *_, c in results if c.get("personas") is not None])
     if mv_tab is not None:
         mv_tab = mv_tab.append_column("at", pa.array([as_of_us] * mv_tab.num_rows, pa.timestamp("us", "UTC")))
     # EXPORT: the model's privacy (consent, pseudonyms, the exported segment ids, personal columns)
@@ -956,6 +1044,8 @@ def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_f
         if mapping is not None:
             mv_tab = _privacy.relabel_segments(mv_tab, mapping, "from_segment")
         mv_tab = _privacy.export_piece(mv_tab, mv_prof, plan=plan, mapping=mapping, column="to_segment")
+    if pe_tab is not None and (plan.active or mapping is not None):
+        pe_tab = _privacy.export_piece(pe_tab, pe_prof, plan=plan, mapping=mapping)
     info.update(applied=True, as_of=at, previous_as_of=manifest["as_of"], watermark=_iso(watermark),
                 late_rows=late, late_rule="folded in: a customer with late rows is profiled again from all rows",
                 customers=totals["customers"], customers_reprofiled=totals["reprofiled"],
@@ -971,7 +1061,7 @@ def _apply(state, manifest, ctx, batch, bids, *, as_of, out, overwrite, id_key_f
             if isinstance(psi, dict) else None  # fmt: skip
     if plan.min_segment_size is not None and 0 < totals["moved"] < plan.min_segment_size:
         info["customers_moved"] = f"fewer than {plan.min_segment_size}"
-    result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0, id_type=_out_id_type(s, plan))
+    result = _write_update(out, overwrite, ch_asg, mv_tab, info, t0, id_type=_out_id_type(s, plan), personas=pe_tab)
     # the new state, swapped in by one rename (a kill before leaves the previous state whole)
     new["last_update"] = {k: info[k] for k in ("batch_id", "as_of", "customers_reprofiled", "customers_changed")}
     _write_json_atomic(new, os.path.join(state, MANIFEST))
@@ -989,21 +1079,21 @@ def _out_id_type(settings, plan):
     return settings.types["transactions"][settings.cid]
 
 
-def _bucket_task(item, *, state, manifest, as_of_us, changes=True):
+def _bucket_task(item, *, state, manifest, as_of_us, changes=True, init=False):
     entry, batch = item
-    return _bucket_step(_Ctx(state, manifest), entry, batch, as_of_us, changes=changes)
+    return _bucket_step(_Ctx(state, manifest), entry, batch, as_of_us, changes=changes, init=init)
 
 
-def _map_buckets(engine, ctx, args, state, manifest, as_of_us, changes=True):
+def _map_buckets(engine, ctx, args, state, manifest, as_of_us, changes=True, init=False):
     """Every bucket's step: in this process, or one task per bucket on an engine's workers (only the changed
     customers' rows come back)."""
     if engine is None or getattr(engine, "name", None) == "local":
-        return [_bucket_step(ctx, e, bt, as_of_us, changes=changes) for e, bt in args]
+        return [_bucket_step(ctx, e, bt, as_of_us, changes=changes, init=init) for e, bt in args]
     from segone._engine import check_engine
 
     eng = check_engine(engine)
     return eng.gather(eng.map(_bucket_task, args, state=os.path.abspath(state), manifest=manifest,
-                              as_of_us=as_of_us, changes=changes))
+                              as_of_us=as_of_us, changes=changes, init=init))
 
 def _concat_pairs(pairs):
     pairs = [p for p in pairs if p is not None and p[0].num_rows]
@@ -1013,7 +1103,7 @@ def _concat_pairs(pairs):
             pa.concat_tables([p[1] for p in pairs], promote_options="permissive"))
 
 
-def _write_update(out, overwrite, changes, moves, info, t0, id_type=pa.int64()):
+def _write_update(out, overwrite, changes, moves, info, t0, id_type=pa.int64(), personas=None):
     from segone.io import atomic_directory, write_json, write_parquet
 
     if changes is None:  # nobody changed: the files are there, empty, with their columns
@@ -1023,13 +1113,15 @@ def _write_update(out, overwrite, changes, moves, info, t0, id_type=pa.int64()):
         moves = pa.table({outputs.ID_COLUMN: pa.array([], id_type), "from_segment": pa.array([], pa.int32()),
                           "to_segment": pa.array([], pa.int32()), "at": pa.array([], pa.timestamp("us", "UTC"))})
     if out is None:
-        return UpdateResult(None, changes, moves, info)
+        return UpdateResult(None, changes, moves, info, personas)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         write_parquet(changes, os.path.join(tmp, outputs.ASSIGNMENTS))
         write_parquet(moves, os.path.join(tmp, outputs.CHANGELOG))
+        if personas is not None:
+            write_parquet(personas, os.path.join(tmp, outputs.PERSONAS))
         info["timings_s"] = {"total": round(time.perf_counter() - t0, 4)}
         write_json(info, os.path.join(tmp, outputs.RUN_JSON))
-    return UpdateResult(os.path.abspath(os.fspath(out)), changes, moves, info)
+    return UpdateResult(os.path.abspath(os.fspath(out)), changes, moves, info, personas)
 
 
 def read_profiles(state, *, hidden=False):

@@ -136,6 +136,11 @@ def test_outputs_hold_the_changed_customers_and_the_moves(fitted, data, tmp_path
     assert pc.all(pc.not_equal(log.column("from_segment"), log.column("to_segment"))).as_py()
     info = json.load(open(tmp_path / "o" / "run.json"))
     assert info["format"] == "segone-update" and "feature_psi" in info
+    # the changed customers' personas, against the state's base and segments
+    pers = pa.parquet.read_table(tmp_path / "o" / "personas.parquet")
+    assert pers.column("customer_id").to_pylist() == changes.column("customer_id").to_pylist()
+    assert pers.column("segment").to_pylist() == changes.column("segment").to_pylist()
+    assert all(isinstance(x, str) and x for x in pers.column("summary").to_pylist())
 
 
 def test_columns_the_profile_does_not_read_are_ignored_as_by_run(fitted, data, tmp_path):
