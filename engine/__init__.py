@@ -35,7 +35,7 @@ from segone._backend import available_backends
 from segone._memory import keep_freed_memory
 from segone._memory import release as release_memory
 from segone._memory import settings as memory_settings
-from segone.assign import Assignment, assign
+from segone.assignment import Assignment, assign
 from segone.backtesting import backtest, calibration_and_holdout
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
 from segone.clv import BetaGeo, GammaGamma, predict_value

@@ -60,7 +60,7 @@ from segone._validation import (
     default_sample_size,
     random_seed,
 )
-from segone.assign import assign
+from segone.assignment import assign
 from segone.errors import ParameterError
 from segone.segment import PartialSums, Segmenter, kmeans_plusplus
 

@@ -242,7 +242,7 @@ def slots(feat, val, cols, medians, kind, row_medians=None, entry_base=0, varian
 
 def compile_entries(entries):
     """entries: list of (literals, kinds, decimals) or None -> arrays for :func:`build`."""
-    from segone.describe.personas import _KINDS
+    from segone.describe._personas import _KINDS
 
     width = max((len(e[1]) for e in entries if e), default=0)
     m = len(entries)

@@ -1,5 +1,9 @@
 """Segments of one: a persona for every customer.
 
+The module ``segone.describe._personas`` (it was ``segone.describe.personas``,
+a name now held by the function alone: ``segone.describe.personas`` and
+``segone.personas``); its public names are imported from ``segone.describe``.
+
 A persona is the few traits that set one customer apart from the whole
 customer base, and one plain sentence that says them.  For every numeric
 profile feature the customer's population percentile ``p`` comes from the
