@@ -724,6 +724,11 @@ def sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums
     and features in order gives the same bits.
     """
     X, labels, shift, means = prepare_sweep_inputs(X, labels, shift, means, counts, sums, sumsq, dist)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf, as in the compiled loops
+        return _sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist)
+
+
+def _sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist):
     n, d = X.shape
     V = X.astype(np.float64) - shift  # exact conversion, then one rounding per value, as the compiled loops
     s2 = np.zeros(n)
@@ -814,7 +819,7 @@ def persona_slots(feat, val, values, medians, row_medians, kind, entry_base, swa
                 if kd == 1:
                     nums[i, s, q] = v
                 elif kd == 2:
-                    with np.errstate(divide="ignore", invalid="ignore"):
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                         nums[i, s, q] = np.float64(v) / np.float64(m)
                 elif kd == 3:
                     nums[i, s, q] = v * 100.0
