@@ -1,8 +1,11 @@
-"""One name, one thing: no module of segone is shadowed by a function or class of the same name."""
+"""One name, one thing: no module of segone is shadowed by a function or class of the same name, and every
+compiled kernel lives in kernels/ (engine/ never imports numba)."""
 
 import importlib
 import inspect
+import pathlib
 import pkgutil
+import re
 import types
 
 import segone
@@ -49,3 +52,11 @@ def test_the_functions_keep_their_public_names():
     assert segone.assign is assign and segone.describe.personas is personas and segone.personas is personas
     assert callable(segone.assign) and callable(segone.personas)
     assert isinstance(segone.assignment, types.ModuleType)
+
+
+def test_every_compiled_kernel_lives_in_kernels():
+    engine = pathlib.Path(segone.__file__).parent
+    found = [f"{p.relative_to(engine)}:{i}: {line.strip()}" for p in sorted(engine.rglob("*.py"))
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"\bnjit\b|^\s*(from numba\b|import numba\b)", line)]  # fmt: skip
+    assert found == [], "move these kernels to kernels/ (a reference, a Numba and a Cython twin):\n" + "\n".join(found)
