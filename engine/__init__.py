@@ -10,8 +10,8 @@ FeatureScorer     profiles -> float32 feature matrix (mergeable state)
 rfm_scores        R, F, M scores, RFM code and named RFM segment per customer
 QuantileSketch    mergeable quantile sketch (relative error, exact merge)
 Segmenter         mini-batch k-means (scikit-learn estimator API)
-assign            nearest-segment assignment (labels, distance, margin)
-personas          what sets each customer apart: top traits and a sentence per customer
+assign            nearest-segment assignment (labels, distance, margin); its module is segone.assignment
+personas          what sets each customer apart: top traits and a sentence per customer (segone.describe)
 describe_segments the segment table: sizes, value share, lifts, traits, unique labels
 BetaGeo, GammaGamma, predict_value   predicted customer value (lifetimes' definitions, fast)
 save_model, load_model, apply_model  versioned model directories (plain data), applied without refitting
