@@ -10,8 +10,8 @@ FeatureScorer     profiles -> float32 feature matrix (mergeable state)
 rfm_scores        R, F, M scores, RFM code and named RFM segment per customer
 QuantileSketch    mergeable quantile sketch (relative error, exact merge)
 Segmenter         mini-batch k-means (scikit-learn estimator API)
-assign            nearest-segment assignment (labels, distance, margin)
-personas          what sets each customer apart: top traits and a sentence per customer
+assign            nearest-segment assignment (labels, distance, margin); its module is segone.assignment
+personas          what sets each customer apart: top traits and a sentence per customer (segone.describe)
 describe_segments the segment table: sizes, value share, lifts, traits, unique labels
 BetaGeo, GammaGamma, predict_value   predicted customer value (lifetimes' definitions, fast)
 save_model, load_model, apply_model  versioned model directories (plain data), applied without refitting
@@ -35,7 +35,7 @@ from segone._backend import available_backends
 from segone._memory import keep_freed_memory
 from segone._memory import release as release_memory
 from segone._memory import settings as memory_settings
-from segone.assign import Assignment, assign
+from segone.assignment import Assignment, assign
 from segone.backtesting import backtest, calibration_and_holdout
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, describe_segments, personas
 from segone.clv import BetaGeo, GammaGamma, predict_value

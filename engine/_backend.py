@@ -22,7 +22,11 @@ _AUTO_ORDER = {
     # within noise; cython needs no JIT compile on first use
     "group": ("cython", "numba"),
     "score": ("cython", "numba"),
+    # top traits, trait strengths, and the sentences (persona_slots, persona_sentences): the same bytes on both;
+    # cython needs no JIT compile
     "persona": ("cython", "numba"),
+    # the sweep's per-segment sums (sweep_accumulate): the same bits on both; cython needs no JIT compile
+    "sweep": ("cython", "numba"),
     # the quantile sketch's one pass per column: bit-identical on both; cython needs no JIT compile
     "sketch": ("cython", "numba"),
     # tracking's radix argsort of the customer ids: cython needs no JIT compile

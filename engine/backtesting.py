@@ -868,7 +868,7 @@ def _one_segment(profiles):
 def _calibration_segments(eng, profiles, k, *, n, schema, random_state, backend, n_threads):
     """Assignments (parts) of the calibration profiles to ``k`` segments, learnt as ``segone run`` learns them."""
     from segone import pipeline as _pipe
-    from segone.assign import assign_piece
+    from segone.assignment import assign_piece
     from segone.score import FeatureScorer, ScorerState
     from segone.segment import PartialSums, Segmenter
 

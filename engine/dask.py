@@ -51,8 +51,8 @@ from segone._validation import (
     check_sample_size,
     default_sample_size,
 )
-from segone.assign import Assignment
-from segone.assign import assign as _assign
+from segone.assignment import Assignment
+from segone.assignment import assign as _assign
 from segone.errors import EmptyInputError, NotFittedError, ParameterError, StalledError
 
 # seconds without any task finishing, while no worker is running one of them, before a job is declared stalled

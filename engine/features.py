@@ -98,7 +98,7 @@ class Feature:
     phrase : dict or None
         The persona rule (without ``match``): ``group`` (members of one group
         are said once), ``high`` / ``low`` phrases and their optional keys
-        (see :mod:`segone.describe.personas`); None: no rule of its own (the
+        (see :mod:`segone.describe._personas`); None: no rule of its own (the
         catch-all applies).
     direction : {"higher", "lower", "neutral"}
         Which way is good for the business; the report colours "lower"

@@ -289,7 +289,7 @@ class Model:
         >>> bool((out.column("segment").to_numpy() == np.array([7, 2, 5])[seg.labels_]).all())
         True
         """
-        from segone.assign import assign
+        from segone.assignment import assign
 
         table, _ = self._complete(profiles)
         if id_column not in table.column_names:
@@ -310,7 +310,7 @@ class Model:
 
     def predict(self, X):
         """Stable segment id of every row of an already scored feature matrix ``X``."""
-        from segone.assign import assign
+        from segone.assignment import assign
 
         res = assign(X, self.centroids.astype(np.asarray(X).dtype, copy=False))
         return self.segment_ids[res.labels]

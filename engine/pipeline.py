@@ -40,7 +40,7 @@ from segone._validation import (
     check_run_parameters,
     default_sample_size,
 )
-from segone.assign import assign_piece
+from segone.assignment import assign_piece
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import DataError, ParameterError
 from segone.io import atomic_directory, resolve_inputs, write_json, write_parquet
@@ -936,7 +936,7 @@ def _actions_or_skip(eng, pieces, profiles, assignments, *, summary, n_segments,
 
 
 def _with_next_step(personas, actions, *, horizon_days):
-    from segone.describe.personas import with_next_step
+    from segone.describe._personas import with_next_step
 
     return with_next_step(personas, _actions.next_steps(actions, horizon_days))
 

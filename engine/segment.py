@@ -41,7 +41,7 @@ from segone._validation import (
     default_sample_size,
     random_seed,
 )
-from segone.assign import assign
+from segone.assignment import assign
 from segone.errors import DataError, ParameterError, examples
 from segone.kernels import _common
 

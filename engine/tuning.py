@@ -45,11 +45,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
-from segone._backend import resolve_backend
+from segone._backend import get_kernels, resolve_backend
 from segone._state import State, array_from_data, array_to_data
-from segone._threads import threads_for_work
+from segone._threads import effective_n_threads, threads_for_work
 from segone._validation import (
     check_finite,
     check_float,
@@ -60,7 +59,7 @@ from segone._validation import (
     default_sample_size,
     random_seed,
 )
-from segone.assign import assign
+from segone.assignment import assign
 from segone.errors import ParameterError
 from segone.segment import PartialSums, Segmenter, kmeans_plusplus
 
@@ -267,47 +266,22 @@ def _inertia(X, C, backend, nt):
     return PartialSums.of(X, C, backend=backend, n_threads=nt).inertia
 
 
-# the fused per-row accumulation of SweepStats (compiled on first use, cached on disk)
-@njit(nogil=True, cache=True)
-def _accumulate_rows(X, labels, shift, Ms, want_dist, want_sums, counts, sums, sumsq, dist):  # pragma: no cover
-    n, d = X.shape
-    tot = 0.0
-    for i in range(n):
-        lab = labels[i]
-        s2 = 0.0
-        t2 = 0.0
-        for f in range(d):
-            v = X[i, f] - shift[f]
-            s2 += v * v
-            if want_sums:
-                sums[lab, f] += v
-            if want_dist:
-                w = v - Ms[lab, f]
-                t2 += w * w
-        sumsq[lab] += s2
-        if want_sums:
-            counts[lab] += 1.0
-        if want_dist:
-            dist[lab] += np.sqrt(t2)
-            tot += t2
-    return tot
-
-
-
-def _accumulate(X, labels, k, shift, means, want_sums):
+def _accumulate(X, labels, k, shift, means, want_sums, backend="auto", n_threads=None):
     """(counts, sums, sumsq, dist, sq. distance to the means) of rows X with ``labels``, all in float64.
 
     ``sums`` and ``sumsq`` are of ``x - shift``; ``dist`` (None without
     ``means``) sums ``||x - means_label||``.  Counts and sums are only
-    accumulated with ``want_sums`` (else zeros).
+    accumulated with ``want_sums`` (else zeros).  One fused pass of the
+    compiled ``sweep_accumulate`` kernel (the "sweep" kernel family).
     """
     d = X.shape[1]
     counts, sums, sumsq = np.zeros(k), np.zeros((k, d)), np.zeros(k)
     dist = None if means is None else np.zeros(k)
     Ms = np.zeros((k, d)) if means is None else np.ascontiguousarray(np.asarray(means, dtype=np.float64) - shift)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
-    tot = _accumulate_rows(X, labels, shift, Ms, means is not None, want_sums, counts, sums, sumsq,
-                           np.zeros(k) if dist is None else dist)  # fmt: skip
+    tot = get_kernels(backend, "sweep").sweep_accumulate(X, labels, shift, Ms, means is not None, want_sums, counts,
+                                                        sums, sumsq, np.zeros(k) if dist is None else dist,
+                                                        effective_n_threads(n_threads))  # fmt: skip
     return counts, sums, sumsq, dist, float(tot)
 
 
@@ -319,7 +293,7 @@ def _stats_of(X, centers_list, means_list, shift, backend, n_threads):
     out = []
     for C, M in zip(centers_list, means_list):
         res = assign(X, np.ascontiguousarray(C, dtype=X.dtype), backend=backend, n_threads=n_threads)
-        counts, sums, sumsq, dist, _ = _accumulate(X, res.labels, C.shape[0], shift, M, True)
+        counts, sums, sumsq, dist, _ = _accumulate(X, res.labels, C.shape[0], shift, M, True, backend, n_threads)
         out.append(SweepStats(shift, M, counts, sums, sumsq, dist, float(res.distance.sum(dtype=np.float64))))
     return out
 

@@ -418,3 +418,149 @@ def prepare_persona_inputs(cols, lut, lut_off, lut_low, lut_len, S):
     if lut.size == 0:
         lut = np.zeros(1, dtype=np.float32)
     return cols, (lut, lut_off, lut_low, lut_len)
+
+
+# ------------------------------------------------------------- sweep statistics
+def prepare_sweep_inputs(X, labels, shift, means, counts, sums, sumsq, dist):
+    """Checked, typed inputs of the compiled sweep accumulation: ``(X, labels, shift, means)``.
+
+    ``X`` stays in its float type (C-contiguous); labels become int64 and
+    must lie in ``[0, k)`` (k = ``counts.shape[0]``); ``shift`` (D,) and
+    ``means`` (k, D) float64; the outputs must be float64 of shapes (k,),
+    (k, D), (k,) and (k,).
+    """
+    X = np.ascontiguousarray(X)
+    if X.ndim != 2 or X.dtype not in (np.float32, np.float64):
+        raise ValueError("X must be a 2-d float32 or float64 array")
+    n, d = X.shape
+    k = counts.shape[0]
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    shift = np.ascontiguousarray(shift, dtype=np.float64)
+    means = np.ascontiguousarray(means, dtype=np.float64)
+    if labels.shape != (n,) or shift.shape != (d,) or means.shape != (k, d):
+        raise ValueError(f"labels, shift and means must have shapes ({n},), ({d},) and ({k}, {d})")
+    for name, a, shape in (("counts", counts, (k,)), ("sums", sums, (k, d)), ("sumsq", sumsq, (k,)),
+                           ("dist", dist, (k,))):  # fmt: skip
+        if a.shape != shape or a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"{name} must be a writeable C-contiguous float64 array of shape {shape}")
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k}), got values from {labels.min()} to {labels.max()}")
+    return X, labels, shift, means
+
+
+# ------------------------------------------------------------ persona sentences
+#: most decimals of a number in a persona phrase ({value:.Nf}): 10**N stays exact in int64 and float64
+MAX_DECIMALS = 9
+
+
+def prepare_slots_inputs(feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry,
+                         nums, pct):  # fmt: skip
+    """Checked, typed inputs of the compiled persona slot kernels.
+
+    Returns ``(feat, val, values, med, row_med, kind, swap, far_ratio, vdec)``:
+    ``feat`` (N, k) int64, ``val`` (N, k) float32, ``values`` (N, k)
+    float64, ``med`` float64 (length >= 1), ``row_med`` (N,) or (0,)
+    float64, ``kind`` (M, W) int64 with W >= 1, ``swap`` (M or 0, 3) int64,
+    ``far_ratio`` float64 and ``vdec`` int64.  Every entry code the kernels
+    can form (``entry_base + 2 j + 1`` and the swaps) must lie in ``[0, M)``;
+    the outputs ``entry`` (N, k) int64, ``nums`` (N, k, W' <= W) float64
+    and ``pct`` (N, k) float64 must be writeable and C-contiguous.
+    """
+    feat = np.ascontiguousarray(feat, dtype=np.int64)
+    n, k = feat.shape
+    val = np.ascontiguousarray(val, dtype=np.float32)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if val.shape != (n, k) or values.shape != (n, k):
+        raise ValueError(f"feat, val and values must have the same shape ({n}, {k})")
+    med = np.ascontiguousarray(medians, dtype=np.float64) if len(medians) else np.zeros(1)
+    row_med = np.empty(0) if row_medians is None else np.ascontiguousarray(row_medians, dtype=np.float64)
+    if row_med.shape not in ((0,), (n,)):
+        raise ValueError(f"row_medians must have length {n}")
+    kind = np.ascontiguousarray(kind, dtype=np.int64)
+    if kind.ndim != 2:
+        raise ValueError("kind must be 2-d (entries x placeholders)")
+    if kind.shape[1] == 0:
+        kind = np.zeros((kind.shape[0], 1), np.int64)
+    m = kind.shape[0]
+    swap = np.ascontiguousarray(swap, dtype=np.int64).reshape(-1, 3)
+    far_ratio = np.ascontiguousarray(far_ratio, dtype=np.float64)
+    vdec = np.ascontiguousarray(vdec, dtype=np.int64)
+    if swap.shape[0] not in (0, m) or far_ratio.shape != (swap.shape[0],) or vdec.shape != (swap.shape[0],):
+        raise ValueError(f"swap, far_ratio and vdec must have {m} rows (or 0: no variants)")
+    for name, a, dt in (("entry", entry, np.int64), ("nums", nums, np.float64), ("pct", pct, np.float64)):
+        if a.shape[:2] != (n, k) or a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"{name} must be a writeable C-contiguous {np.dtype(dt)} array of shape ({n}, {k}, ...)")
+    if nums.ndim != 3 or nums.shape[2] > kind.shape[1]:
+        raise ValueError(f"nums must have shape ({n}, {k}, W) with W <= {kind.shape[1]}")
+    if feat.size and feat.max() >= 0 and (entry_base < 0 or entry_base + 2 * int(feat.max()) + 1 >= m):
+        raise ValueError(f"entry codes up to {entry_base + 2 * int(feat.max()) + 1} do not fit {m} entries")
+    if swap.size and (swap.max() >= m or (vdec.size and (vdec.min() < 0 or vdec.max() > MAX_DECIMALS))):
+        raise ValueError(f"swap entries must lie below {m} and vdec in [0, {MAX_DECIMALS}]")
+    return feat, val, values, med, row_med, kind, swap, far_ratio, vdec
+
+
+def sentence_row_cap(lit_len, kind, dec, cat_off, k, nothing_len):
+    """An upper bound of the bytes of one sentence: per slot every literal, 21 + decimals bytes a number (a sign,
+    18 digits, a point, a leading zero), the longest category value a category, and the separator; at least the
+    "nothing" sentence."""
+    lit_len, kind, dec = (np.asarray(a, dtype=np.int64) for a in (lit_len, kind, dec))
+    cat_off = np.asarray(cat_off, dtype=np.int64)
+    longest = int((cat_off[1:] - cat_off[:-1]).max(initial=0))
+    place = np.where(kind == 6, longest, np.where(kind > 0, 21 + dec, 0))
+    per_entry = lit_len.sum(axis=1) + (place.sum(axis=1) if place.size else 0)
+    return max((int(per_entry.max(initial=0)) + 2) * int(k), int(nothing_len))
+
+
+def prepare_sentence_inputs(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing,
+                            out, offsets, n_chunks, row_cap):  # fmt: skip
+    """Checked, typed inputs of the compiled sentence writers (see ``reference.persona_sentences``).
+
+    Every index the kernels follow is checked here (entry codes, literal and
+    category ranges, decimals, the room in ``out``), so that the compiled
+    loops, which check no bounds, never write outside their arrays.
+    """
+    entry = np.ascontiguousarray(entry, dtype=np.int64)
+    n, k = entry.shape
+    nums = np.ascontiguousarray(nums, dtype=np.float64)
+    if nums.ndim != 3 or nums.shape[:2] != (n, k):
+        raise ValueError(f"nums must have shape ({n}, {k}, W)")
+    if nums.shape[2] == 0:
+        nums = np.zeros((n, k, 1))
+    cat = np.ascontiguousarray(cat, dtype=np.int64)
+    lit_off, lit_len = (np.ascontiguousarray(a, dtype=np.int64) for a in (lit_off, lit_len))
+    m, w1 = lit_off.shape
+    kind = np.ascontiguousarray(kind, dtype=np.int64).reshape(m, -1)
+    dec = np.ascontiguousarray(dec, dtype=np.int64).reshape(m, -1)
+    width = w1 - 1
+    if cat.shape != (n, k) or lit_len.shape != (m, w1) or kind.shape != (m, width) or dec.shape != (m, width):
+        raise ValueError("entry / cat, lit_off / lit_len and kind / dec must have matching shapes")
+    if width > nums.shape[2]:
+        raise ValueError(f"nums holds {nums.shape[2]} numbers per slot, the entries up to {width}")
+    if kind.shape[1] == 0:  # no placeholders: one unused column keeps the compiled signatures simple
+        kind, dec = np.zeros((m, 1), np.int64), np.zeros((m, 1), np.int64)
+    lit_bytes = np.ascontiguousarray(lit_bytes, dtype=np.uint8)
+    cat_off = np.ascontiguousarray(cat_off, dtype=np.int64)
+    cat_bytes = np.ascontiguousarray(cat_bytes, dtype=np.uint8)
+    nothing = np.ascontiguousarray(nothing, dtype=np.uint8)
+    if entry.size and entry.max() >= m:
+        raise ValueError(f"entry codes must lie below {m}")
+    if lit_len.size and ((lit_len < 0) | (lit_off < 0) | (lit_off + lit_len > lit_bytes.size)).any():
+        raise ValueError("a literal lies outside lit_bytes")
+    if dec.size and (dec.min() < 0 or dec.max() > MAX_DECIMALS):
+        raise ValueError(f"decimals must lie in [0, {MAX_DECIMALS}]")
+    if cat_off.ndim != 1 or cat_off.size < 1 or cat_off[0] < 0 or (np.diff(cat_off) < 0).any() or \
+            cat_off[-1] > cat_bytes.size:  # fmt: skip
+        raise ValueError("cat_off must be non-decreasing offsets into cat_bytes")
+    if cat.size and cat.max() >= cat_off.size - 1:
+        raise ValueError(f"category codes must lie below {cat_off.size - 1}")
+    n_chunks, row_cap = max(1, int(n_chunks)), int(row_cap)
+    if row_cap < sentence_row_cap(lit_len, kind, dec, cat_off, k, nothing.size) or out.dtype != np.uint8 or \
+            out.ndim != 1 or out.size < n * row_cap + 1 or not out.flags.writeable:  # fmt: skip
+        raise ValueError("out must be a writeable uint8 array of at least n * row_cap + 1 bytes, row_cap a bound "
+                         "of one sentence (see sentence_row_cap)")
+    if offsets.shape != (n + 1,) or offsets.dtype not in (np.int32, np.int64) or not offsets.flags.c_contiguous:
+        raise ValueError(f"offsets must be a C-contiguous int32 or int64 array of length {n + 1}")
+    if offsets.dtype == np.int32 and n * row_cap + 1 >= 2**31:
+        raise ValueError("int32 offsets cannot address this many bytes; use int64")
+    return (entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out, offsets,
+            n_chunks, row_cap)  # fmt: skip

@@ -17,7 +17,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport INFINITY, ceil, fabs, isfinite, log, log1p
+from libc.math cimport INFINITY, ceil, fabs, isfinite, log, log1p, rint, sqrt
 from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
@@ -835,7 +835,7 @@ def _top_traits_kernel(
 from segone.kernels._common import (
     MB_OVERFLOW, centering, chunk_plan, kernel_transform, merge_partials, minibatch_scratch, overflow_error,
     owner_ranges, partial_buffers, prepare_blocked, prepare_persona_inputs, prepare_profile_inputs,
-    prepare_score_inputs,
+    prepare_score_inputs, prepare_sentence_inputs, prepare_slots_inputs, prepare_sweep_inputs,
     profile_outputs,
 )
 
@@ -1387,3 +1387,281 @@ def bootstrap_sums(hashes, cell, vcell, vals, seed, n_boot, n_cells, n_vcells, n
     cdf = np.ascontiguousarray(_ref.POISSON1_CDF, dtype=np.float64)
     _bootstrap_kernel(hashes, cell, vcell, vals, keys, cdf, boot, boot_values, max(1, int(n_threads)))
     return boot, boot_values
+
+
+# --------------------------------------------------------------- sweep statistics (see the Numba twin)
+# One sequential pass without the GIL: rows in order, features in order, float64 sums (the reference's bits).
+
+def _sweep_accumulate_kernel(
+    const floating[:, ::1] X,         # IN  (N, D)
+    const long long[::1] labels,      # IN  (N,) in [0, k)
+    const double[::1] shift,          # IN  (D,)
+    const double[:, ::1] Ms,          # IN  (k, D) the shifted segment means
+    bint want_dist, bint want_sums,
+    double[::1] counts,               # OUT (+=) (k,)
+    double[:, ::1] sums,              # OUT (+=) (k, D)
+    double[::1] sumsq,                # OUT (+=) (k,)
+    double[::1] dist,                 # OUT (+=) (k,)
+):
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], i, f
+    cdef long long lab
+    cdef double tot = 0.0, s2, t2, v, w
+    with nogil:
+        for i in range(n):
+            lab = labels[i]
+            s2 = 0.0
+            t2 = 0.0
+            for f in range(d):
+                v = <double> X[i, f] - shift[f]
+                s2 = s2 + v * v
+                if want_sums:
+                    sums[lab, f] += v
+                if want_dist:
+                    w = v - Ms[lab, f]
+                    t2 = t2 + w * w
+            sumsq[lab] += s2
+            if want_sums:
+                counts[lab] += 1.0
+            if want_dist:
+                dist[lab] += sqrt(t2)
+                tot = tot + t2
+    return tot
+
+
+def sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist, n_threads=1):
+    """Per-segment counts, sums, sums of squares and distances; see ``segone.kernels.reference.sweep_accumulate``."""
+    X, labels, shift, means = prepare_sweep_inputs(X, labels, shift, means, counts, sums, sumsq, dist)
+    return float(_sweep_accumulate_kernel(X, labels, shift, means, bool(want_dist), bool(want_sums), counts, sums,
+                                          sumsq, dist))
+
+
+# --------------------------------------------------------------- persona sentences (see the Numba twin)
+# The slots' entries and numbers (sequential), then the sentences written in chunks of rows on OpenMP threads,
+# each chunk from its own region of the buffer, then moved together: the same bytes whatever the chunks.
+
+cdef inline double _pct_rank(double q) noexcept nogil:
+    # Python's min / max rule (the first argument unless the second is strictly beyond it): NaN stays NaN
+    cdef double r = ceil(100.0 * q - 1e-9)
+    if 1.0 > r:
+        r = 1.0
+    if 100.0 < r:
+        r = 100.0
+    return r
+
+
+def _slots_kernel(
+    const long long[:, ::1] feat,      # IN  (N, k) column per slot, -1: none
+    const float[:, ::1] val,           # IN  (N, k) signed strengths
+    const double[:, ::1] values,       # IN  (N, k) the slots' values
+    long long n_num,                   # columns below this are numeric
+    const double[::1] med,             # IN  per-column medians
+    const double[::1] row_med,         # IN  (N,) per-row medians, or (0,)
+    const long long[:, ::1] kind,      # IN  (E, W) placeholder kinds
+    long long base,
+    long long[:, ::1] entry,           # OUT (N, k)
+    double[:, :, ::1] nums,            # OUT (N, k, W' <= W)
+    double[:, ::1] pct,                # OUT (N, k)
+    const long long[:, ::1] swap,      # IN  (E, 3) or (0, 3)
+    const double[::1] far_ratio,       # IN  (E,) or (0,)
+    const long long[::1] vdec,         # IN  (E,) or (0,)
+):
+    cdef Py_ssize_t n = feat.shape[0], k = feat.shape[1], width = nums.shape[2], i, s, q
+    cdef long long j, e, kd
+    cdef bint has_rows = row_med.shape[0] > 0, has_swap = swap.shape[0] > 0
+    cdef double st, v, m, p, scale, r, NAN_D = INFINITY - INFINITY
+    with nogil:
+        for i in range(n):
+            for s in range(k):
+                j = feat[i, s]
+                pct[i, s] = NAN_D
+                for q in range(width):
+                    nums[i, s, q] = 0.0
+                if j < 0:
+                    entry[i, s] = -1
+                    continue
+                st = <double> val[i, s]
+                e = base + 2 * j + (1 if st > 0 else 0)
+                if j < n_num and has_swap:  # the variants: far above typical, a value that reads 1 or 0
+                    v = values[i, s]
+                    m = row_med[i] if has_rows else med[j]
+                    if swap[e, 2] >= 0 and m > 0 and v / m >= far_ratio[e]:
+                        e = swap[e, 2]
+                    else:
+                        scale = 10.0 ** <double> vdec[e]
+                        r = rint(v * scale)
+                        if swap[e, 0] >= 0 and r == scale:
+                            e = swap[e, 0]
+                        elif swap[e, 1] >= 0 and r == 0.0:
+                            e = swap[e, 1]
+                entry[i, s] = e
+                if j >= n_num:
+                    continue
+                v = values[i, s]
+                p = (st + 1.0) / 2.0
+                pct[i, s] = p
+                for q in range(width):
+                    kd = kind[e, q]
+                    if kd == 1:
+                        nums[i, s, q] = v
+                    elif kd == 2:
+                        nums[i, s, q] = v / (row_med[i] if has_rows else med[j])
+                    elif kd == 3:
+                        nums[i, s, q] = v * 100.0
+                    elif kd == 4:
+                        nums[i, s, q] = _pct_rank(1.0 - p)
+                    elif kd == 5:
+                        nums[i, s, q] = _pct_rank(p)
+
+
+def persona_slots(feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry, nums, pct,
+                  n_threads=1):
+    """Phrase entries and numbers of every trait slot; see ``segone.kernels.reference.persona_slots``."""
+    feat, val, values, med, row_med, kind, swap, far_ratio, vdec = prepare_slots_inputs(
+        feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry, nums, pct)
+    _slots_kernel(feat, val, values, len(medians), med, row_med, kind, int(entry_base), entry, nums, pct, swap,
+                  far_ratio, vdec)
+
+
+cdef inline Py_ssize_t _digits(long long v, unsigned char[::1] out, Py_ssize_t pos) noexcept nogil:
+    """Write the non-negative integer v; return the new position."""
+    cdef Py_ssize_t start = pos, i, j
+    cdef unsigned char t
+    if v == 0:
+        out[pos] = 48
+        return pos + 1
+    while v > 0:
+        out[pos] = <unsigned char> (48 + v % 10)
+        v = v // 10
+        pos += 1
+    i = start
+    j = pos - 1
+    while i < j:
+        t = out[i]
+        out[i] = out[j]
+        out[j] = t
+        i += 1
+        j -= 1
+    return pos
+
+
+cdef inline Py_ssize_t _number(double x, long long d, unsigned char[::1] out, Py_ssize_t pos) noexcept nogil:
+    cdef double scaled, p10d = 10.0 ** <double> d
+    cdef long long iv, p10 = 1, frac, q
+    if not isfinite(x) or fabs(x) >= 9e17 / p10d:
+        out[pos] = 63  # "?": not representable (never expected: numbers are checked upstream)
+        return pos + 1
+    scaled = rint(x * p10d)
+    if scaled < 0:
+        out[pos] = 45  # "-"
+        pos += 1
+        scaled = -scaled
+    iv = <long long> scaled
+    for q in range(d):
+        p10 = p10 * 10
+    pos = _digits(iv // p10, out, pos)
+    if d > 0:
+        out[pos] = 46  # "."
+        pos += 1
+        frac = iv % p10
+        q = d - 1
+        while q >= 0:
+            out[pos + q] = <unsigned char> (48 + frac % 10)
+            frac = frac // 10
+            q -= 1
+        pos += d
+    return pos
+
+
+ctypedef fused offset_t:
+    int
+    long long
+
+
+cdef Py_ssize_t _sentence_rows(
+    Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t pos, const long long[:, ::1] entry, const double[:, :, ::1] nums,
+    const long long[:, ::1] cat, const long long[:, ::1] lit_off, const long long[:, ::1] lit_len,
+    const unsigned char[::1] lit_bytes, const long long[:, ::1] kind, const long long[:, ::1] dec,
+    const long long[::1] cat_off, const unsigned char[::1] cat_bytes, const unsigned char[::1] nothing,
+    unsigned char[::1] out, offset_t[::1] offsets,
+) noexcept nogil:
+    """Rows r0..r1-1 written from out[pos]; returns the end."""
+    cdef Py_ssize_t k = entry.shape[1], width = lit_off.shape[1] - 1, i, s, p, b, start
+    cdef long long e, o, ln, kd, c, o2, o3
+    for i in range(r0, r1):
+        offsets[i] = <offset_t> pos
+        start = pos
+        for s in range(k):
+            e = entry[i, s]
+            if e < 0:
+                continue
+            if pos > start:
+                out[pos] = 59  # "; "
+                out[pos + 1] = 32
+                pos += 2
+            for p in range(width + 1):
+                o = lit_off[e, p]
+                ln = lit_len[e, p]
+                for b in range(ln):
+                    out[pos + b] = lit_bytes[o + b]
+                pos += ln
+                if p == width:
+                    break
+                kd = kind[e, p]
+                if kd == 6:  # the category value
+                    c = cat[i, s]
+                    if c >= 0:
+                        o2 = cat_off[c]
+                        o3 = cat_off[c + 1]
+                        for b in range(o3 - o2):
+                            out[pos + b] = cat_bytes[o2 + b]
+                        pos += o3 - o2
+                elif kd > 0:
+                    pos = _number(nums[i, s, p], dec[e, p], out, pos)
+        if pos == start:
+            for b in range(nothing.shape[0]):
+                out[pos + b] = nothing[b]
+            pos += nothing.shape[0]
+        elif 97 <= out[start] <= 122:  # an ASCII lower-case first letter
+            out[start] -= 32
+    return pos
+
+
+def _sentences_kernel(
+    const long long[:, ::1] entry, const double[:, :, ::1] nums, const long long[:, ::1] cat,
+    const long long[:, ::1] lit_off, const long long[:, ::1] lit_len, const unsigned char[::1] lit_bytes,
+    const long long[:, ::1] kind, const long long[:, ::1] dec, const long long[::1] cat_off,
+    const unsigned char[::1] cat_bytes, const unsigned char[::1] nothing,
+    unsigned char[::1] out,            # OUT the sentences end to end
+    offset_t[::1] offsets,             # OUT (N + 1,)
+    Py_ssize_t n_chunks, Py_ssize_t row_cap, int n_threads,
+):
+    cdef Py_ssize_t n = entry.shape[0], per = (n + n_chunks - 1) // n_chunks, t, r0, r1, src, shift, b, i, pos = 0
+    ends_arr = np.zeros(n_chunks, dtype=np.int64)
+    cdef long long[::1] ends = ends_arr
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_threads):
+            r0 = min(t * per, n)
+            r1 = min(r0 + per, n)
+            ends[t] = _sentence_rows(r0, r1, r0 * row_cap, entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec,
+                                     cat_off, cat_bytes, nothing, out, offsets)
+        for t in range(n_chunks):  # left moves only: a forward copy is safe
+            r0 = min(t * per, n)
+            r1 = min(r0 + per, n)
+            src = r0 * row_cap
+            shift = src - pos
+            if shift:
+                for b in range(src, ends[t]):
+                    out[b - shift] = out[b]
+                for i in range(r0, r1):
+                    offsets[i] = <offset_t> (offsets[i] - shift)
+            pos = ends[t] - shift
+        offsets[n] = <offset_t> pos
+    return pos
+
+
+def persona_sentences(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out,
+                      offsets, n_chunks, row_cap, n_threads=1):
+    """The persona sentences as an Arrow string buffer; see ``segone.kernels.reference.persona_sentences``."""
+    args = prepare_sentence_inputs(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes,
+                                   nothing, out, offsets, n_chunks, row_cap)
+    return int(_sentences_kernel(*args, max(1, int(n_threads))))

@@ -15,7 +15,7 @@ from numba import njit, prange
 from segone.kernels._common import (
     MB_OVERFLOW, centering, chunk_plan, kernel_transform, merge_partials, overflow_error, owner_ranges,
     partial_buffers, prepare_centroids, prepare_persona_inputs, prepare_profile_inputs, prepare_score_inputs,
-    profile_outputs,
+    prepare_sentence_inputs, prepare_slots_inputs, prepare_sweep_inputs, profile_outputs,
 )
 
 # reassociation and contraction allowed; nnan / ninf NOT set: NaN checks work
@@ -996,3 +996,234 @@ def _check_bootstrap_cells(cell, vcell, n_cells, n_vcells, n):
         raise ValueError("hashes, cell, vcell and vals must have the same length")
     if n and (cell.min() < 0 or cell.max() >= n_cells or vcell.min() < 0 or vcell.max() >= n_vcells):
         raise ValueError("cell and vcell must lie in [0, n_cells) and [0, n_vcells)")
+
+
+# --------------------------------------------------------------- sweep statistics (see the Cython twin)
+# One sequential pass without the GIL (rows in order, features in order, float64 sums): the reference's
+# bits; the sweep runs it once per k and piece, after the parallel assign kernel.
+@njit(**_jit_exact)
+def _sweep_accumulate_kernel(X, labels, shift, Ms, want_dist, want_sums, counts, sums, sumsq, dist):
+    n, d = X.shape
+    tot = 0.0
+    for i in range(n):
+        lab = labels[i]
+        s2 = 0.0
+        t2 = 0.0
+        for f in range(d):
+            v = X[i, f] - shift[f]
+            s2 += v * v
+            if want_sums:
+                sums[lab, f] += v
+            if want_dist:
+                w = v - Ms[lab, f]
+                t2 += w * w
+        sumsq[lab] += s2
+        if want_sums:
+            counts[lab] += 1.0
+        if want_dist:
+            dist[lab] += np.sqrt(t2)
+            tot += t2
+    return tot
+
+
+def sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist, n_threads=1):
+    """Per-segment counts, sums, sums of squares and distances; see ``segone.kernels.reference.sweep_accumulate``."""
+    X, labels, shift, means = prepare_sweep_inputs(X, labels, shift, means, counts, sums, sumsq, dist)
+    return float(_sweep_accumulate_kernel(X, labels, shift, means, bool(want_dist), bool(want_sums), counts, sums,
+                                          sumsq, dist))  # fmt: skip
+
+
+# --------------------------------------------------------------- persona sentences (see the Cython twin)
+# No fastmath: the numbers are rounded as the reference rounds them.
+_jit_numpy = dict(nogil=True, cache=True, error_model="numpy")
+
+
+@njit(**_jit_numpy)
+def _pct_rank(q):
+    """A share of the base as a whole percentage for "top N%": at least 1, never 0."""
+    return min(max(np.ceil(100.0 * q - 1e-9), 1.0), 100.0)
+
+
+@njit(**_jit_numpy)
+def _slots_kernel(feat, val, values, n_num, med, row_med, kind, base, entry, nums, pct, swap, far_ratio, vdec):
+    n, k = feat.shape
+    width = nums.shape[2]
+    for i in range(n):
+        for s in range(k):
+            j = feat[i, s]
+            pct[i, s] = np.nan
+            for q in range(width):
+                nums[i, s, q] = 0.0
+            if j < 0:
+                entry[i, s] = -1
+                continue
+            st = np.float64(val[i, s])
+            e = base + 2 * j + (1 if st > 0 else 0)
+            if j < n_num and swap.shape[0]:  # the variants: far above typical, a value that reads 1 or 0
+                v = values[i, s]
+                m = row_med[i] if row_med.shape[0] else med[j]
+                if swap[e, 2] >= 0 and m > 0 and v / m >= far_ratio[e]:
+                    e = swap[e, 2]
+                else:
+                    scale = 10.0 ** vdec[e]
+                    r = np.rint(v * scale)
+                    if swap[e, 0] >= 0 and r == scale:
+                        e = swap[e, 0]
+                    elif swap[e, 1] >= 0 and r == 0.0:
+                        e = swap[e, 1]
+            entry[i, s] = e
+            if j >= n_num:
+                continue
+            v = values[i, s]
+            p = (st + 1.0) / 2.0
+            pct[i, s] = p
+            for q in range(width):
+                kd = kind[e, q]
+                if kd == 1:
+                    nums[i, s, q] = v
+                elif kd == 2:
+                    nums[i, s, q] = v / (row_med[i] if row_med.shape[0] else med[j])
+                elif kd == 3:
+                    nums[i, s, q] = v * 100.0
+                elif kd == 4:
+                    nums[i, s, q] = _pct_rank(1.0 - p)
+                elif kd == 5:
+                    nums[i, s, q] = _pct_rank(p)
+
+
+def persona_slots(feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry, nums, pct,
+                  n_threads=1):  # fmt: skip
+    """Phrase entries and numbers of every trait slot; see ``segone.kernels.reference.persona_slots``."""
+    feat, val, values, med, row_med, kind, swap, far_ratio, vdec = prepare_slots_inputs(
+        feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry, nums, pct)  # fmt: skip
+    _slots_kernel(feat, val, values, len(medians), med, row_med, kind, int(entry_base), entry, nums, pct, swap,
+                  far_ratio, vdec)  # fmt: skip
+
+
+@njit(**_jit_exact)
+def _digits(v, out, pos):
+    """Write the non-negative integer v; return the new position."""
+    if v == 0:
+        out[pos] = 48
+        return pos + 1
+    start = pos
+    while v > 0:
+        out[pos] = 48 + v % 10
+        v //= 10
+        pos += 1
+    i, j = start, pos - 1
+    while i < j:
+        out[i], out[j] = out[j], out[i]
+        i += 1
+        j -= 1
+    return pos
+
+
+@njit(**_jit_exact)
+def _number(x, d, out, pos):
+    if not np.isfinite(x) or abs(x) >= 9e17 / 10.0**d:
+        out[pos] = 63  # "?": not representable (never expected: numbers are checked upstream)
+        return pos + 1
+    scaled = np.rint(x * 10.0**d)
+    if scaled < 0:
+        out[pos] = 45  # "-"
+        pos += 1
+        scaled = -scaled
+    iv = np.int64(scaled)
+    p10 = np.int64(10) ** d
+    pos = _digits(iv // p10, out, pos)
+    if d > 0:
+        out[pos] = 46  # "."
+        pos += 1
+        frac = iv % p10
+        for q in range(d - 1, -1, -1):
+            out[pos + q] = 48 + frac % 10
+            frac //= 10
+        pos += d
+    return pos
+
+
+SEP_0, SEP_1 = 59, 32  # "; "
+
+
+@njit(**_jit_exact)
+def _sentence_rows(r0, r1, pos, entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing,
+                   out, offsets):  # fmt: skip
+    """Rows r0..r1-1 written from out[pos]; returns the end."""
+    k = entry.shape[1]
+    width = lit_off.shape[1] - 1
+    for i in range(r0, r1):
+        offsets[i] = pos
+        start = pos
+        for s in range(k):
+            e = entry[i, s]
+            if e < 0:
+                continue
+            if pos > start:
+                out[pos] = SEP_0
+                out[pos + 1] = SEP_1
+                pos += 2
+            for p in range(width + 1):
+                o, ln = lit_off[e, p], lit_len[e, p]
+                for b in range(ln):
+                    out[pos + b] = lit_bytes[o + b]
+                pos += ln
+                if p == width:
+                    break
+                kd = kind[e, p]
+                if kd == 6:  # the category value
+                    c = cat[i, s]
+                    if c >= 0:
+                        o2, o3 = cat_off[c], cat_off[c + 1]
+                        for b in range(o3 - o2):
+                            out[pos + b] = cat_bytes[o2 + b]
+                        pos += o3 - o2
+                elif kd > 0:
+                    pos = _number(nums[i, s, p], dec[e, p], out, pos)
+        if pos == start:
+            for b in range(nothing.shape[0]):
+                out[pos + b] = nothing[b]
+            pos += nothing.shape[0]
+        elif 97 <= out[start] <= 122:  # an ASCII lower-case first letter
+            out[start] -= 32
+    return pos
+
+
+@njit(parallel=True, **_jit_exact)
+def _sentences_kernel(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out,
+                      offsets, n_chunks, row_cap):  # fmt: skip
+    """Chunks of rows written in parallel, each from its own region of out, then moved together."""
+    n = entry.shape[0]
+    per = (n + n_chunks - 1) // n_chunks
+    ends = np.zeros(n_chunks, np.int64)
+    for t in prange(n_chunks):
+        r0 = min(t * per, n)
+        r1 = min(r0 + per, n)
+        ends[t] = _sentence_rows(r0, r1, r0 * row_cap, entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec,
+                                 cat_off, cat_bytes, nothing, out, offsets)  # fmt: skip
+    pos = 0
+    for t in range(n_chunks):  # left moves only: a forward copy is safe
+        r0 = min(t * per, n)
+        r1 = min(r0 + per, n)
+        src = r0 * row_cap
+        shift = src - pos
+        if shift:
+            for b in range(src, ends[t]):
+                out[b - shift] = out[b]
+            for i in range(r0, r1):
+                offsets[i] -= shift
+        pos = ends[t] - shift
+    offsets[n] = pos
+    return pos
+
+
+def persona_sentences(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out,
+                      offsets, n_chunks, row_cap, n_threads=1):  # fmt: skip
+    """The persona sentences as an Arrow string buffer; see ``segone.kernels.reference.persona_sentences``."""
+    args = prepare_sentence_inputs(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes,
+                                   nothing, out, offsets, n_chunks, row_cap)  # fmt: skip
+    prev = _set_threads(n_threads)
+    try:
+        return int(_sentences_kernel(*args))
+    finally:
+        numba.set_num_threads(prev)

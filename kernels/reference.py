@@ -18,7 +18,10 @@ every backend.
 
 import numpy as np
 
-from segone.kernels._common import overflow_error, prepare_profile_inputs, quantile_rank
+from segone.kernels._common import (
+    overflow_error, prepare_profile_inputs, prepare_sentence_inputs, prepare_slots_inputs, prepare_sweep_inputs,
+    quantile_rank,
+)
 
 _BLOCK = 512
 
@@ -693,3 +696,213 @@ def bootstrap_sums(hashes, cell, vcell, vals, seed, n_boot, n_cells, n_vcells, n
         for j in range(q):
             boot_values[b, :, j] = np.bincount(vcell, weights=w * vals[:, j], minlength=int(n_vcells))
     return boot, boot_values
+
+
+# ------------------------------------------------------------------ sweep statistics
+def sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist, n_threads=None):
+    """Per-segment sums of the rows of one labelling (the sweep's Calinski-Harabasz and Davies-Bouldin).
+
+    Parameters
+    ----------
+    X : (N, D) float32 or float64            # IN  rows
+    labels : (N,) int64 in [0, k)            # IN  the segment of every row
+    shift : (D,) float64                     # IN  subtracted from every row first: v = x - shift
+    means : (k, D) float64                   # IN  the segment means, shifted (used with ``want_dist``)
+    want_dist, want_sums : bool
+    counts : (k,) float64                    # OUT (+=) rows per segment (``want_sums``)
+    sums : (k, D) float64                    # OUT (+=) sum of v per segment (``want_sums``)
+    sumsq : (k,) float64                     # OUT (+=) sum of ||v||^2 per segment
+    dist : (k,) float64                      # OUT (+=) sum of ||v - means[label]|| per segment (``want_dist``)
+
+    Returns
+    -------
+    float
+        The sum of ||v - means[label]||^2 over the rows (0.0 without ``want_dist``).
+
+    Every sum adds its terms in row order, and a row's squared norms add
+    its features in order, all in float64: a compiled twin that loops rows
+    and features in order gives the same bits.
+    """
+    X, labels, shift, means = prepare_sweep_inputs(X, labels, shift, means, counts, sums, sumsq, dist)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf, as in the compiled loops
+        return _sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist)
+
+
+def _sweep_accumulate(X, labels, shift, means, want_dist, want_sums, counts, sums, sumsq, dist):
+    n, d = X.shape
+    V = X.astype(np.float64) - shift  # exact conversion, then one rounding per value, as the compiled loops
+    s2 = np.zeros(n)
+    t2 = np.zeros(n)
+    for f in range(d):  # features in order: the same additions as the compiled loops
+        s2 += V[:, f] * V[:, f]
+        if want_sums:
+            np.add.at(sums[:, f], labels, V[:, f])  # rows in order
+        if want_dist:
+            w = V[:, f] - means[labels, f]
+            t2 += w * w
+    np.add.at(sumsq, labels, s2)
+    if want_sums:
+        np.add.at(counts, labels, 1.0)
+    if not want_dist or n == 0:
+        return 0.0
+    np.add.at(dist, labels, np.sqrt(t2))
+    return float(np.cumsum(t2)[-1])  # a sequential sum, not numpy's pairwise one
+
+
+# ------------------------------------------------------------------ persona sentences
+def _pct_rank(q):
+    """A share of the base as a whole percentage for "top N%": at least 1, never 0 (NaN stays NaN)."""
+    return min(max(float(np.ceil(100.0 * q - 1e-9)), 1.0), 100.0)
+
+
+def persona_slots(feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry, nums, pct,
+                  n_threads=None):  # fmt: skip
+    """Per trait slot: the phrase entry and the numbers its placeholders show.
+
+    Parameters
+    ----------
+    feat : (N, k) int64                  # IN  the slot's column (-1: no trait); columns >= len(medians) are
+                                         #     categorical (no numbers)
+    val : (N, k) float32                 # IN  the slot's signed strength (> 0: high)
+    values : (N, k) float64              # IN  the slot's value
+    medians : (M,) float64               # IN  each numeric column's median (for {ratio})
+    row_medians : (N,) float64 or None   # IN  a median per row instead (the segment contrast)
+    kind : (E, W) int64                  # IN  each entry's placeholder kinds: 1 value, 2 ratio, 3 pct, 4 top,
+                                         #     5 bottom (others: no number)
+    entry_base : int                     # added to every entry code
+    swap : (E, 3) int64 or (0, 3)        # IN  the entry to use instead when the value reads 1, reads 0 (at
+                                         #     ``vdec`` decimals) and when value / median >= ``far_ratio`` (-1: none)
+    far_ratio : (E,) float64, vdec : (E,) int64
+    entry : (N, k) int64                 # OUT entry_base + 2 j (low) or 2 j + 1 (high), after the swaps; -1: none
+    nums : (N, k, W') float64, W' >= W   # OUT the numbers (0 where the kind shows none)
+    pct : (N, k) float64                 # OUT the percentile (strength + 1) / 2; NaN for categorical slots
+
+    ``min`` / ``max`` follow Python's rule (the first argument wins unless
+    the second is strictly smaller / larger), so a NaN percentile stays NaN.
+    """
+    feat, val, values, med, row_med, kind, swap, far_ratio, vdec = prepare_slots_inputs(
+        feat, val, values, medians, row_medians, kind, entry_base, swap, far_ratio, vdec, entry, nums, pct)  # fmt: skip
+    n_num = len(medians)
+    n, k = feat.shape
+    width = nums.shape[2]
+    for i in range(n):
+        for s in range(k):
+            j = int(feat[i, s])
+            pct[i, s] = np.nan
+            nums[i, s, :] = 0.0
+            if j < 0:
+                entry[i, s] = -1
+                continue
+            st = float(val[i, s])
+            e = entry_base + 2 * j + (1 if st > 0 else 0)
+            if j < n_num and swap.shape[0]:
+                v = float(values[i, s])
+                m = float(row_med[i] if row_med.shape[0] else med[j])
+                if swap[e, 2] >= 0 and m > 0 and v / m >= far_ratio[e]:
+                    e = int(swap[e, 2])
+                else:
+                    scale = 10.0 ** int(vdec[e])
+                    r = float(np.rint(v * scale))
+                    if swap[e, 0] >= 0 and r == scale:
+                        e = int(swap[e, 0])
+                    elif swap[e, 1] >= 0 and r == 0.0:
+                        e = int(swap[e, 1])
+            entry[i, s] = e
+            if j >= n_num:
+                continue
+            v = float(values[i, s])
+            p = (st + 1.0) / 2.0
+            pct[i, s] = p
+            m = float(row_med[i] if row_med.shape[0] else med[j])
+            for q in range(width):
+                kd = kind[e, q]
+                if kd == 1:
+                    nums[i, s, q] = v
+                elif kd == 2:
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                        nums[i, s, q] = np.float64(v) / np.float64(m)
+                elif kd == 3:
+                    nums[i, s, q] = v * 100.0
+                elif kd == 4:
+                    nums[i, s, q] = _pct_rank(1.0 - p)
+                elif kd == 5:
+                    nums[i, s, q] = _pct_rank(p)
+
+
+def format_number(x, d):
+    """The bytes of ``x`` at ``d`` decimals as the compiled writers print it: ``x * 10**d`` rounded half to even,
+    then its digits; "?" when not finite or when ``|x| * 10**d`` reaches 9e17."""
+    x = float(x)
+    if not np.isfinite(x) or abs(x) >= 9e17 / 10.0**d:
+        return b"?"
+    scaled = float(np.rint(x * 10.0**d))
+    sign = b""
+    if scaled < 0:
+        sign, scaled = b"-", -scaled
+    iv = int(scaled)
+    whole, frac = divmod(iv, 10**d)
+    txt = sign + str(whole).encode()
+    return txt + b"." + str(frac).zfill(d).encode() if d > 0 else txt
+
+
+def persona_sentences(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out,
+                      offsets, n_chunks, row_cap, n_threads=None):  # fmt: skip
+    """The persona sentences of every row, written as an Arrow string buffer.
+
+    Parameters
+    ----------
+    entry : (N, k) int64                 # IN  the phrase entry of every slot (-1: no trait)
+    nums : (N, k, W) float64             # IN  the numbers of the slot's placeholders
+    cat : (N, k) int64                   # IN  the slot's category value code (-1: none)
+    lit_off, lit_len : (E, W + 1) int64  # IN  entry e's literals: lit_bytes[lit_off[e, p]:][:lit_len[e, p]]
+    lit_bytes : uint8                    # IN  every literal, UTF-8, end to end
+    kind, dec : (E, W) int64             # IN  each placeholder's kind (6: the category value, > 0: a number,
+                                         #     0: nothing) and decimals (at most ``_common.MAX_DECIMALS``)
+    cat_off : (C + 1,) int64, cat_bytes : uint8   # IN  the category values, UTF-8, end to end
+    nothing : uint8                      # IN  the sentence of a row without any trait
+    out : uint8, >= N * row_cap + 1      # OUT the sentences end to end (the string buffer)
+    offsets : (N + 1,) int32 or int64    # OUT the Arrow offsets of every sentence
+    n_chunks, row_cap : int              # how the compiled writers share out rows (any value: the same bytes);
+                                         # row_cap: at least ``_common.sentence_row_cap``
+
+    Returns
+    -------
+    int
+        The bytes written (``offsets[N]``).
+
+    A sentence is its slots' phrases (literals and placeholders, in order)
+    joined by "; ", with an ASCII lower-case first letter upper-cased, or
+    ``nothing`` when no slot holds a trait.
+    """
+    (entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes, nothing, out, offsets, _,
+     _) = prepare_sentence_inputs(entry, nums, cat, lit_off, lit_len, lit_bytes, kind, dec, cat_off, cat_bytes,
+                                  nothing, out, offsets, n_chunks, row_cap)  # fmt: skip
+    width = lit_off.shape[1] - 1
+    lits, cats = lit_bytes.tobytes(), cat_bytes.tobytes()
+    pos = 0
+    for i in range(entry.shape[0]):
+        offsets[i] = pos
+        row = b""
+        for s in range(entry.shape[1]):
+            e = entry[i, s]
+            if e < 0:
+                continue
+            txt = b""
+            for p in range(width + 1):
+                txt += lits[lit_off[e, p] : lit_off[e, p] + lit_len[e, p]]
+                if p == width:
+                    break
+                if kind[e, p] == 6:
+                    c = cat[i, s]
+                    txt += cats[cat_off[c] : cat_off[c + 1]] if c >= 0 else b""
+                elif kind[e, p] > 0:
+                    txt += format_number(nums[i, s, p], int(dec[e, p]))
+            row += (b"; " if row else b"") + txt  # a separator once something is written
+        if not row:
+            row = nothing.tobytes()
+        elif 97 <= row[0] <= 122:
+            row = bytes([row[0] - 32]) + row[1:]
+        out[pos : pos + len(row)] = np.frombuffer(row, np.uint8)
+        pos += len(row)
+    offsets[entry.shape[0]] = pos
+    return pos

@@ -14,7 +14,7 @@ import pytest
 import segone
 from segone import actions as A
 from segone import outputs
-from segone.describe.personas import with_next_step
+from segone.describe._personas import with_next_step
 from segone.errors import ParameterError
 from segone.synth import generate
 

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import segone
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, PersonaModel, PersonaState, SegmentStats
-from segone.describe.personas import NOTHING
+from segone.describe._personas import NOTHING
 from segone.errors import NotFittedError, ParameterError, SchemaError
 from segone.kernels import reference as ref
 from segone.synth import generate
@@ -354,7 +354,7 @@ def test_sentence_kernel_in_parallel_chunks_equals_the_reference(n_chunks):
 
 
 def _strength_inputs(cols, alpha=0.005):
-    from segone.describe.personas import _strength_tables
+    from segone.describe._personas import _strength_tables
     from segone.sketch import QuantileSketch, summarise
 
     sk = [summarise(c, alpha)[4] for c in cols]

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "segone.assign", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.describe.personas",
+    "segone.assignment", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.describe._personas",
     "segone.dask", "segone.profile", "segone.score", "segone.sketch", "segone.rfm", "segone.clv", "segone.model",
     "segone.track", "segone.synth", "segone.privacy", "segone.report", "segone.io", "segone.tuning",
     "segone._validation", "segone._engine", "segone._deprecation",

@@ -13,7 +13,7 @@ import segone
 from segone import features as F
 from segone import profile as P
 from segone.describe import DEFAULT_LABEL_RULES, DEFAULT_PHRASES, SUMMARY_COLUMNS, PersonaModel, describe_segments
-from segone.describe.personas import _rule_for
+from segone.describe._personas import _rule_for
 from segone.report import _names
 from segone.synth import generate
 
@@ -190,7 +190,7 @@ def _lists_of_feature_names(path):
     return out
 
 
-CONSUMERS = ["score.py", "profile.py", "describe/personas.py", "describe/segments.py", "describe/_sentences.py",
+CONSUMERS = ["score.py", "profile.py", "describe/_personas.py", "describe/segments.py", "describe/_sentences.py",
              "report/_names.py", "report/_html.py", "report/_charts.py", "report/_read.py", "report/__init__.py"]
 
 

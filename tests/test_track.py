@@ -15,7 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 import segone
 from segone import synth
 from segone._state import merge_all
-from segone.assign import assign_piece
+from segone.assignment import assign_piece
 from segone.errors import DataError, ModelFormatError, ParameterError, SchemaError
 from segone.track import (
     Contingency,

@@ -1,6 +1,6 @@
 """DESCRIBE: what each segment is (statistics, lift, label) and what sets each customer apart (personas)."""
 
-from segone.describe.personas import DEFAULT_PHRASES, PersonaModel, PersonaState, personas
+from segone.describe._personas import DEFAULT_PHRASES, PersonaModel, PersonaState, personas
 from segone.describe.segments import (
     DEFAULT_LABEL_RULES,
     SUMMARY_COLUMNS,

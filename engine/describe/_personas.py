@@ -1,5 +1,9 @@
 """Segments of one: a persona for every customer.
 
+The module ``segone.describe._personas`` (it was ``segone.describe.personas``,
+a name now held by the function alone: ``segone.describe.personas`` and
+``segone.personas``); its public names are imported from ``segone.describe``.
+
 A persona is the few traits that set one customer apart from the whole
 customer base, and one plain sentence that says them.  For every numeric
 profile feature the customer's population percentile ``p`` comes from the
@@ -57,6 +61,7 @@ from segone._threads import effective_n_threads
 from segone._validation import check_float, check_int
 from segone.errors import NotFittedError, ParameterError, SchemaError
 from segone.io import read_table, to_float64
+from segone.kernels._common import MAX_DECIMALS
 from segone.score import ScalerState, ScorerState
 from segone.sketch import QuantileSketch, summarise
 
@@ -99,6 +104,9 @@ def _compile_phrase(template, feature, label, where):
                 if not (spec.startswith(".") and spec.endswith("f") and spec[1:-1].isdigit()):
                     raise ParameterError(f"{where}: format {spec!r} in {template!r}; use .0f, .1f, ...")
                 d = int(spec[1:-1])
+                if d > MAX_DECIMALS:
+                    raise ParameterError(f"{where}: format {spec!r} in {template!r} asks for {d} decimals; use at "
+                                         f"most {MAX_DECIMALS} (.0f to .{MAX_DECIMALS}f).")  # fmt: skip
             kinds.append(field)
             decs.append(d)
             lits.append("")
@@ -563,13 +571,15 @@ class PersonaModel:
         entries, variants = self._with_variants(entries, n_num, n_base if contrast is not None else None)
         compiled = _sentences.compile_entries(entries)
         # per slot: the phrase (entry) code, the numbers of its placeholders, the value and the percentile
-        entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3], variants=variants)
+        entry, nums, values, pct = _sentences.slots(feat, val, V, self.medians_, compiled[3], variants=variants,
+                                                    backend=self.backend, n_threads=self.n_threads)  # fmt: skip
         against = np.zeros((n, k), np.int8)
         if contrast is not None:  # one more slot: the same phrases, numbers against the segment
             j, t, med = contrast
             e, x, v, p = _sentences.slots(j[:, None], t[:, None].astype(np.float32), V, self.medians_,
                                           compiled[3], row_medians=med, entry_base=n_base,
-                                          variants=variants)  # fmt: skip
+                                          variants=variants, backend=self.backend,
+                                          n_threads=self.n_threads)  # fmt: skip
             feat = np.concatenate([feat, j[:, None].astype(feat.dtype)], axis=1)
             val = np.concatenate([val, t[:, None].astype(val.dtype)], axis=1)
             entry = np.concatenate([entry, e], axis=1)
@@ -601,7 +611,8 @@ class PersonaModel:
              pa.array(["base", "segment"], pa.string()).take(pa.array(against.ravel()[flat]))],
             names=["feature", "value", "percentile", "strength", "against"]))  # fmt: skip
         # the sentence: slots joined by "; ", first letter capitalised (one compiled pass)
-        summary = _sentences.build(entry, nums, cat, compiled, cat_values, NOTHING, self.n_threads)
+        summary = _sentences.build(entry, nums, cat, compiled, cat_values, NOTHING, self.n_threads,
+                                   backend=self.backend)  # fmt: skip
         cols = {id_column: table.column(id_column)}
         if segments is not None:
             seg = np.asarray(segments)

@@ -1,4 +1,8 @@
-"""Nearest-segment assignment: the public entry point over the kernels."""
+"""Nearest-segment assignment: the public entry point over the kernels.
+
+The module ``segone.assignment`` (it was ``segone.assign``, a name now held
+by the function alone: ``segone.assign(X, centroids)``).
+"""
 
 import warnings
 from typing import NamedTuple
