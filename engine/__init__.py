@@ -20,6 +20,7 @@ write_report      one self-contained HTML report of an output directory (pip ins
 privacy           consent, pseudonymous ids (HMAC-SHA256), personal columns, minimum segment size
 sweep             how many segments: segone.sweep(X) over k, with a documented automatic choice (segone.tuning)
 run               the whole job (in this process or on Dask), outputs written atomically
+update, Updater   fold new events into the state store of a run (segone.update): equal to a full run, O(batch)
 Engine            what an engine provides to run (LocalEngine here; segone.dask.DaskEngine on a cluster)
 synth             synthetic customer data with known segments
 io                read any table or file (pyarrow, pandas, polars, DuckDB, Parquet, CSV, Arrow IPC)
@@ -29,7 +30,7 @@ keep_freed_memory opt-in: keep freed memory in this process's heap (nothing is c
 
 __version__ = "0.1.0"
 
-from segone import clv, errors, io, model, privacy, synth, track, tuning
+from segone import clv, errors, io, model, privacy, synth, track, tuning, update
 from segone._engine import Engine, LocalEngine
 from segone._backend import available_backends
 from segone._memory import keep_freed_memory
@@ -49,6 +50,7 @@ from segone.sketch import QuantileSketch
 from segone.report import write_report
 from segone.track import compare_outputs, match_segments
 from segone.tuning import sweep
+from segone.update import Updater
 
 __all__ = [
     "DEFAULT_LABEL_RULES",
@@ -92,6 +94,8 @@ __all__ = [
     "synth",
     "track",
     "tuning",
+    "update",
+    "Updater",
     "write_report",
     "__version__",
 ]

@@ -9,7 +9,7 @@ MODULES = [
     "segone.assignment", "segone.segment", "segone.pipeline", "segone.describe.segments", "segone.describe._personas",
     "segone.dask", "segone.profile", "segone.score", "segone.sketch", "segone.rfm", "segone.clv", "segone.model",
     "segone.track", "segone.synth", "segone.privacy", "segone.report", "segone.io", "segone.tuning",
-    "segone._validation", "segone._engine", "segone._deprecation",
+    "segone._validation", "segone._engine", "segone._deprecation", "segone.update",
 ]  # fmt: skip
 
 
