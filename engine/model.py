@@ -660,8 +660,11 @@ def _apply_model(model, tx, ev, at, out, *, input, as_of, schema, overwrite, bac
     from segone import privacy as _privacy
     from segone.profile import build_profiles_with_summary
 
+    # the model's category, channel and event columns (recorded since this release), whatever the input's own
+    # top categories are: otherwise a category of the model missing from the input's top ones would read as 0
+    labels = ((model.settings or {}).get("profile") or {}).get("labels")
     profiles, summary = build_profiles_with_summary(tx, events=ev, attributes=at, as_of=as_of, schema=schema,
-                                                    backend=backend, n_threads=n_threads)  # fmt: skip
+                                                    backend=backend, n_threads=n_threads, labels=labels)  # fmt: skip
     # PRIVACY: count consent, drop the customers without it (scope "processing") and the personal columns
     counts = _privacy.PrivacyCounts(customers=profiles.num_rows, consented=profiles.num_rows)
     if plan.active:

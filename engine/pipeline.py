@@ -731,7 +731,8 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
         write_model(os.path.join(tmp, outputs.MODEL_DIR), seg, scorer, segment_ids=seg_ids,
                     labels=model_labels, next_id=next_id, histogram=hist,
                     settings={"id_column": cid, "random_state": random_state,
-                              "previous": None if prev is None else prev.path},
+                              "previous": None if prev is None else prev.path,
+                              "profile": {"labels": _profile.labels_of_summary(summary), "freq": freq}},
                     privacy=plan, exported_ids=final_ids)  # fmt: skip
         if tracked is not None:
             eng.write_parts(tracked.moves, os.path.join(tmp, outputs.MOVES))

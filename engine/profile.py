@@ -647,7 +647,7 @@ def build_profiles_with_summary(
     cols.update(_window_columns(agg, windows))
     _category_columns(cols, agg, tx, roles["category"], fixed, top_categories, n, summary)
     _channel_columns(cols, agg, tx, fixed, top_channels, n, summary)
-    _event_columns(cols, ev, codes, fixed, k, kern, nt, n)
+    summary["events"] = _event_columns(cols, ev, codes, fixed, k, kern, nt, n)
     cols.update(_btyd_columns(k, freq, btyd_periods))
     summary["btyd_unit"] = BTYD_UNITS[freq]
     _check_sums_finite(cols, uniq, f"transactions.{acol}")
@@ -929,6 +929,7 @@ def _channel_columns(cols, agg, tx, fixed, top_channels, n, summary):
         ch_chosen = [ch_labels[j] for j in np.argsort(-counts, kind="stable")[:top_channels]]
         ch_other = len(ch_labels) > len(ch_chosen)
         summary["folded"]["channel"] = len(ch_labels) - len(ch_chosen)
+    summary["channels"], summary["channel_other"] = [str(x) for x in ch_chosen], bool(ch_other)
     if ch_chosen or ch_other:
         where = {lab: j for j, lab in enumerate(ch_labels)}
         taken = set(cols) | {"channel_other"}
@@ -942,7 +943,9 @@ def _channel_columns(cols, agg, tx, fixed, top_channels, n, summary):
 
 
 def _event_columns(cols, ev, codes, fixed, k, kern, nt, n):
-    """The event kernel: ``events_*`` / ``days_since_*`` per event type and the web funnel, added to ``cols``."""
+    """The event kernel: ``events_*`` / ``days_since_*`` per event type and the web funnel, added to ``cols``.
+
+    Returns the event labels that got columns."""
     as_of_us = k.as_of_us
     ev_chosen = fixed.get("event")
     ev_ts = ev["ts"] if ev is not None else None
@@ -971,6 +974,7 @@ def _event_columns(cols, ev, codes, fixed, k, kern, nt, n):
         events_per_customer = np.bincount(ecodes, minlength=n)
         cols.update(funnel_features(cnt, lst, e_labels, sessions, events_per_customer,
                                     np.where(k.has, k.agg["last"], np.iinfo(np.int64).min)))  # fmt: skip
+    return [str(x) for x in ev_chosen]
 
 
 class _Periods:
@@ -1256,7 +1260,7 @@ class ProfileSummary(State):
     kind = "profile_summary"
     COUNTS = ("rows_read", "dropped", "excluded_after_as_of")
     SCALARS = ("returns", "customers", "customers_without_purchase")
-    SHARED = ("as_of", "as_of_source", "categories", "folded", "orders_from",
+    SHARED = ("as_of", "as_of_source", "categories", "channels", "channel_other", "events", "folded", "orders_from",
               "attributes_renamed")  # the same in every piece  # fmt: skip
 
     def __init__(self, summary):
@@ -1274,7 +1278,7 @@ class ProfileSummary(State):
     def merge(self, other):
         self._check_same(other)
         a, b = self.summary, other.summary
-        for k in ("as_of", "categories", "folded", "orders_from"):
+        for k in ("as_of", "categories", "channels", "channel_other", "events", "folded", "orders_from"):
             if k in a and k in b and a[k] != b[k]:
                 raise ParameterError(f"cannot merge profile summaries with different {k}: {a[k]!r} vs {b[k]!r}.")
         out = {k: _add_counts(a[k], b[k]) for k in self.COUNTS}
@@ -1417,6 +1421,21 @@ def _id_range(ids):
     if mm["min"].as_py() is None:
         return None
     return int(mm["min"].as_py()), int(mm["max"].as_py())
+
+
+def labels_of_summary(summary):
+    """The labels dict (:func:`global_labels`' form) a profile summary says the profiles were built with, or None.
+
+    A model records them (``settings["profile"]["labels"]``) so that applying it, or updating its state, profiles
+    new data with the model's category, channel and event columns, whatever the new data's own top ones are.
+    """
+    if "channels" not in summary or "events" not in summary:
+        return None
+    labels = {"channel": list(summary["channels"]), "channel_other": bool(summary.get("channel_other")),
+              "event": list(summary["events"])}  # fmt: skip
+    if summary.get("categories") is not None:
+        labels["category"] = list(summary["categories"])
+    return labels
 
 
 def global_labels(scans, *, as_of=None, top_categories=20, top_channels=10):

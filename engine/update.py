@@ -765,7 +765,10 @@ def init_state(state_dir, run_out, transactions, *, events=None, attributes=None
     as_of = info["as_of"]
     as_of_us = _profile.parse_as_of(as_of)
     sources = {"transactions": tx_src, "events": ev_src, "attributes": at_src}
-    labels = _labels_of(sources, roles, as_of)
+    from segone.model import load_model
+
+    recorded = ((load_model(os.path.join(run_out, outputs.MODEL_DIR)).settings or {}).get("profile") or {})
+    labels = recorded.get("labels") or _labels_of(sources, roles, as_of)  # the model's own, when it records them
     tables = {r: _read_role(src, r, roles) for r, src in sources.items()}
     unit = (info.get("clv") or {}).get("unit", "days")
     freq = {v: k for k, v in _profile.BTYD_UNITS.items()}.get(unit, "D")

@@ -309,3 +309,29 @@ def test_cli_run_with_state_then_update_and_refit(data, tmp_path):
                                                                 tx.filter(up._before(tx, CUT, after=True))]), None, None)
     r = CliRunner().invoke(main, ["update", str(tmp_path / "nowhere"), str(tmp_path / "new.parquet")])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and r.output.startswith("error: ")
+
+
+def test_apply_profiles_with_the_models_categories_whatever_the_inputs_top_ones(tmp_path):
+    """A model records its category, channel and event labels; apply (and so update) profiles new data with
+    them: a category of the model that is not among the new data's top ones is not read as 0."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    cats = [f"c{i:02d}" for i in range(25)]  # more than the 20 the profile keeps
+    def table(weights, seed):
+        r = np.random.default_rng(seed)
+        cid = r.integers(0, 400, n)
+        return pa.table({"customer_id": cid, "ts": pa.array(r.integers(1.6e15, 1.7e15, n), pa.timestamp("us", "UTC")),
+                         "amount": r.gamma(2.0, 20.0, n), "category": r.choice(cats, n, p=weights)})
+    w_a = np.linspace(2, 1, 25); w_a /= w_a.sum()   # c00.. most bought
+    w_b = np.linspace(1, 2, 25); w_b /= w_b.sum()   # the other end most bought
+    a, b = table(w_a, 1), table(w_b, 2)
+    res = segone.run(a, tmp_path / "fit", 3, value=False)
+    model = load_model(tmp_path / "fit" / "model")
+    labels = model.settings["profile"]["labels"]
+    assert labels["category"] == [c for c in labels["category"]] and len(labels["category"]) == 20
+    ap = segone.model.apply_model(tmp_path / "fit", b, tmp_path / "apply")
+    prof = segone.profile.build_profiles_with_summary(b, labels=labels)[0]
+    want = model.apply(prof)
+    assert ap.assignments.column("segment").to_pylist() == want.column("segment").to_pylist()
+    assert ap.summary["features_filled_with_zero"] == []  # every model category was profiled
+    del res, rng
