@@ -25,13 +25,16 @@ lifetimes:
   purchase, so a one-time buyer is not certainly alive;
 * :class:`BetaGeoBetaBinom` (BG/BB, Fader, Hardie & Shang 2010; lifetimes'
   ``BetaGeoBetaBinomFitter``) for discrete-time (opportunity) data, with its
-  own mergeable :class:`OpportunityHistogram`.
+  own mergeable :class:`OpportunityHistogram`; ``segone backtest --models
+  bgnbd,bgbb --freq W`` fits it on the weekly (or monthly) periods.
 
 :data:`PURCHASE_MODELS` maps the names ``bgnbd``, ``pareto`` and ``mbgnbd``
 to the continuous-time classes (any of them works with
 :meth:`GammaGamma.customer_lifetime_value` and :func:`fit_value`), and
 :func:`segment_intervals` gives segment totals of expected purchases and CLV
-with intervals from the fitted parameters' covariance.
+with intervals from the fitted parameters' covariance; :class:`SegmentTotals`
+is the same as a mergeable state, which ``segone run`` uses for the
+``total_*_lo`` / ``total_*_hi`` columns of segments.parquet.
 
 Every formula follows the ``lifetimes`` package (``BetaGeoFitter``,
 ``GammaGammaFitter``, ``utils.customer_lifetime_value``): the same
@@ -1760,7 +1763,9 @@ class _BGBBLikelihood(_NumericLikelihood):
         A  = lnB(al+x, be+n-x) - lnB(al, be) + lnB(ga, de+n) - lnB(ga, de)
         B  = logsumexp_{j=0}^{n-tx-1} [lnB(al+x, be+tx-x+j) + lnB(ga+1, de+tx+j)] - lnB(ga, de) - lnB(al, be)
 
-    The sum runs over the flattened (pattern, j) pairs.  lifetimes adds
+    The sum runs over the flattened (pattern, j) pairs; each Beta function is
+    evaluated once per distinct whole-number argument and gathered (about
+    10x fewer evaluations on weekly data).  lifetimes adds
     1e-15 inside B's logarithm (a guard); here B is exact (-inf when
     ``tx == n``).
     """
@@ -1778,15 +1783,21 @@ class _BGBBLikelihood(_NumericLikelihood):
         self.jx = x[rep]
         self.jb = (tx - x)[rep] + j  # be + tx - x + j
         self.jd = tx[rep] + j  # de + tx + j
+        # the Beta functions are evaluated once per distinct argument (whole numbers repeat across patterns)
+        (self.ux_, self.ub_), _, self.jxb_inv = _group([self.jx, self.jb], inverse=True)
+        self.ud_, self.jd_inv = np.unique(self.jd, return_inverse=True)
+        (self.ax_, self.anx_), _, self.a_inv = _group([x, n - x], inverse=True)
+        self.un_, self.n_inv = np.unique(n, return_inverse=True)
 
     def pattern_ll(self, th):
         al, be, ga, de = th
-        x, n = self.x, self.n
         bab, bgd = special.betaln(al, be), special.betaln(ga, de)
-        A = special.betaln(al + x, be + n - x) - bab + special.betaln(ga, de + n) - bgd
-        B = np.full(x.size, -np.inf)
+        A = (special.betaln(al + self.ax_, be + self.anx_)[self.a_inv] - bab
+             + special.betaln(ga, de + self.un_)[self.n_inv] - bgd)  # fmt: skip
+        B = np.full(self.x.size, -np.inf)
         if self.starts.size:
-            terms = special.betaln(al + self.jx, be + self.jb) + special.betaln(ga + 1.0, de + self.jd)
+            terms = (special.betaln(al + self.ux_, be + self.ub_)[self.jxb_inv]
+                     + special.betaln(ga + 1.0, de + self.ud_)[self.jd_inv])  # fmt: skip
             mx = np.maximum.reduceat(terms, self.starts)
             rep = np.repeat(mx, np.diff(np.append(self.starts, terms.size)))
             B[self.has] = mx + np.log(np.add.reduceat(np.exp(terms - rep), self.starts)) - bgd - bab
@@ -1808,6 +1819,15 @@ class BetaGeoBetaBinom:
     with probability ``theta ~ Beta(gamma, delta)``.  The data per customer:
     ``frequency`` (opportunities with a transaction), ``recency`` (the last
     such opportunity, 0 without one) and ``n_periods``.
+
+    On customer data, ``segone backtest INPUT --models bgnbd,bgbb --freq W``
+    (:func:`segone.backtest` with ``models=[..., "bgbb"], freq="W"``) fits it
+    with each week (or month, ``--freq M``) as one opportunity: the
+    profile's ``frequency``, ``recency`` and ``T`` at the cutoff are its
+    ``frequency``, ``recency`` and ``n_periods``, and it predicts the holdout
+    periods with a purchase.  Daily periods are refused
+    (:func:`segone.backtesting.check_discrete`), and so is ``segone run
+    --value-model bgbb`` (its CLV is over months of continuous time).
 
     Parameters
     ----------
