@@ -649,7 +649,9 @@ def persona(out, customer_id, id_key_file):
 @click.option("--freq", default="D", show_default=True, type=click.Choice(["D", "W", "M"]),
               help="BTYD period: days, weeks or months.")  # fmt: skip
 @click.option("--models", default="all", show_default=True, metavar="all|NAME,...",
-              help="Purchase models to fit and compare.")  # fmt: skip
+              help="Purchase models to fit and compare: all (bgnbd, pareto, mbgnbd) or a list of them; add bgbb "
+                   "(BG/BB, discrete time: each period of --freq W or M is one transaction opportunity; refused "
+                   "with --freq D), e.g. --models bgnbd,bgbb --freq W.")  # fmt: skip
 @click.option("--value-penalizer", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="L2 penalty of every value fit (lifetimes' penalizer_coef).")  # fmt: skip
 @click.option("--n-clusters", "-k", default=8, show_default=True, type=click.IntRange(min=1),

@@ -133,6 +133,11 @@ def _check_arguments(a):
     _check_engine_argument(a["engine"], a["client"], a["npartitions"])
     check_horizon_days(a.get("horizon_days", 30))
     check_offers(a.get("offers", 3))
+    if a.get("value_model") == "bgbb":  # discrete time: its backtest, not a CLV over months (segone.backtesting)
+        raise ParameterError("value_model='bgbb': BG/BB is a discrete-time model (transaction opportunities), so "
+                             "segone run, which predicts purchases and CLV over a horizon in months, does not take "
+                             "it; compare it on your data with `segone backtest INPUT --models bgnbd,bgbb --freq W` "
+                             f"and use one of {[*_clv.PURCHASE_MODELS, 'auto']} here.")  # fmt: skip
     if a.get("value_model") not in (*_clv.PURCHASE_MODELS, "auto"):
         raise ParameterError(f"value_model={a.get('value_model')!r} is not a purchase model; use one of "
                              f"{[*_clv.PURCHASE_MODELS, 'auto']}.")  # fmt: skip
