@@ -111,6 +111,12 @@ def test_run_writes_the_totals_with_their_intervals(tx, tmp_path):
         assert (lo < total).all() and (total < hi).all() and (lo > 0).all()
         by_hand = np.bincount(asg.column("segment").to_numpy(), asg.column(name).to_numpy(), minlength=seg.num_rows)
         np.testing.assert_allclose(total, by_hand, rtol=1e-9)
+    # a row below the minimum size is suppressed whole, its intervals with it
+    from segone.privacy import suppress_segment_table
+
+    small = int(np.argmin(seg.column("size").to_numpy()))
+    hidden, _ = suppress_segment_table(seg, int(seg.column("size").to_numpy()[small]) + 1)
+    assert all(hidden.column(c)[small].as_py() is None for c in INTERVALS)
     # the report's value table shows the totals with their intervals
     from segone.report import write_report
 
@@ -169,15 +175,6 @@ def test_small_segments_are_merged_or_withheld_with_their_intervals(tx, tmp_path
         assert total == pytest.approx(everyone - pc.sum(small.column("total_expected_purchases")).as_py(), rel=1e-9)
     assert (seg.column("total_expected_purchases_lo").to_numpy() < seg.column("total_expected_purchases").to_numpy()).all()
     assert res.summary["privacy"]["small_segments"]["method"] == how
-
-
-def test_a_small_row_is_suppressed_with_its_intervals():
-    from segone.privacy import suppress_segment_table
-
-    t = pa.table({"segment": [0, 1], "size": [50, 3], "total_clv": [1e4, 30.0], "total_clv_lo": [9e3, 20.0],
-                  "total_clv_hi": [1.1e4, 40.0]})  # fmt: skip
-    out, _ = suppress_segment_table(t, 10)
-    assert out.column("total_clv_lo").to_pylist() == [9e3, None] and out.column("total_clv_hi").to_pylist()[1] is None
 
 
 @pytest.mark.slow
