@@ -2261,10 +2261,15 @@ def _segment_totals_fn(purchase_model, gamma_gamma, x, tx, t_age, m, seg, time, 
     if with_clv:
         u0 = np.concatenate([u0, np.log([gamma_gamma.params_[k] for k in gamma_gamma._names])])
 
+    terms = {}  # the purchase model's terms by its log-parameters: Gamma-Gamma's derivatives reuse them
+
     def totals(u):
-        bg = type(purchase_model).from_params(dict(zip(purchase_model._names, np.exp(u[:k_bg]))))
-        with np.errstate(all="ignore"):
-            _, exp_p, disc = bg._value_terms(ux, utx, uT, time, discount_rate, factor)
+        key = tuple(u[:k_bg].tolist())
+        if key not in terms:
+            bg = type(purchase_model).from_params(dict(zip(purchase_model._names, np.exp(u[:k_bg]))))
+            with np.errstate(all="ignore"):
+                terms[key] = bg._value_terms(ux, utx, uT, time, discount_rate, factor)[1:]
+        exp_p, disc = terms[key]
         out = [np.bincount(sidx, exp_p[pat] * cnt, minlength=useg.size)]
         if with_clv:
             p, q, v = np.exp(u[k_bg:])
