@@ -135,6 +135,14 @@ def test_skipped_models_leave_the_intervals_null(tmp_path):
     assert seg.column("total_clv").null_count == seg.num_rows  # null, not 0: nothing was predicted
 
 
+def test_value_by_segment_leaves_the_intervals_null_and_says_why(tx, tmp_path):
+    segone.run(tx, tmp_path / "o", 2, n_init=1, value_by="segment")
+    seg, info = _segments(tmp_path / "o"), _run_json(tmp_path / "o")["clv"]
+    assert "value_by='segment'" in info["intervals"]["skipped"]
+    assert all(seg.column(c).null_count == seg.num_rows for c in INTERVALS)
+    assert seg.column("total_clv").null_count == 0  # the predictions themselves are there
+
+
 def test_gamma_gamma_skipped_keeps_the_purchase_intervals(tx, tmp_path, monkeypatch):
     from segone import clv
 
