@@ -87,3 +87,23 @@ def test_bgbb_is_refused_where_it_cannot_apply(tmp_path):
     with pytest.raises(ParameterError, match="value_model='bgbb'.*segone backtest"):
         segone.run(tx, tmp_path / "r", 2, value_model="bgbb")
     assert "bgbb" not in model_names("all") and model_names("bgbb") == ["bgbb"]
+
+
+@pytest.mark.slow
+def test_bgbb_backtest_gives_the_same_numbers_on_dask(weekly, tmp_path):
+    import distributed
+
+    from segone.dask import DaskEngine
+
+    tx, res = weekly
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c, \
+            distributed.Client(c) as client:  # fmt: skip
+        das = segone.backtest(tx, tmp_path / "d", holdout_days=91, freq="W", models="bgnbd,bgbb", n_clusters=2,
+                              engine=DaskEngine(client, npartitions=3))  # fmt: skip
+    assert das.summary["engine"]["name"] == "dask"
+    assert das.summary["fitted"]["models"]["bgbb"]["params"] == pytest.approx(
+        res.summary["fitted"]["models"]["bgbb"]["params"], rel=1e-9)
+    a = {r["model"]: r for r in res.metrics.to_pylist()}["bgbb"]
+    b = {r["model"]: r for r in das.metrics.to_pylist()}["bgbb"]
+    for k in ("mae_purchases", "rmse_purchases", "predicted_purchases", "pearson_purchases", "spearman_purchases"):
+        assert b[k] == pytest.approx(a[k], rel=1e-9), k
