@@ -188,7 +188,8 @@ def _print_segments(segments):
 @click.option("--value-model", default="bgnbd", show_default=True,
               type=click.Choice(["bgnbd", "pareto", "mbgnbd", "auto"]),
               help="Purchase model: BG/NBD, Pareto/NBD, MBG/NBD, or auto (the lowest holdout error in a backtest "
-                   "on the data's own past).")  # fmt: skip
+                   "on the data's own past). BG/BB, for discrete-time data, is compared with `segone backtest "
+                   "--models bgnbd,bgbb --freq W`.")  # fmt: skip
 @click.option("--value-by", default=None, type=click.Choice(["segment"]),
               help="Fit the value models per segment, shrunk toward the fit on everyone.")
 @click.option("--actions/--no-actions", "with_actions", default=False, show_default=True,

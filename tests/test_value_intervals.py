@@ -159,6 +159,10 @@ def test_gamma_gamma_skipped_keeps_the_purchase_intervals(tx, tmp_path, monkeypa
     assert seg.column("total_expected_purchases_lo").null_count == 0
     assert seg.column("total_clv_lo").null_count == seg.num_rows == seg.column("total_clv_hi").null_count
     assert "no spend model" in info["intervals"]["skipped"]
+    from segone.report import write_report
+
+    page = open(write_report(tmp_path / "o", tmp_path / "r.html"), encoding="utf-8").read()
+    assert "Total expected purchases, next 12 months (90% interval)" in page
 
 
 @pytest.mark.parametrize("how", ["merge", "withhold"])
