@@ -10,7 +10,8 @@ name                        kind         content
 ``personas.parquet``        customer     id (or pseudonym), segment, traits, summary
 ``moves.parquet``           customer     id (or pseudonym), previous segment, segment, status
 ``actions.parquet``         customer     id (or pseudonym), segment, the next best offers, channel, timing
-``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label)
+``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label, predicted
+                                         totals with 90% intervals)
 ``rfm.parquet``             segment      the recency x frequency grid (customers, spend per cell)
 ``migration.parquet``       segment      from/to segment counts between two runs
 ``effects.parquet``         segment      per campaign and previous segment: moves of treated vs control
