@@ -25,6 +25,14 @@ end; ``frequency_holdout`` counts the periods (days, weeks or months) with a
 purchase.  Only customers with a purchase in the calibration period are
 scored, as in lifetimes; the others are counted in the summary.
 
+BG/BB (``models=[..., "bgbb"]``, ``segone backtest --models bgnbd,bgbb
+--freq W``) is the discrete-time model of the family: each period of
+``freq`` (a week or a month) is one transaction opportunity, the profile's
+``frequency``, ``recency`` and ``T`` at the cutoff are its ``frequency``,
+``recency`` and ``n_periods``, and ``frequency_holdout`` (the holdout periods
+with a purchase) is exactly what it predicts.  It is fitted on request only
+(not in ``"all"``) and refused with daily periods (:func:`check_discrete`).
+
 Everything is one implementation over both engines: the per-customer work is
 a function of one piece of customers, and every figure is a mergeable
 :class:`~segone._state.State` (moments, sums per decile, rank sketches).
@@ -597,7 +605,10 @@ def _fit_models(state, names, *, penalizer, freq):
             else:
                 models[name] = bg
             continue
-        m, reason, note = _clv.fit_with_fallback(_clv.PURCHASE_MODELS[name], state.patterns, penalizer)
+        if name in DISCRETE_MODELS:
+            m, reason, note = _clv.fit_with_fallback(DISCRETE_MODELS[name], _opportunities(state.patterns), penalizer)
+        else:
+            m, reason, note = _clv.fit_with_fallback(_clv.PURCHASE_MODELS[name], state.patterns, penalizer)
         if m is None:
             skipped[name] = reason
         else:
@@ -614,11 +625,26 @@ def _fit_models(state, names, *, penalizer, freq):
                                      "rows_without_purchase"]}  # fmt: skip
 
 
+#: The discrete-time purchase models a backtest can fit on request (never in ``"all"``): each period of the BTYD
+#: ``freq`` (a week or a month) is one transaction opportunity.
+DISCRETE_MODELS = {"bgbb": _clv.BetaGeoBetaBinom}
+
+
 def model_names(models):
-    """The purchase models a backtest fits: ``"all"`` or a list of names of :data:`segone.clv.PURCHASE_MODELS`."""
-    registry = _clv.PURCHASE_MODELS
+    """The purchase models a backtest fits: ``"all"`` or a list of names.
+
+    ``"all"`` is every continuous-time model of
+    :data:`segone.clv.PURCHASE_MODELS`; a list may also name ``"bgbb"``
+    (:data:`DISCRETE_MODELS`, BG/BB on the periods of ``freq``).
+
+    Examples
+    --------
+    >>> model_names("all"), model_names("bgnbd,bgbb")
+    (['bgnbd', 'pareto', 'mbgnbd'], ['bgnbd', 'bgbb'])
+    """
+    registry = {**_clv.PURCHASE_MODELS, **DISCRETE_MODELS}
     if models is None or (isinstance(models, str) and models == "all"):
-        return list(registry)
+        return list(_clv.PURCHASE_MODELS)
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
     bad = [m for m in models if m not in registry]
@@ -626,6 +652,43 @@ def model_names(models):
         raise ParameterError(f"models={models!r}: unknown purchase model {bad[0] if bad else '(none)'}; use 'all' or "
                              f"a list of {sorted(registry)}.")  # fmt: skip
     return list(dict.fromkeys(models))
+
+
+def check_discrete(names, freq):
+    """ParameterError when a discrete-time model (BG/BB) is asked for with daily periods.
+
+    BG/BB counts the transaction opportunities (the periods of ``freq``)
+    with a purchase; a day is no sensible opportunity (the chance per day is
+    tiny and the likelihood sums over every day of every customer's
+    history), so BG/BB needs ``freq="W"`` or ``"M"``.
+
+    Examples
+    --------
+    >>> check_discrete(["bgnbd", "bgbb"], "W")
+    >>> from segone.errors import ParameterError
+    >>> try:
+    ...     check_discrete(["bgbb"], "D")
+    ... except ParameterError as exc:
+    ...     print(str(exc)[:62])
+    models=['bgbb'] with freq='D': BG/BB (bgbb) is a discrete-time
+    """
+    discrete = [n for n in names if n in DISCRETE_MODELS]
+    if discrete and freq == "D":
+        raise ParameterError(f"models={list(names)!r} with freq='D': BG/BB (bgbb) is a discrete-time model whose "
+                             "transaction opportunities are the periods of freq; daily periods are no "
+                             "opportunities. Give freq='W' (each week one opportunity) or 'M' (--freq W), or leave "
+                             "bgbb out.")  # fmt: skip
+
+
+def _opportunities(patterns):
+    """The BTYD pattern histogram (whole periods of freq W or M) as BG/BB's :class:`~segone.clv.OpportunityHistogram`.
+
+    ``frequency`` is the periods with a repeat purchase, ``recency`` the
+    period of the last one and ``T`` the periods observed after the first
+    purchase: BG/BB's ``frequency``, ``recency`` and ``n_periods``.
+    """
+    x, tx, t_age, counts = patterns.finish()
+    return _clv.OpportunityHistogram.of(x, tx, t_age, weights=counts)
 
 
 class BacktestResult:
@@ -664,7 +727,16 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
     freq : {"D", "W", "M"}
         The BTYD period; the literature's CDNOW split uses weeks.
     models : "all" or list of str
-        Purchase models to fit (:data:`segone.clv.PURCHASE_MODELS`).
+        Purchase models to fit: ``"all"`` is every continuous-time model of
+        :data:`segone.clv.PURCHASE_MODELS` (``bgnbd``, ``pareto``,
+        ``mbgnbd``); a list (or a comma-separated string) may add ``"bgbb"``,
+        BG/BB (:class:`segone.clv.BetaGeoBetaBinom`) for discrete-time data:
+        each period of ``freq`` is one transaction opportunity, so
+        ``frequency`` is the periods with a repeat purchase and ``T`` the
+        periods observed (whole numbers).  It needs ``freq="W"`` or ``"M"``
+        (:class:`~segone.errors.ParameterError` with ``"D"``); it predicts
+        the holdout periods with a purchase, which ``frequency_holdout``
+        counts.
     value_penalizer : float
         lifetimes' ``penalizer_coef`` for every fit.
     n_clusters : int
@@ -702,6 +774,7 @@ def backtest(input, out, *, holdout_days=None, cutoff=None, end=None, events=Non
     end_us = _profile.parse_as_of(end)
     freq = check_choice(freq, "freq", tuple(_profile.BTYD_UNITS))
     names = model_names(models)
+    check_discrete(names, freq)
     value_penalizer = _clv.check_penalizer(value_penalizer, "value_penalizer")
     n_clusters = check_int(n_clusters, "n_clusters", low=1)
     if min_segment_size is not None:
@@ -756,6 +829,7 @@ def evaluate(eng, inputs, *, holdout_days=None, cutoff_us=None, end_us=None, sch
     from segone import _progress
     from segone import pipeline as _pipe
 
+    check_discrete(names, freq)
     shown = shown or _progress.NullProgress()
     timings = {}
     sources = dict(zip(("transactions", "events", "attributes"), inputs))
@@ -908,5 +982,6 @@ def _best(metrics):
             "model_beats_baselines": bool(mods and base and min(r["mae_purchases"] for r in mods) < min(base))}
 
 
-__all__ = ["BacktestResult", "BacktestState", "SegmentNaive", "SketchState", "TimeRange", "backtest",
+__all__ = ["DISCRETE_MODELS", "BacktestResult", "BacktestState", "check_discrete", "SegmentNaive", "SketchState",
+           "TimeRange", "backtest",
            "calibration_and_holdout", "holdout_columns", "metrics_table", "deciles_table"]  # fmt: skip

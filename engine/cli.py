@@ -189,7 +189,8 @@ def _print_segments(segments):
 @click.option("--value-model", default="bgnbd", show_default=True,
               type=click.Choice(["bgnbd", "pareto", "mbgnbd", "auto"]),
               help="Purchase model: BG/NBD, Pareto/NBD, MBG/NBD, or auto (the lowest holdout error in a backtest "
-                   "on the data's own past).")  # fmt: skip
+                   "on the data's own past). BG/BB, for discrete-time data, is compared with `segone backtest "
+                   "--models bgnbd,bgbb --freq W`.")  # fmt: skip
 @click.option("--value-by", default=None, type=click.Choice(["segment"]),
               help="Fit the value models per segment, shrunk toward the fit on everyone.")
 @click.option("--actions/--no-actions", "with_actions", default=False, show_default=True,
@@ -705,7 +706,9 @@ def persona(out, customer_id, id_key_file):
 @click.option("--freq", default="D", show_default=True, type=click.Choice(["D", "W", "M"]),
               help="BTYD period: days, weeks or months.")  # fmt: skip
 @click.option("--models", default="all", show_default=True, metavar="all|NAME,...",
-              help="Purchase models to fit and compare.")  # fmt: skip
+              help="Purchase models to fit and compare: all (bgnbd, pareto, mbgnbd) or a list of them; add bgbb "
+                   "(BG/BB, discrete time: each period of --freq W or M is one transaction opportunity; refused "
+                   "with --freq D), e.g. --models bgnbd,bgbb --freq W.")  # fmt: skip
 @click.option("--value-penalizer", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="L2 penalty of every value fit (lifetimes' penalizer_coef).")  # fmt: skip
 @click.option("--n-clusters", "-k", default=8, show_default=True, type=click.IntRange(min=1),

@@ -11,7 +11,8 @@ name                        kind         content
 ``moves.parquet``           customer     id (or pseudonym), previous segment, segment, status
 ``changelog.parquet``       customer     ``segone update``: id (or pseudonym), from / to segment, at
 ``actions.parquet``         customer     id (or pseudonym), segment, the next best offers, channel, timing
-``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label)
+``segments.parquet``        segment      one row per segment (sizes, shares, medians, lifts, label, predicted
+                                         totals with 90% intervals)
 ``rfm.parquet``             segment      the recency x frequency grid (customers, spend per cell)
 ``migration.parquet``       segment      from/to segment counts between two runs
 ``effects.parquet``         segment      per campaign and previous segment: moves of treated vs control
@@ -77,6 +78,10 @@ SEGMENT_COLUMN = "segment"  # the stable (exported) segment id
 ASSIGNMENT_COLUMNS = (ID_COLUMN, SEGMENT_COLUMN, "distance", "margin")  # the first columns of assignments
 PERSONA_COLUMNS = (ID_COLUMN, SEGMENT_COLUMN, "traits", "summary")
 MOVES_COLUMNS = (ID_COLUMN, "previous_segment", SEGMENT_COLUMN, "status")
+#: segments.parquet's 90% intervals of the predicted totals (``total_expected_purchases``, ``total_clv``), from the
+#: value models' parameter covariance (:class:`segone.clv.SegmentTotals`); null when the model was skipped
+SEGMENT_INTERVAL_COLUMNS = ("total_expected_purchases_lo", "total_expected_purchases_hi", "total_clv_lo",
+                            "total_clv_hi")
 MIGRATION_COLUMNS = ("from_segment", "to_segment", "status", "customers", "share", "spend", "clv", "clv_before")
 PSEUDONYM_METADATA = b"segone.pseudonym"  # field metadata of an id column holding pseudonyms
 
@@ -95,5 +100,6 @@ __all__ = [
     "ACTIONS", "ASSIGNMENTS", "ASSIGNMENT_COLUMNS", "BACKTEST", "BACKTEST_DECILES", "CENTROIDS", "EFFECTS", "FEATURE_HISTOGRAM", "ID_COLUMN", "MIGRATION",
     "MIGRATION_COLUMNS", "MODEL_DIR", "MODEL_FILES", "MODEL_JSON", "MOVES", "MOVES_COLUMNS", "PERSONAS",
     "PERSONA_COLUMNS", "PER_CUSTOMER", "PER_SEGMENT", "PSEUDONYM_METADATA", "REPORT", "RFM", "RUN_JSON",
-    "SCORER", "SEGMENTS", "SEGMENT_COLUMN", "SUMMARIES", "SWEEP", "TRACKING_JSON", "model_dir",
+    "SCORER", "SEGMENTS", "SEGMENT_COLUMN", "SEGMENT_INTERVAL_COLUMNS", "SUMMARIES", "SWEEP", "TRACKING_JSON",
+    "model_dir",
 ]  # fmt: skip

@@ -133,6 +133,11 @@ def _check_arguments(a):
     _check_engine_argument(a["engine"], a["client"], a["npartitions"])
     check_horizon_days(a.get("horizon_days", 30))
     check_offers(a.get("offers", 3))
+    if a.get("value_model") == "bgbb":  # discrete time: its backtest, not a CLV over months (segone.backtesting)
+        raise ParameterError("value_model='bgbb': BG/BB is a discrete-time model (transaction opportunities), so "
+                             "segone run, which predicts purchases and CLV over a horizon in months, does not take "
+                             "it; compare it on your data with `segone backtest INPUT --models bgnbd,bgbb --freq W` "
+                             f"and use one of {[*_clv.PURCHASE_MODELS, 'auto']} here.")  # fmt: skip
     if a.get("value_model") not in (*_clv.PURCHASE_MODELS, "auto"):
         raise ParameterError(f"value_model={a.get('value_model')!r} is not a purchase model; use one of "
                              f"{[*_clv.PURCHASE_MODELS, 'auto']}.")  # fmt: skip
@@ -567,6 +572,7 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     t0 = time.perf_counter()
     value_info = None
     by_segment = None
+    bg = gg = None
     if value:
         chosen, choice = value_model, None
         if value_model == "auto":  # a backtest on the data's own past chooses the purchase model
@@ -632,6 +638,11 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     # DESCRIBE: the segment table, and a persona for every customer
     t0 = time.perf_counter()
     stats = eng.reduce(eng.map(_segment_stats, profiles, assignments, k=clusters))
+    totals = None
+    if bg is not None and by_segment is None:  # the totals behind the segments' 90% intervals (one pooled fit)
+        totals = eng.reduce(eng.map(_clv.SegmentTotals.of_assigned, profiles, assignments, k=clusters, beta_geo=bg,
+                                    gamma_gamma=gg, horizon_months=horizon_months, discount_rate=discount_rate,
+                                    freq=freq))  # fmt: skip
     segment_sketches = stats.segment_sketches()
     mapping, seg_report, suppressed, final_ids = None, None, {}, None
     if plan.min_segment_size is not None:  # merge or withhold the segments below k
@@ -641,6 +652,11 @@ def _run(eng, input, out, clusters, *, events, attributes, as_of, schema, random
     segments = stats.finish(label_rules)
     if by_segment is not None and mapping is None:  # one row per fitted segment: its shrunk BG/NBD parameters
         segments = _with_segment_params(segments, by_segment)
+    if value:
+        why = None if totals is not None else "the purchase model was skipped (see clv.skipped.bg_nbd)" \
+            if bg is None else "value_by='segment': the per-segment fits have no joint covariance"  # fmt: skip
+        segments, value_info["intervals"] = _clv.with_interval_columns(segments, totals, bg, gg, mapping=mapping,
+                                                                       reason=why)  # fmt: skip
     if plan.min_segment_size is not None:
         segments, suppressed["segments"] = _privacy.suppress_segment_table(segments, plan.min_segment_size,
                                                                            categorical=stats.categorical)  # fmt: skip

@@ -25,7 +25,7 @@ from segone import backtesting as B
 from segone import effects as E
 from segone import value_segments as VS
 from segone._state import State, merge_all
-from segone.clv import MonetaryHistogram, OpportunityHistogram, PatternHistogram, ValueState
+from segone.clv import MonetaryHistogram, OpportunityHistogram, PatternHistogram, SegmentTotals, ValueState
 from segone.describe import PersonaModel, PersonaState, RFMGrid, SegmentStats
 from segone.errors import ModelFormatError, ParameterError
 from segone.propensity import CalibrationState, NewtonState, ScalerState
@@ -289,6 +289,25 @@ def test_value_state_merge_equals_whole_and_fits_the_same_models(value_profiles,
         assert type(m2) is type(m) and m2.penalizer == m.penalizer and m2.params_ == m.params_
     assert info2 == info  # parameters, standard errors, log-likelihoods, customers, rows without a purchase
     assert info["skipped"]["rows_without_purchase"] == t.column("T").null_count
+
+
+@covers(SegmentTotals)
+@given(cuts=cut_lists, split_every=splits)
+@settings(max_examples=15)
+def test_segment_totals_merge_equals_whole(value_profiles, value_whole, cuts, split_every):
+    t = value_profiles
+    _, (bg, gg, _) = value_whole
+    seg = np.arange(t.num_rows) % 4 - 1  # -1: no segment
+    c = _cuts(t.num_rows, cuts)
+    kw = dict(k=3, beta_geo=bg, gamma_gamma=gg, horizon_months=6)
+    merged = _merge([SegmentTotals.of(p, seg[a:b], **kw) for p, a, b in zip(_pieces(t, c), c, c[1:])], split_every)
+    whole = SegmentTotals.of(t, seg, **kw)
+    np.testing.assert_array_equal(merged.customers, whole.customers)
+    np.testing.assert_allclose(merged.sums[..., 0], whole.sums[..., 0], rtol=1e-12)
+    np.testing.assert_allclose(merged.sums, whole.sums, rtol=1e-7, atol=1e-6)  # derivatives: step-1e-5 differences
+    a, b = merged.finish(bg, gg), whole.finish(bg, gg)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-9, err_msg=k)
 
 
 # -- DESCRIBE: personas and the RFM grid -----------------------------------------------------------------------

@@ -318,9 +318,10 @@ class SegmentStats(State):
             cols[f"mean_{name}"] = pa.array(seg_mean[:, j])
         for j, name in enumerate(self.columns):
             cols[f"lift_{name}"] = pa.array(lift[:, j])
-        for name in _features.total_columns():  # predicted value: the segment's total too
+        for name in _features.total_columns():  # predicted value: the segment's total too (null: nothing predicted)
             if name in self.columns:
-                cols[f"total_{name}"] = pa.array(self.sums[:, self.columns.index(name)])
+                j = self.columns.index(name)
+                cols[f"total_{name}"] = pa.array(self.sums[:, j], mask=self.counts[:, j] == 0)
         for c in self.categorical:
             values = {}
             for i in range(k):

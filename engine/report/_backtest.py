@@ -15,8 +15,8 @@ from segone import outputs
 from segone.report._html import CSS, EMBED_JS, PROBE_JS, esc, script_json, script_text
 from segone.report._names import fmt_int, fmt_num
 
-NAMES = {"bgnbd": "BG/NBD", "pareto": "Pareto/NBD", "mbgnbd": "MBG/NBD", "naive": "Own last window (naive)",
-         "segment_mean": "Segment mean"}  # fmt: skip
+NAMES = {"bgnbd": "BG/NBD", "pareto": "Pareto/NBD", "mbgnbd": "MBG/NBD", "bgbb": "BG/BB",
+         "naive": "Own last window (naive)", "segment_mean": "Segment mean"}  # fmt: skip
 MODEL_COLOR = "#2366b8"
 BASELINE_COLORS = {"naive": "#9a6700", "segment_mean": "#7b8794"}
 

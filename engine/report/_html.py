@@ -542,6 +542,11 @@ class Page:
         heads = ["Segment", f"Average {what.lower()}", "Median", "Middle half (25–75%)", "Chance still active"]
         if clv:
             heads += ["Expected purchases", "Share of predicted value"]
+        # the segment totals with their 90% intervals (segments.parquet; from the fits' parameter covariance)
+        tkey = "total" if clv else "purchases_total"
+        with_total = any(f"{tkey}_lo" in e for e in v["segments"].values())
+        if with_total:
+            heads.append(f"Total {'predicted value' if clv else 'expected purchases'}{nxt} (90% interval)")
         th = "".join(f'<th class="n">{h}</th>' if i else f"<th>{h}</th>" for i, h in enumerate(heads))
         rows = []
         digits = None if clv else 2
@@ -553,6 +558,10 @@ class Page:
             cells = [fmt_num(e.get("mean"), digits), fmt_num(e.get("q50"), digits), mid, fmt_pct(e.get("p_alive"), 0)]
             if clv:
                 cells += [fmt_num(e.get("expected_purchases"), 1), fmt_pct(e.get("value_share"))]
+            if with_total:
+                lo, hi = e.get(f"{tkey}_lo"), e.get(f"{tkey}_hi")
+                cells.append(f"{fmt_num(e.get(tkey))} ({fmt_num(lo)} – {fmt_num(hi)})" if lo is not None
+                             and hi is not None else fmt_num(e.get(tkey)))  # fmt: skip
             rows.append(f'<tr data-segment="{esc(s["id"])}"><td>{self.seg_cell(s)}</td>'
                         + "".join(f'<td class="n">{c}</td>' for c in cells) + "</tr>")  # fmt: skip
         table = (f'<div class="tablewrap"><table id="value-table"><thead><tr>{th}</tr></thead>'
@@ -577,6 +586,13 @@ class Page:
             for part, name in (("bg_nbd", "The purchase model"), ("gamma_gamma", "The spend model")):
                 if skipped.get(part):
                     details.append(f"{name} was not used: {str(skipped[part]).rstrip('.')}.")
+        if with_total:
+            notes.append("The totals' 90% intervals show how uncertain the fitted model parameters make each "
+                         "segment's total (the delta method on the fits' covariance); they do not include the "
+                         "chance in each customer's own purchases.")  # fmt: skip
+        ints = info.get("intervals") if isinstance(info.get("intervals"), dict) else {}
+        if ints.get("skipped"):
+            details.append(f"Intervals of the segment totals: {str(ints['skipped']).rstrip('.')}.")
         details += [str(n) for n in info.get("notes") or []]
         how = (f"for each segment, the line spans the 10th to the 90th percentile of {what.lower()} per customer, "
                "the box the middle half of customers, the blue tick the median and the orange diamond the average. "

@@ -360,7 +360,11 @@ def _segment_value_columns(segments):
     for stat, cands in (("mean", ("mean_clv", "clv_mean")), ("median", ("median_clv", "clv_median")),
                         ("total", ("sum_clv", "total_clv", "clv_total")), ("value_share", ("clv_share",)),
                         ("p_alive", ("mean_p_alive", "p_alive_mean")),
-                        ("expected_purchases", ("mean_expected_purchases", "expected_purchases_mean"))):  # fmt: skip
+                        ("expected_purchases", ("mean_expected_purchases", "expected_purchases_mean")),
+                        ("total_lo", ("total_clv_lo",)), ("total_hi", ("total_clv_hi",)),
+                        ("purchases_total", ("total_expected_purchases",)),
+                        ("purchases_total_lo", ("total_expected_purchases_lo",)),
+                        ("purchases_total_hi", ("total_expected_purchases_hi",))):  # fmt: skip
         c = pick(names, cands)
         if c:
             found[stat] = c
@@ -412,7 +416,8 @@ def read_value(data, sample, sample_total):
         e = {"segment": s["id"], "source": {}}
         for stat, col in seg_cols.items():
             v = _float(row.get(col))
-            if metric != "clv" and (stat in ("mean", "median", "total", "value_share") or stat.startswith("q")):
+            if metric != "clv" and (stat in ("mean", "median", "total", "total_lo", "total_hi", "value_share")
+                                    or stat.startswith("q")):  # fmt: skip
                 continue  # the run has no usable predicted value: its summaries are empty
             if v is not None:
                 e[stat] = v
