@@ -201,6 +201,29 @@ def test_every_output_byte_of_a_private_model_holds_no_raw_id_and_no_customer_wi
                    os.path.dirname(report)], raw, no2) >= 12  # fmt: skip
 
 
+def test_every_output_byte_of_an_update_of_a_private_state(private, tmp_path):
+    """segone update of the state of a private run: the changed customers, the changelog and the personas hold
+    pseudonyms of consenting customers only (the model's options, without being told), and no raw id."""
+    p1, p2, key = private["p1"], private["p2"], private["key"]
+    ids1, yes1, no1 = _people(p1["customers"])
+    segone.update.init_state(tmp_path / "state", private["run1"], p1["transactions"], events=p1["events"],
+                             attributes=p1["customers"], buckets=2)  # fmt: skip
+    r = CliRunner().invoke(main, ["update", str(tmp_path / "state"), p2["transactions"], "--events", p2["events"],
+                                  "-o", str(tmp_path / "update"), "--id-key-file", key])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    changed = set(pq.read_table(tmp_path / "update" / outputs.ASSIGNMENTS).column("customer_id").to_pylist())
+    assert changed and changed <= yes1
+    moved = set(pq.read_table(tmp_path / "update" / outputs.CHANGELOG).column("customer_id").to_pylist())
+    assert moved <= yes1
+    assert set(pq.read_table(tmp_path / "update" / outputs.PERSONAS).column("customer_id").to_pylist()) == changed
+    raw = np.union1d(ids1, _people(p2["customers"])[0])
+    assert _check([tmp_path / "update"], raw, no1) >= 4
+    # without the key the model's pseudonyms cannot be made: refused before any work
+    r = CliRunner().invoke(main, ["update", str(tmp_path / "state"), p2["transactions"], "-o", str(tmp_path / "u2")],
+                           env={"SEGONE_ID_KEY": ""})  # fmt: skip
+    assert r.exit_code == 2 and not (tmp_path / "u2").exists()
+
+
 def _leaks_text(text, raw_ids, refused):
     digits = set(re.findall(r"(?<![0-9a-fA-F.])[0-9]+(?![0-9a-fA-F.])", text))
     return (digits & {str(int(i)) for i in raw_ids}) | {p for p in refused if p in text}
