@@ -451,8 +451,13 @@ def apply(model_dir, input, out, events, attributes, as_of, schema_items, overwr
 @click.option("--refit-above", default=None, type=click.FloatRange(min=0),
               help="Refit (a full run with --previous, keeping segment ids) when a feature's PSI against the "
                    "model's data passes this (0.25 is a common 'large shift').")  # fmt: skip
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Update the buckets on the Dask cluster at this address (the state must be on a shared disk).")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Update the buckets on a Dask LocalCluster of this many worker processes.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
-def update(state, input, out, events, attributes, as_of, batch_id, id_key_file, refit_above, overwrite):
+def update(state, input, out, events, attributes, as_of, batch_id, id_key_file, refit_above, scheduler, workers,
+           overwrite):  # fmt: skip
     """Fold new events (INPUT: transactions) into the STATE of `segone run --state`; no refit.
 
     The customers of the batch, and those whose time windows changed, are profiled again from all their rows;
@@ -463,9 +468,20 @@ def update(state, input, out, events, attributes, as_of, batch_id, id_key_file, 
         raise click.UsageError("give new transactions (INPUT), --events or --attributes.")
     from segone import update as _update
 
-    res = _update.update(state, input, events=events, attributes=attributes, out=out, as_of=as_of,
-                               batch_id=batch_id, id_key_file=id_key_file, overwrite=overwrite,
-                               refit_above=refit_above)  # fmt: skip
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler (an existing cluster) or --workers (a local one), not both.")
+    engine = None
+    if scheduler or workers:
+        from segone.dask import DaskEngine
+
+        engine = DaskEngine(scheduler, n_workers=workers)
+    try:
+        res = _update.update(state, input, events=events, attributes=attributes, out=out, as_of=as_of,
+                             batch_id=batch_id, id_key_file=id_key_file, overwrite=overwrite,
+                             refit_above=refit_above, engine=engine)  # fmt: skip
+    finally:
+        if engine is not None:
+            engine.close()
     i = res.info
     if not i.get("applied"):
         click.echo(i["note"])
