@@ -335,3 +335,25 @@ def test_apply_profiles_with_the_models_categories_whatever_the_inputs_top_ones(
     assert ap.assignments.column("segment").to_pylist() == want.column("segment").to_pylist()
     assert ap.summary["features_filled_with_zero"] == []  # every model category was profiled
     del res, rng
+
+
+def test_string_ids_and_an_attributes_batch(data, tmp_path):
+    """Text customer ids; a batch of attribute rows replaces those customers' rows (and adds a new customer's)."""
+    def text(t):
+        return t.set_column(t.column_names.index("customer_id"), "customer_id",
+                            pc.cast(t.column("customer_id"), pa.string()))  # fmt: skip
+
+    tx, ev, at = text(data.transactions), text(data.events), text(data.customers.select(["customer_id", "region"]))
+    tx0, ev0 = tx.filter(up._before(tx, CUT)), ev.filter(up._before(ev, CUT))
+    segone.run(tx0, tmp_path / "fit", 3, events=ev0, attributes=at, value=False)
+    up.init_state(tmp_path / "s", tmp_path / "fit", tx0, events=ev0, attributes=at, buckets=2)
+    tx1 = tx.filter(up._before(tx, CUT, after=True))
+    new_rows = pa.table({"customer_id": pa.array([at.column("customer_id")[0].as_py(), "newcomer"]),
+                         "region": pa.array(["elsewhere", "north"])}).cast(at.schema)  # fmt: skip
+    up.update(tmp_path / "s", tx1, attributes=new_rows)
+    merged = pa.concat_tables([at.filter(pc.invert(pc.is_in(at.column("customer_id"),
+                                                            value_set=new_rows.column("customer_id")))), new_rows])
+    _assert_equal_to_full(tmp_path / "s", pa.concat_tables([tx0, tx1]), ev0, merged)
+    got = up.read_profiles(tmp_path / "s")
+    row = got.filter(pc.equal(got.column("customer_id"), "newcomer"))
+    assert row.num_rows == 1 and row.column("region").to_pylist() == ["north"]
