@@ -52,14 +52,27 @@ N_BINS = 10  # reliability table bins of the predicted probability
 
 
 def expit(eta):
-    """The logistic function, without overflow warnings."""
-    out = np.empty_like(np.asarray(eta, dtype=np.float64))
+    """The logistic function, without overflow warnings.
+
+    Examples
+    --------
+    >>> expit([0.0, 1000.0, -1000.0]).tolist()
+    [0.5, 1.0, 0.0]
+    """
+    return _expit_and_log1pexp(eta)[0]
+
+
+def _expit_and_log1pexp(eta):
+    """``(expit(eta), log(1 + exp(eta)))`` from one ``exp(-|eta|)``, without overflow.
+
+    ``1 / (1 + e)`` for ``eta >= 0`` and ``e / (1 + e)`` below, with ``e = exp(-|eta|)``; and
+    ``max(eta, 0) + log1p(e)``, which is how ``np.logaddexp(0, eta)`` computes it.
+    """
     eta = np.asarray(eta, dtype=np.float64)
-    pos = eta >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-eta[pos]))
-    e = np.exp(eta[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    e = np.exp(-np.abs(eta))
+    one_e = 1.0 + e
+    p = np.where(eta >= 0, 1.0 / one_e, e / one_e)
+    return p, np.maximum(eta, 0.0) + np.log1p(e)
 
 
 def _with_intercept(Z):
@@ -209,13 +222,13 @@ class NewtonState(State):
             else:
                 A = _with_intercept((np.asarray(X, dtype=np.float64) - mean[g]) / scale[g])
             eta = A @ beta[g]
-            p = expit(eta)
+            p, log1pexp = _expit_and_log1pexp(eta)
             w = np.maximum(p * (1.0 - p), 1e-12)
             out.n[g] += X.shape[0]
             out.pos[g] += y.sum()
             out.xtwx[g] += A.T @ (A * w[:, None])
             out.xtwz[g] += A.T @ (w * eta + (y - p))  # X'W z with z = eta + (y - p) / w
-            out.loglik[g] += float(y @ eta - np.logaddexp(0.0, eta).sum())
+            out.loglik[g] += float(y @ eta - log1pexp.sum())  # log(1 + exp(eta)) = np.logaddexp(0, eta)
         return out
 
     def merge(self, other):
