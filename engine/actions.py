@@ -130,6 +130,37 @@ def _codes(values, labels):
     return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _order_by_customer_time(pos, ts):
+    """``np.lexsort((ts, pos))`` (rows by customer, then time, then row), by stable radix passes of 16 bits.
+
+    Least significant first: the time's 16-bit digits, then the customer's; a stable sort of 16-bit keys is a
+    counting sort in NumPy, and stable passes compose, so the order is exactly the lexsort's (about twice as fast
+    on millions of rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pos, ts = np.array([1, 0, 1, 0, 1]), np.array([-5, 3, -5, 2**62, -2**62])
+    >>> _order_by_customer_time(pos, ts).tolist(), np.lexsort((ts, pos)).tolist()
+    ([1, 3, 4, 0, 2], [1, 3, 4, 0, 2])
+    """
+    order = None  # None: the rows as they are
+    if ts.size < 2:
+        return np.arange(ts.size)
+    for key in (np.asarray(ts, dtype=np.int64), np.asarray(pos, dtype=np.int64)):
+        u = key.view(np.uint64) - np.asarray(key.min()).view(np.uint64)  # the offset from the minimum, order kept
+        span = int(u.max())
+        shift = 0
+        while True:
+            digit = ((u if order is None else u[order]) >> np.uint64(shift)).astype(np.uint16)
+            step = np.argsort(digit, kind="stable")
+            order = step if order is None else order[step]
+            shift += 16
+            if shift >= 64 or span >> shift == 0:
+                break
+    return order
+
+
 def _group_stats(key, ts, amount, size, cutoffs, horizon_us, order=None):
     """Per key (0..size-1) and cutoff: orders (distinct timestamps), spend, days since the last and the first order
     (NaN: none), orders in the H days before the cutoff.
@@ -264,7 +295,7 @@ def category_piece(piece, profiles, assignments, *, categories, as_of_us, horizo
     ts = np.asarray(ts, dtype=np.int64)
     # one sort of the rows by customer, then time (then row): the customer sums, the orders of the timing below,
     # and, re-sorted by category within each customer (a stable sort of nearly sorted keys), the category sums
-    order = np.lexsort((ts, pos))
+    order = _order_by_customer_time(pos, ts)
     if cat is not None:
         kept = cat >= 0
         key = pos * C + cat

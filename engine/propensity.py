@@ -213,6 +213,7 @@ class NewtonState(State):
     def of(cls, piece, *, beta, mean, scale, design=None, groups=None, prepared=False):
         beta = np.asarray(beta, dtype=np.float64)
         out = cls(beta.shape[0], beta.shape[1] - 1)
+        buf = np.empty(0)  # the weighted design W X, reused from block to block
         for g, X, y in _blocks(piece, design, groups):
             if X.shape[0] == 0:
                 continue
@@ -226,7 +227,11 @@ class NewtonState(State):
             w = np.maximum(p * (1.0 - p), 1e-12)
             out.n[g] += X.shape[0]
             out.pos[g] += y.sum()
-            out.xtwx[g] += A.T @ (A * w[:, None])
+            if buf.size < A.size:
+                buf = np.empty(A.size)
+            wa = buf[: A.size].reshape(A.shape)
+            np.multiply(A, w[:, None], out=wa)
+            out.xtwx[g] += A.T @ wa
             out.xtwz[g] += A.T @ (w * eta + (y - p))  # X'W z with z = eta + (y - p) / w
             out.loglik[g] += float(y @ eta - log1pexp.sum())  # log(1 + exp(eta)) = np.logaddexp(0, eta)
         return out
