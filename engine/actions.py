@@ -479,7 +479,8 @@ class TrainingDesign:
             return
         rows = part.column("c_orders0").to_numpy(zero_copy_only=False) > 0
         rec1 = _matrix(part, "recent1", self.n_categories)[rows]
-        q = _quantities(part.filter(pa.array(rows)), 0, self.n_categories)
+        cols = [f"{name}0" for name in _CAT_QUANTITIES + _CUST_QUANTITIES] + ["segment"]  # only what is read
+        q = _quantities(part.select(cols).filter(pa.array(rows)), 0, self.n_categories)
         for c in range(self.n_categories) if groups is None else groups:
             yield c, _features(q, c, self.log_lift), (rec1[:, c] > 0).astype(np.float64)
 
