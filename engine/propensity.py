@@ -69,10 +69,14 @@ def _expit_and_log1pexp(eta):
     ``max(eta, 0) + log1p(e)``, which is how ``np.logaddexp(0, eta)`` computes it.
     """
     eta = np.asarray(eta, dtype=np.float64)
-    e = np.exp(-np.abs(eta))
-    one_e = 1.0 + e
-    p = np.where(eta >= 0, 1.0 / one_e, e / one_e)
-    return p, np.maximum(eta, 0.0) + np.log1p(e)
+    e = np.abs(eta, out=np.empty_like(eta))  # an array, even for a scalar eta
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    p = np.where(eta >= 0, 1.0, e)
+    np.divide(p, e + 1.0, out=p)
+    log1pexp = np.log1p(e)
+    log1pexp += np.maximum(eta, 0.0)
+    return p, log1pexp
 
 
 def _with_intercept(Z):

@@ -283,3 +283,4 @@ def test_the_probability_and_log_likelihood_of_a_pass_equal_the_plain_formulas()
     assert np.array_equal(p, plain) and np.array_equal(expit(eta), p)
     np.testing.assert_array_max_ulp(log1pexp, np.logaddexp(0.0, eta), maxulp=2)
     assert np.isnan(_expit_and_log1pexp(np.array([np.nan]))[0]).all()
+    assert float(expit(0.0)) == 0.5 and _expit_and_log1pexp(-2.0)[1] == np.logaddexp(0.0, -2.0)  # scalars too
