@@ -877,7 +877,8 @@ def run_propensity(quick, repeat, rows, workdir):
     prof = statistics.median(times["segone build_profiles (the profile stage, same data)"])
     whole = statistics.median(times["segone actions stage (category sums, fit, scores, offers)"])
     print(f"  PROPENSITY: fit + score {base:.2f} s, whole actions stage {whole:.2f} s, profile stage {prof:.2f} s "
-          f"(goal: the stage no longer than the profile stage; >= 10x scikit-learn)", file=sys.stderr, flush=True)  # fmt: skip
+          "(goal: the stage no longer than the profile stage; >= 10x scikit-learn)",
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _ratios(rows, workload, shape, base_label):

@@ -738,11 +738,12 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
                     drift_ts = end_us + (d_period - 1) * period_days * day_us
                     txs, moved_orders = _apply_drift(txs, lo, d_from, d_to, drift_ts)
                     on = np.flatnonzero(present & (d_from >= 0))
+                    names_c = np.asarray(CATEGORIES, dtype=object)
                     drift_parts[p].append(pa.table({
                         "customer_id": pa.array(on.astype(np.int64) + lo + ID_OFFSET),
                         "drift_period": pa.array(d_period[on]),
-                        "from_category": pa.array(np.asarray(CATEGORIES, dtype=object)[d_from[on]].tolist(), pa.string()),
-                        "to_category": pa.array(np.asarray(CATEGORIES, dtype=object)[d_to[on]].tolist(), pa.string()),
+                        "from_category": pa.array(names_c[d_from[on]].tolist(), pa.string()),
+                        "to_category": pa.array(names_c[d_to[on]].tolist(), pa.string()),
                         "drift_ts": pa.array(drift_ts[on], pa.timestamp("us", tz="UTC")),
                         "drifted_orders": pa.array(moved_orders[on]),
                     }))  # fmt: skip
@@ -970,7 +971,8 @@ def drift_recovery(actions, drift, transactions, *, horizon_days=30, min_orders=
     ranked = sorted(zip(buyers.column("k").to_pylist(), buyers.column("c_count").to_pylist()),
                     key=lambda kv: (-kv[1], str(kv[0])))  # fmt: skip
     popular = [str(k) for k, _ in ranked if k is not None][:n_offers]
-    d = drift.filter(pc.greater_equal(drift.column("drifted_orders"), min_orders)).select(["customer_id", "to_category"])
+    d = drift.filter(pc.greater_equal(drift.column("drifted_orders"), min_orders))
+    d = d.select(["customer_id", "to_category"])
     ids = actions.column("customer_id")
     at = pc.index_in(d.column("customer_id").cast(ids.type), value_set=ids.combine_chunks())
     has = at.is_valid().to_numpy(zero_copy_only=False)

@@ -155,7 +155,8 @@ def test_periods_drift_moves_the_orders_after_the_drift_and_writes_the_truth(tmp
         # drift_ts: the first day of the period the drift began in, on the data's own clock
         starts = {int(v): int(synth.DEFAULT_END.timestamp() * 1e6) + (int(v) - 1) * 90 * 86_400 * 10**6
                   for v in d.column("drift_period").to_pylist()}  # fmt: skip
-        assert all(_us(d.column("drift_ts"))[i] == starts[v] for i, v in enumerate(d.column("drift_period").to_pylist()))
+        periods = d.column("drift_period").to_pylist()
+        assert all(_us(d.column("drift_ts"))[i] == starts[v] for i, v in enumerate(periods))
         info = {r["customer_id"]: r for r in d.to_pylist()}
         cid, ts = tx.column("customer_id").to_numpy(), _us(tx.column("ts"))
         new, old = _codes(tx), _codes(plain[p].transactions)
