@@ -22,6 +22,8 @@ so that BLAS-based peers run at their best):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compare.py            # full sizes
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compare.py --quick    # small sizes
     python benchmarks/compare.py --workload assign --json results.json
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compare.py --workload propensity  # 1M customers
+    python benchmarks/compare.py --workload propensity --customers 20000 --repeat 2                 # a small check
 """
 
 import argparse
@@ -398,9 +400,13 @@ def run_fit_shapes(quick, repeat, rows):
         print(f"  FIT {shape}: inertia segone / MiniBatchKMeans = {a / b:.4f} (medians over seeds)", file=sys.stderr)
 
 
+CUSTOMERS = None  # --customers: the size of the synthetic dataset instead of 50,000 (--quick) or 1,000,000
+
+
 def synth_dataset(quick, workdir):
-    """(customers, path) of the synthetic dataset of the PROFILE / SCORE / PIPELINE / DASK workloads, written once."""
-    n = 50_000 if quick else 1_000_000
+    """(customers, path) of the synthetic dataset of the PROFILE / SCORE / PIPELINE / DASK / PERSONA / PROPENSITY
+    workloads (``segone.synth.write_dataset(path, n, seed=0)``), written once."""
+    n = CUSTOMERS or (50_000 if quick else 1_000_000)
     path = os.path.join(workdir, f"synth-{n}")
     if not os.path.exists(path):
         segone.synth.write_dataset(path, n, seed=0)
@@ -711,6 +717,170 @@ def run_persona(quick, repeat, rows, workdir):
           "stage)", file=sys.stderr, flush=True)  # fmt: skip
 
 
+# ----------------------------------------------------------------- PROPENSITY
+def _propensity_data(tx_path, horizon_days=30, k=8):
+    """The inputs of the PROPENSITY contenders, prepared untimed in each child: the profile stage with the pieces
+    kept (as ``segone run --actions`` does), 8 segments (FeatureScorer + Segmenter on the profiles), the actions
+    stage's category parts (:func:`segone.actions.category_piece`) and their sums."""
+    import pyarrow as pa
+
+    from segone import actions as A
+    from segone import pipeline
+    from segone._engine import LocalEngine
+
+    eng = LocalEngine()
+    pp, summary, _ = pipeline.profile_stage(eng, {"transactions": tx_path, "events": None, "attributes": None},
+                                            piece=A.keep_piece)  # fmt: skip
+    profiles, pieces = [p for p, _ in pp], [q for _, q in pp]
+    whole = pa.concat_tables(profiles)
+    X = segone.FeatureScorer().fit(whole).transform(whole)
+    labels = segone.Segmenter(k, random_state=0).fit(X).predict(X).astype(np.int64)
+    bounds = np.cumsum([0] + [p.num_rows for p in profiles])
+    assignments = [pa.table({"segment": labels[a:b]}) for a, b in zip(bounds[:-1], bounds[1:])]
+    cats = summary["categories"]
+    as_of = A._profile.parse_as_of(summary["as_of"])
+    parts = [A.category_piece(q, p, s, categories=cats, as_of_us=as_of, horizon_days=horizon_days)
+             for q, p, s in zip(pieces, profiles, assignments)]  # fmt: skip
+    stats = eng.reduce([A.CategoryStats.of(part, n_segments=k, n_categories=len(cats)) for part in parts])
+    return dict(eng=eng, profiles=profiles, pieces=pieces, assignments=assignments, parts=parts, stats=stats,
+                categories=cats, as_of=summary["as_of"], k=k, horizon_days=horizon_days)  # fmt: skip
+
+
+def _training_rows(d):
+    """Per category: the training features (at as_of - H) and labels of every part, stacked."""
+    from segone import actions as A
+
+    C = len(d["categories"])
+    design = A.TrainingDesign(np.log(np.maximum(d["stats"].lift(0), 1e-3)), C)
+    blocks = {c: ([], []) for c in range(C)}
+    for part in d["parts"]:
+        for c, X, y in design(part):
+            blocks[c][0].append(X)
+            blocks[c][1].append(y)
+    return {c: (np.concatenate(xs), np.concatenate(ys)) for c, (xs, ys) in blocks.items() if xs}
+
+
+def _scoring_rows(d, c):
+    """Category ``c``'s features at as_of (the offers' scores) of every customer, stacked over the parts."""
+    from segone import actions as A
+
+    log_lift = np.log(np.maximum(d["stats"].lift(1), 1e-3))
+    return np.concatenate([A.features_at(part, 1, c, log_lift, len(d["categories"])) for part in d["parts"]])
+
+
+def propensity_segone(d):
+    """segone's fit (Newton / IRLS on mergeable sums, 20 categories) and the scores of every customer at as_of."""
+    from segone import actions as A
+
+    C = len(d["categories"])
+    model, _ = A.fit_propensity(d["eng"], d["parts"], stats=d["stats"], categories=d["categories"])
+    log_lift = np.log(np.maximum(d["stats"].lift(1), 1e-3))
+    scores = [A.propensities(part, model=model, log_lift=log_lift, n_categories=C) for part in d["parts"]]
+    return model, scores
+
+
+def propensity_sklearn(d):
+    """The peer: per category, the same training features, ``StandardScaler`` + ``LogisticRegression(C=1)``
+    (segone's objective: C = 1 / penalty, the intercept not penalised), then ``predict_proba`` on the same
+    scoring features.  The features are built inside the timed call, as segone builds them in its passes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    models, scores = {}, {}
+    for c, (X, y) in _training_rows(d).items():
+        if 0 < y.sum() < y.size:  # segone skips a category without buyers (or with only buyers) likewise
+            sc = StandardScaler().fit(X)
+            lr = LogisticRegression(C=1.0, max_iter=1000).fit(sc.transform(X), y)
+            models[c] = (sc, lr)
+            scores[c] = lr.predict_proba(sc.transform(_scoring_rows(d, c)))[:, 1]
+    return models, scores
+
+
+def propensity_quality(d, segone_model, sk_models):
+    """Mean ROC AUC over the fitted categories on the training window (features at as_of - H, label: bought in
+    (as_of - H, as_of]) of both fits, and the largest difference of their probabilities there."""
+    from sklearn.metrics import roc_auc_score
+
+    auc = {"segone": [], "scikit-learn": []}
+    gap = 0.0
+    for c, (X, y) in _training_rows(d).items():
+        if c in segone_model.skipped_ or c not in sk_models or not 0 < y.sum() < y.size:
+            continue
+        p = segone_model.predict_proba(c, X)
+        sc, lr = sk_models[c]
+        q = lr.predict_proba(sc.transform(X))[:, 1]
+        auc["segone"].append(roc_auc_score(y, p))
+        auc["scikit-learn"].append(roc_auc_score(y, q))
+        gap = max(gap, float(np.abs(p - q).max()))
+    return {k: float(np.mean(v)) if v else None for k, v in auc.items()}, gap, len(auc["segone"])
+
+
+def run_propensity(quick, repeat, rows, workdir):
+    """PROPENSITY: per-category propensity fit + score (n customers x 20 categories, H = 30 days).
+
+    Contenders, each in its own process on the same synthetic transactions (the inputs prepared untimed in
+    each: :func:`_propensity_data`): segone's fit + scores (the base), the scikit-learn ``LogisticRegression``
+    loop per category on the same features (fit + predict_proba), segone's whole actions stage (category sums,
+    fit, scores and offers, from the profile stage's pieces), and the profile stage of the same data
+    (``segone.build_profiles``): the stage must be no longer than it.  Quality: the mean AUC of segone's and
+    scikit-learn's models on the training window, computed in the warm-up call (untimed) and returned by the
+    last round.
+    """
+    n, path = synth_dataset(quick, workdir)
+    tx = os.path.join(path, "transactions")
+
+    def with_quality(fit):
+        state = {}
+
+        def fn(r):
+            if "d" not in state:
+                state["d"] = _propensity_data(tx)
+            out = fit(state["d"])
+            if r == -1:  # the warm-up: keep the models for the quality figures (untimed)
+                state["model"] = out[0]
+            return state.get("model") if r == repeat - 1 else None
+
+        return fn
+
+    def stage(r, state={}):  # noqa: B006 - the child's own prepared data
+        from segone import actions as A
+
+        if "d" not in state:
+            state["d"] = _propensity_data(tx)
+        d = state["d"]
+        parts, _ = A.actions_stage(d["eng"], d["pieces"], d["profiles"], d["assignments"], categories=d["categories"],
+                                   as_of=d["as_of"], n_segments=d["k"], horizon_days=d["horizon_days"])  # fmt: skip
+        return sum(p.num_rows for p in parts)
+
+    c = {"segone propensity fit + score": with_quality(propensity_segone)}
+    if _have("sklearn"):
+        c["scikit-learn LogisticRegression per category (fit + predict_proba)"] = with_quality(propensity_sklearn)
+    c["segone actions stage (category sums, fit, scores, offers)"] = stage
+    c["segone build_profiles (the profile stage, same data)"] = _r(lambda: segone.build_profiles(tx).num_rows)
+    times, peaks, results = interleave(c, repeat)
+    shape = f"{n:,} customers x 20 categories, fit + score (H=30 days)"
+    extra = {}
+    sk_label = "scikit-learn LogisticRegression per category (fit + predict_proba)"
+    if sk_label in results:
+        seg_model, sk_models = results["segone propensity fit + score"][-1], results[sk_label][-1]
+
+        def quality():
+            return propensity_quality(_propensity_data(tx), seg_model, sk_models)
+
+        (auc, gap, n_cat) = measure(quality, 1, warm=False)[3]
+        extra["mean_auc"] = {"segone propensity fit + score": auc["segone"], sk_label: auc["scikit-learn"]}
+        print(f"  PROPENSITY quality (training window, {n_cat} categories): mean AUC segone {auc['segone']:.5f}, "
+              f"scikit-learn {auc['scikit-learn']:.5f}; largest probability difference {gap:.2e}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    record(rows, "PROPENSITY", shape, times, "segone propensity fit + score", peaks=peaks, **extra)
+    base = statistics.median(times["segone propensity fit + score"])
+    prof = statistics.median(times["segone build_profiles (the profile stage, same data)"])
+    whole = statistics.median(times["segone actions stage (category sums, fit, scores, offers)"])
+    print(f"  PROPENSITY: fit + score {base:.2f} s, whole actions stage {whole:.2f} s, profile stage {prof:.2f} s "
+          "(goal: the stage no longer than the profile stage; >= 10x scikit-learn)",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
 def _ratios(rows, workload, shape, base_label):
     """Time / the base's time per contender: the median of per-round ratios (the rounds were interleaved)."""
     group = [r for r in rows if r["workload"] == workload and r["shape"] == shape]
@@ -732,6 +902,8 @@ def print_table(rows, out=sys.stdout):
             q = f"inertia {r['inertia']:.4e} ({r['inertia_over_best3']:.4f}x best of 3 KMeans)"
         elif "inertia" in r:
             q = f"inertia {r['inertia']:.4e}"
+        elif r.get("mean_auc") is not None:
+            q = f"mean AUC {r['mean_auc']:.5f} (training window)"
         elif r.get("label_agreement") is not None:
             q = f"labels = segone {100 * r['label_agreement']:.4f}%"
         sp = r.get("speedup_vs_this")
@@ -773,8 +945,12 @@ def machine_info():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
-    ap.add_argument("--workload", action="append", choices=["assign", "fit", "profile", "score", "pipeline", "dask", "persona"],
-                    help="run only these (repeatable); default all")  # fmt: skip
+    ap.add_argument("--workload", action="append",
+                    choices=["assign", "fit", "profile", "score", "pipeline", "dask", "persona", "propensity"],
+                    help="run only these (repeatable); default all but dask and propensity")  # fmt: skip
+    ap.add_argument("--customers", type=int, default=None,
+                    help="customers of the synthetic dataset (profile, score, pipeline, dask, persona, propensity) "
+                         "instead of 50,000 (--quick) or 1,000,000")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--fit-repeat", type=int, default=3, help="FIT rounds (seeds 0, 1, 2, 0, ...)")
     ap.add_argument("--full-kmeans", action="store_true", help="also run scikit-learn full KMeans (about a minute at 10M)")
@@ -782,6 +958,8 @@ def main(argv=None):
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache", "segone-bench"))
     args = ap.parse_args(argv)
+    global CUSTOMERS
+    CUSTOMERS = args.customers
     os.makedirs(args.workdir, exist_ok=True)
     todo = args.workload or ["assign", "fit", "profile", "score", "pipeline", "persona"]
     rows = []
@@ -801,6 +979,8 @@ def main(argv=None):
         run_dask(args.quick, args.repeat, rows, args.workdir)
     if "persona" in todo:
         run_persona(args.quick, args.repeat, rows, args.workdir)
+    if "propensity" in todo:
+        run_propensity(args.quick, args.repeat, rows, args.workdir)
     print_table(rows)
     print(f"\nmachine: {json.dumps(info)}")
     if args.json:

@@ -66,17 +66,23 @@ def main():
               help="With --periods 2 or more: a campaign before period 1 reaches a random half of the customers; "
                    "a treated customer of latent segment 0 moves to segment 1 with probability EFFECT. Period 1 "
                    "gets treatment.parquet (treatment and control groups).")  # fmt: skip
+@click.option("--drift", "drift_share", default=0.0, type=click.FloatRange(0, 1), metavar="SHARE",
+              help="With --periods 2 or more: before each later period this share of the eligible customers "
+                   "moves its category preference from its most bought category to one it never bought; "
+                   "period-N/drift.parquet names them (the truth for the next best offers).")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth(directory, customers, seed, tx_per_customer, customers_per_file, overwrite, no_personal_data, periods,
-          campaign_effect, quiet):  # fmt: skip
+          campaign_effect, drift_share, quiet):  # fmt: skip
     """Write synthetic transactions, web events, CRM attributes and the true segments."""
     if campaign_effect is not None and periods < 2:
         raise click.UsageError("--campaign needs --periods 2 or more (the campaign runs between two periods).")
+    if drift_share and periods < 2:
+        raise click.UsageError("--drift needs --periods 2 or more (preferences drift between periods).")
     if periods > 1:
         campaign = None if campaign_effect is None else {"effect": campaign_effect, "name": "synthetic campaign"}
         ms = segone.synth.write_periods(directory, customers, periods=periods, seed=seed, overwrite=overwrite,
                                         tx_per_customer=tx_per_customer, personal_data=not no_personal_data,
-                                        campaign=campaign)  # fmt: skip
+                                        campaign=campaign, drift_share=drift_share)  # fmt: skip
         for p, m in enumerate(ms):
             rows = m["rows"]
             click.echo(f"wrote {os.path.join(directory, f'period-{p}')}: {rows['customers']:,} customers, "

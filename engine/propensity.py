@@ -52,14 +52,31 @@ N_BINS = 10  # reliability table bins of the predicted probability
 
 
 def expit(eta):
-    """The logistic function, without overflow warnings."""
-    out = np.empty_like(np.asarray(eta, dtype=np.float64))
+    """The logistic function, without overflow warnings.
+
+    Examples
+    --------
+    >>> expit([0.0, 1000.0, -1000.0]).tolist()
+    [0.5, 1.0, 0.0]
+    """
+    return _expit_and_log1pexp(eta)[0]
+
+
+def _expit_and_log1pexp(eta):
+    """``(expit(eta), log(1 + exp(eta)))`` from one ``exp(-|eta|)``, without overflow.
+
+    ``1 / (1 + e)`` for ``eta >= 0`` and ``e / (1 + e)`` below, with ``e = exp(-|eta|)``; and
+    ``max(eta, 0) + log1p(e)``, which is how ``np.logaddexp(0, eta)`` computes it.
+    """
     eta = np.asarray(eta, dtype=np.float64)
-    pos = eta >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-eta[pos]))
-    e = np.exp(eta[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    e = np.abs(eta, out=np.empty_like(eta))  # an array, even for a scalar eta
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    p = np.where(eta >= 0, 1.0, e)
+    np.divide(p, e + 1.0, out=p)
+    log1pexp = np.log1p(e)
+    log1pexp += np.maximum(eta, 0.0)
+    return p, log1pexp
 
 
 def _with_intercept(Z):
@@ -200,6 +217,7 @@ class NewtonState(State):
     def of(cls, piece, *, beta, mean, scale, design=None, groups=None, prepared=False):
         beta = np.asarray(beta, dtype=np.float64)
         out = cls(beta.shape[0], beta.shape[1] - 1)
+        buf = np.empty(0)  # the weighted design W X, reused from block to block
         for g, X, y in _blocks(piece, design, groups):
             if X.shape[0] == 0:
                 continue
@@ -209,13 +227,17 @@ class NewtonState(State):
             else:
                 A = _with_intercept((np.asarray(X, dtype=np.float64) - mean[g]) / scale[g])
             eta = A @ beta[g]
-            p = expit(eta)
+            p, log1pexp = _expit_and_log1pexp(eta)
             w = np.maximum(p * (1.0 - p), 1e-12)
             out.n[g] += X.shape[0]
             out.pos[g] += y.sum()
-            out.xtwx[g] += A.T @ (A * w[:, None])
+            if buf.size < A.size:
+                buf = np.empty(A.size)
+            wa = buf[: A.size].reshape(A.shape)
+            np.multiply(A, w[:, None], out=wa)
+            out.xtwx[g] += A.T @ wa
             out.xtwz[g] += A.T @ (w * eta + (y - p))  # X'W z with z = eta + (y - p) / w
-            out.loglik[g] += float(y @ eta - np.logaddexp(0.0, eta).sum())
+            out.loglik[g] += float(y @ eta - log1pexp.sum())  # log(1 + exp(eta)) = np.logaddexp(0, eta)
         return out
 
     def merge(self, other):

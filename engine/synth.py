@@ -185,6 +185,7 @@ class SyntheticData:
     customers: pa.Table
     truth: pa.Table
     treatment: pa.Table | None = None  # generate_periods(campaign=...): who the campaign reached (period >= 1)
+    drift: pa.Table | None = None  # generate_periods(drift_share=...): whose category preference drifted (period >= 1)
 
 
 def _expected_orders_per_customer():
@@ -563,7 +564,7 @@ def campaign_truth(campaign, switch_share=0.1):
 
 def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_share=0.0, new_share=0.0,
                      period_days=90, redraw=False, seed=0, tx_per_customer=20.0, events_scale=1.0,
-                     end=None, personal_data=True, campaign=None):  # fmt: skip
+                     end=None, personal_data=True, campaign=None, drift_share=0.0):  # fmt: skip
     """Synthetic data for several periods, with a known share of customers switching latent segment.
 
     Period 0 is exactly :func:`generate` ``(n_customers, seed=seed, ...)``.
@@ -573,7 +574,10 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
     * a share ``switch_share`` of the remaining customers switch to another
       latent segment (drawn by the segments' weights among the others); their
       whole history is drawn again from the new segment's behaviour;
-    * ``new_share * n_customers`` new customers join (new ids, above the others).
+    * ``new_share * n_customers`` new customers join (new ids, above the others);
+    * with ``drift_share``, a share of the customers who did not switch
+      drift: their category preference moves from one category to another
+      at the start of the new period (see ``drift_share``).
 
     Customers who do not switch keep exactly their history (unless
     ``redraw``); every timestamp of period ``p`` is shifted by ``p *
@@ -605,13 +609,34 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
         the resulting uplift).  Period 1's ``treatment`` table lists the
         treated customers (group "treatment") and, with ``control`` (default),
         the others (group "control").
+    drift_share : float in [0, 1], default 0
+        Category drift (the truth for the next best offers).  Before each
+        later period ``p``, this share of the *eligible* customers drifts:
+        present, not switching segment (nor moved by the campaign) now, not
+        already drifting, with an order before the drift starts and a
+        category they never bought before it.  A drifting customer's
+        ``from_category`` is the category of most of their orders before the
+        drift (ties: the first in :data:`CATEGORIES`), their
+        ``to_category`` one they never bought before it (drawn uniformly);
+        from ``drift_ts = end + (p - 1) * period_days`` on (the start of
+        period ``p``'s new days), every order they would have placed in
+        ``from_category`` is placed in ``to_category`` instead, in period
+        ``p`` and every later one (only the ``category`` of those rows
+        changes).  A customer who later switches segment stops drifting
+        (their history is drawn again).  Period ``p``'s ``drift`` table
+        lists the customers present and drifting: ``customer_id``,
+        ``drift_period``, ``from_category``, ``to_category``, ``drift_ts``
+        and ``drifted_orders`` (rows of this period's transactions moved to
+        ``to_category``; 0 when the customer has not bought since the drift,
+        so that nothing in the data shows it).  ``drift_share=0`` (the
+        default) changes nothing, and no other column depends on it.
     seed, tx_per_customer, events_scale, end, personal_data :
         As for :func:`generate` (a customer keeps its personal data in every period).
 
     Returns
     -------
     list of SyntheticData
-        One per period.
+        One per period (``drift``: None in period 0 and without drift).
 
     Examples
     --------
@@ -631,7 +656,8 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
     if campaign is not None and periods < 2:
         raise ParameterError("campaign needs periods >= 2 (it runs between period 0 and period 1).")
     treated_parts = []
-    for name, v in (("switch_share", switch_share), ("churn_share", churn_share), ("new_share", new_share)):
+    for name, v in (("switch_share", switch_share), ("churn_share", churn_share), ("new_share", new_share),
+                    ("drift_share", drift_share)):  # fmt: skip
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise ParameterError(f"{name} must be a number in [0, 1], got {v!r}.")
     # groups of customers: the first n_customers, then those joining at period g
@@ -644,6 +670,8 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
             first += n_new
     names = np.array([s["name"] for s in SEGMENTS])
     out = [[[] for _ in range(4)] for _ in range(periods)]
+    drift_parts = [[] for _ in range(periods)]
+    day_us = 86_400 * 1_000_000
     for g, start, size in groups:
         for b, off, n in _blocks(size):
             lo = start + off
@@ -657,6 +685,9 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
             seg = cache[g][3].column("segment").to_numpy().astype(np.int64)
             version = np.full(n, g)
             present = np.ones(n, dtype=bool)
+            d_from = np.full(n, -1, dtype=np.int64)  # the drift of each customer: from, to, the period it began
+            d_to = np.full(n, -1, dtype=np.int64)
+            d_period = np.full(n, -1, dtype=np.int64)
             for p in range(g, periods):
                 if p > g:
                     rng = np.random.default_rng([seed, b, p, g + 2000])
@@ -688,14 +719,35 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
                         version[present] = p
                     if sw.size or redraw:
                         cache[p] = gen(p, seg.astype(np.int64))
-                delta = p * period_days * 86_400 * 1_000_000
+                    d_from[sw] = d_to[sw] = d_period[sw] = -1  # a new history: the drift ends
+                delta = p * period_days * day_us
+                txs = []
                 for v in np.unique(version[present]):
                     keep = present & (version == v)
                     parts = _period_rows(cache[int(v)], keep, lo) if not keep.all() else list(cache[int(v)])
                     tx, ev, crm, _ = parts
-                    out[p][0].append(_shift_ts(tx, ["ts"], delta))
+                    txs.append(_shift_ts(tx, ["ts"], delta))
                     out[p][1].append(_shift_ts(ev, ["ts"], delta))
                     out[p][2].append(_shift_ts(crm, ["signup_ts"], delta))
+                if drift_share and p > g:
+                    new_ts = end_us + (p - 1) * period_days * day_us
+                    moved = np.zeros(n, dtype=bool)
+                    moved[sw] = True
+                    _draw_drift(txs, np.random.default_rng([seed, b, p, g + 4000]), lo, new_ts,
+                                present & ~moved & (d_from < 0), drift_share, d_from, d_to, d_period, p)  # fmt: skip
+                    drift_ts = end_us + (d_period - 1) * period_days * day_us
+                    txs, moved_orders = _apply_drift(txs, lo, d_from, d_to, drift_ts)
+                    on = np.flatnonzero(present & (d_from >= 0))
+                    names_c = np.asarray(CATEGORIES, dtype=object)
+                    drift_parts[p].append(pa.table({
+                        "customer_id": pa.array(on.astype(np.int64) + lo + ID_OFFSET),
+                        "drift_period": pa.array(d_period[on]),
+                        "from_category": pa.array(names_c[d_from[on]].tolist(), pa.string()),
+                        "to_category": pa.array(names_c[d_to[on]].tolist(), pa.string()),
+                        "drift_ts": pa.array(drift_ts[on], pa.timestamp("us", tz="UTC")),
+                        "drifted_orders": pa.array(moved_orders[on]),
+                    }))  # fmt: skip
+                out[p][0].extend(txs)
                 ids = np.flatnonzero(present).astype(np.int64) + lo + ID_OFFSET
                 s = seg[present]
                 out[p][3].append(pa.table({
@@ -712,8 +764,64 @@ def generate_periods(n_customers=100_000, *, periods=2, switch_share=0.1, churn_
         treatment = None
         if p >= 1 and campaign is not None:
             treatment = pa.concat_tables(treated_parts).sort_by("customer_id") if treated_parts else None
-        result.append(SyntheticData(*tables, treatment=treatment))
+        drift = None
+        if p >= 1 and drift_share:
+            drift = pa.concat_tables(drift_parts[p]).sort_by("customer_id") if drift_parts[p] else None
+        result.append(SyntheticData(*tables, treatment=treatment, drift=drift))
     return result
+
+
+def _draw_drift(txs, rng, first, drift_ts, candidates, share, d_from, d_to, d_period, period):
+    """Draw this period's drifting customers of one block (in place: ``d_from``, ``d_to``, ``d_period``).
+
+    Eligible: ``candidates`` with an order before ``drift_ts`` and a category never bought before it; a share
+    ``share`` of them drifts from their most bought category to one they never bought (uniformly).
+    """
+    n, C = candidates.size, len(CATEGORIES)
+    counts = np.zeros((n, C), dtype=np.int64)
+    for t in txs:
+        local = t.column("customer_id").to_numpy() - ID_OFFSET - first
+        ts = t.column("ts").cast(pa.int64()).to_numpy()
+        cat = _category_codes(t)
+        before = ts <= drift_ts
+        np.add.at(counts, (local[before], cat[before]), 1)
+    eligible = np.flatnonzero(candidates & (counts.sum(axis=1) > 0) & (counts == 0).any(axis=1))
+    chosen = np.sort(rng.choice(eligible, size=int(round(share * eligible.size)), replace=False))
+    if not chosen.size:
+        return
+    c = counts[chosen]
+    unbought = c == 0
+    # the k-th unbought category, k uniform over the customer's unbought ones
+    k = (rng.random(chosen.size) * unbought.sum(axis=1)).astype(np.int64)
+    to = np.argmax(np.cumsum(unbought, axis=1) > k[:, None], axis=1)
+    d_from[chosen] = np.argmax(c, axis=1)
+    d_to[chosen] = to
+    d_period[chosen] = period
+
+
+def _category_codes(tx):
+    col = tx.column("category").combine_chunks()
+    return col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _apply_drift(txs, first, d_from, d_to, drift_ts):
+    """The tables with each drifting customer's orders in ``d_from`` after their ``drift_ts`` moved to ``d_to``;
+    and the number of rows moved per customer of the block."""
+    moved = np.zeros(d_from.size, dtype=np.int64)
+    out = []
+    for t in txs:
+        local = t.column("customer_id").to_numpy() - ID_OFFSET - first
+        ts = t.column("ts").cast(pa.int64()).to_numpy()
+        cat = _category_codes(t)
+        hit = (d_from[local] >= 0) & (cat == d_from[local]) & (ts > drift_ts[local])
+        if hit.any():
+            cat = cat.copy()
+            cat[hit] = d_to[local[hit]]
+            moved += np.bincount(local[hit], minlength=d_from.size)
+            i = t.column_names.index("category")
+            t = t.set_column(i, "category", _dict_array(cat.astype(np.int8), CATEGORIES))
+        out.append(t)
+    return out, moved
 
 
 def moves_recovery(moves, truth_before, truth_after):
@@ -801,14 +909,94 @@ def moves_recovery(moves, truth_before, truth_after):
     }
 
 
+def drift_recovery(actions, drift, transactions, *, horizon_days=30, min_orders=1):
+    """How well the next best offers (``actions.parquet``) found the category drift of :func:`generate_periods`,
+    against global popularity.
+
+    The drifting customers counted are those of the ``drift`` truth whose drift shows in the data
+    (``drifted_orders >= min_orders``) and who have an actions row (contactable, ids not pseudonymised).
+    A customer is *found* when their ``to_category`` is among their offers.  Popularity offers every
+    customer the same categories: the ``N`` bought by the most customers in the last ``horizon_days`` days
+    of ``transactions`` (``N``: the most offers of any actions row; ties broken by category name), and
+    finds a customer when their ``to_category`` is one of them.
+
+    Parameters
+    ----------
+    actions : pyarrow.Table
+        ``customer_id`` and the list column ``category`` (best first).
+    drift : pyarrow.Table
+        The period's ``drift`` table (``customer_id``, ``to_category``, ``drifted_orders``).
+    transactions : pyarrow.Table
+        The period's transactions (``customer_id``, ``ts``, ``category``; rows with a positive ``amount``
+        count when it is there).
+    horizon_days : int, default 30
+    min_orders : int, default 1
+
+    Returns
+    -------
+    dict
+        ``drifted`` (counted customers), ``without_actions`` (visible drifters without an actions row),
+        ``offers_found``, ``offers_hit_rate``, ``popularity_found``, ``popularity_hit_rate``,
+        ``popular_categories`` and ``offers`` (N).
+
+    Examples
+    --------
+    >>> import datetime as dt, pyarrow as pa
+    >>> tx = pa.table({"customer_id": [1, 2, 3], "ts": [dt.datetime(2026, 1, 1)] * 3, "amount": [1.0, 1.0, 1.0],
+    ...                "category": ["grocery", "grocery", "toys"]})
+    >>> act = pa.table({"customer_id": [1, 2], "category": [["toys"], ["grocery"]]})
+    >>> drift = pa.table({"customer_id": [1, 2], "to_category": ["toys", "books"], "drifted_orders": [2, 1]})
+    >>> r = drift_recovery(act, drift, tx)
+    >>> r["offers_hit_rate"], r["popularity_hit_rate"], r["popular_categories"]
+    (0.5, 0.0, ['grocery'])
+    """
+    for name, t, cols in (("actions", actions, ("customer_id", "category")),
+                          ("drift", drift, ("customer_id", "to_category", "drifted_orders")),
+                          ("transactions", transactions, ("customer_id", "ts", "category"))):  # fmt: skip
+        missing = [c for c in cols if c not in t.column_names]
+        if missing:
+            raise ParameterError(f"{name} has no column(s) {missing}; it has {t.column_names[:10]}.")
+    n_offers = pc.max(pc.list_value_length(actions.column("category"))).as_py() or 0
+    # popularity: customers who bought each category in the last horizon_days days
+    tx = transactions
+    ts = tx.column("ts").cast(pa.timestamp("us", tz=tx.schema.field("ts").type.tz)).cast(pa.int64()).to_numpy(
+        zero_copy_only=False)  # fmt: skip
+    recent = ts > ts.max(initial=0) - int(horizon_days) * 86_400 * 1_000_000
+    if "amount" in tx.column_names:
+        recent &= pc.fill_null(pc.greater(tx.column("amount"), 0), False).to_numpy(zero_copy_only=False)
+    cat = tx.column("category")
+    cat = cat.cast(pa.string()) if not pa.types.is_dictionary(cat.type) else cat.combine_chunks().dictionary_decode()
+    pairs = pa.table({"c": tx.column("customer_id"), "k": cat}).filter(pa.array(recent))
+    buyers = pairs.group_by(["k", "c"]).aggregate([]).group_by("k").aggregate([("c", "count")])
+    ranked = sorted(zip(buyers.column("k").to_pylist(), buyers.column("c_count").to_pylist()),
+                    key=lambda kv: (-kv[1], str(kv[0])))  # fmt: skip
+    popular = [str(k) for k, _ in ranked if k is not None][:n_offers]
+    d = drift.filter(pc.greater_equal(drift.column("drifted_orders"), min_orders))
+    d = d.select(["customer_id", "to_category"])
+    ids = actions.column("customer_id")
+    at = pc.index_in(d.column("customer_id").cast(ids.type), value_set=ids.combine_chunks())
+    has = at.is_valid().to_numpy(zero_copy_only=False)
+    to = d.column("to_category").to_pylist()
+    offers = pc.take(actions.column("category"), at).to_pylist()
+    found = sum(1 for t, o, h in zip(to, offers, has) if h and t in o)
+    pop_found = sum(1 for t, h in zip(to, has) if h and t in popular)
+    n = int(has.sum())
+    return {"drifted": n, "without_actions": int((~has).sum()), "offers_found": found,
+            "offers_hit_rate": found / n if n else None, "popularity_found": pop_found,
+            "popularity_hit_rate": pop_found / n if n else None, "popular_categories": popular,
+            "offers": int(n_offers)}  # fmt: skip
+
+
 def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kwargs):
     """Write :func:`generate_periods` data as ``path/period-0``, ``path/period-1``, ... (atomically).
 
     Each period directory has the layout of :func:`write_dataset`
     (``transactions/``, ``events/``, ``customers/``, ``truth/`` and
-    ``manifest.json``), so ``segone run path/period-1 ...`` reads it.
-    Keyword arguments are those of :func:`generate_periods`.  Returns the
-    list of manifests.
+    ``manifest.json``), so ``segone run path/period-1 ...`` reads it;
+    with a campaign, period 1 also has ``treatment.parquet``, and with
+    ``drift_share``, every later period has ``drift.parquet`` (the drifting
+    customers: see :func:`generate_periods`).  Keyword arguments are those
+    of :func:`generate_periods`.  Returns the list of manifests.
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not overwrite:
@@ -827,6 +1015,9 @@ def write_periods(path, n_customers=100_000, *, periods=2, overwrite=False, **kw
             if d.treatment is not None:  # the campaign between the previous period and this one
                 pq.write_table(d.treatment, os.path.join(base, "treatment.parquet"))
                 counts["treatment"] = d.treatment.num_rows
+            if d.drift is not None:  # the customers whose category preference drifted (drift_share)
+                pq.write_table(d.drift, os.path.join(base, "drift.parquet"))
+                counts["drift"] = d.drift.num_rows
             manifest = {"format": "segone-synth", "version": 1, "period": p, "periods": periods,
                         "n_customers": d.truth.num_rows, "rows": counts,
                         "segments": [s["name"] for s in SEGMENTS],

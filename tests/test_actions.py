@@ -251,3 +251,36 @@ def test_the_privacy_plan_applies_its_consent_and_pseudonyms(synth):
             if r["consent_marketing"] and r["consent_purposes"] and "analytics" in r["consent_purposes"]}  # fmt: skip
     got = parts[0].column("customer_id").to_pylist()
     assert want and set(got) == want and len(got) == len(want)
+
+
+def test_the_customer_then_time_order_is_the_lexsort_on_adversarial_inputs():
+    rng = np.random.default_rng(7)
+    big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    cases = [(np.zeros(0, np.int64), np.zeros(0, np.int64)), (np.array([3]), np.array([7])),  # empty, one row
+             (np.zeros(50, np.int64), np.zeros(50, np.int64)),  # one customer, one time: the rows as they are
+             (np.array([1, 0, 1, 0, 1, 0]), np.array([-5, 3, -5, 2**62, -(2**62), 3])),  # negative, huge, ties
+             (np.array([0, 0, 0]), np.array([big, small, 0])),  # the whole int64 range
+             (np.array([70_000, 5, 70_000, 5]), np.array([1, 2, 1, 2]) + 10**15)]  # a customer past 2**16, offset
+    for _ in range(30):
+        n = int(rng.integers(2, 2000))
+        pos = rng.integers(0, int(rng.integers(1, 300_000)), n)
+        ts = rng.integers(0, 5000, n) + int(rng.integers(-(2**60), 2**60))  # a large offset, few distinct times
+        ts[rng.random(n) < 0.3] = ts[0]  # duplicates
+        cases.append((pos, ts))
+    for pos, ts in cases:
+        assert np.array_equal(A._order_by_customer_time(pos, ts), np.lexsort((ts, pos)))
+
+
+def test_the_probability_and_log_likelihood_of_a_pass_equal_the_plain_formulas():
+    from segone.propensity import _expit_and_log1pexp, expit
+
+    rng = np.random.default_rng(3)
+    eta = np.r_[rng.normal(scale=4, size=5000), rng.normal(scale=300, size=500), 0.0, -0.0, 36.0, -36.0, 745.0,
+                -745.0, 1e308, -1e308, 1e-300, np.inf, -np.inf]  # fmt: skip
+    p, log1pexp = _expit_and_log1pexp(eta)
+    with np.errstate(over="ignore", invalid="ignore"):  # the branch np.where leaves out overflows
+        plain = np.where(eta >= 0, 1.0 / (1.0 + np.exp(-eta)), np.exp(eta) / (1.0 + np.exp(eta)))
+    assert np.array_equal(p, plain) and np.array_equal(expit(eta), p)
+    np.testing.assert_array_max_ulp(log1pexp, np.logaddexp(0.0, eta), maxulp=2)
+    assert np.isnan(_expit_and_log1pexp(np.array([np.nan]))[0]).all()
+    assert float(expit(0.0)) == 0.5 and _expit_and_log1pexp(-2.0)[1] == np.logaddexp(0.0, -2.0)  # scalars too

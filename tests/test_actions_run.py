@@ -203,3 +203,19 @@ def test_the_same_actions_file_on_the_dask_engine(data, tmp_path, monkeypatch):
     np.testing.assert_allclose(pc.list_flatten(a.column("propensity")).to_numpy(),
                                pc.list_flatten(b.column("propensity")).to_numpy(), rtol=1e-9)  # fmt: skip
     assert loc.summary["actions"]["by_segment"] == das.summary["actions"]["by_segment"]
+
+
+def test_the_offers_find_the_synthetic_category_drift_better_than_popularity(tmp_path):
+    # 30% of the eligible customers move their most bought category's orders to a category they never bought, for
+    # the last 90 days; among those whose data show it (2 moved orders or more), the offers hold the new category
+    # far more often than the 3 most popular categories do.  Seeds 0-9 (4000 customers): offers 0.36-0.53,
+    # popularity 0.14-0.23, the margin 0.13-0.37 (checked when the test was written).
+    from segone.synth import drift_recovery, generate_periods
+
+    _, p1 = generate_periods(4000, periods=2, switch_share=0.0, drift_share=0.3, seed=0)
+    segone.run(p1.transactions, tmp_path / "o", n_clusters=4, attributes=p1.customers, value=False, n_init=1,
+               actions=True)  # fmt: skip
+    r = drift_recovery(_read(tmp_path / "o" / outputs.ACTIONS), p1.drift, p1.transactions, min_orders=2)
+    assert r["drifted"] >= 150 and r["without_actions"] == 0 and r["offers"] == 3
+    assert r["offers_hit_rate"] >= r["popularity_hit_rate"] + 0.1
+    assert r["offers_hit_rate"] >= 1.5 * r["popularity_hit_rate"]

@@ -123,7 +123,102 @@ def test_periods_churn_new_customers_and_redraw(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [({"periods": 0}, "periods"), ({"switch_share": 1.5}, "switch_share"),
-                                           ({"churn_share": -0.1}, "churn_share"), ({"period_days": -1}, "period_days")])
+                                           ({"churn_share": -0.1}, "churn_share"), ({"period_days": -1}, "period_days"),
+                                           ({"drift_share": 1.5}, "drift_share")])  # fmt: skip
 def test_periods_parameter_errors(kwargs, match):
     with pytest.raises(ParameterError, match=match):
         synth.generate_periods(10, **kwargs)
+
+
+def _codes(tx):
+    return tx.column("category").combine_chunks().indices.to_numpy().astype(np.int64)
+
+
+def _us(col):
+    return col.cast(pa.int64()).to_numpy()
+
+
+def test_periods_drift_moves_the_orders_after_the_drift_and_writes_the_truth(tmp_path):
+    kw = dict(periods=3, switch_share=0.1, seed=4, tx_per_customer=8)
+    plain = synth.generate_periods(3000, **kw)
+    drifted = synth.generate_periods(3000, drift_share=0.3, **kw)
+    assert plain[0].drift is None and drifted[0].drift is None
+    for a, b in zip(plain, drifted):  # only the category of some rows changes
+        assert a.transactions.drop(["category"]).equals(b.transactions.drop(["category"]))
+        assert a.truth.equals(b.truth) and a.customers.equals(b.customers) and a.events.equals(b.events)
+    assert drifted[0].transactions.equals(plain[0].transactions)
+    cats = list(synth.CATEGORIES)
+    for p in (1, 2):
+        tx, d = drifted[p].transactions, drifted[p].drift
+        assert 0 < d.num_rows and d.column("customer_id").to_pylist() == sorted(d.column("customer_id").to_pylist())
+        assert set(d.column("drift_period").to_pylist()) <= set(range(1, p + 1))
+        # drift_ts: the first day of the period the drift began in, on the data's own clock
+        starts = {int(v): int(synth.DEFAULT_END.timestamp() * 1e6) + (int(v) - 1) * 90 * 86_400 * 10**6
+                  for v in d.column("drift_period").to_pylist()}  # fmt: skip
+        periods = d.column("drift_period").to_pylist()
+        assert all(_us(d.column("drift_ts"))[i] == starts[v] for i, v in enumerate(periods))
+        info = {r["customer_id"]: r for r in d.to_pylist()}
+        cid, ts = tx.column("customer_id").to_numpy(), _us(tx.column("ts"))
+        new, old = _codes(tx), _codes(plain[p].transactions)
+        changed = new != old
+        # exactly the drifters' orders in from_category after drift_ts moved, to to_category
+        ids = d.column("customer_id").to_numpy()
+        at = np.minimum(np.searchsorted(ids, cid), ids.size - 1)
+        on = ids[at] == cid
+        frm = np.where(on, np.array([cats.index(c) for c in d.column("from_category").to_pylist()])[at], -1)
+        to = np.where(on, np.array([cats.index(c) for c in d.column("to_category").to_pylist()])[at], -1)
+        t_d = np.where(on, _us(d.column("drift_ts"))[at], 0)
+        expect = (frm >= 0) & (old == frm) & (ts > t_d)
+        assert (changed == expect).all() and (new[changed] == to[changed]).all()
+        assert ((new == frm) & (ts > t_d) & (frm >= 0)).sum() == 0  # nothing left in from_category after the drift
+        moved = np.bincount(np.searchsorted(d.column("customer_id").to_numpy(), cid[changed]), minlength=d.num_rows)
+        assert moved.tolist() == d.column("drifted_orders").to_pylist()
+        assert d.column("drifted_orders").to_numpy().sum() > 0
+        before = (ts <= t_d) & (frm >= 0)
+        assert ((new == to) & before).sum() == 0  # to_category: never bought before the drift
+        for c in [c for c, r in info.items() if r["drift_period"] == p][:50]:
+            # from_category: the category of most orders before the drift (ties: the first), in its period's data
+            m = (cid == c) & (ts <= t_d)
+            assert cats.index(info[c]["from_category"]) == int(np.argmax(np.bincount(old[m], minlength=len(cats))))
+    # the drift goes on in later periods, except for customers who switched segment (a new history)
+    d1, d2 = (drifted[p].drift.to_pylist() for p in (1, 2))
+    s1, s2 = ({r["customer_id"]: r["segment"] for r in drifted[p].truth.to_pylist()} for p in (1, 2))
+    still = {r["customer_id"] for r in d2 if r["drift_period"] == 1}
+    assert still == {r["customer_id"] for r in d1 if s1[r["customer_id"]] == s2[r["customer_id"]]}
+    assert any(r["drift_period"] == 2 for r in d2)
+    # written out per period
+    m = synth.write_periods(tmp_path / "p", 800, periods=2, seed=1, tx_per_customer=6, drift_share=0.2)
+    t = pq.read_table(tmp_path / "p" / "period-1" / "drift.parquet")
+    assert m[1]["rows"]["drift"] == t.num_rows > 0 and "drift" not in m[0]["rows"]
+    assert not os.path.exists(tmp_path / "p" / "period-0" / "drift.parquet")
+
+
+def test_cli_synth_drift(tmp_path):
+    from click.testing import CliRunner
+
+    from segone.cli import main
+
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "d"), "-n", "500", "--periods", "2", "--drift", "0.2",
+                                  "--tx-per-customer", "5"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "d" / "period-1" / "drift.parquet").num_rows > 0
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "e"), "-n", "500", "--drift", "0.2"])
+    assert r.exit_code == 2 and "--periods 2" in r.output
+
+
+def test_drift_recovery_counts_visible_drifters_with_an_actions_row():
+    import datetime as dt
+
+    tx = pa.table({"customer_id": [1, 2, 3, 4, 4], "amount": [1.0, 1.0, 1.0, 1.0, -1.0],
+                   "ts": [dt.datetime(2026, 1, 1)] * 4 + [dt.datetime(2026, 1, 2)],
+                   "category": ["grocery", "grocery", "toys", "toys", "books"]})  # fmt: skip
+    act = pa.table({"customer_id": [1, 2, 3], "category": [["toys", "books"], ["grocery"], []]})
+    drift = pa.table({"customer_id": [1, 2, 3, 4, 5], "to_category": ["toys", "books", "grocery", "toys", "toys"],
+                      "drifted_orders": [2, 1, 1, 1, 0]})  # fmt: skip
+    r = synth.drift_recovery(act, drift, tx)
+    # customer 4: no actions row; 5: nothing in the data shows the drift; popularity: grocery and toys (2 buyers each)
+    assert (r["drifted"], r["without_actions"], r["offers_found"], r["popularity_found"]) == (3, 1, 1, 2)
+    assert r["popular_categories"] == ["grocery", "toys"] and r["offers"] == 2
+    assert synth.drift_recovery(act, drift, tx, min_orders=2)["drifted"] == 1
+    with pytest.raises(ParameterError, match="to_category"):
+        synth.drift_recovery(act, drift.drop(["to_category"]), tx)
