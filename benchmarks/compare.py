@@ -23,6 +23,7 @@ so that BLAS-based peers run at their best):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compare.py --quick    # small sizes
     python benchmarks/compare.py --workload assign --json results.json
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compare.py --workload propensity  # 1M customers
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/compare.py --workload update      # 1M customers
     python benchmarks/compare.py --workload propensity --customers 20000 --repeat 2                 # a small check
 """
 
@@ -942,12 +943,40 @@ def machine_info():
     return info
 
 
+# --------------------------------------------------------------------- UPDATE
+def run_update(quick, repeat, rows, workdir):
+    """UPDATE: fold a batch of new transactions (100k at 1M customers; a tenth of a percent of the rows at other
+    sizes) into a state store, against the full ``segone.run`` of history + batch (its peer).  The same
+    processes and interleaving as ``benchmarks/update_bench.py``, which this calls; the state is built untimed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:  # update_bench's children are spawned: they import it by name
+        sys.path.insert(0, here)
+    import update_bench as ub
+    n, data = synth_dataset(quick, workdir)
+    work = os.path.join(workdir, f"update-{n}")
+    info = ub.prepare(data, work, max(1000, n // 10))
+    base = ub.build_state(work)
+    times = {"segone update (state + batch)": [], "segone run (history + batch)": []}
+    peaks = {}
+    for r in range(max(1, min(repeat, 3))):  # each round: a full run, then an update of a fresh copy of the state
+        ub.copy_state(base, work, r)
+        full = ub._run_child("full", work, r, 0, 0)
+        upd = ub._run_child("update", work, r, 0, 0)
+        times["segone run (history + batch)"].append(full["seconds"])
+        times["segone update (state + batch)"].append(upd["seconds"])
+        peaks = {"segone run (history + batch)": full["peak_rss_mib"], "segone update (state + batch)":
+                 upd["peak_rss_mib"]}  # fmt: skip
+    shape = f"{n:,} customers, batch {info['batch_transactions']:,} transactions"
+    record(rows, "UPDATE", shape, times, "segone update (state + batch)", peaks=peaks)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     ap.add_argument("--workload", action="append",
-                    choices=["assign", "fit", "profile", "score", "pipeline", "dask", "persona", "propensity"],
-                    help="run only these (repeatable); default all but dask and propensity")  # fmt: skip
+                    choices=["assign", "fit", "profile", "score", "pipeline", "dask", "persona", "propensity",
+                             "update"],
+                    help="run only these (repeatable); default all but dask, propensity and update")  # fmt: skip
     ap.add_argument("--customers", type=int, default=None,
                     help="customers of the synthetic dataset (profile, score, pipeline, dask, persona, propensity) "
                          "instead of 50,000 (--quick) or 1,000,000")  # fmt: skip
@@ -981,6 +1010,8 @@ def main(argv=None):
         run_persona(args.quick, args.repeat, rows, args.workdir)
     if "propensity" in todo:
         run_propensity(args.quick, args.repeat, rows, args.workdir)
+    if "update" in todo:
+        run_update(args.quick, args.repeat, rows, args.workdir)
     print_table(rows)
     print(f"\nmachine: {json.dumps(info)}")
     if args.json:

@@ -66,6 +66,28 @@ def prepare(data, work, batch_rows):
     return info
 
 
+def build_state(work):
+    """The state of a run of the history (untimed preparation; built once per work directory)."""
+    import pyarrow.dataset as ds
+
+    import segone
+
+    base = os.path.join(work, "state")
+    if not os.path.exists(os.path.join(base, "manifest.json")):
+        h = os.path.join(work, "history")
+        segone.run(ds.dataset(os.path.join(h, "transactions")).to_table(), os.path.join(work, "fit"), 8,
+                   events=ds.dataset(os.path.join(h, "events")).to_table(),
+                   attributes=ds.dataset(os.path.join(h, "customers")).to_table(), state=base, overwrite=True)
+    return base
+
+
+def copy_state(base, work, round_):
+    """Fresh copies of the state for one round's update and warm updater (not timed)."""
+    for name in (f"state-{round_}", f"warm-{round_}"):
+        shutil.rmtree(os.path.join(work, name), ignore_errors=True)
+        shutil.copytree(base, os.path.join(work, name))
+
+
 def _child(kind, work, round_, small, small_rows, q):
     import pyarrow as pa
     import pyarrow.dataset as ds
@@ -134,16 +156,7 @@ def main():
     import segone
 
     info = prepare(a.data, a.work, a.batch_rows)
-    base = os.path.join(a.work, "state")
-    if not os.path.exists(os.path.join(base, "manifest.json")):
-        import pyarrow.dataset as ds
-
-        h = os.path.join(a.work, "history")
-        t = time.perf_counter()
-        segone.run(ds.dataset(os.path.join(h, "transactions")).to_table(), os.path.join(a.work, "fit"), 8,
-                   events=ds.dataset(os.path.join(h, "events")).to_table(),
-                   attributes=ds.dataset(os.path.join(h, "customers")).to_table(), state=base, overwrite=True)
-        info["prepare_run_with_state_seconds"] = time.perf_counter() - t
+    base = build_state(a.work)
     from segone.update import state_summary
 
     st = state_summary(base)
@@ -154,9 +167,7 @@ def main():
     info["state_over_input"] = sum(st["bytes"].values()) / hist_bytes
     rounds = []
     for r in range(a.rounds):
-        for name in (f"state-{r}", f"warm-{r}"):
-            shutil.rmtree(os.path.join(a.work, name), ignore_errors=True)
-            shutil.copytree(base, os.path.join(a.work, name))
+        copy_state(base, a.work, r)
         row = {"full": _run_child("full", a.work, r, a.small, a.small_rows),
                "update": _run_child("update", a.work, r, a.small, a.small_rows),
                "updater": _run_child("updater", a.work, r, a.small, a.small_rows)}
