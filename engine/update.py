@@ -83,6 +83,7 @@ _LOW = np.iinfo(np.int64).min
 NEXT_CHANGE = "_next_change_us"  # hidden profile columns of the store (never exported)
 LAST_EVENT = "_last_event_{}"
 ROLES = ("transactions", "events", "attributes")
+_LABEL_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 
 class StateError(SegoneError):
@@ -181,11 +182,17 @@ def _normalise(table, role, roles, types=None):
                 col = pc.cast(col, pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise SchemaError(f"{where}.{c}: amounts of type {col.type}; expected numbers.") from None
-        elif role != "attributes" and c in (roles["category"], roles["channel"], roles["event"], roles["order_id"]):
+        elif role != "attributes" and c in (roles["category"], roles["channel"], roles["event"]):
+            # labels are stored dictionary-encoded: reading and filtering them is several times cheaper
             if pa.types.is_dictionary(col.type):
                 col = pc.cast(col, col.type.value_type)
-            if not pa.types.is_string(col.type) and c != roles["order_id"]:
+            if not pa.types.is_string(col.type):
                 col = pc.cast(col, pa.string())
+            col = pc.dictionary_encode(col)
+            col = col.cast(_LABEL_TYPE) if isinstance(col, pa.Array) else pa.chunked_array(
+                [ch.cast(_LABEL_TYPE) for ch in col.chunks], _LABEL_TYPE)  # fmt: skip
+        elif role != "attributes" and c == roles["order_id"] and pa.types.is_dictionary(col.type):
+            col = pc.cast(col, col.type.value_type)
         out[c] = col
     t = pa.table(out)
     if types is None:
@@ -627,7 +634,9 @@ def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True, init=
     else:
         before = pa.nulls(asg.num_rows, seg.type)
     moved = pc.fill_null(pc.not_equal(before, seg), True)
-    changed = moved if R is None else pc.or_(moved, pc.is_in(ids, value_set=R))
+    # changed: new rows in the batch, or another segment (a window that moved with time alone is not a change
+    # of its own, like everyone's recency; its customer is written when it moves them)
+    changed = moved if touched_ids is None else pc.or_(moved, pc.is_in(ids, value_set=touched_ids))
     if write:
         data = os.path.join(ctx.dir, DATA_DIR)
         for role in ("transactions", "events"):
@@ -788,6 +797,9 @@ def init_state(state_dir, run_out, transactions, *, events=None, attributes=None
         ctx = _Ctx(tmp, manifest)
         split = {r: _split(t, roles["customer_id"], buckets) for r, t in tables.items()}
         del tables
+        for r in ("transactions", "events"):  # each bucket's rows in customer order (stable: a customer's rows
+            for b, t in split[r].items():     # keep their order), which compresses better
+                split[r][b] = t.take(pc.sort_indices(t, sort_keys=[(roles["customer_id"], "ascending")]))
         args = [(manifest["buckets"][b], {r: split[r].pop(b, None) for r in ROLES}) for b in range(buckets)]
         results = _map_buckets(engine, ctx, args, tmp, manifest, as_of_us, changes=False, init=True)
         manifest["buckets"] = [r[0] for r in results]
