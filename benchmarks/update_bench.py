@@ -31,9 +31,13 @@ def _dir_bytes(path):
 
 
 def _rss_mib():
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a spawned child inherits from the
+    parent it was forked from)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def prepare(data, work, batch_rows):
