@@ -12,6 +12,9 @@ period) are the new batch; everything before is the history the state is built f
 Also reported: the state's bytes per customer against the Parquet input it replaces (history).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/update_bench.py --data /work/data/s1m --rounds 2
+    # one night in the steady state: the data up to 2025-07-01, its last 26,000 transactions (about a day)
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/update_bench.py --data /work/data/s1m \
+        --work /tmp/segone-update-night --end 2025-07-01 --batch-rows 26000 --rounds 2
 """
 
 import argparse
@@ -40,7 +43,7 @@ def _rss_mib():
     return float("nan")
 
 
-def prepare(data, work, batch_rows):
+def prepare(data, work, batch_rows, end=None):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -52,6 +55,10 @@ def prepare(data, work, batch_rows):
         return json.load(open(done))
     tx = ds.dataset(os.path.join(data, "transactions")).to_table()
     ev = ds.dataset(os.path.join(data, "events")).to_table()
+    if end is not None:  # the data as it stood at `end` (a night in the steady state, not the data's thinning tail)
+        end_ts = pa.scalar(pc.strptime(pa.array([end]), format="%Y-%m-%d", unit="us")[0].value, pa.int64())
+        tx = tx.filter(pc.less(pc.cast(tx.column("ts"), pa.int64()), end_ts))
+        ev = ev.filter(pc.less(pc.cast(ev.column("ts"), pa.int64()), end_ts))
     ts = pc.cast(tx.column("ts"), pa.int64()).to_numpy()
     cut = int(pc.partition_nth_indices(pa.array(-ts), pivot=batch_rows).to_numpy()[batch_rows - 1])
     cut_us = int(ts[cut])  # the batch: the batch_rows latest transactions (ties: at the cut go to the batch)
@@ -64,7 +71,7 @@ def prepare(data, work, batch_rows):
         os.makedirs(os.path.join(work, name, "events"), exist_ok=True)
         pq.write_table(ev.filter(pa.array(mask)), os.path.join(work, name, "events", "part-0.parquet"))
     shutil.copytree(os.path.join(data, "customers"), os.path.join(work, "history", "customers"), dirs_exist_ok=True)
-    info = {"cut_us": cut_us, "batch_transactions": int(new.sum()), "batch_events": int((ev_ts >= cut_us).sum()),
+    info = {"cut_us": cut_us, "end": end, "batch_transactions": int(new.sum()), "batch_events": int((ev_ts >= cut_us).sum()),
             "history_transactions": int((~new).sum()), "history_events": int((ev_ts < cut_us).sum())}
     json.dump(info, open(done, "w"))
     return info
@@ -152,6 +159,7 @@ def main():
     ap.add_argument("--data", required=True, help="a `segone synth` directory")
     ap.add_argument("--work", default="/tmp/segone-update-bench")
     ap.add_argument("--batch-rows", type=int, default=100_000)
+    ap.add_argument("--end", default=None, help="use the data before this date (YYYY-MM-DD) only")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--small", type=int, default=20, help="warm updater: number of small batches")
     ap.add_argument("--small-rows", type=int, default=1000, help="warm updater: transactions per small batch")
@@ -159,7 +167,7 @@ def main():
     a = ap.parse_args()
     import segone
 
-    info = prepare(a.data, a.work, a.batch_rows)
+    info = prepare(a.data, a.work, a.batch_rows, a.end)
     base = build_state(a.work)
     from segone.update import state_summary
 
