@@ -1,14 +1,7 @@
 import os
 
-# Idle OpenMP threads sleep instead of spinning (libgomp reads this once, when the first OpenMP library loads: so
-# before numpy, scikit-learn and segone's kernels are imported).  segone's Cython and Numba (``omp`` layer) kernels
-# and scikit-learn open many short parallel regions; between them the default policy keeps every thread spinning,
-# which on the 2 shared cores of CI steals the CPU the other thread, the Dask workers and the subprocesses need.
-# The policy changes no result, only how threads wait; an OMP_WAIT_POLICY set by the caller is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 # keep hypothesis quick and deterministic in CI
 from hypothesis import HealthCheck, settings
