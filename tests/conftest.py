@@ -1,7 +1,14 @@
 import os
 
-import numpy as np
-import pytest
+# OpenMP threads spin at most 10,000 rounds (libgomp's default: 300,000) before they sleep between parallel regions.
+# segone's Cython and Numba ("omp" layer) kernels and scikit-learn open many short regions; on the 2 shared cores of
+# CI the default spinning steals the CPU the other threads, the Dask workers and the subprocesses need.  It changes
+# no result, only how idle threads wait.  libgomp reads it once, when it loads: so before numpy, scikit-learn or
+# segone is imported here.  A GOMP_SPINCOUNT set by the caller is kept.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # keep hypothesis quick and deterministic in CI
 from hypothesis import HealthCheck, settings
