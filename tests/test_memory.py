@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 import segone
+from segone import outputs
 
 # a fresh interpreter: what segone's import (and a small job) does to the process, against the state before it
 _CHILD = textwrap.dedent(
@@ -140,8 +141,11 @@ def test_large_inputs_split_by_customer_are_profiled_file_by_file_with_the_same_
         for col in a.column_names:  # sums merged piece by piece differ in the last bits only (as on Dask)
             x, y = a.column(col), b.column(col)
             if pa.types.is_floating(x.type):
+                # the segment totals' interval bounds come from sums of central differences (step 1e-5), which
+                # magnify the summation's rounding by 1/step: equal to 1e-9 there (as the Dask parity test asks)
+                rtol = 1e-9 if col in outputs.SEGMENT_INTERVAL_COLUMNS else 1e-12
                 np.testing.assert_allclose(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False),
-                                           rtol=1e-12, atol=0, equal_nan=True, err_msg=f"{name}.{col}")  # fmt: skip
+                                           rtol=rtol, atol=0, equal_nan=True, err_msg=f"{name}.{col}")  # fmt: skip
             else:
                 assert x.to_pylist() == y.to_pylist(), f"{name}.{col}"
     keys = ("rows_read", "rows_dropped", "customers", "customers_without_purchase", "as_of", "features", "inertia")
