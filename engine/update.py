@@ -436,6 +436,8 @@ def _read_profiles(state_dir, names, columns=None, ids=None):
         columns = [c for c in columns if c in have]
     filters = None if ids is None else [(outputs.ID_COLUMN, "in", ids.to_pylist())]
     tables = [pq.read_table(p, columns=columns, filters=filters) for p in paths]
+    if len(tables) == 1:
+        return tables[0]  # every profile file is written in customer order
     out = tables[-1]
     for t in reversed(tables[:-1]):
         seen = out.column(outputs.ID_COLUMN).combine_chunks()
@@ -601,21 +603,39 @@ def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True, init=
     new_entry = {"rows": {r: list(entry["rows"].get(r, [])) for r in ROLES},
                  "profiles": list(entry.get("profiles", [])), "assign": entry.get("assign")}  # fmt: skip
     fresh, R, all_attrs = None, None, None
-    if parts:
-        R = pc.unique(pa.concat_arrays([p.cast(parts[0].type) for p in parts]))
+    cache = {}
+
+    def stored(role):  # the bucket's stored rows of a role, read once per step
+        if role not in cache:
+            cache[role] = _read_files(ctx.dir, entry["rows"].get(role, []))
+        return cache[role]
+
+    def attributes():
+        if "attributes" not in cache:
+            cache["attributes"] = _upsert(stored("attributes_stored"), batch.get("attributes"), cid)
+        return cache["attributes"]
+
+    cache["attributes_stored"] = None if s.types["attributes"] is None else _read_files(
+        ctx.dir, entry["rows"].get("attributes", []))  # fmt: skip
+
+    def profile_of(ids):
+        """The profiles of customers ``ids`` from all their rows (stored, then the batch's) at ``as_of_us``."""
         rows = {}
         for role in ("transactions", "events"):
-            stored = _filter_ids(_read_files(ctx.dir, entry["rows"].get(role, [])), cid, R)
-            got = [t for t in (stored, batch.get(role)) if t is not None and t.num_rows]
+            got = [t for t in (_filter_ids(stored(role), cid, ids), _filter_ids(batch.get(role), cid, ids))
+                   if t is not None and t.num_rows]  # fmt: skip
             rows[role] = pa.concat_tables(got) if got else _empty(s.types[role])
         attrs = None
         if s.types["attributes"] is not None:
-            all_attrs = _upsert(_read_files(ctx.dir, entry["rows"].get("attributes", [])), batch.get("attributes"),
-                                cid)  # fmt: skip
-            attrs = _filter_ids(all_attrs, cid, R)
+            attrs = _filter_ids(attributes(), cid, ids)
             attrs = _empty(s.types["attributes"]) if attrs is None else attrs
-        fresh = _profile_customers(s, rows["transactions"], rows["events"], attrs, as_of_us)
-        del rows, attrs
+        return _profile_customers(s, rows["transactions"], rows["events"], attrs, as_of_us)
+
+    if parts:
+        R = pc.unique(pa.concat_arrays([p.cast(parts[0].type) for p in parts]))
+        fresh = profile_of(R)
+        if s.types["attributes"] is not None:
+            all_attrs = attributes()
     if prof is not None and prof.num_rows:
         others = prof if R is None else prof.filter(pc.invert(pc.is_in(prof.column(outputs.ID_COLUMN), value_set=R)))
         others = _retime(s, others, as_of_us)
@@ -675,22 +695,21 @@ def _bucket_step(ctx, entry, batch, as_of_us, *, write=True, changes=True, init=
         return new_entry, None, None, counts
     moves = pa.table({outputs.ID_COLUMN: ids, "from_segment": before, "to_segment": seg}).filter(moved)
     if ctx.personas is not None:
-        counts["personas"] = _changed_personas(ctx, entry, prof, fresh, R, ids.filter(changed), as_of_us)
+        counts["personas"] = _changed_personas(ctx, fresh, R, ids.filter(changed), profile_of)
     return new_entry, (asg.filter(changed), vis.filter(changed)), (moves, vis.filter(moved)), counts
 
 
-def _changed_personas(ctx, entry, prof, fresh, R, changed_ids, as_of_us):
-    """(personas, their profiles) of the changed customers: full profile rows (the fresh ones; the stored rows,
-    moved to ``as_of_us``, of customers who only changed segment)."""
+def _changed_personas(ctx, fresh, R, changed_ids, profile_of):
+    """(personas, their profiles) of the changed customers: full profile rows (the fresh ones; customers who only
+    changed segment, few, are profiled from their stored rows)."""
     if not len(changed_ids):
         return None
     parts = []
     if fresh is not None:
         parts.append(fresh.filter(pc.is_in(fresh.column(outputs.ID_COLUMN), value_set=changed_ids)))
     rest = changed_ids if R is None else changed_ids.filter(pc.invert(pc.is_in(changed_ids, value_set=R)))
-    if len(rest) and prof is not None:
-        full = _read_profiles(ctx.dir, entry.get("profiles", []), ids=rest)
-        parts.append(_retime(ctx.settings, full, as_of_us))
+    if len(rest):
+        parts.append(profile_of(rest))
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return None
