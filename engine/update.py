@@ -128,14 +128,11 @@ def _write_json_atomic(obj, path):
 
 
 def _write_table(table, directory, stem):
-    """Write ``table`` under a new unique name in ``directory``; returns the file name (immutable afterwards).
-
-    Profile files (sorted by id) get row groups of 16k rows, so that reading a few customers skips the rest."""
+    """Write ``table`` under a new unique name in ``directory``; returns the file name (immutable afterwards)."""
     name = f"{stem}-{uuid.uuid4().hex[:12]}.parquet"
     path = os.path.join(directory, name)
     tmp = path + ".tmp"
-    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True,
-                   row_group_size=16_384 if stem == "profile" else None)
+    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     os.replace(tmp, path)
     return name
 
@@ -230,8 +227,8 @@ def _types_of(table):
 def _types_from_json(d):
     if d is None:
         return None
-    return {name: pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(d))).field(name).type for name in
-            pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(d))).names}  # fmt: skip
+    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(d)))
+    return {f.name: f.type for f in schema}
 
 
 def _types_to_json(types):
@@ -423,19 +420,17 @@ def _read_files(state_dir, names):
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
-def _read_profiles(state_dir, names, columns=None, ids=None):
+def _read_profiles(state_dir, names, columns=None):
     """A bucket's stored profiles: the base file and its deltas, the latest row of every customer, by id.
 
-    ``columns`` reads those columns only (of those the files have); ``ids`` those customers only (the files'
-    row groups hold ranges of ids: the others are skipped)."""
+    ``columns`` reads those columns only (of those the files have)."""
     if not names:
         return None
     paths = [os.path.join(state_dir, DATA_DIR, n) for n in names]
     if columns is not None:
         have = set(pq.read_schema(paths[0]).names)
         columns = [c for c in columns if c in have]
-    filters = None if ids is None else [(outputs.ID_COLUMN, "in", ids.to_pylist())]
-    tables = [pq.read_table(p, columns=columns, filters=filters) for p in paths]
+    tables = [pq.read_table(p, columns=columns) for p in paths]
     if len(tables) == 1:
         return tables[0]  # every profile file is written in customer order
     out = tables[-1]
@@ -490,8 +485,7 @@ class _Ctx:
             [outputs.ID_COLUMN, NEXT_CHANGE, "first_purchase", "last_purchase", "spend_total", "frequency", "recency",
              "T", "monetary_value"] + list(self.model.features) + [c for c in attrs]
             + [LAST_EVENT.format(i) for i in range(len(s.labels.get("event", [])))]
-            + [f"events_{n}" for n in _event_names(s.labels)] + [f"days_since_{n}" for n in _event_names(s.labels)]
-            + ["recency_days", "tenure_days"]))  # fmt: skip
+            + [f"events_{n}" for n in _event_names(s.labels)]))  # fmt: skip (_retime recomputes the time columns)
 
     def assign(self, table):
         """(assignments with value columns, visible profiles with the value columns) of profiles ``table``."""
