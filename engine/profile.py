@@ -907,7 +907,12 @@ def _category_columns(cols, agg, tx, cat_role, fixed, top_categories, n, summary
             v = cat_spend[:, where[lab]] if lab in where else np.zeros(n)
             cols[_unique_name("share_", lab, taken)] = pa.array(v / denom)
         rest = [j for j, lab in enumerate(cat_labels) if lab not in set(chosen)]
-        other = cat_spend[:, rest].sum(axis=1) + agg["null_cat_spend"]
+        # added one label at a time in label order: the same bits whichever piece of the customers (a Dask
+        # partition, a state bucket) holds which other labels (a pairwise sum over the piece's columns is not)
+        other = np.zeros(n)
+        for j in sorted(rest, key=lambda j: str(cat_labels[j])):
+            other += cat_spend[:, j]
+        other += agg["null_cat_spend"]
         cols["share_other"] = pa.array(other / denom)
         cols["n_categories"] = pa.array(agg["n_categories"])
         summary["categories"] = chosen

@@ -357,3 +357,23 @@ def test_string_ids_and_an_attributes_batch(data, tmp_path):
     got = up.read_profiles(tmp_path / "s")
     row = got.filter(pc.equal(got.column("customer_id"), "newcomer"))
     assert row.num_rows == 1 and row.column("region").to_pylist() == ["north"]
+
+
+def test_share_other_is_exact_whatever_order_the_folded_categories_come_in(tmp_path):
+    """More categories than the profile keeps: share_other sums the folded ones. A bucket sees them in another
+    order than the whole input (here the batch lists them backwards): the sum is still the same bits."""
+    r = np.random.default_rng(5)
+    cats = np.array([f"c{i:02d}" for i in range(30)])
+    n = 6000
+    ids = r.integers(0, 300, n)
+    ts = np.sort(r.integers(1.60e15, 1.70e15, n))
+    cat = cats[r.integers(0, 30, n)]
+    half = n // 2
+    cat[half:] = cat[half:][::-1]  # the batch's first appearances in another order
+    tx = pa.table({"customer_id": ids, "ts": pa.array(ts, pa.timestamp("us", "UTC")),
+                   "amount": r.lognormal(3, 1, n), "category": cat})  # fmt: skip
+    old, new = tx.slice(0, half), tx.slice(half)
+    segone.run(old, tmp_path / "fit", 3, value=False)
+    up.init_state(tmp_path / "s", tmp_path / "fit", old, buckets=3)
+    up.update(tmp_path / "s", new)
+    _assert_equal_to_full(tmp_path / "s", tx, None, None)
